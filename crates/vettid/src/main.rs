@@ -1,0 +1,47 @@
+//! `vettid`: one binary for the whole stack.
+//!
+//! - `vettid up` starts nats-server and VettID's processes on this machine and supervises them;
+//! - `vettid api` is the HTTP API process (started by `up`).
+//!
+//! Later issues add `enclave`, `host`, `app …`, `admin …` and `attest …`.
+#![deny(unsafe_code)]
+
+mod api;
+mod up;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "vettid",
+    version,
+    about = "VettID: a privacy-first digital identity platform"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start nats-server and the VettID processes on this machine; stop them all on Ctrl-C.
+    Up(up::UpArgs),
+    /// Run the HTTP API process (normally started by `vettid up`).
+    Api(api::ApiArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Api(args) => api::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("vettid: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

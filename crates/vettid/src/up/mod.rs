@@ -1,0 +1,249 @@
+//! `vettid up`: run the whole stack on this machine.
+//!
+//! Order: take the data directory's lock, find nats-server, start it (loopback, JetStream),
+//! wait until healthy, then start each VettID process and wait until it is healthy, print the
+//! URLs and `ready`. On Ctrl-C or SIGTERM, stop the children in reverse order and exit 0; if a
+//! child dies on its own, stop the rest and exit non-zero with the end of its log.
+
+mod child;
+mod nats;
+mod probe;
+pub(crate) mod signals;
+
+use anyhow::{Context, bail};
+use child::Child;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How long a child may take to become healthy.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a child may take to stop after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(clap::Args)]
+pub(crate) struct UpArgs {
+    /// Where VettID keeps its state (nats config and JetStream, logs, later vaults and the database).
+    #[arg(long, default_value = ".vettid")]
+    data_dir: PathBuf,
+    /// The nats-server binary (2.10 or newer). Default: ./.tools/bin, then PATH.
+    #[arg(long, env = "VETTID_NATS_SERVER")]
+    nats_server: Option<PathBuf>,
+    /// NATS client port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 4222)]
+    nats_port: u16,
+    /// NATS monitoring port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8222)]
+    nats_monitor_port: u16,
+    /// Address of the HTTP API (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    api_addr: SocketAddr,
+}
+
+pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    // One thread: children are forked from the main thread, which lives as long as the process,
+    // so PR_SET_PDEATHSIG fires exactly when the supervisor goes away.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(supervise(args))
+}
+
+async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let data_dir = prepare_data_dir(&args.data_dir)?;
+    let _lock = lock_data_dir(&data_dir)?;
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    println!("vettid up: data directory {}", data_dir.display());
+
+    let nats = nats::locate(args.nats_server.as_deref())?;
+    let ports = nats::NatsPorts {
+        client: port_or_free(args.nats_port, "--nats-port")?,
+        monitor: port_or_free(args.nats_monitor_port, "--nats-monitor-port")?,
+    };
+    let api_addr = SocketAddr::new(
+        args.api_addr.ip(),
+        port_or_free(args.api_addr.port(), "--api-addr")?,
+    );
+    let conf = nats::write_config(&data_dir, ports)?;
+
+    let terminated = signals::terminated();
+    tokio::pin!(terminated);
+    let (exited_tx, mut exited) = mpsc::unbounded_channel();
+    let mut children: Vec<Child> = Vec::new();
+    let outcome = {
+        let starting = async {
+            let monitor = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.monitor));
+            println!(
+                "  starting nats-server {} ({})",
+                nats.version,
+                nats.path.display()
+            );
+            children.push(Child::spawn(
+                "nats-server",
+                &nats.path,
+                &[OsStr::new("-c"), conf.as_os_str()],
+                logs.join("nats-server.log"),
+                exited_tx.clone(),
+            )?);
+            wait_healthy(children.last().expect("just pushed"), monitor, "/healthz").await?;
+
+            let exe = std::env::current_exe().context("locating the vettid binary")?;
+            let addr = api_addr.to_string();
+            println!("  starting api");
+            children.push(Child::spawn(
+                "api",
+                &exe,
+                &[OsStr::new("api"), OsStr::new("--listen"), OsStr::new(&addr)],
+                logs.join("api.log"),
+                exited_tx.clone(),
+            )?);
+            wait_healthy(children.last().expect("just pushed"), api_addr, "/health").await
+        };
+        tokio::select! {
+            result = starting => Some(result),
+            _ = &mut terminated => None,
+        }
+    };
+    match outcome {
+        Some(Ok(())) => {}
+        Some(Err(err)) => {
+            stop_all(&mut children).await;
+            return Err(err);
+        }
+        None => {
+            println!("vettid up: interrupted while starting; stopping");
+            stop_all(&mut children).await;
+            return Ok(ExitCode::from(130));
+        }
+    }
+
+    println!();
+    println!("  nats     nats://127.0.0.1:{}", ports.client);
+    println!("  monitor  http://127.0.0.1:{}", ports.monitor);
+    println!("  api      http://{api_addr}");
+    println!("  logs     {}", logs.display());
+    for c in &children {
+        println!("  pid      {} {}", c.pid, c.name);
+    }
+    println!("ready");
+    println!("(Ctrl-C stops everything)");
+
+    tokio::select! {
+        _ = &mut terminated => {
+            println!("vettid up: stopping");
+            stop_all(&mut children).await;
+            println!("vettid up: stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(name) = exited.recv() => {
+            let report = children
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| format!(
+                    "{name} exited unexpectedly ({}); last lines of {}:\n{}",
+                    describe(c.exit_status()),
+                    c.log.display(),
+                    c.log_tail(15)
+                ))
+                .unwrap_or_else(|| format!("{name} exited unexpectedly"));
+            eprintln!("vettid up: {report}");
+            stop_all(&mut children).await;
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Waits until `child` answers `GET path` on `addr` with 200, printing progress.
+async fn wait_healthy(child: &Child, addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let began = Instant::now();
+    loop {
+        if let Some(status) = child.exit_status() {
+            bail!(
+                "{} exited while starting ({}); last lines of {}:\n{}",
+                child.name,
+                describe(Some(status)),
+                child.log.display(),
+                child.log_tail(15)
+            );
+        }
+        if probe::get_status(addr, path).await == Some(200) {
+            println!(
+                "  ✓ {} healthy in {} ms",
+                child.name,
+                began.elapsed().as_millis()
+            );
+            return Ok(());
+        }
+        if began.elapsed() > START_TIMEOUT {
+            bail!(
+                "{} did not become healthy within {} s; last lines of {}:\n{}",
+                child.name,
+                START_TIMEOUT.as_secs(),
+                child.log.display(),
+                child.log_tail(15)
+            );
+        }
+        // Polling a health endpoint: the child gives no other readiness signal.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Stops children in reverse start order (API before the broker it uses).
+async fn stop_all(children: &mut [Child]) {
+    for child in children.iter_mut().rev() {
+        let status = child.stop(STOP_GRACE).await;
+        println!("  stopped {} ({})", child.name, describe(status));
+    }
+}
+
+fn describe(status: Option<std::process::ExitStatus>) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(s) if s.success() => "exit 0".into(),
+        Some(s) => match (s.code(), s.signal()) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => "unknown status".into(),
+        },
+        None => "status unknown".into(),
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))?;
+    dir.canonicalize()
+        .with_context(|| format!("resolving data directory {}", dir.display()))
+}
+
+/// Holds an exclusive lock on `<data>/vettid.lock` for as long as the returned file lives.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    let path = dir.join("vettid.lock");
+    let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another `vettid up` is already running with data directory {} (stop it first, or pass another --data-dir)",
+            dir.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+}
+
+/// `port`, checked to be free on 127.0.0.1, or a free one when `port` is 0.
+fn port_or_free(port: u16, flag: &str) -> anyhow::Result<u16> {
+    match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+        Ok(l) => Ok(l.local_addr()?.port()),
+        Err(e) => {
+            bail!("port {port} on 127.0.0.1 is not available ({e}); choose another with {flag}")
+        }
+    }
+}
