@@ -1,0 +1,298 @@
+//! The dev attestor: what the Nitro hypervisor does, done by a process outside the enclave.
+//!
+//! A dev root CA (ECDSA P-384) is created once per data directory. The attestor holds it,
+//! measures the enclave binary itself (PCR0 = SHA-384 of the file it launches), issues itself
+//! short-lived leaf certificates (3 hours, as on Nitro) and signs documents in the Nitro format.
+//! The enclave never sees the root key; the host only needs the root *certificate* to serve it.
+//!
+//! A dev document proves only that *this machine's* dev attestor measured the binary: the dev
+//! root is as trustworthy as whoever can read its key file. Production pins the AWS root.
+
+use crate::doc::{AttestationDoc, limits};
+use crate::{AttestRequest, Measurement, TrustedRoot, cose};
+use der::{Decode, Encode, EncodePem, pem::LineEnding};
+use p384::ecdsa::{DerSignature, SigningKey};
+use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+use x509_cert::builder::{Builder, CertificateBuilder, profile::BuilderProfile};
+use x509_cert::certificate::{Certificate, TbsCertificate};
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::ext::{Extension, ToExtension};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
+use x509_cert::time::{Time, Validity};
+use zeroize::Zeroizing;
+
+/// Lifetime of the dev root certificate.
+const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 24 * 3600);
+/// Lifetime of a leaf certificate (Nitro's are about 3 hours).
+const LEAF_LIFETIME: Duration = Duration::from_secs(3 * 3600);
+/// A leaf is replaced this long before it expires, so documents stay verifiable for a while.
+const LEAF_RENEW_MARGIN: u64 = 30 * 60;
+/// Back-dating of `notBefore`, for verifiers whose clock is a little behind.
+const BACKDATE: u64 = 5 * 60;
+
+/// Why the dev attestor refused a request or could not load its root.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DevError {
+    /// A requested field is larger than the NSM allows.
+    #[error("attestation request field too large: {0}")]
+    RequestTooLarge(&'static str),
+    /// The stored root key or certificate does not parse, or they do not belong together.
+    #[error("dev root files are invalid: {0}")]
+    BadRoot(&'static str),
+    /// A certificate could not be built (a time outside X.509's range, for example).
+    #[error("cannot build a certificate: {0}")]
+    Certificate(String),
+}
+
+/// The dev root CA: its private key and self-signed certificate.
+pub struct DevRoot {
+    key: SigningKey,
+    cert: Certificate,
+    cert_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for DevRoot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevRoot").field("subject", &self.cert.tbs_certificate().subject().to_string()).finish_non_exhaustive()
+    }
+}
+
+fn random_key() -> SigningKey {
+    loop {
+        let bytes = Zeroizing::new(vettid_crypto::random_array::<48>());
+        if let Ok(key) = SigningKey::from_slice(&bytes[..]) {
+            return key;
+        }
+    }
+}
+
+fn serial() -> SerialNumber {
+    let mut bytes: [u8; 16] = vettid_crypto::random_array();
+    bytes[0] = (bytes[0] & 0x7f) | 0x01; // positive and minimal
+    SerialNumber::new(&bytes).expect("16 positive bytes are a valid serial")
+}
+
+fn time(secs: u64) -> Result<Time, DevError> {
+    let d = Duration::from_secs(secs);
+    if secs < 2_524_608_000 {
+        // before 2050: UTCTime, as RFC 5280 requires
+        der::asn1::UtcTime::from_unix_duration(d).map(Time::UtcTime)
+    } else {
+        der::asn1::GeneralizedTime::from_unix_duration(d).map(Time::GeneralTime)
+    }
+    .map_err(|e| DevError::Certificate(e.to_string()))
+}
+
+struct Profile {
+    issuer: Name,
+    subject: Name,
+    ca: bool,
+}
+
+impl BuilderProfile for Profile {
+    fn get_issuer(&self, _subject: &Name) -> Name {
+        self.issuer.clone()
+    }
+
+    fn get_subject(&self) -> Name {
+        self.subject.clone()
+    }
+
+    fn build_extensions(
+        &self,
+        spk: SubjectPublicKeyInfoRef<'_>,
+        issuer_spk: SubjectPublicKeyInfoRef<'_>,
+        tbs: &TbsCertificate,
+    ) -> x509_cert::builder::Result<Vec<Extension>> {
+        let mut ext = Vec::new();
+        let ski = SubjectKeyIdentifier::try_from(spk)?;
+        let aki = SubjectKeyIdentifier::try_from(issuer_spk)?;
+        ext.push(ski.to_extension(tbs.subject(), &ext)?);
+        ext.push(
+            AuthorityKeyIdentifier {
+                key_identifier: Some(aki.0),
+                ..Default::default()
+            }
+            .to_extension(tbs.subject(), &ext)?,
+        );
+        ext.push(
+            BasicConstraints {
+                ca: self.ca,
+                path_len_constraint: self.ca.then_some(0),
+            }
+            .to_extension(tbs.subject(), &ext)?,
+        );
+        let usage = if self.ca {
+            KeyUsages::KeyCertSign | KeyUsages::CRLSign
+        } else {
+            KeyUsages::DigitalSignature.into()
+        };
+        ext.push(KeyUsage(usage).to_extension(tbs.subject(), &ext)?);
+        Ok(ext)
+    }
+}
+
+fn issue(
+    profile: Profile,
+    subject_key: &p384::ecdsa::VerifyingKey,
+    issuer_key: &SigningKey,
+    not_before: u64,
+    lifetime: Duration,
+) -> Result<Certificate, DevError> {
+    let err = |e: &dyn std::fmt::Display| DevError::Certificate(e.to_string());
+    let validity = Validity::new(
+        time(not_before)?,
+        time(not_before.saturating_add(lifetime.as_secs()))?,
+    );
+    let spki = SubjectPublicKeyInfoOwned::from_key(subject_key).map_err(|e| err(&e))?;
+    let builder = CertificateBuilder::new(profile, serial(), validity, spki).map_err(|e| err(&e))?;
+    builder.build::<_, DerSignature>(issuer_key).map_err(|e| err(&e))
+}
+
+impl DevRoot {
+    /// A new root CA, valid from `now_secs` for 20 years.
+    ///
+    /// # Panics
+    /// Only if `now_secs` is outside X.509's time range (after year 9999).
+    pub fn generate(now_secs: u64) -> Self {
+        let key = random_key();
+        let name = Name::from_str("CN=VettID dev attestation root,O=VettID dev").expect("static name");
+        let profile = Profile {
+            issuer: name.clone(),
+            subject: name,
+            ca: true,
+        };
+        let cert = issue(profile, key.verifying_key(), &key, now_secs.saturating_sub(BACKDATE), ROOT_LIFETIME)
+            .expect("a fresh root certificate is always buildable within X.509's time range");
+        let cert_der = cert.to_der().expect("encoding a certificate cannot fail");
+        Self { key, cert, cert_der }
+    }
+
+    /// Loads a root saved with [`Self::key_pem`] and [`Self::cert_pem`], checking that the key
+    /// matches the certificate.
+    pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Self, DevError> {
+        let key = SigningKey::from_pkcs8_pem(key_pem).map_err(|_| DevError::BadRoot("key"))?;
+        let (label, cert_der) =
+            der::pem::decode_vec(cert_pem.trim().as_bytes()).map_err(|_| DevError::BadRoot("certificate PEM"))?;
+        if label != "CERTIFICATE" {
+            return Err(DevError::BadRoot("certificate PEM label"));
+        }
+        let cert = Certificate::from_der(&cert_der).map_err(|_| DevError::BadRoot("certificate"))?;
+        let spki = SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).map_err(|_| DevError::BadRoot("key"))?;
+        if &spki != cert.tbs_certificate().subject_public_key_info() {
+            return Err(DevError::BadRoot("key does not match certificate"));
+        }
+        Ok(Self { key, cert, cert_der })
+    }
+
+    /// The private key as PKCS#8 PEM. Store it where the enclave and host cannot read it.
+    pub fn key_pem(&self) -> Zeroizing<String> {
+        self.key.to_pkcs8_pem(LineEnding::LF).expect("encoding a P-384 key cannot fail")
+    }
+
+    /// The certificate as PEM: what clients pin and the host may serve.
+    pub fn cert_pem(&self) -> String {
+        self.cert.to_pem(LineEnding::LF).expect("encoding a certificate cannot fail")
+    }
+
+    /// The root as a verifier pins it.
+    pub fn trusted(&self) -> TrustedRoot {
+        TrustedRoot::from_der(self.cert_der.clone()).expect("our own root certificate parses")
+    }
+}
+
+struct Leaf {
+    key: SigningKey,
+    der: Vec<u8>,
+    not_after: u64,
+}
+
+/// Signs attestation documents for one measured enclave, as the NSM does for its enclave.
+pub struct DevAttestor {
+    root_key: SigningKey,
+    root_name: Name,
+    root_der: Vec<u8>,
+    measurement: Measurement,
+    leaf: Mutex<Option<Leaf>>,
+}
+
+impl DevAttestor {
+    /// An attestor for the enclave with `measurement`, under `root`.
+    pub fn new(root: &DevRoot, measurement: Measurement) -> Self {
+        Self {
+            root_key: root.key.clone(),
+            root_name: root.cert.tbs_certificate().subject().clone(),
+            root_der: root.cert_der.clone(),
+            measurement,
+            leaf: Mutex::new(None),
+        }
+    }
+
+    /// The measurement this attestor vouches for.
+    pub fn measurement(&self) -> &Measurement {
+        &self.measurement
+    }
+
+    /// A document at `now_secs` binding `request`, signed by a current leaf certificate.
+    pub fn attest(&self, request: &AttestRequest, now_secs: u64) -> Result<Vec<u8>, DevError> {
+        let check = |v: &Option<Vec<u8>>, max: usize, what| match v {
+            Some(b) if b.len() > max => Err(DevError::RequestTooLarge(what)),
+            _ => Ok(()),
+        };
+        check(&request.nonce, limits::NONCE, "nonce")?;
+        check(&request.public_key, limits::PUBLIC_KEY, "public_key")?;
+        check(&request.user_data, limits::USER_DATA, "user_data")?;
+
+        let mut slot = self.leaf.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.as_ref().is_none_or(|l| now_secs + LEAF_RENEW_MARGIN >= l.not_after) {
+            *slot = Some(self.new_leaf(now_secs)?);
+        }
+        let leaf = slot.as_ref().expect("just ensured");
+
+        let mut pcrs = BTreeMap::new();
+        for i in 0..16u8 {
+            pcrs.insert(i, vec![0u8; limits::PCR_LEN]);
+        }
+        pcrs.insert(0, self.measurement.pcr0.to_vec());
+        pcrs.insert(1, self.measurement.pcr1.to_vec());
+        pcrs.insert(2, self.measurement.pcr2.to_vec());
+        let doc = AttestationDoc {
+            module_id: format!("vettid-dev-{}", hex::encode(&self.measurement.pcr0[..8])),
+            timestamp_ms: now_secs.saturating_mul(1000),
+            pcrs,
+            certificate: leaf.der.clone(),
+            cabundle: vec![self.root_der.clone()],
+            public_key: request.public_key.clone(),
+            user_data: request.user_data.clone(),
+            nonce: request.nonce.clone(),
+        };
+        Ok(cose::sign(doc.to_cbor(), &leaf.key))
+    }
+
+    fn new_leaf(&self, now_secs: u64) -> Result<Leaf, DevError> {
+        let key = random_key();
+        let subject = Name::from_str(&format!(
+            "CN=vettid-dev-{}.enclave,O=VettID dev",
+            hex::encode(&self.measurement.pcr0[..8])
+        ))
+        .map_err(|e| DevError::Certificate(e.to_string()))?;
+        let profile = Profile {
+            issuer: self.root_name.clone(),
+            subject,
+            ca: false,
+        };
+        let not_before = now_secs.saturating_sub(BACKDATE);
+        let cert = issue(profile, key.verifying_key(), &self.root_key, not_before, LEAF_LIFETIME)?;
+        Ok(Leaf {
+            key,
+            der: cert.to_der().map_err(|e| DevError::Certificate(e.to_string()))?,
+            not_after: not_before + LEAF_LIFETIME.as_secs(),
+        })
+    }
+}

@@ -1,0 +1,1 @@
+//! PCR manifest (to come)
