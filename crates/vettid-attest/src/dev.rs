@@ -296,3 +296,120 @@ impl DevAttestor {
         })
     }
 }
+
+/// The dev key service: AWS KMS with attestation, played by a process outside the enclave.
+///
+/// It verifies each request's attestation document against the dev root, then derives a key
+/// from its root secret **and the document's PCR0–2**, so a data key wrapped for one enclave
+/// measurement can only ever be unwrapped for the same measurement. Keys go back encrypted
+/// to the document's recipient key in a CMS envelope shaped like KMS's (BER, indefinite
+/// lengths, chunked content), so the enclave runs the very code it runs on Nitro.
+pub struct DevKms {
+    root_secret: vettid_crypto::SecretBytes<32>,
+    trusted: TrustedRoot,
+    clock: Box<dyn Fn() -> u64 + Send + Sync>,
+}
+
+const DEV_KMS_MAGIC: &[u8; 4] = b"VDK1";
+const DEV_KMS_AAD: &[u8] = b"vettid/v1/dev-kms\0";
+const MEASUREMENT_KEY: vettid_crypto::Label = vettid_crypto::Label::new("dev-kms/measurement");
+
+impl DevKms {
+    /// A key service with `root_secret`, trusting documents under `trusted` at the time `clock` gives.
+    pub fn new(
+        root_secret: vettid_crypto::SecretBytes<32>,
+        trusted: TrustedRoot,
+        clock: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            root_secret,
+            trusted,
+            clock: Box::new(clock),
+        }
+    }
+
+    fn recipient(&self, doc: &[u8]) -> Result<(AttestationDoc, rsa::PublicKey), crate::seal::SealError> {
+        use rsa::pkcs8::DecodePublicKey;
+        let refuse = |e: &dyn std::fmt::Display| crate::seal::SealError::KeyService(e.to_string());
+        let verified = crate::verify(doc, &crate::Policy::new(&self.trusted, (self.clock)())).map_err(|e| refuse(&e))?;
+        let der = verified.public_key.as_deref().ok_or_else(|| refuse(&"no recipient key in the document"))?;
+        let key = rsa::PublicKey::from_public_key_der(der).map_err(|e| refuse(&e))?;
+        Ok((verified, key))
+    }
+
+    fn measurement_key(&self, doc: &AttestationDoc) -> vettid_crypto::aead::AeadKey {
+        let mut context = Vec::with_capacity(3 * 48);
+        for i in 0..3u8 {
+            context.extend_from_slice(doc.pcrs.get(&i).map_or(&[][..], Vec::as_slice));
+        }
+        MEASUREMENT_KEY.derive(self.root_secret.expose(), b"", &context).into()
+    }
+}
+
+impl crate::seal::KeyService for DevKms {
+    fn generate_data_key(&self, recipient_doc: &[u8]) -> Result<crate::seal::DataKey, crate::seal::SealError> {
+        let (doc, recipient) = self.recipient(recipient_doc)?;
+        let data_key = vettid_crypto::SecretBytes::<32>::random();
+        let mut blob = DEV_KMS_MAGIC.to_vec();
+        blob.extend(self.measurement_key(&doc).seal(DEV_KMS_AAD, data_key.expose()));
+        Ok(crate::seal::DataKey {
+            ciphertext_blob: blob,
+            ciphertext_for_recipient: envelope_for(&recipient, data_key.expose())?,
+        })
+    }
+
+    fn decrypt(&self, ciphertext_blob: &[u8], recipient_doc: &[u8]) -> Result<Vec<u8>, crate::seal::SealError> {
+        let (doc, recipient) = self.recipient(recipient_doc)?;
+        let sealed = ciphertext_blob
+            .strip_prefix(DEV_KMS_MAGIC)
+            .ok_or(crate::seal::SealError::Malformed("not a dev key service blob"))?;
+        let data_key = self
+            .measurement_key(&doc)
+            .open(DEV_KMS_AAD, sealed)
+            .map_err(|_| crate::seal::SealError::KeyService("the blob was not made for this enclave measurement".into()))?;
+        envelope_for(&recipient, &data_key)
+    }
+}
+
+/// CMS EnvelopedData to `recipient` (RSA-OAEP-SHA-256 + AES-256-CBC), BER with indefinite
+/// lengths and the content in 16-byte chunks, as AWS KMS sends it.
+pub fn envelope_for(recipient: &rsa::PublicKey, content: &[u8]) -> Result<Vec<u8>, crate::seal::SealError> {
+    use crate::seal::{OAEP_SHA256_PARAMS, OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_RSAES_OAEP, tlv};
+    use cbc::cipher::{BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
+    use rsa::pkcs8::EncodePublicKey;
+    use sha2::Digest;
+    let indefinite = |tag: u8, parts: &[Vec<u8>]| -> Vec<u8> { [vec![tag, 0x80], parts.concat(), vec![0, 0]].concat() };
+
+    let aes_key = Zeroizing::new(vettid_crypto::random_array::<32>());
+    let iv: [u8; 16] = vettid_crypto::random_array();
+    let ciphertext = cbc::Encryptor::<aes::Aes256>::new((&*aes_key).into(), (&iv).into()).encrypt_padded_vec::<Pkcs7>(content);
+    let encrypted_key = recipient
+        .encrypt(&mut getrandom::SysRng, rsa::Oaep::<sha2::Sha256>::new(), &aes_key[..])
+        .map_err(|e| crate::seal::SealError::KeyService(e.to_string()))?;
+    let spki = recipient
+        .to_public_key_der()
+        .map_err(|e| crate::seal::SealError::KeyService(e.to_string()))?;
+    let ski = sha2::Sha256::digest(spki.as_bytes());
+
+    let recipient_info = tlv(
+        0x30,
+        &[
+            tlv(0x02, &[2]),
+            tlv(0x80, &ski),
+            tlv(0x30, &[tlv(0x06, OID_RSAES_OAEP), OAEP_SHA256_PARAMS.to_vec()].concat()),
+            tlv(0x04, &encrypted_key),
+        ]
+        .concat(),
+    );
+    let chunks: Vec<Vec<u8>> = ciphertext.chunks(16).map(|c| tlv(0x04, c)).collect();
+    let encrypted_content_info = indefinite(
+        0x30,
+        &[
+            tlv(0x06, OID_DATA),
+            tlv(0x30, &[tlv(0x06, OID_AES256_CBC), tlv(0x04, &iv)].concat()),
+            indefinite(0xa0, &chunks),
+        ],
+    );
+    let enveloped = indefinite(0x30, &[tlv(0x02, &[2]), tlv(0x31, &recipient_info), encrypted_content_info]);
+    Ok(indefinite(0x30, &[tlv(0x06, OID_ENVELOPED_DATA), indefinite(0xa0, &[enveloped])]))
+}

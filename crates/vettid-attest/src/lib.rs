@@ -49,6 +49,7 @@ pub mod dev;
 pub mod doc;
 pub mod manifest;
 mod measure;
+pub mod seal;
 mod verify;
 
 pub use chain::TrustedRoot;
