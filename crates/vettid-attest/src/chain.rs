@@ -22,7 +22,8 @@ impl SignatureVerificationAlgorithm for EcdsaP384Sha384 {
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), InvalidSignature> {
-        let key = p384::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|_| InvalidSignature)?;
+        let key =
+            p384::ecdsa::VerifyingKey::from_sec1_bytes(public_key).map_err(|_| InvalidSignature)?;
         let sig = p384::ecdsa::DerSignature::try_from(signature).map_err(|_| InvalidSignature)?;
         key.verify(message, &sig).map_err(|_| InvalidSignature)
     }
@@ -84,7 +85,8 @@ pub(crate) fn verify_leaf_signed(
     signature: &[u8],
 ) -> Result<(), VerifyError> {
     let leaf_der = CertificateDer::from(leaf);
-    let cert = webpki::EndEntityCert::try_from(&leaf_der).map_err(|_| VerifyError::Malformed("certificate"))?;
+    let cert = webpki::EndEntityCert::try_from(&leaf_der)
+        .map_err(|_| VerifyError::Malformed("certificate"))?;
     let inter: Vec<CertificateDer<'_>> = intermediates
         .iter()
         .map(|c| CertificateDer::from(c.as_slice()))

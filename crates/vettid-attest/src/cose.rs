@@ -34,7 +34,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Sign1, VerifyError> {
         return Err(VerifyError::Malformed("COSE signature length"));
     }
     let to_be_signed = sign1.tbs_data(b"");
-    let payload = sign1.payload.ok_or(VerifyError::Malformed("COSE payload missing"))?;
+    let payload = sign1
+        .payload
+        .ok_or(VerifyError::Malformed("COSE payload missing"))?;
     Ok(Sign1 {
         payload,
         signature: sign1.signature,

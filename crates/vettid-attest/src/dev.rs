@@ -19,7 +19,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 use x509_cert::builder::{Builder, CertificateBuilder, profile::BuilderProfile};
 use x509_cert::certificate::{Certificate, TbsCertificate};
-use x509_cert::ext::pkix::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, KeyUsages, SubjectKeyIdentifier,
+};
 use x509_cert::ext::{Extension, ToExtension};
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
@@ -59,7 +61,12 @@ pub struct DevRoot {
 
 impl std::fmt::Debug for DevRoot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DevRoot").field("subject", &self.cert.tbs_certificate().subject().to_string()).finish_non_exhaustive()
+        f.debug_struct("DevRoot")
+            .field(
+                "subject",
+                &self.cert.tbs_certificate().subject().to_string(),
+            )
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,8 +158,11 @@ fn issue(
         time(not_before.saturating_add(lifetime.as_secs()))?,
     );
     let spki = SubjectPublicKeyInfoOwned::from_key(subject_key).map_err(|e| err(&e))?;
-    let builder = CertificateBuilder::new(profile, serial(), validity, spki).map_err(|e| err(&e))?;
-    builder.build::<_, DerSignature>(issuer_key).map_err(|e| err(&e))
+    let builder =
+        CertificateBuilder::new(profile, serial(), validity, spki).map_err(|e| err(&e))?;
+    builder
+        .build::<_, DerSignature>(issuer_key)
+        .map_err(|e| err(&e))
 }
 
 impl DevRoot {
@@ -162,43 +172,64 @@ impl DevRoot {
     /// Only if `now_secs` is outside X.509's time range (after year 9999).
     pub fn generate(now_secs: u64) -> Self {
         let key = random_key();
-        let name = Name::from_str("CN=VettID dev attestation root,O=VettID dev").expect("static name");
+        let name =
+            Name::from_str("CN=VettID dev attestation root,O=VettID dev").expect("static name");
         let profile = Profile {
             issuer: name.clone(),
             subject: name,
             ca: true,
         };
-        let cert = issue(profile, key.verifying_key(), &key, now_secs.saturating_sub(BACKDATE), ROOT_LIFETIME)
-            .expect("a fresh root certificate is always buildable within X.509's time range");
+        let cert = issue(
+            profile,
+            key.verifying_key(),
+            &key,
+            now_secs.saturating_sub(BACKDATE),
+            ROOT_LIFETIME,
+        )
+        .expect("a fresh root certificate is always buildable within X.509's time range");
         let cert_der = cert.to_der().expect("encoding a certificate cannot fail");
-        Self { key, cert, cert_der }
+        Self {
+            key,
+            cert,
+            cert_der,
+        }
     }
 
     /// Loads a root saved with [`Self::key_pem`] and [`Self::cert_pem`], checking that the key
     /// matches the certificate.
     pub fn from_pem(key_pem: &str, cert_pem: &str) -> Result<Self, DevError> {
         let key = SigningKey::from_pkcs8_pem(key_pem).map_err(|_| DevError::BadRoot("key"))?;
-        let (label, cert_der) =
-            der::pem::decode_vec(cert_pem.trim().as_bytes()).map_err(|_| DevError::BadRoot("certificate PEM"))?;
+        let (label, cert_der) = der::pem::decode_vec(cert_pem.trim().as_bytes())
+            .map_err(|_| DevError::BadRoot("certificate PEM"))?;
         if label != "CERTIFICATE" {
             return Err(DevError::BadRoot("certificate PEM label"));
         }
-        let cert = Certificate::from_der(&cert_der).map_err(|_| DevError::BadRoot("certificate"))?;
-        let spki = SubjectPublicKeyInfoOwned::from_key(key.verifying_key()).map_err(|_| DevError::BadRoot("key"))?;
+        let cert =
+            Certificate::from_der(&cert_der).map_err(|_| DevError::BadRoot("certificate"))?;
+        let spki = SubjectPublicKeyInfoOwned::from_key(key.verifying_key())
+            .map_err(|_| DevError::BadRoot("key"))?;
         if &spki != cert.tbs_certificate().subject_public_key_info() {
             return Err(DevError::BadRoot("key does not match certificate"));
         }
-        Ok(Self { key, cert, cert_der })
+        Ok(Self {
+            key,
+            cert,
+            cert_der,
+        })
     }
 
     /// The private key as PKCS#8 PEM. Store it where the enclave and host cannot read it.
     pub fn key_pem(&self) -> Zeroizing<String> {
-        self.key.to_pkcs8_pem(LineEnding::LF).expect("encoding a P-384 key cannot fail")
+        self.key
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("encoding a P-384 key cannot fail")
     }
 
     /// The certificate as PEM: what clients pin and the host may serve.
     pub fn cert_pem(&self) -> String {
-        self.cert.to_pem(LineEnding::LF).expect("encoding a certificate cannot fail")
+        self.cert
+            .to_pem(LineEnding::LF)
+            .expect("encoding a certificate cannot fail")
     }
 
     /// The root as a verifier pins it.
@@ -250,7 +281,10 @@ impl DevAttestor {
         check(&request.user_data, limits::USER_DATA, "user_data")?;
 
         let mut slot = self.leaf.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.as_ref().is_none_or(|l| now_secs + LEAF_RENEW_MARGIN >= l.not_after) {
+        if slot
+            .as_ref()
+            .is_none_or(|l| now_secs + LEAF_RENEW_MARGIN >= l.not_after)
+        {
             *slot = Some(self.new_leaf(now_secs)?);
         }
         let leaf = slot.as_ref().expect("just ensured");
@@ -288,10 +322,18 @@ impl DevAttestor {
             ca: false,
         };
         let not_before = now_secs.saturating_sub(BACKDATE);
-        let cert = issue(profile, key.verifying_key(), &self.root_key, not_before, LEAF_LIFETIME)?;
+        let cert = issue(
+            profile,
+            key.verifying_key(),
+            &self.root_key,
+            not_before,
+            LEAF_LIFETIME,
+        )?;
         Ok(Leaf {
             key,
-            der: cert.to_der().map_err(|e| DevError::Certificate(e.to_string()))?,
+            der: cert
+                .to_der()
+                .map_err(|e| DevError::Certificate(e.to_string()))?,
             not_after: not_before + LEAF_LIFETIME.as_secs(),
         })
     }
@@ -328,11 +370,18 @@ impl DevKms {
         }
     }
 
-    fn recipient(&self, doc: &[u8]) -> Result<(AttestationDoc, rsa::PublicKey), crate::seal::SealError> {
+    fn recipient(
+        &self,
+        doc: &[u8],
+    ) -> Result<(AttestationDoc, rsa::PublicKey), crate::seal::SealError> {
         use rsa::pkcs8::DecodePublicKey;
         let refuse = |e: &dyn std::fmt::Display| crate::seal::SealError::KeyService(e.to_string());
-        let verified = crate::verify(doc, &crate::Policy::new(&self.trusted, (self.clock)())).map_err(|e| refuse(&e))?;
-        let der = verified.public_key.as_deref().ok_or_else(|| refuse(&"no recipient key in the document"))?;
+        let verified = crate::verify(doc, &crate::Policy::new(&self.trusted, (self.clock)()))
+            .map_err(|e| refuse(&e))?;
+        let der = verified
+            .public_key
+            .as_deref()
+            .ok_or_else(|| refuse(&"no recipient key in the document"))?;
         let key = rsa::PublicKey::from_public_key_der(der).map_err(|e| refuse(&e))?;
         Ok((verified, key))
     }
@@ -342,49 +391,77 @@ impl DevKms {
         for i in 0..3u8 {
             context.extend_from_slice(doc.pcrs.get(&i).map_or(&[][..], Vec::as_slice));
         }
-        MEASUREMENT_KEY.derive(self.root_secret.expose(), b"", &context).into()
+        MEASUREMENT_KEY
+            .derive(self.root_secret.expose(), b"", &context)
+            .into()
     }
 }
 
 impl crate::seal::KeyService for DevKms {
-    fn generate_data_key(&self, recipient_doc: &[u8]) -> Result<crate::seal::DataKey, crate::seal::SealError> {
+    fn generate_data_key(
+        &self,
+        recipient_doc: &[u8],
+    ) -> Result<crate::seal::DataKey, crate::seal::SealError> {
         let (doc, recipient) = self.recipient(recipient_doc)?;
         let data_key = vettid_crypto::SecretBytes::<32>::random();
         let mut blob = DEV_KMS_MAGIC.to_vec();
-        blob.extend(self.measurement_key(&doc).seal(DEV_KMS_AAD, data_key.expose()));
+        blob.extend(
+            self.measurement_key(&doc)
+                .seal(DEV_KMS_AAD, data_key.expose()),
+        );
         Ok(crate::seal::DataKey {
             ciphertext_blob: blob,
             ciphertext_for_recipient: envelope_for(&recipient, data_key.expose())?,
         })
     }
 
-    fn decrypt(&self, ciphertext_blob: &[u8], recipient_doc: &[u8]) -> Result<Vec<u8>, crate::seal::SealError> {
+    fn decrypt(
+        &self,
+        ciphertext_blob: &[u8],
+        recipient_doc: &[u8],
+    ) -> Result<Vec<u8>, crate::seal::SealError> {
         let (doc, recipient) = self.recipient(recipient_doc)?;
-        let sealed = ciphertext_blob
-            .strip_prefix(DEV_KMS_MAGIC)
-            .ok_or(crate::seal::SealError::Malformed("not a dev key service blob"))?;
+        let sealed = ciphertext_blob.strip_prefix(DEV_KMS_MAGIC).ok_or(
+            crate::seal::SealError::Malformed("not a dev key service blob"),
+        )?;
         let data_key = self
             .measurement_key(&doc)
             .open(DEV_KMS_AAD, sealed)
-            .map_err(|_| crate::seal::SealError::KeyService("the blob was not made for this enclave measurement".into()))?;
+            .map_err(|_| {
+                crate::seal::SealError::KeyService(
+                    "the blob was not made for this enclave measurement".into(),
+                )
+            })?;
         envelope_for(&recipient, &data_key)
     }
 }
 
 /// CMS EnvelopedData to `recipient` (RSA-OAEP-SHA-256 + AES-256-CBC), BER with indefinite
 /// lengths and the content in 16-byte chunks, as AWS KMS sends it.
-pub fn envelope_for(recipient: &rsa::PublicKey, content: &[u8]) -> Result<Vec<u8>, crate::seal::SealError> {
-    use crate::seal::{OAEP_SHA256_PARAMS, OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_RSAES_OAEP, tlv};
+pub fn envelope_for(
+    recipient: &rsa::PublicKey,
+    content: &[u8],
+) -> Result<Vec<u8>, crate::seal::SealError> {
+    use crate::seal::{
+        OAEP_SHA256_PARAMS, OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_RSAES_OAEP, tlv,
+    };
     use cbc::cipher::{BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
     use rsa::pkcs8::EncodePublicKey;
     use sha2::Digest;
-    let indefinite = |tag: u8, parts: &[Vec<u8>]| -> Vec<u8> { [vec![tag, 0x80], parts.concat(), vec![0, 0]].concat() };
+    let indefinite = |tag: u8, parts: &[Vec<u8>]| -> Vec<u8> {
+        [vec![tag, 0x80], parts.concat(), vec![0, 0]].concat()
+    };
 
     let aes_key = Zeroizing::new(vettid_crypto::random_array::<32>());
     let iv: [u8; 16] = vettid_crypto::random_array();
-    let ciphertext = cbc::Encryptor::<aes::Aes256>::new((&*aes_key).into(), (&iv).into()).encrypt_padded_vec::<Pkcs7>(content);
+    let ciphertext = cbc::Encryptor::<aes::Aes256>::new((&*aes_key).into(), (&iv).into())
+        .encrypt_padded_vec::<Pkcs7>(content);
     let encrypted_key = recipient
-        .encrypt(&mut getrandom::SysRng, rsa::Oaep::<sha2::Sha256>::new(), &aes_key[..])
+        .encrypt(
+            &mut getrandom::SysRng,
+            rsa::Oaep::<sha2::Sha256>::new(),
+            &aes_key[..],
+        )
         .map_err(|e| crate::seal::SealError::KeyService(e.to_string()))?;
     let spki = recipient
         .to_public_key_der()
@@ -396,7 +473,10 @@ pub fn envelope_for(recipient: &rsa::PublicKey, content: &[u8]) -> Result<Vec<u8
         &[
             tlv(0x02, &[2]),
             tlv(0x80, &ski),
-            tlv(0x30, &[tlv(0x06, OID_RSAES_OAEP), OAEP_SHA256_PARAMS.to_vec()].concat()),
+            tlv(
+                0x30,
+                &[tlv(0x06, OID_RSAES_OAEP), OAEP_SHA256_PARAMS.to_vec()].concat(),
+            ),
             tlv(0x04, &encrypted_key),
         ]
         .concat(),
@@ -410,6 +490,19 @@ pub fn envelope_for(recipient: &rsa::PublicKey, content: &[u8]) -> Result<Vec<u8
             indefinite(0xa0, &chunks),
         ],
     );
-    let enveloped = indefinite(0x30, &[tlv(0x02, &[2]), tlv(0x31, &recipient_info), encrypted_content_info]);
-    Ok(indefinite(0x30, &[tlv(0x06, OID_ENVELOPED_DATA), indefinite(0xa0, &[enveloped])]))
+    let enveloped = indefinite(
+        0x30,
+        &[
+            tlv(0x02, &[2]),
+            tlv(0x31, &recipient_info),
+            encrypted_content_info,
+        ],
+    );
+    Ok(indefinite(
+        0x30,
+        &[
+            tlv(0x06, OID_ENVELOPED_DATA),
+            indefinite(0xa0, &[enveloped]),
+        ],
+    ))
 }

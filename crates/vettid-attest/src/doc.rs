@@ -68,7 +68,11 @@ fn bytes(v: Value, max: usize, what: &'static str) -> Result<Vec<u8>, VerifyErro
     }
 }
 
-fn optional_bytes(v: Value, max: usize, what: &'static str) -> Result<Option<Vec<u8>>, VerifyError> {
+fn optional_bytes(
+    v: Value,
+    max: usize,
+    what: &'static str,
+) -> Result<Option<Vec<u8>>, VerifyError> {
     match v {
         Value::Null => Ok(None),
         Value::Bytes(b) if b.len() <= max => Ok(Some(b)),
@@ -167,9 +171,15 @@ impl AttestationDoc {
     pub fn to_cbor(&self) -> Vec<u8> {
         let opt = |b: &Option<Vec<u8>>| b.clone().map_or(Value::Null, Value::Bytes);
         let map = Value::Map(vec![
-            (Value::Text("module_id".into()), Value::Text(self.module_id.clone())),
+            (
+                Value::Text("module_id".into()),
+                Value::Text(self.module_id.clone()),
+            ),
             (Value::Text("digest".into()), Value::Text("SHA384".into())),
-            (Value::Text("timestamp".into()), Value::Integer(self.timestamp_ms.into())),
+            (
+                Value::Text("timestamp".into()),
+                Value::Integer(self.timestamp_ms.into()),
+            ),
             (
                 Value::Text("pcrs".into()),
                 Value::Map(
@@ -179,7 +189,10 @@ impl AttestationDoc {
                         .collect(),
                 ),
             ),
-            (Value::Text("certificate".into()), Value::Bytes(self.certificate.clone())),
+            (
+                Value::Text("certificate".into()),
+                Value::Bytes(self.certificate.clone()),
+            ),
             (
                 Value::Text("cabundle".into()),
                 Value::Array(self.cabundle.iter().cloned().map(Value::Bytes).collect()),

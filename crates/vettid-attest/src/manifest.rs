@@ -81,7 +81,13 @@ pub struct PcrSet {
 
 impl PcrSet {
     /// A set for `measurement`, trusted during `[valid_from, valid_until)`.
-    pub fn new(id: &str, m: &Measurement, valid_from: u64, valid_until: u64, current: bool) -> Self {
+    pub fn new(
+        id: &str,
+        m: &Measurement,
+        valid_from: u64,
+        valid_until: u64,
+        current: bool,
+    ) -> Self {
         Self {
             id: id.to_owned(),
             pcr0: m.pcr0,
@@ -151,14 +157,21 @@ impl Manifest {
 
     /// Verifies `document` with the pinned `key`, then parses it strictly. `seen_serial` is the
     /// highest serial this client has accepted before (0 if none); an older one is refused.
-    pub fn verify(document: &str, key: &VerifyingKey, seen_serial: u64) -> Result<Self, ManifestError> {
+    pub fn verify(
+        document: &str,
+        key: &VerifyingKey,
+        seen_serial: u64,
+    ) -> Result<Self, ManifestError> {
         let malformed = |e: &dyn std::fmt::Display| ManifestError::Malformed(e.to_string());
         if document.len() > MAX_LEN {
             return Err(ManifestError::Malformed("manifest too large".into()));
         }
         let env: Envelope = serde_json::from_str(document).map_err(|e| malformed(&e))?;
         if env.format != FORMAT {
-            return Err(ManifestError::Malformed(format!("unknown format {:?}", env.format)));
+            return Err(ManifestError::Malformed(format!(
+                "unknown format {:?}",
+                env.format
+            )));
         }
         let mut sig = [0u8; 64];
         hex::decode_to_slice(&env.signature, &mut sig).map_err(|_| ManifestError::Signature)?;
@@ -176,7 +189,11 @@ impl Manifest {
     }
 
     /// The set that trusts these PCRs at `at_secs`, if any.
-    pub fn trusts(&self, pcrs: &std::collections::BTreeMap<u8, Vec<u8>>, at_secs: u64) -> Result<&PcrSet, ManifestError> {
+    pub fn trusts(
+        &self,
+        pcrs: &std::collections::BTreeMap<u8, Vec<u8>>,
+        at_secs: u64,
+    ) -> Result<&PcrSet, ManifestError> {
         self.sets
             .iter()
             .find(|s| s.matches(pcrs) && (s.valid_from..s.valid_until).contains(&at_secs))
@@ -215,9 +232,15 @@ mod tests {
         let got = Manifest::verify(&doc, &key.verifying_key(), 0).unwrap();
         assert_eq!(got, manifest(3));
         assert_eq!(got.trusts(&pcrs(&m(b"v1")), 1500).unwrap().id, "old");
-        assert_eq!(got.trusts(&pcrs(&m(b"v1")), 2000), Err(ManifestError::Untrusted));
+        assert_eq!(
+            got.trusts(&pcrs(&m(b"v1")), 2000),
+            Err(ManifestError::Untrusted)
+        );
         assert_eq!(got.trusts(&pcrs(&m(b"v2")), 9999).unwrap().id, "new");
-        assert_eq!(got.trusts(&pcrs(&m(b"v3")), 1500), Err(ManifestError::Untrusted));
+        assert_eq!(
+            got.trusts(&pcrs(&m(b"v3")), 1500),
+            Err(ManifestError::Untrusted)
+        );
         let mut partial = pcrs(&m(b"v2"));
         partial.remove(&2);
         assert_eq!(got.trusts(&partial, 1500), Err(ManifestError::Untrusted));
@@ -228,10 +251,16 @@ mod tests {
         let key = SigningKey::generate();
         let doc = manifest(3).sign(&key).unwrap();
         let other = SigningKey::generate().verifying_key();
-        assert_eq!(Manifest::verify(&doc, &other, 0), Err(ManifestError::Signature));
+        assert_eq!(
+            Manifest::verify(&doc, &other, 0),
+            Err(ManifestError::Signature)
+        );
         let tampered = doc.replace("\\\"serial\\\":3", "\\\"serial\\\":4");
         assert_ne!(tampered, doc);
-        assert_eq!(Manifest::verify(&tampered, &key.verifying_key(), 0), Err(ManifestError::Signature));
+        assert_eq!(
+            Manifest::verify(&tampered, &key.verifying_key(), 0),
+            Err(ManifestError::Signature)
+        );
         assert_eq!(
             Manifest::verify(&doc, &key.verifying_key(), 4),
             Err(ManifestError::RolledBack { got: 3, seen: 4 })
@@ -242,19 +271,37 @@ mod tests {
     fn malformed_manifests_are_refused_with_a_reason() {
         let key = SigningKey::generate();
         let vk = key.verifying_key();
-        for bad in ["", "{}", "[]", "{\"format\":\"x\",\"payload\":\"{}\",\"signature\":\"00\"}"] {
-            assert!(matches!(Manifest::verify(bad, &vk, 0), Err(ManifestError::Malformed(_) | ManifestError::Signature)), "{bad}");
+        for bad in [
+            "",
+            "{}",
+            "[]",
+            "{\"format\":\"x\",\"payload\":\"{}\",\"signature\":\"00\"}",
+        ] {
+            assert!(
+                matches!(
+                    Manifest::verify(bad, &vk, 0),
+                    Err(ManifestError::Malformed(_) | ManifestError::Signature)
+                ),
+                "{bad}"
+            );
         }
         let mut empty = manifest(1);
         empty.sets.clear();
         assert!(matches!(empty.sign(&key), Err(ManifestError::Malformed(_))));
         let mut backwards = manifest(1);
         backwards.sets[0].valid_until = 0;
-        assert!(matches!(backwards.sign(&key), Err(ManifestError::Malformed(_))));
+        assert!(matches!(
+            backwards.sign(&key),
+            Err(ManifestError::Malformed(_))
+        ));
         // Signed, but with an unknown field inside the payload: refused after the signature.
         let payload = "{\"serial\":1,\"issued_at\":1,\"sets\":[],\"extra\":1}";
         let doc = serde_json::json!({"format": FORMAT, "payload": payload,
-            "signature": hex::encode(key.sign(payload.as_bytes()).to_bytes())}).to_string();
-        assert!(matches!(Manifest::verify(&doc, &vk, 0), Err(ManifestError::Malformed(_))));
+            "signature": hex::encode(key.sign(payload.as_bytes()).to_bytes())})
+        .to_string();
+        assert!(matches!(
+            Manifest::verify(&doc, &vk, 0),
+            Err(ManifestError::Malformed(_))
+        ));
     }
 }

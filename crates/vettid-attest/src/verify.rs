@@ -1,8 +1,8 @@
 //! Verifying an attestation document: every check a client must make before it trusts one.
 
 use crate::chain::{self, TrustedRoot};
-use crate::doc::AttestationDoc;
 use crate::cose;
+use crate::doc::AttestationDoc;
 
 /// Why a document was refused. Each variant has a stable [`code`](VerifyError::code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -114,7 +114,10 @@ pub fn verify(document: &[u8], policy: &Policy<'_>) -> Result<AttestationDoc, Ve
     {
         return Err(VerifyError::Expired);
     }
-    let pcr0 = doc.pcrs.get(&0).ok_or(VerifyError::Malformed("PCR0 missing"))?;
+    let pcr0 = doc
+        .pcrs
+        .get(&0)
+        .ok_or(VerifyError::Malformed("PCR0 missing"))?;
     if !policy.allow_debug && pcr0.iter().all(|b| *b == 0) {
         return Err(VerifyError::DebugMode);
     }

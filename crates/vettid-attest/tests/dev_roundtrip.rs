@@ -23,15 +23,23 @@ fn request(nonce: &[u8], public_key: &[u8]) -> AttestRequest {
 #[test]
 fn round_trip_binds_nonce_public_key_user_data_and_pcrs() {
     let (root, attestor, m) = setup();
-    let doc = attestor.attest(&request(b"nonce-1", b"noise static key"), NOW).unwrap();
+    let doc = attestor
+        .attest(&request(b"nonce-1", b"noise static key"), NOW)
+        .unwrap();
     let trusted = root.trusted();
     let pcrs = m.as_pcrs();
     let mut policy = Policy::new(&trusted, NOW + 10);
     policy.nonce = Some(b"nonce-1");
     policy.pcrs = &pcrs;
     let verified = verify(&doc, &policy).unwrap();
-    assert_eq!(verified.public_key.as_deref(), Some(&b"noise static key"[..]));
-    assert_eq!(verified.user_data.as_deref(), Some(&b"hash of the enclave keys"[..]));
+    assert_eq!(
+        verified.public_key.as_deref(),
+        Some(&b"noise static key"[..])
+    );
+    assert_eq!(
+        verified.user_data.as_deref(),
+        Some(&b"hash of the enclave keys"[..])
+    );
     assert_eq!(verified.pcrs[&0], m.pcr0.to_vec());
     assert_eq!(verified.timestamp_ms, NOW * 1000);
 }
@@ -41,7 +49,10 @@ fn a_document_from_another_data_directorys_root_is_refused() {
     let (_root, attestor, _) = setup();
     let doc = attestor.attest(&AttestRequest::default(), NOW).unwrap();
     let other = DevRoot::generate(NOW - 86_400).trusted();
-    assert_eq!(verify(&doc, &Policy::new(&other, NOW)), Err(VerifyError::Chain));
+    assert_eq!(
+        verify(&doc, &Policy::new(&other, NOW)),
+        Err(VerifyError::Chain)
+    );
 }
 
 #[test]
@@ -80,7 +91,9 @@ fn leaves_are_short_lived_and_renewed() {
     policy.max_age_secs = None;
     assert_eq!(verify(&doc, &policy), Err(VerifyError::Expired));
     // A document made then carries a renewed leaf and verifies.
-    let later = attestor.attest(&AttestRequest::default(), NOW + 4 * 3600).unwrap();
+    let later = attestor
+        .attest(&AttestRequest::default(), NOW + 4 * 3600)
+        .unwrap();
     assert!(verify(&later, &Policy::new(&trusted, NOW + 4 * 3600)).is_ok());
 }
 
@@ -89,8 +102,14 @@ fn stale_and_future_documents_are_refused() {
     let (root, attestor, _) = setup();
     let trusted = root.trusted();
     let doc = attestor.attest(&AttestRequest::default(), NOW).unwrap();
-    assert_eq!(verify(&doc, &Policy::new(&trusted, NOW + 301)), Err(VerifyError::Expired));
-    assert_eq!(verify(&doc, &Policy::new(&trusted, NOW - 61)), Err(VerifyError::NotYetValid));
+    assert_eq!(
+        verify(&doc, &Policy::new(&trusted, NOW + 301)),
+        Err(VerifyError::Expired)
+    );
+    assert_eq!(
+        verify(&doc, &Policy::new(&trusted, NOW - 61)),
+        Err(VerifyError::NotYetValid)
+    );
 }
 
 #[test]
@@ -100,12 +119,18 @@ fn oversized_requests_are_refused_by_the_attestor() {
         nonce: Some(vec![0; 513]),
         ..Default::default()
     };
-    assert_eq!(attestor.attest(&big, NOW), Err(DevError::RequestTooLarge("nonce")));
+    assert_eq!(
+        attestor.attest(&big, NOW),
+        Err(DevError::RequestTooLarge("nonce"))
+    );
     let big = AttestRequest {
         public_key: Some(vec![0; 1025]),
         ..Default::default()
     };
-    assert_eq!(attestor.attest(&big, NOW), Err(DevError::RequestTooLarge("public_key")));
+    assert_eq!(
+        attestor.attest(&big, NOW),
+        Err(DevError::RequestTooLarge("public_key"))
+    );
 }
 
 #[test]
@@ -131,7 +156,9 @@ fn debug_mode_documents_are_refused_unless_allowed() {
         pcr1: [0; 48],
         pcr2: [0; 48],
     };
-    let doc = DevAttestor::new(&root, zero).attest(&AttestRequest::default(), NOW).unwrap();
+    let doc = DevAttestor::new(&root, zero)
+        .attest(&AttestRequest::default(), NOW)
+        .unwrap();
     let trusted = root.trusted();
     let mut policy = Policy::new(&trusted, NOW);
     assert_eq!(verify(&doc, &policy), Err(VerifyError::DebugMode));

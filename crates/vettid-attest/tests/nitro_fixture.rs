@@ -42,26 +42,38 @@ fn refused_as_expired_at_the_current_time() {
     let mut policy = Policy::new(&root, 1_795_000_000);
     policy.max_age_secs = None; // the certificate alone must already refuse it
     assert_eq!(verify(DOC, &policy), Err(VerifyError::Expired));
-    assert_eq!(verify(DOC, &Policy::new(&root, 1_795_000_000)), Err(VerifyError::Expired));
+    assert_eq!(
+        verify(DOC, &Policy::new(&root, 1_795_000_000)),
+        Err(VerifyError::Expired)
+    );
 }
 
 #[test]
 fn refused_as_not_yet_valid_before_its_certificates() {
     let root = root();
-    assert_eq!(verify(DOC, &Policy::new(&root, 1_736_000_000)), Err(VerifyError::NotYetValid));
+    assert_eq!(
+        verify(DOC, &Policy::new(&root, 1_736_000_000)),
+        Err(VerifyError::NotYetValid)
+    );
 }
 
 #[test]
 fn refused_when_stale_even_inside_certificate_validity() {
     // Two hours later the leaf is still valid, but the document is too old to be fresh.
     let root = root();
-    assert_eq!(verify(DOC, &Policy::new(&root, AT + 7200)), Err(VerifyError::Expired));
+    assert_eq!(
+        verify(DOC, &Policy::new(&root, AT + 7200)),
+        Err(VerifyError::Expired)
+    );
 }
 
 #[test]
 fn refused_against_another_root() {
     let other = vettid_attest::dev::DevRoot::generate(AT).trusted();
-    assert_eq!(verify(DOC, &Policy::new(&other, AT)), Err(VerifyError::Chain));
+    assert_eq!(
+        verify(DOC, &Policy::new(&other, AT)),
+        Err(VerifyError::Chain)
+    );
 }
 
 #[test]
@@ -103,7 +115,10 @@ fn refused_with_any_single_byte_changed() {
             }
         }
     }
-    assert!(accepted.is_empty(), "accepted after changing (offset, byte): {accepted:?}");
+    assert!(
+        accepted.is_empty(),
+        "accepted after changing (offset, byte): {accepted:?}"
+    );
 }
 
 #[test]

@@ -13,7 +13,9 @@ struct At<'a>(&'a DevAttestor, u64);
 
 impl Attestor for At<'_> {
     fn attest(&self, request: &AttestRequest) -> Result<Vec<u8>, SealError> {
-        self.0.attest(request, self.1).map_err(|e| SealError::Attestation(e.to_string()))
+        self.0
+            .attest(request, self.1)
+            .map_err(|e| SealError::Attestation(e.to_string()))
     }
 }
 
@@ -40,16 +42,27 @@ fn sealed_for_one_measurement_opens_only_for_that_measurement() {
     let v1 = w.attestor(b"enclave v1");
     let v2 = w.attestor(b"enclave v2");
     let sealer_v1 = RecipientSealer::new(At(&v1, NOW), &w.kms);
-    let sealed = sealer_v1.seal(b"vault-1/secret", b"the per-vault secret S").unwrap();
-    assert_eq!(&sealer_v1.unseal(b"vault-1/secret", &sealed).unwrap()[..], b"the per-vault secret S");
+    let sealed = sealer_v1
+        .seal(b"vault-1/secret", b"the per-vault secret S")
+        .unwrap();
+    assert_eq!(
+        &sealer_v1.unseal(b"vault-1/secret", &sealed).unwrap()[..],
+        b"the per-vault secret S"
+    );
 
     // A restarted enclave of the same binary (new recipient key) opens it too.
     let restarted = RecipientSealer::new(At(&v1, NOW), &w.kms);
-    assert_eq!(&restarted.unseal(b"vault-1/secret", &sealed).unwrap()[..], b"the per-vault secret S");
+    assert_eq!(
+        &restarted.unseal(b"vault-1/secret", &sealed).unwrap()[..],
+        b"the per-vault secret S"
+    );
 
     // Another binary, same host, same dev root and root secret: refused.
     let sealer_v2 = RecipientSealer::new(At(&v2, NOW), &w.kms);
-    assert!(matches!(sealer_v2.unseal(b"vault-1/secret", &sealed), Err(SealError::KeyService(_))));
+    assert!(matches!(
+        sealer_v2.unseal(b"vault-1/secret", &sealed),
+        Err(SealError::KeyService(_))
+    ));
 }
 
 #[test]
@@ -58,17 +71,25 @@ fn the_context_is_bound() {
     let v1 = w.attestor(b"enclave v1");
     let sealer = RecipientSealer::new(At(&v1, NOW), &w.kms);
     let sealed = sealer.seal(b"vault-1", b"secret").unwrap();
-    assert_eq!(sealer.unseal(b"vault-2", &sealed), Err(SealError::DecryptionFailed));
+    assert_eq!(
+        sealer.unseal(b"vault-2", &sealed),
+        Err(SealError::DecryptionFailed)
+    );
 }
 
 #[test]
 fn another_root_secret_cannot_unwrap() {
     let w = World::new();
     let v1 = w.attestor(b"enclave v1");
-    let sealed = RecipientSealer::new(At(&v1, NOW), &w.kms).seal(b"c", b"secret").unwrap();
+    let sealed = RecipientSealer::new(At(&v1, NOW), &w.kms)
+        .seal(b"c", b"secret")
+        .unwrap();
     let other_kms = DevKms::new(SecretBytes::from_array([8; 32]), w.root.trusted(), || NOW);
     let sealer = RecipientSealer::new(At(&v1, NOW), &other_kms);
-    assert!(matches!(sealer.unseal(b"c", &sealed), Err(SealError::KeyService(_))));
+    assert!(matches!(
+        sealer.unseal(b"c", &sealed),
+        Err(SealError::KeyService(_))
+    ));
 }
 
 #[test]
@@ -91,16 +112,28 @@ fn every_altered_byte_or_truncation_is_refused() {
 fn the_key_service_refuses_documents_it_cannot_verify() {
     let w = World::new();
     let stranger_root = DevRoot::generate(NOW - 3600);
-    let stranger = DevAttestor::new(&stranger_root, Measurement::of_enclave(b"enclave v1", b"config"));
+    let stranger = DevAttestor::new(
+        &stranger_root,
+        Measurement::of_enclave(b"enclave v1", b"config"),
+    );
     let sealer = RecipientSealer::new(At(&stranger, NOW), &w.kms);
-    assert!(matches!(sealer.seal(b"c", b"secret"), Err(SealError::KeyService(_))));
+    assert!(matches!(
+        sealer.seal(b"c", b"secret"),
+        Err(SealError::KeyService(_))
+    ));
     // A stale document (made an hour before the key service's clock) is refused too.
     let v1 = w.attestor(b"enclave v1");
     let sealer = RecipientSealer::new(At(&v1, NOW - 3600), &w.kms);
-    assert!(matches!(sealer.seal(b"c", b"secret"), Err(SealError::KeyService(_))));
+    assert!(matches!(
+        sealer.seal(b"c", b"secret"),
+        Err(SealError::KeyService(_))
+    ));
     // A document without a recipient key cannot get a data key.
     let doc = v1.attest(&AttestRequest::default(), NOW).unwrap();
-    assert!(matches!(w.kms.generate_data_key(&doc), Err(SealError::KeyService(_))));
+    assert!(matches!(
+        w.kms.generate_data_key(&doc),
+        Err(SealError::KeyService(_))
+    ));
 }
 
 #[test]
@@ -110,10 +143,16 @@ fn cms_envelopes_open_only_for_their_recipient() {
     let bob = RecipientKey::generate();
     let alice_pub = rsa::PublicKey::from_public_key_der(alice.public_der()).unwrap();
     let cms = envelope_for(&alice_pub, b"content that is longer than one AES block").unwrap();
-    assert_eq!(&alice.unwrap(&cms).unwrap()[..], b"content that is longer than one AES block");
+    assert_eq!(
+        &alice.unwrap(&cms).unwrap()[..],
+        b"content that is longer than one AES block"
+    );
     assert_eq!(bob.unwrap(&cms), Err(SealError::DecryptionFailed));
     // The data-key form insists on exactly 32 bytes.
-    assert_eq!(alice.unwrap_data_key(&cms), Err(SealError::DecryptionFailed));
+    assert_eq!(
+        alice.unwrap_data_key(&cms),
+        Err(SealError::DecryptionFailed)
+    );
     let cms = envelope_for(&alice_pub, &[9; 32]).unwrap();
     assert_eq!(alice.unwrap_data_key(&cms).unwrap().expose(), &[9; 32]);
     // Altered envelopes never yield the original key. AES-CBC (KMS's choice) has no integrity
@@ -150,7 +189,9 @@ impl KeyService for Tampering<'_> {
 fn a_host_altering_the_key_services_answer_is_detected() {
     let w = World::new();
     let v1 = w.attestor(b"enclave v1");
-    let sealed = RecipientSealer::new(At(&v1, NOW), &w.kms).seal(b"c", b"secret").unwrap();
+    let sealed = RecipientSealer::new(At(&v1, NOW), &w.kms)
+        .seal(b"c", b"secret")
+        .unwrap();
     // Bytes 33..65 are the recipient identifier, which is informational (see above).
     for position in (0..470).step_by(5).filter(|p| !(33..65).contains(p)) {
         let sealer = RecipientSealer::new(At(&v1, NOW), Tampering(&w.kms, position));

@@ -3,10 +3,13 @@
 //! - `vettid up` starts nats-server and VettID's processes on this machine and supervises them;
 //! - `vettid api` is the HTTP API process (started by `up`).
 //!
-//! Later issues add `enclave`, `host`, `app …`, `admin …` and `attest …`.
+//! - `vettid attest …` verifies attestation documents and manages the dev root and PCR manifests.
+//!
+//! Later issues add `enclave`, `host`, `app …` and `admin …`.
 #![deny(unsafe_code)]
 
 mod api;
+mod attest;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +32,9 @@ enum Command {
     Up(up::UpArgs),
     /// Run the HTTP API process (normally started by `vettid up`).
     Api(api::ApiArgs),
+    /// Attestation: verify documents, the dev root, measurements, PCR manifests.
+    #[command(subcommand)]
+    Attest(attest::AttestCommand),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +42,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Api(args) => api::run(args),
+        Command::Attest(cmd) => attest::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -43,5 +50,14 @@ fn main() -> ExitCode {
             eprintln!("vettid: error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -43,7 +43,11 @@ pub(crate) fn parse(input: &[u8]) -> Result<Node<'_>, SealError> {
 }
 
 /// Reads one element; returns it and the bytes after it.
-fn element<'a>(input: &'a [u8], depth: usize, nodes: &mut usize) -> Result<(Node<'a>, &'a [u8]), SealError> {
+fn element<'a>(
+    input: &'a [u8],
+    depth: usize,
+    nodes: &mut usize,
+) -> Result<(Node<'a>, &'a [u8]), SealError> {
     *nodes += 1;
     if depth > MAX_DEPTH || *nodes > MAX_NODES {
         return Err(bad("CMS nested too deeply"));
@@ -65,7 +69,11 @@ fn element<'a>(input: &'a [u8], depth: usize, nodes: &mut usize) -> Result<(Node
             }
             let (len_bytes, after) = rest.split_at(count);
             rest = after;
-            Some(len_bytes.iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b)))
+            Some(
+                len_bytes
+                    .iter()
+                    .fold(0usize, |acc, b| (acc << 8) | usize::from(*b)),
+            )
         }
     };
     match length {
@@ -154,13 +162,21 @@ mod tests {
         let a = parse(&definite).unwrap();
         let b = parse(&indefinite).unwrap();
         assert_eq!(a, b);
-        assert_eq!(a.children(0x30, "seq").unwrap()[1].primitive(0x04, "o").unwrap(), [0xbb]);
+        assert_eq!(
+            a.children(0x30, "seq").unwrap()[1]
+                .primitive(0x04, "o")
+                .unwrap(),
+            [0xbb]
+        );
     }
 
     #[test]
     fn constructed_octet_strings_are_joined() {
         let chunked = [0x24, 0x80, 0x04, 0x02, 1, 2, 0x04, 0x01, 3, 0x00, 0x00];
-        assert_eq!(parse(&chunked).unwrap().octets(0x04, "o").unwrap(), [1, 2, 3]);
+        assert_eq!(
+            parse(&chunked).unwrap().octets(0x04, "o").unwrap(),
+            [1, 2, 3]
+        );
     }
 
     #[test]

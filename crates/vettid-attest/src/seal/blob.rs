@@ -46,17 +46,23 @@ pub(crate) fn seal(
 
 pub(crate) fn parse(blob: &[u8]) -> Result<Parsed<'_>, SealError> {
     let bad = SealError::Malformed;
-    let rest = blob.strip_prefix(SEALED_MAGIC).ok_or(bad("not a sealed blob"))?;
+    let rest = blob
+        .strip_prefix(SEALED_MAGIC)
+        .ok_or(bad("not a sealed blob"))?;
     let (&version, rest) = rest.split_first().ok_or(bad("truncated sealed blob"))?;
     if version != SEALED_VERSION {
         return Err(bad("unknown sealed blob version"));
     }
-    let (len, rest) = rest.split_at_checked(2).ok_or(bad("truncated sealed blob"))?;
+    let (len, rest) = rest
+        .split_at_checked(2)
+        .ok_or(bad("truncated sealed blob"))?;
     let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
     if len == 0 || len > MAX_WRAPPED {
         return Err(bad("wrapped key length"));
     }
-    let (wrapped_key, ciphertext) = rest.split_at_checked(len).ok_or(bad("truncated sealed blob"))?;
+    let (wrapped_key, ciphertext) = rest
+        .split_at_checked(len)
+        .ok_or(bad("truncated sealed blob"))?;
     Ok(Parsed {
         header: &blob[..7 + len],
         wrapped_key,
@@ -64,7 +70,11 @@ pub(crate) fn parse(blob: &[u8]) -> Result<Parsed<'_>, SealError> {
     })
 }
 
-pub(crate) fn open(key: &SecretBytes<32>, parsed: &Parsed<'_>, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+pub(crate) fn open(
+    key: &SecretBytes<32>,
+    parsed: &Parsed<'_>,
+    context: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, SealError> {
     AeadKey::from(key.clone())
         .open(&aad(parsed.header, context), parsed.ciphertext)
         .map_err(|_| SealError::DecryptionFailed)

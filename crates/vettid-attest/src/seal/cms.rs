@@ -6,7 +6,8 @@ use super::SealError;
 use super::ber::{self, Node};
 
 /// `id-envelopedData` 1.2.840.113549.1.7.3
-pub(crate) const OID_ENVELOPED_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
+pub(crate) const OID_ENVELOPED_DATA: &[u8] =
+    &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x03];
 /// `id-data` 1.2.840.113549.1.7.1
 pub(crate) const OID_DATA: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01];
 /// `id-RSAES-OAEP` 1.2.840.113549.1.1.7
@@ -43,7 +44,11 @@ fn bad(what: &'static str) -> SealError {
 }
 
 fn expect_oid(node: &Node<'_>, oid: &[u8], what: &'static str) -> Result<(), SealError> {
-    if node.primitive(OID, what)? == oid { Ok(()) } else { Err(bad(what)) }
+    if node.primitive(OID, what)? == oid {
+        Ok(())
+    } else {
+        Err(bad(what))
+    }
 }
 
 /// Re-encodes a parsed node as DER, to compare algorithm parameters byte for byte.
@@ -77,7 +82,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Envelope, SealError> {
     let [content_type, content] = root.children(SEQ, "ContentInfo")? else {
         return Err(bad("ContentInfo"));
     };
-    expect_oid(content_type, OID_ENVELOPED_DATA, "content type is not envelopedData")?;
+    expect_oid(
+        content_type,
+        OID_ENVELOPED_DATA,
+        "content type is not envelopedData",
+    )?;
     let [enveloped] = content.children(0xa0, "ContentInfo content")? else {
         return Err(bad("ContentInfo content"));
     };
@@ -92,7 +101,9 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Envelope, SealError> {
     let [recipient] = recipients.children(SET, "RecipientInfos")? else {
         return Err(bad("exactly one recipient expected"));
     };
-    let [ri_version, rid, key_alg, encrypted_key] = recipient.children(SEQ, "KeyTransRecipientInfo")? else {
+    let [ri_version, rid, key_alg, encrypted_key] =
+        recipient.children(SEQ, "KeyTransRecipientInfo")?
+    else {
         return Err(bad("KeyTransRecipientInfo"));
     };
     // The recipient identifier is informational (the RSA decryption decides), but it must be
@@ -127,7 +138,11 @@ pub(crate) fn parse(bytes: &[u8]) -> Result<Envelope, SealError> {
     let [cipher, iv] = ct_alg.children(SEQ, "content encryption algorithm")? else {
         return Err(bad("content encryption algorithm"));
     };
-    expect_oid(cipher, OID_AES256_CBC, "content encryption is not AES-256-CBC")?;
+    expect_oid(
+        cipher,
+        OID_AES256_CBC,
+        "content encryption is not AES-256-CBC",
+    )?;
     let iv: [u8; 16] = iv
         .primitive(OCTETS, "AES-CBC IV")?
         .try_into()
@@ -159,7 +174,10 @@ mod tests {
         let env = parse(&bytes).unwrap();
         assert_eq!(env.encrypted_key.len(), 256);
         assert_eq!(hex::encode(env.iv), "37343df1470df625eeb6f4bfd2f1acc3");
-        assert_eq!(hex::encode(&env.ciphertext), "cc74adf65d973c8b72cd51e1b927f0f0");
+        assert_eq!(
+            hex::encode(&env.ciphertext),
+            "cc74adf65d973c8b72cd51e1b927f0f0"
+        );
     }
 
     #[test]
@@ -178,10 +196,16 @@ mod tests {
             hex::decode(hex).unwrap()
         };
         // RSAES-OAEP → rsaEncryption (PKCS#1 v1.5), same length OID.
-        let pkcs1 = swap(OID_RSAES_OAEP, &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01]);
+        let pkcs1 = swap(
+            OID_RSAES_OAEP,
+            &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01],
+        );
         assert!(parse(&pkcs1).is_err());
         // AES-256-CBC → AES-128-CBC.
-        let aes128 = swap(OID_AES256_CBC, &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02]);
+        let aes128 = swap(
+            OID_AES256_CBC,
+            &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x02],
+        );
         assert!(parse(&aes128).is_err());
     }
 }

@@ -25,7 +25,9 @@ pub use blob::{SEALED_MAGIC, SEALED_VERSION};
 pub use recipient::RecipientKey;
 
 #[cfg(feature = "dev")]
-pub(crate) use cms::{OAEP_SHA256_PARAMS, OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_RSAES_OAEP, tlv};
+pub(crate) use cms::{
+    OAEP_SHA256_PARAMS, OID_AES256_CBC, OID_DATA, OID_ENVELOPED_DATA, OID_RSAES_OAEP, tlv,
+};
 
 use crate::AttestRequest;
 use zeroize::Zeroizing;
@@ -125,7 +127,9 @@ impl<A: Attestor, K: KeyService> RecipientSealer<A, K> {
 impl<A: Attestor, K: KeyService> Sealer for RecipientSealer<A, K> {
     fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
         let data_key = self.keys.generate_data_key(&self.document()?)?;
-        let key = self.recipient.unwrap_data_key(&data_key.ciphertext_for_recipient)?;
+        let key = self
+            .recipient
+            .unwrap_data_key(&data_key.ciphertext_for_recipient)?;
         blob::seal(&key, &data_key.ciphertext_blob, context, plaintext)
     }
 

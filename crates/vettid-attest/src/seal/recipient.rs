@@ -31,13 +31,17 @@ impl RecipientKey {
     /// # Panics
     /// If the operating system's random number generator fails.
     pub fn generate() -> Self {
-        let private = PrivateKey::new(&mut getrandom::SysRng, RSA_BITS).expect("RSA key generation");
+        let private =
+            PrivateKey::new(&mut getrandom::SysRng, RSA_BITS).expect("RSA key generation");
         let public_der = private
             .to_public_key()
             .to_public_key_der()
             .expect("encoding an RSA public key cannot fail")
             .into_vec();
-        Self { private, public_der }
+        Self {
+            private,
+            public_der,
+        }
     }
 
     /// SubjectPublicKeyInfo (DER) of the public half: what goes into `public_key` of the
@@ -54,7 +58,9 @@ impl RecipientKey {
                 .decrypt(Oaep::<Sha256>::new(), &env.encrypted_key)
                 .map_err(|_| SealError::DecryptionFailed)?,
         );
-        let aes_key: &[u8; 32] = aes_key[..].try_into().map_err(|_| SealError::DecryptionFailed)?;
+        let aes_key: &[u8; 32] = aes_key[..]
+            .try_into()
+            .map_err(|_| SealError::DecryptionFailed)?;
         let plaintext = cbc::Decryptor::<aes::Aes256>::new(aes_key.into(), (&env.iv).into())
             .decrypt_padded_vec::<Pkcs7>(&env.ciphertext)
             .map_err(|_| SealError::DecryptionFailed)?;
