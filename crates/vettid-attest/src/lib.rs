@@ -49,6 +49,8 @@ pub mod dev;
 pub mod doc;
 pub mod manifest;
 mod measure;
+#[cfg(feature = "nitro")]
+pub mod nitro;
 pub mod seal;
 mod verify;
 

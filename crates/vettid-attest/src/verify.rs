@@ -28,6 +28,9 @@ pub enum VerifyError {
     /// The nonce differs from the one the verifier sent (or is missing).
     #[error("nonce does not match")]
     NonceMismatch,
+    /// The bound public key differs from the one the verifier is about to use (or is missing).
+    #[error("public key does not match")]
+    PublicKeyMismatch,
     /// The enclave runs in debug mode (PCR0 all zero): its memory is open to the host.
     #[error("enclave is in debug mode (PCR0 is all zero)")]
     DebugMode,
@@ -35,7 +38,7 @@ pub enum VerifyError {
 
 impl VerifyError {
     /// A short stable name: `malformed`, `signature`, `chain`, `expired`, `not-yet-valid`,
-    /// `pcr-mismatch`, `nonce-mismatch` or `debug-mode`.
+    /// `pcr-mismatch`, `nonce-mismatch`, `public-key-mismatch` or `debug-mode`.
     pub fn code(&self) -> &'static str {
         match self {
             VerifyError::Malformed(_) => "malformed",
@@ -45,6 +48,7 @@ impl VerifyError {
             VerifyError::NotYetValid => "not-yet-valid",
             VerifyError::PcrMismatch(_) => "pcr-mismatch",
             VerifyError::NonceMismatch => "nonce-mismatch",
+            VerifyError::PublicKeyMismatch => "public-key-mismatch",
             VerifyError::DebugMode => "debug-mode",
         }
     }
@@ -64,6 +68,8 @@ pub struct Policy<'a> {
     pub max_skew_secs: u64,
     /// The nonce the verifier sent; `None` when the caller does not check freshness this way.
     pub nonce: Option<&'a [u8]>,
+    /// The public key the document must bind (e.g. the Noise static key the app will use).
+    pub public_key: Option<&'a [u8]>,
     /// PCRs that must be present with exactly these values.
     pub pcrs: &'a [(u8, Vec<u8>)],
     /// Accept debug-mode documents (PCR0 all zero). Only for development.
@@ -80,6 +86,7 @@ impl<'a> Policy<'a> {
             max_age_secs: Some(300),
             max_skew_secs: 60,
             nonce: None,
+            public_key: None,
             pcrs: &[],
             allow_debug: false,
         }
@@ -91,7 +98,7 @@ impl<'a> Policy<'a> {
 /// Checks, in order: COSE structure (ES384); every CBOR field's type and bounds; the
 /// certificate chain to the pinned root with every certificate valid at `at_secs`; the
 /// signature with the leaf key; the document timestamp's age and skew; debug mode; each
-/// expected PCR (constant time); the nonce (constant time). Returns the document only if all pass.
+/// expected PCR (constant time); the nonce and the public key (constant time). Returns the document only if all pass.
 pub fn verify(document: &[u8], policy: &Policy<'_>) -> Result<AttestationDoc, VerifyError> {
     let sign1 = cose::parse(document)?;
     let doc = AttestationDoc::from_cbor(&sign1.payload)?;
@@ -131,6 +138,12 @@ pub fn verify(document: &[u8], policy: &Policy<'_>) -> Result<AttestationDoc, Ve
         match &doc.nonce {
             Some(actual) if vettid_crypto::ct_eq(actual, expected) => {}
             _ => return Err(VerifyError::NonceMismatch),
+        }
+    }
+    if let Some(expected) = policy.public_key {
+        match &doc.public_key {
+            Some(actual) if vettid_crypto::ct_eq(actual, expected) => {}
+            _ => return Err(VerifyError::PublicKeyMismatch),
         }
     }
     Ok(doc)

@@ -68,6 +68,23 @@ fn nonce_binding_is_checked() {
 }
 
 #[test]
+fn public_key_binding_is_checked() {
+    let (root, attestor, _) = setup();
+    let trusted = root.trusted();
+    let doc = attestor.attest(&request(b"n", b"key-A"), NOW).unwrap();
+    let mut policy = Policy::new(&trusted, NOW);
+    policy.public_key = Some(b"key-A");
+    assert!(verify(&doc, &policy).is_ok());
+    policy.public_key = Some(b"key-B");
+    assert_eq!(verify(&doc, &policy), Err(VerifyError::PublicKeyMismatch));
+    let unbound = attestor.attest(&AttestRequest::default(), NOW).unwrap();
+    assert_eq!(
+        verify(&unbound, &policy),
+        Err(VerifyError::PublicKeyMismatch)
+    );
+}
+
+#[test]
 fn a_different_enclave_binary_fails_the_pcr_check() {
     let (root, attestor, _) = setup();
     let doc = attestor.attest(&AttestRequest::default(), NOW).unwrap();

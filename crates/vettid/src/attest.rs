@@ -45,6 +45,9 @@ pub(crate) struct VerifyArgs {
     /// The nonce the document must carry (hex).
     #[arg(long, value_parser = parse_hex)]
     nonce: Option<Hex>,
+    /// The public key the document must bind (hex).
+    #[arg(long, value_parser = parse_hex)]
+    public_key: Option<Hex>,
     /// An expected PCR, `INDEX=HEX` (repeatable).
     #[arg(long = "pcr", value_parser = parse_pcr)]
     pcrs: Vec<(u8, Vec<u8>)>,
@@ -211,6 +214,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut policy = Policy::new(&root, args.at.unwrap_or_else(now));
     policy.max_age_secs = Some(args.max_age);
     policy.nonce = args.nonce.as_ref().map(|h| h.0.as_slice());
+    policy.public_key = args.public_key.as_ref().map(|h| h.0.as_slice());
     policy.pcrs = &args.pcrs;
     policy.allow_debug = args.allow_debug;
     match vettid_attest::verify(&doc, &policy) {
