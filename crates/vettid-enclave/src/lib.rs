@@ -1,17 +1,32 @@
 //! # vettid-enclave: the trusted computing base
 //!
 //! Everything that ever sees vault plaintext, a PIN, a password verifier or a private key
-//! runs here: the channel server, sealing, vault actors and the domain handlers. Filled by the
-//! enclave issue.
+//! runs here: the channel to the host, sealing, vault actors and (later) domain handlers.
+//!
+//! ```text
+//!  host ──frames (unix socket | vsock)──► link ──► workers ──► manager ──► vault slot (one lock per vault)
+//!   ▲                                      │                    │            ├─ keys   (S sealed, VMK wrapped under PIN ‖ S)
+//!   └──── Get / PutCreate / List / Delete ◄┘◄── objects ◄───────┘            ├─ guard  (wrong PINs, durable before the answer)
+//!         GenerateDataKey / Decrypt / Attest / Now                            └─ vault  (SQLite in memory; log + snapshots)
+//! ```
 //!
 //! ## What the enclave never does
 //!
-//! - open a network connection, a file or a cloud API: it reaches storage, the sealing relay
-//!   and the clock only by asking the host over the framed channel;
-//! - export a key, or trust the host's clock or storage without checking;
-//! - accept a session from an app that has not verified its attestation.
+//! - open a network connection, a file or a cloud API: it reaches storage, the key service,
+//!   the attestor and the clock only by asking the host over the framed channel;
+//! - hand the host anything it could read: every object is AEAD-encrypted with its vault,
+//!   kind and number as associated data; the per-vault secret is sealed to the measurement;
+//! - acknowledge a write before it is durable, or answer a wrong PIN before it is counted;
+//! - trust the host's clock for anything but timestamps, or its storage without checking.
 //!
 //! Its dependency tree is checked: no HTTP stack, NATS client, object store or AWS SDK
-//! (`cargo tree -p vettid-enclave -e normal`; see the workspace test `tcb_dependencies`).
+//! (`tests/tcb_dependencies.rs`).
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
+
+pub mod keys;
+pub mod link;
+pub mod manager;
+pub mod objects;
+pub mod server;
+pub mod vault;

@@ -1,13 +1,17 @@
 //! # vettid-host: the untrusted bridge
 //!
-//! Routes NATS traffic to the enclave over the framed channel, stores the enclave's encrypted
-//! objects (local directory or S3), relays sealing requests (dev key service or AWS KMS) and
-//! serves the clock. It never holds a vault key, a PIN or plaintext. The channel and storage
-//! come with the enclave issue.
+//! Starts the enclave process and restarts it when it dies; serves its storage (object
+//! store: local directory), key-service and attestation relay (dev platform locally; AWS KMS
+//! and the NSM on Nitro) and clock; forwards client operations to it. It never holds a vault
+//! key, a PIN or plaintext. NATS routing comes with the end-to-end issue.
 //!
 //! Cargo features: `kms` — [`kms::AwsKms`], the AWS KMS relay for Nitro sealing.
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod control;
+pub mod frames;
+pub mod host;
 #[cfg(feature = "kms")]
 pub mod kms;
+pub mod storage;

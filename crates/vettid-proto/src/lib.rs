@@ -6,4 +6,6 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod channel;
+pub mod enclave;
 pub mod subject;

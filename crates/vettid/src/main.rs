@@ -10,7 +10,10 @@
 
 mod api;
 mod attest;
+mod host;
+mod platform;
 mod up;
+mod vault;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -32,6 +35,12 @@ enum Command {
     Up(up::UpArgs),
     /// Run the HTTP API process (normally started by `vettid up`).
     Api(api::ApiArgs),
+    /// Run the host process: starts and restarts the enclave, serves its storage.
+    Host(host::HostArgs),
+    /// Run the dev platform (attestor and key service standing in for Nitro and AWS KMS).
+    DevPlatform(platform::PlatformArgs),
+    /// Drive a vault through the host's control socket (debug path).
+    Vault(vault::VaultArgs),
     /// Attestation: verify documents, the dev root, measurements, PCR manifests.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -43,6 +52,9 @@ fn main() -> ExitCode {
         Command::Up(args) => up::run(args),
         Command::Api(args) => api::run(args),
         Command::Attest(cmd) => attest::run(cmd),
+        Command::Host(args) => host::run(args),
+        Command::DevPlatform(args) => platform::run(args),
+        Command::Vault(args) => vault::run(args),
     };
     match result {
         Ok(code) => code,

@@ -61,6 +61,12 @@ impl<T: Attestor + ?Sized> Attestor for &T {
     }
 }
 
+impl<T: Attestor + ?Sized> Attestor for std::sync::Arc<T> {
+    fn attest(&self, request: &AttestRequest) -> Result<Vec<u8>, SealError> {
+        (**self).attest(request)
+    }
+}
+
 /// A data key from [`KeyService::generate_data_key`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataKey {
@@ -82,6 +88,15 @@ pub trait KeyService {
 }
 
 impl<T: KeyService + ?Sized> KeyService for &T {
+    fn generate_data_key(&self, recipient_doc: &[u8]) -> Result<DataKey, SealError> {
+        (**self).generate_data_key(recipient_doc)
+    }
+    fn decrypt(&self, ciphertext_blob: &[u8], recipient_doc: &[u8]) -> Result<Vec<u8>, SealError> {
+        (**self).decrypt(ciphertext_blob, recipient_doc)
+    }
+}
+
+impl<T: KeyService + ?Sized> KeyService for std::sync::Arc<T> {
     fn generate_data_key(&self, recipient_doc: &[u8]) -> Result<DataKey, SealError> {
         (**self).generate_data_key(recipient_doc)
     }

@@ -1,0 +1,336 @@
+//! The key hierarchy of a vault (DESIGN.md §5) and its guess limit.
+//!
+//! ```text
+//! S   = 32 random bytes per vault, sealed to the enclave measurement (only an enclave opens it)
+//! KEK = HKDF("vault/kek", Argon2id(PIN, salt) ‖ S, vault id)
+//! VMK = 32 random bytes, stored only as AEAD(KEK, VMK)             ← a PIN change re-wraps this
+//! storage key, identity (Ed25519), exchange (X25519) = HKDF(VMK, label, vault id)
+//! guard key, keys-record key = HKDF(S, label, vault id)             ← usable before the PIN
+//! ```
+//!
+//! Knowing the PIN without an enclave gives nothing (S is sealed); the stored bytes without the
+//! PIN give nothing (Argon2id + AEAD). Wrong PINs are counted in guard objects written *before*
+//! the answer leaves the enclave.
+
+use crate::objects::{ObjectKind, Objects, decode, encode};
+use serde::{Deserialize, Serialize};
+use vettid_attest::seal::Sealer;
+use vettid_crypto::aead::AeadKey;
+use vettid_crypto::password::{Bounds, Cost, Stretch};
+use vettid_crypto::sign::SigningKey;
+use vettid_crypto::{Label, SecretBytes};
+use vettid_proto::enclave::VaultError;
+use zeroize::Zeroizing;
+
+const KEK: Label = Label::new("vault/kek");
+const STORAGE: Label = Label::new("vault/storage");
+const IDENTITY: Label = Label::new("vault/identity");
+const RECORD: Label = Label::new("vault/keys-record");
+const GUARD: Label = Label::new("vault/guard");
+const SEAL_CONTEXT: &[u8] = b"vettid/v1/vault-secret\0";
+
+/// How many wrong PINs lock a vault, and how hard PINs are stretched.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPolicy {
+    /// Wrong PINs in a row before the vault locks (default 10).
+    pub max_failures: u32,
+    /// Argon2id cost for new and changed PINs.
+    pub cost: Cost,
+}
+
+impl Default for KeyPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 10,
+            cost: Cost::DEFAULT,
+        }
+    }
+}
+
+/// The vault master key. Everything else the vault encrypts derives from it.
+pub struct MasterKey(SecretBytes<32>);
+
+impl MasterKey {
+    /// The key that encrypts the vault's log and snapshots.
+    pub fn storage_key(&self, vault: &str) -> AeadKey {
+        STORAGE
+            .derive(self.0.expose(), b"", vault.as_bytes())
+            .into()
+    }
+
+    /// The vault's Ed25519 identity.
+    pub fn identity(&self, vault: &str) -> SigningKey {
+        SigningKey::from_seed(&IDENTITY.derive(self.0.expose(), b"", vault.as_bytes()))
+    }
+
+    /// Wraps this key for keeping while the vault is evicted (see the manager).
+    pub fn wrap(&self, key: &AeadKey, vault: &str) -> Vec<u8> {
+        key.seal(
+            &[b"vettid/v1/evicted\0", vault.as_bytes()].concat(),
+            self.0.expose(),
+        )
+    }
+
+    /// Reverses [`Self::wrap`].
+    pub fn unwrap(key: &AeadKey, vault: &str, wrapped: &[u8]) -> Option<MasterKey> {
+        let bytes = key
+            .open(
+                &[b"vettid/v1/evicted\0", vault.as_bytes()].concat(),
+                wrapped,
+            )
+            .ok()?;
+        SecretBytes::try_from_slice(&bytes).map(MasterKey)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeysOuter {
+    format: u8,
+    #[serde(with = "serde_bytes")]
+    sealed_secret: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    inner: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeysInner {
+    phc: String,
+    #[serde(with = "serde_bytes")]
+    wrapped_vmk: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    identity: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct GuardState {
+    failures: u32,
+    locked: bool,
+}
+
+/// A vault whose sealed secret is open but whose master key is not: what the enclave holds
+/// before the PIN. `unlock` turns it into a [`MasterKey`] or counts a failure.
+pub struct LockedVault {
+    secret: SecretBytes<32>,
+    generation: u64,
+    inner: KeysInner,
+    guard_seq: u64,
+    guard: GuardState,
+}
+
+fn kek(pin_key: &SecretBytes<32>, secret: &SecretBytes<32>, vault: &str) -> AeadKey {
+    let ikm = Zeroizing::new([&pin_key.expose()[..], &secret.expose()[..]].concat());
+    KEK.derive(&ikm, b"", vault.as_bytes()).into()
+}
+
+fn kek_aad(vault: &str, generation: u64) -> Vec<u8> {
+    [
+        b"vettid/v1/kek\0".as_slice(),
+        vault.as_bytes(),
+        &generation.to_be_bytes(),
+    ]
+    .concat()
+}
+
+fn record_key(secret: &SecretBytes<32>, vault: &str) -> AeadKey {
+    RECORD.derive(secret.expose(), b"", vault.as_bytes()).into()
+}
+
+fn guard_key(secret: &SecretBytes<32>, vault: &str) -> AeadKey {
+    GUARD.derive(secret.expose(), b"", vault.as_bytes()).into()
+}
+
+/// Writes keys generation `generation` for `vmk` under `pin`.
+fn write_keys(
+    objects: &Objects<'_>,
+    sealer: &dyn Sealer,
+    secret: &SecretBytes<32>,
+    generation: u64,
+    vmk: &MasterKey,
+    pin: &[u8],
+    policy: &KeyPolicy,
+) -> Result<(), VaultError> {
+    let vault = objects.vault();
+    let stretch = Stretch::generate(policy.cost, &Bounds::DEFAULT)
+        .map_err(|e| VaultError::Internal(e.to_string()))?;
+    let kek = kek(&stretch.derive(pin), secret, vault);
+    let inner = KeysInner {
+        phc: stretch.to_phc(),
+        wrapped_vmk: kek.seal(&kek_aad(vault, generation), vmk.0.expose()),
+        identity: vmk.identity(vault).verifying_key().to_bytes().to_vec(),
+    };
+    let sealed_secret = sealer
+        .seal(&[SEAL_CONTEXT, vault.as_bytes()].concat(), secret.expose())
+        .map_err(|e| VaultError::Sealing(e.to_string()))?;
+    let outer = KeysOuter {
+        format: 1,
+        sealed_secret,
+        inner: record_key(secret, vault)
+            .seal(&objects.aad(ObjectKind::Keys, generation), &encode(&inner)),
+    };
+    objects.create_raw(ObjectKind::Keys, generation, encode(&outer).to_vec())
+}
+
+/// Creates a vault: a new S and VMK, keys generation 0. `AlreadyExists` if it exists.
+pub fn create(
+    objects: &Objects<'_>,
+    sealer: &dyn Sealer,
+    pin: &[u8],
+    policy: &KeyPolicy,
+) -> Result<MasterKey, VaultError> {
+    if !objects.list(ObjectKind::Keys)?.is_empty() {
+        return Err(VaultError::AlreadyExists);
+    }
+    let secret = SecretBytes::random();
+    let vmk = MasterKey(SecretBytes::random());
+    write_keys(objects, sealer, &secret, 0, &vmk, pin, policy).map_err(|e| match e {
+        VaultError::Conflict => VaultError::AlreadyExists,
+        e => e,
+    })?;
+    Ok(vmk)
+}
+
+impl LockedVault {
+    /// Reads the newest keys generation and guard state and unseals S.
+    pub fn open(objects: &Objects<'_>, sealer: &dyn Sealer) -> Result<Self, VaultError> {
+        let vault = objects.vault();
+        let generation = *objects
+            .list(ObjectKind::Keys)?
+            .last()
+            .ok_or(VaultError::NotFound)?;
+        let raw = objects
+            .read_raw(ObjectKind::Keys, generation)?
+            .ok_or_else(|| VaultError::Storage("keys object vanished".into()))?;
+        let outer: KeysOuter = ciborium::from_reader(&raw[..])
+            .map_err(|_| VaultError::Tampered("keys object does not decode".into()))?;
+        if outer.format != 1 {
+            return Err(VaultError::Tampered("unknown keys format".into()));
+        }
+        let secret = sealer
+            .unseal(
+                &[SEAL_CONTEXT, vault.as_bytes()].concat(),
+                &outer.sealed_secret,
+            )
+            .map_err(|e| match e {
+                vettid_attest::seal::SealError::DecryptionFailed
+                | vettid_attest::seal::SealError::Malformed(_) => {
+                    VaultError::Tampered("sealed vault secret does not open".into())
+                }
+                e => VaultError::Sealing(e.to_string()),
+            })?;
+        let secret = SecretBytes::try_from_slice(&secret)
+            .ok_or_else(|| VaultError::Tampered("vault secret length".into()))?;
+        let inner = record_key(&secret, vault)
+            .open(&objects.aad(ObjectKind::Keys, generation), &outer.inner)
+            .map_err(|_| VaultError::Tampered("keys object does not authenticate".into()))?;
+        let inner: KeysInner = decode(&inner, "keys record")?;
+        let (guard_seq, guard) = match objects.list(ObjectKind::Guard)?.last() {
+            None => (0, GuardState::default()),
+            Some(&seq) => {
+                let bytes = objects
+                    .read(&guard_key(&secret, vault), ObjectKind::Guard, seq)?
+                    .ok_or_else(|| VaultError::Storage("guard object vanished".into()))?;
+                (seq, decode(&bytes, "guard record")?)
+            }
+        };
+        Ok(Self {
+            secret,
+            generation,
+            inner,
+            guard_seq,
+            guard,
+        })
+    }
+
+    /// Consecutive wrong PINs so far.
+    pub fn failures(&self) -> u32 {
+        self.guard.failures
+    }
+
+    /// Whether the guess limit has locked the vault.
+    pub fn locked_out(&self) -> bool {
+        self.guard.locked
+    }
+
+    /// The public identity key recorded with the keys.
+    pub fn identity(&self) -> &[u8] {
+        &self.inner.identity
+    }
+
+    fn record_guard(&mut self, objects: &Objects<'_>, next: GuardState) -> Result<(), VaultError> {
+        let seq = self.guard_seq + 1;
+        objects.create(
+            &guard_key(&self.secret, objects.vault()),
+            ObjectKind::Guard,
+            seq,
+            &encode(&next),
+        )?;
+        self.guard_seq = seq;
+        self.guard = next;
+        Ok(())
+    }
+
+    /// Checks `pin`. A wrong PIN is counted durably *before* this returns; at the limit the
+    /// vault locks. A right PIN resets the count (durably, if it was not zero).
+    pub fn unlock(
+        &mut self,
+        objects: &Objects<'_>,
+        pin: &[u8],
+        policy: &KeyPolicy,
+    ) -> Result<MasterKey, VaultError> {
+        if self.guard.locked {
+            return Err(VaultError::LockedOut);
+        }
+        let vault = objects.vault();
+        let stretch = Stretch::from_phc(&self.inner.phc, &Bounds::DEFAULT)
+            .map_err(|_| VaultError::Tampered("PIN parameters out of bounds".into()))?;
+        let kek = kek(&stretch.derive(pin), &self.secret, vault);
+        match kek.open(&kek_aad(vault, self.generation), &self.inner.wrapped_vmk) {
+            Ok(vmk) => {
+                let vmk = MasterKey(
+                    SecretBytes::try_from_slice(&vmk)
+                        .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
+                );
+                if self.guard.failures > 0 {
+                    self.record_guard(objects, GuardState::default())?;
+                }
+                Ok(vmk)
+            }
+            Err(_) => {
+                let failures = self.guard.failures.saturating_add(1);
+                let locked = failures >= policy.max_failures;
+                self.record_guard(objects, GuardState { failures, locked })?;
+                if locked {
+                    Err(VaultError::LockedOut)
+                } else {
+                    Err(VaultError::WrongPin {
+                        attempts_left: policy.max_failures - failures,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Changes the PIN: checks `old` (counted like [`Self::unlock`]), then writes a new keys
+    /// generation wrapping the same master key under `new`. No data is re-encrypted.
+    pub fn change_pin(
+        &mut self,
+        objects: &Objects<'_>,
+        sealer: &dyn Sealer,
+        old: &[u8],
+        new: &[u8],
+        policy: &KeyPolicy,
+    ) -> Result<MasterKey, VaultError> {
+        let vmk = self.unlock(objects, old, policy)?;
+        write_keys(
+            objects,
+            sealer,
+            &self.secret,
+            self.generation + 1,
+            &vmk,
+            new,
+            policy,
+        )?;
+        *self = LockedVault::open(objects, sealer)?;
+        Ok(vmk)
+    }
+}

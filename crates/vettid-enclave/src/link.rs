@@ -1,0 +1,208 @@
+//! The enclave's end of the channel: the only way out of the enclave.
+//!
+//! One reader thread takes frames off the socket: responses wake the worker waiting for them
+//! (matched by id); requests go to the worker pool. Writers take a lock per whole frame, so
+//! many requests are in flight in both directions with no global lock on the work itself.
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vettid_proto::channel::{Frame, FrameError, Kind, from_body, to_body};
+use vettid_proto::enclave::{HostReply, ToHost};
+
+/// How long the enclave waits for the host to answer one request.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a call to the host failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkError {
+    /// The channel is gone (the host died or closed it).
+    #[error("channel to the host closed")]
+    Closed,
+    /// The host did not answer in time.
+    #[error("host did not answer in time")]
+    Timeout,
+    /// The host's answer did not decode.
+    #[error("malformed answer from the host")]
+    Malformed,
+    /// The host answered with an error.
+    #[error("host error: {0}")]
+    Host(String),
+}
+
+/// A request from the host, to be answered with [`Link::respond`].
+pub struct Incoming {
+    /// The request id to answer.
+    pub id: u64,
+    /// The request body (or why it could not be read).
+    pub body: Result<Vec<u8>, String>,
+}
+
+/// The shared channel handle.
+pub struct Link {
+    writer: Mutex<BufWriter<UnixStream>>,
+    pending: Mutex<HashMap<u64, Sender<Vec<u8>>>>,
+    next_id: AtomicU64,
+}
+
+impl Link {
+    /// Wraps a connected socket; returns the link and the stream of host requests. The reader
+    /// thread ends (and the receiver closes) when the socket closes.
+    pub fn start(stream: UnixStream) -> std::io::Result<(Arc<Link>, Receiver<Incoming>)> {
+        let reader = stream.try_clone()?;
+        let link = Arc::new(Link {
+            writer: Mutex::new(BufWriter::new(stream)),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let (tx, rx) = mpsc::channel();
+        let reader_link = link.clone();
+        std::thread::Builder::new()
+            .name("channel-reader".into())
+            .spawn(move || reader_link.read_loop(BufReader::new(reader), tx))?;
+        Ok((link, rx))
+    }
+
+    fn read_loop(&self, mut r: BufReader<UnixStream>, requests: Sender<Incoming>) {
+        loop {
+            match Frame::read_from(&mut r) {
+                Ok(Frame {
+                    kind: Kind::Request,
+                    id,
+                    body,
+                }) => {
+                    if requests.send(Incoming { id, body: Ok(body) }).is_err() {
+                        break;
+                    }
+                }
+                Ok(Frame {
+                    kind: Kind::Response,
+                    id,
+                    body,
+                }) => {
+                    let waiter = self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(body);
+                    }
+                }
+                Err(FrameError::Oversized { id, .. } | FrameError::Unsupported { id }) => {
+                    let _ = requests.send(Incoming {
+                        id,
+                        body: Err("frame too large or unsupported".into()),
+                    });
+                }
+                Err(FrameError::Short) => {}
+                Err(FrameError::Closed(_)) => break,
+            }
+        }
+        // Wake every waiter: the host is gone.
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    fn send(&self, frame: &Frame) -> Result<(), LinkError> {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        frame.write_to(&mut *w).map_err(|_| LinkError::Closed)
+    }
+
+    /// Answers the host's request `id`.
+    pub fn respond(&self, id: u64, body: Vec<u8>) {
+        let _ = self.send(&Frame {
+            kind: Kind::Response,
+            id,
+            body,
+        });
+    }
+
+    /// Sends `request` to the host and waits for its answer.
+    pub fn call(&self, request: &ToHost) -> Result<HostReply, LinkError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let sent = self.send(&Frame {
+            kind: Kind::Request,
+            id,
+            body: to_body(request),
+        });
+        let result = sent.and_then(|()| {
+            rx.recv_timeout(CALL_TIMEOUT).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => LinkError::Timeout,
+                mpsc::RecvTimeoutError::Disconnected => LinkError::Closed,
+            })
+        });
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        match from_body::<HostReply>(&result?).map_err(|_| LinkError::Malformed)? {
+            HostReply::Error(e) => Err(LinkError::Host(e)),
+            reply => Ok(reply),
+        }
+    }
+}
+
+impl vettid_attest::seal::Attestor for Link {
+    fn attest(
+        &self,
+        request: &vettid_attest::AttestRequest,
+    ) -> Result<Vec<u8>, vettid_attest::seal::SealError> {
+        let err =
+            |e: &dyn std::fmt::Display| vettid_attest::seal::SealError::Attestation(e.to_string());
+        match self.call(&ToHost::Attest {
+            nonce: request.nonce.clone(),
+            public_key: request.public_key.clone(),
+            user_data: request.user_data.clone(),
+        }) {
+            Ok(HostReply::Bytes(doc)) => Ok(doc),
+            Ok(_) => Err(err(&"unexpected answer")),
+            Err(e) => Err(err(&e)),
+        }
+    }
+}
+
+impl vettid_attest::seal::KeyService for Link {
+    fn generate_data_key(
+        &self,
+        doc: &[u8],
+    ) -> Result<vettid_attest::seal::DataKey, vettid_attest::seal::SealError> {
+        let err =
+            |e: &dyn std::fmt::Display| vettid_attest::seal::SealError::KeyService(e.to_string());
+        match self.call(&ToHost::GenerateDataKey { doc: doc.to_vec() }) {
+            Ok(HostReply::DataKey {
+                blob,
+                for_recipient,
+            }) => Ok(vettid_attest::seal::DataKey {
+                ciphertext_blob: blob,
+                ciphertext_for_recipient: for_recipient,
+            }),
+            Ok(_) => Err(err(&"unexpected answer")),
+            Err(e) => Err(err(&e)),
+        }
+    }
+
+    fn decrypt(&self, blob: &[u8], doc: &[u8]) -> Result<Vec<u8>, vettid_attest::seal::SealError> {
+        let err =
+            |e: &dyn std::fmt::Display| vettid_attest::seal::SealError::KeyService(e.to_string());
+        match self.call(&ToHost::Decrypt {
+            blob: blob.to_vec(),
+            doc: doc.to_vec(),
+        }) {
+            Ok(HostReply::Bytes(cms)) => Ok(cms),
+            Ok(_) => Err(err(&"unexpected answer")),
+            Err(e) => Err(err(&e)),
+        }
+    }
+}

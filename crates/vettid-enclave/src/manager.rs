@@ -1,0 +1,281 @@
+//! Vault actors: one slot per vault, each behind its own lock, so a vault's operations run one
+//! at a time while different vaults run in parallel. Idle vaults are evicted (LRU and idle
+//! timeout); an evicted vault keeps only its master key, wrapped under a key that exists in
+//! this enclave process alone, so it reloads without the PIN until the enclave restarts.
+
+use crate::keys::{self, KeyPolicy, LockedVault, MasterKey};
+use crate::link::Link;
+use crate::objects::Objects;
+use crate::vault::{SqlValue, Statement, Vault};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vettid_attest::seal::RecipientSealer;
+use vettid_crypto::aead::AeadKey;
+use vettid_proto::enclave::{EnclaveReply, Residency, VaultError, VaultOp, valid_vault_id};
+
+/// Largest record value of the debug table.
+const MAX_VALUE: usize = 1024 * 1024;
+
+/// Tunables of the enclave.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Guess limit and PIN stretching.
+    pub policy: KeyPolicy,
+    /// Resident vaults at most (the memory budget); the least recently used is evicted.
+    pub max_resident: usize,
+    /// A vault unused this long is evicted.
+    pub idle: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            policy: KeyPolicy::default(),
+            max_resident: 10_000,
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+enum Slot {
+    /// Nothing in memory: the PIN is needed.
+    Cold,
+    /// Unlocked in memory.
+    Resident {
+        vault: Box<Vault>,
+        wrapped: Vec<u8>,
+        last_used: Instant,
+    },
+    /// Evicted; the master key kept wrapped under the instance key.
+    Evicted { wrapped: Vec<u8> },
+}
+
+/// All vaults of this enclave instance.
+pub struct Manager {
+    link: Arc<Link>,
+    sealer: RecipientSealer<Arc<Link>, Arc<Link>>,
+    instance_key: AeadKey,
+    config: Config,
+    slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+}
+
+impl Manager {
+    /// A manager reaching storage and the key service through `link`.
+    pub fn new(link: Arc<Link>, config: Config) -> Self {
+        Self {
+            sealer: RecipientSealer::new(link.clone(), link.clone()),
+            link,
+            instance_key: AeadKey::generate(),
+            config,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn slot(&self, vault: &str) -> Arc<Mutex<Slot>> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots
+            .entry(vault.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(Slot::Cold)))
+            .clone()
+    }
+
+    fn resident<'s>(
+        &self,
+        slot: &'s mut Slot,
+        objects: &Objects<'_>,
+    ) -> Result<&'s mut Vault, VaultError> {
+        if let Slot::Evicted { wrapped } = slot {
+            let vmk = MasterKey::unwrap(&self.instance_key, objects.vault(), wrapped)
+                .ok_or_else(|| VaultError::Internal("evicted key does not unwrap".into()))?;
+            let vault = Vault::load(objects, &vmk)?;
+            *slot = Slot::Resident {
+                vault: Box::new(vault),
+                wrapped: std::mem::take(wrapped),
+                last_used: Instant::now(),
+            };
+        }
+        match slot {
+            Slot::Resident {
+                vault, last_used, ..
+            } => {
+                *last_used = Instant::now();
+                Ok(vault)
+            }
+            _ => Err(VaultError::NotUnlocked),
+        }
+    }
+
+    fn make_resident(
+        &self,
+        slot: &mut Slot,
+        vault: Vault,
+        vmk: &MasterKey,
+        id: &str,
+    ) -> EnclaveReply {
+        let signed = vault.signed_version(id);
+        *slot = Slot::Resident {
+            vault: Box::new(vault),
+            wrapped: vmk.wrap(&self.instance_key, id),
+            last_used: Instant::now(),
+        };
+        EnclaveReply::Open(signed)
+    }
+
+    /// Runs one operation on one vault.
+    pub fn handle(&self, id: &str, op: VaultOp) -> Result<EnclaveReply, VaultError> {
+        if !valid_vault_id(id) {
+            return Err(VaultError::BadRequest(
+                "vault id must be 1-64 of a-z 0-9 -".into(),
+            ));
+        }
+        let objects = Objects::new(&self.link, id);
+        let slot = self.slot(id);
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let policy = &self.config.policy;
+        match op {
+            VaultOp::Create { pin } => {
+                check_pin(&pin)?;
+                let vmk = keys::create(&objects, &self.sealer, &pin, policy)?;
+                let vault = Vault::create(&objects, &vmk)?;
+                Ok(self.make_resident(&mut slot, vault, &vmk, id))
+            }
+            VaultOp::Unlock { pin } => {
+                let mut locked = LockedVault::open(&objects, &self.sealer)?;
+                let vmk = locked.unlock(&objects, &pin, policy)?;
+                let vault = Vault::load(&objects, &vmk)?;
+                Ok(self.make_resident(&mut slot, vault, &vmk, id))
+            }
+            VaultOp::ChangePin { old, new } => {
+                check_pin(&new)?;
+                let mut locked = LockedVault::open(&objects, &self.sealer)?;
+                let vmk = locked.change_pin(&objects, &self.sealer, &old, &new, policy)?;
+                let vault = Vault::load(&objects, &vmk)?;
+                Ok(self.make_resident(&mut slot, vault, &vmk, id))
+            }
+            VaultOp::Lock => {
+                *slot = Slot::Cold;
+                Ok(EnclaveReply::Locked)
+            }
+            VaultOp::Put { key, value } => {
+                if key.is_empty() || key.len() > 256 || value.len() > MAX_VALUE {
+                    return Err(VaultError::BadRequest(
+                        "key must be 1-256 bytes and value at most 1 MiB".into(),
+                    ));
+                }
+                let result = {
+                    let vault = self.resident(&mut slot, &objects)?;
+                    vault.write(
+                        &objects,
+                        vec![Statement {
+                            sql: "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value".into(),
+                            params: vec![SqlValue::Text(key), SqlValue::Blob(value)],
+                        }],
+                    )
+                };
+                match result {
+                    Ok(signed) => Ok(EnclaveReply::Written(signed)),
+                    Err(VaultError::Conflict) => {
+                        // Our copy is stale: drop it; the next operation reloads from storage.
+                        if let Slot::Resident { wrapped, .. } = &mut *slot {
+                            *slot = Slot::Evicted {
+                                wrapped: std::mem::take(wrapped),
+                            };
+                        }
+                        Err(VaultError::Conflict)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            VaultOp::Get { key } => {
+                let vault = self.resident(&mut slot, &objects)?;
+                Ok(EnclaveReply::Value(vault.get(&key)?))
+            }
+            VaultOp::Status => {
+                let locked = LockedVault::open(&objects, &self.sealer)?;
+                let residency = match &*slot {
+                    Slot::Resident { .. } => Residency::Resident,
+                    Slot::Evicted { .. } => Residency::Evicted,
+                    Slot::Cold => Residency::Locked,
+                };
+                let failures = locked.failures();
+                Ok(EnclaveReply::Status {
+                    residency,
+                    failed_attempts: failures,
+                    attempts_left: if locked.locked_out() {
+                        0
+                    } else {
+                        policy.max_failures.saturating_sub(failures)
+                    },
+                })
+            }
+        }
+    }
+
+    /// Work after an acknowledged write: snapshot and compact if due. Errors are not fatal
+    /// (the log still holds everything) and are retried after the next write.
+    pub fn maintain(&self, id: &str) {
+        let objects = Objects::new(&self.link, id);
+        let slot = self.slot(id);
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Slot::Resident { vault, .. } = &mut *slot
+            && vault.wants_snapshot()
+        {
+            let _ = vault.snapshot(&objects);
+        }
+    }
+
+    /// Evicts vaults idle longer than the timeout, then the least recently used beyond the
+    /// budget. Busy vaults (locked by a worker) are skipped.
+    pub fn evict_idle(&self) -> usize {
+        let slots: Vec<(String, Arc<Mutex<Slot>>)> = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut resident: Vec<(Instant, Arc<Mutex<Slot>>)> = Vec::new();
+        let mut evicted = 0;
+        for (_, slot) in &slots {
+            let Ok(mut guard) = slot.try_lock() else {
+                continue;
+            };
+            if let Slot::Resident {
+                last_used, wrapped, ..
+            } = &mut *guard
+            {
+                if last_used.elapsed() >= self.config.idle {
+                    *guard = Slot::Evicted {
+                        wrapped: std::mem::take(wrapped),
+                    };
+                    evicted += 1;
+                } else {
+                    resident.push((*last_used, slot.clone()));
+                }
+            }
+        }
+        resident.sort_by_key(|(t, _)| *t);
+        let excess = resident.len().saturating_sub(self.config.max_resident);
+        for (_, slot) in resident.into_iter().take(excess) {
+            let Ok(mut guard) = slot.try_lock() else {
+                continue;
+            };
+            if let Slot::Resident { wrapped, .. } = &mut *guard {
+                *guard = Slot::Evicted {
+                    wrapped: std::mem::take(wrapped),
+                };
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+}
+
+fn check_pin(pin: &[u8]) -> Result<(), VaultError> {
+    if (4..=64).contains(&pin.len()) {
+        Ok(())
+    } else {
+        Err(VaultError::BadRequest("PIN must be 4 to 64 bytes".into()))
+    }
+}

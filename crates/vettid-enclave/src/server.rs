@@ -1,0 +1,72 @@
+//! The enclave's main loop: connect to the host, answer its requests on a pool of workers,
+//! evict idle vaults in the background.
+
+use crate::link::{Incoming, Link};
+use crate::manager::{Config, Manager};
+use std::os::unix::net::UnixStream;
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vettid_proto::channel::{from_body, to_body};
+use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
+
+/// Worker threads answering host requests.
+const WORKERS: usize = 8;
+
+/// Serves the host on `stream` until it closes.
+pub fn serve(stream: UnixStream, config: Config) -> std::io::Result<()> {
+    let (link, requests) = Link::start(stream)?;
+    let manager = Arc::new(Manager::new(link.clone(), config));
+    let requests = Arc::new(Mutex::new(requests));
+    let janitor = {
+        let manager = Arc::downgrade(&manager);
+        std::thread::Builder::new()
+            .name("evictor".into())
+            .spawn(move || {
+                while let Some(m) = manager.upgrade() {
+                    m.evict_idle();
+                    drop(m);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })?
+    };
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|i| {
+            let (link, manager, requests) = (link.clone(), manager.clone(), requests.clone());
+            std::thread::Builder::new()
+                .name(format!("worker-{i}"))
+                .spawn(move || work(&link, &manager, &requests))
+        })
+        .collect::<Result<_, _>>()?;
+    for w in workers {
+        let _ = w.join();
+    }
+    drop(manager);
+    let _ = janitor.join();
+    Ok(())
+}
+
+fn work(link: &Link, manager: &Manager, requests: &Mutex<Receiver<Incoming>>) {
+    loop {
+        let next = requests.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(Incoming { id, body }) = next else {
+            return;
+        };
+        let (reply, follow_up) = match body.map_err(VaultError::BadRequest).and_then(|b| {
+            from_body::<ToEnclave>(&b)
+                .map_err(|_| VaultError::BadRequest("malformed request".into()))
+        }) {
+            Ok(ToEnclave::Ping) => (Ok(EnclaveReply::Pong), None),
+            Ok(ToEnclave::Vault { vault, op }) => {
+                let r = manager.handle(&vault, op);
+                let maintain = matches!(r, Ok(EnclaveReply::Written(_))).then_some(vault);
+                (r, maintain)
+            }
+            Err(e) => (Err(e), None),
+        };
+        link.respond(id, to_body(&reply));
+        if let Some(vault) = follow_up {
+            manager.maintain(&vault);
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! An unlocked vault: an in-memory SQLite database, persisted as an encrypted change log plus
+//! periodic encrypted snapshots, with writers fenced by epochs.
+//!
+//! **Write** (version v+1): apply the statements in a transaction; create `log/v+1`
+//! (create-only: if the name exists another writer got there, `Conflict`); check that no newer
+//! epoch than ours exists (else `Conflict`: a newer writer may not see this entry); commit;
+//! acknowledge with a [`SignedVersion`]. Cost: one object the size of the change.
+//!
+//! **Load**: claim epoch e+1 (create-only), open the newest snapshot, replay the log entries
+//! after it — contiguous, each chaining the previous entry's hash and signed by the vault's
+//! identity. A gap, a broken chain or an object that does not authenticate is `Tampered`.
+//!
+//! **Compaction** (after the acknowledgement): every [`SNAPSHOT_EVERY`] entries or
+//! [`SNAPSHOT_BYTES`] of log, write `snap/v`, then delete older log entries and snapshots.
+
+use crate::keys::MasterKey;
+use crate::objects::{ObjectKind, Objects, decode, encode};
+use rusqlite::{Connection, MAIN_DB};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vettid_crypto::aead::AeadKey;
+use vettid_crypto::sign::{Signature, SigningKey};
+use vettid_proto::enclave::{SignedVersion, VaultError};
+
+/// Log entries between snapshots at most.
+pub const SNAPSHOT_EVERY: u64 = 256;
+/// Log bytes between snapshots at most.
+pub const SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] =
+    &["CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;"];
+
+/// A value in a logged SQL statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SqlValue {
+    /// NULL.
+    Null,
+    /// INTEGER.
+    Int(i64),
+    /// TEXT.
+    Text(String),
+    /// BLOB.
+    Blob(#[serde(with = "serde_bytes")] Vec<u8>),
+}
+
+impl rusqlite::ToSql for SqlValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            SqlValue::Null => ValueRef::Null,
+            SqlValue::Int(i) => ValueRef::Integer(*i),
+            SqlValue::Text(s) => ValueRef::Text(s.as_bytes()),
+            SqlValue::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+/// One statement of a change. Changes are replayed on load, so statements must be
+/// deterministic (no `random()`, no `CURRENT_TIMESTAMP`: timestamps come in as values).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Statement {
+    /// SQL text.
+    pub sql: String,
+    /// Its parameters.
+    pub params: Vec<SqlValue>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LogEntry {
+    #[serde(with = "serde_bytes")]
+    prev_hash: Vec<u8>,
+    statements: Vec<Statement>,
+    #[serde(with = "serde_bytes")]
+    signature: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotRecord {
+    #[serde(with = "serde_bytes")]
+    hash: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    db: Vec<u8>,
+}
+
+fn sql_err(e: rusqlite::Error) -> VaultError {
+    VaultError::Internal(format!("database: {e}"))
+}
+
+/// An unlocked, resident vault.
+pub struct Vault {
+    conn: Connection,
+    key: AeadKey,
+    identity: SigningKey,
+    epoch: u64,
+    version: u64,
+    hash: [u8; 32],
+    snapshot_version: u64,
+    log_bytes: u64,
+}
+
+fn change_hash(vault: &str, version: u64, prev: &[u8; 32], statements: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"vettid/v1/change\0");
+    h.update(vault.as_bytes());
+    h.update([0]);
+    h.update(version.to_be_bytes());
+    h.update(prev);
+    h.update(statements);
+    h.finalize().into()
+}
+
+fn version_message(vault: &str, version: u64, hash: &[u8; 32]) -> Vec<u8> {
+    [
+        b"vettid/v1/state-version\0".as_slice(),
+        vault.as_bytes(),
+        &[0],
+        &version.to_be_bytes(),
+        hash,
+    ]
+    .concat()
+}
+
+impl Vault {
+    /// Creates the first snapshot (version 0, schema applied) of a new vault.
+    pub fn create(objects: &Objects<'_>, vmk: &MasterKey) -> Result<Vault, VaultError> {
+        let vault = objects.vault();
+        let conn = Connection::open_in_memory().map_err(sql_err)?;
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            conn.execute_batch(m).map_err(sql_err)?;
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(sql_err)?;
+        }
+        let mut v = Vault {
+            conn,
+            key: vmk.storage_key(vault),
+            identity: vmk.identity(vault),
+            epoch: 0,
+            version: 0,
+            hash: [0; 32],
+            snapshot_version: 0,
+            log_bytes: 0,
+        };
+        v.claim_epoch(objects)?;
+        v.snapshot(objects)?;
+        Ok(v)
+    }
+
+    fn claim_epoch(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
+        let next = objects.list(ObjectKind::Epoch)?.last().map_or(1, |e| e + 1);
+        objects.create(&self.key, ObjectKind::Epoch, next, &next.to_be_bytes())?;
+        self.epoch = next;
+        Ok(())
+    }
+
+    /// Loads the vault: claims a new epoch, then the newest snapshot and the log after it.
+    pub fn load(objects: &Objects<'_>, vmk: &MasterKey) -> Result<Vault, VaultError> {
+        let vault = objects.vault();
+        let key = vmk.storage_key(vault);
+        let identity = vmk.identity(vault);
+        let mut v = Vault {
+            conn: Connection::open_in_memory().map_err(sql_err)?,
+            key,
+            identity,
+            epoch: 0,
+            version: 0,
+            hash: [0; 32],
+            snapshot_version: 0,
+            log_bytes: 0,
+        };
+        v.claim_epoch(objects)?;
+        let snap = *objects
+            .list(ObjectKind::Snapshot)?
+            .last()
+            .ok_or_else(|| VaultError::Tampered("no snapshot".into()))?;
+        let rec = objects
+            .read(&v.key, ObjectKind::Snapshot, snap)?
+            .ok_or_else(|| VaultError::Storage("snapshot vanished".into()))?;
+        let rec: SnapshotRecord = decode(&rec, "snapshot")?;
+        v.conn
+            .deserialize_read_exact(MAIN_DB, &rec.db[..], rec.db.len(), false)
+            .map_err(|_| VaultError::Tampered("snapshot is not a database".into()))?;
+        v.version = snap;
+        v.snapshot_version = snap;
+        v.hash = rec
+            .hash
+            .try_into()
+            .map_err(|_| VaultError::Tampered("snapshot hash".into()))?;
+        let verifier = v.identity.verifying_key();
+        for number in objects
+            .list(ObjectKind::Log)?
+            .into_iter()
+            .filter(|n| *n > snap)
+        {
+            if number != v.version + 1 {
+                return Err(VaultError::Tampered(format!(
+                    "log gap before version {number}"
+                )));
+            }
+            let bytes = objects
+                .read(&v.key, ObjectKind::Log, number)?
+                .ok_or_else(|| VaultError::Storage("log entry vanished".into()))?;
+            let entry: LogEntry = decode(&bytes, "log entry")?;
+            let stmts = encode(&entry.statements);
+            if entry.prev_hash != v.hash {
+                return Err(VaultError::Tampered(format!(
+                    "log chain broken at version {number}"
+                )));
+            }
+            let hash = change_hash(vault, number, &v.hash, &stmts);
+            let sig = Signature::from_slice(&entry.signature)
+                .map_err(|_| VaultError::Tampered("log signature".into()))?;
+            verifier
+                .verify(&version_message(vault, number, &hash), &sig)
+                .map_err(|_| VaultError::Tampered(format!("log signature at version {number}")))?;
+            v.apply(&entry.statements)?;
+            v.version = number;
+            v.hash = hash;
+            v.log_bytes += bytes.len() as u64;
+        }
+        v.migrate(objects)?;
+        Ok(v)
+    }
+
+    fn apply(&mut self, statements: &[Statement]) -> Result<(), VaultError> {
+        let tx = self.conn.transaction().map_err(sql_err)?;
+        for s in statements {
+            tx.execute(&s.sql, rusqlite::params_from_iter(s.params.iter()))
+                .map_err(|e| VaultError::Tampered(format!("log statement does not apply: {e}")))?;
+        }
+        tx.commit().map_err(sql_err)
+    }
+
+    fn migrate(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
+        let current: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql_err)?;
+        let current =
+            usize::try_from(current).map_err(|_| VaultError::Tampered("schema version".into()))?;
+        if current > MIGRATIONS.len() {
+            return Err(VaultError::Internal(
+                "vault schema is newer than this enclave".into(),
+            ));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(current) {
+            let stmts = vec![
+                Statement {
+                    sql: (*m).to_owned(),
+                    params: vec![],
+                },
+                Statement {
+                    sql: format!("PRAGMA user_version = {}", i + 1),
+                    params: vec![],
+                },
+            ];
+            self.write(objects, stmts)?;
+        }
+        Ok(())
+    }
+
+    /// The state version.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The version signed by the vault identity.
+    pub fn signed_version(&self, vault: &str) -> SignedVersion {
+        SignedVersion {
+            version: self.version,
+            identity: self.identity.verifying_key().to_bytes().to_vec(),
+            signature: self
+                .identity
+                .sign(&version_message(vault, self.version, &self.hash))
+                .to_bytes()
+                .to_vec(),
+            change_hash: self.hash.to_vec(),
+        }
+    }
+
+    /// Applies `statements` as one change and makes it durable before returning.
+    pub fn write(
+        &mut self,
+        objects: &Objects<'_>,
+        statements: Vec<Statement>,
+    ) -> Result<SignedVersion, VaultError> {
+        let vault = objects.vault();
+        let number = self.version + 1;
+        let stmts = encode(&statements);
+        let hash = change_hash(vault, number, &self.hash, &stmts);
+        let signature = self.identity.sign(&version_message(vault, number, &hash));
+        let tx = self.conn.transaction().map_err(sql_err)?;
+        for s in &statements {
+            tx.execute(&s.sql, rusqlite::params_from_iter(s.params.iter()))
+                .map_err(|e| VaultError::BadRequest(format!("statement refused: {e}")))?;
+        }
+        let entry = LogEntry {
+            prev_hash: self.hash.to_vec(),
+            statements,
+            signature: signature.to_bytes().to_vec(),
+        };
+        let plaintext = encode(&entry);
+        objects.create(&self.key, ObjectKind::Log, number, &plaintext)?;
+        // A newer writer may have loaded before our entry existed: then it is not ours to ack.
+        if objects
+            .read_raw(ObjectKind::Epoch, self.epoch + 1)?
+            .is_some()
+        {
+            return Err(VaultError::Conflict);
+        }
+        tx.commit().map_err(sql_err)?;
+        self.version = number;
+        self.hash = hash;
+        self.log_bytes += plaintext.len() as u64;
+        Ok(SignedVersion {
+            version: number,
+            identity: self.identity.verifying_key().to_bytes().to_vec(),
+            signature: signature.to_bytes().to_vec(),
+            change_hash: hash.to_vec(),
+        })
+    }
+
+    /// Whether enough log has accumulated for a snapshot.
+    pub fn wants_snapshot(&self) -> bool {
+        self.version - self.snapshot_version >= SNAPSHOT_EVERY || self.log_bytes >= SNAPSHOT_BYTES
+    }
+
+    /// Writes a snapshot at the current version and deletes what it makes redundant.
+    pub fn snapshot(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
+        let db = self.conn.serialize(MAIN_DB).map_err(sql_err)?;
+        let rec = SnapshotRecord {
+            hash: self.hash.to_vec(),
+            db: db.to_vec(),
+        };
+        match objects.create(&self.key, ObjectKind::Snapshot, self.version, &encode(&rec)) {
+            Ok(()) | Err(VaultError::Conflict) => {}
+            Err(e) => return Err(e),
+        }
+        self.snapshot_version = self.version;
+        self.log_bytes = 0;
+        let old_logs: Vec<u64> = objects
+            .list(ObjectKind::Log)?
+            .into_iter()
+            .filter(|n| *n <= self.version)
+            .collect();
+        objects.delete(ObjectKind::Log, &old_logs)?;
+        let old_snaps: Vec<u64> = objects
+            .list(ObjectKind::Snapshot)?
+            .into_iter()
+            .filter(|n| *n < self.version)
+            .collect();
+        objects.delete(ObjectKind::Snapshot, &old_snaps)?;
+        let old_epochs: Vec<u64> = objects
+            .list(ObjectKind::Epoch)?
+            .into_iter()
+            .filter(|n| *n < self.epoch)
+            .collect();
+        objects.delete(ObjectKind::Epoch, &old_epochs)?;
+        Ok(())
+    }
+
+    /// Reads a record of the debug key-value table.
+    pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row("SELECT value FROM kv WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(sql_err)
+    }
+
+    /// Approximate memory the database holds.
+    pub fn db_bytes(&self) -> u64 {
+        let pages: i64 = self
+            .conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .unwrap_or(0);
+        let size: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .unwrap_or(0);
+        (pages * size).max(0) as u64
+    }
+}

@@ -1,0 +1,27 @@
+//! Async reading and writing of channel frames (the codec itself is in `vettid-proto`).
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use vettid_proto::channel::{Frame, FrameError, MAX_FRAME};
+
+/// Reads one frame; like [`Frame::read_from`], a bad frame is skipped and reported with its id.
+pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> Result<Frame, FrameError> {
+    let len = r.read_u32().await? as usize;
+    if len > MAX_FRAME {
+        let mut header = [0u8; 10];
+        r.read_exact(&mut header).await?;
+        tokio::io::copy(&mut r.take((len - 10) as u64), &mut tokio::io::sink()).await?;
+        let id = u64::from_be_bytes(header[2..10].try_into().expect("8 bytes"));
+        return Err(FrameError::Oversized { id, len });
+    }
+    let mut whole = Vec::with_capacity(4 + len);
+    whole.extend_from_slice(&(len as u32).to_be_bytes());
+    whole.resize(4 + len, 0);
+    r.read_exact(&mut whole[4..]).await?;
+    Frame::read_from(&mut &whole[..])
+}
+
+/// Writes one frame.
+pub async fn write_frame(w: &mut (impl AsyncWrite + Unpin), frame: &Frame) -> std::io::Result<()> {
+    w.write_all(&frame.encode()).await?;
+    w.flush().await
+}

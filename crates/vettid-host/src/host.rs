@@ -1,0 +1,289 @@
+//! The host: starts the enclave process (and restarts it when it dies), serves its storage,
+//! key-service, attestation and clock requests, and forwards client operations to it.
+//!
+//! It holds no vault key, PIN or plaintext: objects arrive encrypted, key-service answers are
+//! encrypted to the enclave, and client operations are passed through unread (on the debug
+//! path a PIN crosses the host in a request body; it is never logged, and the app's path sends
+//! it inside the attested session).
+
+use crate::frames::{read_frame, write_frame};
+use crate::storage::Storage;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::UnixListener;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Mutex, oneshot, watch};
+use vettid_proto::channel::{Frame, FrameError, Kind, from_body, to_body};
+use vettid_proto::enclave::{EnclaveReply, HostReply, ToEnclave, ToHost, VaultError};
+
+/// How long a client operation may wait for the enclave.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the host runs.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The channel socket the enclave connects to.
+    pub channel: PathBuf,
+    /// The enclave binary and its arguments (besides `--socket`).
+    pub enclave: PathBuf,
+    /// Extra enclave arguments.
+    pub enclave_args: Vec<String>,
+    /// Root directory of the object store.
+    pub objects: PathBuf,
+    /// The dev platform's socket (attestor and key service).
+    pub platform: PathBuf,
+}
+
+/// Why a client operation did not reach the enclave.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostError {
+    /// No enclave is connected (starting or restarting), or it died during the call.
+    #[error("enclave unavailable: {0}")]
+    Unavailable(String),
+    /// The enclave's answer did not decode.
+    #[error("malformed answer from the enclave")]
+    Malformed,
+}
+
+struct Conn {
+    writer: Arc<Mutex<OwnedWriteHalf>>,
+    pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>,
+}
+
+/// A running host.
+pub struct Host {
+    conn: watch::Receiver<Option<Arc<Conn>>>,
+    next_id: AtomicU64,
+    restarts: Arc<AtomicU64>,
+    enclave_pid: Arc<AtomicU64>,
+}
+
+impl Host {
+    /// Binds the channel, starts the enclave and keeps it running.
+    pub async fn start(config: HostConfig) -> std::io::Result<Host> {
+        let storage = Arc::new(Storage::local(config.objects.clone())?);
+        let _ = std::fs::remove_file(&config.channel);
+        let listener = UnixListener::bind(&config.channel)?;
+        let (tx, rx) = watch::channel(None);
+        let restarts = Arc::new(AtomicU64::new(0));
+        let enclave_pid = Arc::new(AtomicU64::new(0));
+        tokio::spawn(supervise(
+            config,
+            listener,
+            storage,
+            tx,
+            restarts.clone(),
+            enclave_pid.clone(),
+        ));
+        Ok(Host {
+            conn: rx,
+            next_id: AtomicU64::new(1),
+            restarts,
+            enclave_pid,
+        })
+    }
+
+    /// How many times the enclave was restarted.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The current enclave process id (0 before the first start).
+    pub fn enclave_pid(&self) -> u32 {
+        self.enclave_pid.load(Ordering::Relaxed) as u32
+    }
+
+    /// Waits until an enclave is connected.
+    pub async fn ready(&self, timeout: Duration) -> Result<(), HostError> {
+        let mut rx = self.conn.clone();
+        tokio::time::timeout(timeout, rx.wait_for(Option::is_some))
+            .await
+            .map_err(|_| HostError::Unavailable("enclave did not connect".into()))?
+            .map_err(|_| HostError::Unavailable("host stopped".into()))?;
+        Ok(())
+    }
+
+    /// Sends a request to the enclave and waits for its answer.
+    pub async fn call(
+        &self,
+        request: &ToEnclave,
+    ) -> Result<Result<EnclaveReply, VaultError>, HostError> {
+        self.ready(Duration::from_secs(30)).await?;
+        let conn = self
+            .conn
+            .borrow()
+            .clone()
+            .ok_or_else(|| HostError::Unavailable("no enclave".into()))?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        let frame = Frame {
+            kind: Kind::Request,
+            id,
+            body: to_body(request),
+        };
+        if write_frame(&mut *conn.writer.lock().await, &frame)
+            .await
+            .is_err()
+        {
+            return Err(HostError::Unavailable("enclave connection lost".into()));
+        }
+        let body = tokio::time::timeout(CALL_TIMEOUT, rx)
+            .await
+            .map_err(|_| HostError::Unavailable("enclave did not answer in time".into()))?
+            .map_err(|_| HostError::Unavailable("enclave restarted during the call".into()))?;
+        from_body(&body).map_err(|_| HostError::Malformed)
+    }
+}
+
+async fn supervise(
+    config: HostConfig,
+    listener: UnixListener,
+    storage: Arc<Storage>,
+    conn: watch::Sender<Option<Arc<Conn>>>,
+    restarts: Arc<AtomicU64>,
+    enclave_pid: Arc<AtomicU64>,
+) {
+    let mut first = true;
+    loop {
+        if !first {
+            restarts.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("enclave exited; restarting");
+        }
+        first = false;
+        let mut child = match tokio::process::Command::new(&config.enclave)
+            .arg("--socket")
+            .arg(&config.channel)
+            .args(&config.enclave_args)
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the enclave");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        enclave_pid.store(u64::from(child.id().unwrap_or(0)), Ordering::Relaxed);
+        let accepted = tokio::select! {
+            a = tokio::time::timeout(Duration::from_secs(30), listener.accept()) => a,
+            _ = child.wait() => { continue; }
+        };
+        let Ok(Ok((stream, _))) = accepted else {
+            let _ = child.kill().await;
+            continue;
+        };
+        let (mut reader, writer) = stream.into_split();
+        let current = Arc::new(Conn {
+            writer: Arc::new(Mutex::new(writer)),
+            pending: Arc::new(std::sync::Mutex::new(HashMap::new())),
+        });
+        let _ = conn.send(Some(current.clone()));
+        tracing::info!(pid = child.id().unwrap_or(0), "enclave connected");
+        loop {
+            let frame = tokio::select! {
+                f = read_frame(&mut reader) => f,
+                _ = child.wait() => break,
+            };
+            match frame {
+                Ok(Frame {
+                    kind: Kind::Response,
+                    id,
+                    body,
+                }) => {
+                    if let Some(tx) = current
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id)
+                    {
+                        let _ = tx.send(body);
+                    }
+                }
+                Ok(Frame {
+                    kind: Kind::Request,
+                    id,
+                    body,
+                }) => {
+                    let (storage, writer, platform) = (
+                        storage.clone(),
+                        current.writer.clone(),
+                        config.platform.clone(),
+                    );
+                    tokio::spawn(async move {
+                        let reply = match from_body::<ToHost>(&body) {
+                            Ok(req) => serve(&storage, &platform, req).await,
+                            Err(_) => HostReply::Error("malformed request".into()),
+                        };
+                        let frame = Frame {
+                            kind: Kind::Response,
+                            id,
+                            body: to_body(&reply),
+                        };
+                        let _ = write_frame(&mut *writer.lock().await, &frame).await;
+                    });
+                }
+                Err(FrameError::Oversized { id, .. } | FrameError::Unsupported { id }) => {
+                    let frame = Frame {
+                        kind: Kind::Response,
+                        id,
+                        body: to_body(&HostReply::Error("frame too large or unsupported".into())),
+                    };
+                    let _ = write_frame(&mut *current.writer.lock().await, &frame).await;
+                }
+                Err(FrameError::Short) => {}
+                Err(FrameError::Closed(_)) => break,
+            }
+        }
+        let _ = conn.send(None);
+        current
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let _ = child.kill().await;
+        let _ = child.wait().await;
+    }
+}
+
+async fn serve(storage: &Storage, platform: &std::path::Path, request: ToHost) -> HostReply {
+    match request {
+        ToHost::Get { name } => storage.get(&name).await,
+        ToHost::PutCreate { name, bytes } => storage.put_create(&name, bytes).await,
+        ToHost::List { prefix } => storage.list(&prefix).await,
+        ToHost::Delete { names } => storage.delete(&names).await,
+        ToHost::Now => HostReply::Now(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        ),
+        relayed @ (ToHost::Attest { .. }
+        | ToHost::GenerateDataKey { .. }
+        | ToHost::Decrypt { .. }) => relay(platform, &relayed)
+            .await
+            .unwrap_or_else(|e| HostReply::Error(format!("platform: {e}"))),
+    }
+}
+
+/// Passes an attestation or key-service request to the platform (the dev platform process;
+/// on Nitro, NSM and AWS KMS) and returns its answer unread.
+async fn relay(platform: &std::path::Path, request: &ToHost) -> std::io::Result<HostReply> {
+    let mut stream = tokio::net::UnixStream::connect(platform).await?;
+    let frame = Frame {
+        kind: Kind::Request,
+        id: 1,
+        body: to_body(request),
+    };
+    write_frame(&mut stream, &frame).await?;
+    let answer = read_frame(&mut stream)
+        .await
+        .map_err(std::io::Error::other)?;
+    from_body(&answer.body).map_err(std::io::Error::other)
+}

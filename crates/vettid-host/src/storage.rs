@@ -1,0 +1,127 @@
+//! The object store behind the enclave: a local directory by default (S3 by configuration,
+//! later). It stores only what the enclave gives it, already encrypted; it enforces
+//! create-only writes, which is what fences concurrent writers.
+
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use std::path::PathBuf;
+use vettid_proto::enclave::HostReply;
+
+/// Objects under a root directory.
+pub struct Storage {
+    store: LocalFileSystem,
+    root: PathBuf,
+}
+
+/// Whether `name` is a name the enclave may use: `vaults/…`, a–z 0–9 `-` `/`, no empty or dot
+/// segments, at most 256 bytes.
+pub fn valid_name(name: &str) -> bool {
+    name.len() <= 256
+        && name.starts_with("vaults/")
+        && name.split('/').all(|s| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        })
+}
+
+fn error(e: impl std::fmt::Display) -> HostReply {
+    HostReply::Error(format!("storage: {e}"))
+}
+
+impl Storage {
+    /// Objects under `root` (created if missing).
+    pub fn local(root: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(&root)?;
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?;
+        Ok(Self { store, root })
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, name: &str) -> HostReply {
+        if !valid_name(name) {
+            return HostReply::Error("invalid object name".into());
+        }
+        match self.store.get(&ObjectPath::from(name)).await {
+            Ok(r) => match r.bytes().await {
+                Ok(b) => HostReply::Object(Some(b.to_vec())),
+                Err(e) => error(e),
+            },
+            Err(object_store::Error::NotFound { .. }) => HostReply::Object(None),
+            Err(e) => error(e),
+        }
+    }
+
+    /// Creates an object if its name is free, and makes it durable (file and directory
+    /// fsynced) before answering.
+    pub async fn put_create(&self, name: &str, bytes: Vec<u8>) -> HostReply {
+        if !valid_name(name) {
+            return HostReply::Error("invalid object name".into());
+        }
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&ObjectPath::from(name), PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(_) => {
+                let path = self.root.join(name);
+                let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    std::fs::File::open(&path)?.sync_all()?;
+                    if let Some(dir) = path.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
+                    Ok(())
+                })
+                .await;
+                match synced {
+                    Ok(Ok(())) => HostReply::Created,
+                    Ok(Err(e)) => error(e),
+                    Err(e) => error(e),
+                }
+            }
+            Err(object_store::Error::AlreadyExists { .. }) => HostReply::AlreadyExists,
+            Err(e) => error(e),
+        }
+    }
+
+    /// Names under `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> HostReply {
+        use futures::TryStreamExt;
+        if !valid_name(prefix.trim_end_matches('/')) {
+            return HostReply::Error("invalid prefix".into());
+        }
+        let listed: Result<Vec<_>, _> = self
+            .store
+            .list(Some(&ObjectPath::from(prefix)))
+            .try_collect()
+            .await;
+        match listed {
+            Ok(metas) => {
+                let mut names: Vec<String> =
+                    metas.into_iter().map(|m| m.location.to_string()).collect();
+                names.sort();
+                HostReply::Names(names)
+            }
+            Err(e) => error(e),
+        }
+    }
+
+    /// Deletes objects; missing ones are fine.
+    pub async fn delete(&self, names: &[String]) -> HostReply {
+        for name in names {
+            if !valid_name(name) {
+                return HostReply::Error("invalid object name".into());
+            }
+            match self.store.delete(&ObjectPath::from(name.as_str())).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return error(e),
+            }
+        }
+        HostReply::Done
+    }
+}

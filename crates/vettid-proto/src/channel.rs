@@ -1,0 +1,210 @@
+//! Frames of the host ↔ enclave channel (Unix socket locally, vsock on Nitro).
+//!
+//! ```text
+//! u32 BE length of what follows ‖ u8 version ‖ u8 kind ‖ u64 BE id ‖ body (CBOR)
+//! ```
+//!
+//! Both sides send requests and responses on the same stream; `kind` tells which, and a
+//! response carries the id of its request, so many requests are in flight at once. A frame
+//! longer than [`MAX_FRAME`] is skipped (its bytes are read and dropped) and reported as
+//! [`FrameError::Oversized`] *with its id*, so the reader answers that one request with an
+//! error and the stream goes on. A wrong version or kind is reported the same way.
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::io::{self, Read, Write};
+
+/// The channel format version.
+pub const VERSION: u8 = 1;
+/// Largest frame (after the length prefix) a reader accepts.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
+const HEADER: usize = 1 + 1 + 8;
+
+/// Whether a frame asks or answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A request; the peer must answer with a [`Kind::Response`] of the same id.
+    Request,
+    /// The answer to the request with the same id.
+    Response,
+}
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Request or response.
+    pub kind: Kind,
+    /// Chosen by the requester, unique among its requests in flight.
+    pub id: u64,
+    /// The CBOR body.
+    pub body: Vec<u8>,
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The stream ended or failed: the channel is gone.
+    #[error("channel closed: {0}")]
+    Closed(#[from] io::Error),
+    /// A frame was too large; its bytes were skipped. Answer `id` with an error.
+    #[error("frame {id} too large ({len} bytes)")]
+    Oversized {
+        /// The frame's id.
+        id: u64,
+        /// Its announced length.
+        len: usize,
+    },
+    /// A frame had an unknown version or kind. Answer `id` with an error.
+    #[error("frame {id} has an unsupported version or kind")]
+    Unsupported {
+        /// The frame's id.
+        id: u64,
+    },
+    /// A frame was shorter than its header: nothing can be answered; the stream goes on.
+    #[error("frame too short")]
+    Short,
+}
+
+impl Frame {
+    /// Encodes the frame, length prefix included.
+    pub fn encode(&self) -> Vec<u8> {
+        let len = u32::try_from(HEADER + self.body.len()).expect("frames stay far below 4 GiB");
+        let mut out = Vec::with_capacity(4 + HEADER + self.body.len());
+        out.extend_from_slice(&len.to_be_bytes());
+        out.push(VERSION);
+        out.push(match self.kind {
+            Kind::Request => 1,
+            Kind::Response => 2,
+        });
+        out.extend_from_slice(&self.id.to_be_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// Writes the frame in one call (the writer should be buffered or exclusive).
+    pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
+        w.write_all(&self.encode())?;
+        w.flush()
+    }
+
+    /// Reads the next frame. On [`FrameError::Oversized`], [`FrameError::Unsupported`] and
+    /// [`FrameError::Short`] the stream stays aligned on the next frame.
+    pub fn read_from(r: &mut impl Read) -> Result<Frame, FrameError> {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len < HEADER {
+            io::copy(&mut r.take(len as u64), &mut io::sink())?;
+            return Err(FrameError::Short);
+        }
+        let mut header = [0u8; HEADER];
+        r.read_exact(&mut header)?;
+        let id = u64::from_be_bytes(header[2..10].try_into().expect("8 bytes"));
+        let body_len = len - HEADER;
+        if len > MAX_FRAME {
+            io::copy(&mut r.take(body_len as u64), &mut io::sink())?;
+            return Err(FrameError::Oversized { id, len });
+        }
+        let mut body = vec![0u8; body_len];
+        r.read_exact(&mut body)?;
+        let kind = match (header[0], header[1]) {
+            (VERSION, 1) => Kind::Request,
+            (VERSION, 2) => Kind::Response,
+            _ => return Err(FrameError::Unsupported { id }),
+        };
+        Ok(Frame { kind, id, body })
+    }
+}
+
+/// A body could not be decoded as the expected message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed message body")]
+pub struct MalformedBody;
+
+/// Encodes a message body as CBOR.
+pub fn to_body<T: Serialize>(msg: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(msg, &mut out).expect("serialising to a Vec cannot fail");
+    out
+}
+
+/// Decodes a CBOR message body.
+pub fn from_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, MalformedBody> {
+    ciborium::from_reader(body).map_err(|_| MalformedBody)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(id: u64, body: &[u8]) -> Frame {
+        Frame {
+            kind: Kind::Request,
+            id,
+            body: body.to_vec(),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_back_to_back() {
+        let mut stream = frame(1, b"one").encode();
+        stream.extend(
+            Frame {
+                kind: Kind::Response,
+                id: u64::MAX,
+                body: vec![],
+            }
+            .encode(),
+        );
+        let mut r = &stream[..];
+        assert_eq!(Frame::read_from(&mut r).unwrap(), frame(1, b"one"));
+        let second = Frame::read_from(&mut r).unwrap();
+        assert_eq!((second.kind, second.id), (Kind::Response, u64::MAX));
+        assert!(matches!(
+            Frame::read_from(&mut r),
+            Err(FrameError::Closed(_))
+        ));
+    }
+
+    #[test]
+    fn a_bad_frame_fails_alone_and_the_stream_goes_on() {
+        let mut stream = Vec::new();
+        // Oversized: announced beyond the limit (body present so the reader can skip it).
+        let big = MAX_FRAME + 1;
+        stream.extend_from_slice(&(big as u32).to_be_bytes());
+        stream.extend_from_slice(&[VERSION, 1]);
+        stream.extend_from_slice(&7u64.to_be_bytes());
+        stream.extend(std::iter::repeat_n(0u8, big - HEADER));
+        // Wrong version.
+        let mut v2 = frame(8, b"x").encode();
+        v2[4] = 2;
+        stream.extend(v2);
+        // Too short for a header.
+        stream.extend_from_slice(&[0, 0, 0, 3, 1, 1, 1]);
+        stream.extend(frame(9, b"ok").encode());
+        let mut r = &stream[..];
+        assert!(matches!(
+            Frame::read_from(&mut r),
+            Err(FrameError::Oversized { id: 7, .. })
+        ));
+        assert!(matches!(
+            Frame::read_from(&mut r),
+            Err(FrameError::Unsupported { id: 8 })
+        ));
+        assert!(matches!(Frame::read_from(&mut r), Err(FrameError::Short)));
+        assert_eq!(Frame::read_from(&mut r).unwrap(), frame(9, b"ok"));
+    }
+
+    #[test]
+    fn truncated_streams_are_closed_not_panics() {
+        let full = frame(3, b"body").encode();
+        for len in 0..full.len() {
+            assert!(
+                matches!(
+                    Frame::read_from(&mut &full[..len]),
+                    Err(FrameError::Closed(_))
+                ),
+                "{len}"
+            );
+        }
+    }
+}

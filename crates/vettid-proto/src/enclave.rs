@@ -1,0 +1,272 @@
+//! Messages of the host ↔ enclave channel (bodies of [`crate::channel::Frame`]s).
+//!
+//! Requests the host sends ([`ToEnclave`]) carry client operations; requests the enclave
+//! sends ([`ToHost`]) ask for storage, the key service and the clock — the only ways the
+//! enclave reaches the world. Everything the enclave hands the host to store is already
+//! encrypted and authenticated.
+
+use serde::{Deserialize, Serialize};
+
+/// A vault identifier: 1–64 of `a-z 0-9 -` (checked by [`valid_vault_id`]).
+pub type VaultId = String;
+
+/// Whether `id` is an acceptable vault identifier (it becomes part of object names).
+pub fn valid_vault_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Host → enclave requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToEnclave {
+    /// Liveness.
+    Ping,
+    /// An operation on one vault.
+    Vault {
+        /// Which vault.
+        vault: VaultId,
+        /// What to do.
+        op: VaultOp,
+    },
+}
+
+/// Vault operations. PINs travel here only on the debug path (`vettid vault …`); apps send
+/// them inside the attested session.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VaultOp {
+    /// Create a vault protected by `pin`.
+    Create {
+        /// The PIN.
+        #[serde(with = "serde_bytes")]
+        pin: Vec<u8>,
+    },
+    /// Open the vault with its PIN.
+    Unlock {
+        /// The PIN.
+        #[serde(with = "serde_bytes")]
+        pin: Vec<u8>,
+    },
+    /// Change the PIN (re-wraps the master key; no data is re-encrypted).
+    ChangePin {
+        /// The current PIN.
+        #[serde(with = "serde_bytes")]
+        old: Vec<u8>,
+        /// The new PIN.
+        #[serde(with = "serde_bytes")]
+        new: Vec<u8>,
+    },
+    /// Forget the vault's keys in memory; the PIN is needed again.
+    Lock,
+    /// Store a record (debug key-value table).
+    Put {
+        /// Record key (1–256 bytes).
+        key: String,
+        /// Record value (≤ 1 MiB).
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+    },
+    /// Read a record.
+    Get {
+        /// Record key.
+        key: String,
+    },
+    /// Version, residency and guess-limit state.
+    Status,
+}
+
+impl std::fmt::Debug for VaultOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print PINs or values.
+        let name = match self {
+            VaultOp::Create { .. } => "Create",
+            VaultOp::Unlock { .. } => "Unlock",
+            VaultOp::ChangePin { .. } => "ChangePin",
+            VaultOp::Lock => "Lock",
+            VaultOp::Put { .. } => "Put",
+            VaultOp::Get { .. } => "Get",
+            VaultOp::Status => "Status",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A state version the vault signed: an app keeps the highest it has seen and refuses older.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedVersion {
+    /// Monotonic state version (one per acknowledged write).
+    pub version: u64,
+    /// Ed25519 public key of the vault's identity.
+    #[serde(with = "serde_bytes")]
+    pub identity: Vec<u8>,
+    /// Signature over `vettid/v1/state-version ‖ vault id ‖ version ‖ hash of the change`.
+    #[serde(with = "serde_bytes")]
+    pub signature: Vec<u8>,
+    /// Hash of the change at this version (chains to the previous one).
+    #[serde(with = "serde_bytes")]
+    pub change_hash: Vec<u8>,
+}
+
+/// Successful answers to [`ToEnclave`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnclaveReply {
+    /// Answer to [`ToEnclave::Ping`].
+    Pong,
+    /// The vault exists and is unlocked at this version.
+    Open(SignedVersion),
+    /// Locked.
+    Locked,
+    /// A write is durable at this version.
+    Written(SignedVersion),
+    /// A record's value, if present.
+    Value(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// Vault status.
+    Status {
+        /// Unlocked, evicted but reloadable without the PIN, or locked.
+        residency: Residency,
+        /// Consecutive wrong PINs.
+        failed_attempts: u32,
+        /// Wrong PINs left before the vault locks (0: locked out).
+        attempts_left: u32,
+    },
+}
+
+/// Where a vault is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Residency {
+    /// In memory and unlocked.
+    Resident,
+    /// Evicted from memory; reloads without the PIN while this enclave instance lives.
+    Evicted,
+    /// Needs the PIN.
+    Locked,
+}
+
+/// Why a vault operation failed. Each says whose fault it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum VaultError {
+    /// The caller's request is invalid (bad id, key or size).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// No such vault.
+    #[error("no such vault")]
+    NotFound,
+    /// The vault already exists.
+    #[error("vault already exists")]
+    AlreadyExists,
+    /// The vault must be unlocked first.
+    #[error("vault is locked; unlock it with the PIN")]
+    NotUnlocked,
+    /// Wrong PIN; the vault locks after `attempts_left` more.
+    #[error("wrong PIN ({attempts_left} attempts left)")]
+    WrongPin {
+        /// Wrong PINs left before the vault locks.
+        attempts_left: u32,
+    },
+    /// Too many wrong PINs: only recovery can reopen the vault.
+    #[error("vault locked after too many wrong PINs; use recovery")]
+    LockedOut,
+    /// Another writer changed the vault (fenced off); reload and retry.
+    #[error("conflict: another writer changed the vault")]
+    Conflict,
+    /// Stored data failed authentication: swapped, truncated, moved or rolled back objects.
+    #[error("stored data failed verification: {0}")]
+    Tampered(String),
+    /// The host could not store or fetch data.
+    #[error("storage unavailable: {0}")]
+    Storage(String),
+    /// Sealing or the key service failed.
+    #[error("sealing failed: {0}")]
+    Sealing(String),
+    /// The enclave is busy or failed internally.
+    #[error("enclave error: {0}")]
+    Internal(String),
+}
+
+/// Enclave → host requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToHost {
+    /// Read an object.
+    Get {
+        /// Object name (`vaults/<id>/…`).
+        name: String,
+    },
+    /// Create an object only if it does not exist; durable when answered.
+    PutCreate {
+        /// Object name.
+        name: String,
+        /// Encrypted bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Names under a prefix, sorted.
+    List {
+        /// Prefix (`vaults/<id>/log/`).
+        prefix: String,
+    },
+    /// Delete objects (compaction); missing ones are ignored.
+    Delete {
+        /// Object names.
+        names: Vec<String>,
+    },
+    /// The host's clock (milliseconds since the Unix epoch). Untrusted: used for timestamps only.
+    Now,
+    /// Key service: a data key for the enclave of this attestation document.
+    GenerateDataKey {
+        /// The attestation document with the recipient key.
+        #[serde(with = "serde_bytes")]
+        doc: Vec<u8>,
+    },
+    /// Key service: unwrap a data key for the enclave of this attestation document.
+    Decrypt {
+        /// The wrapped key.
+        #[serde(with = "serde_bytes")]
+        blob: Vec<u8>,
+        /// The attestation document with the recipient key.
+        #[serde(with = "serde_bytes")]
+        doc: Vec<u8>,
+    },
+    /// An attestation document from the platform (the dev attestor, through the host).
+    Attest {
+        /// Nonce to bind.
+        #[serde(with = "serde_bytes")]
+        nonce: Option<Vec<u8>>,
+        /// Public key to bind.
+        #[serde(with = "serde_bytes")]
+        public_key: Option<Vec<u8>>,
+        /// User data to bind.
+        #[serde(with = "serde_bytes")]
+        user_data: Option<Vec<u8>>,
+    },
+}
+
+/// Answers to [`ToHost`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostReply {
+    /// The object, if it exists.
+    Object(#[serde(with = "serde_bytes")] Option<Vec<u8>>),
+    /// Created and durable.
+    Created,
+    /// Not created: the name is taken (another writer got there first).
+    AlreadyExists,
+    /// Object names.
+    Names(Vec<String>),
+    /// Done.
+    Done,
+    /// Milliseconds since the Unix epoch.
+    Now(u64),
+    /// A data key: wrapped blob and CMS for the recipient.
+    DataKey {
+        /// Wrapped key.
+        #[serde(with = "serde_bytes")]
+        blob: Vec<u8>,
+        /// CMS to the recipient key.
+        #[serde(with = "serde_bytes")]
+        for_recipient: Vec<u8>,
+    },
+    /// CMS to the recipient key, or an attestation document.
+    Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The host could not do it.
+    Error(String),
+}

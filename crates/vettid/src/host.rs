@@ -1,0 +1,63 @@
+//! `vettid host`: the untrusted host process. Starts the enclave (and restarts it when it
+//! dies), serves its storage in `<data>/objects`, relays to the dev platform, and opens the
+//! control socket `<data>/host.sock` for `vettid vault …`.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+use vettid_host::host::{Host, HostConfig};
+
+#[derive(clap::Args)]
+pub(crate) struct HostArgs {
+    /// The data directory.
+    #[arg(long, default_value = ".vettid")]
+    data_dir: PathBuf,
+    /// The enclave binary (default: `vettid-enclave` beside this binary).
+    #[arg(long)]
+    enclave: Option<PathBuf>,
+    /// The dev platform socket (default: `<data-dir>/platform.sock`).
+    #[arg(long)]
+    platform: Option<PathBuf>,
+    /// Arguments passed to the enclave (e.g. `--pin-attempts 5`).
+    #[arg(last = true)]
+    enclave_args: Vec<String>,
+}
+
+pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let enclave = crate::platform::enclave_binary(args.enclave)?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let config = HostConfig {
+        channel: args.data_dir.join("enclave.sock"),
+        enclave,
+        enclave_args: args.enclave_args,
+        objects: args.data_dir.join("objects"),
+        platform: args
+            .platform
+            .unwrap_or_else(|| args.data_dir.join("platform.sock")),
+    };
+    let control = args.data_dir.join("host.sock");
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let terminated = crate::up::signals::terminated();
+        let host = Arc::new(Host::start(config).await.context("starting the host")?);
+        host.ready(Duration::from_secs(60)).await?;
+        let _control = vettid_host::control::serve(host.clone(), &control).await?;
+        println!(
+            "host: enclave pid {}, control socket {}",
+            host.enclave_pid(),
+            control.display()
+        );
+        println!("ready");
+        terminated.await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
