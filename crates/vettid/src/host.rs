@@ -17,6 +17,9 @@ pub(crate) struct HostArgs {
     /// The enclave binary (default: `vettid-enclave` beside this binary).
     #[arg(long)]
     enclave: Option<PathBuf>,
+    /// The object store directory (default: `<data-dir>/objects`).
+    #[arg(long)]
+    objects: Option<PathBuf>,
     /// The dev platform socket (default: `<data-dir>/platform.sock`).
     #[arg(long)]
     platform: Option<PathBuf>,
@@ -39,7 +42,9 @@ pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         channel: args.data_dir.join("enclave.sock"),
         enclave,
         enclave_args: args.enclave_args,
-        objects: args.data_dir.join("objects"),
+        objects: args
+            .objects
+            .unwrap_or_else(|| args.data_dir.join("objects")),
         platform: args
             .platform
             .unwrap_or_else(|| args.data_dir.join("platform.sock")),

@@ -1,0 +1,213 @@
+//! A dev platform, a host and its enclave as real processes, for tests.
+#![allow(dead_code)]
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use vettid_host::control::Client;
+use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError, VaultOp};
+
+/// Cheapest Argon2id the enclave accepts, so tests unlock quickly.
+pub const FAST_ARGON: [&str; 4] = ["--argon2-memory-kib", "19456", "--argon2-passes", "2"];
+
+pub fn vettid() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vettid"))
+}
+
+pub fn enclave_binary() -> PathBuf {
+    let p = vettid().with_file_name("vettid-enclave");
+    assert!(
+        p.is_file(),
+        "{} missing: build the workspace (`cargo build --workspace`)",
+        p.display()
+    );
+    p
+}
+
+/// Spawns `vettid args…`, waits for its `ready` line, and returns it.
+fn start_ready(args: &[&str], log: &Path) -> Child {
+    let mut child = Command::new(vettid())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) if l == "ready" => return child,
+            Ok(_) => continue,
+            Err(e) => panic!(
+                "{args:?} not ready ({e}); log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            ),
+        }
+    }
+}
+
+pub struct Platform {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Platform {
+    pub fn start(dir: &Path) -> Platform {
+        std::fs::create_dir_all(dir).unwrap();
+        let enclave = enclave_binary();
+        let child = start_ready(
+            &[
+                "dev-platform",
+                "--data-dir",
+                dir.to_str().unwrap(),
+                "--enclave",
+                enclave.to_str().unwrap(),
+            ],
+            &dir.join("platform.log"),
+        );
+        Platform {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("platform.sock")
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Host {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Host {
+    pub fn start(dir: &Path, platform: &Platform, objects: &Path, enclave_args: &[&str]) -> Host {
+        std::fs::create_dir_all(dir).unwrap();
+        let enclave = enclave_binary();
+        let mut args = vec![
+            "host",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--enclave",
+            enclave.to_str().unwrap(),
+            "--objects",
+            objects.to_str().unwrap(),
+        ];
+        let platform_socket = platform.socket();
+        args.extend(["--platform", platform_socket.to_str().unwrap(), "--"]);
+        args.extend(FAST_ARGON);
+        args.extend(enclave_args);
+        let child = start_ready(&args, &dir.join("host.log"));
+        Host {
+            child,
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(&self.dir.join("host.sock")).unwrap()
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("host.log")
+    }
+
+    /// The current enclave process (a child of the host).
+    pub fn enclave_pid(&self) -> Option<i32> {
+        let host = self.child.id() as i32;
+        std::fs::read_dir("/proc")
+            .ok()?
+            .filter_map(Result::ok)
+            .find_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let after = stat.rsplit(')').next()?;
+                let mut f = after.split_whitespace();
+                let state = f.next()?;
+                let ppid: i32 = f.next()?.parse().ok()?;
+                (ppid == host && state != "Z" && stat.contains("(vettid-enclave)")).then_some(pid)
+            })
+    }
+
+    /// `kill -9` the enclave and wait (bounded) until the host runs a new one that answers.
+    pub fn kill_enclave(&self) {
+        let old = self.enclave_pid().expect("an enclave is running");
+        kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "the host did not restart the enclave"
+            );
+            if let Some(new) = self.enclave_pid()
+                && new != old
+                && let Ok(mut c) = Client::connect(&self.dir.join("host.sock"))
+                && matches!(c.call(&ToEnclave::Ping), Ok(Ok(EnclaveReply::Pong)))
+            {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// One vault operation.
+pub fn op(client: &mut Client, vault: &str, op: VaultOp) -> Result<EnclaveReply, VaultError> {
+    client
+        .call(&ToEnclave::Vault {
+            vault: vault.into(),
+            op,
+        })
+        .expect("control socket")
+}
+
+pub fn put(
+    client: &mut Client,
+    vault: &str,
+    key: &str,
+    value: &[u8],
+) -> Result<EnclaveReply, VaultError> {
+    op(
+        client,
+        vault,
+        VaultOp::Put {
+            key: key.into(),
+            value: value.to_vec(),
+        },
+    )
+}
+
+pub fn get(client: &mut Client, vault: &str, key: &str) -> Result<Option<Vec<u8>>, VaultError> {
+    match op(client, vault, VaultOp::Get { key: key.into() })? {
+        EnclaveReply::Value(v) => Ok(v),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+pub fn pin(p: &str) -> Vec<u8> {
+    p.as_bytes().to_vec()
+}

@@ -1,0 +1,347 @@
+//! The enclave engine against real processes: dev platform, host, enclave, object store.
+
+mod support;
+
+use support::*;
+use vettid_proto::enclave::{EnclaveReply, Residency, VaultError, VaultOp};
+
+#[test]
+fn create_write_lock_unlock_and_read_back() {
+    let t = tempfile::tempdir().unwrap();
+    let platform = Platform::start(&t.path().join("platform"));
+    let host = Host::start(
+        &t.path().join("host"),
+        &platform,
+        &t.path().join("objects"),
+        &[],
+    );
+    let mut c = host.client();
+    assert!(
+        matches!(op(&mut c, "alice", VaultOp::Create { pin: pin("2468") }), Ok(EnclaveReply::Open(v)) if v.version == 0)
+    );
+    assert_eq!(
+        op(&mut c, "alice", VaultOp::Create { pin: pin("2468") }),
+        Err(VaultError::AlreadyExists)
+    );
+    let Ok(EnclaveReply::Written(w)) = put(&mut c, "alice", "k", b"v1") else {
+        panic!()
+    };
+    assert_eq!(w.version, 1);
+    put(&mut c, "alice", "k", b"v2").unwrap();
+    assert_eq!(op(&mut c, "alice", VaultOp::Lock), Ok(EnclaveReply::Locked));
+    assert_eq!(get(&mut c, "alice", "k"), Err(VaultError::NotUnlocked));
+    let Ok(EnclaveReply::Open(v)) = op(&mut c, "alice", VaultOp::Unlock { pin: pin("2468") })
+    else {
+        panic!()
+    };
+    assert_eq!(v.version, 2);
+    assert_eq!(get(&mut c, "alice", "k"), Ok(Some(b"v2".to_vec())));
+    assert_eq!(get(&mut c, "alice", "missing"), Ok(None));
+    assert_eq!(
+        op(&mut c, "nobody", VaultOp::Unlock { pin: pin("2468") }),
+        Err(VaultError::NotFound)
+    );
+}
+
+#[test]
+fn bad_requests_are_refused_and_change_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let platform = Platform::start(&t.path().join("platform"));
+    let host = Host::start(
+        &t.path().join("host"),
+        &platform,
+        &t.path().join("objects"),
+        &[],
+    );
+    let mut c = host.client();
+    for bad in ["", "UPPER", "a/b", "../x", &"x".repeat(65)] {
+        assert!(
+            matches!(
+                op(&mut c, bad, VaultOp::Create { pin: pin("2468") }),
+                Err(VaultError::BadRequest(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        op(&mut c, "short", VaultOp::Create { pin: pin("12") }),
+        Err(VaultError::BadRequest(_))
+    ));
+    op(&mut c, "v", VaultOp::Create { pin: pin("2468") }).unwrap();
+    assert!(matches!(
+        put(&mut c, "v", "", b"x"),
+        Err(VaultError::BadRequest(_))
+    ));
+    assert!(matches!(
+        put(&mut c, "v", "big", &vec![0; 1024 * 1024 + 1]),
+        Err(VaultError::BadRequest(_))
+    ));
+    let Ok(EnclaveReply::Written(w)) = put(&mut c, "v", "k", b"x") else {
+        panic!()
+    };
+    assert_eq!(w.version, 1, "refused requests wrote nothing");
+    assert!(!t.path().join("objects/vaults/short").exists());
+}
+
+#[test]
+fn guess_limit_locks_and_survives_kill_and_restart() {
+    let t = tempfile::tempdir().unwrap();
+    let platform = Platform::start(&t.path().join("platform"));
+    let host = Host::start(
+        &t.path().join("host"),
+        &platform,
+        &t.path().join("objects"),
+        &["--pin-attempts", "4"],
+    );
+    let mut c = host.client();
+    op(&mut c, "g", VaultOp::Create { pin: pin("1111") }).unwrap();
+    put(&mut c, "g", "k", b"v").unwrap();
+    assert_eq!(
+        op(&mut c, "g", VaultOp::Unlock { pin: pin("0000") }),
+        Err(VaultError::WrongPin { attempts_left: 3 })
+    );
+    assert_eq!(
+        op(&mut c, "g", VaultOp::Unlock { pin: pin("0001") }),
+        Err(VaultError::WrongPin { attempts_left: 2 })
+    );
+
+    host.kill_enclave();
+    let mut c = host.client();
+    // The count survived the crash: two left, not four.
+    assert_eq!(
+        op(&mut c, "g", VaultOp::Unlock { pin: pin("0002") }),
+        Err(VaultError::WrongPin { attempts_left: 1 })
+    );
+    assert_eq!(
+        op(&mut c, "g", VaultOp::Unlock { pin: pin("0003") }),
+        Err(VaultError::LockedOut)
+    );
+
+    host.kill_enclave();
+    let mut c = host.client();
+    assert_eq!(
+        op(&mut c, "g", VaultOp::Unlock { pin: pin("1111") }),
+        Err(VaultError::LockedOut),
+        "right PIN refused once locked"
+    );
+    assert!(matches!(
+        op(&mut c, "g", VaultOp::Status),
+        Ok(EnclaveReply::Status {
+            attempts_left: 0,
+            failed_attempts: 4,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_right_pin_resets_the_count_and_pin_change_keeps_the_data() {
+    let t = tempfile::tempdir().unwrap();
+    let platform = Platform::start(&t.path().join("platform"));
+    let host = Host::start(
+        &t.path().join("host"),
+        &platform,
+        &t.path().join("objects"),
+        &["--pin-attempts", "3"],
+    );
+    let mut c = host.client();
+    op(&mut c, "p", VaultOp::Create { pin: pin("1111") }).unwrap();
+    put(&mut c, "p", "k", b"kept").unwrap();
+    assert_eq!(
+        op(&mut c, "p", VaultOp::Unlock { pin: pin("9999") }),
+        Err(VaultError::WrongPin { attempts_left: 2 })
+    );
+    op(&mut c, "p", VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    assert_eq!(
+        op(&mut c, "p", VaultOp::Unlock { pin: pin("9999") }),
+        Err(VaultError::WrongPin { attempts_left: 2 })
+    );
+    op(
+        &mut c,
+        "p",
+        VaultOp::ChangePin {
+            old: pin("1111"),
+            new: pin("2222"),
+        },
+    )
+    .unwrap();
+    op(&mut c, "p", VaultOp::Lock).unwrap();
+    assert_eq!(
+        op(&mut c, "p", VaultOp::Unlock { pin: pin("1111") }),
+        Err(VaultError::WrongPin { attempts_left: 2 })
+    );
+    op(&mut c, "p", VaultOp::Unlock { pin: pin("2222") }).unwrap();
+    assert_eq!(get(&mut c, "p", "k"), Ok(Some(b"kept".to_vec())));
+}
+
+#[test]
+fn idle_vaults_are_evicted_and_reload_without_the_pin_until_the_enclave_restarts() {
+    let t = tempfile::tempdir().unwrap();
+    let platform = Platform::start(&t.path().join("platform"));
+    let host = Host::start(
+        &t.path().join("host"),
+        &platform,
+        &t.path().join("objects"),
+        &["--idle-secs", "0"],
+    );
+    let mut c = host.client();
+    op(&mut c, "r", VaultOp::Create { pin: pin("1111") }).unwrap();
+    put(&mut c, "r", "k", b"v").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(EnclaveReply::Status {
+            residency: Residency::Evicted,
+            ..
+        }) = op(&mut c, "r", VaultOp::Status)
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never evicted");
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        get(&mut c, "r", "k"),
+        Ok(Some(b"v".to_vec())),
+        "reloaded without the PIN"
+    );
+    host.kill_enclave();
+    let mut c = host.client();
+    assert_eq!(
+        get(&mut c, "r", "k"),
+        Err(VaultError::NotUnlocked),
+        "a new enclave instance needs the PIN"
+    );
+}
+
+#[test]
+fn two_enclaves_writing_one_vault_are_fenced_and_lose_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let objects = t.path().join("objects");
+    let platform = Platform::start(&t.path().join("platform"));
+    let a = Host::start(&t.path().join("a"), &platform, &objects, &[]);
+    let b = Host::start(&t.path().join("b"), &platform, &objects, &[]);
+    let (mut ca, mut cb) = (a.client(), b.client());
+    op(&mut ca, "f", VaultOp::Create { pin: pin("1111") }).unwrap();
+    put(&mut ca, "f", "k1", b"a").unwrap();
+    op(&mut cb, "f", VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    assert_eq!(get(&mut cb, "f", "k1"), Ok(Some(b"a".to_vec())));
+    put(&mut cb, "f", "k2", b"b").unwrap();
+    // A's copy is stale: exactly one writer wins.
+    assert_eq!(put(&mut ca, "f", "k3", b"a"), Err(VaultError::Conflict));
+    // A reloads on its next write (no PIN needed) and wins; B is now the stale one.
+    put(&mut ca, "f", "k3", b"a").unwrap();
+    assert_eq!(put(&mut cb, "f", "k4", b"b"), Err(VaultError::Conflict));
+    op(&mut ca, "f", VaultOp::Lock).unwrap();
+    op(&mut ca, "f", VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    for (k, v) in [
+        ("k1", Some(b"a")),
+        ("k2", Some(b"b")),
+        ("k3", Some(b"a")),
+        ("k4", None),
+    ] {
+        assert_eq!(get(&mut ca, "f", k), Ok(v.map(|v| v.to_vec())), "{k}");
+    }
+}
+
+fn file(objects: &std::path::Path, vault: &str, kind: &str, n: u64) -> std::path::PathBuf {
+    objects.join(format!("vaults/{vault}/{kind}/{n:020}"))
+}
+
+#[test]
+fn tampered_objects_are_detected_on_load() {
+    let t = tempfile::tempdir().unwrap();
+    let objects = t.path().join("objects");
+    let platform = Platform::start(&t.path().join("platform"));
+    let host = Host::start(&t.path().join("host"), &platform, &objects, &[]);
+    let mut c = host.client();
+    for v in ["swap", "trunc", "moved", "other", "gap"] {
+        op(&mut c, v, VaultOp::Create { pin: pin("1111") }).unwrap();
+        for i in 0..3 {
+            put(&mut c, v, &format!("k{i}"), b"v").unwrap();
+        }
+        op(&mut c, v, VaultOp::Lock).unwrap();
+    }
+    // An older log entry swapped in under a newer name.
+    std::fs::copy(
+        file(&objects, "swap", "log", 1),
+        file(&objects, "swap", "log", 3),
+    )
+    .unwrap();
+    // A truncated entry.
+    let f = file(&objects, "trunc", "log", 2);
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() - 1]).unwrap();
+    // Another vault's entry moved to this vault's name.
+    std::fs::copy(
+        file(&objects, "other", "log", 2),
+        file(&objects, "moved", "log", 2),
+    )
+    .unwrap();
+    // An entry removed from the middle.
+    std::fs::remove_file(file(&objects, "gap", "log", 2)).unwrap();
+    for v in ["swap", "trunc", "moved", "gap"] {
+        assert!(
+            matches!(
+                op(&mut c, v, VaultOp::Unlock { pin: pin("1111") }),
+                Err(VaultError::Tampered(_))
+            ),
+            "{v} loaded despite tampering"
+        );
+    }
+    // The untouched vault still loads.
+    op(&mut c, "other", VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    // A keys object from another vault does not open here either.
+    std::fs::copy(
+        file(&objects, "other", "keys", 0),
+        file(&objects, "swap", "keys", 0),
+    )
+    .unwrap();
+    assert!(matches!(
+        op(&mut c, "swap", VaultOp::Unlock { pin: pin("1111") }),
+        Err(VaultError::Tampered(_))
+    ));
+}
+
+#[test]
+fn nothing_readable_reaches_storage_or_the_hosts_logs() {
+    let t = tempfile::tempdir().unwrap();
+    let objects = t.path().join("objects");
+    let platform = Platform::start(&t.path().join("platform"));
+    let host = Host::start(&t.path().join("host"), &platform, &objects, &[]);
+    let mut c = host.client();
+    let markers = ["MARKER-alpha-7f3c", "MARKER-beta-91d2", "MARKER-gamma-c0de"];
+    op(&mut c, "zk", VaultOp::Create { pin: pin("735911") }).unwrap();
+    for (i, m) in markers.iter().enumerate() {
+        put(&mut c, "zk", m, format!("value {m} {i}").as_bytes()).unwrap();
+    }
+    op(&mut c, "zk", VaultOp::Lock).unwrap();
+    op(&mut c, "zk", VaultOp::Unlock { pin: pin("735911") }).unwrap();
+    let mut files = vec![host.log(), platform.dir.join("platform.log")];
+    let mut stack = vec![objects.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                files.push(p)
+            }
+        }
+    }
+    assert!(files.len() > 8, "scanned {files:?}");
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for needle in markers
+            .iter()
+            .map(|m| m.as_bytes())
+            .chain([b"735911".as_slice()])
+        {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{} found in {}",
+                String::from_utf8_lossy(needle),
+                f.display()
+            );
+        }
+    }
+}
