@@ -1,5 +1,5 @@
 //! A dev platform, a host and its enclave as real processes, for tests.
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
