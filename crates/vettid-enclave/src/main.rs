@@ -8,7 +8,7 @@ use std::time::Duration;
 use vettid_crypto::password::Cost;
 use vettid_enclave::manager::Config;
 
-const USAGE: &str = "usage: vettid-enclave --socket PATH [--pin-attempts N] [--max-resident N] [--idle-secs N] [--argon2-memory-kib N] [--argon2-passes N]";
+const USAGE: &str = "usage: vettid-enclave --socket PATH [--pin-attempts N] [--max-resident N] [--idle-secs N] [--snapshot-every N] [--argon2-memory-kib N] [--argon2-passes N]";
 
 fn parse(args: &[String]) -> Result<(String, Config), String> {
     let mut socket = None;
@@ -28,6 +28,7 @@ fn parse(args: &[String]) -> Result<(String, Config), String> {
             }
             "--max-resident" => config.max_resident = number(value()?)? as usize,
             "--idle-secs" => config.idle = Duration::from_secs(number(value()?)?),
+            "--snapshot-every" => config.snapshot_every = number(value()?)?.max(1),
             "--argon2-memory-kib" => cost.memory_kib = number(value()?)? as u32,
             "--argon2-passes" => cost.passes = number(value()?)? as u32,
             other => return Err(format!("unknown argument {other}")),

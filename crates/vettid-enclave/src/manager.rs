@@ -26,6 +26,8 @@ pub struct Config {
     pub max_resident: usize,
     /// A vault unused this long is evicted.
     pub idle: Duration,
+    /// Log entries between snapshots.
+    pub snapshot_every: u64,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             policy: KeyPolicy::default(),
             max_resident: 10_000,
             idle: Duration::from_secs(300),
+            snapshot_every: crate::vault::SNAPSHOT_EVERY,
         }
     }
 }
@@ -219,7 +222,7 @@ impl Manager {
         let slot = self.slot(id);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         if let Slot::Resident { vault, .. } = &mut *slot
-            && vault.wants_snapshot()
+            && vault.wants_snapshot(self.config.snapshot_every)
         {
             let _ = vault.snapshot(&objects);
         }

@@ -22,7 +22,7 @@ use vettid_crypto::aead::AeadKey;
 use vettid_crypto::sign::{Signature, SigningKey};
 use vettid_proto::enclave::{SignedVersion, VaultError};
 
-/// Log entries between snapshots at most.
+/// Log entries between snapshots at most, by default.
 pub const SNAPSHOT_EVERY: u64 = 256;
 /// Log bytes between snapshots at most.
 pub const SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024;
@@ -320,9 +320,10 @@ impl Vault {
         })
     }
 
-    /// Whether enough log has accumulated for a snapshot.
-    pub fn wants_snapshot(&self) -> bool {
-        self.version - self.snapshot_version >= SNAPSHOT_EVERY || self.log_bytes >= SNAPSHOT_BYTES
+    /// Whether enough log has accumulated for a snapshot (`every` entries or
+    /// [`SNAPSHOT_BYTES`]).
+    pub fn wants_snapshot(&self, every: u64) -> bool {
+        self.version - self.snapshot_version >= every || self.log_bytes >= SNAPSHOT_BYTES
     }
 
     /// Writes a snapshot at the current version and deletes what it makes redundant.
