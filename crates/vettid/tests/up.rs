@@ -152,6 +152,21 @@ fn alive(pid: i32) -> bool {
     }
 }
 
+/// Live processes other than `vettid up` itself whose command line mentions `dir`.
+fn processes_mentioning(dir: &Path) -> Vec<String> {
+    let needle = dir.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (alive(pid) && cmd.contains(needle) && !cmd.contains(" up ")).then_some(cmd)
+        })
+        .collect()
+}
+
 fn http_get(url: &str, path: &str) -> String {
     let addr = url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -176,7 +191,14 @@ fn up_is_ready_serves_health_and_ctrl_c_leaves_no_child() {
     let pids = up.child_pids();
     assert_eq!(
         pids.iter().map(|p| p.1.as_str()).collect::<Vec<_>>(),
-        ["nats-server", "api"]
+        ["nats-server", "dev-platform", "host", "api"]
+    );
+    let running = processes_mentioning(dir.path());
+    assert!(
+        running
+            .iter()
+            .any(|c| c.contains("vettid-enclave --socket")),
+        "no enclave among {running:?}"
     );
     assert!(pids.iter().all(|(p, _)| alive(*p)));
 
@@ -187,6 +209,8 @@ fn up_is_ready_serves_health_and_ctrl_c_leaves_no_child() {
     for (pid, name) in pids {
         assert!(!alive(pid), "{name} (pid {pid}) outlived vettid up");
     }
+    // Grandchildren too: the host's enclave must not outlive it.
+    assert_eq!(processes_mentioning(dir.path()), Vec::<String>::new());
     assert!(dir.path().join("nats/nats.conf").is_file());
     assert!(dir.path().join("logs/nats-server.log").is_file());
 }

@@ -91,9 +91,58 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                 logs.join("nats-server.log"),
                 exited_tx.clone(),
             )?);
-            wait_healthy(children.last().expect("just pushed"), monitor, "/healthz").await?;
+            wait_healthy(
+                children.last().expect("just pushed"),
+                Health::Http(monitor, "/healthz"),
+            )
+            .await?;
 
             let exe = std::env::current_exe().context("locating the vettid binary")?;
+            let data = data_dir.as_os_str();
+            let enclave = crate::platform::enclave_binary(None)?;
+            println!(
+                "  starting dev platform (attestor and key service for {})",
+                enclave.display()
+            );
+            children.push(Child::spawn(
+                "dev-platform",
+                &exe,
+                &[
+                    OsStr::new("dev-platform"),
+                    OsStr::new("--data-dir"),
+                    data,
+                    OsStr::new("--enclave"),
+                    enclave.as_os_str(),
+                ],
+                logs.join("dev-platform.log"),
+                exited_tx.clone(),
+            )?);
+            wait_healthy(
+                children.last().expect("just pushed"),
+                Health::Socket(data_dir.join("platform.sock")),
+            )
+            .await?;
+
+            println!("  starting host (and the enclave)");
+            children.push(Child::spawn(
+                "host",
+                &exe,
+                &[
+                    OsStr::new("host"),
+                    OsStr::new("--data-dir"),
+                    data,
+                    OsStr::new("--enclave"),
+                    enclave.as_os_str(),
+                ],
+                logs.join("host.log"),
+                exited_tx.clone(),
+            )?);
+            wait_healthy(
+                children.last().expect("just pushed"),
+                Health::Socket(data_dir.join("host.sock")),
+            )
+            .await?;
+
             let addr = api_addr.to_string();
             println!("  starting api");
             children.push(Child::spawn(
@@ -103,7 +152,11 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                 logs.join("api.log"),
                 exited_tx.clone(),
             )?);
-            wait_healthy(children.last().expect("just pushed"), api_addr, "/health").await
+            wait_healthy(
+                children.last().expect("just pushed"),
+                Health::Http(api_addr, "/health"),
+            )
+            .await
         };
         tokio::select! {
             result = starting => Some(result),
@@ -127,6 +180,11 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
     println!("  nats     nats://127.0.0.1:{}", ports.client);
     println!("  monitor  http://127.0.0.1:{}", ports.monitor);
     println!("  api      http://{api_addr}");
+    println!(
+        "  vaults   {} (vettid vault --data-dir {} …)",
+        data_dir.join("host.sock").display(),
+        data_dir.display()
+    );
     println!("  logs     {}", logs.display());
     for c in &children {
         println!("  pid      {} {}", c.pid, c.name);
@@ -159,8 +217,25 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Waits until `child` answers `GET path` on `addr` with 200, printing progress.
-async fn wait_healthy(child: &Child, addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+/// How to tell that a child is ready.
+enum Health {
+    /// `GET path` answers 200.
+    Http(SocketAddr, &'static str),
+    /// The Unix socket accepts connections (bound only once the process is ready).
+    Socket(PathBuf),
+}
+
+impl Health {
+    async fn ok(&self) -> bool {
+        match self {
+            Health::Http(addr, path) => probe::get_status(*addr, path).await == Some(200),
+            Health::Socket(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+        }
+    }
+}
+
+/// Waits until `child` is healthy, printing progress.
+async fn wait_healthy(child: &Child, health: Health) -> anyhow::Result<()> {
     let began = Instant::now();
     loop {
         if let Some(status) = child.exit_status() {
@@ -172,7 +247,7 @@ async fn wait_healthy(child: &Child, addr: SocketAddr, path: &str) -> anyhow::Re
                 child.log_tail(15)
             );
         }
-        if probe::get_status(addr, path).await == Some(200) {
+        if health.ok().await {
             println!(
                 "  ✓ {} healthy in {} ms",
                 child.name,
