@@ -166,6 +166,10 @@ impl Stretch {
     }
 
     /// Stretches `secret` (a PIN or password) into 32 bytes of key material.
+    ///
+    /// At most [`MAX_CONCURRENT`] stretches run at once, each in a work buffer taken from a
+    /// small pool: memory stays bounded however many unlocks arrive together (a fresh 64 MiB
+    /// allocation per call also fragments the heap and is slower to fault in).
     pub fn derive(&self, secret: &[u8]) -> SecretBytes<32> {
         let params = Params::new(
             self.cost.memory_kib,
@@ -175,10 +179,59 @@ impl Stretch {
         )
         .expect("costs were checked against bounds inside Argon2's own limits");
         let mut out = [0u8; 32];
+        let mut buffer = pool::take(params.block_count());
         Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-            .hash_password_into(secret, self.salt.as_ref(), &mut out)
+            .hash_password_into_with_memory(secret, self.salt.as_ref(), &mut out, &mut buffer[..])
             .expect("salt length and output length are within Argon2's limits");
+        pool::give_back(buffer);
         SecretBytes::from_array(out)
+    }
+}
+
+/// Stretches that may run at the same time.
+pub const MAX_CONCURRENT: usize = 2;
+
+/// Reusable Argon2 work buffers, and the gate that bounds how many are in use.
+mod pool {
+    use argon2::Block;
+    use std::sync::{Condvar, Mutex};
+    use zeroize::Zeroize;
+
+    struct Pool {
+        in_use: usize,
+        free: Vec<Vec<Block>>,
+    }
+
+    static POOL: Mutex<Pool> = Mutex::new(Pool { in_use: 0, free: Vec::new() });
+    static RELEASED: Condvar = Condvar::new();
+    /// Buffers larger than this (blocks of 1 KiB) are freed rather than kept.
+    const KEEP_BLOCKS: usize = 64 * 1024;
+
+    /// A buffer of at least `blocks` blocks, waiting while [`super::MAX_CONCURRENT`] are in use.
+    pub(super) fn take(blocks: usize) -> Vec<Block> {
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        while pool.in_use >= super::MAX_CONCURRENT {
+            pool = RELEASED.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+        pool.in_use += 1;
+        let mut buf = pool.free.pop().unwrap_or_default();
+        drop(pool);
+        buf.resize(blocks, Block::default());
+        buf
+    }
+
+    /// Returns a buffer (wiped) to the pool.
+    pub(super) fn give_back(mut buf: Vec<Block>) {
+        for b in buf.iter_mut() {
+            b.as_mut().zeroize();
+        }
+        let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+        pool.in_use -= 1;
+        if buf.len() <= KEEP_BLOCKS {
+            pool.free.push(buf);
+        }
+        drop(pool);
+        RELEASED.notify_one();
     }
 }
 

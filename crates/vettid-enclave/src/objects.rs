@@ -19,8 +19,10 @@ pub enum ObjectKind {
     Guard,
     /// One acknowledged change.
     Log,
-    /// The whole database at a version.
+    /// The whole database at a version: a manifest naming its chunks.
     Snapshot,
+    /// One chunk of a snapshot; numbered `version << 16 | index`.
+    SnapshotChunk,
     /// A writer's claim on the vault; a newer one fences older writers off.
     Epoch,
 }
@@ -32,6 +34,7 @@ impl ObjectKind {
             ObjectKind::Guard => "guard",
             ObjectKind::Log => "log",
             ObjectKind::Snapshot => "snap",
+            ObjectKind::SnapshotChunk => "snapc",
             ObjectKind::Epoch => "epoch",
         }
     }

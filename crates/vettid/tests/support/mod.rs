@@ -99,6 +99,11 @@ pub struct Host {
 
 impl Host {
     pub fn start(dir: &Path, platform: &Platform, objects: &Path, enclave_args: &[&str]) -> Host {
+        Host::start_with(dir, platform, objects, enclave_args, true)
+    }
+
+    /// As [`Host::start`]; `fast_argon` false keeps the enclave's default Argon2id cost.
+    pub fn start_with(dir: &Path, platform: &Platform, objects: &Path, enclave_args: &[&str], fast_argon: bool) -> Host {
         std::fs::create_dir_all(dir).unwrap();
         let enclave = enclave_binary();
         let mut args = vec![
@@ -112,7 +117,9 @@ impl Host {
         ];
         let platform_socket = platform.socket();
         args.extend(["--platform", platform_socket.to_str().unwrap(), "--"]);
-        args.extend(FAST_ARGON);
+        if fast_argon {
+            args.extend(FAST_ARGON);
+        }
         args.extend(enclave_args);
         let child = start_ready(&args, &dir.join("host.log"));
         Host {
