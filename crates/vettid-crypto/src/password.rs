@@ -202,7 +202,10 @@ mod pool {
         free: Vec<Vec<Block>>,
     }
 
-    static POOL: Mutex<Pool> = Mutex::new(Pool { in_use: 0, free: Vec::new() });
+    static POOL: Mutex<Pool> = Mutex::new(Pool {
+        in_use: 0,
+        free: Vec::new(),
+    });
     static RELEASED: Condvar = Condvar::new();
     /// Buffers larger than this (blocks of 1 KiB) are freed rather than kept.
     const KEEP_BLOCKS: usize = 64 * 1024;

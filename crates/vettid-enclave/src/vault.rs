@@ -197,7 +197,8 @@ impl Vault {
             .read(&v.key, ObjectKind::Snapshot, snap)?
             .ok_or_else(|| VaultError::Storage("snapshot vanished".into()))?;
         let manifest: SnapshotManifest = decode(&manifest, "snapshot")?;
-        let len = usize::try_from(manifest.len).map_err(|_| VaultError::Tampered("snapshot length".into()))?;
+        let len = usize::try_from(manifest.len)
+            .map_err(|_| VaultError::Tampered("snapshot length".into()))?;
         let mut db = Vec::with_capacity(len.min(1 << 32));
         for index in 0..manifest.chunks {
             let chunk = objects
@@ -205,7 +206,9 @@ impl Vault {
                 .ok_or_else(|| VaultError::Tampered(format!("snapshot chunk {index} missing")))?;
             let chunk: SnapshotChunk = decode(&chunk, "snapshot chunk")?;
             if chunk.id != manifest.id {
-                return Err(VaultError::Tampered("snapshot chunk from another attempt".into()));
+                return Err(VaultError::Tampered(
+                    "snapshot chunk from another attempt".into(),
+                ));
             }
             db.extend_from_slice(&chunk.bytes);
         }
@@ -358,7 +361,8 @@ impl Vault {
     /// stays proportional to the change, not to the vault.
     pub fn wants_snapshot(&self, every: u64) -> bool {
         let db = self.db_bytes();
-        self.version - self.snapshot_version >= every.max(db / (16 * 1024)) || self.log_bytes >= SNAPSHOT_BYTES.max(db / 2)
+        self.version - self.snapshot_version >= every.max(db / (16 * 1024))
+            || self.log_bytes >= SNAPSHOT_BYTES.max(db / 2)
     }
 
     /// Writes a snapshot at the current version (chunks, then the manifest that names them)
@@ -366,14 +370,23 @@ impl Vault {
     pub fn snapshot(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
         let db = self.conn.serialize(MAIN_DB).map_err(sql_err)?;
         let id = vettid_crypto::random_array::<16>().to_vec();
-        let chunks: Vec<&[u8]> = if db.is_empty() { vec![&[][..]] } else { db.chunks(CHUNK).collect() };
+        let chunks: Vec<&[u8]> = if db.is_empty() {
+            vec![&[][..]]
+        } else {
+            db.chunks(CHUNK).collect()
+        };
         for (index, bytes) in chunks.iter().enumerate() {
             let chunk = SnapshotChunk {
                 id: id.clone(),
                 bytes: bytes.to_vec(),
             };
             let number = chunk_number(self.version, index as u32);
-            match objects.create(&self.key, ObjectKind::SnapshotChunk, number, &encode(&chunk)) {
+            match objects.create(
+                &self.key,
+                ObjectKind::SnapshotChunk,
+                number,
+                &encode(&chunk),
+            ) {
                 Ok(()) => {}
                 // An abandoned attempt holds these names: skip; a later version will snapshot.
                 Err(VaultError::Conflict) => return Ok(()),
@@ -387,7 +400,12 @@ impl Vault {
             len: db.len() as u64,
         };
         drop(db);
-        match objects.create(&self.key, ObjectKind::Snapshot, self.version, &encode(&manifest)) {
+        match objects.create(
+            &self.key,
+            ObjectKind::Snapshot,
+            self.version,
+            &encode(&manifest),
+        ) {
             Ok(()) => {}
             Err(VaultError::Conflict) => return Ok(()),
             Err(e) => return Err(e),
@@ -396,7 +414,11 @@ impl Vault {
         self.log_bytes = 0;
         let v = self.version;
         let older = |kind: ObjectKind, keep: &dyn Fn(u64) -> bool| -> Result<(), VaultError> {
-            let old: Vec<u64> = objects.list(kind)?.into_iter().filter(|n| !keep(*n)).collect();
+            let old: Vec<u64> = objects
+                .list(kind)?
+                .into_iter()
+                .filter(|n| !keep(*n))
+                .collect();
             objects.delete(kind, &old)
         };
         older(ObjectKind::Log, &|n| n > v)?;

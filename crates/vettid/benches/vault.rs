@@ -61,7 +61,12 @@ fn rss_kib(pid: i32) -> u64 {
 fn main() {
     let t = tempfile::tempdir().unwrap();
     let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(&t.path().join("host"), &platform, &t.path().join("objects"), &[]);
+    let host = Host::start(
+        &t.path().join("host"),
+        &platform,
+        &t.path().join("objects"),
+        &[],
+    );
     let mut c = host.client();
     println!("vault engine benchmarks (release build, 2 vCPU; see docs/BENCHMARKS.md)");
 
@@ -75,8 +80,18 @@ fn main() {
     fill(&mut c, "large", 100);
     let fill_time = t_fill.elapsed();
     let large = one_kib_changes(&mut c, "large", n);
-    println!("1 KiB change, 1 MiB vault:   median {}  p99 {}  mean {}", ms(median(small.clone())), ms(p99(small.clone())), ms(mean(&small)));
-    println!("1 KiB change, 100 MiB vault: median {}  p99 {}  mean {}", ms(median(large.clone())), ms(p99(large.clone())), ms(mean(&large)));
+    println!(
+        "1 KiB change, 1 MiB vault:   median {}  p99 {}  mean {}",
+        ms(median(small.clone())),
+        ms(p99(small.clone())),
+        ms(mean(&small))
+    );
+    println!(
+        "1 KiB change, 100 MiB vault: median {}  p99 {}  mean {}",
+        ms(median(large.clone())),
+        ms(p99(large.clone())),
+        ms(mean(&large))
+    );
     println!(
         "ratio 100 MiB / 1 MiB: median {:.2}x  mean {:.2}x   (filling 100 MiB took {})",
         median(large.clone()).as_secs_f64() / median(small.clone()).as_secs_f64(),
@@ -95,7 +110,11 @@ fn main() {
         loads.push(t.elapsed());
     }
     let stretch = vettid_crypto::password::Stretch::generate(
-        vettid_crypto::password::Cost { memory_kib: 19456, passes: 2, lanes: 1 },
+        vettid_crypto::password::Cost {
+            memory_kib: 19456,
+            passes: 2,
+            lanes: 1,
+        },
         &vettid_crypto::password::Bounds::DEFAULT,
     )
     .unwrap();
@@ -113,10 +132,29 @@ fn main() {
         ms(median(loads).saturating_sub(median(argon)))
     );
 
-    // Memory per resident idle vault.
+    drop(c);
+    drop(host);
+
+    // Memory per resident idle vault, on a fresh enclave warmed up with a few vaults first
+    // (so one-off allocations such as the Argon2 buffers are not counted).
+    let host = Host::start(
+        &t.path().join("host-memory"),
+        &platform,
+        &t.path().join("objects-memory"),
+        &[],
+    );
+    let mut c = host.client();
     let pid = host.enclave_pid().unwrap();
+    for i in 0..20 {
+        op(
+            &mut c,
+            &format!("warm-{i}"),
+            VaultOp::Create { pin: pin("1111") },
+        )
+        .unwrap();
+    }
     let before = rss_kib(pid);
-    let count = 400;
+    let count = 500;
     for i in 0..count {
         let v = format!("idle-{i}");
         op(&mut c, &v, VaultOp::Create { pin: pin("1111") }).unwrap();
@@ -133,7 +171,13 @@ fn main() {
     drop(host);
 
     // Unlock with the default Argon2id parameters (64 MiB, t=3, p=1).
-    let host = Host::start_with(&t.path().join("host-default"), &platform, &t.path().join("objects-default"), &[], false);
+    let host = Host::start_with(
+        &t.path().join("host-default"),
+        &platform,
+        &t.path().join("objects-default"),
+        &[],
+        false,
+    );
     let mut c = host.client();
     op(&mut c, "d", VaultOp::Create { pin: pin("1111") }).unwrap();
     let mut unlocks = Vec::new();
@@ -143,6 +187,9 @@ fn main() {
         op(&mut c, "d", VaultOp::Unlock { pin: pin("1111") }).unwrap();
         unlocks.push(t.elapsed());
     }
-    println!("unlock, default Argon2id (64 MiB, t=3, p=1), empty vault: median {}", ms(median(unlocks)));
+    println!(
+        "unlock, default Argon2id (64 MiB, t=3, p=1), empty vault: median {}",
+        ms(median(unlocks))
+    );
     let _ = c.call(&ToEnclave::Ping);
 }

@@ -103,7 +103,13 @@ impl Host {
     }
 
     /// As [`Host::start`]; `fast_argon` false keeps the enclave's default Argon2id cost.
-    pub fn start_with(dir: &Path, platform: &Platform, objects: &Path, enclave_args: &[&str], fast_argon: bool) -> Host {
+    pub fn start_with(
+        dir: &Path,
+        platform: &Platform,
+        objects: &Path,
+        enclave_args: &[&str],
+        fast_argon: bool,
+    ) -> Host {
         std::fs::create_dir_all(dir).unwrap();
         let enclave = enclave_binary();
         let mut args = vec![
