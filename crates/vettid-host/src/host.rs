@@ -31,10 +31,38 @@ pub struct HostConfig {
     pub enclave: PathBuf,
     /// Extra enclave arguments.
     pub enclave_args: Vec<String>,
-    /// Root directory of the object store.
-    pub objects: PathBuf,
+    /// Where objects are stored.
+    pub objects: Objects,
     /// The dev platform's socket (attestor and key service).
     pub platform: PathBuf,
+}
+
+/// Where the host stores the enclave's objects.
+#[derive(Debug, Clone)]
+pub enum Objects {
+    /// A local directory (the default).
+    Local(PathBuf),
+    /// An S3 bucket (feature `s3`), optionally at an S3-compatible endpoint.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Endpoint URL, for S3-compatible servers.
+        endpoint: Option<String>,
+    },
+}
+
+impl Objects {
+    fn open(&self) -> std::io::Result<Storage> {
+        match self {
+            Objects::Local(dir) => Storage::local(dir.clone()),
+            #[cfg(feature = "s3")]
+            Objects::S3 { bucket, endpoint } => Storage::s3(bucket, endpoint.as_deref()),
+            #[cfg(not(feature = "s3"))]
+            Objects::S3 { .. } => Err(std::io::Error::other(
+                "this build has no S3 support (feature `s3`)",
+            )),
+        }
+    }
 }
 
 /// Why a client operation did not reach the enclave.
@@ -64,7 +92,7 @@ pub struct Host {
 impl Host {
     /// Binds the channel, starts the enclave and keeps it running.
     pub async fn start(config: HostConfig) -> std::io::Result<Host> {
-        let storage = Arc::new(Storage::local(config.objects.clone())?);
+        let storage = Arc::new(config.objects.open()?);
         let _ = std::fs::remove_file(&config.channel);
         let listener = UnixListener::bind(&config.channel)?;
         let (tx, rx) = watch::channel(None);

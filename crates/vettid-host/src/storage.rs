@@ -1,17 +1,20 @@
-//! The object store behind the enclave: a local directory by default (S3 by configuration,
-//! later). It stores only what the enclave gives it, already encrypted; it enforces
-//! create-only writes, which is what fences concurrent writers.
+//! The object store behind the enclave: a local directory by default, S3 (feature `s3`) by
+//! configuration. It stores only what the enclave gives it, already encrypted; it enforces
+//! create-only writes (`PutMode::Create`: a local hard link, or S3's `If-None-Match: *`), which
+//! is what fences concurrent writers.
 
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use std::path::PathBuf;
+use std::sync::Arc;
 use vettid_proto::enclave::HostReply;
 
-/// Objects under a root directory.
+/// The object store.
 pub struct Storage {
-    store: LocalFileSystem,
-    root: PathBuf,
+    store: Arc<dyn ObjectStore>,
+    /// For a local directory: its root, to fsync what was written.
+    local_root: Option<PathBuf>,
 }
 
 /// Whether `name` is a name the enclave may use: `vaults/…`, a–z 0–9 `-` `/`, no empty or dot
@@ -35,7 +38,28 @@ impl Storage {
     pub fn local(root: PathBuf) -> std::io::Result<Self> {
         std::fs::create_dir_all(&root)?;
         let store = LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?;
-        Ok(Self { store, root })
+        Ok(Self {
+            store: Arc::new(store),
+            local_root: Some(root),
+        })
+    }
+
+    /// Objects in an S3 bucket. Credentials and region come from the usual `AWS_*`
+    /// environment; `endpoint` selects an S3-compatible server (path-style, http allowed).
+    #[cfg(feature = "s3")]
+    pub fn s3(bucket: &str, endpoint: Option<&str>) -> std::io::Result<Self> {
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(endpoint) = endpoint {
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(true)
+                .with_virtual_hosted_style_request(false);
+        }
+        let store = builder.build().map_err(std::io::Error::other)?;
+        Ok(Self {
+            store: Arc::new(store),
+            local_root: None,
+        })
     }
 
     /// Reads an object.
@@ -69,7 +93,11 @@ impl Storage {
             .await
         {
             Ok(_) => {
-                let path = self.root.join(name);
+                let Some(root) = &self.local_root else {
+                    // S3 acknowledges a put only once it is durable.
+                    return HostReply::Created;
+                };
+                let path = root.join(name);
                 let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                     std::fs::File::open(&path)?.sync_all()?;
                     if let Some(dir) = path.parent() {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vettid_host::host::{Host, HostConfig};
+use vettid_host::host::{Host, HostConfig, Objects};
 
 #[derive(clap::Args)]
 pub(crate) struct HostArgs {
@@ -20,6 +20,13 @@ pub(crate) struct HostArgs {
     /// The object store directory (default: `<data-dir>/objects`).
     #[arg(long)]
     objects: Option<PathBuf>,
+    /// Store objects in this S3 bucket instead of a directory (build with feature `s3`;
+    /// credentials from the `AWS_*` environment).
+    #[arg(long, conflicts_with = "objects")]
+    s3_bucket: Option<String>,
+    /// An S3-compatible endpoint for `--s3-bucket`.
+    #[arg(long, requires = "s3_bucket")]
+    s3_endpoint: Option<String>,
     /// The dev platform socket (default: `<data-dir>/platform.sock`).
     #[arg(long)]
     platform: Option<PathBuf>,
@@ -42,9 +49,16 @@ pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         channel: args.data_dir.join("enclave.sock"),
         enclave,
         enclave_args: args.enclave_args,
-        objects: args
-            .objects
-            .unwrap_or_else(|| args.data_dir.join("objects")),
+        objects: match args.s3_bucket {
+            Some(bucket) => Objects::S3 {
+                bucket,
+                endpoint: args.s3_endpoint,
+            },
+            None => Objects::Local(
+                args.objects
+                    .unwrap_or_else(|| args.data_dir.join("objects")),
+            ),
+        },
         platform: args
             .platform
             .unwrap_or_else(|| args.data_dir.join("platform.sock")),

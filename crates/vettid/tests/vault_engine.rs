@@ -345,3 +345,24 @@ fn nothing_readable_reaches_storage_or_the_hosts_logs() {
         }
     }
 }
+
+/// The fence and a load on S3 (moto), where create-only puts are `If-None-Match: *`.
+#[cfg(feature = "s3")]
+#[test]
+fn on_s3_two_enclaves_are_fenced_and_vaults_reload() {
+    let t = tempfile::tempdir().unwrap();
+    let platform = Platform::start(&t.path().join("platform"));
+    let a = Host::start_s3(&t.path().join("a"), &platform);
+    let b = Host::start_s3(&t.path().join("b"), &platform);
+    let vault = format!("s3-{}", std::process::id());
+    let (mut ca, mut cb) = (a.client(), b.client());
+    op(&mut ca, &vault, VaultOp::Create { pin: pin("1111") }).unwrap();
+    put(&mut ca, &vault, "k1", b"a").unwrap();
+    op(&mut cb, &vault, VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    put(&mut cb, &vault, "k2", b"b").unwrap();
+    assert_eq!(put(&mut ca, &vault, "k3", b"a"), Err(VaultError::Conflict));
+    op(&mut ca, &vault, VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    assert_eq!(get(&mut ca, &vault, "k1"), Ok(Some(b"a".to_vec())));
+    assert_eq!(get(&mut ca, &vault, "k2"), Ok(Some(b"b".to_vec())));
+    assert_eq!(get(&mut ca, &vault, "k3"), Ok(None));
+}

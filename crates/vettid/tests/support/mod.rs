@@ -110,6 +110,26 @@ impl Host {
         enclave_args: &[&str],
         fast_argon: bool,
     ) -> Host {
+        let storage = ["--objects", objects.to_str().unwrap()];
+        Host::start_on(dir, platform, &storage, enclave_args, fast_argon)
+    }
+
+    /// A host storing in the S3 bucket of the test environment (`scripts/test` starts moto).
+    pub fn start_s3(dir: &Path, platform: &Platform) -> Host {
+        let endpoint = std::env::var("VETTID_TEST_S3_ENDPOINT")
+            .expect("run ./scripts/test, which starts an S3 server");
+        let bucket = std::env::var("VETTID_TEST_S3_BUCKET").expect("VETTID_TEST_S3_BUCKET");
+        let storage = ["--s3-bucket", &bucket, "--s3-endpoint", &endpoint];
+        Host::start_on(dir, platform, &storage, &[], true)
+    }
+
+    fn start_on(
+        dir: &Path,
+        platform: &Platform,
+        storage: &[&str],
+        enclave_args: &[&str],
+        fast_argon: bool,
+    ) -> Host {
         std::fs::create_dir_all(dir).unwrap();
         let enclave = enclave_binary();
         let mut args = vec![
@@ -118,9 +138,8 @@ impl Host {
             dir.to_str().unwrap(),
             "--enclave",
             enclave.to_str().unwrap(),
-            "--objects",
-            objects.to_str().unwrap(),
         ];
+        args.extend(storage);
         let platform_socket = platform.socket();
         args.extend(["--platform", platform_socket.to_str().unwrap(), "--"]);
         if fast_argon {
