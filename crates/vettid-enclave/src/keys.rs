@@ -25,6 +25,7 @@ use zeroize::Zeroizing;
 const KEK: Label = Label::new("vault/kek");
 const STORAGE: Label = Label::new("vault/storage");
 const IDENTITY: Label = Label::new("vault/identity");
+const EXCHANGE: Label = Label::new("vault/exchange");
 const RECORD: Label = Label::new("vault/keys-record");
 const GUARD: Label = Label::new("vault/guard");
 const SEAL_CONTEXT: &[u8] = b"vettid/v1/vault-secret\0";
@@ -61,6 +62,15 @@ impl MasterKey {
     /// The vault's Ed25519 identity.
     pub fn identity(&self, vault: &str) -> SigningKey {
         SigningKey::from_seed(&IDENTITY.derive(self.0.expose(), b"", vault.as_bytes()))
+    }
+
+    /// The vault's X25519 exchange key (for peer vaults and services).
+    pub fn exchange(&self, vault: &str) -> vettid_crypto::agree::ExchangeSecret {
+        vettid_crypto::agree::ExchangeSecret::from_bytes(&EXCHANGE.derive(
+            self.0.expose(),
+            b"",
+            vault.as_bytes(),
+        ))
     }
 
     /// Wraps this key for keeping while the vault is evicted (see the manager).
@@ -332,5 +342,51 @@ impl LockedVault {
         )?;
         *self = LockedVault::open(objects, sealer)?;
         Ok(vmk)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_keys_are_distinct_per_purpose_and_vault_and_stable() {
+        let vmk = MasterKey(SecretBytes::from_array([3; 32]));
+        let other = MasterKey(SecretBytes::from_array([4; 32]));
+        assert_eq!(
+            vmk.identity("a").verifying_key(),
+            vmk.identity("a").verifying_key()
+        );
+        assert_ne!(
+            vmk.identity("a").verifying_key(),
+            vmk.identity("b").verifying_key()
+        );
+        assert_ne!(
+            vmk.identity("a").verifying_key(),
+            other.identity("a").verifying_key()
+        );
+        assert_eq!(
+            vmk.exchange("a").public_key(),
+            vmk.exchange("a").public_key()
+        );
+        assert_ne!(
+            vmk.exchange("a").public_key(),
+            vmk.exchange("b").public_key()
+        );
+        assert_ne!(vmk.storage_key("a"), vmk.storage_key("b"));
+        assert_ne!(
+            vmk.storage_key("a").expose(),
+            &vmk.identity("a").to_seed().expose().clone()
+        );
+    }
+
+    #[test]
+    fn evicted_keys_unwrap_only_with_the_instance_key_and_vault() {
+        let vmk = MasterKey(SecretBytes::from_array([5; 32]));
+        let instance = AeadKey::generate();
+        let wrapped = vmk.wrap(&instance, "a");
+        assert!(MasterKey::unwrap(&instance, "a", &wrapped).is_some());
+        assert!(MasterKey::unwrap(&instance, "b", &wrapped).is_none());
+        assert!(MasterKey::unwrap(&AeadKey::generate(), "a", &wrapped).is_none());
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use vettid_crypto::password::Cost;
 use vettid_enclave::manager::Config;
 
-const USAGE: &str = "usage: vettid-enclave --socket PATH [--pin-attempts N] [--max-resident N] [--idle-secs N] [--snapshot-every N] [--argon2-memory-kib N] [--argon2-passes N]";
+const USAGE: &str = "usage: vettid-enclave --socket PATH [--pin-attempts N] [--max-resident N] [--memory-budget-mib N] [--idle-secs N] [--snapshot-every N] [--argon2-memory-kib N] [--argon2-passes N]";
 
 fn parse(args: &[String]) -> Result<(String, Config), String> {
     let mut socket = None;
@@ -27,6 +27,9 @@ fn parse(args: &[String]) -> Result<(String, Config), String> {
                 config.policy.max_failures = number(value()?)?.clamp(1, 1000) as u32
             }
             "--max-resident" => config.max_resident = number(value()?)? as usize,
+            "--memory-budget-mib" => {
+                config.memory_budget = number(value()?)?.saturating_mul(1 << 20)
+            }
             "--idle-secs" => config.idle = Duration::from_secs(number(value()?)?),
             "--snapshot-every" => config.snapshot_every = number(value()?)?.max(1),
             "--argon2-memory-kib" => cost.memory_kib = number(value()?)? as u32,

@@ -22,8 +22,10 @@ const MAX_VALUE: usize = 1024 * 1024;
 pub struct Config {
     /// Guess limit and PIN stretching.
     pub policy: KeyPolicy,
-    /// Resident vaults at most (the memory budget); the least recently used is evicted.
+    /// Resident vaults at most; beyond it the least recently used are evicted.
     pub max_resident: usize,
+    /// Bytes of resident vault databases at most; beyond it the least recently used are evicted.
+    pub memory_budget: u64,
     /// A vault unused this long is evicted.
     pub idle: Duration,
     /// Log entries between snapshots.
@@ -35,6 +37,7 @@ impl Default for Config {
         Self {
             policy: KeyPolicy::default(),
             max_resident: 10_000,
+            memory_budget: 1 << 30,
             idle: Duration::from_secs(300),
             snapshot_every: crate::vault::SNAPSHOT_EVERY,
         }
@@ -195,12 +198,14 @@ impl Manager {
                 Ok(EnclaveReply::Value(vault.get(&key)?))
             }
             VaultOp::Status => {
-                let locked = LockedVault::open(&objects, &self.sealer)?;
                 let residency = match &*slot {
                     Slot::Resident { .. } => Residency::Resident,
                     Slot::Evicted { .. } => Residency::Evicted,
                     Slot::Cold => Residency::Locked,
                 };
+                // Reading the guard needs no hold on the vault: let it be used (and evicted).
+                drop(slot);
+                let locked = LockedVault::open(&objects, &self.sealer)?;
                 let failures = locked.failures();
                 Ok(EnclaveReply::Status {
                     residency,
@@ -238,14 +243,16 @@ impl Manager {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let mut resident: Vec<(Instant, Arc<Mutex<Slot>>)> = Vec::new();
+        let mut resident: Vec<(Instant, u64, Arc<Mutex<Slot>>)> = Vec::new();
         let mut evicted = 0;
         for (_, slot) in &slots {
             let Ok(mut guard) = slot.try_lock() else {
                 continue;
             };
             if let Slot::Resident {
-                last_used, wrapped, ..
+                last_used,
+                wrapped,
+                vault,
             } = &mut *guard
             {
                 if last_used.elapsed() >= self.config.idle {
@@ -254,13 +261,18 @@ impl Manager {
                     };
                     evicted += 1;
                 } else {
-                    resident.push((*last_used, slot.clone()));
+                    resident.push((*last_used, vault.db_bytes(), slot.clone()));
                 }
             }
         }
-        resident.sort_by_key(|(t, _)| *t);
-        let excess = resident.len().saturating_sub(self.config.max_resident);
-        for (_, slot) in resident.into_iter().take(excess) {
+        // Oldest first: evict while over the count or the byte budget.
+        resident.sort_by_key(|(t, _, _)| *t);
+        let mut count = resident.len();
+        let mut bytes: u64 = resident.iter().map(|(_, b, _)| b).sum();
+        for (_, size, slot) in resident {
+            if count <= self.config.max_resident && bytes <= self.config.memory_budget {
+                break;
+            }
             let Ok(mut guard) = slot.try_lock() else {
                 continue;
             };
@@ -269,6 +281,8 @@ impl Manager {
                     wrapped: std::mem::take(wrapped),
                 };
                 evicted += 1;
+                count -= 1;
+                bytes = bytes.saturating_sub(size);
             }
         }
         evicted

@@ -366,3 +366,57 @@ fn on_s3_two_enclaves_are_fenced_and_vaults_reload() {
     assert_eq!(get(&mut ca, &vault, "k2"), Ok(Some(b"b".to_vec())));
     assert_eq!(get(&mut ca, &vault, "k3"), Ok(None));
 }
+
+fn wait_evicted(c: &mut vettid_host::control::Client, vault: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !matches!(
+        op(c, vault, VaultOp::Status),
+        Ok(EnclaveReply::Status {
+            residency: Residency::Evicted,
+            ..
+        })
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{vault} never evicted"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn the_residency_budget_evicts_least_recently_used_vaults() {
+    let t = tempfile::tempdir().unwrap();
+    let platform = Platform::start(&t.path().join("platform"));
+    let args = ["--max-resident", "2", "--memory-budget-mib", "2"];
+    let host = Host::start(
+        &t.path().join("host"),
+        &platform,
+        &t.path().join("objects"),
+        &args,
+    );
+    let mut c = host.client();
+    for v in ["lru-1", "lru-2", "lru-3"] {
+        op(&mut c, v, VaultOp::Create { pin: pin("1111") }).unwrap();
+    }
+    // Three resident, two allowed: the least recently used goes.
+    wait_evicted(&mut c, "lru-1");
+    assert!(matches!(
+        op(&mut c, "lru-3", VaultOp::Status),
+        Ok(EnclaveReply::Status {
+            residency: Residency::Resident,
+            ..
+        })
+    ));
+    // Over the byte budget (2 MiB): a big vault is evicted although the count allows it.
+    op(&mut c, "lru-3", VaultOp::Lock).unwrap();
+    op(&mut c, "lru-2", VaultOp::Lock).unwrap();
+    for i in 0..3 {
+        put(&mut c, "lru-1", &format!("big-{i}"), &vec![1; 1024 * 1024]).unwrap();
+    }
+    wait_evicted(&mut c, "lru-1");
+    assert_eq!(
+        get(&mut c, "lru-1", "big-2").map(|v| v.map(|v| v.len())),
+        Ok(Some(1024 * 1024))
+    );
+}
