@@ -144,13 +144,24 @@ fn version_message(vault: &str, version: u64, hash: &[u8; 32]) -> Vec<u8> {
 impl Vault {
     /// Creates the first snapshot (version 0, schema applied) of a new vault.
     pub fn create(objects: &Objects<'_>, vmk: &MasterKey) -> Result<Vault, VaultError> {
-        let vault = objects.vault();
         let conn = Connection::open_in_memory().map_err(sql_err)?;
         for (i, m) in MIGRATIONS.iter().enumerate() {
             conn.execute_batch(m).map_err(sql_err)?;
             conn.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(sql_err)?;
         }
+        let mut v = Vault::claim(objects, vmk, conn)?;
+        v.snapshot(objects)?;
+        Ok(v)
+    }
+
+    /// A vault at version 0 over `conn`, holding a freshly claimed epoch.
+    fn claim(
+        objects: &Objects<'_>,
+        vmk: &MasterKey,
+        conn: Connection,
+    ) -> Result<Vault, VaultError> {
+        let vault = objects.vault();
         let mut v = Vault {
             conn,
             key: vmk.storage_key(vault),
@@ -162,7 +173,6 @@ impl Vault {
             log_bytes: 0,
         };
         v.claim_epoch(objects)?;
-        v.snapshot(objects)?;
         Ok(v)
     }
 
@@ -176,19 +186,7 @@ impl Vault {
     /// Loads the vault: claims a new epoch, then the newest snapshot and the log after it.
     pub fn load(objects: &Objects<'_>, vmk: &MasterKey) -> Result<Vault, VaultError> {
         let vault = objects.vault();
-        let key = vmk.storage_key(vault);
-        let identity = vmk.identity(vault);
-        let mut v = Vault {
-            conn: Connection::open_in_memory().map_err(sql_err)?,
-            key,
-            identity,
-            epoch: 0,
-            version: 0,
-            hash: [0; 32],
-            snapshot_version: 0,
-            log_bytes: 0,
-        };
-        v.claim_epoch(objects)?;
+        let mut v = Vault::claim(objects, vmk, Connection::open_in_memory().map_err(sql_err)?)?;
         let snap = *objects
             .list(ObjectKind::Snapshot)?
             .last()

@@ -16,15 +16,9 @@ const PIN: &str = "3141";
 
 #[test]
 fn every_acknowledged_write_survives_twenty_kills() {
-    let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
     // Snapshots every 8 entries, so kills also land during compaction.
-    let host = Host::start(
-        &t.path().join("host"),
-        &platform,
-        &t.path().join("objects"),
-        &["--snapshot-every", "8"],
-    );
+    let stack = Stack::start(&["--snapshot-every", "8"]);
+    let host = &stack.host;
     let mut c = host.client();
     for v in VAULTS {
         op(&mut c, v, VaultOp::Create { pin: pin(PIN) }).unwrap();

@@ -7,14 +7,8 @@ use vettid_proto::enclave::{EnclaveReply, Residency, VaultError, VaultOp};
 
 #[test]
 fn create_write_lock_unlock_and_read_back() {
-    let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(
-        &t.path().join("host"),
-        &platform,
-        &t.path().join("objects"),
-        &[],
-    );
+    let stack = Stack::start(&[]);
+    let host = &stack.host;
     let mut c = host.client();
     assert!(
         matches!(op(&mut c, "alice", VaultOp::Create { pin: pin("2468") }), Ok(EnclaveReply::Open(v)) if v.version == 0)
@@ -45,14 +39,8 @@ fn create_write_lock_unlock_and_read_back() {
 
 #[test]
 fn bad_requests_are_refused_and_change_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(
-        &t.path().join("host"),
-        &platform,
-        &t.path().join("objects"),
-        &[],
-    );
+    let stack = Stack::start(&[]);
+    let host = &stack.host;
     let mut c = host.client();
     for bad in ["", "UPPER", "a/b", "../x", &"x".repeat(65)] {
         assert!(
@@ -80,19 +68,13 @@ fn bad_requests_are_refused_and_change_nothing() {
         panic!()
     };
     assert_eq!(w.version, 1, "refused requests wrote nothing");
-    assert!(!t.path().join("objects/vaults/short").exists());
+    assert!(!stack.objects().join("vaults/short").exists());
 }
 
 #[test]
 fn guess_limit_locks_and_survives_kill_and_restart() {
-    let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(
-        &t.path().join("host"),
-        &platform,
-        &t.path().join("objects"),
-        &["--pin-attempts", "4"],
-    );
+    let stack = Stack::start(&["--pin-attempts", "4"]);
+    let host = &stack.host;
     let mut c = host.client();
     op(&mut c, "g", VaultOp::Create { pin: pin("1111") }).unwrap();
     put(&mut c, "g", "k", b"v").unwrap();
@@ -136,14 +118,8 @@ fn guess_limit_locks_and_survives_kill_and_restart() {
 
 #[test]
 fn a_right_pin_resets_the_count_and_pin_change_keeps_the_data() {
-    let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(
-        &t.path().join("host"),
-        &platform,
-        &t.path().join("objects"),
-        &["--pin-attempts", "3"],
-    );
+    let stack = Stack::start(&["--pin-attempts", "3"]);
+    let host = &stack.host;
     let mut c = host.client();
     op(&mut c, "p", VaultOp::Create { pin: pin("1111") }).unwrap();
     put(&mut c, "p", "k", b"kept").unwrap();
@@ -176,14 +152,8 @@ fn a_right_pin_resets_the_count_and_pin_change_keeps_the_data() {
 
 #[test]
 fn idle_vaults_are_evicted_and_reload_without_the_pin_until_the_enclave_restarts() {
-    let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(
-        &t.path().join("host"),
-        &platform,
-        &t.path().join("objects"),
-        &["--idle-secs", "0"],
-    );
+    let stack = Stack::start(&["--idle-secs", "0"]);
+    let host = &stack.host;
     let mut c = host.client();
     op(&mut c, "r", VaultOp::Create { pin: pin("1111") }).unwrap();
     put(&mut c, "r", "k", b"v").unwrap();
@@ -249,10 +219,9 @@ fn file(objects: &std::path::Path, vault: &str, kind: &str, n: u64) -> std::path
 
 #[test]
 fn tampered_objects_are_detected_on_load() {
-    let t = tempfile::tempdir().unwrap();
-    let objects = t.path().join("objects");
-    let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(&t.path().join("host"), &platform, &objects, &[]);
+    let stack = Stack::start(&[]);
+    let objects = stack.objects();
+    let host = &stack.host;
     let mut c = host.client();
     for v in ["swap", "trunc", "moved", "other", "gap"] {
         op(&mut c, v, VaultOp::Create { pin: pin("1111") }).unwrap();
@@ -304,10 +273,9 @@ fn tampered_objects_are_detected_on_load() {
 
 #[test]
 fn nothing_readable_reaches_storage_or_the_hosts_logs() {
-    let t = tempfile::tempdir().unwrap();
-    let objects = t.path().join("objects");
-    let platform = Platform::start(&t.path().join("platform"));
-    let host = Host::start(&t.path().join("host"), &platform, &objects, &[]);
+    let stack = Stack::start(&[]);
+    let objects = stack.objects();
+    let (host, platform) = (&stack.host, &stack.platform);
     let mut c = host.client();
     let markers = ["MARKER-alpha-7f3c", "MARKER-beta-91d2", "MARKER-gamma-c0de"];
     op(&mut c, "zk", VaultOp::Create { pin: pin("735911") }).unwrap();
@@ -386,15 +354,8 @@ fn wait_evicted(c: &mut vettid_host::control::Client, vault: &str) {
 
 #[test]
 fn the_residency_budget_evicts_least_recently_used_vaults() {
-    let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
-    let args = ["--max-resident", "2", "--memory-budget-mib", "2"];
-    let host = Host::start(
-        &t.path().join("host"),
-        &platform,
-        &t.path().join("objects"),
-        &args,
-    );
+    let stack = Stack::start(&["--max-resident", "2", "--memory-budget-mib", "2"]);
+    let host = &stack.host;
     let mut c = host.client();
     for v in ["lru-1", "lru-2", "lru-3"] {
         op(&mut c, v, VaultOp::Create { pin: pin("1111") }).unwrap();

@@ -243,3 +243,34 @@ pub fn get(client: &mut Client, vault: &str, key: &str) -> Result<Option<Vec<u8>
 pub fn pin(p: &str) -> Vec<u8> {
     p.as_bytes().to_vec()
 }
+
+/// A platform and one host on a fresh temporary directory (fields drop host first).
+pub struct Stack {
+    pub host: Host,
+    pub platform: Platform,
+    pub dir: tempfile::TempDir,
+}
+
+impl Stack {
+    /// Starts a platform and a host storing in `<tmp>/objects`, with `enclave_args`.
+    pub fn start(enclave_args: &[&str]) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let platform = Platform::start(&dir.path().join("platform"));
+        let host = Host::start(
+            &dir.path().join("host"),
+            &platform,
+            &dir.path().join("objects"),
+            enclave_args,
+        );
+        Stack {
+            host,
+            platform,
+            dir,
+        }
+    }
+
+    /// The object store directory.
+    pub fn objects(&self) -> PathBuf {
+        self.dir.path().join("objects")
+    }
+}
