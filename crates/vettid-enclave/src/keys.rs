@@ -210,8 +210,7 @@ impl LockedVault {
         let raw = objects
             .read_raw(ObjectKind::Keys, generation)?
             .ok_or_else(|| VaultError::Storage("keys object vanished".into()))?;
-        let outer: KeysOuter = ciborium::from_reader(&raw[..])
-            .map_err(|_| VaultError::Tampered("keys object does not decode".into()))?;
+        let outer: KeysOuter = decode(&raw, "keys object")?;
         if outer.format != 1 {
             return Err(VaultError::Tampered("unknown keys format".into()));
         }

@@ -160,6 +160,13 @@ impl Manager {
                 Ok(self.make_resident(&mut slot, vault, &vmk, id))
             }
             VaultOp::Lock => {
+                // Leave a snapshot behind if changes are only in the log, so the next load
+                // replays nothing. Not required for durability (the log has everything).
+                if let Slot::Resident { vault, .. } = &mut *slot
+                    && vault.has_unsnapshotted_changes()
+                {
+                    let _ = vault.snapshot(&objects);
+                }
                 *slot = Slot::Cold;
                 Ok(EnclaveReply::Locked)
             }

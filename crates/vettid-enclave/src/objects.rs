@@ -177,16 +177,16 @@ impl<'a> Objects<'a> {
     }
 }
 
-/// CBOR encoding of a record.
+/// Encoding of a stored record (postcard: compact, and large values are copied, not parsed).
 pub fn encode<T: serde::Serialize>(value: &T) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::new());
-    ciborium::into_writer(value, &mut *out).expect("serialising to a Vec cannot fail");
-    out
+    Zeroizing::new(postcard::to_allocvec(value).expect("serialising to a Vec cannot fail"))
 }
 
-/// CBOR decoding of a record that already authenticated (so a failure means a bug or a
-/// format from the future, reported as tampering rather than a panic).
+/// Decoding of a stored record; anything that does not decode exactly (including trailing
+/// bytes) is reported as tampering rather than a panic.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, VaultError> {
-    ciborium::from_reader(bytes)
-        .map_err(|_| VaultError::Tampered(format!("{what} does not decode")))
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(VaultError::Tampered(format!("{what} does not decode"))),
+    }
 }

@@ -1,7 +1,7 @@
 //! Frames of the host ↔ enclave channel (Unix socket locally, vsock on Nitro).
 //!
 //! ```text
-//! u32 BE length of what follows ‖ u8 version ‖ u8 kind ‖ u64 BE id ‖ body (CBOR)
+//! u32 BE length of what follows ‖ u8 version ‖ u8 kind ‖ u64 BE id ‖ body (postcard)
 //! ```
 //!
 //! Both sides send requests and responses on the same stream; `kind` tells which, and a
@@ -35,7 +35,7 @@ pub struct Frame {
     pub kind: Kind,
     /// Chosen by the requester, unique among its requests in flight.
     pub id: u64,
-    /// The CBOR body.
+    /// The body (a postcard-encoded message).
     pub body: Vec<u8>,
 }
 
@@ -120,16 +120,18 @@ impl Frame {
 #[error("malformed message body")]
 pub struct MalformedBody;
 
-/// Encodes a message body as CBOR.
+/// Encodes a message body (postcard: compact, and large byte strings are copied, not parsed —
+/// snapshots of many MiB cross the channel).
 pub fn to_body<T: Serialize>(msg: &T) -> Vec<u8> {
-    let mut out = Vec::new();
-    ciborium::into_writer(msg, &mut out).expect("serialising to a Vec cannot fail");
-    out
+    postcard::to_allocvec(msg).expect("serialising to a Vec cannot fail")
 }
 
-/// Decodes a CBOR message body.
+/// Decodes a message body; trailing bytes are refused.
 pub fn from_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, MalformedBody> {
-    ciborium::from_reader(body).map_err(|_| MalformedBody)
+    match postcard::take_from_bytes(body) {
+        Ok((msg, [])) => Ok(msg),
+        _ => Err(MalformedBody),
+    }
 }
 
 #[cfg(test)]
@@ -192,6 +194,31 @@ mod tests {
         ));
         assert!(matches!(Frame::read_from(&mut r), Err(FrameError::Short)));
         assert_eq!(Frame::read_from(&mut r).unwrap(), frame(9, b"ok"));
+    }
+
+    #[test]
+    fn bodies_round_trip_and_garbage_is_refused() {
+        use crate::enclave::{ToEnclave, VaultOp};
+        let msg = ToEnclave::Vault {
+            vault: "v".into(),
+            op: VaultOp::Put {
+                key: "k".into(),
+                value: vec![7; 100_000],
+            },
+        };
+        let body = to_body(&msg);
+        assert_eq!(from_body::<ToEnclave>(&body), Ok(msg));
+        let mut longer = body.clone();
+        longer.push(0);
+        assert_eq!(from_body::<ToEnclave>(&longer), Err(MalformedBody));
+        for len in 0..body.len().min(64) {
+            assert_eq!(
+                from_body::<ToEnclave>(&body[..len]),
+                Err(MalformedBody),
+                "{len}"
+            );
+        }
+        assert_eq!(from_body::<ToEnclave>(&[0xff; 16]), Err(MalformedBody));
     }
 
     #[test]

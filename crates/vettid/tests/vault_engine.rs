@@ -228,8 +228,10 @@ fn tampered_objects_are_detected_on_load() {
         for i in 0..3 {
             put(&mut c, v, &format!("k{i}"), b"v").unwrap();
         }
-        op(&mut c, v, VaultOp::Lock).unwrap();
     }
+    // A crash (not a lock, which would snapshot and compact): the changes stay in the log.
+    host.kill_enclave();
+    let mut c = host.client();
     // An older log entry swapped in under a newer name.
     std::fs::copy(
         file(&objects, "swap", "log", 1),
@@ -278,40 +280,51 @@ fn nothing_readable_reaches_storage_or_the_hosts_logs() {
     let (host, platform) = (&stack.host, &stack.platform);
     let mut c = host.client();
     let markers = ["MARKER-alpha-7f3c", "MARKER-beta-91d2", "MARKER-gamma-c0de"];
-    op(&mut c, "zk", VaultOp::Create { pin: pin("735911") }).unwrap();
+    let pin_text = "735911";
+    op(&mut c, "zk", VaultOp::Create { pin: pin(pin_text) }).unwrap();
     for (i, m) in markers.iter().enumerate() {
         put(&mut c, "zk", m, format!("value {m} {i}").as_bytes()).unwrap();
     }
-    op(&mut c, "zk", VaultOp::Lock).unwrap();
-    op(&mut c, "zk", VaultOp::Unlock { pin: pin("735911") }).unwrap();
-    let mut files = vec![host.log(), platform.dir.join("platform.log")];
-    let mut stack = vec![objects.clone()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                files.push(p)
+    let scan = |stage: &str, must_have: &str| {
+        let mut files = vec![host.log(), platform.dir.join("platform.log")];
+        let mut dirs = vec![objects.clone()];
+        while let Some(dir) = dirs.pop() {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    dirs.push(p)
+                } else {
+                    files.push(p)
+                }
             }
         }
-    }
-    assert!(files.len() > 8, "scanned {files:?}");
-    for f in &files {
-        let bytes = std::fs::read(f).unwrap();
-        for needle in markers
-            .iter()
-            .map(|m| m.as_bytes())
-            .chain([b"735911".as_slice()])
-        {
-            assert!(
-                !bytes.windows(needle.len()).any(|w| w == needle),
-                "{} found in {}",
-                String::from_utf8_lossy(needle),
-                f.display()
-            );
+        assert!(
+            files
+                .iter()
+                .any(|f| f.to_string_lossy().contains(must_have)),
+            "{stage}: no {must_have} object among {files:?}"
+        );
+        for f in &files {
+            let bytes = std::fs::read(f).unwrap();
+            for needle in markers
+                .iter()
+                .map(|m| m.as_bytes())
+                .chain([pin_text.as_bytes()])
+            {
+                assert!(
+                    !bytes.windows(needle.len()).any(|w| w == needle),
+                    "{stage}: {} found in {}",
+                    String::from_utf8_lossy(needle),
+                    f.display()
+                );
+            }
         }
-    }
+    };
+    // The markers in log entries, then (after lock) in a snapshot.
+    scan("after writes", "/log/");
+    op(&mut c, "zk", VaultOp::Lock).unwrap();
+    op(&mut c, "zk", VaultOp::Unlock { pin: pin(pin_text) }).unwrap();
+    scan("after lock", "/snapc/");
 }
 
 /// The fence and a load on S3 (moto), where create-only puts are `If-None-Match: *`.
