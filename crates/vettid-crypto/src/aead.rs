@@ -69,6 +69,28 @@ impl AeadKey {
         out
     }
 
+    /// As [`Self::open`], decrypting in the caller's buffer instead of a copy (for large
+    /// messages). On failure the buffer's contents are unspecified but it is zeroized on drop.
+    pub fn open_owned(
+        &self,
+        aad: &[u8],
+        sealed: Vec<u8>,
+    ) -> Result<Zeroizing<Vec<u8>>, DecryptionFailed> {
+        let mut buf = Zeroizing::new(sealed);
+        if buf.len() < OVERHEAD {
+            return Err(DecryptionFailed);
+        }
+        let nonce = XNonce::try_from(&buf[..NONCE_LEN]).map_err(|_| DecryptionFailed)?;
+        let tag_at = buf.len() - TAG_LEN;
+        let tag = Tag::try_from(&buf[tag_at..]).map_err(|_| DecryptionFailed)?;
+        self.cipher()
+            .decrypt_inout_detached(&nonce, aad, buf[NONCE_LEN..tag_at].as_mut().into(), &tag)
+            .map_err(|_| DecryptionFailed)?;
+        buf.truncate(tag_at);
+        buf.drain(..NONCE_LEN);
+        Ok(buf)
+    }
+
     /// Decrypts a message made by [`Self::seal`] with the same key and associated data.
     /// The plaintext is zeroized when the returned buffer drops.
     pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, DecryptionFailed> {

@@ -447,3 +447,18 @@ fn argon2id_rfc9106_section_5_3() {
         hex!("0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659")
     );
 }
+
+#[test]
+fn aead_open_owned_matches_open() {
+    let sealed = xchacha_sealed();
+    assert_eq!(&xchacha_key().open_owned(&AEAD_AAD, sealed.clone()).unwrap()[..], LADIES);
+    for bit in (0..sealed.len() * 8).step_by(7) {
+        let mut bad = sealed.clone();
+        bad[bit / 8] ^= 1 << (bit % 8);
+        assert!(xchacha_key().open_owned(&AEAD_AAD, bad).is_err(), "bit {bit}");
+    }
+    for len in 0..sealed.len() {
+        assert!(xchacha_key().open_owned(&AEAD_AAD, sealed[..len].to_vec()).is_err(), "len {len}");
+    }
+    assert!(xchacha_key().open_owned(b"", sealed).is_err());
+}

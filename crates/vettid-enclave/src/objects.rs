@@ -112,7 +112,7 @@ impl<'a> Objects<'a> {
         let Some(bytes) = self.read_raw(kind, number)? else {
             return Ok(None);
         };
-        key.open(&self.aad(kind, number), &bytes)
+        key.open_owned(&self.aad(kind, number), bytes)
             .map(Some)
             .map_err(|_| {
                 VaultError::Tampered(format!("{} does not authenticate", self.name(kind, number)))

@@ -22,6 +22,8 @@ pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> Result<Frame, Frame
 
 /// Writes one frame.
 pub async fn write_frame(w: &mut (impl AsyncWrite + Unpin), frame: &Frame) -> std::io::Result<()> {
-    w.write_all(&frame.encode()).await?;
+    // Header and body separately: bodies can be many MiB, no need to copy them once more.
+    w.write_all(&frame.header()).await?;
+    w.write_all(&frame.body).await?;
     w.flush().await
 }

@@ -65,6 +65,20 @@ pub enum FrameError {
 }
 
 impl Frame {
+    /// The length prefix and header that precede the body on the wire.
+    pub fn header(&self) -> [u8; 4 + HEADER] {
+        let len = u32::try_from(HEADER + self.body.len()).expect("frames stay far below 4 GiB");
+        let mut out = [0u8; 4 + HEADER];
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        out[4] = VERSION;
+        out[5] = match self.kind {
+            Kind::Request => 1,
+            Kind::Response => 2,
+        };
+        out[6..].copy_from_slice(&self.id.to_be_bytes());
+        out
+    }
+
     /// Encodes the frame, length prefix included.
     pub fn encode(&self) -> Vec<u8> {
         let len = u32::try_from(HEADER + self.body.len()).expect("frames stay far below 4 GiB");
@@ -80,9 +94,10 @@ impl Frame {
         out
     }
 
-    /// Writes the frame in one call (the writer should be buffered or exclusive).
+    /// Writes the frame (the writer must be exclusive to this frame until it returns).
     pub fn write_to(&self, w: &mut impl Write) -> io::Result<()> {
-        w.write_all(&self.encode())?;
+        w.write_all(&self.header())?;
+        w.write_all(&self.body)?;
         w.flush()
     }
 
