@@ -451,14 +451,25 @@ fn argon2id_rfc9106_section_5_3() {
 #[test]
 fn aead_open_owned_matches_open() {
     let sealed = xchacha_sealed();
-    assert_eq!(&xchacha_key().open_owned(&AEAD_AAD, sealed.clone()).unwrap()[..], LADIES);
+    assert_eq!(
+        &xchacha_key().open_owned(&AEAD_AAD, sealed.clone()).unwrap()[..],
+        LADIES
+    );
     for bit in (0..sealed.len() * 8).step_by(7) {
         let mut bad = sealed.clone();
         bad[bit / 8] ^= 1 << (bit % 8);
-        assert!(xchacha_key().open_owned(&AEAD_AAD, bad).is_err(), "bit {bit}");
+        assert!(
+            xchacha_key().open_owned(&AEAD_AAD, bad).is_err(),
+            "bit {bit}"
+        );
     }
     for len in 0..sealed.len() {
-        assert!(xchacha_key().open_owned(&AEAD_AAD, sealed[..len].to_vec()).is_err(), "len {len}");
+        assert!(
+            xchacha_key()
+                .open_owned(&AEAD_AAD, sealed[..len].to_vec())
+                .is_err(),
+            "len {len}"
+        );
     }
     assert!(xchacha_key().open_owned(b"", sealed).is_err());
 }

@@ -5,8 +5,7 @@
 //! many requests are in flight in both directions with no global lock on the work itself.
 
 use std::collections::HashMap;
-use std::io::{BufReader, BufWriter};
-use std::os::unix::net::UnixStream;
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -44,18 +43,21 @@ pub struct Incoming {
 
 /// The shared channel handle.
 pub struct Link {
-    writer: Mutex<BufWriter<UnixStream>>,
+    writer: Mutex<BufWriter<Box<dyn Write + Send>>>,
     pending: Mutex<HashMap<u64, Sender<Vec<u8>>>>,
     next_id: AtomicU64,
 }
 
 impl Link {
-    /// Wraps a connected socket; returns the link and the stream of host requests. The reader
-    /// thread ends (and the receiver closes) when the socket closes.
-    pub fn start(stream: UnixStream) -> std::io::Result<(Arc<Link>, Receiver<Incoming>)> {
-        let reader = stream.try_clone()?;
+    /// Wraps a connected stream (a Unix socket, or vsock on Nitro), given as its two halves;
+    /// returns the link and the stream of host requests. The reader thread ends (and the
+    /// receiver closes) when the stream closes.
+    pub fn start(
+        reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+    ) -> std::io::Result<(Arc<Link>, Receiver<Incoming>)> {
         let link = Arc::new(Link {
-            writer: Mutex::new(BufWriter::new(stream)),
+            writer: Mutex::new(BufWriter::new(writer)),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
@@ -67,7 +69,7 @@ impl Link {
         Ok((link, rx))
     }
 
-    fn read_loop(&self, mut r: BufReader<UnixStream>, requests: Sender<Incoming>) {
+    fn read_loop(&self, mut r: BufReader<Box<dyn Read + Send>>, requests: Sender<Incoming>) {
         loop {
             match Frame::read_from(&mut r) {
                 Ok(Frame {

@@ -8,9 +8,17 @@ use std::time::Duration;
 use vettid_crypto::password::Cost;
 use vettid_enclave::manager::Config;
 
-const USAGE: &str = "usage: vettid-enclave --socket PATH [--pin-attempts N] [--max-resident N] [--memory-budget-mib N] [--idle-secs N] [--snapshot-every N] [--argon2-memory-kib N] [--argon2-passes N]";
+const USAGE: &str = "usage: vettid-enclave (--socket PATH | --vsock-port PORT) [--pin-attempts N] [--max-resident N] [--memory-budget-mib N] [--idle-secs N] [--snapshot-every N] [--argon2-memory-kib N] [--argon2-passes N]";
 
-fn parse(args: &[String]) -> Result<(String, Config), String> {
+/// Where the host is.
+enum Channel {
+    /// A Unix socket (local development).
+    Unix(String),
+    /// vsock to the parent instance (CID 3) on a port (Nitro; feature `nitro`).
+    Vsock(u32),
+}
+
+fn parse(args: &[String]) -> Result<(Channel, Config), String> {
     let mut socket = None;
     let mut config = Config::default();
     let mut cost = Cost::DEFAULT;
@@ -22,7 +30,13 @@ fn parse(args: &[String]) -> Result<(String, Config), String> {
                 .map_err(|_| format!("{flag}: not a number: {v}"))
         };
         match flag.as_str() {
-            "--socket" => socket = Some(value()?.clone()),
+            "--socket" => socket = Some(Channel::Unix(value()?.clone())),
+            "--vsock-port" => {
+                let port = number(value()?)?;
+                socket = Some(Channel::Vsock(
+                    u32::try_from(port).map_err(|_| "--vsock-port: too large")?,
+                ));
+            }
             "--pin-attempts" => {
                 config.policy.max_failures = number(value()?)?.clamp(1, 1000) as u32
             }
@@ -38,7 +52,37 @@ fn parse(args: &[String]) -> Result<(String, Config), String> {
         }
     }
     config.policy.cost = cost;
-    Ok((socket.ok_or("--socket is required")?, config))
+    Ok((
+        socket.ok_or("--socket or --vsock-port is required")?,
+        config,
+    ))
+}
+
+type Halves = (
+    Box<dyn std::io::Read + Send>,
+    Box<dyn std::io::Write + Send>,
+);
+
+fn connect(channel: &Channel) -> Result<Halves, String> {
+    match channel {
+        Channel::Unix(path) => {
+            let s = UnixStream::connect(path).map_err(|e| format!("{path}: {e}"))?;
+            let r = s.try_clone().map_err(|e| e.to_string())?;
+            Ok((Box::new(r), Box::new(s)))
+        }
+        #[cfg(feature = "nitro")]
+        Channel::Vsock(port) => {
+            // CID 3 is the parent instance, as seen from a Nitro Enclave.
+            let s = vsock::VsockStream::connect_with_cid_port(3, *port)
+                .map_err(|e| format!("vsock port {port}: {e}"))?;
+            let r = s.try_clone().map_err(|e| e.to_string())?;
+            Ok((Box::new(r), Box::new(s)))
+        }
+        #[cfg(not(feature = "nitro"))]
+        Channel::Vsock(port) => Err(format!(
+            "vsock port {port}: this build has no vsock support (feature `nitro`)"
+        )),
+    }
 }
 
 fn main() -> ExitCode {
@@ -50,14 +94,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let stream = match UnixStream::connect(&socket) {
-        Ok(s) => s,
+    let halves = match connect(&socket) {
+        Ok(h) => h,
         Err(e) => {
-            eprintln!("vettid-enclave: cannot connect to the host at {socket}: {e}");
+            eprintln!("vettid-enclave: cannot connect to the host: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match vettid_enclave::server::serve(stream, config) {
+    match vettid_enclave::server::serve(halves.0, halves.1, config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vettid-enclave: {e}");

@@ -3,7 +3,7 @@
 
 use crate::link::{Incoming, Link};
 use crate::manager::{Config, Manager};
-use std::os::unix::net::UnixStream;
+use std::io::{Read, Write};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,9 +13,13 @@ use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
 /// Worker threads answering host requests.
 const WORKERS: usize = 8;
 
-/// Serves the host on `stream` until it closes.
-pub fn serve(stream: UnixStream, config: Config) -> std::io::Result<()> {
-    let (link, requests) = Link::start(stream)?;
+/// Serves the host over a connected stream (its read and write halves) until it closes.
+pub fn serve(
+    reader: Box<dyn Read + Send>,
+    writer: Box<dyn Write + Send>,
+    config: Config,
+) -> std::io::Result<()> {
+    let (link, requests) = Link::start(reader, writer)?;
     let manager = Arc::new(Manager::new(link.clone(), config));
     let requests = Arc::new(Mutex::new(requests));
     let janitor = {

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::UnixListener;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, oneshot, watch};
 use vettid_proto::channel::{Frame, FrameError, Kind, from_body, to_body};
 use vettid_proto::enclave::{EnclaveReply, HostReply, ToEnclave, ToHost, VaultError};
@@ -25,17 +24,42 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How the host runs.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// The channel socket the enclave connects to.
-    pub channel: PathBuf,
-    /// The enclave binary and its arguments (besides `--socket`).
-    pub enclave: PathBuf,
-    /// Extra enclave arguments.
-    pub enclave_args: Vec<String>,
+    /// How the enclave reaches the host.
+    pub channel: Channel,
     /// Where objects are stored.
     pub objects: Objects,
     /// The dev platform's socket (attestor and key service).
     pub platform: PathBuf,
 }
+
+/// How the enclave and the host are connected.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    /// The host starts (and restarts) the enclave process itself; it connects to `socket`.
+    Local {
+        /// The Unix socket the host listens on.
+        socket: PathBuf,
+        /// The enclave binary.
+        enclave: PathBuf,
+        /// Its arguments besides `--socket`.
+        args: Vec<String>,
+    },
+    /// The enclave runs in a Nitro Enclave (started by `nitro-cli`) and connects over vsock to
+    /// this port (feature `vsock`).
+    Vsock {
+        /// The vsock port the host listens on.
+        port: u32,
+    },
+}
+
+enum Listener {
+    Unix(UnixListener),
+    #[cfg(feature = "vsock")]
+    Vsock(tokio_vsock::VsockListener),
+}
+
+type Reader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+type Writer = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 
 /// Where the host stores the enclave's objects.
 #[derive(Debug, Clone)]
@@ -77,7 +101,7 @@ pub enum HostError {
 }
 
 struct Conn {
-    writer: Arc<Mutex<OwnedWriteHalf>>,
+    writer: Arc<Mutex<Writer>>,
     pending: Arc<std::sync::Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>,
 }
 
@@ -93,8 +117,22 @@ impl Host {
     /// Binds the channel, starts the enclave and keeps it running.
     pub async fn start(config: HostConfig) -> std::io::Result<Host> {
         let storage = Arc::new(config.objects.open()?);
-        let _ = std::fs::remove_file(&config.channel);
-        let listener = UnixListener::bind(&config.channel)?;
+        let listener = match &config.channel {
+            Channel::Local { socket, .. } => {
+                let _ = std::fs::remove_file(socket);
+                Listener::Unix(UnixListener::bind(socket)?)
+            }
+            #[cfg(feature = "vsock")]
+            Channel::Vsock { port } => Listener::Vsock(tokio_vsock::VsockListener::bind(
+                tokio_vsock::VsockAddr::new(tokio_vsock::VMADDR_CID_ANY, *port),
+            )?),
+            #[cfg(not(feature = "vsock"))]
+            Channel::Vsock { .. } => {
+                return Err(std::io::Error::other(
+                    "this build has no vsock support (feature `vsock`)",
+                ));
+            }
+        };
         let (tx, rx) = watch::channel(None);
         let restarts = Arc::new(AtomicU64::new(0));
         let enclave_pid = Arc::new(AtomicU64::new(0));
@@ -170,9 +208,61 @@ impl Host {
     }
 }
 
+/// Starts the enclave (local channel) and waits for its connection; on vsock, waits for the
+/// enclave to connect. `None` when this attempt failed and should be retried.
+async fn next_connection(
+    config: &HostConfig,
+    listener: &Listener,
+    enclave_pid: &AtomicU64,
+) -> Option<(Reader, Writer, Option<tokio::process::Child>)> {
+    match (listener, &config.channel) {
+        (
+            Listener::Unix(listener),
+            Channel::Local {
+                socket,
+                enclave,
+                args,
+            },
+        ) => {
+            let mut child = match tokio::process::Command::new(enclave)
+                .arg("--socket")
+                .arg(socket)
+                .args(args)
+                .kill_on_drop(true)
+                .spawn()
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the enclave");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    return None;
+                }
+            };
+            enclave_pid.store(u64::from(child.id().unwrap_or(0)), Ordering::Relaxed);
+            let accepted = tokio::select! {
+                a = tokio::time::timeout(Duration::from_secs(30), listener.accept()) => a,
+                _ = child.wait() => return None,
+            };
+            let Ok(Ok((stream, _))) = accepted else {
+                let _ = child.kill().await;
+                return None;
+            };
+            let (r, w) = stream.into_split();
+            Some((Box::new(r), Box::new(w), Some(child)))
+        }
+        #[cfg(feature = "vsock")]
+        (Listener::Vsock(listener), Channel::Vsock { .. }) => {
+            let (stream, _) = listener.accept().await.ok()?;
+            let (r, w) = stream.into_split();
+            Some((Box::new(r), Box::new(w), None))
+        }
+        _ => None,
+    }
+}
+
 async fn supervise(
     config: HostConfig,
-    listener: UnixListener,
+    listener: Listener,
     storage: Arc<Storage>,
     conn: watch::Sender<Option<Arc<Conn>>>,
     restarts: Arc<AtomicU64>,
@@ -182,43 +272,35 @@ async fn supervise(
     loop {
         if !first {
             restarts.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("enclave exited; restarting");
+            tracing::warn!("enclave connection ended; waiting for a new one");
         }
         first = false;
-        let mut child = match tokio::process::Command::new(&config.enclave)
-            .arg("--socket")
-            .arg(&config.channel)
-            .args(&config.enclave_args)
-            .kill_on_drop(true)
-            .spawn()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start the enclave");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        enclave_pid.store(u64::from(child.id().unwrap_or(0)), Ordering::Relaxed);
-        let accepted = tokio::select! {
-            a = tokio::time::timeout(Duration::from_secs(30), listener.accept()) => a,
-            _ = child.wait() => { continue; }
-        };
-        let Ok(Ok((stream, _))) = accepted else {
-            let _ = child.kill().await;
+        let Some((mut reader, writer, mut child)) =
+            next_connection(&config, &listener, &enclave_pid).await
+        else {
             continue;
         };
-        let (mut reader, writer) = stream.into_split();
         let current = Arc::new(Conn {
             writer: Arc::new(Mutex::new(writer)),
             pending: Arc::new(std::sync::Mutex::new(HashMap::new())),
         });
         let _ = conn.send(Some(current.clone()));
-        tracing::info!(pid = child.id().unwrap_or(0), "enclave connected");
+        tracing::info!(
+            pid = enclave_pid.load(Ordering::Relaxed),
+            "enclave connected"
+        );
         loop {
+            let exited = async {
+                match child.as_mut() {
+                    Some(c) => {
+                        let _ = c.wait().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             let frame = tokio::select! {
                 f = read_frame(&mut reader) => f,
-                _ = child.wait() => break,
+                _ = exited => break,
             };
             match frame {
                 Ok(Frame {
@@ -276,8 +358,10 @@ async fn supervise(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        let _ = child.kill().await;
-        let _ = child.wait().await;
+        if let Some(mut child) = child {
+            let _ = child.kill().await;
+            let _ = child.wait().await;
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vettid_host::host::{Host, HostConfig, Objects};
+use vettid_host::host::{Channel, Host, HostConfig, Objects};
 
 #[derive(clap::Args)]
 pub(crate) struct HostArgs {
@@ -30,6 +30,10 @@ pub(crate) struct HostArgs {
     /// The dev platform socket (default: `<data-dir>/platform.sock`).
     #[arg(long)]
     platform: Option<PathBuf>,
+    /// Wait for a Nitro Enclave to connect over vsock on this port instead of starting the
+    /// enclave process (build with feature `vsock`).
+    #[arg(long)]
+    vsock_port: Option<u32>,
     /// Arguments passed to the enclave (e.g. `--pin-attempts 5`).
     #[arg(last = true)]
     enclave_args: Vec<String>,
@@ -42,13 +46,18 @@ pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let enclave = crate::platform::enclave_binary(args.enclave)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let channel = match args.vsock_port {
+        Some(port) => Channel::Vsock { port },
+        None => Channel::Local {
+            socket: args.data_dir.join("enclave.sock"),
+            enclave: crate::platform::enclave_binary(args.enclave)?,
+            args: args.enclave_args,
+        },
+    };
     let config = HostConfig {
-        channel: args.data_dir.join("enclave.sock"),
-        enclave,
-        enclave_args: args.enclave_args,
+        channel,
         objects: match args.s3_bucket {
             Some(bucket) => Objects::S3 {
                 bucket,
