@@ -250,6 +250,11 @@ impl LockedVault {
         })
     }
 
+    /// The sequence number of the newest guard record (0: none yet).
+    pub fn guard_seq(&self) -> u64 {
+        self.guard_seq
+    }
+
     /// Consecutive wrong PINs so far.
     pub fn failures(&self) -> u32 {
         self.guard.failures

@@ -64,6 +64,9 @@ pub struct Manager {
     instance_key: AeadKey,
     config: Config,
     slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
+    /// The newest guard record seen per vault in this enclave instance: storage that shows
+    /// an older one has been rolled back (to reset the wrong-PIN count) and is refused.
+    guards: Mutex<HashMap<String, u64>>,
 }
 
 impl Manager {
@@ -75,7 +78,30 @@ impl Manager {
             instance_key: AeadKey::generate(),
             config,
             slots: Mutex::new(HashMap::new()),
+            guards: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Opens the locked vault, refusing guard state older than this instance has seen.
+    fn open_locked(&self, objects: &Objects<'_>) -> Result<LockedVault, VaultError> {
+        let locked = LockedVault::open(objects, &self.sealer)?;
+        let seen = self
+            .guards
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(objects.vault())
+            .copied();
+        if seen.is_some_and(|seen| locked.guard_seq() < seen) {
+            return Err(VaultError::Tampered("guard records rolled back".into()));
+        }
+        Ok(locked)
+    }
+
+    /// Remembers the newest guard record after an attempt (whatever its outcome).
+    fn note_guard(&self, vault: &str, locked: &LockedVault) {
+        let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = guards.entry(vault.to_owned()).or_insert(0);
+        *seen = (*seen).max(locked.guard_seq());
     }
 
     fn slot(&self, vault: &str) -> Arc<Mutex<Slot>> {
@@ -147,15 +173,19 @@ impl Manager {
                 Ok(self.make_resident(&mut slot, vault, &vmk, id))
             }
             VaultOp::Unlock { pin } => {
-                let mut locked = LockedVault::open(&objects, &self.sealer)?;
-                let vmk = locked.unlock(&objects, &pin, policy)?;
+                let mut locked = self.open_locked(&objects)?;
+                let result = locked.unlock(&objects, &pin, policy);
+                self.note_guard(id, &locked);
+                let vmk = result?;
                 let vault = Vault::load(&objects, &vmk)?;
                 Ok(self.make_resident(&mut slot, vault, &vmk, id))
             }
             VaultOp::ChangePin { old, new } => {
                 check_pin(&new)?;
-                let mut locked = LockedVault::open(&objects, &self.sealer)?;
-                let vmk = locked.change_pin(&objects, &self.sealer, &old, &new, policy)?;
+                let mut locked = self.open_locked(&objects)?;
+                let result = locked.change_pin(&objects, &self.sealer, &old, &new, policy);
+                self.note_guard(id, &locked);
+                let vmk = result?;
                 let vault = Vault::load(&objects, &vmk)?;
                 Ok(self.make_resident(&mut slot, vault, &vmk, id))
             }
@@ -212,7 +242,7 @@ impl Manager {
                 };
                 // Reading the guard needs no hold on the vault: let it be used (and evicted).
                 drop(slot);
-                let locked = LockedVault::open(&objects, &self.sealer)?;
+                let locked = self.open_locked(&objects)?;
                 let failures = locked.failures();
                 Ok(EnclaveReply::Status {
                     residency,

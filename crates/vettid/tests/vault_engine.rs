@@ -394,3 +394,30 @@ fn the_residency_budget_evicts_least_recently_used_vaults() {
         Ok(Some(1024 * 1024))
     );
 }
+
+#[test]
+fn deleting_guard_records_to_reset_the_count_is_detected() {
+    let stack = Stack::start(&["--pin-attempts", "5"]);
+    let host = &stack.host;
+    let mut c = host.client();
+    op(&mut c, "rb", VaultOp::Create { pin: pin("1111") }).unwrap();
+    assert_eq!(
+        op(&mut c, "rb", VaultOp::Unlock { pin: pin("0000") }),
+        Err(VaultError::WrongPin { attempts_left: 4 })
+    );
+    assert_eq!(
+        op(&mut c, "rb", VaultOp::Unlock { pin: pin("0001") }),
+        Err(VaultError::WrongPin { attempts_left: 3 })
+    );
+    // A hostile host deletes the newest guard records to give the guesser fresh tries.
+    std::fs::remove_file(file(&stack.objects(), "rb", "guard", 2)).unwrap();
+    std::fs::remove_file(file(&stack.objects(), "rb", "guard", 1)).unwrap();
+    assert!(matches!(
+        op(&mut c, "rb", VaultOp::Unlock { pin: pin("0002") }),
+        Err(VaultError::Tampered(_))
+    ));
+    assert!(matches!(
+        op(&mut c, "rb", VaultOp::Unlock { pin: pin("1111") }),
+        Err(VaultError::Tampered(_))
+    ));
+}
