@@ -271,7 +271,10 @@ impl LockedVault {
     }
 
     fn record_guard(&mut self, objects: &Objects<'_>, next: GuardState) -> Result<(), VaultError> {
-        let seq = self.guard_seq + 1;
+        let seq = self
+            .guard_seq
+            .checked_add(1)
+            .ok_or_else(|| VaultError::Tampered("guard sequence exhausted".into()))?;
         objects.create(
             &guard_key(&self.secret, objects.vault()),
             ObjectKind::Guard,
@@ -283,8 +286,10 @@ impl LockedVault {
         Ok(())
     }
 
-    /// Checks `pin`. A wrong PIN is counted durably *before* this returns; at the limit the
-    /// vault locks. A right PIN resets the count (durably, if it was not zero).
+    /// Checks `pin`. The attempt is counted durably *before* the PIN is even evaluated (so a
+    /// host that refuses to store the count gets no answer at all, and a crash at any point
+    /// leaves the attempt counted); a right PIN then resets the count. At the limit the vault
+    /// locks.
     pub fn unlock(
         &mut self,
         objects: &Objects<'_>,
@@ -297,6 +302,14 @@ impl LockedVault {
         let vault = objects.vault();
         let stretch = Stretch::from_phc(&self.inner.phc, &Bounds::DEFAULT)
             .map_err(|_| VaultError::Tampered("PIN parameters out of bounds".into()))?;
+        let failures = self.guard.failures.saturating_add(1);
+        self.record_guard(
+            objects,
+            GuardState {
+                failures,
+                locked: failures >= policy.max_failures,
+            },
+        )?;
         let kek = kek(&stretch.derive(pin), &self.secret, vault);
         match kek.open(&kek_aad(vault, self.generation), &self.inner.wrapped_vmk) {
             Ok(vmk) => {
@@ -304,23 +317,13 @@ impl LockedVault {
                     SecretBytes::try_from_slice(&vmk)
                         .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
                 );
-                if self.guard.failures > 0 {
-                    self.record_guard(objects, GuardState::default())?;
-                }
+                self.record_guard(objects, GuardState::default())?;
                 Ok(vmk)
             }
-            Err(_) => {
-                let failures = self.guard.failures.saturating_add(1);
-                let locked = failures >= policy.max_failures;
-                self.record_guard(objects, GuardState { failures, locked })?;
-                if locked {
-                    Err(VaultError::LockedOut)
-                } else {
-                    Err(VaultError::WrongPin {
-                        attempts_left: policy.max_failures - failures,
-                    })
-                }
-            }
+            Err(_) if self.guard.locked => Err(VaultError::LockedOut),
+            Err(_) => Err(VaultError::WrongPin {
+                attempts_left: policy.max_failures - failures,
+            }),
         }
     }
 
@@ -335,15 +338,11 @@ impl LockedVault {
         policy: &KeyPolicy,
     ) -> Result<MasterKey, VaultError> {
         let vmk = self.unlock(objects, old, policy)?;
-        write_keys(
-            objects,
-            sealer,
-            &self.secret,
-            self.generation + 1,
-            &vmk,
-            new,
-            policy,
-        )?;
+        let next = self
+            .generation
+            .checked_add(1)
+            .ok_or_else(|| VaultError::Tampered("keys generation exhausted".into()))?;
+        write_keys(objects, sealer, &self.secret, next, &vmk, new, policy)?;
         *self = LockedVault::open(objects, sealer)?;
         Ok(vmk)
     }

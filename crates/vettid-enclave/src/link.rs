@@ -95,12 +95,50 @@ impl Link {
                         let _ = waiter.send(body);
                     }
                 }
-                Err(FrameError::Oversized { id, .. } | FrameError::Unsupported { id }) => {
+                Err(
+                    FrameError::Oversized {
+                        id,
+                        kind: Some(Kind::Request),
+                        ..
+                    }
+                    | FrameError::Unsupported {
+                        id,
+                        kind: Some(Kind::Request),
+                    },
+                ) => {
                     let _ = requests.send(Incoming {
                         id,
                         body: Err("frame too large or unsupported".into()),
                     });
                 }
+                Err(
+                    FrameError::Oversized {
+                        id,
+                        kind: Some(Kind::Response),
+                        ..
+                    }
+                    | FrameError::Unsupported {
+                        id,
+                        kind: Some(Kind::Response),
+                    },
+                ) => {
+                    // A bad answer fails the call waiting for it, not some other request.
+                    let waiter = self
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id);
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(to_body(&HostReply::Error(
+                            "answer too large or unsupported".into(),
+                        )));
+                    }
+                }
+                // Kind unknown: answering could reach the wrong caller; drop it.
+                Err(
+                    FrameError::Oversized { kind: None, .. }
+                    | FrameError::Unsupported { kind: None, .. },
+                ) => {}
                 Err(FrameError::Short) => {}
                 Err(FrameError::Closed(_)) => break,
             }

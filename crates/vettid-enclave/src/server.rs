@@ -62,7 +62,11 @@ fn work(link: &Link, manager: &Manager, requests: &Mutex<Receiver<Incoming>>) {
         }) {
             Ok(ToEnclave::Ping) => (Ok(EnclaveReply::Pong), None),
             Ok(ToEnclave::Vault { vault, op }) => {
-                let r = manager.handle(&vault, op);
+                // A bug must cost one request, not a worker: the pool is not refilled.
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    manager.handle(&vault, op)
+                }))
+                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
                 let maintain = matches!(r, Ok(EnclaveReply::Written(_))).then_some(vault);
                 (r, maintain)
             }

@@ -12,7 +12,7 @@
 //! identity's signature over its version, which is what apps check against rollback.)
 //!
 //! **Compaction** (after the acknowledgement, see [`Vault::wants_snapshot`]): write `snap/v`,
-//! then delete older log entries, snapshots and epochs.
+//! then delete older log entries and snapshots (never epochs: they are the fence).
 
 use crate::keys::MasterKey;
 use crate::objects::{ObjectKind, Objects, decode, encode};
@@ -174,7 +174,12 @@ impl Vault {
     }
 
     fn claim_epoch(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
-        let next = objects.list(ObjectKind::Epoch)?.last().map_or(1, |e| e + 1);
+        let next = match objects.list(ObjectKind::Epoch)?.last() {
+            None => 1,
+            Some(e) => e
+                .checked_add(1)
+                .ok_or_else(|| VaultError::Tampered("epoch sequence exhausted".into()))?,
+        };
         objects.create(&self.key, ObjectKind::Epoch, next, &next.to_be_bytes())?;
         self.epoch = next;
         Ok(())
@@ -184,47 +189,51 @@ impl Vault {
     pub fn load(objects: &Objects<'_>, vmk: &MasterKey) -> Result<Vault, VaultError> {
         let vault = objects.vault();
         let mut v = Vault::claim(objects, vmk, Connection::open_in_memory().map_err(sql_err)?)?;
-        let snap = *objects
-            .list(ObjectKind::Snapshot)?
-            .last()
-            .ok_or_else(|| VaultError::Tampered("no snapshot".into()))?;
-        let manifest = objects
-            .read(&v.key, ObjectKind::Snapshot, snap)?
-            .ok_or_else(|| VaultError::Storage("snapshot vanished".into()))?;
-        let manifest: SnapshotManifest = decode(&manifest, "snapshot")?;
-        let len = usize::try_from(manifest.len)
-            .map_err(|_| VaultError::Tampered("snapshot length".into()))?;
-        let mut db = Vec::with_capacity(len.min(1 << 32));
-        for index in 0..manifest.chunks {
-            let chunk = objects
-                .read(&v.key, ObjectKind::SnapshotChunk, chunk_number(snap, index))?
-                .ok_or_else(|| VaultError::Tampered(format!("snapshot chunk {index} missing")))?;
-            if chunk.len() < SNAPSHOT_ID || chunk[..SNAPSHOT_ID] != manifest.id[..] {
-                return Err(VaultError::Tampered(
-                    "snapshot chunk from another attempt".into(),
-                ));
+        // No snapshot at all: the enclave died while creating the vault (after its keys,
+        // before the first snapshot). Start empty at version 0; the log, if any, must then
+        // start at 1 (a host that deleted snapshots of a longer history shows up as a gap).
+        if let Some(&snap) = objects.list(ObjectKind::Snapshot)?.last() {
+            let manifest = objects
+                .read(&v.key, ObjectKind::Snapshot, snap)?
+                .ok_or_else(|| VaultError::Storage("snapshot vanished".into()))?;
+            let manifest: SnapshotManifest = decode(&manifest, "snapshot")?;
+            let len = usize::try_from(manifest.len)
+                .map_err(|_| VaultError::Tampered("snapshot length".into()))?;
+            let mut db = Vec::with_capacity(len.min(1 << 32));
+            for index in 0..manifest.chunks {
+                let chunk = objects
+                    .read(&v.key, ObjectKind::SnapshotChunk, chunk_number(snap, index))?
+                    .ok_or_else(|| {
+                        VaultError::Tampered(format!("snapshot chunk {index} missing"))
+                    })?;
+                if chunk.len() < SNAPSHOT_ID || chunk[..SNAPSHOT_ID] != manifest.id[..] {
+                    return Err(VaultError::Tampered(
+                        "snapshot chunk from another attempt".into(),
+                    ));
+                }
+                db.extend_from_slice(&chunk[SNAPSHOT_ID..]);
             }
-            db.extend_from_slice(&chunk[SNAPSHOT_ID..]);
+            if db.len() != len {
+                return Err(VaultError::Tampered("snapshot length".into()));
+            }
+            v.conn
+                .deserialize_read_exact(MAIN_DB, &db[..], db.len(), false)
+                .map_err(|_| VaultError::Tampered("snapshot is not a database".into()))?;
+            drop(db);
+            v.version = snap;
+            v.snapshot_version = snap;
+            v.hash = manifest
+                .hash
+                .try_into()
+                .map_err(|_| VaultError::Tampered("snapshot hash".into()))?;
         }
-        if db.len() != len {
-            return Err(VaultError::Tampered("snapshot length".into()));
-        }
-        v.conn
-            .deserialize_read_exact(MAIN_DB, &db[..], db.len(), false)
-            .map_err(|_| VaultError::Tampered("snapshot is not a database".into()))?;
-        drop(db);
-        v.version = snap;
-        v.snapshot_version = snap;
-        v.hash = manifest
-            .hash
-            .try_into()
-            .map_err(|_| VaultError::Tampered("snapshot hash".into()))?;
+        let base = v.snapshot_version;
         for number in objects
             .list(ObjectKind::Log)?
             .into_iter()
-            .filter(|n| *n > snap)
+            .filter(|n| *n > base)
         {
-            if number != v.version + 1 {
+            if v.version.checked_add(1) != Some(number) {
                 return Err(VaultError::Tampered(format!(
                     "log gap before version {number}"
                 )));
@@ -314,7 +323,10 @@ impl Vault {
         statements: Vec<Statement>,
     ) -> Result<SignedVersion, VaultError> {
         let vault = objects.vault();
-        let number = self.version + 1;
+        let number = self
+            .version
+            .checked_add(1)
+            .ok_or_else(|| VaultError::Tampered("version sequence exhausted".into()))?;
         let stmts = encode(&statements);
         let hash = change_hash(vault, number, &self.hash, &stmts);
         let signature = self.identity.sign(&version_message(vault, number, &hash));
@@ -332,7 +344,7 @@ impl Vault {
         objects.create(&self.key, ObjectKind::Log, number, &plaintext)?;
         // A newer writer may have loaded before our entry existed: then it is not ours to ack.
         if objects
-            .read_raw(ObjectKind::Epoch, self.epoch + 1)?
+            .read_raw(ObjectKind::Epoch, self.epoch.saturating_add(1))?
             .is_some()
         {
             return Err(VaultError::Conflict);
@@ -417,7 +429,8 @@ impl Vault {
         older(ObjectKind::Log, &|n| n > v)?;
         older(ObjectKind::Snapshot, &|n| n >= v)?;
         older(ObjectKind::SnapshotChunk, &|n| (n >> 16) >= v)?;
-        older(ObjectKind::Epoch, &|n| n >= self.epoch)?;
+        // Epochs are never deleted: a writer's fence is "epoch e+1 exists", which must stay
+        // true once it has been true (they are a few dozen bytes each).
         Ok(())
     }
 

@@ -55,17 +55,31 @@ pub async fn serve(host: Arc<Host>, path: &Path) -> std::io::Result<tokio::task:
                                 };
                             (id, reply)
                         }
-                        Ok(Frame {
-                            kind: Kind::Response,
-                            ..
-                        })
-                        | Err(FrameError::Short) => continue,
-                        Err(FrameError::Oversized { id, .. } | FrameError::Unsupported { id }) => (
+                        Err(
+                            FrameError::Oversized {
+                                id,
+                                kind: Some(Kind::Request),
+                                ..
+                            }
+                            | FrameError::Unsupported {
+                                id,
+                                kind: Some(Kind::Request),
+                            },
+                        ) => (
                             id,
                             Err(VaultError::BadRequest(
                                 "frame too large or unsupported".into(),
                             )),
                         ),
+                        Ok(Frame {
+                            kind: Kind::Response,
+                            ..
+                        })
+                        | Err(
+                            FrameError::Short
+                            | FrameError::Oversized { .. }
+                            | FrameError::Unsupported { .. },
+                        ) => continue,
                         Err(FrameError::Closed(_)) => break,
                     };
                     let frame = Frame {

@@ -11,7 +11,8 @@ pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> Result<Frame, Frame
         r.read_exact(&mut header).await?;
         tokio::io::copy(&mut r.take((len - 10) as u64), &mut tokio::io::sink()).await?;
         let id = u64::from_be_bytes(header[2..10].try_into().expect("8 bytes"));
-        return Err(FrameError::Oversized { id, len });
+        let kind = vettid_proto::channel::kind_of(header[1]);
+        return Err(FrameError::Oversized { id, len, kind });
     }
     let mut whole = Vec::with_capacity(4 + len);
     whole.extend_from_slice(&(len as u32).to_be_bytes());

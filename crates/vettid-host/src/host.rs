@@ -340,7 +340,17 @@ async fn supervise(
                         let _ = write_frame(&mut *writer.lock().await, &frame).await;
                     });
                 }
-                Err(FrameError::Oversized { id, .. } | FrameError::Unsupported { id }) => {
+                Err(
+                    FrameError::Oversized {
+                        id,
+                        kind: Some(Kind::Request),
+                        ..
+                    }
+                    | FrameError::Unsupported {
+                        id,
+                        kind: Some(Kind::Request),
+                    },
+                ) => {
                     let frame = Frame {
                         kind: Kind::Response,
                         id,
@@ -348,6 +358,35 @@ async fn supervise(
                     };
                     let _ = write_frame(&mut *current.writer.lock().await, &frame).await;
                 }
+                Err(
+                    FrameError::Oversized {
+                        id,
+                        kind: Some(Kind::Response),
+                        ..
+                    }
+                    | FrameError::Unsupported {
+                        id,
+                        kind: Some(Kind::Response),
+                    },
+                ) => {
+                    // A bad answer fails the call waiting for it, not some other request.
+                    if let Some(tx) = current
+                        .pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&id)
+                    {
+                        let failed: Result<EnclaveReply, VaultError> = Err(VaultError::Internal(
+                            "answer too large or unsupported".into(),
+                        ));
+                        let _ = tx.send(to_body(&failed));
+                    }
+                }
+                // Kind unknown: answering could reach the wrong caller; drop it.
+                Err(
+                    FrameError::Oversized { kind: None, .. }
+                    | FrameError::Unsupported { kind: None, .. },
+                ) => {}
                 Err(FrameError::Short) => {}
                 Err(FrameError::Closed(_)) => break,
             }

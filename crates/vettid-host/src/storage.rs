@@ -106,10 +106,18 @@ impl Storage {
                     return HostReply::Created;
                 };
                 let path = root.join(name);
+                let root = root.clone();
                 let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                     std::fs::File::open(&path)?.sync_all()?;
-                    if let Some(dir) = path.parent() {
-                        std::fs::File::open(dir)?.sync_all()?;
+                    // Every directory up to the root: the first object of a new directory is
+                    // only durable once the directories leading to it are.
+                    let mut dir = path.parent();
+                    while let Some(d) = dir {
+                        std::fs::File::open(d)?.sync_all()?;
+                        if d == root {
+                            break;
+                        }
+                        dir = d.parent();
                     }
                     Ok(())
                 })

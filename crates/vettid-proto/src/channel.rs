@@ -45,19 +45,25 @@ pub enum FrameError {
     /// The stream ended or failed: the channel is gone.
     #[error("channel closed: {0}")]
     Closed(#[from] io::Error),
-    /// A frame was too large; its bytes were skipped. Answer `id` with an error.
+    /// A frame was too large; its bytes were skipped. If it was a request, answer `id` with
+    /// an error; if a response, fail the call `id` is waiting for.
     #[error("frame {id} too large ({len} bytes)")]
     Oversized {
         /// The frame's id.
         id: u64,
         /// Its announced length.
         len: usize,
+        /// Request or response, if the header said so validly.
+        kind: Option<Kind>,
     },
-    /// A frame had an unknown version or kind. Answer `id` with an error.
+    /// A frame had an unknown version or kind. Handled like [`FrameError::Oversized`]; with no
+    /// known kind it can only be dropped (answering it could reach the wrong caller).
     #[error("frame {id} has an unsupported version or kind")]
     Unsupported {
         /// The frame's id.
         id: u64,
+        /// Request or response, if only the version was wrong.
+        kind: Option<Kind>,
     },
     /// A frame was shorter than its header: nothing can be answered; the stream goes on.
     #[error("frame too short")]
@@ -114,19 +120,27 @@ impl Frame {
         let mut header = [0u8; HEADER];
         r.read_exact(&mut header)?;
         let id = u64::from_be_bytes(header[2..10].try_into().expect("8 bytes"));
+        let kind = kind_of(header[1]);
         let body_len = len - HEADER;
         if len > MAX_FRAME {
             io::copy(&mut r.take(body_len as u64), &mut io::sink())?;
-            return Err(FrameError::Oversized { id, len });
+            return Err(FrameError::Oversized { id, len, kind });
         }
         let mut body = vec![0u8; body_len];
         r.read_exact(&mut body)?;
-        let kind = match (header[0], header[1]) {
-            (VERSION, 1) => Kind::Request,
-            (VERSION, 2) => Kind::Response,
-            _ => return Err(FrameError::Unsupported { id }),
-        };
-        Ok(Frame { kind, id, body })
+        match (header[0], kind) {
+            (VERSION, Some(kind)) => Ok(Frame { kind, id, body }),
+            _ => Err(FrameError::Unsupported { id, kind }),
+        }
+    }
+}
+
+/// The kind byte of a header, if valid.
+pub fn kind_of(byte: u8) -> Option<Kind> {
+    match byte {
+        1 => Some(Kind::Request),
+        2 => Some(Kind::Response),
+        _ => None,
     }
 }
 
@@ -201,11 +215,18 @@ mod tests {
         let mut r = &stream[..];
         assert!(matches!(
             Frame::read_from(&mut r),
-            Err(FrameError::Oversized { id: 7, .. })
+            Err(FrameError::Oversized {
+                id: 7,
+                kind: Some(Kind::Request),
+                ..
+            })
         ));
         assert!(matches!(
             Frame::read_from(&mut r),
-            Err(FrameError::Unsupported { id: 8 })
+            Err(FrameError::Unsupported {
+                id: 8,
+                kind: Some(Kind::Request)
+            })
         ));
         assert!(matches!(Frame::read_from(&mut r), Err(FrameError::Short)));
         assert_eq!(Frame::read_from(&mut r).unwrap(), frame(9, b"ok"));

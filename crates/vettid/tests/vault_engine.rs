@@ -421,3 +421,70 @@ fn deleting_guard_records_to_reset_the_count_is_detected() {
         Err(VaultError::Tampered(_))
     ));
 }
+
+#[test]
+fn a_host_that_refuses_to_store_the_count_gets_no_answer_about_the_pin() {
+    let stack = Stack::start(&[]);
+    let host = &stack.host;
+    let mut c = host.client();
+    op(&mut c, "nocount", VaultOp::Create { pin: pin("1111") }).unwrap();
+    // Make every guard write fail: a file where the guard directory would go.
+    std::fs::write(
+        stack.objects().join("vaults/nocount/guard"),
+        b"not a directory",
+    )
+    .unwrap();
+    for attempt in ["0000", "1111"] {
+        assert!(
+            matches!(
+                op(&mut c, "nocount", VaultOp::Unlock { pin: pin(attempt) }),
+                Err(VaultError::Storage(_))
+            ),
+            "PIN {attempt} was evaluated without a durable count"
+        );
+    }
+}
+
+#[test]
+fn a_stale_writer_is_fenced_even_after_the_newer_one_compacted() {
+    let t = tempfile::tempdir().unwrap();
+    let objects = t.path().join("objects");
+    let platform = Platform::start(&t.path().join("platform"));
+    let a = Host::start(&t.path().join("a"), &platform, &objects, &[]);
+    let b = Host::start(
+        &t.path().join("b"),
+        &platform,
+        &objects,
+        &["--idle-secs", "0", "--snapshot-every", "1"],
+    );
+    let (mut ca, mut cb) = (a.client(), b.client());
+    op(&mut ca, "stale", VaultOp::Create { pin: pin("1111") }).unwrap();
+    put(&mut ca, "stale", "k1", b"a").unwrap();
+    op(&mut cb, "stale", VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    wait_evicted(&mut cb, "stale");
+    // B reloads (a newer epoch), writes version 2, snapshots and compacts the log.
+    put(&mut cb, "stale", "k2", b"b").unwrap();
+    // A still believes it is at version 1: its write of version 2 must not be acknowledged.
+    assert_eq!(put(&mut ca, "stale", "k3", b"a"), Err(VaultError::Conflict));
+    op(&mut cb, "stale", VaultOp::Lock).unwrap();
+    op(&mut cb, "stale", VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    assert_eq!(get(&mut cb, "stale", "k1"), Ok(Some(b"a".to_vec())));
+    assert_eq!(get(&mut cb, "stale", "k2"), Ok(Some(b"b".to_vec())));
+}
+
+#[test]
+fn a_vault_whose_creation_was_cut_short_still_opens() {
+    let stack = Stack::start(&[]);
+    let host = &stack.host;
+    let mut c = host.client();
+    op(&mut c, "half", VaultOp::Create { pin: pin("1111") }).unwrap();
+    host.kill_enclave();
+    // As if the enclave had died after writing the keys and before the first snapshot.
+    for dir in ["snap", "snapc"] {
+        std::fs::remove_dir_all(stack.objects().join("vaults/half").join(dir)).unwrap();
+    }
+    let mut c = host.client();
+    op(&mut c, "half", VaultOp::Unlock { pin: pin("1111") }).unwrap();
+    put(&mut c, "half", "k", b"v").unwrap();
+    assert_eq!(get(&mut c, "half", "k"), Ok(Some(b"v".to_vec())));
+}
