@@ -7,11 +7,15 @@
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vettid_proto::channel::{Frame, FrameError, Kind, from_body, to_body};
 use vettid_proto::enclave::{HostReply, ToHost};
+
+/// Host requests queued for the workers at most; beyond it the enclave answers "busy" at once
+/// instead of buffering without bound (each request may be up to a frame's size).
+const QUEUE: usize = 256;
 
 /// How long the enclave waits for the host to answer one request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -61,7 +65,7 @@ impl Link {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
         let reader_link = link.clone();
         std::thread::Builder::new()
             .name("channel-reader".into())
@@ -69,7 +73,26 @@ impl Link {
         Ok((link, rx))
     }
 
-    fn read_loop(&self, mut r: BufReader<Box<dyn Read + Send>>, requests: Sender<Incoming>) {
+    /// Queues a host request for the workers, or answers "busy" when the queue is full.
+    /// Returns false when the workers are gone.
+    fn enqueue(&self, requests: &SyncSender<Incoming>, incoming: Incoming) -> bool {
+        match requests.try_send(incoming) {
+            Ok(()) => true,
+            Err(TrySendError::Full(Incoming { id, .. })) => {
+                let busy: Result<
+                    vettid_proto::enclave::EnclaveReply,
+                    vettid_proto::enclave::VaultError,
+                > = Err(vettid_proto::enclave::VaultError::Internal(
+                    "enclave busy; retry".into(),
+                ));
+                self.respond(id, to_body(&busy));
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    fn read_loop(&self, mut r: BufReader<Box<dyn Read + Send>>, requests: SyncSender<Incoming>) {
         loop {
             match Frame::read_from(&mut r) {
                 Ok(Frame {
@@ -77,7 +100,7 @@ impl Link {
                     id,
                     body,
                 }) => {
-                    if requests.send(Incoming { id, body: Ok(body) }).is_err() {
+                    if !self.enqueue(&requests, Incoming { id, body: Ok(body) }) {
                         break;
                     }
                 }
@@ -106,10 +129,13 @@ impl Link {
                         kind: Some(Kind::Request),
                     },
                 ) => {
-                    let _ = requests.send(Incoming {
-                        id,
-                        body: Err("frame too large or unsupported".into()),
-                    });
+                    let _ = self.enqueue(
+                        &requests,
+                        Incoming {
+                            id,
+                            body: Err("frame too large or unsupported".into()),
+                        },
+                    );
                 }
                 Err(
                     FrameError::Oversized {
@@ -244,5 +270,43 @@ impl vettid_attest::seal::KeyService for Link {
             Ok(_) => Err(err(&"unexpected answer")),
             Err(e) => Err(err(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+    use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
+
+    #[test]
+    fn a_full_queue_answers_busy_instead_of_growing() {
+        let (enclave_end, mut host_end) = UnixStream::pair().unwrap();
+        let reader = enclave_end.try_clone().unwrap();
+        // No worker takes requests off the queue.
+        let (_link, _requests) = Link::start(Box::new(reader), Box::new(enclave_end)).unwrap();
+        let extra = 20;
+        for id in 0..(QUEUE + extra) as u64 {
+            Frame {
+                kind: Kind::Request,
+                id,
+                body: to_body(&ToEnclave::Ping),
+            }
+            .write_to(&mut host_end)
+            .unwrap();
+        }
+        let mut busy = Vec::new();
+        for _ in 0..extra {
+            let f = Frame::read_from(&mut host_end).unwrap();
+            assert_eq!(f.kind, Kind::Response);
+            let reply: Result<EnclaveReply, VaultError> = from_body(&f.body).unwrap();
+            assert!(matches!(reply, Err(VaultError::Internal(_))));
+            busy.push(f.id);
+        }
+        let expected: Vec<u64> = (QUEUE as u64..(QUEUE + extra) as u64).collect();
+        assert_eq!(
+            busy, expected,
+            "exactly the requests beyond the queue are refused"
+        );
     }
 }
