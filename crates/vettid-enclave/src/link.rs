@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vettid_proto::channel::{Frame, FrameError, Kind, from_body, to_body};
+use vettid_proto::channel::{Frame, Kind, Received, from_body, to_body};
 use vettid_proto::enclave::{HostReply, ToHost};
 
 /// Host requests queued for the workers at most; beyond it the enclave answers "busy" at once
@@ -94,79 +94,28 @@ impl Link {
 
     fn read_loop(&self, mut r: BufReader<Box<dyn Read + Send>>, requests: SyncSender<Incoming>) {
         loop {
-            match Frame::read_from(&mut r) {
-                Ok(Frame {
-                    kind: Kind::Request,
-                    id,
-                    body,
-                }) => {
-                    if !self.enqueue(&requests, Incoming { id, body: Ok(body) }) {
+            match Received::from(Frame::read_from(&mut r)) {
+                Received::Request { id, body } => {
+                    let body = body.map_err(|e| e.to_string());
+                    if !self.enqueue(&requests, Incoming { id, body }) {
                         break;
                     }
                 }
-                Ok(Frame {
-                    kind: Kind::Response,
-                    id,
-                    body,
-                }) => {
+                Received::Response { id, body } => {
                     let waiter = self
                         .pending
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&id);
                     if let Some(waiter) = waiter {
-                        let _ = waiter.send(body);
+                        // A bad answer fails the call waiting for it, not some other request.
+                        let _ = waiter.send(
+                            body.unwrap_or_else(|e| to_body(&HostReply::Error(e.to_string()))),
+                        );
                     }
                 }
-                Err(
-                    FrameError::Oversized {
-                        id,
-                        kind: Some(Kind::Request),
-                        ..
-                    }
-                    | FrameError::Unsupported {
-                        id,
-                        kind: Some(Kind::Request),
-                    },
-                ) => {
-                    let _ = self.enqueue(
-                        &requests,
-                        Incoming {
-                            id,
-                            body: Err("frame too large or unsupported".into()),
-                        },
-                    );
-                }
-                Err(
-                    FrameError::Oversized {
-                        id,
-                        kind: Some(Kind::Response),
-                        ..
-                    }
-                    | FrameError::Unsupported {
-                        id,
-                        kind: Some(Kind::Response),
-                    },
-                ) => {
-                    // A bad answer fails the call waiting for it, not some other request.
-                    let waiter = self
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(to_body(&HostReply::Error(
-                            "answer too large or unsupported".into(),
-                        )));
-                    }
-                }
-                // Kind unknown: answering could reach the wrong caller; drop it.
-                Err(
-                    FrameError::Oversized { kind: None, .. }
-                    | FrameError::Unsupported { kind: None, .. },
-                ) => {}
-                Err(FrameError::Short) => {}
-                Err(FrameError::Closed(_)) => break,
+                Received::Nothing => {}
+                Received::Closed => break,
             }
         }
         // Wake every waiter: the host is gone.

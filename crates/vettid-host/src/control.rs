@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
-use vettid_proto::channel::{Frame, FrameError, Kind, from_body, to_body};
+use vettid_proto::channel::{Frame, FrameError, Kind, Received, from_body, to_body};
 use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
 
 /// Serves the control socket at `path` (replacing a stale one) until the task is dropped.
@@ -23,71 +23,32 @@ pub async fn serve(host: Arc<Host>, path: &Path) -> std::io::Result<tokio::task:
                 let (mut r, w) = stream.into_split();
                 let w = Arc::new(tokio::sync::Mutex::new(w));
                 loop {
-                    let (id, reply) = match read_frame(&mut r).await {
-                        Ok(Frame {
-                            kind: Kind::Request,
-                            id,
-                            body,
-                        }) => {
-                            let reply: Result<EnclaveReply, VaultError> =
-                                match from_body::<ToEnclave>(&body) {
-                                    Ok(req) => {
-                                        let host = host.clone();
-                                        let w = w.clone();
-                                        // Requests on one connection run concurrently.
-                                        tokio::spawn(async move {
-                                            let reply = host
-                                                .call(&req)
-                                                .await
-                                                .unwrap_or_else(|e| Err(unavailable(e)));
-                                            let frame = Frame {
-                                                kind: Kind::Response,
-                                                id,
-                                                body: to_body(&reply),
-                                            };
-                                            let _ = write_frame(&mut *w.lock().await, &frame).await;
-                                        });
-                                        continue;
-                                    }
-                                    Err(_) => {
-                                        Err(VaultError::BadRequest("malformed request".into()))
-                                    }
-                                };
-                            (id, reply)
-                        }
-                        Err(
-                            FrameError::Oversized {
-                                id,
-                                kind: Some(Kind::Request),
-                                ..
-                            }
-                            | FrameError::Unsupported {
-                                id,
-                                kind: Some(Kind::Request),
-                            },
-                        ) => (
-                            id,
-                            Err(VaultError::BadRequest(
-                                "frame too large or unsupported".into(),
-                            )),
-                        ),
-                        Ok(Frame {
+                    let (id, body) = match Received::from(read_frame(&mut r).await) {
+                        Received::Request { id, body } => (id, body),
+                        // Clients only send requests; anything else is ignored.
+                        Received::Response { .. } | Received::Nothing => continue,
+                        Received::Closed => break,
+                    };
+                    let (host, w) = (host.clone(), w.clone());
+                    // Requests on one connection run concurrently.
+                    tokio::spawn(async move {
+                        let reply: Result<EnclaveReply, VaultError> = match body
+                            .map(|b| from_body::<ToEnclave>(&b))
+                        {
+                            Ok(Ok(req)) => host
+                                .call(&req)
+                                .await
+                                .unwrap_or_else(|e| Err(unavailable(e))),
+                            Ok(Err(_)) => Err(VaultError::BadRequest("malformed request".into())),
+                            Err(e) => Err(VaultError::BadRequest(e.to_string())),
+                        };
+                        let frame = Frame {
                             kind: Kind::Response,
-                            ..
-                        })
-                        | Err(
-                            FrameError::Short
-                            | FrameError::Oversized { .. }
-                            | FrameError::Unsupported { .. },
-                        ) => continue,
-                        Err(FrameError::Closed(_)) => break,
-                    };
-                    let frame = Frame {
-                        kind: Kind::Response,
-                        id,
-                        body: to_body(&reply),
-                    };
-                    let _ = write_frame(&mut *w.lock().await, &frame).await;
+                            id,
+                            body: to_body(&reply),
+                        };
+                        let _ = write_frame(&mut *w.lock().await, &frame).await;
+                    });
                 }
             });
         }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::net::UnixListener;
 use tokio::sync::{Mutex, oneshot, watch};
-use vettid_proto::channel::{Frame, FrameError, Kind, from_body, to_body};
+use vettid_proto::channel::{Frame, Kind, Received, from_body, to_body};
 use vettid_proto::enclave::{EnclaveReply, HostReply, ToEnclave, ToHost, VaultError};
 
 /// How long a client operation may wait for the enclave.
@@ -302,35 +302,33 @@ async fn supervise(
                 f = read_frame(&mut reader) => f,
                 _ = exited => break,
             };
-            match frame {
-                Ok(Frame {
-                    kind: Kind::Response,
-                    id,
-                    body,
-                }) => {
-                    if let Some(tx) = current
+            match Received::from(frame) {
+                Received::Response { id, body } => {
+                    let tx = current
                         .pending
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id)
-                    {
-                        let _ = tx.send(body);
+                        .remove(&id);
+                    if let Some(tx) = tx {
+                        // A bad answer fails the call waiting for it, not some other request.
+                        let _ = tx.send(body.unwrap_or_else(|e| {
+                            to_body(&Err::<EnclaveReply, VaultError>(VaultError::Internal(
+                                e.to_string(),
+                            )))
+                        }));
                     }
                 }
-                Ok(Frame {
-                    kind: Kind::Request,
-                    id,
-                    body,
-                }) => {
+                Received::Request { id, body } => {
                     let (storage, writer, platform) = (
                         storage.clone(),
                         current.writer.clone(),
                         config.platform.clone(),
                     );
                     tokio::spawn(async move {
-                        let reply = match from_body::<ToHost>(&body) {
-                            Ok(req) => serve(&storage, &platform, req).await,
-                            Err(_) => HostReply::Error("malformed request".into()),
+                        let reply = match body.map(|b| from_body::<ToHost>(&b)) {
+                            Ok(Ok(req)) => serve(&storage, &platform, req).await,
+                            Ok(Err(_)) => HostReply::Error("malformed request".into()),
+                            Err(e) => HostReply::Error(e.to_string()),
                         };
                         let frame = Frame {
                             kind: Kind::Response,
@@ -340,55 +338,8 @@ async fn supervise(
                         let _ = write_frame(&mut *writer.lock().await, &frame).await;
                     });
                 }
-                Err(
-                    FrameError::Oversized {
-                        id,
-                        kind: Some(Kind::Request),
-                        ..
-                    }
-                    | FrameError::Unsupported {
-                        id,
-                        kind: Some(Kind::Request),
-                    },
-                ) => {
-                    let frame = Frame {
-                        kind: Kind::Response,
-                        id,
-                        body: to_body(&HostReply::Error("frame too large or unsupported".into())),
-                    };
-                    let _ = write_frame(&mut *current.writer.lock().await, &frame).await;
-                }
-                Err(
-                    FrameError::Oversized {
-                        id,
-                        kind: Some(Kind::Response),
-                        ..
-                    }
-                    | FrameError::Unsupported {
-                        id,
-                        kind: Some(Kind::Response),
-                    },
-                ) => {
-                    // A bad answer fails the call waiting for it, not some other request.
-                    if let Some(tx) = current
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id)
-                    {
-                        let failed: Result<EnclaveReply, VaultError> = Err(VaultError::Internal(
-                            "answer too large or unsupported".into(),
-                        ));
-                        let _ = tx.send(to_body(&failed));
-                    }
-                }
-                // Kind unknown: answering could reach the wrong caller; drop it.
-                Err(
-                    FrameError::Oversized { kind: None, .. }
-                    | FrameError::Unsupported { kind: None, .. },
-                ) => {}
-                Err(FrameError::Short) => {}
-                Err(FrameError::Closed(_)) => break,
+                Received::Nothing => {}
+                Received::Closed => break,
             }
         }
         let _ = conn.send(None);

@@ -135,6 +135,69 @@ impl Frame {
     }
 }
 
+/// A frame that was too large or of an unsupported version: its body is not available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("frame too large or unsupported")]
+pub struct BadFrame;
+
+/// What a reader has to act on after reading one frame, so every reader routes bad frames
+/// the same way: a bad request is answered with an error, a bad response fails the call
+/// waiting for it, and a frame of unknown kind is dropped (answering it could reach the wrong
+/// caller).
+#[derive(Debug)]
+pub enum Received {
+    /// A request to answer; `Err` if its frame was bad (answer with an error).
+    Request {
+        /// Its id.
+        id: u64,
+        /// Its body.
+        body: Result<Vec<u8>, BadFrame>,
+    },
+    /// The answer to our request `id`; `Err` if its frame was bad (fail that call).
+    Response {
+        /// The id of our request.
+        id: u64,
+        /// Its body.
+        body: Result<Vec<u8>, BadFrame>,
+    },
+    /// Nothing to act on (a frame too short for a header, or of unknown kind).
+    Nothing,
+    /// The stream ended.
+    Closed,
+}
+
+impl From<Result<Frame, FrameError>> for Received {
+    fn from(read: Result<Frame, FrameError>) -> Self {
+        match read {
+            Ok(Frame {
+                kind: Kind::Request,
+                id,
+                body,
+            }) => Received::Request { id, body: Ok(body) },
+            Ok(Frame {
+                kind: Kind::Response,
+                id,
+                body,
+            }) => Received::Response { id, body: Ok(body) },
+            Err(FrameError::Oversized { id, kind, .. } | FrameError::Unsupported { id, kind }) => {
+                match kind {
+                    Some(Kind::Request) => Received::Request {
+                        id,
+                        body: Err(BadFrame),
+                    },
+                    Some(Kind::Response) => Received::Response {
+                        id,
+                        body: Err(BadFrame),
+                    },
+                    None => Received::Nothing,
+                }
+            }
+            Err(FrameError::Short) => Received::Nothing,
+            Err(FrameError::Closed(_)) => Received::Closed,
+        }
+    }
+}
+
 /// The kind byte of a header, if valid.
 pub fn kind_of(byte: u8) -> Option<Kind> {
     match byte {
@@ -255,6 +318,40 @@ mod tests {
             );
         }
         assert_eq!(from_body::<ToEnclave>(&[0xff; 16]), Err(MalformedBody));
+    }
+
+    #[test]
+    fn bad_frames_are_routed_by_kind() {
+        let over = |kind| {
+            Err(FrameError::Oversized {
+                id: 4,
+                len: MAX_FRAME + 1,
+                kind,
+            })
+        };
+        assert!(matches!(
+            Received::from(over(Some(Kind::Request))),
+            Received::Request {
+                id: 4,
+                body: Err(BadFrame)
+            }
+        ));
+        assert!(matches!(
+            Received::from(over(Some(Kind::Response))),
+            Received::Response {
+                id: 4,
+                body: Err(BadFrame)
+            }
+        ));
+        assert!(matches!(Received::from(over(None)), Received::Nothing));
+        assert!(matches!(
+            Received::from(Err(FrameError::Short)),
+            Received::Nothing
+        ));
+        assert!(matches!(
+            Received::from(Ok(frame(5, b"x"))),
+            Received::Request { id: 5, body: Ok(_) }
+        ));
     }
 
     #[test]
