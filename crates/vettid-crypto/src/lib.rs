@@ -11,6 +11,7 @@
 //! | [`aead`] | XChaCha20-Poly1305 | random 24-byte nonces, mandatory associated data, one opaque [`DecryptionFailed`] |
 //! | [`kdf`] | HKDF-SHA256 (RFC 5869) | domain labels `vettid/v1/<purpose>` as a type ([`Label`]) |
 //! | [`password`] | Argon2id (RFC 9106) | parameters travel with the salt as a PHC string, bounded on input |
+//! | [`noise`] | Noise XKpsk3 (snow) + X-Wing (ML-KEM-768 + X25519) | snow runs on this crate's primitives; the KEM secret is the PSK |
 //!
 //! ## What this crate deliberately does not do
 //!
@@ -39,6 +40,7 @@
 pub mod aead;
 pub mod agree;
 pub mod kdf;
+pub mod noise;
 pub mod password;
 mod secret;
 pub mod sign;

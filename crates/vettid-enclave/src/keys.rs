@@ -28,6 +28,7 @@ const IDENTITY: Label = Label::new("vault/identity");
 const EXCHANGE: Label = Label::new("vault/exchange");
 const RECORD: Label = Label::new("vault/keys-record");
 const GUARD: Label = Label::new("vault/guard");
+const EVENTS: Label = Label::new("vault/app-events");
 const SEAL_CONTEXT: &[u8] = b"vettid/v1/vault-secret\0";
 
 /// How many wrong PINs lock a vault, and how hard PINs are stretched.
@@ -73,6 +74,11 @@ impl MasterKey {
         ))
     }
 
+    /// The key that seals the vault's events for its apps (given to them at unlock).
+    pub fn event_key(&self, vault: &str) -> SecretBytes<32> {
+        EVENTS.derive(self.0.expose(), b"", vault.as_bytes())
+    }
+
     /// Wraps this key for keeping while the vault is evicted (see the manager).
     pub fn wrap(&self, key: &AeadKey, vault: &str) -> Vec<u8> {
         key.seal(
@@ -109,7 +115,13 @@ struct KeysInner {
     wrapped_vmk: Vec<u8>,
     #[serde(with = "serde_bytes")]
     identity: Vec<u8>,
+    /// Static Noise keys of the member's registered devices: only these may open a session
+    /// (and so try a PIN) on this vault.
+    devices: Vec<[u8; 32]>,
 }
+
+/// The keys object's format.
+const KEYS_FORMAT: u8 = 2;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct GuardState {
@@ -150,6 +162,7 @@ fn guard_key(secret: &SecretBytes<32>, vault: &str) -> AeadKey {
 }
 
 /// Writes keys generation `generation` for `vmk` under `pin`.
+#[allow(clippy::too_many_arguments)]
 fn write_keys(
     objects: &Objects<'_>,
     sealer: &dyn Sealer,
@@ -158,6 +171,7 @@ fn write_keys(
     vmk: &MasterKey,
     pin: &[u8],
     policy: &KeyPolicy,
+    devices: Vec<[u8; 32]>,
 ) -> Result<(), VaultError> {
     let vault = objects.vault();
     let stretch = Stretch::generate(policy.cost, &Bounds::DEFAULT)
@@ -167,12 +181,13 @@ fn write_keys(
         phc: stretch.to_phc(),
         wrapped_vmk: kek.seal(&kek_aad(vault, generation), vmk.0.expose()),
         identity: vmk.identity(vault).verifying_key().to_bytes().to_vec(),
+        devices,
     };
     let sealed_secret = sealer
         .seal(&[SEAL_CONTEXT, vault.as_bytes()].concat(), secret.expose())
         .map_err(|e| VaultError::Sealing(e.to_string()))?;
     let outer = KeysOuter {
-        format: 1,
+        format: KEYS_FORMAT,
         sealed_secret,
         inner: record_key(secret, vault)
             .seal(&objects.aad(ObjectKind::Keys, generation), &encode(&inner)),
@@ -180,19 +195,21 @@ fn write_keys(
     objects.create_raw(ObjectKind::Keys, generation, encode(&outer).to_vec())
 }
 
-/// Creates a vault: a new S and VMK, keys generation 0. `AlreadyExists` if it exists.
+/// Creates a vault: a new S and VMK, keys generation 0, with `devices` registered.
+/// `AlreadyExists` if it exists.
 pub fn create(
     objects: &Objects<'_>,
     sealer: &dyn Sealer,
     pin: &[u8],
     policy: &KeyPolicy,
+    devices: Vec<[u8; 32]>,
 ) -> Result<MasterKey, VaultError> {
     if !objects.list(ObjectKind::Keys)?.is_empty() {
         return Err(VaultError::AlreadyExists);
     }
     let secret = SecretBytes::random();
     let vmk = MasterKey(SecretBytes::random());
-    write_keys(objects, sealer, &secret, 0, &vmk, pin, policy).map_err(|e| match e {
+    write_keys(objects, sealer, &secret, 0, &vmk, pin, policy, devices).map_err(|e| match e {
         VaultError::Conflict => VaultError::AlreadyExists,
         e => e,
     })?;
@@ -211,7 +228,7 @@ impl LockedVault {
             .read_raw(ObjectKind::Keys, generation)?
             .ok_or_else(|| VaultError::Storage("keys object vanished".into()))?;
         let outer: KeysOuter = decode(&raw, "keys object")?;
-        if outer.format != 1 {
+        if outer.format != KEYS_FORMAT {
             return Err(VaultError::Tampered("unknown keys format".into()));
         }
         let secret = sealer
@@ -263,6 +280,14 @@ impl LockedVault {
     /// Whether the guess limit has locked the vault.
     pub fn locked_out(&self) -> bool {
         self.guard.locked
+    }
+
+    /// Whether `device` (a static Noise key) is registered with this vault (constant time).
+    pub fn has_device(&self, device: &[u8; 32]) -> bool {
+        self.inner
+            .devices
+            .iter()
+            .fold(false, |found, d| found | vettid_crypto::ct_eq(d, device))
     }
 
     /// The public identity key recorded with the keys.
@@ -342,7 +367,8 @@ impl LockedVault {
             .generation
             .checked_add(1)
             .ok_or_else(|| VaultError::Tampered("keys generation exhausted".into()))?;
-        write_keys(objects, sealer, &self.secret, next, &vmk, new, policy)?;
+        let devices = self.inner.devices.clone();
+        write_keys(objects, sealer, &self.secret, next, &vmk, new, policy, devices)?;
         *self = LockedVault::open(objects, sealer)?;
         Ok(vmk)
     }

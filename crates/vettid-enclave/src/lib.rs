@@ -24,9 +24,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod credential;
 pub mod keys;
 pub mod link;
 pub mod manager;
 pub mod objects;
 pub mod server;
+pub mod session;
 pub mod vault;

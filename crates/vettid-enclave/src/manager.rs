@@ -11,8 +11,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vettid_attest::seal::RecipientSealer;
+use vettid_crypto::SecretBytes;
 use vettid_crypto::aead::AeadKey;
-use vettid_proto::enclave::{EnclaveReply, Residency, VaultError, VaultOp, valid_vault_id};
+use vettid_proto::enclave::{
+    EnclaveReply, Residency, SignedVersion, VaultError, VaultOp, valid_vault_id,
+};
 
 /// Largest record value of the debug table.
 const MAX_VALUE: usize = 1024 * 1024;
@@ -168,7 +171,7 @@ impl Manager {
         match op {
             VaultOp::Create { pin } => {
                 check_pin(&pin)?;
-                let vmk = keys::create(&objects, &self.sealer, &pin, policy)?;
+                let vmk = keys::create(&objects, &self.sealer, &pin, policy, Vec::new())?;
                 let vault = Vault::create(&objects, &vmk)?;
                 Ok(self.make_resident(&mut slot, vault, &vmk, id))
             }
@@ -323,6 +326,163 @@ impl Manager {
             }
         }
         evicted
+    }
+}
+
+/// What enrollment made.
+pub struct Enrollment {
+    /// The vault's identity public key.
+    pub identity: [u8; 32],
+    /// The vault's exchange public key.
+    pub exchange: [u8; 32],
+    /// The credential blob for the app.
+    pub credential: Vec<u8>,
+    /// The key of the vault's events.
+    pub event_key: SecretBytes<32>,
+    /// The first signed version.
+    pub version: SignedVersion,
+}
+
+/// Operations of the app's session (see `session.rs`), on top of the engine above.
+impl Manager {
+    /// Creates vault `id` under `pin` with `device` registered and a credential around
+    /// `verifier`, and leaves it unlocked. `AlreadyExists` if the vault exists.
+    pub fn enroll(
+        &self,
+        id: &str,
+        pin: &[u8],
+        verifier: &[u8; 32],
+        device: [u8; 32],
+        device_name: &str,
+        now_ms: u64,
+    ) -> Result<Enrollment, VaultError> {
+        check_pin(pin)?;
+        if device_name.is_empty() || device_name.len() > 64 {
+            return Err(VaultError::BadRequest(
+                "device name must be 1-64 bytes".into(),
+            ));
+        }
+        let objects = Objects::new(&self.link, id);
+        let slot = self.slot(id);
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let vmk = keys::create(&objects, &self.sealer, pin, &self.config.policy, vec![device])?;
+        let mut vault = Vault::create(&objects, &vmk)?;
+        let cek = SecretBytes::<32>::random();
+        let credential = crate::credential::seal(id, 1, &cek, verifier, now_ms);
+        let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
+        let version = vault.write(
+            &objects,
+            vec![
+                Statement {
+                    sql: meta.into(),
+                    params: vec![
+                        SqlValue::Text("credential/key".into()),
+                        SqlValue::Blob(cek.expose().to_vec()),
+                    ],
+                },
+                Statement {
+                    sql: meta.into(),
+                    params: vec![
+                        SqlValue::Text("credential/generation".into()),
+                        SqlValue::Blob(1u64.to_be_bytes().to_vec()),
+                    ],
+                },
+                Statement {
+                    sql: meta.into(),
+                    params: vec![
+                        SqlValue::Text(format!("device/{}", hex::encode(device))),
+                        SqlValue::Blob(device_name.as_bytes().to_vec()),
+                    ],
+                },
+            ],
+        )?;
+        let enrollment = Enrollment {
+            identity: vault.identity_public_key(),
+            exchange: vmk.exchange(id).public_key().to_bytes(),
+            credential,
+            event_key: vault.event_key().clone(),
+            version,
+        };
+        self.make_resident(&mut slot, vault, &vmk, id);
+        Ok(enrollment)
+    }
+
+    /// Whether `device` is registered with vault `id` (readable without the PIN).
+    pub fn has_device(&self, id: &str, device: &[u8; 32]) -> Result<bool, VaultError> {
+        let objects = Objects::new(&self.link, id);
+        Ok(self.open_locked(&objects)?.has_device(device))
+    }
+
+    /// Unlocks with the PIN (counted like [`VaultOp::Unlock`]); the version and event key.
+    pub fn unlock_for_app(
+        &self,
+        id: &str,
+        pin: Vec<u8>,
+    ) -> Result<(SignedVersion, SecretBytes<32>), VaultError> {
+        let version = match self.handle(id, VaultOp::Unlock { pin })? {
+            EnclaveReply::Open(v) => v,
+            _ => return Err(VaultError::Internal("unexpected unlock answer".into())),
+        };
+        let objects = Objects::new(&self.link, id);
+        let slot = self.slot(id);
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let vault = self.resident(&mut slot, &objects)?;
+        Ok((version, vault.event_key().clone()))
+    }
+
+    /// Locks; the event key if the vault was open (to tell the apps).
+    pub fn lock_for_app(&self, id: &str) -> Result<Option<SecretBytes<32>>, VaultError> {
+        let objects = Objects::new(&self.link, id);
+        let key = {
+            let slot = self.slot(id);
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            self.resident(&mut slot, &objects)
+                .ok()
+                .map(|v| v.event_key().clone())
+        };
+        self.handle(id, VaultOp::Lock)?;
+        Ok(key)
+    }
+
+    /// Residency, guess-limit state and (when unlocked) the signed version.
+    pub fn status_for_app(
+        &self,
+        id: &str,
+    ) -> Result<vettid_proto::session::AppReply, VaultError> {
+        let EnclaveReply::Status {
+            residency,
+            attempts_left,
+            ..
+        } = self.handle(id, VaultOp::Status)?
+        else {
+            return Err(VaultError::Internal("unexpected status answer".into()));
+        };
+        let unlocked = residency != Residency::Locked;
+        let version = if unlocked { self.whoami(id)?.1 } else { None };
+        Ok(vettid_proto::session::AppReply::Status {
+            unlocked,
+            attempts_left,
+            version,
+        })
+    }
+
+    /// The identity key and, when unlocked (resident or reloadable), the signed version. Warm
+    /// path: no storage access when the vault is resident.
+    pub fn whoami(&self, id: &str) -> Result<([u8; 32], Option<SignedVersion>), VaultError> {
+        let objects = Objects::new(&self.link, id);
+        {
+            let slot = self.slot(id);
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(vault) = self.resident(&mut slot, &objects) {
+                return Ok((vault.identity_public_key(), Some(vault.signed_version(id))));
+            }
+        }
+        let locked = self.open_locked(&objects)?;
+        let identity = locked
+            .identity()
+            .try_into()
+            .map_err(|_| VaultError::Tampered("identity key length".into()))?;
+        Ok((identity, None))
     }
 }
 

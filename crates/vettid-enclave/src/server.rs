@@ -3,6 +3,7 @@
 
 use crate::link::{Incoming, Link};
 use crate::manager::{Config, Manager};
+use crate::session::Sessions;
 use std::io::{Read, Write};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
@@ -21,36 +22,48 @@ pub fn serve(
 ) -> std::io::Result<()> {
     let (link, requests) = Link::start(reader, writer)?;
     let manager = Arc::new(Manager::new(link.clone(), config));
+    let sessions = Arc::new(Sessions::new(link.clone()));
     let requests = Arc::new(Mutex::new(requests));
     let janitor = {
-        let manager = Arc::downgrade(&manager);
+        let (manager, sessions) = (Arc::downgrade(&manager), Arc::downgrade(&sessions));
         std::thread::Builder::new()
             .name("evictor".into())
             .spawn(move || {
-                while let Some(m) = manager.upgrade() {
+                while let (Some(m), Some(s)) = (manager.upgrade(), sessions.upgrade()) {
                     m.evict_idle();
-                    drop(m);
+                    s.sweep();
+                    drop((m, s));
                     std::thread::sleep(Duration::from_millis(500));
                 }
             })?
     };
     let workers: Vec<_> = (0..WORKERS)
         .map(|i| {
-            let (link, manager, requests) = (link.clone(), manager.clone(), requests.clone());
+            let (link, manager, sessions, requests) = (
+                link.clone(),
+                manager.clone(),
+                sessions.clone(),
+                requests.clone(),
+            );
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || work(&link, &manager, &requests))
+                .spawn(move || work(&link, &manager, &sessions, &requests))
         })
         .collect::<Result<_, _>>()?;
     for w in workers {
         let _ = w.join();
     }
-    drop(manager);
+    drop((manager, sessions));
     let _ = janitor.join();
     Ok(())
 }
 
-fn work(link: &Link, manager: &Manager, requests: &Mutex<Receiver<Incoming>>) {
+fn work(
+    link: &Link,
+    manager: &Manager,
+    sessions: &Sessions,
+    requests: &Mutex<Receiver<Incoming>>,
+) {
     loop {
         let next = requests.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(Incoming { id, body }) = next else {
@@ -69,6 +82,24 @@ fn work(link: &Link, manager: &Manager, requests: &Mutex<Receiver<Incoming>>) {
                 .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
                 let maintain = matches!(r, Ok(EnclaveReply::Written(_))).then_some(vault);
                 (r, maintain)
+            }
+            Ok(ToEnclave::App {
+                member,
+                channel,
+                now_ms,
+                body,
+            }) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    sessions.handle(manager, &member, channel, now_ms, &body)
+                }));
+                let r = match r {
+                    Ok((answer, events)) => Ok(EnclaveReply::App {
+                        body: to_body(&answer),
+                        events,
+                    }),
+                    Err(_) => Err(VaultError::Internal("request failed".into())),
+                };
+                (r, None)
             }
             Err(e) => (Err(e), None),
         };

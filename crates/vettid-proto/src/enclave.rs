@@ -30,6 +30,30 @@ pub enum ToEnclave {
         /// What to do.
         op: VaultOp,
     },
+    /// A message an app sent to `OwnerSpace.<member>.forVault.<channel>`, passed on unread.
+    App {
+        /// The member named in the subject (= vault id).
+        member: VaultId,
+        /// The channel named in the subject.
+        channel: crate::session::Channel,
+        /// The host's clock (milliseconds since the Unix epoch; untrusted).
+        now_ms: u64,
+        /// A postcard [`crate::session::FromApp`].
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
+}
+
+/// An event for the host to publish to `OwnerSpace.<member>.forApp.<token>` (JetStream).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outbound {
+    /// The subject's last token.
+    pub token: String,
+    /// JetStream de-duplication id.
+    pub id: String,
+    /// A postcard [`crate::session::SealedEvent`].
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
 }
 
 /// Vault operations. PINs travel here only on the debug path (`vettid vault …`); apps send
@@ -113,6 +137,14 @@ pub struct SignedVersion {
 pub enum EnclaveReply {
     /// Answer to [`ToEnclave::Ping`].
     Pong,
+    /// Answer to [`ToEnclave::App`]: the reply for the app, and events to publish.
+    App {
+        /// A postcard [`crate::session::ToApp`].
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+        /// Events for the member's apps.
+        events: Vec<Outbound>,
+    },
     /// The vault exists and is unlocked at this version.
     Open(SignedVersion),
     /// Locked.

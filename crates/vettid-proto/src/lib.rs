@@ -2,10 +2,13 @@
 //!
 //! Envelopes, operations, events, subjects and errors as plain data, with no I/O, so that the
 //! enclave, the host, the API and the app agree on one definition. Filled by the end-to-end
-//! issue; for now it fixes the NATS subject vocabulary of `DESIGN.md` §7.
+//! issue: the NATS subject vocabulary of `DESIGN.md` §7, the host ↔ enclave channel, and the
+//! app ↔ enclave session ([`session`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod channel;
 pub mod enclave;
+pub mod session;
 pub mod subject;

@@ -289,7 +289,7 @@ pub(crate) fn load_or_create_dev_root(data_dir: &Path) -> anyhow::Result<DevRoot
 }
 
 /// Writes a new file readable only by its owner; refuses to overwrite.
-fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -303,7 +303,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
+pub(crate) fn load_signing_key(path: &Path) -> anyhow::Result<SigningKey> {
     let text = zeroize::Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     );

@@ -34,6 +34,12 @@ pub(crate) struct HostArgs {
     /// enclave process (build with feature `vsock`).
     #[arg(long)]
     vsock_port: Option<u32>,
+    /// Route apps' NATS messages (`OwnerSpace.*.forVault.*`) from this server to the enclave.
+    #[arg(long, requires = "nats_creds")]
+    nats_url: Option<String>,
+    /// The host's NATS creds file (made by `vettid up` in `<data-dir>/nats/auth`).
+    #[arg(long, requires = "nats_url")]
+    nats_creds: Option<PathBuf>,
     /// Arguments passed to the enclave (e.g. `--pin-attempts 5`).
     #[arg(last = true)]
     enclave_args: Vec<String>,
@@ -79,6 +85,18 @@ pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
         let host = Arc::new(Host::start(config).await.context("starting the host")?);
         host.ready(Duration::from_secs(60)).await?;
         let _control = vettid_host::control::serve(host.clone(), &control).await?;
+        if let (Some(url), Some(creds)) = (&args.nats_url, &args.nats_creds) {
+            let router = vettid_host::nats::connect(url, creds)
+                .await
+                .map_err(|e| anyhow::anyhow!("connecting to NATS at {url}: {e}"))?;
+            let host = host.clone();
+            tokio::spawn(async move {
+                if let Err(e) = router.serve(host).await {
+                    tracing::error!(error = %e, "NATS routing stopped");
+                }
+            });
+            println!("host: routing OwnerSpace.*.forVault.* from {url}");
+        }
         println!(
             "host: enclave pid {}, control socket {}",
             host.enclave_pid(),

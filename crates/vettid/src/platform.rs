@@ -76,6 +76,7 @@ pub(crate) fn run(args: PlatformArgs) -> anyhow::Result<ExitCode> {
         std::fs::read(&enclave).with_context(|| format!("reading {}", enclave.display()))?;
     let measurement = Measurement::of_enclave(&binary, b"");
     let root = load_or_create_dev_root(&args.data_dir)?;
+    let manifest = ensure_dev_manifest(&args.data_dir, &measurement)?;
     let attestor = Arc::new(DevAttestor::new(&root, measurement.clone()));
     let kms = Arc::new(DevKms::new(
         kms_secret(&args.data_dir)?,
@@ -95,6 +96,7 @@ pub(crate) fn run(args: PlatformArgs) -> anyhow::Result<ExitCode> {
             enclave.display(),
             hex::encode(measurement.pcr0)
         );
+        println!("dev platform: PCR manifest {}", manifest.display());
         println!("ready");
         let terminated = crate::up::signals::terminated();
         tokio::pin!(terminated);
@@ -127,6 +129,81 @@ pub(crate) fn run(args: PlatformArgs) -> anyhow::Result<ExitCode> {
             });
         }
     })
+}
+
+/// Where a data directory keeps its dev PCR manifest and the key that signs it.
+pub(crate) struct ManifestPaths {
+    /// Ed25519 seed (hex), 0600.
+    pub(crate) key: PathBuf,
+    /// Its public key (hex): what apps pin.
+    pub(crate) public: PathBuf,
+    /// The signed manifest the API serves.
+    pub(crate) manifest: PathBuf,
+}
+
+pub(crate) fn manifest_paths(data_dir: &std::path::Path) -> ManifestPaths {
+    let dir = data_dir.join("manifest");
+    ManifestPaths {
+        key: dir.join("signing.key"),
+        public: dir.join("signing.pub"),
+        manifest: dir.join("pcr-manifest.json"),
+    }
+}
+
+/// Makes sure the data directory's signed PCR manifest trusts `measurement` now: creates the
+/// signing key once, and adds a release (serial + 1, the new one current) when the enclave
+/// binary changed. Returns the manifest's path.
+fn ensure_dev_manifest(
+    data_dir: &std::path::Path,
+    measurement: &Measurement,
+) -> anyhow::Result<PathBuf> {
+    use vettid_attest::manifest::{Manifest, PcrSet};
+    let paths = manifest_paths(data_dir);
+    std::fs::create_dir_all(paths.key.parent().expect("has a parent"))?;
+    if !paths.key.exists() {
+        let key = vettid_crypto::sign::SigningKey::generate();
+        crate::attest::write_private(&paths.key, hex::encode(key.to_seed().expose()).as_bytes())?;
+    }
+    let key = crate::attest::load_signing_key(&paths.key)?;
+    std::fs::write(&paths.public, hex::encode(key.verifying_key().to_bytes()))
+        .with_context(|| format!("writing {}", paths.public.display()))?;
+    let at = now();
+    let pcrs = measurement.as_pcrs().into_iter().collect();
+    let existing = std::fs::read_to_string(&paths.manifest)
+        .ok()
+        .and_then(|text| Manifest::verify(&text, &key.verifying_key(), 0).ok());
+    if let Some(m) = &existing
+        && m.trusts(&pcrs, at).is_ok()
+    {
+        return Ok(paths.manifest);
+    }
+    let mut manifest = existing.unwrap_or(Manifest {
+        serial: 0,
+        issued_at: at,
+        sets: Vec::new(),
+    });
+    for set in &mut manifest.sets {
+        set.current = false;
+    }
+    let id = format!("dev-{}", &hex::encode(measurement.pcr0)[..12]);
+    manifest.sets.retain(|s| s.id != id);
+    // Keep the newest releases only (the manifest holds a bounded number).
+    let keep = manifest.sets.len().saturating_sub(15);
+    manifest.sets.drain(..keep);
+    manifest.sets.push(PcrSet::new(
+        &id,
+        measurement,
+        at.saturating_sub(3600),
+        at + 365 * 24 * 3600,
+        true,
+    ));
+    manifest.serial += 1;
+    manifest.issued_at = at;
+    let doc = manifest.sign(&key)?;
+    let tmp = paths.manifest.with_extension("json.tmp");
+    std::fs::write(&tmp, doc).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &paths.manifest)?;
+    Ok(paths.manifest)
 }
 
 fn answer(attestor: &DevAttestor, kms: &DevKms, body: &[u8]) -> HostReply {

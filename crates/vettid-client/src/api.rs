@@ -1,0 +1,192 @@
+//! The API calls an app makes: the enrollment ceremony and credential renewal.
+
+use crate::ClientError;
+use crate::http;
+use serde_json::{Value, json};
+use vettid_crypto::sign::SigningKey;
+
+/// The enrollment phases the app reports, in order (the web portal shows them).
+pub const PHASES: [&str; 6] = [
+    "authenticated",
+    "nats_connected",
+    "attestation_verified",
+    "pin_set",
+    "password_set",
+    "completed",
+];
+
+/// What an enrollment QR code carries.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct QrPayload {
+    /// Always `vettid_enrollment`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Format version (1).
+    pub version: u32,
+    /// The API to talk to.
+    pub api_url: String,
+    /// The single-use session token.
+    pub session_token: String,
+    /// The member enrolling.
+    pub member_id: String,
+}
+
+impl QrPayload {
+    /// Parses and checks a scanned payload.
+    pub fn parse(text: &str) -> Result<QrPayload, ClientError> {
+        let qr: QrPayload = serde_json::from_str(text)
+            .map_err(|e| ClientError::Protocol(format!("not an enrollment QR payload: {e}")))?;
+        if qr.kind != "vettid_enrollment" || qr.version != 1 {
+            return Err(ClientError::Protocol(
+                "not a VettID enrollment QR code (type/version)".into(),
+            ));
+        }
+        Ok(qr)
+    }
+}
+
+/// How the app proves it may enroll.
+#[derive(Debug, Clone)]
+pub enum EnrollmentSecret {
+    /// The short code `XXXX-XXXX` shown on the web.
+    Code(String),
+    /// The session token from the QR code.
+    SessionToken(String),
+}
+
+/// NATS credentials the API issued.
+#[derive(Debug, Clone)]
+pub struct IssuedCreds {
+    /// The user JWT.
+    pub jwt: String,
+    /// Where to connect (as the API knows it).
+    pub nats_url: Option<String>,
+    /// Expiry as the API reported it.
+    pub expires_at: Value,
+}
+
+fn creds_from(v: &Value) -> Result<IssuedCreds, ClientError> {
+    Ok(IssuedCreds {
+        jwt: v["jwt"]
+            .as_str()
+            .ok_or_else(|| ClientError::Protocol("no jwt in the answer".into()))?
+            .to_owned(),
+        nats_url: v["nats_url"].as_str().map(str::to_owned),
+        expires_at: v["expires_at"].clone(),
+    })
+}
+
+/// The API at a base URL (`http://host:port`).
+#[derive(Debug, Clone)]
+pub struct Api {
+    base: String,
+}
+
+/// A running enrollment: the short-lived token the API gave for it.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    /// Bearer token for the enrollment calls (10 minutes).
+    pub token: String,
+    /// The member enrolling.
+    pub member_id: String,
+}
+
+impl Api {
+    /// The API at `base`.
+    pub fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Exchanges a code or QR session token for an enrollment token.
+    pub async fn authenticate(
+        &self,
+        secret: &EnrollmentSecret,
+        device_name: &str,
+    ) -> Result<Enrollment, ClientError> {
+        let body = match secret {
+            EnrollmentSecret::Code(c) => json!({ "code": c, "device_name": device_name }),
+            EnrollmentSecret::SessionToken(t) => {
+                json!({ "session_token": t, "device_name": device_name })
+            }
+        };
+        let v = http::json(&self.base, "POST", "/v1/enroll/authenticate", None, Some(&body)).await?;
+        Ok(Enrollment {
+            token: v["enrollment_token"]
+                .as_str()
+                .ok_or_else(|| ClientError::Protocol("no enrollment_token".into()))?
+                .to_owned(),
+            member_id: v["member_id"]
+                .as_str()
+                .ok_or_else(|| ClientError::Protocol("no member_id".into()))?
+                .to_owned(),
+        })
+    }
+
+    /// NATS credentials scoped to enrollment for the app's own NATS key.
+    pub async fn enrollment_creds(
+        &self,
+        e: &Enrollment,
+        nats_public_key: &str,
+    ) -> Result<IssuedCreds, ClientError> {
+        let body = json!({ "nats_public_key": nats_public_key });
+        let v = http::json(&self.base, "POST", "/v1/enroll/nats", Some(&e.token), Some(&body))
+            .await?;
+        creds_from(&v)
+    }
+
+    /// Reports an enrollment phase (the web portal shows it).
+    pub async fn report(&self, e: &Enrollment, phase: &str) -> Result<(), ClientError> {
+        let body = json!({ "phase": phase });
+        http::json(&self.base, "POST", "/v1/enroll/status", Some(&e.token), Some(&body)).await?;
+        Ok(())
+    }
+
+    /// Completes enrollment: registers the device key; member credentials for the NATS key.
+    pub async fn finalize(
+        &self,
+        e: &Enrollment,
+        device: &SigningKey,
+        nats_public_key: &str,
+    ) -> Result<IssuedCreds, ClientError> {
+        let body = json!({
+            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
+            "nats_public_key": nats_public_key,
+        });
+        let v = http::json(&self.base, "POST", "/v1/enroll/finalize", Some(&e.token), Some(&body))
+            .await?;
+        creds_from(&v)
+    }
+
+    /// Renews member credentials, proving possession of the enrolled device key.
+    pub async fn refresh(
+        &self,
+        member: &str,
+        device: &SigningKey,
+        nats_public_key: &str,
+    ) -> Result<IssuedCreds, ClientError> {
+        let timestamp = crate::now_ms() / 1000;
+        let message =
+            vettid_proto::auth::nats_refresh_message(member, nats_public_key, timestamp);
+        let body = json!({
+            "member_id": member,
+            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
+            "nats_public_key": nats_public_key,
+            "timestamp": timestamp,
+            "signature": hex::encode(device.sign(&message).to_bytes()),
+        });
+        let v = http::json(&self.base, "POST", "/v1/nats/refresh", None, Some(&body)).await?;
+        creds_from(&v)
+    }
+
+    /// The signed PCR manifest, as served.
+    pub async fn pcr_manifest(&self) -> Result<String, ClientError> {
+        http::text(&self.base, "/v1/pcr-manifest").await
+    }
+}

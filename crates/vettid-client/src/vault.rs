@@ -1,0 +1,361 @@
+//! The app's connection to its vault: NATS with the member's own credentials, attestation
+//! checked before anything secret is sent, then the hybrid Noise session.
+
+use crate::ClientError;
+use std::time::Duration;
+use vettid_attest::manifest::Manifest;
+use vettid_attest::{Policy, TrustedRoot, verify};
+use vettid_crypto::SecretBytes;
+use vettid_crypto::noise::{self, StatelessTransportState};
+use vettid_crypto::sign::VerifyingKey;
+use vettid_proto::enclave::SignedVersion;
+use vettid_proto::session::{
+    AppOp, AppReply, Channel, FromApp, Reply, Request, SessionId, ToApp, VERSION, kem_binding,
+    prologue,
+};
+
+/// How long one vault request may take (an unlock runs Argon2id in the enclave).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the app pins: the attestation root and the PCR-manifest signing key.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    root: TrustedRoot,
+    manifest_key: VerifyingKey,
+}
+
+impl Trust {
+    /// From a PEM root certificate and a hex Ed25519 manifest key.
+    pub fn from_pem_and_hex(root_pem: &str, manifest_key_hex: &str) -> Result<Trust, ClientError> {
+        let root = TrustedRoot::from_pem(root_pem)
+            .map_err(|e| ClientError::Profile(format!("pinned root: {e}")))?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(manifest_key_hex.trim(), &mut key)
+            .map_err(|_| ClientError::Profile("pinned manifest key is not 32 hex bytes".into()))?;
+        let manifest_key = VerifyingKey::from_bytes(&key)
+            .map_err(|_| ClientError::Profile("pinned manifest key is not a valid key".into()))?;
+        Ok(Trust { root, manifest_key })
+    }
+
+    /// Verifies a signed PCR manifest with the pinned key; refuses serials below `seen`.
+    pub fn manifest(&self, document: &str, seen: u64) -> Result<Manifest, ClientError> {
+        Manifest::verify(document, &self.manifest_key, seen)
+            .map_err(|e| ClientError::Untrusted(format!("PCR manifest: {e}")))
+    }
+}
+
+/// An enclave whose attestation verified: the keys to open a session with.
+#[derive(Debug, Clone)]
+pub struct VerifiedEnclave {
+    /// The enclave's static Noise key (bound as the document's `public_key`).
+    pub noise_public_key: [u8; 32],
+    /// The enclave's X-Wing key (bound by hash in the document's `user_data`).
+    pub kem_public_key: Vec<u8>,
+    /// The manifest release that trusts its PCRs.
+    pub release: String,
+    /// The document's module id.
+    pub module_id: String,
+}
+
+/// NATS with the member's credentials.
+#[derive(Clone)]
+pub struct VaultClient {
+    nats: async_nats::Client,
+    member: String,
+}
+
+/// Connects with a creds file's text, using the member's own inbox prefix (the only one its
+/// credentials may subscribe to).
+pub async fn connect(url: &str, creds: &str, member: &str) -> Result<VaultClient, ClientError> {
+    let nats = async_nats::ConnectOptions::with_credentials(creds)
+        .map_err(|e| ClientError::Nats(format!("creds: {e}")))?
+        .custom_inbox_prefix(vettid_nats::member_inbox_prefix(member))
+        .request_timeout(Some(REQUEST_TIMEOUT))
+        .name("vettid-app")
+        .connect(url)
+        .await
+        .map_err(|e| ClientError::Nats(format!("connecting to {url}: {e}")))?;
+    Ok(VaultClient {
+        nats,
+        member: member.to_owned(),
+    })
+}
+
+impl VaultClient {
+    /// The NATS connection.
+    pub fn nats(&self) -> &async_nats::Client {
+        &self.nats
+    }
+
+    /// The member.
+    pub fn member(&self) -> &str {
+        &self.member
+    }
+
+    async fn send(&self, channel: Channel, message: &FromApp) -> Result<ToApp, ClientError> {
+        let subject = format!(
+            "OwnerSpace.{}.forVault.{}",
+            self.member,
+            channel.as_str()
+        );
+        let body = postcard::to_allocvec(message).expect("app messages always encode");
+        let answer = self
+            .nats
+            .request(subject, body.into())
+            .await
+            .map_err(|e| ClientError::Nats(e.to_string()))?;
+        let answer: ToApp = postcard::from_bytes(&answer.payload)
+            .map_err(|_| ClientError::Protocol("undecodable answer".into()))?;
+        match answer {
+            ToApp::Refused(e) => Err(ClientError::Session(e)),
+            other => Ok(other),
+        }
+    }
+
+    /// Asks for an attestation document bound to a fresh nonce and verifies it: signature,
+    /// chain to the pinned root, freshness, nonce, PCRs in the signed manifest, and that it
+    /// binds the session keys it comes with. Nothing secret has been sent when this fails.
+    pub async fn attest(
+        &self,
+        trust: &Trust,
+        manifest: &Manifest,
+    ) -> Result<VerifiedEnclave, ClientError> {
+        let nonce: [u8; 32] = vettid_crypto::random_array();
+        let ToApp::Attestation {
+            doc,
+            kem_public_key,
+        } = self.send(Channel::Attestation, &FromApp::Attest { nonce }).await?
+        else {
+            return Err(ClientError::Protocol("expected an attestation".into()));
+        };
+        check_attestation(trust, manifest, &nonce, &doc, &kem_public_key, crate::now_ms() / 1000)
+    }
+
+    /// Runs the handshake on `channel` as the device with static key `device`.
+    pub async fn open_session(
+        &self,
+        channel: Channel,
+        device: &SecretBytes<32>,
+        enclave: &VerifiedEnclave,
+    ) -> Result<Session, ClientError> {
+        let (ciphertext, psk) = noise::encapsulate(&enclave.kem_public_key)
+            .ok_or_else(|| ClientError::Untrusted("unusable X-Wing key".into()))?;
+        let mut hs = noise::initiator(
+            &prologue(&self.member, channel),
+            device,
+            &enclave.noise_public_key,
+            &psk,
+        )
+        .map_err(crypto)?;
+        let mut buf = vec![0u8; noise::MAX_MESSAGE];
+        let n = hs.write_message(&ciphertext, &mut buf).map_err(crypto)?;
+        let ToApp::Accept { session, msg } = self
+            .send(channel, &FromApp::Hello { msg: buf[..n].to_vec() })
+            .await?
+        else {
+            return Err(ClientError::Protocol("expected handshake message 2".into()));
+        };
+        let mut payload = vec![0u8; noise::MAX_MESSAGE];
+        hs.read_message(&msg, &mut payload).map_err(crypto)?;
+        let n = hs.write_message(&[], &mut buf).map_err(crypto)?;
+        let ToApp::Established { session: s } = self
+            .send(
+                channel,
+                &FromApp::Finish {
+                    session,
+                    msg: buf[..n].to_vec(),
+                },
+            )
+            .await?
+        else {
+            return Err(ClientError::Protocol("expected the session to open".into()));
+        };
+        if s != session {
+            return Err(ClientError::Protocol("session id changed".into()));
+        }
+        Ok(Session {
+            client: self.clone(),
+            channel,
+            id: session,
+            transport: hs.into_stateless_transport_mode().map_err(crypto)?,
+            counter: 0,
+        })
+    }
+}
+
+fn crypto(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Protocol(format!("handshake: {e}"))
+}
+
+/// The checks of [`VaultClient::attest`], on a received document (`at_secs`: now).
+pub fn check_attestation(
+    trust: &Trust,
+    manifest: &Manifest,
+    nonce: &[u8; 32],
+    doc: &[u8],
+    kem_public_key: &[u8],
+    at_secs: u64,
+) -> Result<VerifiedEnclave, ClientError> {
+    let mut policy = Policy::new(&trust.root, at_secs);
+    policy.nonce = Some(nonce);
+    let verified = verify(doc, &policy)
+        .map_err(|e| ClientError::Untrusted(format!("attestation {}: {e}", e.code())))?;
+    let release = manifest
+        .trusts(&verified.pcrs, at_secs)
+        .map_err(|e| ClientError::Untrusted(format!("PCRs not in the signed manifest: {e}")))?
+        .id
+        .clone();
+    let noise_public_key: [u8; 32] = verified
+        .public_key
+        .as_deref()
+        .and_then(|k| k.try_into().ok())
+        .ok_or_else(|| ClientError::Untrusted("no session key bound in the document".into()))?;
+    let bound = verified.user_data.as_deref().unwrap_or_default();
+    if !vettid_crypto::ct_eq(bound, &kem_binding(kem_public_key)) {
+        return Err(ClientError::Untrusted(
+            "the X-Wing key is not the one bound in the document".into(),
+        ));
+    }
+    Ok(VerifiedEnclave {
+        noise_public_key,
+        kem_public_key: kem_public_key.to_vec(),
+        release,
+        module_id: verified.module_id,
+    })
+}
+
+/// An open session. Requests run one at a time (counters must arrive in order).
+pub struct Session {
+    client: VaultClient,
+    channel: Channel,
+    id: SessionId,
+    transport: StatelessTransportState,
+    counter: u64,
+}
+
+impl Session {
+    /// Sends `op` and waits for its reply.
+    pub async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
+        self.counter += 1;
+        let counter = self.counter;
+        let request = zeroize::Zeroizing::new(
+            postcard::to_allocvec(&Request {
+                version: VERSION,
+                id: counter,
+                timestamp_ms: crate::now_ms(),
+                op,
+            })
+            .expect("requests always encode"),
+        );
+        let mut ciphertext = vec![0u8; request.len() + noise::TAG_LEN];
+        let n = self
+            .transport
+            .write_message(counter, &request, &mut ciphertext)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        ciphertext.truncate(n);
+        let answer = self
+            .client
+            .send(
+                self.channel,
+                &FromApp::Request {
+                    session: self.id,
+                    counter,
+                    ciphertext,
+                },
+            )
+            .await?;
+        let ToApp::Reply {
+            counter: c,
+            ciphertext,
+        } = answer
+        else {
+            return Err(ClientError::Protocol("expected a reply".into()));
+        };
+        if c != counter {
+            return Err(ClientError::Protocol("reply to another request".into()));
+        }
+        let mut plain = zeroize::Zeroizing::new(vec![0u8; ciphertext.len()]);
+        let n = self
+            .transport
+            .read_message(counter, &ciphertext, &mut plain)
+            .map_err(|_| ClientError::Protocol("reply does not authenticate".into()))?;
+        let reply: Reply = postcard::from_bytes(&plain[..n])
+            .map_err(|_| ClientError::Protocol("undecodable reply".into()))?;
+        if reply.version != VERSION || reply.id != counter {
+            return Err(ClientError::Protocol("reply envelope mismatch".into()));
+        }
+        reply.result.map_err(ClientError::Vault)
+    }
+
+    /// Test support: the raw message of the last request, to replay it.
+    #[doc(hidden)]
+    pub fn raw_request(&mut self, op: AppOp, counter: u64) -> Result<Vec<u8>, ClientError> {
+        let request = postcard::to_allocvec(&Request {
+            version: VERSION,
+            id: counter,
+            timestamp_ms: crate::now_ms(),
+            op,
+        })
+        .expect("requests always encode");
+        let mut ciphertext = vec![0u8; request.len() + noise::TAG_LEN];
+        let n = self
+            .transport
+            .write_message(counter, &request, &mut ciphertext)
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        ciphertext.truncate(n);
+        Ok(postcard::to_allocvec(&FromApp::Request {
+            session: self.id,
+            counter,
+            ciphertext,
+        })
+        .expect("app messages always encode"))
+    }
+
+    /// The session's subject.
+    pub fn subject(&self) -> String {
+        format!(
+            "OwnerSpace.{}.forVault.{}",
+            self.client.member,
+            self.channel.as_str()
+        )
+    }
+}
+
+/// Checks a signed version against the highest one seen: it must verify under the vault's
+/// identity and not be older. Returns the new highest.
+pub fn check_version(
+    member: &str,
+    identity: &[u8; 32],
+    version: &SignedVersion,
+    seen: u64,
+) -> Result<u64, ClientError> {
+    let key = VerifyingKey::from_bytes(identity)
+        .map_err(|_| ClientError::Protocol("bad identity key".into()))?;
+    let hash: [u8; 32] = version
+        .change_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::Protocol("bad change hash".into()))?;
+    let sig: [u8; 64] = version
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| ClientError::Protocol("bad signature".into()))?;
+    let message = [
+        b"vettid/v1/state-version\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        &version.version.to_be_bytes(),
+        &hash,
+    ]
+    .concat();
+    key.verify(&message, &vettid_crypto::sign::Signature::from_bytes(sig))
+        .map_err(|_| ClientError::Protocol("state version not signed by the vault".into()))?;
+    if version.version < seen {
+        return Err(ClientError::Rollback {
+            got: version.version,
+            seen,
+        });
+    }
+    Ok(version.version)
+}

@@ -1,0 +1,413 @@
+//! The enclave's end of the app session (`docs/PROTOCOL.md`): attestation for a nonce, the
+//! Noise `XKpsk3` handshake hybridised with X-Wing, and the typed envelope with its replay,
+//! ordering and freshness checks. The host passes these messages through unread.
+//!
+//! State machine per session, keyed by (member, session id):
+//!
+//! ```text
+//! Hello ──► Pending{handshake, channel}  ──Finish──► Open{transport, device, last counter}
+//!            (expires after PENDING_TTL)               (expires after IDLE_TTL unused)
+//! ```
+//!
+//! Sessions live in enclave memory only: an enclave restart ends them all and apps handshake
+//! again. Keys (Noise static X25519 and X-Wing) are made at start and bound into every
+//! attestation document this enclave hands out.
+
+use crate::link::Link;
+use crate::manager::Manager;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vettid_crypto::SecretBytes;
+use vettid_crypto::aead::AeadKey;
+use vettid_crypto::noise::{self, HandshakeState, KemSecret, StatelessTransportState};
+use vettid_proto::enclave::{HostReply, Outbound, ToHost, VaultError, valid_vault_id};
+use vettid_proto::session::{
+    AppOp, AppReply, Channel, Enrolled, Event, EventKind, FromApp, MAX_SKEW_MS, Reply, Request,
+    SealedEvent, SessionError, SessionId, ToApp, VERSION, event_aad, kem_binding, prologue,
+};
+
+/// A handshake must finish within this time.
+const PENDING_TTL: Duration = Duration::from_secs(30);
+/// An open session unused for this long is forgotten.
+const IDLE_TTL: Duration = Duration::from_secs(30 * 60);
+/// Handshakes in progress, across all members (a flood costs the flooder, not the enclave).
+const MAX_PENDING: usize = 4096;
+/// Open sessions, across all members.
+const MAX_OPEN: usize = 100_000;
+
+type Key = (String, SessionId);
+
+struct Pending {
+    handshake: HandshakeState,
+    channel: Channel,
+    since: Instant,
+}
+
+struct Open {
+    transport: StatelessTransportState,
+    channel: Channel,
+    device: [u8; 32],
+    /// The highest counter accepted so far (0: none; counters start at 1).
+    last_counter: u64,
+    last_used: Instant,
+}
+
+/// Every session of this enclave instance.
+pub struct Sessions {
+    link: Arc<Link>,
+    noise_secret: SecretBytes<32>,
+    noise_public: [u8; 32],
+    kem: KemSecret,
+    kem_public: Vec<u8>,
+    pending: Mutex<HashMap<Key, Pending>>,
+    open: Mutex<HashMap<Key, Arc<Mutex<Open>>>>,
+}
+
+/// What one app message produced: the answer, and events to publish.
+pub type Outcome = (ToApp, Vec<Outbound>);
+
+impl Sessions {
+    /// New session keys for this enclave instance.
+    pub fn new(link: Arc<Link>) -> Self {
+        let noise_secret = SecretBytes::random();
+        let kem = KemSecret::generate();
+        Self {
+            link,
+            noise_public: noise::public_key(&noise_secret),
+            noise_secret,
+            kem_public: kem.public_key(),
+            kem,
+            pending: Mutex::new(HashMap::new()),
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Handles one message an app sent on `OwnerSpace.<member>.forVault.<channel>`.
+    pub fn handle(
+        &self,
+        manager: &Manager,
+        member: &str,
+        channel: Channel,
+        now_ms: u64,
+        body: &[u8],
+    ) -> Outcome {
+        let refused = |e| (ToApp::Refused(e), Vec::new());
+        if !valid_vault_id(member) {
+            return refused(SessionError::Malformed);
+        }
+        let Ok(message) = postcard::from_bytes::<FromApp>(body) else {
+            return refused(SessionError::Malformed);
+        };
+        let result = match (message, channel) {
+            (FromApp::Attest { nonce }, Channel::Attestation) => self.attest(&nonce),
+            (FromApp::Hello { msg }, Channel::Enroll | Channel::Session) => {
+                self.hello(member, channel, &msg)
+            }
+            (FromApp::Finish { session, msg }, Channel::Enroll | Channel::Session) => {
+                self.finish(manager, member, channel, session, &msg)
+            }
+            (
+                FromApp::Request {
+                    session,
+                    counter,
+                    ciphertext,
+                },
+                Channel::Enroll | Channel::Session,
+            ) => {
+                return self
+                    .request(manager, member, channel, now_ms, session, counter, &ciphertext)
+                    .unwrap_or_else(refused);
+            }
+            _ => Err(SessionError::WrongChannel),
+        };
+        (result.unwrap_or_else(ToApp::Refused), Vec::new())
+    }
+
+    fn attest(&self, nonce: &[u8; 32]) -> Result<ToApp, SessionError> {
+        let answer = self.link.call(&ToHost::Attest {
+            nonce: Some(nonce.to_vec()),
+            public_key: Some(self.noise_public.to_vec()),
+            user_data: Some(kem_binding(&self.kem_public).to_vec()),
+        });
+        match answer {
+            Ok(HostReply::Bytes(doc)) => Ok(ToApp::Attestation {
+                doc,
+                kem_public_key: self.kem_public.clone(),
+            }),
+            _ => Err(SessionError::AttestationUnavailable),
+        }
+    }
+
+    fn hello(&self, member: &str, channel: Channel, msg: &[u8]) -> Result<ToApp, SessionError> {
+        let mut handshake = noise::responder(&prologue(member, channel), &self.noise_secret)
+            .map_err(|_| SessionError::Crypto)?;
+        let mut payload = vec![0u8; noise::MAX_MESSAGE];
+        let n = handshake
+            .read_message(msg, &mut payload)
+            .map_err(|_| SessionError::Crypto)?;
+        let psk = self
+            .kem
+            .decapsulate(&payload[..n])
+            .ok_or(SessionError::Crypto)?;
+        handshake
+            .set_psk(3, psk.expose())
+            .map_err(|_| SessionError::Crypto)?;
+        let mut reply = vec![0u8; noise::MAX_MESSAGE];
+        let n = handshake
+            .write_message(&[], &mut reply)
+            .map_err(|_| SessionError::Crypto)?;
+        reply.truncate(n);
+        let session: SessionId = vettid_crypto::random_array();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.len() >= MAX_PENDING {
+            pending.retain(|_, p| p.since.elapsed() < PENDING_TTL);
+            if pending.len() >= MAX_PENDING {
+                return Err(SessionError::Busy);
+            }
+        }
+        pending.insert(
+            (member.to_owned(), session),
+            Pending {
+                handshake,
+                channel,
+                since: Instant::now(),
+            },
+        );
+        Ok(ToApp::Accept {
+            session,
+            msg: reply,
+        })
+    }
+
+    fn finish(
+        &self,
+        manager: &Manager,
+        member: &str,
+        channel: Channel,
+        session: SessionId,
+        msg: &[u8],
+    ) -> Result<ToApp, SessionError> {
+        let key = (member.to_owned(), session);
+        let Pending {
+            mut handshake,
+            channel: started_on,
+            since,
+        } = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key)
+            .ok_or(SessionError::UnknownSession)?;
+        if since.elapsed() >= PENDING_TTL {
+            return Err(SessionError::UnknownSession);
+        }
+        if started_on != channel {
+            return Err(SessionError::WrongChannel);
+        }
+        let mut payload = vec![0u8; noise::MAX_MESSAGE];
+        handshake
+            .read_message(msg, &mut payload)
+            .map_err(|_| SessionError::Crypto)?;
+        let device: [u8; 32] = handshake
+            .get_remote_static()
+            .and_then(|k| k.try_into().ok())
+            .ok_or(SessionError::Crypto)?;
+        // An enrolled app's device must be registered before it may try a PIN.
+        if channel == Channel::Session && !manager.has_device(member, &device).unwrap_or(false) {
+            return Err(SessionError::DeviceNotRegistered);
+        }
+        let transport = handshake
+            .into_stateless_transport_mode()
+            .map_err(|_| SessionError::Crypto)?;
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= MAX_OPEN {
+            return Err(SessionError::Busy);
+        }
+        open.insert(
+            key,
+            Arc::new(Mutex::new(Open {
+                transport,
+                channel,
+                device,
+                last_counter: 0,
+                last_used: Instant::now(),
+            })),
+        );
+        Ok(ToApp::Established { session })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn request(
+        &self,
+        manager: &Manager,
+        member: &str,
+        channel: Channel,
+        now_ms: u64,
+        session: SessionId,
+        counter: u64,
+        ciphertext: &[u8],
+    ) -> Result<Outcome, SessionError> {
+        let entry = self
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(member.to_owned(), session))
+            .cloned()
+            .ok_or(SessionError::UnknownSession)?;
+        let mut open = entry.lock().unwrap_or_else(|p| p.into_inner());
+        if open.channel != channel {
+            return Err(SessionError::WrongChannel);
+        }
+        if counter <= open.last_counter {
+            return Err(SessionError::Replayed);
+        }
+        let mut plain = vec![0u8; ciphertext.len()];
+        let n = open
+            .transport
+            .read_message(counter, ciphertext, &mut plain)
+            .map_err(|_| SessionError::Crypto)?;
+        // Authentic: from now on nothing at or below this counter is accepted.
+        open.last_counter = counter;
+        open.last_used = Instant::now();
+        let request: Request =
+            postcard::from_bytes(&plain[..n]).map_err(|_| SessionError::Malformed)?;
+        zeroize::Zeroize::zeroize(&mut plain);
+        if request.version != VERSION || request.id != counter {
+            return Err(SessionError::BadEnvelope);
+        }
+        if request.timestamp_ms.abs_diff(now_ms) > MAX_SKEW_MS {
+            return Err(SessionError::Stale);
+        }
+        let (result, events) = self.run(manager, member, channel, open.device, now_ms, request.op);
+        let reply = zeroize::Zeroizing::new(
+            postcard::to_allocvec(&Reply {
+                version: VERSION,
+                id: counter,
+                result,
+            })
+            .map_err(|_| SessionError::Malformed)?,
+        );
+        let mut out = vec![0u8; reply.len() + noise::TAG_LEN];
+        let n = open
+            .transport
+            .write_message(counter, &reply, &mut out)
+            .map_err(|_| SessionError::Crypto)?;
+        out.truncate(n);
+        Ok((
+            ToApp::Reply {
+                counter,
+                ciphertext: out,
+            },
+            events,
+        ))
+    }
+
+    /// Runs one operation of an authenticated request.
+    fn run(
+        &self,
+        manager: &Manager,
+        member: &str,
+        channel: Channel,
+        device: [u8; 32],
+        now_ms: u64,
+        op: AppOp,
+    ) -> (Result<AppReply, VaultError>, Vec<Outbound>) {
+        let mut events = Vec::new();
+        let result = match (op, channel) {
+            (
+                AppOp::Enroll {
+                    pin,
+                    password_verifier,
+                    device_name,
+                },
+                Channel::Enroll,
+            ) => manager
+                .enroll(
+                    member,
+                    &pin,
+                    &password_verifier,
+                    device,
+                    &device_name,
+                    now_ms,
+                )
+                .map(|e| {
+                    AppReply::Enrolled(Box::new(Enrolled {
+                        identity_public_key: e.identity,
+                        exchange_public_key: e.exchange,
+                        credential: e.credential,
+                        event_key: *e.event_key.expose(),
+                        version: e.version,
+                    }))
+                }),
+            (AppOp::Ping, _) => Ok(AppReply::Pong),
+            (_, Channel::Enroll) | (AppOp::Enroll { .. }, _) => Err(VaultError::BadRequest(
+                "enrollment sessions only enroll; enrolled apps use the session channel".into(),
+            )),
+            (AppOp::Unlock { pin }, _) => {
+                manager
+                    .unlock_for_app(member, pin)
+                    .map(|(version, event_key)| {
+                        events.push(seal_event(
+                            member,
+                            &event_key,
+                            now_ms,
+                            EventKind::Unlocked {
+                                device_public_key: device,
+                            },
+                        ));
+                        AppReply::Unlocked {
+                            version,
+                            event_key: *event_key.expose(),
+                        }
+                    })
+            }
+            (AppOp::Lock, _) => manager.lock_for_app(member).map(|key| {
+                if let Some(key) = key {
+                    events.push(seal_event(member, &key, now_ms, EventKind::Locked));
+                }
+                AppReply::Locked
+            }),
+            (AppOp::Status, _) => manager.status_for_app(member),
+            (AppOp::Whoami, _) => manager.whoami(member).map(|(identity, version)| {
+                AppReply::Whoami {
+                    member: member.to_owned(),
+                    identity_public_key: identity,
+                    device_public_key: device,
+                    version,
+                }
+            }),
+        };
+        (result, events)
+    }
+
+    /// Forgets expired handshakes and idle sessions.
+    pub fn sweep(&self) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, p| p.since.elapsed() < PENDING_TTL);
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, s| {
+                s.try_lock()
+                    .map_or(true, |s| s.last_used.elapsed() < IDLE_TTL)
+            });
+    }
+}
+
+/// Seals an event for the member's apps.
+fn seal_event(member: &str, key: &SecretBytes<32>, at_ms: u64, kind: EventKind) -> Outbound {
+    let id: [u8; 16] = vettid_crypto::random_array();
+    let plain = postcard::to_allocvec(&Event { at_ms, kind }).expect("events always encode");
+    let sealed = SealedEvent {
+        id,
+        ciphertext: AeadKey::from(key.clone()).seal(&event_aad(member, &id), &plain),
+    };
+    Outbound {
+        token: vettid_proto::session::EVENT_TOKEN.to_owned(),
+        id: hex::encode(id),
+        body: postcard::to_allocvec(&sealed).expect("sealed events always encode"),
+    }
+}

@@ -1,0 +1,136 @@
+//! NATS routing: `OwnerSpace.<member>.forVault.<channel>` → enclave → reply inbox, and the
+//! enclave's events → JetStream `OwnerSpace.<member>.forApp.<token>`.
+//!
+//! The host reads only the subject (member and channel) and passes bodies through unread:
+//! they are Noise messages for the enclave. Events are made durable in JetStream *before*
+//! the reply goes out, so an app that saw its reply can always find the events it caused.
+
+use crate::host::Host;
+use async_nats::jetstream;
+use futures::StreamExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use vettid_nats::EVENTS_STREAM;
+use vettid_proto::channel::to_body;
+use vettid_proto::enclave::{EnclaveReply, ToEnclave};
+use vettid_proto::session::{Channel, SessionError, ToApp};
+
+/// The queue group of hosts serving `forVault` subjects.
+pub const QUEUE_GROUP: &str = "vettid-host";
+/// How long events are kept for apps that are offline.
+const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Connects to NATS with the host's creds, makes sure the events stream exists, and serves
+/// `OwnerSpace.*.forVault.*` until the connection closes.
+pub async fn connect(url: &str, creds: &Path) -> Result<Router, async_nats::Error> {
+    let client = async_nats::ConnectOptions::with_credentials_file(creds)
+        .await?
+        .name("vettid-host")
+        .connect(url)
+        .await?;
+    let js = jetstream::new(client.clone());
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: EVENTS_STREAM.into(),
+        subjects: vec!["OwnerSpace.*.forApp.>".into()],
+        max_age: EVENT_RETENTION,
+        max_bytes: 1 << 30,
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    })
+    .await?;
+    Ok(Router { client, js })
+}
+
+/// A connected router.
+pub struct Router {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+impl Router {
+    /// Serves requests until the subscription ends. Each request runs in its own task.
+    pub async fn serve(self, host: Arc<Host>) -> Result<(), async_nats::Error> {
+        let mut requests = self
+            .client
+            .queue_subscribe("OwnerSpace.*.forVault.*", QUEUE_GROUP.into())
+            .await?;
+        self.client.flush().await?;
+        tracing::info!("routing OwnerSpace.*.forVault.* to the enclave");
+        let this = Arc::new(self);
+        while let Some(msg) = requests.next().await {
+            let (this, host) = (this.clone(), host.clone());
+            tokio::spawn(async move { this.route(&host, msg).await });
+        }
+        Ok(())
+    }
+
+    async fn route(&self, host: &Host, msg: async_nats::Message) {
+        // Without a reply subject there is nobody to answer.
+        let Some(reply_to) = msg.reply.clone() else {
+            return;
+        };
+        let mut tokens = msg.subject.split('.');
+        let (Some(_), Some(member), Some(_), Some(channel)) =
+            (tokens.next(), tokens.next(), tokens.next(), tokens.next())
+        else {
+            return;
+        };
+        let answer = match Channel::parse(channel) {
+            None => to_body(&ToApp::Refused(SessionError::WrongChannel)),
+            Some(channel) => self.forward(host, member, channel, msg.payload.to_vec()).await,
+        };
+        if let Err(e) = self.client.publish(reply_to, answer.into()).await {
+            tracing::warn!(error = %e, "reply not sent");
+        }
+    }
+
+    /// Passes one app message to the enclave; publishes its events; returns the answer.
+    async fn forward(&self, host: &Host, member: &str, channel: Channel, body: Vec<u8>) -> Vec<u8> {
+        let request = ToEnclave::App {
+            member: member.to_owned(),
+            channel,
+            now_ms: now_ms(),
+            body,
+        };
+        let unavailable = to_body(&ToApp::Refused(SessionError::Unavailable));
+        match host.call(&request).await {
+            Ok(Ok(EnclaveReply::App { body, events })) => {
+                for event in events {
+                    let subject = format!("OwnerSpace.{member}.forApp.{}", event.token);
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert("Nats-Msg-Id", event.id.as_str());
+                    let acked = match self
+                        .js
+                        .publish_with_headers(subject, headers, event.body.into())
+                        .await
+                    {
+                        Ok(ack) => ack.await.is_ok(),
+                        Err(_) => false,
+                    };
+                    if !acked {
+                        // The operation happened; its event could not be kept. Say so in the
+                        // log (it holds no content: events are sealed) and answer anyway.
+                        tracing::warn!(member, "event not stored in JetStream");
+                    }
+                }
+                body
+            }
+            Ok(Ok(_)) | Ok(Err(_)) => {
+                tracing::warn!(member, "unexpected enclave answer to an app message");
+                unavailable
+            }
+            Err(e) => {
+                tracing::warn!(member, error = %e, "enclave unavailable");
+                unavailable
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

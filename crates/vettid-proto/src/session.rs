@@ -1,0 +1,403 @@
+//! The app ↔ enclave session (`docs/PROTOCOL.md`).
+//!
+//! **Outside** the encryption, on `OwnerSpace.<member>.forVault.<channel>` ([`FromApp`] and
+//! [`ToApp`], postcard): an attestation request carrying the app's nonce, the three Noise
+//! `XKpsk3` handshake messages, and transport messages each tagged with its counter. The host
+//! and NATS see only these.
+//!
+//! **Inside** the encryption: a typed envelope ([`Request`]: version, id, timestamp, op) and
+//! its [`Reply`]. The enclave accepts a request only if its counter is above every counter it
+//! has accepted on that session (no replay, no reordering), its envelope id equals that
+//! counter, and its timestamp is within [`MAX_SKEW_MS`] of the host's clock.
+//!
+//! Vault → app **events** ([`SealedEvent`]) go to `OwnerSpace.<member>.forApp.vault` through
+//! JetStream, sealed under the vault's event key, which only the vault and its apps hold.
+
+use crate::enclave::{SignedVersion, VaultError};
+use serde::{Deserialize, Serialize};
+
+/// Envelope format version.
+pub const VERSION: u16 = 1;
+/// How far a request's timestamp may be from the host's clock.
+pub const MAX_SKEW_MS: u64 = 5 * 60 * 1000;
+/// The event subject token: `OwnerSpace.<member>.forApp.vault`.
+pub const EVENT_TOKEN: &str = "vault";
+
+/// A session identifier (random, chosen by the enclave).
+pub type SessionId = [u8; 16];
+
+/// The coarse channel named in the subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Channel {
+    /// Attestation documents for a fresh nonce.
+    Attestation,
+    /// Sessions of an app being enrolled: only [`AppOp::Enroll`].
+    Enroll,
+    /// Sessions of an enrolled app (its device key must be registered in the vault).
+    Session,
+}
+
+impl Channel {
+    /// The subject token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Attestation => "attestation",
+            Channel::Enroll => "enroll",
+            Channel::Session => "session",
+        }
+    }
+
+    /// Parses a subject token.
+    pub fn parse(s: &str) -> Option<Channel> {
+        match s {
+            "attestation" => Some(Channel::Attestation),
+            "enroll" => Some(Channel::Enroll),
+            "session" => Some(Channel::Session),
+            _ => None,
+        }
+    }
+}
+
+/// The Noise prologue: binds the handshake to the member and channel the app addressed, so a
+/// host cannot move it to another vault or channel.
+pub fn prologue(member: &str, channel: Channel) -> Vec<u8> {
+    [
+        b"vettid/v1/session\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        channel.as_str().as_bytes(),
+    ]
+    .concat()
+}
+
+/// The attestation document's `user_data` binds the enclave's X-Wing key by this hash.
+pub fn kem_binding(kem_public_key: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"vettid/v1/kem-key\0");
+    h.update(kem_public_key);
+    h.finalize().into()
+}
+
+/// App → vault, outside the encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FromApp {
+    /// An attestation document binding this nonce and the enclave's session keys.
+    Attest {
+        /// Fresh random nonce.
+        nonce: [u8; 32],
+    },
+    /// Handshake message 1 (`-> e, es`); its payload is the X-Wing ciphertext.
+    Hello {
+        /// The Noise message.
+        #[serde(with = "serde_bytes")]
+        msg: Vec<u8>,
+    },
+    /// Handshake message 3 (`-> s, se, psk`).
+    Finish {
+        /// The session from [`ToApp::Accept`].
+        session: SessionId,
+        /// The Noise message.
+        #[serde(with = "serde_bytes")]
+        msg: Vec<u8>,
+    },
+    /// A transport message carrying a [`Request`].
+    Request {
+        /// The session.
+        session: SessionId,
+        /// Noise nonce, strictly increasing per session; equals the envelope id.
+        counter: u64,
+        /// Encrypted [`Request`].
+        #[serde(with = "serde_bytes")]
+        ciphertext: Vec<u8>,
+    },
+}
+
+/// Vault → app, outside the encryption.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ToApp {
+    /// An attestation document and the X-Wing key it binds through `user_data`.
+    Attestation {
+        /// COSE_Sign1 attestation document (Nitro format).
+        #[serde(with = "serde_bytes")]
+        doc: Vec<u8>,
+        /// The enclave's X-Wing public key.
+        #[serde(with = "serde_bytes")]
+        kem_public_key: Vec<u8>,
+    },
+    /// Handshake message 2 (`<- e, ee`).
+    Accept {
+        /// Names the session from now on.
+        session: SessionId,
+        /// The Noise message.
+        #[serde(with = "serde_bytes")]
+        msg: Vec<u8>,
+    },
+    /// The handshake is complete.
+    Established {
+        /// The session.
+        session: SessionId,
+    },
+    /// A transport message carrying a [`Reply`].
+    Reply {
+        /// The request's counter (the reply's Noise nonce in the other direction).
+        counter: u64,
+        /// Encrypted [`Reply`].
+        #[serde(with = "serde_bytes")]
+        ciphertext: Vec<u8>,
+    },
+    /// The message was refused outside the encryption.
+    Refused(SessionError),
+}
+
+/// Why a session message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SessionError {
+    /// The message does not decode.
+    #[error("malformed message")]
+    Malformed,
+    /// This message does not belong on this channel.
+    #[error("wrong channel for this message")]
+    WrongChannel,
+    /// No such session (expired, or the enclave restarted): handshake again.
+    #[error("unknown or expired session")]
+    UnknownSession,
+    /// A handshake or transport message did not authenticate.
+    #[error("handshake or decryption failed")]
+    Crypto,
+    /// The app's device key is not registered in this vault.
+    #[error("device not registered with this vault")]
+    DeviceNotRegistered,
+    /// The counter is not above every counter already accepted: a replay or reordering.
+    #[error("replayed or reordered request")]
+    Replayed,
+    /// The request's timestamp is too far from the clock.
+    #[error("stale request")]
+    Stale,
+    /// The envelope's version or id does not match.
+    #[error("bad envelope")]
+    BadEnvelope,
+    /// The enclave has too many sessions in progress.
+    #[error("too many sessions; retry later")]
+    Busy,
+    /// The enclave could not produce an attestation document.
+    #[error("attestation unavailable")]
+    AttestationUnavailable,
+    /// The host could not reach the enclave (restarting); retry (a new handshake if the
+    /// session is gone).
+    #[error("vault service unavailable; retry")]
+    Unavailable,
+}
+
+/// The envelope inside the encryption, app → vault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// [`VERSION`].
+    pub version: u16,
+    /// Equals the transport counter.
+    pub id: u64,
+    /// The app's clock, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// What to do.
+    pub op: AppOp,
+}
+
+/// The envelope inside the encryption, vault → app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// [`VERSION`].
+    pub version: u16,
+    /// The request's id.
+    pub id: u64,
+    /// The outcome.
+    pub result: Result<AppReply, VaultError>,
+}
+
+/// Operations an app asks of its vault.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppOp {
+    /// Enrollment (channel [`Channel::Enroll`] only): create the vault under `pin`, register
+    /// this session's device key, and make the credential holding `password_verifier`.
+    Enroll {
+        /// The PIN.
+        #[serde(with = "serde_bytes")]
+        pin: Vec<u8>,
+        /// Argon2id of the password, computed by the app (the password never leaves it).
+        password_verifier: [u8; 32],
+        /// A name for this device, for the member's own lists.
+        device_name: String,
+    },
+    /// Open the vault with its PIN.
+    Unlock {
+        /// The PIN.
+        #[serde(with = "serde_bytes")]
+        pin: Vec<u8>,
+    },
+    /// Forget the vault's keys in memory.
+    Lock,
+    /// Residency and guess-limit state.
+    Status,
+    /// Who this vault is (identity keys and current version).
+    Whoami,
+    /// Does nothing; measures the session.
+    Ping,
+}
+
+impl std::fmt::Debug for AppOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print PINs or verifiers.
+        f.write_str(match self {
+            AppOp::Enroll { .. } => "Enroll",
+            AppOp::Unlock { .. } => "Unlock",
+            AppOp::Lock => "Lock",
+            AppOp::Status => "Status",
+            AppOp::Whoami => "Whoami",
+            AppOp::Ping => "Ping",
+        })
+    }
+}
+
+/// Successful answers to [`AppOp`]s.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppReply {
+    /// Answer to [`AppOp::Enroll`].
+    Enrolled(Box<Enrolled>),
+    /// The vault is open at this version; `event_key` opens its events.
+    Unlocked {
+        /// The signed state version.
+        version: SignedVersion,
+        /// The key of [`SealedEvent`]s.
+        event_key: [u8; 32],
+    },
+    /// Locked.
+    Locked,
+    /// Answer to [`AppOp::Status`].
+    Status {
+        /// Whether the vault is unlocked.
+        unlocked: bool,
+        /// Wrong PINs left before the vault locks (0: locked out).
+        attempts_left: u32,
+        /// The state version, when unlocked.
+        version: Option<SignedVersion>,
+    },
+    /// Answer to [`AppOp::Whoami`].
+    Whoami {
+        /// The member (vault id).
+        member: String,
+        /// Ed25519 identity public key.
+        identity_public_key: [u8; 32],
+        /// The device key of this session.
+        device_public_key: [u8; 32],
+        /// The state version, when unlocked.
+        version: Option<SignedVersion>,
+    },
+    /// Answer to [`AppOp::Ping`].
+    Pong,
+}
+
+impl std::fmt::Debug for AppReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the event key or the credential.
+        f.write_str(match self {
+            AppReply::Enrolled(_) => "Enrolled",
+            AppReply::Unlocked { .. } => "Unlocked",
+            AppReply::Locked => "Locked",
+            AppReply::Status { .. } => "Status",
+            AppReply::Whoami { .. } => "Whoami",
+            AppReply::Pong => "Pong",
+        })
+    }
+}
+
+/// What enrollment returns.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// Ed25519 identity public key of the new vault.
+    pub identity_public_key: [u8; 32],
+    /// X25519 exchange public key of the new vault.
+    pub exchange_public_key: [u8; 32],
+    /// The split-custody credential: the app keeps it; only the vault can open it.
+    #[serde(with = "serde_bytes")]
+    pub credential: Vec<u8>,
+    /// The key of [`SealedEvent`]s.
+    pub event_key: [u8; 32],
+    /// The vault's first signed version.
+    pub version: SignedVersion,
+}
+
+/// An event as published: sealed under the vault's event key with
+/// `vettid/v1/event ‖ member ‖ id` as associated data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedEvent {
+    /// Random id (also the JetStream de-duplication id).
+    pub id: [u8; 16],
+    /// XChaCha20-Poly1305 of an [`Event`].
+    #[serde(with = "serde_bytes")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// The associated data of a [`SealedEvent`].
+pub fn event_aad(member: &str, id: &[u8; 16]) -> Vec<u8> {
+    [b"vettid/v1/event\0".as_slice(), member.as_bytes(), &[0], id].concat()
+}
+
+/// A vault → app event (inside a [`SealedEvent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The host's clock when it happened (milliseconds since the Unix epoch).
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// Kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The vault was unlocked from this device.
+    Unlocked {
+        /// The device key that unlocked it.
+        device_public_key: [u8; 32],
+    },
+    /// The vault was locked.
+    Locked,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip_their_tokens() {
+        for c in [Channel::Attestation, Channel::Enroll, Channel::Session] {
+            assert_eq!(Channel::parse(c.as_str()), Some(c));
+        }
+        assert_eq!(Channel::parse("forApp"), None);
+    }
+
+    #[test]
+    fn prologues_differ_by_member_and_channel() {
+        let a = prologue("alice", Channel::Session);
+        assert_ne!(a, prologue("bob", Channel::Session));
+        assert_ne!(a, prologue("alice", Channel::Enroll));
+        // No ambiguity between member and channel.
+        assert_ne!(prologue("a", Channel::Session), prologue("a\0s", Channel::Session));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let op = AppOp::Unlock {
+            pin: b"123456".to_vec(),
+        };
+        assert_eq!(format!("{op:?}"), "Unlock");
+        let r = AppReply::Unlocked {
+            version: SignedVersion {
+                version: 1,
+                identity: vec![],
+                signature: vec![],
+                change_hash: vec![],
+            },
+            event_key: [7; 32],
+        };
+        assert!(!format!("{r:?}").contains('7'));
+    }
+}
