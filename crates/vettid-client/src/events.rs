@@ -22,6 +22,31 @@ pub async fn fetch(
     max: usize,
     wait: std::time::Duration,
 ) -> Result<(Vec<Event>, usize), ClientError> {
-    let _ = (client, key, max, wait);
-    Err(ClientError::Protocol("not yet".into()))
+    use futures::StreamExt;
+    let nats = |e: &dyn std::fmt::Display| ClientError::Nats(format!("events: {e}"));
+    let member = client.member();
+    let config = vettid_nats::member_consumer_config(member)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let consumer: async_nats::jetstream::consumer::PullConsumer =
+        async_nats::jetstream::new(client.nats().clone())
+            .create_consumer_on_stream(config, vettid_nats::EVENTS_STREAM)
+            .await
+            .map_err(|e| nats(&e))?;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(wait)
+        .messages()
+        .await
+        .map_err(|e| nats(&e))?;
+    let (mut events, mut skipped) = (Vec::new(), 0);
+    while let Some(msg) = batch.next().await {
+        let msg = msg.map_err(|e| nats(&e))?;
+        match open(member, key, &msg.payload) {
+            Some(e) => events.push(e),
+            None => skipped += 1,
+        }
+        msg.ack().await.map_err(|e| nats(&e))?;
+    }
+    Ok((events, skipped))
 }

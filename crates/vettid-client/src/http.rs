@@ -1,4 +1,5 @@
-//! A small JSON-over-HTTP/1.1 client for the API (plain `http://` only, for local stacks).
+//! A small JSON-over-HTTP/1.1 client for the API (plain `http://` only, for local stacks; the
+//! production app speaks HTTPS through its platform stack).
 
 use crate::ClientError;
 use http_body_util::{BodyExt, Full};
@@ -17,7 +18,7 @@ fn authority(base: &str) -> Result<&str, ClientError> {
 }
 
 /// Sends one request; a 2xx JSON body on success, the API's JSON error as [`ClientError::Api`].
-pub(crate) async fn call(
+pub async fn call(
     base: &str,
     method: &str,
     path: &str,
@@ -69,7 +70,7 @@ pub(crate) async fn call(
 }
 
 /// [`call`], requiring a 2xx JSON answer.
-pub(crate) async fn json(
+pub async fn json(
     base: &str,
     method: &str,
     path: &str,
@@ -92,7 +93,7 @@ pub(crate) async fn json(
 }
 
 /// [`call`] for a text document (2xx required).
-pub(crate) async fn text(base: &str, path: &str) -> Result<String, ClientError> {
+pub async fn text(base: &str, path: &str) -> Result<String, ClientError> {
     let (status, bytes) = call(base, "GET", path, None, None).await?;
     if !(200..300).contains(&status) {
         return Err(ClientError::Api {

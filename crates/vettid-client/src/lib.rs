@@ -15,9 +15,10 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod api;
+pub mod app;
 mod error;
 pub mod events;
-mod http;
+pub mod http;
 pub mod profile;
 pub mod vault;
 

@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -9,6 +10,44 @@ pub(crate) struct ApiArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// The API's state: database (api.db), admin.token, outbox/.
+    #[arg(long, default_value = ".vettid")]
+    data_dir: PathBuf,
+    /// NATS URL handed to apps with their credentials.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// vettid-nats setup directory (operator and account keys). Without it, the API issues no
+    /// NATS credentials (those routes answer 503).
+    #[arg(long)]
+    nats_dir: Option<PathBuf>,
+    /// URL members and apps reach the API at (default: http://<listen>).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Signed PCR manifest to serve (default: <data-dir>/manifest/pcr-manifest.json if present).
+    #[arg(long)]
+    manifest: Option<PathBuf>,
+    /// Dev attestation root to serve (default: <data-dir>/dev-attestor/root.pem if present).
+    #[arg(long)]
+    dev_root: Option<PathBuf>,
+}
+
+impl ApiArgs {
+    fn config(self) -> vettid_api::ApiConfig {
+        let present = |p: PathBuf| p.is_file().then_some(p);
+        let mut config = vettid_api::ApiConfig::new(&self.data_dir);
+        config.public_url = self
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", self.listen));
+        config.nats_url = self.nats_url;
+        config.nats_dir = self.nats_dir;
+        config.manifest_path = self
+            .manifest
+            .or_else(|| present(self.data_dir.join("manifest").join("pcr-manifest.json")));
+        config.dev_root_path = self
+            .dev_root
+            .or_else(|| present(self.data_dir.join("dev-attestor").join("root.pem")));
+        config
+    }
 }
 
 pub(crate) fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
@@ -18,13 +57,18 @@ pub(crate) fn run(args: ApiArgs) -> anyhow::Result<ExitCode> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let listen = args.listen;
+    let config = args.config();
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let app = vettid_api::App::open(config)
             .await
-            .with_context(|| format!("cannot listen on {}", args.listen))?;
+            .context("opening the API")?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
         tracing::info!(addr = %listener.local_addr()?, "api listening");
-        vettid_api::serve(listener, crate::up::signals::terminated())
+        app.serve(listener, crate::up::signals::terminated())
             .await
             .context("serving the API")?;
         tracing::info!("api stopped");

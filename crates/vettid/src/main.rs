@@ -5,11 +5,16 @@
 //!
 //! - `vettid attest …` verifies attestation documents and manages the dev root and PCR manifests.
 //!
-//! Later issues add `enclave`, `host`, `app …` and `admin …`.
+//! - `vettid admin …` manages invites and registrations straight on the API's database.
+//!
+//! Later issues add `enclave`, `host` and `app …`.
 #![deny(unsafe_code)]
 
+mod admin;
 mod api;
+mod app;
 mod attest;
+mod demo;
 mod host;
 mod platform;
 mod up;
@@ -35,12 +40,18 @@ enum Command {
     Up(up::UpArgs),
     /// Run the HTTP API process (normally started by `vettid up`).
     Api(api::ApiArgs),
+    /// Administer invites and registrations on this machine's API database.
+    Admin(admin::AdminArgs),
     /// Run the host process: starts and restarts the enclave, serves its storage.
     Host(host::HostArgs),
     /// Run the dev platform (attestor and key service standing in for Nitro and AWS KMS).
     DevPlatform(platform::PlatformArgs),
     /// Drive a vault through the host's control socket (debug path).
     Vault(vault::VaultArgs),
+    /// What the member's app does: enroll, unlock, lock, status, whoami, refresh-creds, events.
+    App(app::AppArgs),
+    /// The whole journey on this machine: stack, admin, two members enrolled and unlocked.
+    Demo(demo::DemoArgs),
     /// Attestation: verify documents, the dev root, measurements, PCR manifests.
     #[command(subcommand)]
     Attest(attest::AttestCommand),
@@ -51,10 +62,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Api(args) => api::run(args),
+        Command::Admin(args) => admin::run(args),
         Command::Attest(cmd) => attest::run(cmd),
         Command::Host(args) => host::run(args),
         Command::DevPlatform(args) => platform::run(args),
         Command::Vault(args) => vault::run(args),
+        Command::App(args) => app::run(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,7 @@
 //! `vettid up`: run the whole stack on this machine.
 //!
-//! Order: take the data directory's lock, find nats-server, start it (loopback, JetStream),
+//! Order: take the data directory's lock, find nats-server, make or load its operator-mode keys
+//! (`<data>/nats/auth`, see `vettid-nats`), start it (loopback, JetStream),
 //! wait until healthy, then start each VettID process and wait until it is healthy, print the
 //! URLs and `ready`. On Ctrl-C or SIGTERM, stop the children in reverse order and exit 0; if a
 //! child dies on its own, stop the rest and exit non-zero with the end of its log.
@@ -70,7 +71,8 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
         args.api_addr.ip(),
         port_or_free(args.api_addr.port(), "--api-addr")?,
     );
-    let conf = nats::write_config(&data_dir, ports)?;
+    let nats_files = nats::write_config(&data_dir, ports)?;
+    let nats_url = format!("nats://127.0.0.1:{}", ports.client);
 
     let terminated = signals::terminated();
     tokio::pin!(terminated);
@@ -87,7 +89,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
             children.push(Child::spawn(
                 "nats-server",
                 &nats.path,
-                &[OsStr::new("-c"), conf.as_os_str()],
+                &[OsStr::new("-c"), nats_files.conf.as_os_str()],
                 logs.join("nats-server.log"),
                 exited_tx.clone(),
             )?);
@@ -133,6 +135,10 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                     data,
                     OsStr::new("--enclave"),
                     enclave.as_os_str(),
+                    OsStr::new("--nats-url"),
+                    OsStr::new(&nats_url),
+                    OsStr::new("--nats-creds"),
+                    nats_files.host_creds.as_os_str(),
                 ],
                 logs.join("host.log"),
                 exited_tx.clone(),
@@ -144,11 +150,24 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
             .await?;
 
             let addr = api_addr.to_string();
+            let public_url = format!("http://{api_addr}");
             println!("  starting api");
             children.push(Child::spawn(
                 "api",
                 &exe,
-                &[OsStr::new("api"), OsStr::new("--listen"), OsStr::new(&addr)],
+                &[
+                    OsStr::new("api"),
+                    OsStr::new("--listen"),
+                    OsStr::new(&addr),
+                    OsStr::new("--data-dir"),
+                    data,
+                    OsStr::new("--nats-url"),
+                    OsStr::new(&nats_url),
+                    OsStr::new("--nats-dir"),
+                    nats_files.auth.as_os_str(),
+                    OsStr::new("--public-url"),
+                    OsStr::new(&public_url),
+                ],
                 logs.join("api.log"),
                 exited_tx.clone(),
             )?);
@@ -177,7 +196,16 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
     }
 
     println!();
-    println!("  nats     nats://127.0.0.1:{}", ports.client);
+    println!(
+        "  nats     {nats_url} (operator mode; keys in {})",
+        nats_files.auth.display()
+    );
+    println!("  creds    {} (host)", nats_files.host_creds.display());
+    println!("  creds    {} (api)", nats_files.api_creds.display());
+    println!(
+        "  creds    {} (system account: pushes revocations)",
+        nats_files.sys_creds.display()
+    );
     println!("  monitor  http://127.0.0.1:{}", ports.monitor);
     println!("  api      http://{api_addr}");
     println!(

@@ -111,36 +111,59 @@ pub(crate) struct NatsPorts {
     pub(crate) monitor: u16,
 }
 
-/// Writes `<data>/nats/nats.conf` (single node, loopback only, JetStream under `<data>/nats/jetstream`)
-/// and returns its path.
-pub(crate) fn write_config(data_dir: &Path, ports: NatsPorts) -> anyhow::Result<PathBuf> {
-    let dir = data_dir.join("nats");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let store = dir.join("jetstream");
-    let conf = format!(
-        "# Written by `vettid up`; rewritten at every start.\n\
-         server_name: vettid_local\n\
-         listen: 127.0.0.1:{client}\n\
-         http: 127.0.0.1:{monitor}\n\
-         jetstream {{\n  store_dir: {store}\n}}\n",
-        client = ports.client,
-        monitor = ports.monitor,
-        store = quote(&store)?,
-    );
-    let path = dir.join("nats.conf");
-    std::fs::write(&path, conf).with_context(|| format!("writing {}", path.display()))?;
-    Ok(path)
+/// The broker's configuration and the credentials `vettid up` hands to its children.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsFiles {
+    /// `<data>/nats/nats.conf`, rewritten at every start.
+    pub(crate) conf: PathBuf,
+    /// `<data>/nats/auth`: operator, accounts and platform users (0700; seeds and creds 0600).
+    pub(crate) auth: PathBuf,
+    pub(crate) host_creds: PathBuf,
+    pub(crate) api_creds: PathBuf,
+    pub(crate) sys_creds: PathBuf,
 }
 
-/// A path as a quoted nats-config string.
-fn quote(path: &Path) -> anyhow::Result<String> {
-    let s = path
-        .to_str()
-        .context("the data directory path is not valid UTF-8")?;
-    if s.contains(['"', '\\', '\n']) {
-        bail!("the data directory path may not contain quotes, backslashes or newlines");
-    }
-    Ok(format!("\"{s}\""))
+/// Creates (first start) or loads the operator-mode keys in `<data>/nats/auth` and writes
+/// `<data>/nats/nats.conf`: single node, loopback only, account JWTs (with revocations)
+/// preloaded into the `full` resolver in `<data>/nats/resolver`, JetStream in
+/// `<data>/nats/jetstream`.
+pub(crate) fn write_config(data_dir: &Path, ports: NatsPorts) -> anyhow::Result<NatsFiles> {
+    let dir = data_dir.join("nats");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let auth = dir.join("auth");
+    let setup = vettid_nats::Setup::create_or_load(&auth)
+        .with_context(|| format!("preparing the NATS keys in {}", auth.display()))?;
+    let plan = vettid_nats::ServerPlan {
+        client_port: ports.client,
+        monitor_port: ports.monitor,
+        jetstream_dir: dir.join("jetstream"),
+        resolver_dir: dir.join("resolver"),
+    };
+    let text = setup
+        .server_config_text(&plan)
+        .context("writing the nats-server configuration")?;
+    let conf = dir.join("nats.conf");
+    write_private(&conf, &text).with_context(|| format!("writing {}", conf.display()))?;
+    Ok(NatsFiles {
+        conf,
+        host_creds: setup.host_creds(),
+        api_creds: setup.api_creds(),
+        sys_creds: setup.sys_creds(),
+        auth,
+    })
+}
+
+/// The config names accounts and revoked keys: readable by its owner only.
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 #[cfg(test)]

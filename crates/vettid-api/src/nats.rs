@@ -1,0 +1,384 @@
+//! NATS credentials for members: issuing (at enrollment and on refresh), recording every user
+//! key ever issued, and revoking them all.
+//!
+//! The API signs user JWTs with the platform account's signing key (`vettid-nats`); the app
+//! keeps its own nkey seed and sends only the public key. Every issued key is recorded in
+//! `nats_user_keys` *before* its JWT is handed out, so a revocation can name all of them.
+//!
+//! Refresh is authorized by the device key registered at enrollment: the app signs
+//! [`refresh_message`] with it. A timestamp within ±120 s of the server's clock and strictly
+//! newer than the last one accepted for that device makes each signature usable once.
+
+use crate::ApiError;
+use crate::app::App;
+use crate::extract::{ApiJson, ClientIp};
+use crate::ratelimit::ip_key;
+use crate::validate;
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use vettid_nats::{IssuedJwt, Issuer, MemberScope, NatsError, Setup};
+
+/// Domain separation of the refresh signature (see [`refresh_message`]).
+pub const REFRESH_CONTEXT: &[u8] = b"vettid/v1/nats-refresh\0";
+
+/// How far a refresh timestamp may be from the server's clock.
+pub(crate) const REFRESH_WINDOW_SECS: i64 = 120;
+
+/// How long the API waits for the NATS server to accept an account update.
+const PUSH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The bytes a device signs (Ed25519, with the key registered at enrollment) to refresh its
+/// NATS credentials:
+///
+/// `"vettid/v1/nats-refresh\0"` ‖ `member_id` ‖ `0x00` ‖ `nats_public_key` ‖ `0x00` ‖
+/// `timestamp` (unix seconds, 8 bytes big-endian).
+///
+/// The NUL separators are unambiguous because neither a member id (UUID) nor a NATS public
+/// key contains NUL. This is the one definition the app shares
+/// (`vettid_proto::auth::nats_refresh_message`), re-exported here for API users.
+pub fn refresh_message(member_id: &str, nats_public_key: &str, timestamp: u64) -> Vec<u8> {
+    vettid_proto::auth::nats_refresh_message(member_id, nats_public_key, timestamp)
+}
+
+/// The issuer of this deployment, with what revocation needs to reach the server.
+pub(crate) struct NatsIssuing {
+    issuer: Arc<Mutex<Issuer>>,
+    sys_creds: PathBuf,
+    nats_url: String,
+}
+
+impl NatsIssuing {
+    /// Loads (creating if absent) the `vettid-nats` setup in `dir`.
+    pub(crate) fn load(dir: &Path, nats_url: &str) -> Result<NatsIssuing, NatsError> {
+        let setup = Setup::create_or_load(dir)?;
+        Ok(NatsIssuing {
+            issuer: Arc::new(Mutex::new(setup.issuer()?)),
+            sys_creds: setup.sys_creds(),
+            nats_url: nats_url.to_owned(),
+        })
+    }
+
+    /// Signs a user JWT for `user_key` of `member` (both already validated), issued `now`
+    /// (the API's clock).
+    pub(crate) fn sign(
+        &self,
+        member: &str,
+        user_key: &str,
+        scope: MemberScope,
+        lifetime: Duration,
+        now: SystemTime,
+    ) -> Result<IssuedJwt, ApiError> {
+        let issuer = self.issuer.lock().unwrap_or_else(|p| p.into_inner());
+        issuer
+            .member_jwt_at(member, user_key, scope, lifetime, now)
+            .map_err(|e| match e {
+                NatsError::Invalid(_) => ApiError::bad_request("nats_public_key was refused"),
+                other => ApiError::internal("signing a member JWT", other),
+            })
+    }
+
+    /// The answer carrying `issued` to the member's app.
+    pub(crate) fn creds(&self, member: &str, issued: &IssuedJwt) -> NatsCreds {
+        NatsCreds {
+            jwt: issued.jwt.clone(),
+            expires_at: crate::clock::unix_secs(issued.expires_at),
+            member_id: member.to_owned(),
+            nats_url: self.nats_url.clone(),
+            owner_space: format!("OwnerSpace.{member}"),
+            inbox_prefix: vettid_nats::member_inbox_prefix(member),
+        }
+    }
+}
+
+/// NATS credentials as answered to an app (its seed never leaves it).
+#[derive(Serialize)]
+pub(crate) struct NatsCreds {
+    jwt: String,
+    expires_at: i64,
+    member_id: String,
+    nats_url: String,
+    owner_space: String,
+    inbox_prefix: String,
+}
+
+/// The stored name of a scope.
+fn scope_name(scope: MemberScope) -> &'static str {
+    match scope {
+        MemberScope::Enrollment => "enrollment",
+        MemberScope::Member => "member",
+    }
+}
+
+/// Records that `issued` was issued to `member` (upsert). 409 if the key was issued to
+/// another member or has been revoked: such a key gets no new JWT.
+pub(crate) async fn record_key<'e, E>(
+    db: E,
+    member: &str,
+    scope: MemberScope,
+    issued: &IssuedJwt,
+    now: i64,
+) -> Result<(), ApiError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
+    let recorded = sqlx::query(
+        "INSERT INTO nats_user_keys (user_public_key, member_id, scope, first_issued_at, \
+         last_issued_at, last_expires_at) VALUES (?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (user_public_key) DO UPDATE SET scope = excluded.scope, \
+         last_issued_at = excluded.last_issued_at, last_expires_at = excluded.last_expires_at \
+         WHERE nats_user_keys.member_id = excluded.member_id AND nats_user_keys.revoked_at IS NULL",
+    )
+    .bind(&issued.user_public_key)
+    .bind(member)
+    .bind(scope_name(scope))
+    .bind(now)
+    .bind(now)
+    .bind(crate::clock::unix_secs(issued.expires_at))
+    .execute(db)
+    .await?;
+    if recorded.rows_affected() == 1 {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(
+            "this NATS key cannot be used (revoked, or not yours); generate a new one",
+        ))
+    }
+}
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new().route("/v1/nats/refresh", post(refresh))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefreshRequest {
+    member_id: String,
+    device_public_key: String,
+    nats_public_key: String,
+    timestamp: u64,
+    signature: String,
+}
+
+/// `POST /v1/nats/refresh` → a member JWT for `nats_public_key`, if the device signature,
+/// timestamp window and replay guard pass (else 401).
+async fn refresh(
+    State(app): State<App>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> Result<Json<NatsCreds>, ApiError> {
+    let member = validate::member_id(&req.member_id)?;
+    let device_key = validate::device_public_key(&req.device_public_key)?;
+    let nats_key = validate::nats_user_key(&req.nats_public_key)?;
+    let signature = validate::hex_bytes::<64>("signature", &req.signature)?;
+    let timestamp = i64::try_from(req.timestamp)
+        .map_err(|_| ApiError::bad_request("timestamp is out of range"))?;
+    let limits = &app.state.config.limits;
+    app.rate_limit("refresh", &ip_key(ip), limits.refresh_per_ip)?;
+    let nats = app.nats()?;
+
+    let proof = RefreshProof {
+        member: &member,
+        device_key: &device_key,
+        nats_key: &nats_key,
+        timestamp,
+        signature,
+    };
+    proof.check(&app).await?;
+    let lifetime = limits.member_jwt_lifetime;
+    let issued = nats.sign(&member, &nats_key, MemberScope::Member, lifetime, app.clock_now())?;
+    record_key(app.db(), &member, MemberScope::Member, &issued, app.now()).await?;
+    // A revocation that ran since the check has not seen this key: refuse to hand it out.
+    ensure_device_active(&app, &device_key).await?;
+    Ok(Json(nats.creds(&member, &issued)))
+}
+
+struct RefreshProof<'a> {
+    member: &'a str,
+    device_key: &'a str,
+    nats_key: &'a str,
+    timestamp: i64,
+    signature: [u8; 64],
+}
+
+impl RefreshProof<'_> {
+    /// Verifies the device, its signature and the timestamp, then spends the timestamp
+    /// atomically (only an update that moves `last_refresh_ts` forward succeeds), so a
+    /// signature cannot be replayed, not even concurrently.
+    async fn check(&self, app: &App) -> Result<(), ApiError> {
+        let refused = ApiError::Unauthorized("refresh refused: unknown device or bad signature");
+        let device: Option<(String, Option<i64>)> = sqlx::query_as(
+            "SELECT member_id, revoked_at FROM devices WHERE device_public_key = ?",
+        )
+        .bind(self.device_key)
+        .fetch_optional(app.db())
+        .await?;
+        if !matches!(&device, Some((m, None)) if m == self.member) {
+            return Err(refused);
+        }
+        let key_bytes = hex::decode(self.device_key).map_err(|_| refused.clone())?;
+        let key = vettid_crypto::sign::VerifyingKey::from_slice(&key_bytes)
+            .map_err(|_| refused.clone())?;
+        let message = refresh_message(self.member, self.nats_key, self.timestamp.unsigned_abs());
+        let signature = vettid_crypto::sign::Signature::from_bytes(self.signature);
+        key.verify(&message, &signature).map_err(|_| refused)?;
+
+        if (self.timestamp - app.now()).abs() > REFRESH_WINDOW_SECS {
+            return Err(ApiError::Unauthorized(
+                "timestamp is more than 120 s from the server's clock",
+            ));
+        }
+        let spent = sqlx::query(
+            "UPDATE devices SET last_refresh_ts = ? WHERE device_public_key = ? AND member_id = ? \
+             AND revoked_at IS NULL AND (last_refresh_ts IS NULL OR last_refresh_ts < ?)",
+        )
+        .bind(self.timestamp)
+        .bind(self.device_key)
+        .bind(self.member)
+        .bind(self.timestamp)
+        .execute(app.db())
+        .await?;
+        if spent.rows_affected() == 1 {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized(
+                "timestamp is not newer than the last refresh (replayed request?)",
+            ))
+        }
+    }
+}
+
+async fn ensure_device_active(app: &App, device_key: &str) -> Result<(), ApiError> {
+    let revoked: Option<Option<i64>> =
+        sqlx::query_scalar("SELECT revoked_at FROM devices WHERE device_public_key = ?")
+            .bind(device_key)
+            .fetch_optional(app.db())
+            .await?;
+    match revoked {
+        Some(None) => Ok(()),
+        _ => Err(ApiError::Unauthorized("this device has been revoked")),
+    }
+}
+
+/// What a revocation did.
+pub(crate) struct RevokeOutcome {
+    pub(crate) keys: usize,
+    pub(crate) devices: u64,
+}
+
+/// Cuts a member off NATS: ends their enrollments in progress, revokes their devices (so no
+/// refresh succeeds), then revokes every user key ever issued to them in the account JWT and
+/// pushes it to the server. The database is updated before the push, so a failed push (502)
+/// leaves the member revoked here and a retry pushes again.
+pub(crate) async fn revoke_member(app: &App, member: &str) -> Result<RevokeOutcome, ApiError> {
+    let nats = app.nats()?;
+    let member = validate::member_id(member)?;
+    let known: Option<String> =
+        sqlx::query_scalar("SELECT member_id FROM registrations WHERE member_id = ?")
+            .bind(&member)
+            .fetch_optional(app.db())
+            .await?;
+    known.ok_or(ApiError::NotFound("no such member"))?;
+
+    let now = app.now();
+    end_enrollments(app, &member, now).await?;
+    let devices = sqlx::query(
+        "UPDATE devices SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(&member)
+    .execute(app.db())
+    .await?
+    .rows_affected();
+    let keys: Vec<String> = sqlx::query_scalar(
+        "SELECT user_public_key FROM nats_user_keys WHERE member_id = ? ORDER BY user_public_key",
+    )
+    .bind(&member)
+    .fetch_all(app.db())
+    .await?;
+    if keys.is_empty() {
+        return Ok(RevokeOutcome { keys: 0, devices });
+    }
+    let account_jwt = revoke_keys(nats, keys.clone()).await?;
+    sqlx::query("UPDATE nats_user_keys SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL")
+        .bind(now)
+        .bind(&member)
+        .execute(app.db())
+        .await?;
+    push(nats, &account_jwt).await?;
+    Ok(RevokeOutcome {
+        keys: keys.len(),
+        devices,
+    })
+}
+
+/// Expires every enrollment code and enrollment token of `member` still usable.
+async fn end_enrollments(app: &App, member: &str, now: i64) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE enrollment_sessions SET expires_at = ? WHERE member_id = ? AND authenticated_at IS NULL AND expires_at > ?",
+    )
+    .bind(now)
+    .bind(member)
+    .bind(now)
+    .execute(app.db())
+    .await?;
+    sqlx::query(
+        "UPDATE enrollment_sessions SET token_expires_at = ? WHERE member_id = ? AND token_used_at IS NULL AND token_expires_at > ?",
+    )
+    .bind(now)
+    .bind(member)
+    .bind(now)
+    .execute(app.db())
+    .await?;
+    Ok(())
+}
+
+async fn revoke_keys(nats: &NatsIssuing, keys: Vec<String>) -> Result<String, ApiError> {
+    let issuer = nats.issuer.clone();
+    tokio::task::spawn_blocking(move || {
+        let issuer = issuer.lock().unwrap_or_else(|p| p.into_inner());
+        issuer.revoke(&keys)
+    })
+    .await
+    .map_err(|e| ApiError::internal("revocation task", e))?
+    .map_err(|e| ApiError::internal("revoking NATS user keys", e))
+}
+
+async fn push(nats: &NatsIssuing, account_jwt: &str) -> Result<(), ApiError> {
+    let failed = ApiError::BadGateway(
+        "the revocation is recorded but the NATS server did not confirm it; retry",
+    );
+    let pushed = tokio::time::timeout(
+        PUSH_TIMEOUT,
+        vettid_nats::push_account(&nats.nats_url, &nats.sys_creds, account_jwt),
+    )
+    .await;
+    match pushed {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "pushing the account JWT failed");
+            Err(failed)
+        }
+        Err(_) => {
+            tracing::warn!("pushing the account JWT timed out");
+            Err(failed)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_message_layout_is_fixed() {
+        let m = refresh_message("m", "UK", 0x0102_0304_0506_0708);
+        let mut expected = b"vettid/v1/nats-refresh\0m\0UK\0".to_vec();
+        expected.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        assert_eq!(m, expected);
+    }
+}

@@ -1,0 +1,383 @@
+//! An API over a real SQLite file and a real vettid-nats setup in a tempdir, driven through
+//! its router with `oneshot`, with a manual clock.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sqlx::SqlitePool;
+use sqlx::sqlite::SqliteConnectOptions;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use tower::ServiceExt;
+use vettid_api::{ApiConfig, App, Limits, ManualClock, OutboxMailer, Rate};
+
+pub const DEFAULT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+
+pub struct Harness {
+    pub dir: TempDir,
+    pub app: App,
+    pub clock: Arc<ManualClock>,
+    pub router: Router,
+    pub admin_token: String,
+    pub db: SqlitePool,
+}
+
+/// Limits high enough that only the rate-limit tests meet them.
+pub fn generous_limits() -> Limits {
+    let lots = Rate::per_hour(10_000);
+    Limits {
+        register_per_ip: lots,
+        magic_link_per_email: lots,
+        magic_link_per_ip: lots,
+        verify_per_ip: lots,
+        enroll_authenticate_per_ip: lots,
+        refresh_per_ip: lots,
+        ..Limits::default()
+    }
+}
+
+impl Harness {
+    /// With NATS issuing (a fresh vettid-nats setup) and generous limits.
+    pub async fn new() -> Harness {
+        Harness::with(|_| {}).await
+    }
+
+    /// As [`Harness::new`], after `adjust` changes the configuration.
+    pub async fn with(adjust: impl FnOnce(&mut ApiConfig)) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut config = ApiConfig::new(&data);
+        config.public_url = "https://api.test.example/".into();
+        config.nats_url = "nats://127.0.0.1:1".into();
+        config.nats_dir = Some(dir.path().join("nats"));
+        config.limits = generous_limits();
+        adjust(&mut config);
+        let clock = Arc::new(ManualClock::starting_now());
+        let mailer = Arc::new(OutboxMailer::new(config.outbox_dir()));
+        let app = App::open_with(config, clock.clone(), mailer).await.unwrap();
+        let admin_token = std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let db = SqlitePool::connect_with(SqliteConnectOptions::new().filename(data.join("api.db")))
+            .await
+            .unwrap();
+        Harness {
+            router: app.router(),
+            dir,
+            app,
+            clock,
+            admin_token,
+            db,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn advance(&self, secs: u64) {
+        self.clock.advance(Duration::from_secs(secs));
+    }
+
+    pub fn now(&self) -> u64 {
+        self.clock
+            .now_unix()
+    }
+
+    pub fn req(&self, method: Method, uri: &str) -> Call<'_> {
+        Call {
+            h: self,
+            method,
+            uri: uri.to_owned(),
+            bearer: None,
+            ip: DEFAULT_IP,
+            content_type: Some("application/json".into()),
+            body: Vec::new(),
+        }
+    }
+
+    pub fn post(&self, uri: &str) -> Call<'_> {
+        self.req(Method::POST, uri)
+    }
+
+    pub fn get(&self, uri: &str) -> Call<'_> {
+        self.req(Method::GET, uri)
+    }
+
+    pub fn admin(&self, method: Method, uri: &str) -> Call<'_> {
+        self.req(method, uri).bearer(&self.admin_token)
+    }
+
+    /// A fingerprint of every table's rows that any route could change.
+    pub async fn snapshot(&self) -> Vec<String> {
+        let queries = [
+            "SELECT 'admins ' || COUNT(*) FROM admins",
+            "SELECT 'audit ' || COUNT(*) FROM admin_audit",
+            "SELECT 'invites ' || COUNT(*) || ' ' || COALESCE(SUM(uses), 0) FROM invites",
+            "SELECT 'registrations ' || COUNT(*) || ' ' || COALESCE(group_concat(status), '') FROM registrations",
+            "SELECT 'links ' || COUNT(*) || ' ' || COALESCE(group_concat(COALESCE(used_at, '-')), '') FROM magic_links",
+            "SELECT 'sessions ' || COUNT(*) FROM member_sessions",
+            "SELECT 'enrollments ' || COUNT(*) || ' ' || COALESCE(group_concat(phase || COALESCE(authenticated_at, '-') || COALESCE(token_used_at, '-') || expires_at), '') FROM enrollment_sessions",
+            "SELECT 'phases ' || COUNT(*) FROM enrollment_phases",
+            "SELECT 'devices ' || COUNT(*) || ' ' || COALESCE(group_concat(COALESCE(last_refresh_ts, '-') || COALESCE(revoked_at, '-')), '') FROM devices",
+            "SELECT 'keys ' || COUNT(*) || ' ' || COALESCE(group_concat(last_issued_at || COALESCE(revoked_at, '-')), '') FROM nats_user_keys",
+        ];
+        let mut out = Vec::new();
+        for q in queries {
+            out.push(sqlx::query_scalar::<_, String>(q).fetch_one(&self.db).await.unwrap());
+        }
+        out
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let q = format!("SELECT COUNT(*) FROM {table}");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(q))
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Creates an invite; returns its code.
+    pub async fn invite(&self, body: Value) -> String {
+        let r = self
+            .admin(Method::POST, "/v1/admin/invites")
+            .json(&body)
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body["code"].as_str().unwrap().to_owned()
+    }
+
+    /// Registers `email` with an auto-approve invite; returns the member id.
+    pub async fn approved_member(&self, email: &str) -> String {
+        let code = self.invite(json!({"auto_approve": true})).await;
+        let r = self.register(email, &code).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        assert_eq!(r.body["status"], "approved");
+        r.body["member_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn register(&self, email: &str, invite: &str) -> Resp {
+        self.post("/v1/register")
+            .json(&json!({
+                "first_name": "Zoë", "last_name": "O'Brien", "email": email, "invite_code": invite
+            }))
+            .send()
+            .await
+    }
+
+    /// Asks for a magic link and returns the token from the mail (exactly one new mail).
+    pub async fn magic_link_token(&self, email: &str) -> String {
+        let r = self
+            .post("/v1/auth/magic-link")
+            .json(&json!({ "email": email }))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{}", r.body);
+        self.app.background_idle().await;
+        let mails = self.take_mails(email);
+        assert_eq!(mails.len(), 1, "one mail to {email}");
+        token_of(&mails[0])
+    }
+
+    /// Signs `email` in by magic link; returns the member session token.
+    pub async fn sign_in(&self, email: &str) -> String {
+        let token = self.magic_link_token(email).await;
+        let r = self
+            .post("/v1/auth/verify")
+            .json(&json!({ "token": token }))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        r.body["session_token"].as_str().unwrap().to_owned()
+    }
+
+    /// The mails in the outbox addressed to `to`, removed from it.
+    pub fn take_mails(&self, to: &str) -> Vec<String> {
+        let outbox = self.data_dir().join("outbox");
+        let Ok(entries) = std::fs::read_dir(&outbox) else {
+            return Vec::new();
+        };
+        let mut names: Vec<_> = entries.map(|e| e.unwrap().path()).collect();
+        names.sort();
+        let mut mails = Vec::new();
+        for path in names {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains(&format!("\r\nTo: {to}\r\n")) {
+                std::fs::remove_file(&path).unwrap();
+                mails.push(text);
+            }
+        }
+        mails
+    }
+
+    /// Creates an enrollment session for the signed-in member.
+    pub async fn enrollment_session(&self, session: &str) -> Value {
+        let r = self.post("/v1/enroll/sessions").bearer(session).send().await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        r.body
+    }
+
+    /// Authenticates an app with `code`; returns the answer.
+    pub async fn authenticate(&self, body: Value) -> Resp {
+        self.post("/v1/enroll/authenticate").json(&body).send().await
+    }
+
+    /// A member signed in and holding an enrollment token: (member_id, session token,
+    /// enrollment token, enrollment session id).
+    pub async fn enrolling_member(&self, email: &str) -> Enrolling {
+        let member_id = self.approved_member(email).await;
+        let session = self.sign_in(email).await;
+        let s = self.enrollment_session(&session).await;
+        let r = self
+            .authenticate(json!({ "code": s["code"], "device_name": "test phone" }))
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        Enrolling {
+            member_id,
+            session,
+            token: r.body["enrollment_token"].as_str().unwrap().to_owned(),
+            session_id: s["session_id"].as_str().unwrap().to_owned(),
+        }
+    }
+}
+
+pub struct Enrolling {
+    pub member_id: String,
+    pub session: String,
+    pub token: String,
+    pub session_id: String,
+}
+
+pub trait NowUnix {
+    fn now_unix(&self) -> u64;
+}
+
+impl NowUnix for ManualClock {
+    fn now_unix(&self) -> u64 {
+        use vettid_api::Clock;
+        self.now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+}
+
+/// The bare token of a magic-link mail (`Token: …` line), checked against the link.
+pub fn token_of(mail: &str) -> String {
+    let token = mail
+        .lines()
+        .find_map(|l| l.strip_prefix("Token: "))
+        .expect("a Token: line")
+        .to_owned();
+    assert!(
+        mail.contains(&format!("https://api.test.example/auth#token={token}\r\n")),
+        "the link carries the same token"
+    );
+    token
+}
+
+pub struct Call<'a> {
+    h: &'a Harness,
+    method: Method,
+    uri: String,
+    bearer: Option<String>,
+    ip: IpAddr,
+    content_type: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Call<'_> {
+    pub fn bearer(mut self, token: &str) -> Self {
+        self.bearer = Some(token.to_owned());
+        self
+    }
+
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    pub fn json(mut self, v: &Value) -> Self {
+        self.body = serde_json::to_vec(v).unwrap();
+        self
+    }
+
+    pub fn raw(mut self, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> Self {
+        self.content_type = content_type.map(str::to_owned);
+        self.body = body.into();
+        self
+    }
+
+    pub async fn send(self) -> Resp {
+        let mut b = Request::builder().method(self.method).uri(&self.uri);
+        if let Some(t) = &self.bearer {
+            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        if let Some(ct) = &self.content_type
+            && !self.body.is_empty()
+        {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        let mut req = b.body(Body::from(self.body)).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::new(self.ip, 40_000)));
+        let res = self.h.router.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.to_str().unwrap().starts_with("application/json"))
+        {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        } else {
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        };
+        Resp {
+            status,
+            headers,
+            body,
+            bytes: bytes.to_vec(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub bytes: Vec<u8>,
+}
+
+impl Resp {
+    /// Asserts the JSON error shape with `status` and `code`.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
+        assert!(
+            self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "a message: {}",
+            self.body
+        );
+    }
+}
+
+/// The claims of a JWT (the middle part, base64url).
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let payload = jwt.split('.').nth(1).expect("three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}

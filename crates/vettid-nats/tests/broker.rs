@@ -1,0 +1,357 @@
+//! Tenant isolation against a real nats-server (DESIGN §3.5): what each user may and may not do.
+
+mod support;
+
+use async_nats::Event;
+use async_nats::jetstream::{self, stream};
+use futures::{FutureExt, StreamExt};
+use std::time::{Duration, SystemTime};
+use support::{Broker, WITHIN, claims, expect_event, expect_violation};
+use vettid_nats::{EVENTS_STREAM, MemberScope, member_consumer_config, push_account};
+
+async fn create_events_stream(host: &async_nats::Client) -> jetstream::Context {
+    let js = jetstream::new(host.clone());
+    js.get_or_create_stream(stream::Config {
+        name: EVENTS_STREAM.into(),
+        subjects: vec!["OwnerSpace.*.forApp.>".into()],
+        ..Default::default()
+    })
+    .await
+    .expect("host creates the events stream");
+    js
+}
+
+#[tokio::test]
+async fn platform_users_connect_and_host_runs_jetstream() {
+    let b = Broker::start().await;
+    let host = b.connect_creds(&b.setup.host_creds()).await;
+    let js = create_events_stream(&host).await;
+    let ack = js
+        .publish("OwnerSpace.alice.forApp.hello", "event".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stream acknowledges");
+    assert_eq!((ack.stream.as_str(), ack.sequence), (EVENTS_STREAM, 1));
+    let api = b.connect_creds(&b.setup.api_creds()).await;
+    api.flush().await.expect("api is connected");
+    let sys = b.connect_creds(&b.setup.sys_creds()).await;
+    sys.flush().await.expect("sys is connected");
+}
+
+#[tokio::test]
+async fn a_member_request_reaches_the_host_and_the_reply_its_own_inbox() {
+    let b = Broker::start().await;
+    let (_host, mut seen) = b.start_host_router().await;
+    let (alice, _events, _) = b.member("alice", MemberScope::Member).await;
+    let reply = alice
+        .request("OwnerSpace.alice.forVault.session", "hi".into())
+        .await
+        .expect("the host's reply reaches _INBOX_alice");
+    assert_eq!(&reply.payload[..], b"ack:OwnerSpace.alice.forVault.session");
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        "OwnerSpace.alice.forVault.session"
+    );
+}
+
+#[tokio::test]
+async fn a_member_cannot_publish_to_another_members_vault() {
+    let b = Broker::start().await;
+    let (_host, mut seen) = b.start_host_router().await;
+    let (alice, mut events, _) = b.member("alice", MemberScope::Member).await;
+    alice
+        .publish("OwnerSpace.bob.forVault.session", "forged".into())
+        .await
+        .unwrap();
+    alice
+        .publish("OwnerSpace.alice.forVault.session", "own".into())
+        .await
+        .unwrap();
+    expect_violation(&mut events, "OwnerSpace.bob.forVault.session").await;
+    // In-order delivery: had the forged message got through, the host would have seen it first.
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        "OwnerSpace.alice.forVault.session"
+    );
+}
+
+#[tokio::test]
+async fn a_member_cannot_subscribe_to_another_members_events() {
+    let b = Broker::start().await;
+    let host = b.connect_creds(&b.setup.host_creds()).await;
+    let (alice, mut events, _) = b.member("alice", MemberScope::Member).await;
+    let mut bobs = alice.subscribe("OwnerSpace.bob.forApp.>").await.unwrap();
+    let mut own = alice.subscribe("OwnerSpace.alice.forApp.>").await.unwrap();
+    alice.flush().await.unwrap();
+    expect_violation(&mut events, "OwnerSpace.bob.forApp.>").await;
+    host.publish("OwnerSpace.bob.forApp.x", "secret".into())
+        .await
+        .unwrap();
+    host.publish("OwnerSpace.alice.forApp.x", "mine".into())
+        .await
+        .unwrap();
+    let mine = tokio::time::timeout(WITHIN, own.next()).await.unwrap();
+    assert_eq!(&mine.unwrap().payload[..], b"mine");
+    // Delivered in order on one connection: bob's message would be queued by now.
+    assert!(bobs.next().now_or_never().is_none());
+}
+
+#[tokio::test]
+async fn the_enrollment_scope_reaches_only_attestation_and_enroll() {
+    let b = Broker::start().await;
+    let (_host, mut seen) = b.start_host_router().await;
+    let (app, mut events, _) = b.member("carol", MemberScope::Enrollment).await;
+    app.publish("OwnerSpace.carol.forVault.session", "x".into())
+        .await
+        .unwrap();
+    let reply = app
+        .request("OwnerSpace.carol.forVault.attestation", "nonce".into())
+        .await
+        .expect("attestation request answered");
+    assert_eq!(
+        &reply.payload[..],
+        b"ack:OwnerSpace.carol.forVault.attestation"
+    );
+    app.request("OwnerSpace.carol.forVault.enroll", "e".into())
+        .await
+        .expect("enroll request answered");
+    expect_violation(&mut events, "OwnerSpace.carol.forVault.session").await;
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        "OwnerSpace.carol.forVault.attestation"
+    );
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        "OwnerSpace.carol.forVault.enroll"
+    );
+    app.subscribe("OwnerSpace.carol.forApp.>").await.unwrap();
+    expect_violation(&mut events, "OwnerSpace.carol.forApp.>").await;
+}
+
+#[tokio::test]
+async fn a_member_catches_up_on_events_published_while_it_was_away() {
+    let b = Broker::start().await;
+    let host = b.connect_creds(&b.setup.host_creds()).await;
+    let host_js = create_events_stream(&host).await;
+    let (_, creds) = b.member_creds("alice", MemberScope::Member);
+    {
+        let (alice, _events) = b.connect_member("alice", &creds).await.unwrap();
+        jetstream::new(alice)
+            .create_consumer_on_stream(member_consumer_config("alice").unwrap(), EVENTS_STREAM)
+            .await
+            .expect("alice creates her durable");
+    }
+    for (subject, body) in [
+        ("OwnerSpace.alice.forApp.e", "one"),
+        ("OwnerSpace.bob.forApp.e", "bobs"),
+        ("OwnerSpace.alice.forApp.e", "two"),
+    ] {
+        host_js
+            .publish(subject, body.into())
+            .await
+            .unwrap()
+            .await
+            .expect("stored");
+    }
+    let (alice, _events) = b.connect_member("alice", &creds).await.unwrap();
+    let js = jetstream::new(alice);
+    let consumer: jetstream::consumer::PullConsumer = js
+        .create_consumer_on_stream(member_consumer_config("alice").unwrap(), EVENTS_STREAM)
+        .await
+        .expect("same config: the existing durable");
+    let mut got = Vec::new();
+    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
+    while let Some(msg) = batch.next().await {
+        let msg = msg.unwrap();
+        msg.double_ack().await.expect("ack accepted");
+        got.push(String::from_utf8(msg.payload.to_vec()).unwrap());
+    }
+    assert_eq!(got, ["one", "two"]);
+    let again: jetstream::consumer::PullConsumer = js
+        .get_consumer_from_stream("alice", EVENTS_STREAM)
+        .await
+        .expect("consumer info on her own durable");
+    let mut rest = again.fetch().max_messages(10).messages().await.unwrap();
+    assert!(
+        rest.next().await.is_none(),
+        "acknowledged events are not redelivered"
+    );
+}
+
+#[tokio::test]
+async fn a_member_cannot_reach_another_members_consumer() {
+    let b = Broker::start().await;
+    let host = b.connect_creds(&b.setup.host_creds()).await;
+    let host_js = create_events_stream(&host).await;
+    host_js
+        .create_consumer_on_stream(member_consumer_config("bob").unwrap(), EVENTS_STREAM)
+        .await
+        .unwrap();
+    let (alice, mut events, _) = b.member("alice", MemberScope::Member).await;
+    let js = jetstream::new(alice.clone());
+    let bobs = js
+        .create_consumer_on_stream(member_consumer_config("bob").unwrap(), EVENTS_STREAM)
+        .await;
+    assert!(bobs.is_err());
+    let mut own_name_bobs_filter = member_consumer_config("alice").unwrap();
+    own_name_bobs_filter.filter_subject = "OwnerSpace.bob.forApp.>".into();
+    assert!(
+        js.create_consumer_on_stream(own_name_bobs_filter, EVENTS_STREAM)
+            .await
+            .is_err()
+    );
+    let forbidden = [
+        "$JS.API.CONSUMER.CREATE.VETTID_EVENTS.bob.OwnerSpace.bob.forApp.>",
+        "$JS.API.CONSUMER.CREATE.VETTID_EVENTS.alice.OwnerSpace.bob.forApp.>",
+        "$JS.API.CONSUMER.CREATE.VETTID_EVENTS.alice",
+        "$JS.API.CONSUMER.DURABLE.CREATE.VETTID_EVENTS.alice",
+        "$JS.API.CONSUMER.INFO.VETTID_EVENTS.bob",
+        "$JS.API.CONSUMER.MSG.NEXT.VETTID_EVENTS.bob",
+        "$JS.API.CONSUMER.DELETE.VETTID_EVENTS.bob",
+        "$JS.API.STREAM.INFO.VETTID_EVENTS",
+        "$JS.API.STREAM.MSG.GET.VETTID_EVENTS",
+        "$JS.API.DIRECT.GET.VETTID_EVENTS",
+        "$JS.ACK.VETTID_EVENTS.bob.1.1.1.1.0",
+    ];
+    for subject in forbidden {
+        alice.publish(subject, "{}".into()).await.unwrap();
+        expect_violation(&mut events, subject).await;
+    }
+}
+
+#[tokio::test]
+async fn the_consumer_subject_must_agree_with_the_request_body() {
+    // The permission pins the name and filter in the subject; the server must refuse a body
+    // that asks for something else under an allowed subject.
+    let b = Broker::start().await;
+    let host = b.connect_creds(&b.setup.host_creds()).await;
+    create_events_stream(&host).await;
+    let (alice, _events, _) = b.member("alice", MemberScope::Member).await;
+    let subject = "$JS.API.CONSUMER.CREATE.VETTID_EVENTS.alice.OwnerSpace.alice.forApp.>";
+    let bodies = [
+        r#"{"stream_name":"VETTID_EVENTS","config":{"durable_name":"bob","filter_subject":"OwnerSpace.alice.forApp.>","ack_policy":"explicit"}}"#,
+        r#"{"stream_name":"VETTID_EVENTS","config":{"durable_name":"alice","filter_subject":"OwnerSpace.bob.forApp.>","ack_policy":"explicit"}}"#,
+        r#"{"stream_name":"VETTID_EVENTS","config":{"durable_name":"alice","filter_subjects":["OwnerSpace.bob.forApp.>"],"ack_policy":"explicit"}}"#,
+        r#"{"stream_name":"VETTID_EVENTS","config":{"durable_name":"alice","filter_subject":"OwnerSpace.alice.forApp.>","filter_subjects":["OwnerSpace.bob.forApp.>"],"ack_policy":"explicit"}}"#,
+    ];
+    for body in bodies {
+        let answer = alice.request(subject, body.into()).await.unwrap();
+        let answer: serde_json::Value = serde_json::from_slice(&answer.payload).unwrap();
+        assert!(
+            answer.get("error").is_some(),
+            "{body} was accepted: {answer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_member_jwt_is_refused_at_connect() {
+    let b = Broker::start().await;
+    let user = nkeys::KeyPair::new_user();
+    let issued = b
+        .setup
+        .issuer()
+        .unwrap()
+        .member_jwt_at(
+            "alice",
+            &user.public_key(),
+            MemberScope::Member,
+            Duration::from_secs(60),
+            SystemTime::now() - Duration::from_secs(3600),
+        )
+        .unwrap();
+    assert!(issued.expires_at < SystemTime::now());
+    let creds = vettid_nats::creds_file(&issued.jwt, &user.seed().unwrap());
+    let err = b.connect_member("alice", &creds).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation,
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_member_is_cut_off_and_stays_out_after_a_restart() {
+    let mut b = Broker::start().await;
+    let (_host, _seen) = b.start_host_router().await;
+    let (alice_issued, alice_creds) = b.member_creds("alice", MemberScope::Member);
+    let (alice, mut alice_events) = b.connect_member("alice", &alice_creds).await.unwrap();
+    let (_, bob_creds) = b.member_creds("bob", MemberScope::Member);
+    let (bob, _) = b.connect_member("bob", &bob_creds).await.unwrap();
+
+    let jwt = b
+        .setup
+        .issuer()
+        .unwrap()
+        .revoke(std::slice::from_ref(&alice_issued.user_public_key))
+        .unwrap();
+    assert!(claims(&jwt)["nats"]["revocations"][&alice_issued.user_public_key].is_u64());
+    push_account(&b.url, &b.setup.sys_creds(), &jwt)
+        .await
+        .expect("the server accepts the account update");
+
+    expect_event(&mut alice_events, |e| matches!(e, Event::Disconnected)).await;
+    let refused = b.connect_member("alice", &alice_creds).await.unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        async_nats::ConnectErrorKind::AuthorizationViolation
+    );
+    drop(alice);
+    bob.request("OwnerSpace.bob.forVault.session", "hi".into())
+        .await
+        .expect("bob is unaffected");
+
+    // The revocation is in the account JWT the next server start preloads.
+    b.restart().await;
+    let (_host, _seen) = b.start_host_router().await;
+    assert!(b.connect_member("alice", &alice_creds).await.is_err());
+    let (bob, _) = b.connect_member("bob", &bob_creds).await.unwrap();
+    bob.request("OwnerSpace.bob.forVault.session", "hi".into())
+        .await
+        .expect("bob works after the restart");
+}
+
+#[tokio::test]
+async fn a_refused_account_push_is_an_error() {
+    let b = Broker::start().await;
+    // A user JWT is not an account claim: the server answers with an error.
+    let host_creds = std::fs::read_to_string(b.setup.host_creds()).unwrap();
+    let user_jwt = host_creds.lines().nth(1).unwrap();
+    let err = push_account(&b.url, &b.setup.sys_creds(), user_jwt)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, vettid_nats::NatsError::Server(m) if m.contains("refused")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_broker_lets_a_member_aim_a_reply_at_another_inbox_so_the_host_must_check() {
+    let b = Broker::start().await;
+    let (_host, _seen) = b.start_host_router().await; // answers blindly, unlike vettid-host must
+    let (alice, _, _) = b.member("alice", MemberScope::Member).await;
+    let (bob, _, _) = b.member("bob", MemberScope::Member).await;
+    let mut bobs_inbox = bob.subscribe("_INBOX_bob.spoofed").await.unwrap();
+    bob.flush().await.unwrap();
+    alice
+        .publish_with_reply(
+            "OwnerSpace.alice.forVault.session",
+            "_INBOX_bob.spoofed",
+            "x".into(),
+        )
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(WITHIN, bobs_inbox.next())
+        .await
+        .unwrap();
+    assert_eq!(
+        &got.unwrap().payload[..],
+        b"ack:OwnerSpace.alice.forVault.session"
+    );
+    assert!(!vettid_nats::is_member_reply_subject(
+        "alice",
+        "_INBOX_bob.spoofed"
+    ));
+}

@@ -1,0 +1,416 @@
+//! `vettid app --profile DIR …`: what the member's phone does, from a terminal. The profile
+//! directory plays the phone's secure storage (see `vettid_client::profile`).
+//!
+//! PINs and passwords come from a prompt, an environment variable or a file; `--pin` and
+//! `--password` exist for scripts that have no better place, and are never used in the docs.
+
+use anyhow::{Context, bail};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vettid_client::ClientError;
+use vettid_client::api::{Api, EnrollmentSecret, QrPayload};
+use vettid_client::profile::Profile;
+use vettid_proto::enclave::VaultError;
+use vettid_proto::session::{AppOp, AppReply};
+use zeroize::Zeroizing;
+
+#[derive(clap::Args)]
+pub(crate) struct AppArgs {
+    /// The profile directory (the app's private storage).
+    #[arg(long)]
+    profile: PathBuf,
+    #[command(subcommand)]
+    command: AppCommand,
+}
+
+/// Where a secret comes from.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct SecretSource {
+    /// Read it from this environment variable.
+    #[arg(long)]
+    env: Option<String>,
+    /// Read it from the first line of this file.
+    #[arg(long)]
+    file: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct PinArgs {
+    /// Read the PIN from this environment variable.
+    #[arg(long)]
+    pin_env: Option<String>,
+    /// Read the PIN from the first line of this file.
+    #[arg(long)]
+    pin_file: Option<PathBuf>,
+    /// The PIN itself (visible to other users of this machine; prefer the others).
+    #[arg(long)]
+    pin: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum AppCommand {
+    /// Enroll this profile with a code or QR payload from the web (PIN and password from
+    /// prompts, --pin-env/--password-env or --pin-file/--password-file).
+    Enroll(Box<EnrollArgs>),
+    /// Open the vault with the PIN.
+    Unlock(PinArgs),
+    /// Lock the vault (the enclave forgets its keys).
+    Lock,
+    /// Show whether the vault is unlocked and how many PIN attempts are left.
+    Status,
+    /// Show the member, the vault's identity and this device.
+    Whoami,
+    /// Renew this app's NATS credentials with its device key.
+    RefreshCreds,
+    /// Show the vault's events (including those sent while this app was offline).
+    Events {
+        /// Wait at most this long for the first event.
+        #[arg(long, default_value_t = 2)]
+        wait_secs: u64,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct EnrollArgs {
+    /// The API (http://host:port).
+    #[arg(long)]
+    api: Option<String>,
+    /// The short code shown on the web (XXXX-XXXX).
+    #[arg(long, conflicts_with = "qr")]
+    code: Option<String>,
+    /// The QR code's payload (JSON).
+    #[arg(long)]
+    qr: Option<String>,
+    #[command(flatten)]
+    pin: PinArgs,
+    /// Read the password from this environment variable.
+    #[arg(long)]
+    password_env: Option<String>,
+    /// Read the password from the first line of this file.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// The password itself (visible to other users of this machine; prefer the others).
+    #[arg(long)]
+    password: Option<String>,
+    /// A name for this device.
+    #[arg(long, default_value = "vettid-cli")]
+    device_name: String,
+    /// Pin the trust anchors of a local stack: its data directory's dev root
+    /// (`dev-attestor/root.pem`) and manifest key (`manifest/signing.pub`).
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// Pin this attestation root (PEM) instead.
+    #[arg(long, requires = "manifest_key", conflicts_with = "trust")]
+    root: Option<PathBuf>,
+    /// Pin this PCR-manifest key (hex Ed25519) instead.
+    #[arg(long, requires = "root")]
+    manifest_key: Option<String>,
+    /// Connect to this NATS URL instead of the one the API reports.
+    #[arg(long)]
+    nats_url: Option<String>,
+}
+
+fn read_secret(
+    what: &str,
+    value: Option<&String>,
+    env: Option<&String>,
+    file: Option<&PathBuf>,
+) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let text = Zeroizing::new(match (value, env, file) {
+        (Some(v), _, _) => v.clone(),
+        (None, Some(var), _) => {
+            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?
+        }
+        (None, None, Some(path)) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        (None, None, None) => prompt(what)?,
+    });
+    if text.is_empty() {
+        bail!("empty {what}");
+    }
+    Ok(Zeroizing::new(text.as_bytes().to_vec()))
+}
+
+/// Reads a line from standard input, without echo when it is a terminal.
+fn prompt(what: &str) -> anyhow::Result<String> {
+    use nix::sys::termios;
+    let stdin = std::io::stdin();
+    eprint!("{what}: ");
+    std::io::stderr().flush()?;
+    let saved = if stdin.is_terminal() {
+        let saved = termios::tcgetattr(&stdin).ok();
+        if let Some(t) = &saved {
+            let mut quiet = t.clone();
+            quiet.local_flags.remove(termios::LocalFlags::ECHO);
+            let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &quiet);
+        }
+        saved
+    } else {
+        None
+    };
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(t) = saved {
+        let _ = termios::tcsetattr(&stdin, termios::SetArg::TCSANOW, &t);
+        eprintln!();
+    }
+    read?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+fn pin(p: &PinArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    read_secret(
+        "PIN",
+        p.pin.as_ref(),
+        p.pin_env.as_ref(),
+        p.pin_file.as_ref(),
+    )
+}
+
+pub(crate) fn run(args: AppArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match rt.block_on(dispatch(args)) {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            eprintln!("vettid app: {}", explain(&e));
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// A message that says what to do next, where there is something to do.
+fn explain(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Vault(VaultError::WrongPin { attempts_left })) => {
+            format!("wrong PIN; {attempts_left} attempt(s) left before the vault locks")
+        }
+        Some(ClientError::Vault(VaultError::LockedOut)) => {
+            "the vault is locked after too many wrong PINs; only recovery can reopen it".into()
+        }
+        Some(ClientError::Vault(VaultError::NotUnlocked)) => {
+            "the vault is locked: run `vettid app --profile … unlock` first".into()
+        }
+        Some(ClientError::Untrusted(why)) => format!(
+            "refusing to talk to the enclave: {why}\n(nothing secret was sent; check the pinned trust anchors in the profile's trust/ directory)"
+        ),
+        Some(ClientError::Nats(why)) if why.contains("uthorization") => format!(
+            "NATS refused this app's credentials ({why}); they may have expired or been revoked: try `vettid app --profile … refresh-creds`"
+        ),
+        _ => format!("{e:#}"),
+    }
+}
+
+async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        AppCommand::Enroll(e) => enroll(&args.profile, *e).await,
+        AppCommand::Unlock(p) => {
+            let pin = pin(&p)?;
+            let mut profile = Profile::open_enrolled(&args.profile)?;
+            let mut c = connect(&mut profile).await?;
+            println!("  unlocking (the enclave stretches the PIN with Argon2id)…");
+            match c.session.call(AppOp::Unlock { pin: pin.to_vec() }).await? {
+                AppReply::Unlocked { version, event_key } => {
+                    vettid_client::app::observe(&mut profile, &version)?;
+                    profile.store_event_key(&event_key)?;
+                    println!("✓ vault unlocked at version {}", version.version);
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        AppCommand::Lock => {
+            let mut profile = Profile::open_enrolled(&args.profile)?;
+            let mut c = connect(&mut profile).await?;
+            c.session.call(AppOp::Lock).await?;
+            println!("✓ vault locked (the enclave forgot its keys)");
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Status => {
+            let mut profile = Profile::open_enrolled(&args.profile)?;
+            let mut c = connect(&mut profile).await?;
+            match c.session.call(AppOp::Status).await? {
+                AppReply::Status {
+                    unlocked,
+                    attempts_left,
+                    version,
+                } => {
+                    if let Some(v) = &version {
+                        vettid_client::app::observe(&mut profile, v)?;
+                    }
+                    println!("member         {}", profile.member()?);
+                    println!(
+                        "vault          {}",
+                        if unlocked { "unlocked" } else { "locked" }
+                    );
+                    println!("PIN attempts   {attempts_left} left");
+                    println!(
+                        "version        {} (highest seen {})",
+                        version.map_or("-".into(), |v| v.version.to_string()),
+                        profile.state.highest_version
+                    );
+                    println!(
+                        "enclave        {} ({})",
+                        c.enclave.release, c.enclave.module_id
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        AppCommand::Whoami => {
+            let mut profile = Profile::open_enrolled(&args.profile)?;
+            let mut c = connect(&mut profile).await?;
+            match c.session.call(AppOp::Whoami).await? {
+                AppReply::Whoami {
+                    member,
+                    identity_public_key,
+                    device_public_key,
+                    version,
+                } => {
+                    if let Some(v) = &version {
+                        vettid_client::app::observe(&mut profile, v)?;
+                    }
+                    println!("member     {member}");
+                    println!("identity   {}", hex::encode(identity_public_key));
+                    println!("device     {}", hex::encode(device_public_key));
+                    println!(
+                        "version    {}",
+                        version.map_or("locked".into(), |v| v.version.to_string())
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                other => bail!("unexpected answer {other:?}"),
+            }
+        }
+        AppCommand::RefreshCreds => {
+            let profile = Profile::open_enrolled(&args.profile)?;
+            let api = Api::new(
+                profile
+                    .state
+                    .api_url
+                    .as_deref()
+                    .context("the profile has no API URL")?,
+            );
+            let key = profile.nats_key()?;
+            let issued = api
+                .refresh(profile.member()?, &profile.device_key()?, &key.public_key())
+                .await?;
+            profile.store_jwt(&issued.jwt)?;
+            println!(
+                "✓ new NATS credentials in {} (expire {})",
+                profile.dir().join("nats.creds").display(),
+                issued.expires_at
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AppCommand::Events { wait_secs } => {
+            let profile = Profile::open_enrolled(&args.profile)?;
+            let key = profile
+                .event_key()?
+                .context("no event key yet (unlock the vault once)")?;
+            let client = vettid_client::vault::connect(
+                profile.state.nats_url.as_deref().context("no NATS URL")?,
+                &profile.creds()?,
+                profile.member()?,
+            )
+            .await?;
+            let (events, skipped) = vettid_client::events::fetch(
+                &client,
+                &key,
+                1000,
+                std::time::Duration::from_secs(wait_secs),
+            )
+            .await?;
+            for e in &events {
+                println!("{} {:?}", e.at_ms, e.kind);
+            }
+            println!(
+                "{} event(s){}",
+                events.len(),
+                if skipped > 0 {
+                    format!(", {skipped} unreadable skipped")
+                } else {
+                    String::new()
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn connect(profile: &mut Profile) -> anyhow::Result<vettid_client::app::Connected> {
+    let c = vettid_client::app::connect(profile).await?;
+    println!(
+        "  ✓ enclave attested: release {} — session open (Noise XKpsk3 + X-Wing)",
+        c.enclave.release
+    );
+    Ok(c)
+}
+
+async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    let (secret, api_url) = match (&args.code, &args.qr) {
+        (Some(code), None) => (
+            EnrollmentSecret::Code(code.clone()),
+            args.api.clone().context("--api is needed with --code")?,
+        ),
+        (None, Some(qr)) => {
+            let qr = QrPayload::parse(qr)?;
+            (
+                EnrollmentSecret::SessionToken(qr.session_token),
+                args.api.clone().unwrap_or(qr.api_url),
+            )
+        }
+        _ => bail!("give the enrollment --code or the --qr payload from the web page"),
+    };
+    let mut profile = Profile::open_or_create(dir)?;
+    match (&args.trust, &args.root, &args.manifest_key) {
+        (Some(data), _, _) => {
+            let root = std::fs::read_to_string(data.join("dev-attestor/root.pem"))
+                .with_context(|| format!("no dev root in {}", data.display()))?;
+            let key = std::fs::read_to_string(data.join("manifest/signing.pub"))
+                .with_context(|| format!("no manifest key in {}", data.display()))?;
+            profile.pin_trust(&root, &key)?;
+        }
+        (None, Some(root), Some(key)) => {
+            let root = std::fs::read_to_string(root)
+                .with_context(|| format!("reading {}", root.display()))?;
+            profile.pin_trust(&root, key)?;
+        }
+        _ if profile.dir().join("trust/root.pem").exists() => {}
+        _ => bail!(
+            "no trust anchors pinned: pass --trust DATA_DIR (a local stack) or --root PEM --manifest-key HEX"
+        ),
+    }
+    let pin = pin(&args.pin)?;
+    let password = read_secret(
+        "password",
+        args.password.as_ref(),
+        args.password_env.as_ref(),
+        args.password_file.as_ref(),
+    )?;
+    println!("enrolling {} with {api_url}", dir.display());
+    let input = vettid_client::app::EnrollInput {
+        secret,
+        pin,
+        password,
+        device_name: args.device_name.clone(),
+        nats_url: args.nats_url.clone(),
+    };
+    vettid_client::app::enroll(&mut profile, &Api::new(&api_url), input, |phase, detail| {
+        println!("  ✓ {phase:<22} {detail}");
+    })
+    .await?;
+    println!(
+        "enrolled: member {} — profile {}",
+        profile.member()?,
+        dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

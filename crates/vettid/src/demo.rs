@@ -1,0 +1,340 @@
+//! `vettid demo --data-dir DIR`: the whole journey on this machine, told step by step.
+//!
+//! Starts the stack (`vettid up`), bootstraps an admin, registers alice and bob with an
+//! invite, signs them in by magic link (read from the outbox), opens an enrollment session
+//! for each (alice scans the QR code, bob types the short code), enrolls both apps
+//! (profiles in `DIR/demo/alice` and `DIR/demo/bob`), unlocks both vaults, shows a wrong PIN
+//! being counted by the enclave, and stops the stack. Exits 0 only if every step worked.
+
+use anyhow::{Context, bail, ensure};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use vettid_client::ClientError;
+use vettid_client::api::{Api, EnrollmentSecret, QrPayload};
+use vettid_client::http;
+use vettid_client::profile::Profile;
+use vettid_proto::enclave::VaultError;
+use vettid_proto::session::{AppOp, AppReply};
+use zeroize::Zeroizing;
+
+#[derive(clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Where the demo keeps the stack's data and the two app profiles.
+    #[arg(long, default_value = ".vettid-demo")]
+    data_dir: PathBuf,
+    /// The nats-server binary (default: ./.tools/bin, then PATH).
+    #[arg(long, env = "VETTID_NATS_SERVER")]
+    nats_server: Option<PathBuf>,
+}
+
+/// The running stack; stopped (SIGTERM, then wait) when dropped.
+struct Stack {
+    child: Child,
+    api: String,
+    nats: String,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+fn start_stack(data_dir: &Path, nats_server: Option<&Path>) -> anyhow::Result<Stack> {
+    let exe = std::env::current_exe().context("locating the vettid binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["up", "--nats-port", "0", "--nats-monitor-port", "0"])
+        .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(p) = nats_server {
+        cmd.arg("--nats-server").arg(p);
+    }
+    let mut child = cmd.spawn().context("starting `vettid up`")?;
+    let out = child.stdout.take().expect("piped");
+    let mut lines = BufReader::new(out).lines();
+    let (mut api, mut nats) = (None, None);
+    for line in lines.by_ref() {
+        let line = line?;
+        let field = |label: &str| {
+            line.trim()
+                .strip_prefix(label)
+                .map(|rest| rest.trim().split(' ').next().unwrap_or("").to_owned())
+        };
+        if let Some(v) = field("api ") {
+            api = Some(v);
+        } else if let Some(v) = field("nats ") {
+            nats = Some(v);
+        } else if line.trim().starts_with('✓') || line.trim().starts_with("starting") {
+            println!("   {}", line.trim());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    // Keep draining so `up` never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    let stack = Stack {
+        api: api.context("`vettid up` did not report the API address")?,
+        nats: nats.context("`vettid up` did not report the NATS address")?,
+        child,
+    };
+    Ok(stack)
+}
+
+fn step(n: &mut u32, text: &str) {
+    *n += 1;
+    println!("\n{n:>2}. {text}");
+}
+
+pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let mut n = 0;
+    step(&mut n, "Starting the stack (nats-server, dev platform, host + enclave, api)");
+    let stack = start_stack(&data_dir, args.nats_server.as_deref())?;
+    println!("   api {}  nats {}", stack.api, stack.nats);
+    let rt = tokio::runtime::Runtime::new()?;
+    let result = rt.block_on(journey(&data_dir, &stack, &mut n));
+    drop(stack);
+    match result {
+        Ok(()) => {
+            println!("\nDemo complete: every step worked. Profiles are in {}/demo.", data_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("\ndemo failed at step {n}: {e:#}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<()> {
+    let api = stack.api.as_str();
+    step(n, "Admin bootstrap: the API wrote a one-time admin token at first start");
+    let token_path = data_dir.join("admin.token");
+    let admin = std::fs::read_to_string(&token_path)
+        .with_context(|| format!("reading {}", token_path.display()))?;
+    let admin = admin.trim();
+    println!("   token file {} (mode 0600)", token_path.display());
+
+    step(n, "Admin creates an invite (two uses, auto-approve)");
+    let invite = http::json(
+        api,
+        "POST",
+        "/v1/admin/invites",
+        Some(admin),
+        Some(&json!({ "max_uses": 2, "auto_approve": true, "expires_in_secs": 3600 })),
+    )
+    .await?;
+    let code = invite["code"].as_str().context("no invite code")?.to_owned();
+    println!("   invite {code}");
+
+    let demo = data_dir.join("demo");
+    let mut members = Vec::new();
+    for (name, pin, via_qr) in [("alice", "4821", true), ("bob", "7309", false)] {
+        let email = format!("{name}@demo.vettid.test");
+        step(n, &format!("{name} registers with the invite"));
+        let reg = http::json(
+            api,
+            "POST",
+            "/v1/register",
+            None,
+            Some(&json!({ "first_name": capitalise(name), "last_name": "Demo", "email": email, "invite_code": code })),
+        )
+        .await?;
+        println!(
+            "   registration {} — member {} — {}",
+            reg["registration_id"].as_str().unwrap_or("?"),
+            reg["member_id"].as_str().unwrap_or("?"),
+            reg["status"].as_str().unwrap_or("?")
+        );
+
+        step(n, &format!("{name} signs in by magic link (mail written to the outbox)"));
+        let before = outbox_files(&data_dir.join("outbox"));
+        http::json(api, "POST", "/v1/auth/magic-link", None, Some(&json!({ "email": email }))).await?;
+        let token = magic_token(&data_dir.join("outbox"), &before, &email)?;
+        let session = http::json(api, "POST", "/v1/auth/verify", None, Some(&json!({ "token": token }))).await?;
+        let session_token = session["session_token"].as_str().context("no session token")?.to_owned();
+        println!("   signed in; link used once and now void");
+
+        step(n, &format!("{name} opens an enrollment session on the web"));
+        let es = http::json(api, "POST", "/v1/enroll/sessions", Some(&session_token), None).await?;
+        let short = es["code"].as_str().context("no code")?.to_owned();
+        let qr_text = match es["qr_text"].as_str() {
+            Some(t) => t.to_owned(),
+            None => es["qr"].to_string(),
+        };
+        println!("   short code {short} (valid 5 minutes)");
+        let secret = if via_qr {
+            println!("   QR code for the app:");
+            render_qr(&qr_text);
+            EnrollmentSecret::SessionToken(QrPayload::parse(&qr_text)?.session_token)
+        } else {
+            EnrollmentSecret::Code(short.clone())
+        };
+
+        step(
+            n,
+            &format!(
+                "{name}'s app enrolls ({}): attestation, PIN, password verifier, vault",
+                if via_qr { "scans the QR code" } else { "types the code" }
+            ),
+        );
+        let dir = demo.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut profile = Profile::open_or_create(&dir)?;
+        let root = std::fs::read_to_string(data_dir.join("dev-attestor/root.pem"))?;
+        let key = std::fs::read_to_string(data_dir.join("manifest/signing.pub"))?;
+        profile.pin_trust(&root, &key)?;
+        let input = vettid_client::app::EnrollInput {
+            secret,
+            pin: Zeroizing::new(pin.as_bytes().to_vec()),
+            password: Zeroizing::new(format!("{name}'s long passphrase").into_bytes()),
+            device_name: format!("{name}-phone"),
+            nats_url: Some(stack.nats.clone()),
+        };
+        vettid_client::app::enroll(&mut profile, &Api::new(api), input, |phase, detail| {
+            println!("   ✓ {phase:<22} {detail}");
+        })
+        .await?;
+        let status = http::json(
+            api,
+            "GET",
+            &format!("/v1/enroll/sessions/{}", es["session_id"].as_str().unwrap_or("")),
+            Some(&session_token),
+            None,
+        )
+        .await?;
+        println!("   web portal shows phase: {}", status["phase"].as_str().unwrap_or("?"));
+        members.push((name, pin, dir));
+    }
+
+    for (name, pin, dir) in &members {
+        step(n, &format!("{name} unlocks the vault from the app"));
+        let mut profile = Profile::open_enrolled(dir)?;
+        let mut c = vettid_client::app::connect(&mut profile).await?;
+        println!("   ✓ enclave attested (release {}), session open", c.enclave.release);
+        let reply = c.session.call(AppOp::Unlock { pin: pin.as_bytes().to_vec() }).await?;
+        let AppReply::Unlocked { version, event_key } = reply else {
+            bail!("unexpected answer to unlock");
+        };
+        vettid_client::app::observe(&mut profile, &version)?;
+        profile.store_event_key(&event_key)?;
+        println!("   ✓ unlocked at signed version {}", version.version);
+    }
+
+    step(n, "Someone tries a wrong PIN on bob's vault: the enclave counts it");
+    let (_, _, bob_dir) = &members[1];
+    let mut profile = Profile::open_enrolled(bob_dir)?;
+    let mut c = vettid_client::app::connect(&mut profile).await?;
+    c.session.call(AppOp::Lock).await?;
+    match c.session.call(AppOp::Unlock { pin: b"0000".to_vec() }).await {
+        Err(ClientError::Vault(VaultError::WrongPin { attempts_left })) => {
+            println!("   ✓ refused: wrong PIN, {attempts_left} attempts left before the vault locks")
+        }
+        other => bail!("a wrong PIN was not refused as expected: {other:?}"),
+    }
+    match c.session.call(AppOp::Status).await? {
+        AppReply::Status { unlocked, attempts_left, .. } => {
+            ensure!(!unlocked && attempts_left == 9, "status after a wrong PIN: unlocked {unlocked}, {attempts_left} left");
+            println!("   ✓ status: locked, {attempts_left} attempts left (durable in the enclave's guard records)");
+        }
+        _ => bail!("unexpected answer to status"),
+    }
+    let reply = c.session.call(AppOp::Unlock { pin: members[1].1.as_bytes().to_vec() }).await?;
+    ensure!(matches!(reply, AppReply::Unlocked { .. }), "bob's right PIN did not unlock");
+    println!("   ✓ the right PIN unlocks again and resets the count");
+    Ok(())
+}
+
+fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+fn outbox_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default()
+}
+
+/// The token of the newest mail to `email` that was not in `before`, waiting up to 10 s for
+/// the API to write it (it answers before sending, so timing reveals nothing).
+fn magic_token(dir: &Path, before: &[PathBuf], email: &str) -> anyhow::Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(token) = find_token(dir, before, email)? {
+            return Ok(token);
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("no sign-in mail for {email} in {}", dir.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn find_token(dir: &Path, before: &[PathBuf], email: &str) -> anyhow::Result<Option<String>> {
+    let mut new: Vec<PathBuf> = outbox_files(dir)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    new.sort();
+    for path in new.iter().rev() {
+        let text = std::fs::read_to_string(path)?;
+        if !text.contains(email) {
+            continue;
+        }
+        if let Some(token) = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Token: "))
+            .map(|t| t.trim().to_owned())
+        {
+            println!("   mail {}", path.display());
+            return Ok(Some(token));
+        }
+    }
+    Ok(None)
+}
+
+/// Prints a QR code with half-block characters (two rows per line).
+fn render_qr(text: &str) {
+    let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
+        println!("   (payload too long for a QR code)");
+        return;
+    };
+    let width = code.width();
+    let colors = code.to_colors();
+    let dark = |x: isize, y: isize| {
+        x >= 0
+            && y >= 0
+            && (x as usize) < width
+            && (y as usize) < width
+            && colors[y as usize * width + x as usize] == qrcode::Color::Dark
+    };
+    let quiet = 2isize;
+    let mut y = -quiet;
+    while y < width as isize + quiet {
+        let mut line = String::from("   ");
+        for x in -quiet..width as isize + quiet {
+            line.push(match (dark(x, y), dark(x, y + 1)) {
+                (true, true) => ' ',
+                (true, false) => '▄',
+                (false, true) => '▀',
+                (false, false) => '█',
+            });
+        }
+        println!("{line}");
+        y += 2;
+    }
+}
+
