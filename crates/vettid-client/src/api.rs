@@ -116,7 +116,14 @@ impl Api {
                 json!({ "session_token": t, "device_name": device_name })
             }
         };
-        let v = http::json(&self.base, "POST", "/v1/enroll/authenticate", None, Some(&body)).await?;
+        let v = http::json(
+            &self.base,
+            "POST",
+            "/v1/enroll/authenticate",
+            None,
+            Some(&body),
+        )
+        .await?;
         Ok(Enrollment {
             token: v["enrollment_token"]
                 .as_str()
@@ -136,15 +143,28 @@ impl Api {
         nats_public_key: &str,
     ) -> Result<IssuedCreds, ClientError> {
         let body = json!({ "nats_public_key": nats_public_key });
-        let v = http::json(&self.base, "POST", "/v1/enroll/nats", Some(&e.token), Some(&body))
-            .await?;
+        let v = http::json(
+            &self.base,
+            "POST",
+            "/v1/enroll/nats",
+            Some(&e.token),
+            Some(&body),
+        )
+        .await?;
         creds_from(&v)
     }
 
     /// Reports an enrollment phase (the web portal shows it).
     pub async fn report(&self, e: &Enrollment, phase: &str) -> Result<(), ClientError> {
         let body = json!({ "phase": phase });
-        http::json(&self.base, "POST", "/v1/enroll/status", Some(&e.token), Some(&body)).await?;
+        http::json(
+            &self.base,
+            "POST",
+            "/v1/enroll/status",
+            Some(&e.token),
+            Some(&body),
+        )
+        .await?;
         Ok(())
     }
 
@@ -159,8 +179,14 @@ impl Api {
             "device_public_key": hex::encode(device.verifying_key().to_bytes()),
             "nats_public_key": nats_public_key,
         });
-        let v = http::json(&self.base, "POST", "/v1/enroll/finalize", Some(&e.token), Some(&body))
-            .await?;
+        let v = http::json(
+            &self.base,
+            "POST",
+            "/v1/enroll/finalize",
+            Some(&e.token),
+            Some(&body),
+        )
+        .await?;
         creds_from(&v)
     }
 
@@ -172,8 +198,7 @@ impl Api {
         nats_public_key: &str,
     ) -> Result<IssuedCreds, ClientError> {
         let timestamp = crate::now_ms() / 1000;
-        let message =
-            vettid_proto::auth::nats_refresh_message(member, nats_public_key, timestamp);
+        let message = vettid_proto::auth::nats_refresh_message(member, nats_public_key, timestamp);
         let body = json!({
             "member_id": member,
             "device_public_key": hex::encode(device.verifying_key().to_bytes()),

@@ -67,7 +67,10 @@ pub async fn enroll(
     api.report(&enrollment, PHASES[2]).await?;
     phase(
         PHASES[2],
-        &format!("release {} (manifest serial {})", enclave.release, manifest.serial),
+        &format!(
+            "release {} (manifest serial {})",
+            enclave.release, manifest.serial
+        ),
     );
 
     let mut session = client
@@ -97,7 +100,10 @@ pub async fn enroll(
     profile.state.exchange_public_key = Some(hex::encode(enrolled.exchange_public_key));
     profile.save()?;
     api.report(&enrollment, PHASES[3]).await?;
-    phase(PHASES[3], "vault created in the enclave; PIN guesses are counted there");
+    phase(
+        PHASES[3],
+        "vault created in the enclave; PIN guesses are counted there",
+    );
     api.report(&enrollment, PHASES[4]).await?;
     phase(
         PHASES[4],

@@ -25,11 +25,10 @@ pub async fn fetch(
     use futures::StreamExt;
     let nats = |e: &dyn std::fmt::Display| ClientError::Nats(format!("events: {e}"));
     let member = client.member();
-    let config = vettid_nats::member_consumer_config(member)
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    // The host made this durable consumer when the app first reached its vault.
     let consumer: async_nats::jetstream::consumer::PullConsumer =
         async_nats::jetstream::new(client.nats().clone())
-            .create_consumer_on_stream(config, vettid_nats::EVENTS_STREAM)
+            .get_consumer_from_stream(member, vettid_nats::EVENTS_STREAM)
             .await
             .map_err(|e| nats(&e))?;
     let mut batch = consumer

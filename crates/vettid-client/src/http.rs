@@ -14,7 +14,9 @@ fn authority(base: &str) -> Result<&str, ClientError> {
     base.strip_prefix("http://")
         .map(|rest| rest.trim_end_matches('/'))
         .filter(|a| !a.is_empty() && !a.contains('/'))
-        .ok_or_else(|| ClientError::Http(format!("unsupported API URL {base:?} (http://host:port)")))
+        .ok_or_else(|| {
+            ClientError::Http(format!("unsupported API URL {base:?} (http://host:port)"))
+        })
 }
 
 /// Sends one request; a 2xx JSON body on success, the API's JSON error as [`ClientError::Api`].
@@ -79,7 +81,9 @@ pub async fn json(
 ) -> Result<serde_json::Value, ClientError> {
     let (status, bytes) = call(base, method, path, bearer, body).await?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-        ClientError::Http(format!("{method} {path}: HTTP {status} with a non-JSON body"))
+        ClientError::Http(format!(
+            "{method} {path}: HTTP {status} with a non-JSON body"
+        ))
     })?;
     if (200..300).contains(&status) {
         return Ok(value);

@@ -181,7 +181,9 @@ impl Profile {
 
     /// The device's Ed25519 key (made on first use).
     pub fn device_key(&self) -> Result<SigningKey, ClientError> {
-        Ok(SigningKey::from_seed(&self.hex_secret_or_new("device.key")?))
+        Ok(SigningKey::from_seed(
+            &self.hex_secret_or_new("device.key")?,
+        ))
     }
 
     /// The device's static Noise key (made on first use).

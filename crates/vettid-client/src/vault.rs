@@ -93,11 +93,7 @@ impl VaultClient {
     }
 
     async fn send(&self, channel: Channel, message: &FromApp) -> Result<ToApp, ClientError> {
-        let subject = format!(
-            "OwnerSpace.{}.forVault.{}",
-            self.member,
-            channel.as_str()
-        );
+        let subject = format!("OwnerSpace.{}.forVault.{}", self.member, channel.as_str());
         let body = postcard::to_allocvec(message).expect("app messages always encode");
         let answer = self
             .nats
@@ -124,11 +120,20 @@ impl VaultClient {
         let ToApp::Attestation {
             doc,
             kem_public_key,
-        } = self.send(Channel::Attestation, &FromApp::Attest { nonce }).await?
+        } = self
+            .send(Channel::Attestation, &FromApp::Attest { nonce })
+            .await?
         else {
             return Err(ClientError::Protocol("expected an attestation".into()));
         };
-        check_attestation(trust, manifest, &nonce, &doc, &kem_public_key, crate::now_ms() / 1000)
+        check_attestation(
+            trust,
+            manifest,
+            &nonce,
+            &doc,
+            &kem_public_key,
+            crate::now_ms() / 1000,
+        )
     }
 
     /// Runs the handshake on `channel` as the device with static key `device`.
@@ -150,7 +155,12 @@ impl VaultClient {
         let mut buf = vec![0u8; noise::MAX_MESSAGE];
         let n = hs.write_message(&ciphertext, &mut buf).map_err(crypto)?;
         let ToApp::Accept { session, msg } = self
-            .send(channel, &FromApp::Hello { msg: buf[..n].to_vec() })
+            .send(
+                channel,
+                &FromApp::Hello {
+                    msg: buf[..n].to_vec(),
+                },
+            )
             .await?
         else {
             return Err(ClientError::Protocol("expected handshake message 2".into()));
@@ -287,13 +297,20 @@ impl Session {
         reply.result.map_err(ClientError::Vault)
     }
 
-    /// Test support: the raw message of the last request, to replay it.
+    /// Test support: a request message with a chosen counter and timestamp (to replay,
+    /// reorder or age it). Later [`Session::call`]s continue above `counter`.
     #[doc(hidden)]
-    pub fn raw_request(&mut self, op: AppOp, counter: u64) -> Result<Vec<u8>, ClientError> {
+    pub fn raw_request(
+        &mut self,
+        op: AppOp,
+        counter: u64,
+        timestamp_ms: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        self.counter = self.counter.max(counter);
         let request = postcard::to_allocvec(&Request {
             version: VERSION,
             id: counter,
-            timestamp_ms: crate::now_ms(),
+            timestamp_ms,
             op,
         })
         .expect("requests always encode");

@@ -123,7 +123,9 @@ impl KemSecret {
 
     /// The key expanded from a 32-byte seed (the X-Wing private key format).
     pub fn from_seed(seed: &SecretBytes<32>) -> Self {
-        Self(x_wing::DecapsulationKeyRejectNonContrib::from(*seed.expose()))
+        Self(x_wing::DecapsulationKeyRejectNonContrib::from(
+            *seed.expose(),
+        ))
     }
 
     /// The public (encapsulation) key, [`KEM_PUBLIC_LEN`] bytes.

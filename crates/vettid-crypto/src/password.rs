@@ -113,7 +113,11 @@ impl Stretch {
 
     /// A specification with a given salt (for a verifier the app must be able to recompute
     /// from the member id alone). `cost` must lie within `bounds`.
-    pub fn with_salt(cost: Cost, salt: &[u8; SALT_LEN], bounds: &Bounds) -> Result<Self, PasswordError> {
+    pub fn with_salt(
+        cost: Cost,
+        salt: &[u8; SALT_LEN],
+        bounds: &Bounds,
+    ) -> Result<Self, PasswordError> {
         bounds.check(cost)?;
         let salt = phc::Salt::new(salt).map_err(|_| PasswordError::BadSalt)?;
         Ok(Self { cost, salt })

@@ -368,7 +368,16 @@ impl LockedVault {
             .checked_add(1)
             .ok_or_else(|| VaultError::Tampered("keys generation exhausted".into()))?;
         let devices = self.inner.devices.clone();
-        write_keys(objects, sealer, &self.secret, next, &vmk, new, policy, devices)?;
+        write_keys(
+            objects,
+            sealer,
+            &self.secret,
+            next,
+            &vmk,
+            new,
+            policy,
+            devices,
+        )?;
         *self = LockedVault::open(objects, sealer)?;
         Ok(vmk)
     }

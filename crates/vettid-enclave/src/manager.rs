@@ -365,7 +365,13 @@ impl Manager {
         let objects = Objects::new(&self.link, id);
         let slot = self.slot(id);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let vmk = keys::create(&objects, &self.sealer, pin, &self.config.policy, vec![device])?;
+        let vmk = keys::create(
+            &objects,
+            &self.sealer,
+            pin,
+            &self.config.policy,
+            vec![device],
+        )?;
         let mut vault = Vault::create(&objects, &vmk)?;
         let cek = SecretBytes::<32>::random();
         let credential = crate::credential::seal(id, 1, &cek, verifier, now_ms);
@@ -445,10 +451,7 @@ impl Manager {
     }
 
     /// Residency, guess-limit state and (when unlocked) the signed version.
-    pub fn status_for_app(
-        &self,
-        id: &str,
-    ) -> Result<vettid_proto::session::AppReply, VaultError> {
+    pub fn status_for_app(&self, id: &str) -> Result<vettid_proto::session::AppReply, VaultError> {
         let EnclaveReply::Status {
             residency,
             attempts_left,

@@ -58,12 +58,7 @@ pub fn serve(
     Ok(())
 }
 
-fn work(
-    link: &Link,
-    manager: &Manager,
-    sessions: &Sessions,
-    requests: &Mutex<Receiver<Incoming>>,
-) {
+fn work(link: &Link, manager: &Manager, sessions: &Sessions, requests: &Mutex<Receiver<Incoming>>) {
     loop {
         let next = requests.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok(Incoming { id, body }) = next else {

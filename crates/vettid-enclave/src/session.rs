@@ -116,7 +116,15 @@ impl Sessions {
                 Channel::Enroll | Channel::Session,
             ) => {
                 return self
-                    .request(manager, member, channel, now_ms, session, counter, &ciphertext)
+                    .request(
+                        manager,
+                        member,
+                        channel,
+                        now_ms,
+                        session,
+                        counter,
+                        &ciphertext,
+                    )
                     .unwrap_or_else(refused);
             }
             _ => Err(SessionError::WrongChannel),
@@ -369,14 +377,16 @@ impl Sessions {
                 AppReply::Locked
             }),
             (AppOp::Status, _) => manager.status_for_app(member),
-            (AppOp::Whoami, _) => manager.whoami(member).map(|(identity, version)| {
-                AppReply::Whoami {
-                    member: member.to_owned(),
-                    identity_public_key: identity,
-                    device_public_key: device,
-                    version,
-                }
-            }),
+            (AppOp::Whoami, _) => {
+                manager
+                    .whoami(member)
+                    .map(|(identity, version)| AppReply::Whoami {
+                        member: member.to_owned(),
+                        identity_public_key: identity,
+                        device_public_key: device,
+                        version,
+                    })
+            }
         };
         (result, events)
     }

@@ -19,8 +19,8 @@ use crate::objects::{ObjectKind, Objects, decode, encode};
 use rusqlite::{Connection, MAIN_DB};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use vettid_crypto::aead::AeadKey;
 use vettid_crypto::SecretBytes;
+use vettid_crypto::aead::AeadKey;
 use vettid_crypto::sign::SigningKey;
 use vettid_proto::enclave::{SignedVersion, VaultError};
 

@@ -40,13 +40,19 @@ pub async fn connect(url: &str, creds: &Path) -> Result<Router, async_nats::Erro
         ..Default::default()
     })
     .await?;
-    Ok(Router { client, js })
+    Ok(Router {
+        client,
+        js,
+        consumers: std::sync::Mutex::new(std::collections::HashSet::new()),
+    })
 }
 
 /// A connected router.
 pub struct Router {
     client: async_nats::Client,
     js: jetstream::Context,
+    /// Members whose events consumer is known to exist.
+    consumers: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Router {
@@ -77,12 +83,53 @@ impl Router {
         else {
             return;
         };
+        // The broker lets a member name any reply subject; answer only into the member's own
+        // inbox, so nobody can aim the vault's answers at another member.
+        if !vettid_nats::is_member_reply_subject(member, &reply_to) {
+            return;
+        }
         let answer = match Channel::parse(channel) {
             None => to_body(&ToApp::Refused(SessionError::WrongChannel)),
-            Some(channel) => self.forward(host, member, channel, msg.payload.to_vec()).await,
+            Some(channel) => {
+                if channel != Channel::Attestation {
+                    self.ensure_consumer(member).await;
+                }
+                self.forward(host, member, channel, msg.payload.to_vec())
+                    .await
+            }
         };
         if let Err(e) = self.client.publish(reply_to, answer.into()).await {
             tracing::warn!(error = %e, "reply not sent");
+        }
+    }
+
+    /// Makes sure the member's durable events consumer exists. The host creates it, not the
+    /// app: members may not create consumers at all (a member-created consumer could be turned
+    /// into a push consumer delivering anywhere; nats-server issue 8274).
+    async fn ensure_consumer(&self, member: &str) {
+        if self
+            .consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(member)
+        {
+            return;
+        }
+        let Ok(config) = vettid_nats::member_consumer_config(member) else {
+            return;
+        };
+        match self
+            .js
+            .create_consumer_on_stream(config, EVENTS_STREAM)
+            .await
+        {
+            Ok(_) => {
+                self.consumers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(member.to_owned());
+            }
+            Err(e) => tracing::warn!(member, error = %e, "events consumer not created"),
         }
     }
 

@@ -28,13 +28,18 @@
 //!
 //! | user | publish | subscribe |
 //! |---|---|---|
-//! | `host` | `OwnerSpace.*.forApp.>`, `$JS.API.>`, one reply per request received | `OwnerSpace.*.forVault.>`, `_INBOX.>` |
+//! | `host` | `OwnerSpace.*.forApp.>`, `$JS.API.>` (the events stream and every member's durable), one reply per request received | `OwnerSpace.*.forVault.>`, `_INBOX.>` |
 //! | `api` | nothing | nothing |
 //! | `sys` (account SYS) | `$SYS.REQ.CLAIMS.UPDATE` | `_INBOX.>` |
 //! | member `m`, enrollment | `OwnerSpace.m.forVault.attestation`, `….enroll` | `_INBOX_m.>` |
-//! | member `m` | `OwnerSpace.m.forVault.>`, the JetStream API of its durable `m` on [`EVENTS_STREAM`] (see [`member_consumer_config`]) | `OwnerSpace.m.forApp.>`, `_INBOX_m.>` |
+//! | member `m` | `OwnerSpace.m.forVault.>`; on its durable `m` of [`EVENTS_STREAM`]: `$JS.API.CONSUMER.INFO.…`, `$JS.API.CONSUMER.MSG.NEXT.…`, `$JS.ACK.…` | `OwnerSpace.m.forApp.>`, `_INBOX_m.>` |
 //!
 //! Members must connect with [`member_inbox_prefix`] as their inbox prefix.
+//!
+//! A member may look up, fetch from and acknowledge its durable, but not create (or change, or
+//! delete) any consumer: the host creates it (see [`member_consumer_config`]). Allowing
+//! `$JS.API.CONSUMER.CREATE` even for the member's own name and filter would let it turn that
+//! durable into a push consumer delivering to a subject of its choosing (nats-server #8274).
 //!
 //! ## Example
 //!
@@ -66,7 +71,9 @@ use nkeys::KeyPair;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The JetStream stream that keeps vault → app events (`OwnerSpace.*.forApp.>`).
@@ -204,7 +211,8 @@ impl Setup {
         self.dir.join(HOST_CREDS)
     }
 
-    /// Creds file of the platform user `api` (pushes account updates for revocations).
+    /// Creds file of the platform user `api`. It may neither publish nor subscribe: the API
+    /// pushes revocations with [`Setup::sys_creds`].
     pub fn api_creds(&self) -> PathBuf {
         self.dir.join(API_CREDS)
     }
@@ -229,13 +237,12 @@ fn create(dir: &Path) -> Result<(), NatsError> {
         )));
     };
     std::fs::create_dir_all(parent)?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
+    static ATTEMPT: AtomicU32 = AtomicU32::new(0);
     let tmp = parent.join(format!(
-        ".{}.creating-{}-{nanos}",
+        ".{}.creating-{}-{}",
         name.to_string_lossy(),
-        std::process::id()
+        std::process::id(),
+        ATTEMPT.fetch_add(1, Ordering::Relaxed)
     ));
     files::create_private_dir(&tmp)?;
     let made = write_new_setup(&tmp).and_then(|()| Ok(files::sync_dir(&tmp)?));
@@ -336,9 +343,7 @@ fn member_permissions(m: &str, scope: MemberScope) -> Permissions {
         ],
         MemberScope::Member => vec![
             format!("OwnerSpace.{m}.forVault.>"),
-            // Create (or look up) only durable `m`, only filtered to m's events: the server
-            // checks that the name and filter in the subject equal those in the request body.
-            format!("$JS.API.CONSUMER.CREATE.{EVENTS_STREAM}.{m}.OwnerSpace.{m}.forApp.>"),
+            // Use, but never create, durable `m`: the host creates it (nats-server #8274).
             format!("$JS.API.CONSUMER.INFO.{EVENTS_STREAM}.{m}"),
             format!("$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{m}"),
             format!("$JS.ACK.{EVENTS_STREAM}.{m}.>"),
@@ -363,7 +368,8 @@ pub enum MemberScope {
     /// `OwnerSpace.<m>.forVault.enroll`; subscribe to the member inbox prefix.
     Enrollment,
     /// An enrolled app: publish `OwnerSpace.<m>.forVault.>`; subscribe `OwnerSpace.<m>.forApp.>`
-    /// and the member inbox prefix; consume its own durable on [`EVENTS_STREAM`].
+    /// and the member inbox prefix; look up, fetch from and ack (never create) its own durable
+    /// on [`EVENTS_STREAM`].
     Member,
 }
 
@@ -382,10 +388,19 @@ pub fn is_member_reply_subject(member: &str, reply: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('.') && rest.len() > 1)
 }
 
-/// The one consumer a member may create on [`EVENTS_STREAM`]: durable, named `member`, pull,
-/// explicit acks, filtered to `OwnerSpace.<member>.forApp.>`. Create it with
-/// `jetstream.create_consumer_on_stream(config, EVENTS_STREAM)`; a member may not read the
-/// stream's info, so `get_stream` is refused.
+/// The one consumer a member reads on [`EVENTS_STREAM`]: durable, named `member`, pull,
+/// explicit acks, filtered to `OwnerSpace.<member>.forApp.>`.
+///
+/// The **host** creates it, with its own `$JS.API.>` permission, when it first routes one of
+/// the member's enroll or session messages:
+/// `host_jetstream.create_consumer_on_stream(config, EVENTS_STREAM)` (a no-op when the durable
+/// already exists with this config). The member may not: with `$JS.API.CONSUMER.CREATE` a
+/// member can update its durable into a push consumer with any `deliver_subject`, and the
+/// server would deliver there whatever the member's own permissions (nats-server #8274).
+///
+/// The app looks it up with `jetstream.get_consumer_from_stream(member, EVENTS_STREAM)`
+/// (`CONSUMER.INFO`), then fetches and acks. It may not read the stream's info, so
+/// `get_stream` is refused.
 pub fn member_consumer_config(
     member: &str,
 ) -> Result<async_nats::jetstream::consumer::pull::Config, NatsError> {
@@ -516,6 +531,7 @@ impl Issuer {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(self.dir.join(ACCOUNT_LOCK))?;
         lock.lock()?;
         let mut state = self.state()?;
@@ -673,7 +689,6 @@ mod tests {
             p.publish,
             [
                 "OwnerSpace.a-1.forVault.>",
-                "$JS.API.CONSUMER.CREATE.VETTID_EVENTS.a-1.OwnerSpace.a-1.forApp.>",
                 "$JS.API.CONSUMER.INFO.VETTID_EVENTS.a-1",
                 "$JS.API.CONSUMER.MSG.NEXT.VETTID_EVENTS.a-1",
                 "$JS.ACK.VETTID_EVENTS.a-1.>",

@@ -380,7 +380,10 @@ mod tests {
         assert_ne!(a, prologue("bob", Channel::Session));
         assert_ne!(a, prologue("alice", Channel::Enroll));
         // No ambiguity between member and channel.
-        assert_ne!(prologue("a", Channel::Session), prologue("a\0s", Channel::Session));
+        assert_ne!(
+            prologue("a", Channel::Session),
+            prologue("a\0s", Channel::Session)
+        );
     }
 
     #[test]

@@ -127,7 +127,10 @@ fn print_list<T: serde::Serialize>(
     line: impl Fn(&T) -> String,
 ) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "items": items }))?
+        );
     } else if items.is_empty() {
         println!("{empty}");
     } else {

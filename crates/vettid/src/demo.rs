@@ -100,7 +100,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = args.data_dir.canonicalize()?;
     let mut n = 0;
-    step(&mut n, "Starting the stack (nats-server, dev platform, host + enclave, api)");
+    step(
+        &mut n,
+        "Starting the stack (nats-server, dev platform, host + enclave, api)",
+    );
     let stack = start_stack(&data_dir, args.nats_server.as_deref())?;
     println!("   api {}  nats {}", stack.api, stack.nats);
     let rt = tokio::runtime::Runtime::new()?;
@@ -108,7 +111,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     drop(stack);
     match result {
         Ok(()) => {
-            println!("\nDemo complete: every step worked. Profiles are in {}/demo.", data_dir.display());
+            println!(
+                "\nDemo complete: every step worked. Profiles are in {}/demo.",
+                data_dir.display()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -120,7 +126,10 @@ pub(crate) fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<()> {
     let api = stack.api.as_str();
-    step(n, "Admin bootstrap: the API wrote a one-time admin token at first start");
+    step(
+        n,
+        "Admin bootstrap: the API wrote a one-time admin token at first start",
+    );
     let token_path = data_dir.join("admin.token");
     let admin = std::fs::read_to_string(&token_path)
         .with_context(|| format!("reading {}", token_path.display()))?;
@@ -136,7 +145,10 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         Some(&json!({ "max_uses": 2, "auto_approve": true, "expires_in_secs": 3600 })),
     )
     .await?;
-    let code = invite["code"].as_str().context("no invite code")?.to_owned();
+    let code = invite["code"]
+        .as_str()
+        .context("no invite code")?
+        .to_owned();
     println!("   invite {code}");
 
     let demo = data_dir.join("demo");
@@ -159,16 +171,43 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
             reg["status"].as_str().unwrap_or("?")
         );
 
-        step(n, &format!("{name} signs in by magic link (mail written to the outbox)"));
+        step(
+            n,
+            &format!("{name} signs in by magic link (mail written to the outbox)"),
+        );
         let before = outbox_files(&data_dir.join("outbox"));
-        http::json(api, "POST", "/v1/auth/magic-link", None, Some(&json!({ "email": email }))).await?;
+        http::json(
+            api,
+            "POST",
+            "/v1/auth/magic-link",
+            None,
+            Some(&json!({ "email": email })),
+        )
+        .await?;
         let token = magic_token(&data_dir.join("outbox"), &before, &email)?;
-        let session = http::json(api, "POST", "/v1/auth/verify", None, Some(&json!({ "token": token }))).await?;
-        let session_token = session["session_token"].as_str().context("no session token")?.to_owned();
+        let session = http::json(
+            api,
+            "POST",
+            "/v1/auth/verify",
+            None,
+            Some(&json!({ "token": token })),
+        )
+        .await?;
+        let session_token = session["session_token"]
+            .as_str()
+            .context("no session token")?
+            .to_owned();
         println!("   signed in; link used once and now void");
 
         step(n, &format!("{name} opens an enrollment session on the web"));
-        let es = http::json(api, "POST", "/v1/enroll/sessions", Some(&session_token), None).await?;
+        let es = http::json(
+            api,
+            "POST",
+            "/v1/enroll/sessions",
+            Some(&session_token),
+            None,
+        )
+        .await?;
         let short = es["code"].as_str().context("no code")?.to_owned();
         let qr_text = match es["qr_text"].as_str() {
             Some(t) => t.to_owned(),
@@ -187,7 +226,11 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
             n,
             &format!(
                 "{name}'s app enrolls ({}): attestation, PIN, password verifier, vault",
-                if via_qr { "scans the QR code" } else { "types the code" }
+                if via_qr {
+                    "scans the QR code"
+                } else {
+                    "types the code"
+                }
             ),
         );
         let dir = demo.join(name);
@@ -210,12 +253,18 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         let status = http::json(
             api,
             "GET",
-            &format!("/v1/enroll/sessions/{}", es["session_id"].as_str().unwrap_or("")),
+            &format!(
+                "/v1/enroll/sessions/{}",
+                es["session_id"].as_str().unwrap_or("")
+            ),
             Some(&session_token),
             None,
         )
         .await?;
-        println!("   web portal shows phase: {}", status["phase"].as_str().unwrap_or("?"));
+        println!(
+            "   web portal shows phase: {}",
+            status["phase"].as_str().unwrap_or("?")
+        );
         members.push((name, pin, dir));
     }
 
@@ -223,8 +272,16 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         step(n, &format!("{name} unlocks the vault from the app"));
         let mut profile = Profile::open_enrolled(dir)?;
         let mut c = vettid_client::app::connect(&mut profile).await?;
-        println!("   ✓ enclave attested (release {}), session open", c.enclave.release);
-        let reply = c.session.call(AppOp::Unlock { pin: pin.as_bytes().to_vec() }).await?;
+        println!(
+            "   ✓ enclave attested (release {}), session open",
+            c.enclave.release
+        );
+        let reply = c
+            .session
+            .call(AppOp::Unlock {
+                pin: pin.as_bytes().to_vec(),
+            })
+            .await?;
         let AppReply::Unlocked { version, event_key } = reply else {
             bail!("unexpected answer to unlock");
         };
@@ -233,33 +290,63 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         println!("   ✓ unlocked at signed version {}", version.version);
     }
 
-    step(n, "Someone tries a wrong PIN on bob's vault: the enclave counts it");
+    step(
+        n,
+        "Someone tries a wrong PIN on bob's vault: the enclave counts it",
+    );
     let (_, _, bob_dir) = &members[1];
     let mut profile = Profile::open_enrolled(bob_dir)?;
     let mut c = vettid_client::app::connect(&mut profile).await?;
     c.session.call(AppOp::Lock).await?;
-    match c.session.call(AppOp::Unlock { pin: b"0000".to_vec() }).await {
+    match c
+        .session
+        .call(AppOp::Unlock {
+            pin: b"0000".to_vec(),
+        })
+        .await
+    {
         Err(ClientError::Vault(VaultError::WrongPin { attempts_left })) => {
-            println!("   ✓ refused: wrong PIN, {attempts_left} attempts left before the vault locks")
+            println!(
+                "   ✓ refused: wrong PIN, {attempts_left} attempts left before the vault locks"
+            )
         }
         other => bail!("a wrong PIN was not refused as expected: {other:?}"),
     }
     match c.session.call(AppOp::Status).await? {
-        AppReply::Status { unlocked, attempts_left, .. } => {
-            ensure!(!unlocked && attempts_left == 9, "status after a wrong PIN: unlocked {unlocked}, {attempts_left} left");
-            println!("   ✓ status: locked, {attempts_left} attempts left (durable in the enclave's guard records)");
+        AppReply::Status {
+            unlocked,
+            attempts_left,
+            ..
+        } => {
+            ensure!(
+                !unlocked && attempts_left == 9,
+                "status after a wrong PIN: unlocked {unlocked}, {attempts_left} left"
+            );
+            println!(
+                "   ✓ status: locked, {attempts_left} attempts left (durable in the enclave's guard records)"
+            );
         }
         _ => bail!("unexpected answer to status"),
     }
-    let reply = c.session.call(AppOp::Unlock { pin: members[1].1.as_bytes().to_vec() }).await?;
-    ensure!(matches!(reply, AppReply::Unlocked { .. }), "bob's right PIN did not unlock");
+    let reply = c
+        .session
+        .call(AppOp::Unlock {
+            pin: members[1].1.as_bytes().to_vec(),
+        })
+        .await?;
+    ensure!(
+        matches!(reply, AppReply::Unlocked { .. }),
+        "bob's right PIN did not unlock"
+    );
     println!("   ✓ the right PIN unlocks again and resets the count");
     Ok(())
 }
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_uppercase().chain(c).collect())
+        .unwrap_or_default()
 }
 
 fn outbox_files(dir: &Path) -> Vec<PathBuf> {
@@ -337,4 +424,3 @@ fn render_qr(text: &str) {
         y += 2;
     }
 }
-

@@ -17,19 +17,19 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 use vettid_api::{ApiConfig, App, Limits, ManualClock, OutboxMailer, Rate};
 
-pub const DEFAULT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+pub(crate) const DEFAULT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
-pub struct Harness {
-    pub dir: TempDir,
-    pub app: App,
-    pub clock: Arc<ManualClock>,
-    pub router: Router,
-    pub admin_token: String,
-    pub db: SqlitePool,
+pub(crate) struct Harness {
+    pub(crate) dir: TempDir,
+    pub(crate) app: App,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) router: Router,
+    pub(crate) admin_token: String,
+    pub(crate) db: SqlitePool,
 }
 
 /// Limits high enough that only the rate-limit tests meet them.
-pub fn generous_limits() -> Limits {
+pub(crate) fn generous_limits() -> Limits {
     let lots = Rate::per_hour(10_000);
     Limits {
         register_per_ip: lots,
@@ -44,12 +44,12 @@ pub fn generous_limits() -> Limits {
 
 impl Harness {
     /// With NATS issuing (a fresh vettid-nats setup) and generous limits.
-    pub async fn new() -> Harness {
+    pub(crate) async fn new() -> Harness {
         Harness::with(|_| {}).await
     }
 
     /// As [`Harness::new`], after `adjust` changes the configuration.
-    pub async fn with(adjust: impl FnOnce(&mut ApiConfig)) -> Harness {
+    pub(crate) async fn with(adjust: impl FnOnce(&mut ApiConfig)) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut config = ApiConfig::new(&data);
@@ -78,45 +78,45 @@ impl Harness {
         }
     }
 
-    pub fn data_dir(&self) -> PathBuf {
+    pub(crate) fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
 
-    pub fn advance(&self, secs: u64) {
+    pub(crate) fn advance(&self, secs: u64) {
         self.clock.advance(Duration::from_secs(secs));
     }
 
-    pub fn now(&self) -> u64 {
+    pub(crate) fn now(&self) -> u64 {
         self.clock
             .now_unix()
     }
 
-    pub fn req(&self, method: Method, uri: &str) -> Call<'_> {
+    pub(crate) fn req(&self, method: Method, uri: &str) -> Call<'_> {
         Call {
             h: self,
             method,
             uri: uri.to_owned(),
             bearer: None,
             ip: DEFAULT_IP,
-            content_type: Some("application/json".into()),
+            content_type: None,
             body: Vec::new(),
         }
     }
 
-    pub fn post(&self, uri: &str) -> Call<'_> {
+    pub(crate) fn post(&self, uri: &str) -> Call<'_> {
         self.req(Method::POST, uri)
     }
 
-    pub fn get(&self, uri: &str) -> Call<'_> {
+    pub(crate) fn get(&self, uri: &str) -> Call<'_> {
         self.req(Method::GET, uri)
     }
 
-    pub fn admin(&self, method: Method, uri: &str) -> Call<'_> {
+    pub(crate) fn admin(&self, method: Method, uri: &str) -> Call<'_> {
         self.req(method, uri).bearer(&self.admin_token)
     }
 
     /// A fingerprint of every table's rows that any route could change.
-    pub async fn snapshot(&self) -> Vec<String> {
+    pub(crate) async fn snapshot(&self) -> Vec<String> {
         let queries = [
             "SELECT 'admins ' || COUNT(*) FROM admins",
             "SELECT 'audit ' || COUNT(*) FROM admin_audit",
@@ -136,7 +136,7 @@ impl Harness {
         out
     }
 
-    pub async fn count(&self, table: &str) -> i64 {
+    pub(crate) async fn count(&self, table: &str) -> i64 {
         let q = format!("SELECT COUNT(*) FROM {table}");
         sqlx::query_scalar(sqlx::AssertSqlSafe(q))
             .fetch_one(&self.db)
@@ -145,7 +145,7 @@ impl Harness {
     }
 
     /// Creates an invite; returns its code.
-    pub async fn invite(&self, body: Value) -> String {
+    pub(crate) async fn invite(&self, body: Value) -> String {
         let r = self
             .admin(Method::POST, "/v1/admin/invites")
             .json(&body)
@@ -156,7 +156,7 @@ impl Harness {
     }
 
     /// Registers `email` with an auto-approve invite; returns the member id.
-    pub async fn approved_member(&self, email: &str) -> String {
+    pub(crate) async fn approved_member(&self, email: &str) -> String {
         let code = self.invite(json!({"auto_approve": true})).await;
         let r = self.register(email, &code).await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
@@ -164,7 +164,7 @@ impl Harness {
         r.body["member_id"].as_str().unwrap().to_owned()
     }
 
-    pub async fn register(&self, email: &str, invite: &str) -> Resp {
+    pub(crate) async fn register(&self, email: &str, invite: &str) -> Resp {
         self.post("/v1/register")
             .json(&json!({
                 "first_name": "Zoë", "last_name": "O'Brien", "email": email, "invite_code": invite
@@ -174,7 +174,7 @@ impl Harness {
     }
 
     /// Asks for a magic link and returns the token from the mail (exactly one new mail).
-    pub async fn magic_link_token(&self, email: &str) -> String {
+    pub(crate) async fn magic_link_token(&self, email: &str) -> String {
         let r = self
             .post("/v1/auth/magic-link")
             .json(&json!({ "email": email }))
@@ -188,7 +188,7 @@ impl Harness {
     }
 
     /// Signs `email` in by magic link; returns the member session token.
-    pub async fn sign_in(&self, email: &str) -> String {
+    pub(crate) async fn sign_in(&self, email: &str) -> String {
         let token = self.magic_link_token(email).await;
         let r = self
             .post("/v1/auth/verify")
@@ -200,7 +200,7 @@ impl Harness {
     }
 
     /// The mails in the outbox addressed to `to`, removed from it.
-    pub fn take_mails(&self, to: &str) -> Vec<String> {
+    pub(crate) fn take_mails(&self, to: &str) -> Vec<String> {
         let outbox = self.data_dir().join("outbox");
         let Ok(entries) = std::fs::read_dir(&outbox) else {
             return Vec::new();
@@ -219,20 +219,20 @@ impl Harness {
     }
 
     /// Creates an enrollment session for the signed-in member.
-    pub async fn enrollment_session(&self, session: &str) -> Value {
+    pub(crate) async fn enrollment_session(&self, session: &str) -> Value {
         let r = self.post("/v1/enroll/sessions").bearer(session).send().await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body
     }
 
     /// Authenticates an app with `code`; returns the answer.
-    pub async fn authenticate(&self, body: Value) -> Resp {
+    pub(crate) async fn authenticate(&self, body: Value) -> Resp {
         self.post("/v1/enroll/authenticate").json(&body).send().await
     }
 
     /// A member signed in and holding an enrollment token: (member_id, session token,
     /// enrollment token, enrollment session id).
-    pub async fn enrolling_member(&self, email: &str) -> Enrolling {
+    pub(crate) async fn enrolling_member(&self, email: &str) -> Enrolling {
         let member_id = self.approved_member(email).await;
         let session = self.sign_in(email).await;
         let s = self.enrollment_session(&session).await;
@@ -249,14 +249,14 @@ impl Harness {
     }
 }
 
-pub struct Enrolling {
-    pub member_id: String,
-    pub session: String,
-    pub token: String,
-    pub session_id: String,
+pub(crate) struct Enrolling {
+    pub(crate) member_id: String,
+    pub(crate) session: String,
+    pub(crate) token: String,
+    pub(crate) session_id: String,
 }
 
-pub trait NowUnix {
+pub(crate) trait NowUnix {
     fn now_unix(&self) -> u64;
 }
 
@@ -271,7 +271,7 @@ impl NowUnix for ManualClock {
 }
 
 /// The bare token of a magic-link mail (`Token: …` line), checked against the link.
-pub fn token_of(mail: &str) -> String {
+pub(crate) fn token_of(mail: &str) -> String {
     let token = mail
         .lines()
         .find_map(|l| l.strip_prefix("Token: "))
@@ -284,7 +284,7 @@ pub fn token_of(mail: &str) -> String {
     token
 }
 
-pub struct Call<'a> {
+pub(crate) struct Call<'a> {
     h: &'a Harness,
     method: Method,
     uri: String,
@@ -295,35 +295,40 @@ pub struct Call<'a> {
 }
 
 impl Call<'_> {
-    pub fn bearer(mut self, token: &str) -> Self {
-        self.bearer = Some(token.to_owned());
+    pub(crate) fn bearer(mut self, token: &str) -> Self {
+        self.bearer = Some(format!("Bearer {token}"));
         self
     }
 
-    pub fn ip(mut self, ip: IpAddr) -> Self {
+    /// An `Authorization` header with exactly `value`.
+    pub(crate) fn bearer_raw(mut self, value: &str) -> Self {
+        self.bearer = Some(value.to_owned());
+        self
+    }
+
+    pub(crate) fn ip(mut self, ip: IpAddr) -> Self {
         self.ip = ip;
         self
     }
 
-    pub fn json(mut self, v: &Value) -> Self {
+    pub(crate) fn json(mut self, v: &Value) -> Self {
+        self.content_type = Some("application/json".into());
         self.body = serde_json::to_vec(v).unwrap();
         self
     }
 
-    pub fn raw(mut self, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> Self {
+    pub(crate) fn raw(mut self, content_type: Option<&str>, body: impl Into<Vec<u8>>) -> Self {
         self.content_type = content_type.map(str::to_owned);
         self.body = body.into();
         self
     }
 
-    pub async fn send(self) -> Resp {
+    pub(crate) async fn send(self) -> Resp {
         let mut b = Request::builder().method(self.method).uri(&self.uri);
         if let Some(t) = &self.bearer {
-            b = b.header(header::AUTHORIZATION, format!("Bearer {t}"));
+            b = b.header(header::AUTHORIZATION, t);
         }
-        if let Some(ct) = &self.content_type
-            && !self.body.is_empty()
-        {
+        if let Some(ct) = &self.content_type {
             b = b.header(header::CONTENT_TYPE, ct);
         }
         let mut req = b.body(Body::from(self.body)).unwrap();
@@ -351,17 +356,17 @@ impl Call<'_> {
 }
 
 #[derive(Debug)]
-pub struct Resp {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-    pub bytes: Vec<u8>,
+pub(crate) struct Resp {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
+    pub(crate) bytes: Vec<u8>,
 }
 
 impl Resp {
     /// Asserts the JSON error shape with `status` and `code`.
     #[track_caller]
-    pub fn assert_error(&self, status: StatusCode, code: &str) {
+    pub(crate) fn assert_error(&self, status: StatusCode, code: &str) {
         assert_eq!(self.status, status, "body: {}", self.body);
         assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
         assert!(
@@ -373,7 +378,7 @@ impl Resp {
 }
 
 /// The claims of a JWT (the middle part, base64url).
-pub fn jwt_claims(jwt: &str) -> Value {
+pub(crate) fn jwt_claims(jwt: &str) -> Value {
     use base64::Engine as _;
     let payload = jwt.split('.').nth(1).expect("three parts");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD

@@ -274,3 +274,4 @@ impl Stack {
         self.dir.path().join("objects")
     }
 }
+pub mod journey;

@@ -1,0 +1,137 @@
+//! Rate limits: 429 with Retry-After, per IP and per address, reset with the clock.
+
+use crate::harness::{Harness, generous_limits};
+use axum::http::StatusCode;
+use serde_json::json;
+use std::net::IpAddr;
+use vettid_api::{Limits, Rate};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[tokio::test]
+async fn registration_is_limited_to_10_per_ip_per_hour() {
+    let h = Harness::with(|c| {
+        c.limits = Limits {
+            register_per_ip: Limits::default().register_per_ip,
+            ..generous_limits()
+        }
+    })
+    .await;
+    assert_eq!(Limits::default().register_per_ip, Rate::per_hour(10));
+    let code = h.invite(json!({"max_uses": 100})).await;
+    let register = |n: u32, from: &'static str| {
+        h.post("/v1/register")
+            .ip(ip(from))
+            .json(&json!({
+                "first_name": "Ann", "last_name": "Lee",
+                "email": format!("r{n}@example.com"), "invite_code": code,
+            }))
+            .send()
+    };
+    for n in 0..10 {
+        assert_eq!(register(n, "192.0.2.1").await.status, StatusCode::CREATED);
+    }
+    let before = h.snapshot().await;
+    let r = register(10, "192.0.2.1").await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=3600).contains(&retry), "{retry}");
+    assert_eq!(h.snapshot().await, before, "a refused request changes nothing");
+    // another address is counted apart
+    assert_eq!(register(11, "192.0.2.2").await.status, StatusCode::CREATED);
+    // the window ends
+    h.advance(3600);
+    assert_eq!(register(12, "192.0.2.1").await.status, StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn magic_links_are_limited_per_address_registered_or_not() {
+    let h = Harness::with(|c| {
+        c.limits = Limits {
+            magic_link_per_email: Rate::per_hour(5),
+            ..generous_limits()
+        }
+    })
+    .await;
+    h.approved_member("limited@example.com").await;
+    for email in ["limited@example.com", "unknown@example.com"] {
+        for n in 0..5u8 {
+            // from different addresses: the per-address limit is what bites
+            let from = IpAddr::from([198, 51, 100, n]);
+            let r = h.post("/v1/auth/magic-link").ip(from).json(&json!({ "email": email })).send().await;
+            assert_eq!(r.status, StatusCode::ACCEPTED);
+        }
+        let r = h.post("/v1/auth/magic-link").json(&json!({ "email": email })).send().await;
+        r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+        assert!(r.headers.contains_key("retry-after"));
+    }
+    h.app.background_idle().await;
+    assert_eq!(h.take_mails("limited@example.com").len(), 5);
+}
+
+#[tokio::test]
+async fn magic_links_are_limited_per_ip() {
+    let h = Harness::with(|c| {
+        c.limits = Limits {
+            magic_link_per_ip: Rate::per_hour(3),
+            ..generous_limits()
+        }
+    })
+    .await;
+    for n in 0..3 {
+        let body = json!({ "email": format!("m{n}@example.com") });
+        assert_eq!(h.post("/v1/auth/magic-link").json(&body).send().await.status, StatusCode::ACCEPTED);
+    }
+    let body = json!({ "email": "m9@example.com" });
+    let r = h.post("/v1/auth/magic-link").json(&body).send().await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
+
+#[tokio::test]
+async fn guessing_enrollment_codes_is_limited_per_ip() {
+    let h = Harness::with(|c| {
+        c.limits = Limits {
+            enroll_authenticate_per_ip: Rate::per_hour(20),
+            ..generous_limits()
+        }
+    })
+    .await;
+    assert_eq!(Limits::default().enroll_authenticate_per_ip, Rate::per_hour(20));
+    h.approved_member("guess@example.com").await;
+    let session = h.sign_in("guess@example.com").await;
+    let s = h.enrollment_session(&session).await;
+    let attacker = ip("203.0.113.9");
+    for n in 0..20 {
+        let guess = format!("ZZZZ-{n:04}");
+        let r = h.post("/v1/enroll/authenticate").ip(attacker).json(&json!({ "code": guess })).send().await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    }
+    // even the right code is refused from that address now
+    let r = h.post("/v1/enroll/authenticate").ip(attacker).json(&json!({ "code": s["code"] })).send().await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // and still works from the member's own
+    let r = h.post("/v1/enroll/authenticate").json(&json!({ "code": s["code"] })).send().await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn ipv6_clients_are_limited_by_their_64() {
+    let h = Harness::with(|c| {
+        c.limits = Limits {
+            verify_per_ip: Rate::per_hour(2),
+            ..generous_limits()
+        }
+    })
+    .await;
+    let token = json!({ "token": "A".repeat(43) });
+    for from in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
+        let r = h.post("/v1/auth/verify").ip(ip(from)).json(&token).send().await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = h.post("/v1/auth/verify").ip(ip("2001:db8:1:2:abcd::7")).json(&token).send().await;
+    r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let r = h.post("/v1/auth/verify").ip(ip("2001:db8:1:3::1")).json(&token).send().await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "another /64");
+}

@@ -1,0 +1,11 @@
+//! The API end to end through its router: a real SQLite file and a real vettid-nats setup in
+//! a tempdir, a manual clock, and `tower::ServiceExt::oneshot`. One test binary (modules by
+//! domain) so the suite links once.
+
+mod auth;
+mod bad_input;
+mod enroll;
+mod flow;
+mod harness;
+mod limits;
+mod registration;

@@ -1,0 +1,543 @@
+//! End to end, against the real processes: `vettid up` (nats-server in operator mode, dev
+//! platform, host + enclave, api), apps through the SDK and the `vettid app` command.
+
+mod support;
+
+use futures::StreamExt;
+use std::process::Command;
+use std::time::Duration;
+use support::journey::UpStack;
+use vettid_client::ClientError;
+use vettid_client::api::{Api, EnrollmentSecret};
+use vettid_proto::enclave::VaultError;
+use vettid_proto::session::{AppOp, AppReply, Channel, FromApp, SessionError, ToApp};
+use zeroize::Zeroizing;
+
+fn vettid(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Sends raw bytes on a member's channel and decodes the answer.
+async fn raw(client: &vettid_client::vault::VaultClient, channel: Channel, body: Vec<u8>) -> ToApp {
+    let subject = format!(
+        "OwnerSpace.{}.forVault.{}",
+        client.member(),
+        channel.as_str()
+    );
+    let answer = client.nats().request(subject, body.into()).await.unwrap();
+    postcard::from_bytes(&answer.payload).unwrap()
+}
+
+#[test]
+fn the_demo_tells_the_whole_story_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+        .args(["demo", "--data-dir"])
+        .arg(dir.path())
+        .env("VETTID_NATS_SERVER", support::journey::nats_server())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "alice registers",
+        "bob signs in by magic link",
+        "attestation_verified",
+        "✓ completed",
+        "alice unlocks",
+        "9 attempts left",
+        "Demo complete",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(dir.path().join("demo/alice/nats.creds").exists());
+    assert!(dir.path().join("demo/bob/credential.blob").exists());
+}
+
+/// The `vettid app` commands, each a separate process (an app that comes and goes): enroll
+/// by code, unlock, status, whoami, lock, refresh-creds, and events that arrived while no
+/// app was running. Then nothing of the PIN or password is anywhere in the stack's data.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_command_enrolls_unlocks_and_catches_up_on_events() {
+    let stack = UpStack::start();
+    let (_, session) = stack.member("carol").await;
+    let code = stack.enrollment_code(&session).await;
+    let profile = stack.dir.path().join("carol");
+    let p = profile.to_str().unwrap();
+    let data = stack.data();
+    let secrets = stack.dir.path().join("pin.txt");
+    std::fs::write(&secrets, "582913\n").unwrap();
+    let password = "correct horse battery staple 1";
+    let (ok, out) = {
+        let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+            .args([
+                "app",
+                "--profile",
+                p,
+                "enroll",
+                "--api",
+                &stack.api,
+                "--code",
+                &code,
+            ])
+            .args([
+                "--pin-file",
+                secrets.to_str().unwrap(),
+                "--password-env",
+                "CAROL_PW",
+            ])
+            .args(["--trust", data.to_str().unwrap(), "--nats-url", &stack.nats])
+            .env("CAROL_PW", password)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    assert!(ok, "{out}");
+    for phase in vettid_client::api::PHASES {
+        assert!(out.contains(phase), "phase {phase} not shown:\n{out}");
+    }
+    let pin_file = secrets.to_str().unwrap();
+    let (ok, out) = vettid(&["app", "--profile", p, "unlock", "--pin-file", pin_file]);
+    assert!(ok && out.contains("vault unlocked"), "{out}");
+    let (ok, out) = vettid(&["app", "--profile", p, "status"]);
+    assert!(
+        ok && out.contains("unlocked") && out.contains("10 left"),
+        "{out}"
+    );
+    let (ok, out) = vettid(&["app", "--profile", p, "whoami"]);
+    assert!(ok && out.contains("identity"), "{out}");
+    let (ok, out) = vettid(&["app", "--profile", p, "lock"]);
+    assert!(ok, "{out}");
+    let (ok, out) = vettid(&["app", "--profile", p, "status"]);
+    assert!(ok && out.contains("vault          locked"), "{out}");
+    // A wrong PIN: refused, counted, and explained.
+    std::fs::write(&secrets, "000000\n").unwrap();
+    let (ok, out) = vettid(&["app", "--profile", p, "unlock", "--pin-file", pin_file]);
+    assert!(!ok && out.contains("9 attempt(s) left"), "{out}");
+    // Events of the unlock and the lock, published while no app process ran.
+    let (ok, out) = vettid(&["app", "--profile", p, "events", "--wait-secs", "1"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Unlocked") && out.contains("Locked"), "{out}");
+    assert!(out.contains("2 event(s)"), "{out}");
+    // Acknowledged: not delivered again.
+    let (ok, out) = vettid(&["app", "--profile", p, "events", "--wait-secs", "1"]);
+    assert!(ok && out.contains("0 event(s)"), "{out}");
+    let (ok, out) = vettid(&["app", "--profile", p, "refresh-creds"]);
+    assert!(ok && out.contains("new NATS credentials"), "{out}");
+    let (ok, out) = vettid(&["app", "--profile", p, "whoami"]);
+    assert!(ok, "renewed credentials work: {out}");
+
+    // Zero knowledge: neither the PIN nor the password appears in any byte the operator
+    // holds (objects, JetStream, logs, metadata DB, NATS resolver).
+    stack_files_containing(&data, &[b"582913", password.as_bytes()]);
+}
+
+/// Every file under `dir` containing any of `needles`; asserts there are none.
+fn stack_files_containing(dir: &std::path::Path, needles: &[&[u8]]) {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                for n in needles {
+                    if bytes.windows(n.len()).any(|w| w == *n) {
+                        hits.push(path.clone());
+                    }
+                }
+            }
+        }
+    }
+    assert!(hits.is_empty(), "secrets found at rest: {hits:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
+    let stack = UpStack::start();
+    let mut profile = stack.enrolled("dave", "4321").await;
+    let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
+    assert!(matches!(
+        c.session.call(AppOp::Ping).await,
+        Ok(AppReply::Pong)
+    ));
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let ten = c.session.raw_request(AppOp::Ping, 10, now()).unwrap();
+    let eight = c.session.raw_request(AppOp::Ping, 8, now()).unwrap();
+    let subject_channel = Channel::Session;
+    // Counter 10 after 1: accepted (gaps are fine: the host may drop messages).
+    assert!(matches!(
+        raw(&c.client, subject_channel, ten.clone()).await,
+        ToApp::Reply { counter: 10, .. }
+    ));
+    // The same message again: a replay.
+    assert_eq!(
+        raw(&c.client, subject_channel, ten).await,
+        ToApp::Refused(SessionError::Replayed)
+    );
+    // An older one arriving late: reordered.
+    assert_eq!(
+        raw(&c.client, subject_channel, eight).await,
+        ToApp::Refused(SessionError::Replayed)
+    );
+    // A request whose timestamp is ten minutes old: stale.
+    let old = c
+        .session
+        .raw_request(AppOp::Ping, 11, now() - 600_000)
+        .unwrap();
+    assert_eq!(
+        raw(&c.client, subject_channel, old).await,
+        ToApp::Refused(SessionError::Stale)
+    );
+    // The session message on another channel: refused.
+    let other = c.session.raw_request(AppOp::Ping, 12, now()).unwrap();
+    assert_eq!(
+        raw(&c.client, Channel::Attestation, other.clone()).await,
+        ToApp::Refused(SessionError::WrongChannel)
+    );
+    assert_eq!(
+        raw(&c.client, Channel::Enroll, other).await,
+        ToApp::Refused(SessionError::WrongChannel)
+    );
+    // Garbage and unknown sessions.
+    assert_eq!(
+        raw(&c.client, subject_channel, b"\xff\x00garbage".to_vec()).await,
+        ToApp::Refused(SessionError::Malformed)
+    );
+    let unknown = postcard::to_allocvec(&FromApp::Request {
+        session: [9; 16],
+        counter: 99,
+        ciphertext: vec![0; 40],
+    })
+    .unwrap();
+    assert_eq!(
+        raw(&c.client, subject_channel, unknown).await,
+        ToApp::Refused(SessionError::UnknownSession)
+    );
+    // A flipped bit in the ciphertext.
+    let mut bad = c.session.raw_request(AppOp::Ping, 20, now()).unwrap();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        raw(&c.client, subject_channel, bad).await,
+        ToApp::Refused(SessionError::Crypto)
+    );
+    // The session still works, above every counter seen.
+    assert!(matches!(
+        c.session.call(AppOp::Ping).await,
+        Ok(AppReply::Pong)
+    ));
+    // Operations outside their channel are refused inside the session too.
+    let r = c
+        .session
+        .call(AppOp::Enroll {
+            pin: b"1234".to_vec(),
+            password_verifier: [0; 32],
+            device_name: "x".into(),
+        })
+        .await;
+    assert!(
+        matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+        "{r:?}"
+    );
+    // Bad input to a vault operation changes nothing.
+    let r = c.session.call(AppOp::Unlock { pin: vec![] }).await;
+    assert!(matches!(r, Err(ClientError::Vault(_))), "{r:?}");
+    assert!(matches!(
+        c.session
+            .call(AppOp::Unlock {
+                pin: b"4321".to_vec()
+            })
+            .await,
+        Ok(AppReply::Unlocked { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unregistered_device_cannot_open_a_session_or_try_a_pin() {
+    let stack = UpStack::start();
+    let mut profile = stack.enrolled("erin", "2468").await;
+    let c = vettid_client::app::connect(&mut profile).await.unwrap();
+    let trust = profile.trust().unwrap();
+    let api = Api::new(&stack.api);
+    let manifest = trust
+        .manifest(&api.pcr_manifest().await.unwrap(), 0)
+        .unwrap();
+    let enclave = c.client.attest(&trust, &manifest).await.unwrap();
+    let stranger = vettid_crypto::SecretBytes::random();
+    let r = c
+        .client
+        .open_session(Channel::Session, &stranger, &enclave)
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Session(SessionError::DeviceNotRegistered))
+        ),
+        "{:?}",
+        r.err()
+    );
+}
+
+/// A wrong root, a wrong nonce or PCRs the manifest does not list: the app refuses the
+/// enclave — and in the enrollment flow, before any PIN or password is sent (the vault is
+/// not created: a later, trusting enrollment of the same member succeeds).
+#[tokio::test(flavor = "multi_thread")]
+async fn attestation_failures_abort_before_anything_secret() {
+    use vettid_attest::dev::DevRoot;
+    use vettid_attest::manifest::{Manifest, PcrSet};
+    let stack = UpStack::start();
+    let (_, session) = stack.member("frank").await;
+    let trust = stack.profile("frank").trust().unwrap();
+    let api = Api::new(&stack.api);
+    let manifest = trust
+        .manifest(&api.pcr_manifest().await.unwrap(), 0)
+        .unwrap();
+
+    // Enrollment creds to ask for documents directly.
+    let profile = stack.profile("frank");
+    let code = stack.enrollment_code(&session).await;
+    let e = api
+        .authenticate(&EnrollmentSecret::Code(code), "probe")
+        .await
+        .unwrap();
+    let key = profile.nats_key().unwrap();
+    let issued = api.enrollment_creds(&e, &key.public_key()).await.unwrap();
+    profile.store_jwt(&issued.jwt).unwrap();
+    let client =
+        vettid_client::vault::connect(&stack.nats, &profile.creds().unwrap(), &e.member_id)
+            .await
+            .unwrap();
+    let nonce = [7u8; 32];
+    let ToApp::Attestation {
+        doc,
+        kem_public_key,
+    } = raw(
+        &client,
+        Channel::Attestation,
+        postcard::to_allocvec(&FromApp::Attest { nonce }).unwrap(),
+    )
+    .await
+    else {
+        panic!("no attestation");
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let check =
+        |trust: &vettid_client::vault::Trust, manifest: &Manifest, nonce: &[u8; 32], kem: &[u8]| {
+            vettid_client::vault::check_attestation(trust, manifest, nonce, &doc, kem, now)
+        };
+    assert!(check(&trust, &manifest, &nonce, &kem_public_key).is_ok());
+    let untrusted = |r: Result<_, ClientError>, what: &str| match r {
+        Err(ClientError::Untrusted(why)) => assert!(why.contains(what), "{why}"),
+        other => panic!("expected Untrusted({what}), got {:?}", other.map(|_| ())),
+    };
+    // Another root.
+    let other_root = DevRoot::generate(now);
+    let key_hex = std::fs::read_to_string(stack.data().join("manifest/signing.pub")).unwrap();
+    let wrong_root =
+        vettid_client::vault::Trust::from_pem_and_hex(&other_root.cert_pem(), &key_hex).unwrap();
+    untrusted(
+        check(&wrong_root, &manifest, &nonce, &kem_public_key),
+        "chain",
+    );
+    // Another nonce.
+    untrusted(
+        check(&trust, &manifest, &[8u8; 32], &kem_public_key),
+        "nonce",
+    );
+    // PCRs not in the manifest (signed by the right key, listing another release only).
+    let signing =
+        vettid_crypto::sign::SigningKey::from_seed(&vettid_crypto::SecretBytes::from_array({
+            let mut seed = [0u8; 32];
+            hex::decode_to_slice(
+                std::fs::read_to_string(stack.data().join("manifest/signing.key"))
+                    .unwrap()
+                    .trim(),
+                &mut seed,
+            )
+            .unwrap();
+            seed
+        }));
+    let other = Manifest {
+        serial: manifest.serial + 1,
+        issued_at: now,
+        sets: vec![PcrSet::new(
+            "other",
+            &vettid_attest::Measurement::of_enclave(b"other", b""),
+            0,
+            now + 3600,
+            true,
+        )],
+    };
+    let other = trust.manifest(&other.sign(&signing).unwrap(), 0).unwrap();
+    untrusted(check(&trust, &other, &nonce, &kem_public_key), "PCRs");
+    // A KEM key other than the bound one.
+    let swapped = vettid_crypto::noise::KemSecret::generate().public_key();
+    untrusted(check(&trust, &manifest, &nonce, &swapped), "X-Wing");
+
+    // The enrollment flow with a wrong root stops at attestation: no vault is made.
+    let code = stack.enrollment_code(&session).await;
+    let dir = stack.dir.path().join("profiles/frank-wrong");
+    let mut wrong = vettid_client::profile::Profile::open_or_create(&dir).unwrap();
+    wrong.pin_trust(&other_root.cert_pem(), &key_hex).unwrap();
+    let input = |secret| vettid_client::app::EnrollInput {
+        secret,
+        pin: Zeroizing::new(b"135790".to_vec()),
+        password: Zeroizing::new(b"frank's password".to_vec()),
+        device_name: "frank-phone".into(),
+        nats_url: Some(stack.nats.clone()),
+    };
+    let mut phases = Vec::new();
+    let r = vettid_client::app::enroll(
+        &mut wrong,
+        &api,
+        input(EnrollmentSecret::Code(code)),
+        |p, _| phases.push(p.to_owned()),
+    )
+    .await;
+    assert!(matches!(r, Err(ClientError::Untrusted(_))), "{:?}", r.err());
+    assert_eq!(
+        phases,
+        ["authenticated", "nats_connected"],
+        "stopped before attestation passed"
+    );
+    let code = stack.enrollment_code(&session).await;
+    let mut right = stack.profile("frank-right");
+    vettid_client::app::enroll(
+        &mut right,
+        &api,
+        input(EnrollmentSecret::Code(code)),
+        |_, _| {},
+    )
+    .await
+    .expect("no vault was created by the refused attempt");
+}
+
+/// Tenant isolation by the broker with the credentials the API issued to real apps.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_members_credentials_reach_only_its_own_subjects() {
+    let stack = UpStack::start();
+    let alice = stack.enrolled("alice", "1111").await;
+    let bob = stack.enrolled("bob", "2222").await;
+    let (alice_id, bob_id) = (
+        alice.member().unwrap().to_owned(),
+        bob.member().unwrap().to_owned(),
+    );
+    let (tx, mut violations) = tokio::sync::mpsc::unbounded_channel();
+    let nc = async_nats::ConnectOptions::with_credentials(&alice.creds().unwrap())
+        .unwrap()
+        .custom_inbox_prefix(vettid_nats::member_inbox_prefix(&alice_id))
+        .event_callback(move |e| {
+            let tx = tx.clone();
+            async move {
+                if let async_nats::Event::ServerError(e) = e {
+                    let _ = tx.send(e.to_string());
+                }
+            }
+        })
+        .connect(&stack.nats)
+        .await
+        .unwrap();
+    // Publishing to bob's vault: refused by the server.
+    nc.publish(format!("OwnerSpace.{bob_id}.forVault.session"), "x".into())
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(10), violations.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        v.contains("Permissions Violation") && v.contains(&bob_id),
+        "{v}"
+    );
+    // Subscribing to bob's events: refused.
+    let mut sub = nc
+        .subscribe(format!("OwnerSpace.{bob_id}.forApp.>"))
+        .await
+        .unwrap();
+    nc.flush().await.unwrap();
+    let v = tokio::time::timeout(Duration::from_secs(10), violations.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        v.contains("Permissions Violation") && v.contains("Subscription"),
+        "{v}"
+    );
+    // Bob's vault gets events; alice's subscription sees none of them, while alice's own
+    // request path still works (a positive signal that the connection is alive).
+    let mut bob_profile = bob;
+    let mut c = vettid_client::app::connect(&mut bob_profile).await.unwrap();
+    c.session
+        .call(AppOp::Unlock {
+            pin: b"2222".to_vec(),
+        })
+        .await
+        .unwrap();
+    let mut alice_profile = alice;
+    let mut a = vettid_client::app::connect(&mut alice_profile)
+        .await
+        .unwrap();
+    assert!(matches!(
+        a.session.call(AppOp::Ping).await,
+        Ok(AppReply::Pong)
+    ));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.next())
+            .await
+            .map_or(true, |m| m.is_none())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_credentials_are_refused_at_once() {
+    let stack = UpStack::start();
+    let mut gina = stack.enrolled("gina", "3333").await;
+    let member = gina.member().unwrap().to_owned();
+    assert!(vettid_client::app::connect(&mut gina).await.is_ok());
+    let r = vettid_client::http::json(
+        &stack.api,
+        "POST",
+        &format!("/v1/admin/members/{member}/revoke-nats"),
+        Some(&stack.admin_token()),
+        None,
+    )
+    .await
+    .unwrap();
+    // One NATS key (the app's) carried both its enrollment and its member JWTs.
+    assert_eq!(r["revoked"].as_u64(), Some(1), "{r}");
+    match vettid_client::app::connect(&mut gina).await {
+        Err(ClientError::Nats(why)) => assert!(why.to_lowercase().contains("authoriz"), "{why}"),
+        other => panic!("revoked creds were accepted: {:?}", other.err()),
+    }
+}

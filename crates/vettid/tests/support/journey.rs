@@ -1,0 +1,215 @@
+//! The whole stack (`vettid up` on free ports) and members taken through registration,
+//! sign-in and enrollment, for end-to-end tests.
+
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use vettid_client::api::{Api, EnrollmentSecret};
+use vettid_client::http;
+use vettid_client::profile::Profile;
+use zeroize::Zeroizing;
+
+pub fn nats_server() -> PathBuf {
+    if let Some(p) = std::env::var_os("VETTID_NATS_SERVER") {
+        return p.into();
+    }
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/nats-server");
+    assert!(
+        local.exists(),
+        "tests need nats-server: run ./scripts/test, or set VETTID_NATS_SERVER"
+    );
+    local
+}
+
+/// `vettid up` on a temporary data directory; stopped when dropped.
+pub struct UpStack {
+    child: Child,
+    pub api: String,
+    pub nats: String,
+    pub dir: tempfile::TempDir,
+    invite: std::sync::OnceLock<String>,
+}
+
+impl Drop for UpStack {
+    fn drop(&mut self) {
+        use nix::sys::signal::{Signal, kill};
+        let _ = kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl UpStack {
+    pub fn start() -> UpStack {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vettid"))
+            .args(["up", "--nats-port", "0", "--nats-monitor-port", "0"])
+            .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .env("VETTID_NATS_SERVER", nats_server())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("up.err")).unwrap())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(out).lines();
+        let (mut api, mut nats) = (None, None);
+        for line in lines.by_ref().map_while(Result::ok) {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("api"), Some(v)) => api = Some(v.to_owned()),
+                (Some("nats"), Some(v)) => nats = Some(v.to_owned()),
+                _ => {}
+            }
+            if line == "ready" {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let err = std::fs::read_to_string(dir.path().join("up.err")).unwrap_or_default();
+        UpStack {
+            api: api.unwrap_or_else(|| panic!("no api line from `vettid up`:\n{err}")),
+            nats: nats.unwrap_or_else(|| panic!("no nats line from `vettid up`:\n{err}")),
+            child,
+            dir,
+            invite: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The stack's data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    async fn invite(&self) -> String {
+        if let Some(code) = self.invite.get() {
+            return code.clone();
+        }
+        let v = http::json(
+            &self.api,
+            "POST",
+            "/v1/admin/invites",
+            Some(&self.admin_token()),
+            Some(&json!({ "max_uses": 1000, "auto_approve": true })),
+        )
+        .await
+        .unwrap();
+        let code = v["code"].as_str().unwrap().to_owned();
+        let _ = self.invite.set(code.clone());
+        code
+    }
+
+    /// Registers `name` and signs in by magic link: (member id, member session token).
+    pub async fn member(&self, name: &str) -> (String, String) {
+        let email = format!("{name}@test.vettid.test");
+        let reg = http::json(
+            &self.api,
+            "POST",
+            "/v1/register",
+            None,
+            Some(&json!({ "first_name": "Test", "last_name": "Member", "email": email, "invite_code": self.invite().await })),
+        )
+        .await
+        .unwrap();
+        let member = reg["member_id"].as_str().unwrap().to_owned();
+        http::json(
+            &self.api,
+            "POST",
+            "/v1/auth/magic-link",
+            None,
+            Some(&json!({ "email": email })),
+        )
+        .await
+        .unwrap();
+        let token = self.mail_token(&email);
+        let s = http::json(
+            &self.api,
+            "POST",
+            "/v1/auth/verify",
+            None,
+            Some(&json!({ "token": token })),
+        )
+        .await
+        .unwrap();
+        (member, s["session_token"].as_str().unwrap().to_owned())
+    }
+
+    /// The sign-in token mailed to `email` (the API writes mail after answering: poll).
+    fn mail_token(&self, email: &str) -> String {
+        let outbox = self.data().join("outbox");
+        for _ in 0..200 {
+            for entry in std::fs::read_dir(&outbox).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                if text.contains(&format!("To: {email}")) {
+                    if let Some(t) = text.lines().find_map(|l| l.strip_prefix("Token: ")) {
+                        return t.trim().to_owned();
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no mail for {email}");
+    }
+
+    /// A fresh enrollment code for a signed-in member.
+    pub async fn enrollment_code(&self, session_token: &str) -> String {
+        let es = http::json(
+            &self.api,
+            "POST",
+            "/v1/enroll/sessions",
+            Some(session_token),
+            None,
+        )
+        .await
+        .unwrap();
+        es["code"].as_str().unwrap().to_owned()
+    }
+
+    /// A profile directory pinned to this stack's trust anchors.
+    pub fn profile(&self, name: &str) -> Profile {
+        let dir = self.dir.path().join("profiles").join(name);
+        let profile = Profile::open_or_create(&dir).unwrap();
+        profile
+            .pin_trust(
+                &std::fs::read_to_string(self.data().join("dev-attestor/root.pem")).unwrap(),
+                &std::fs::read_to_string(self.data().join("manifest/signing.pub")).unwrap(),
+            )
+            .unwrap();
+        profile
+    }
+
+    /// Registers, signs in and enrolls `name` with `pin`: the enrolled profile.
+    pub async fn enrolled(&self, name: &str, pin: &str) -> Profile {
+        let (_, session) = self.member(name).await;
+        let code = self.enrollment_code(&session).await;
+        let mut profile = self.profile(name);
+        vettid_client::app::enroll(
+            &mut profile,
+            &Api::new(&self.api),
+            vettid_client::app::EnrollInput {
+                secret: EnrollmentSecret::Code(code),
+                pin: Zeroizing::new(pin.as_bytes().to_vec()),
+                password: Zeroizing::new(b"a long test password".to_vec()),
+                device_name: format!("{name}-phone"),
+                nats_url: Some(self.nats.clone()),
+            },
+            |_, _| {},
+        )
+        .await
+        .unwrap();
+        profile
+    }
+}
