@@ -62,12 +62,13 @@ pub(crate) async fn bootstrap(
     }
     let token = Secret::random_token();
     let mut tx = db.begin().await?;
-    let inserted = sqlx::query("INSERT INTO admins (admin_id, token_hash, created_at) VALUES (?, ?, ?)")
-        .bind(FIRST_ADMIN)
-        .bind(token.digest())
-        .bind(now)
-        .execute(&mut *tx)
-        .await;
+    let inserted =
+        sqlx::query("INSERT INTO admins (admin_id, token_hash, created_at) VALUES (?, ?, ?)")
+            .bind(FIRST_ADMIN)
+            .bind(token.digest())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
     match inserted {
         Err(e) if crate::db::is_unique_violation(&e) => return Ok(None),
         other => other?,
@@ -107,7 +108,10 @@ pub(crate) fn routes() -> Router<App> {
         .route("/v1/admin/registrations", get(list_registrations))
         .route("/v1/admin/registrations/{id}/approve", post(approve))
         .route("/v1/admin/registrations/{id}/reject", post(reject))
-        .route("/v1/admin/members/{member_id}/revoke-nats", post(revoke_nats))
+        .route(
+            "/v1/admin/members/{member_id}/revoke-nats",
+            post(revoke_nats),
+        )
 }
 
 #[derive(Serialize)]
@@ -122,12 +126,22 @@ async fn create_invite(
     ApiJson(new): ApiJson<NewInvite>,
 ) -> Result<(StatusCode, Json<Invite>), ApiError> {
     let invite = invites::create(app.db(), new, &admin.admin_id, app.now()).await?;
-    audit(app.db(), &admin.admin_id, "invite.create", &invite.code, app.now()).await?;
+    audit(
+        app.db(),
+        &admin.admin_id,
+        "invite.create",
+        &invite.code,
+        app.now(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(invite)))
 }
 
 /// `GET /v1/admin/invites` → every invite, newest first.
-async fn list_invites(State(app): State<App>, _admin: Admin) -> Result<Json<Items<Invite>>, ApiError> {
+async fn list_invites(
+    State(app): State<App>,
+    _admin: Admin,
+) -> Result<Json<Items<Invite>>, ApiError> {
     let items = invites::list(app.db()).await?;
     Ok(Json(Items { items }))
 }
@@ -173,7 +187,14 @@ async fn decide(
     decision: Decision,
 ) -> Result<Json<Registration>, ApiError> {
     let r = registration::decide(app.db(), id, decision, &admin.admin_id, app.now()).await?;
-    audit(app.db(), &admin.admin_id, decision.audit_action(), id, app.now()).await?;
+    audit(
+        app.db(),
+        &admin.admin_id,
+        decision.audit_action(),
+        id,
+        app.now(),
+    )
+    .await?;
     Ok(Json(r))
 }
 
@@ -190,7 +211,14 @@ async fn revoke_nats(
     ApiPath(member_id): ApiPath,
 ) -> Result<Json<Revoked>, ApiError> {
     let outcome = nats::revoke_member(&app, &member_id).await?;
-    audit(app.db(), &admin.admin_id, "member.revoke_nats", &member_id, app.now()).await?;
+    audit(
+        app.db(),
+        &admin.admin_id,
+        "member.revoke_nats",
+        &member_id,
+        app.now(),
+    )
+    .await?;
     Ok(Json(Revoked {
         revoked: outcome.keys,
         devices_revoked: outcome.devices,
@@ -262,7 +290,14 @@ impl AdminConsole {
             registration_id_or_email.to_owned()
         };
         let r = registration::decide(&self.db, &id, Decision::Approve, CONSOLE, now).await?;
-        audit(&self.db, CONSOLE, Decision::Approve.audit_action(), &id, now).await?;
+        audit(
+            &self.db,
+            CONSOLE,
+            Decision::Approve.audit_action(),
+            &id,
+            now,
+        )
+        .await?;
         Ok(r)
     }
 }
@@ -286,7 +321,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, config) = open(dir.path()).await;
 
-        let path = bootstrap(&db, &config, 1_000).await.unwrap().expect("first admin");
+        let path = bootstrap(&db, &config, 1_000)
+            .await
+            .unwrap()
+            .expect("first admin");
         assert_eq!(path, dir.path().join("admin.token"));
         let token = std::fs::read_to_string(&path).unwrap();
         let token = token.trim_end();
@@ -309,7 +347,10 @@ mod tests {
         let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
         assert_eq!(bootstrap(&db, &config, 2_000).await.unwrap(), None);
         assert_eq!(std::fs::read_to_string(&path).unwrap().trim_end(), token);
-        assert_eq!(std::fs::metadata(&path).unwrap().modified().unwrap(), modified);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            modified
+        );
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admins")
             .fetch_one(&db)
             .await

@@ -94,12 +94,14 @@ impl App {
             tracing::info!(path = %path.display(), "created the first admin; its token is in this file");
         }
         let nats = match &config.nats_dir {
-            Some(dir) => Some(NatsIssuing::load(dir, &config.nats_url).map_err(|e| {
-                OpenError::Nats {
-                    path: dir.clone(),
-                    message: e.to_string(),
-                }
-            })?),
+            Some(dir) => {
+                Some(
+                    NatsIssuing::load(dir, &config.nats_url).map_err(|e| OpenError::Nats {
+                        path: dir.clone(),
+                        message: e.to_string(),
+                    })?,
+                )
+            }
             None => None,
         };
         Ok(App {
@@ -135,7 +137,9 @@ impl App {
             .merge(nats::routes())
             .fallback(|| async { ApiError::NotFound("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
-            .layer(DefaultBodyLimit::max(self.state.config.limits.max_body_bytes))
+            .layer(DefaultBodyLimit::max(
+                self.state.config.limits.max_body_bytes,
+            ))
             .layer(axum::middleware::map_response(security_headers))
             .with_state(self.clone())
     }

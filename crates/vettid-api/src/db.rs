@@ -15,11 +15,8 @@ use std::time::Duration;
 pub(crate) type Db = SqlitePool;
 
 /// The migrations, in order (file names as `sqlx migrate` expects them).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
 
 fn migrator() -> Migrator {
     use sqlx::SqlSafeStr as _;

@@ -185,14 +185,16 @@ async fn create_session(
     member: Member,
 ) -> Result<(StatusCode, Json<SessionCreated>), ApiError> {
     if has_active_device(&app, &member.member_id).await? {
-        return Err(ApiError::Conflict("this member has already enrolled a device"));
+        return Err(ApiError::Conflict(
+            "this member has already enrolled a device",
+        ));
     }
     let now = app.now();
     let (code, code_normalized) = enrollment_code();
     let qr_token = Secret::random_token();
     let session_id = new_uuid();
-    supersede_unused_sessions(&app, &member.member_id, now).await?;
     let mut tx = app.db().begin().await?;
+    supersede_unused_sessions(&mut tx, &member.member_id, now).await?;
     sqlx::query(
         "INSERT INTO enrollment_sessions (session_id, member_id, code_hash, qr_token_hash, phase, \
          created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -229,7 +231,11 @@ async fn create_session(
 }
 
 /// Ends the codes of `member`'s sessions that no app has used yet.
-async fn supersede_unused_sessions(app: &App, member: &str, now: i64) -> Result<(), ApiError> {
+async fn supersede_unused_sessions(
+    tx: &mut sqlx::SqliteConnection,
+    member: &str,
+    now: i64,
+) -> Result<(), ApiError> {
     sqlx::query(
         "UPDATE enrollment_sessions SET expires_at = ? \
          WHERE member_id = ? AND authenticated_at IS NULL AND expires_at > ?",
@@ -237,7 +243,7 @@ async fn supersede_unused_sessions(app: &App, member: &str, now: i64) -> Result<
     .bind(now)
     .bind(member)
     .bind(now)
-    .execute(app.db())
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -314,7 +320,12 @@ async fn get_session(
     };
     let mut phases = history
         .into_iter()
-        .map(|(name, at)| Ok(PhaseAt { name: stored(&name)?, at }))
+        .map(|(name, at)| {
+            Ok(PhaseAt {
+                name: stored(&name)?,
+                at,
+            })
+        })
         .collect::<Result<Vec<_>, ApiError>>()?;
     phases.sort_by_key(|p| p.name);
     Ok(Json(SessionView {
@@ -373,9 +384,17 @@ async fn authenticate(
     ApiJson(req): ApiJson<AuthenticateRequest>,
 ) -> Result<Json<Authenticated>, ApiError> {
     let presented = req.presented()?;
-    let device_name = req.device_name.as_deref().map(validate::device_name).transpose()?;
+    let device_name = req
+        .device_name
+        .as_deref()
+        .map(validate::device_name)
+        .transpose()?;
     let limits = &app.state.config.limits;
-    app.rate_limit("enroll_authenticate", &ip_key(ip), limits.enroll_authenticate_per_ip)?;
+    app.rate_limit(
+        "enroll_authenticate",
+        &ip_key(ip),
+        limits.enroll_authenticate_per_ip,
+    )?;
 
     let (session_id, member_id) = find_session(&app, &presented).await?;
     let now = app.now();
@@ -396,7 +415,9 @@ async fn authenticate(
     .execute(&mut *tx)
     .await?;
     if spent.rows_affected() != 1 {
-        return Err(ApiError::Gone("this enrollment code has expired or was already used"));
+        return Err(ApiError::Gone(
+            "this enrollment code has expired or was already used",
+        ));
     }
     record_phase(&mut tx, &session_id, EnrollmentPhase::Authenticated, now).await?;
     tx.commit().await?;
@@ -421,22 +442,22 @@ async fn find_session(app: &App, presented: &Presented) -> Result<(String, Strin
             .fetch_optional(app.db())
             .await?
         }
-        Presented::QrToken(token) => {
-            sqlx::query_as(
-                "SELECT session_id, member_id, expires_at, authenticated_at FROM enrollment_sessions \
+        Presented::QrToken(token) => sqlx::query_as(
+            "SELECT session_id, member_id, expires_at, authenticated_at FROM enrollment_sessions \
                  WHERE qr_token_hash = ?",
-            )
-            .bind(token.digest())
-            .fetch_optional(app.db())
-            .await?
-        }
+        )
+        .bind(token.digest())
+        .fetch_optional(app.db())
+        .await?,
     };
     match row {
         None => Err(ApiError::Unauthorized("unknown enrollment code")),
         Some((_, _, expires_at, authenticated_at))
             if authenticated_at.is_some() || expires_at <= app.now() =>
         {
-            Err(ApiError::Gone("this enrollment code has expired or was already used"))
+            Err(ApiError::Gone(
+                "this enrollment code has expired or was already used",
+            ))
         }
         Some((session_id, member_id, _, _)) => Ok((session_id, member_id)),
     }
@@ -457,8 +478,21 @@ async fn enrollment_nats(
 ) -> Result<Json<crate::nats::NatsCreds>, ApiError> {
     let key = validate::nats_user_key(&req.nats_public_key)?;
     let nats = app.nats()?;
-    let issued = nats.sign(&grant.member_id, &key, MemberScope::Enrollment, ENROLLMENT_JWT, app.clock_now())?;
-    record_key(app.db(), &grant.member_id, MemberScope::Enrollment, &issued, app.now()).await?;
+    let issued = nats.sign(
+        &grant.member_id,
+        &key,
+        MemberScope::Enrollment,
+        ENROLLMENT_JWT,
+        app.clock_now(),
+    )?;
+    record_key(
+        app.db(),
+        &grant.member_id,
+        MemberScope::Enrollment,
+        &issued,
+        app.now(),
+    )
+    .await?;
     ensure_grant_live(&app, &grant).await?;
     Ok(Json(nats.creds(&grant.member_id, &issued)))
 }
@@ -525,9 +559,7 @@ async fn report_phase(
     .execute(&mut *tx)
     .await?;
     if moved.rows_affected() != 1 {
-        return Err(ApiError::Conflict(
-            "enrollment phases only move forward",
-        ));
+        return Err(ApiError::Conflict("enrollment phases only move forward"));
     }
     record_phase(&mut tx, &grant.session_id, phase, now).await?;
     tx.commit().await?;
@@ -558,7 +590,13 @@ async fn finalize(
     let nats_key = validate::nats_user_key(&req.nats_public_key)?;
     let nats = app.nats()?;
     let lifetime = app.state.config.limits.member_jwt_lifetime;
-    let issued = nats.sign(&grant.member_id, &nats_key, MemberScope::Member, lifetime, app.clock_now())?;
+    let issued = nats.sign(
+        &grant.member_id,
+        &nats_key,
+        MemberScope::Member,
+        lifetime,
+        app.clock_now(),
+    )?;
 
     let now = app.now();
     let mut tx = app.db().begin().await?;
@@ -570,10 +608,19 @@ async fn finalize(
     .fetch_one(&mut *tx)
     .await?;
     if active > 0 {
-        return Err(ApiError::Conflict("this member has already enrolled a device"));
+        return Err(ApiError::Conflict(
+            "this member has already enrolled a device",
+        ));
     }
     register_device(&mut tx, &grant, &device_key, now).await?;
-    record_key(&mut *tx, &grant.member_id, MemberScope::Member, &issued, now).await?;
+    record_key(
+        &mut *tx,
+        &grant.member_id,
+        MemberScope::Member,
+        &issued,
+        now,
+    )
+    .await?;
     record_phase(&mut tx, &grant.session_id, EnrollmentPhase::Completed, now).await?;
     tx.commit().await?;
     Ok(Json(nats.creds(&grant.member_id, &issued)))
@@ -599,7 +646,9 @@ async fn spend_enrollment_token(
     if spent.rows_affected() == 1 {
         Ok(())
     } else {
-        Err(ApiError::Unauthorized("enrollment token already used or expired"))
+        Err(ApiError::Unauthorized(
+            "enrollment token already used or expired",
+        ))
     }
 }
 
@@ -620,9 +669,9 @@ async fn register_device(
     .execute(&mut *tx)
     .await;
     match inserted {
-        Err(e) if crate::db::is_unique_violation(&e) => Err(ApiError::Conflict(
-            "this device key is already registered",
-        )),
+        Err(e) if crate::db::is_unique_violation(&e) => {
+            Err(ApiError::Conflict("this device key is already registered"))
+        }
         other => other.map(|_| ()).map_err(ApiError::from),
     }
 }
@@ -637,7 +686,10 @@ mod tests {
             assert_eq!(EnrollmentPhase::parse(p.as_str()), Some(*p));
             assert_eq!(p.earlier().len(), i);
         }
-        assert!(EnrollmentPhase::PasswordSet.earlier().len() <= 5, "fits the IN list");
+        assert!(
+            EnrollmentPhase::PasswordSet.earlier().len() <= 5,
+            "fits the IN list"
+        );
         let reportable: Vec<_> = EnrollmentPhase::ALL
             .into_iter()
             .filter(|p| p.reportable())

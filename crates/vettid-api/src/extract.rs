@@ -6,8 +6,8 @@ use crate::ApiError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -24,15 +24,16 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
                 "expected a JSON body (Content-Type: application/json)",
             ));
         }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|rejection: BytesRejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge
-                } else {
-                    ApiError::bad_request("could not read the request body")
-                }
-            })?;
+        let bytes =
+            Bytes::from_request(req, state)
+                .await
+                .map_err(|rejection: BytesRejection| {
+                    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                        ApiError::PayloadTooLarge
+                    } else {
+                        ApiError::bad_request("could not read the request body")
+                    }
+                })?;
         serde_json::from_slice(&bytes)
             .map(ApiJson)
             .map_err(|e| ApiError::bad_request(json_error_message(&e)))
@@ -123,7 +124,8 @@ pub(crate) fn bearer(parts: &Parts) -> Result<crate::secret::Secret, ApiError> {
         .split_once(' ')
         .ok_or(ApiError::Unauthorized("malformed Authorization header"))?;
     let token = token.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || crate::validate::token_shape("token", token).is_err()
+    if !scheme.eq_ignore_ascii_case("bearer")
+        || crate::validate::token_shape("token", token).is_err()
     {
         return Err(ApiError::Unauthorized("malformed Authorization header"));
     }

@@ -110,7 +110,9 @@ pub(crate) async fn create(
     .execute(db)
     .await;
     match inserted {
-        Err(e) if is_unique_violation(&e) => Err(ApiError::Conflict("an invite with this code exists")),
+        Err(e) if is_unique_violation(&e) => {
+            Err(ApiError::Conflict("an invite with this code exists"))
+        }
         other => other.map(|_| invite).map_err(ApiError::from),
     }
 }

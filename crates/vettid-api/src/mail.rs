@@ -214,7 +214,10 @@ mod tests {
     fn dates_are_rfc5322() {
         assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
-        assert_eq!(rfc5322_date(1_767_225_599), "Wed, 31 Dec 2025 23:59:59 +0000");
+        assert_eq!(
+            rfc5322_date(1_767_225_599),
+            "Wed, 31 Dec 2025 23:59:59 +0000"
+        );
     }
 
     fn mail(to: &str) -> Mail {
@@ -246,7 +249,10 @@ mod tests {
             .collect();
         assert_eq!(entries.len(), 1, "no temporary file left behind");
         let name = entries[0].file_name().unwrap().to_str().unwrap().to_owned();
-        assert!(name.starts_with("1700000000123-") && name.ends_with(".eml"), "{name}");
+        assert!(
+            name.starts_with("1700000000123-") && name.ends_with(".eml"),
+            "{name}"
+        );
         let text = std::fs::read_to_string(&entries[0]).unwrap();
         assert!(text.contains("To: a@example.com\r\n"));
         assert!(text.contains("Date: Tue, 14 Nov 2023 22:13:20 +0000\r\n"));

@@ -190,7 +190,13 @@ async fn refresh(
     };
     proof.check(&app).await?;
     let lifetime = limits.member_jwt_lifetime;
-    let issued = nats.sign(&member, &nats_key, MemberScope::Member, lifetime, app.clock_now())?;
+    let issued = nats.sign(
+        &member,
+        &nats_key,
+        MemberScope::Member,
+        lifetime,
+        app.clock_now(),
+    )?;
     record_key(app.db(), &member, MemberScope::Member, &issued, app.now()).await?;
     // A revocation that ran since the check has not seen this key: refuse to hand it out.
     ensure_device_active(&app, &device_key).await?;
@@ -211,12 +217,11 @@ impl RefreshProof<'_> {
     /// signature cannot be replayed, not even concurrently.
     async fn check(&self, app: &App) -> Result<(), ApiError> {
         let refused = ApiError::Unauthorized("refresh refused: unknown device or bad signature");
-        let device: Option<(String, Option<i64>)> = sqlx::query_as(
-            "SELECT member_id, revoked_at FROM devices WHERE device_public_key = ?",
-        )
-        .bind(self.device_key)
-        .fetch_optional(app.db())
-        .await?;
+        let device: Option<(String, Option<i64>)> =
+            sqlx::query_as("SELECT member_id, revoked_at FROM devices WHERE device_public_key = ?")
+                .bind(self.device_key)
+                .fetch_optional(app.db())
+                .await?;
         if !matches!(&device, Some((m, None)) if m == self.member) {
             return Err(refused);
         }
@@ -286,14 +291,13 @@ pub(crate) async fn revoke_member(app: &App, member: &str) -> Result<RevokeOutco
 
     let now = app.now();
     end_enrollments(app, &member, now).await?;
-    let devices = sqlx::query(
-        "UPDATE devices SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(&member)
-    .execute(app.db())
-    .await?
-    .rows_affected();
+    let devices =
+        sqlx::query("UPDATE devices SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&member)
+            .execute(app.db())
+            .await?
+            .rows_affected();
     let keys: Vec<String> = sqlx::query_scalar(
         "SELECT user_public_key FROM nats_user_keys WHERE member_id = ? ORDER BY user_public_key",
     )
@@ -304,11 +308,13 @@ pub(crate) async fn revoke_member(app: &App, member: &str) -> Result<RevokeOutco
         return Ok(RevokeOutcome { keys: 0, devices });
     }
     let account_jwt = revoke_keys(nats, keys.clone()).await?;
-    sqlx::query("UPDATE nats_user_keys SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL")
-        .bind(now)
-        .bind(&member)
-        .execute(app.db())
-        .await?;
+    sqlx::query(
+        "UPDATE nats_user_keys SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(&member)
+    .execute(app.db())
+    .await?;
     push(nats, &account_jwt).await?;
     Ok(RevokeOutcome {
         keys: keys.len(),

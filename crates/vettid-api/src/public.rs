@@ -4,11 +4,11 @@
 
 use crate::ApiError;
 use crate::app::App;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use std::path::Path;
 
 pub(crate) fn routes() -> Router<App> {

@@ -42,12 +42,10 @@ impl RateLimiter {
             windows.retain(|_, w| w.ends_at_ms > now_ms);
         }
         let per_ms = u64::try_from(rate.per.as_millis()).unwrap_or(u64::MAX);
-        let w = windows
-            .entry((scope, key.to_owned()))
-            .or_insert(Window {
-                ends_at_ms: 0,
-                count: 0,
-            });
+        let w = windows.entry((scope, key.to_owned())).or_insert(Window {
+            ends_at_ms: 0,
+            count: 0,
+        });
         if w.ends_at_ms <= now_ms {
             *w = Window {
                 ends_at_ms: now_ms.saturating_add(per_ms),

@@ -45,9 +45,12 @@ pub(crate) fn email(value: &str) -> Result<String, ApiError> {
 fn local_part_ok(local: &str) -> bool {
     const SPECIALS: &str = "!#$%&'*+/=?^_`{|}~-";
     (1..=64).contains(&local.len())
-        && local
-            .split('.')
-            .all(|atom| !atom.is_empty() && atom.chars().all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c)))
+        && local.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || SPECIALS.contains(c))
+        })
 }
 
 fn domain_ok(domain: &str) -> bool {
@@ -128,8 +131,9 @@ pub(crate) fn hex_bytes<const N: usize>(field: &str, value: &str) -> Result<[u8;
 /// Returns the lowercase hex form (the stored form).
 pub(crate) fn device_public_key(value: &str) -> Result<String, ApiError> {
     let bytes = hex_bytes::<32>("device_public_key", value)?;
-    vettid_crypto::sign::VerifyingKey::from_bytes(&bytes)
-        .map_err(|_| ApiError::bad_request("device_public_key is not a valid Ed25519 public key"))?;
+    vettid_crypto::sign::VerifyingKey::from_bytes(&bytes).map_err(|_| {
+        ApiError::bad_request("device_public_key is not a valid Ed25519 public key")
+    })?;
     Ok(hex::encode(bytes))
 }
 
@@ -149,8 +153,20 @@ mod tests {
 
     #[test]
     fn names_accept_latin_letters_and_refuse_the_rest() {
-        assert_eq!(person_name("n", "  Zoë O'Brien-Łukasz ").unwrap(), "Zoë O'Brien-Łukasz");
-        for bad in ["", "   ", "--", "Bob1", "Bob<script>", "A×B", "名前", &"a".repeat(101)] {
+        assert_eq!(
+            person_name("n", "  Zoë O'Brien-Łukasz ").unwrap(),
+            "Zoë O'Brien-Łukasz"
+        );
+        for bad in [
+            "",
+            "   ",
+            "--",
+            "Bob1",
+            "Bob<script>",
+            "A×B",
+            "名前",
+            &"a".repeat(101),
+        ] {
             assert!(person_name("n", bad).is_err(), "{bad:?}");
         }
         assert!(person_name("n", &"é".repeat(100)).is_ok());
@@ -158,7 +174,10 @@ mod tests {
 
     #[test]
     fn emails_are_canonicalized_and_shaped() {
-        assert_eq!(email("  Alice.B+x@Example.COM ").unwrap(), "alice.b+x@example.com");
+        assert_eq!(
+            email("  Alice.B+x@Example.COM ").unwrap(),
+            "alice.b+x@example.com"
+        );
         for bad in [
             "",
             "alice",

@@ -7,11 +7,11 @@ use vettid_proto::session::{Event, SealedEvent, event_aad};
 
 /// Opens a sealed event with the vault's event key; `None` if it does not authenticate.
 pub fn open(member: &str, key: &SecretBytes<32>, body: &[u8]) -> Option<Event> {
-    let sealed: SealedEvent = postcard::from_bytes(body).ok()?;
+    let sealed: SealedEvent = vettid_proto::session::decode_exact(body)?;
     let plain = AeadKey::from(key.clone())
         .open(&event_aad(member, &sealed.id), &sealed.ciphertext)
         .ok()?;
-    postcard::from_bytes(&plain).ok()
+    vettid_proto::session::open_plaintext(&plain)
 }
 
 /// Fetches up to `max` pending events from the member's durable consumer, acknowledging

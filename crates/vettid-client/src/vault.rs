@@ -11,7 +11,7 @@ use vettid_crypto::sign::VerifyingKey;
 use vettid_proto::enclave::SignedVersion;
 use vettid_proto::session::{
     AppOp, AppReply, Channel, FromApp, Reply, Request, SessionId, ToApp, VERSION, kem_binding,
-    prologue,
+    open_plaintext, prologue, seal_plaintext,
 };
 
 /// How long one vault request may take (an unlock runs Argon2id in the enclave).
@@ -100,8 +100,8 @@ impl VaultClient {
             .request(subject, body.into())
             .await
             .map_err(|e| ClientError::Nats(e.to_string()))?;
-        let answer: ToApp = postcard::from_bytes(&answer.payload)
-            .map_err(|_| ClientError::Protocol("undecodable answer".into()))?;
+        let answer: ToApp = vettid_proto::session::decode_exact(&answer.payload)
+            .ok_or_else(|| ClientError::Protocol("undecodable answer".into()))?;
         match answer {
             ToApp::Refused(e) => Err(ClientError::Session(e)),
             other => Ok(other),
@@ -248,15 +248,12 @@ impl Session {
     pub async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
         self.counter += 1;
         let counter = self.counter;
-        let request = zeroize::Zeroizing::new(
-            postcard::to_allocvec(&Request {
-                version: VERSION,
-                id: counter,
-                timestamp_ms: crate::now_ms(),
-                op,
-            })
-            .expect("requests always encode"),
-        );
+        let request = zeroize::Zeroizing::new(seal_plaintext(&Request {
+            version: VERSION,
+            id: counter,
+            timestamp_ms: crate::now_ms(),
+            op,
+        }));
         let mut ciphertext = vec![0u8; request.len() + noise::TAG_LEN];
         let n = self
             .transport
@@ -289,8 +286,8 @@ impl Session {
             .transport
             .read_message(counter, &ciphertext, &mut plain)
             .map_err(|_| ClientError::Protocol("reply does not authenticate".into()))?;
-        let reply: Reply = postcard::from_bytes(&plain[..n])
-            .map_err(|_| ClientError::Protocol("undecodable reply".into()))?;
+        let reply: Reply = open_plaintext(&plain[..n])
+            .ok_or_else(|| ClientError::Protocol("undecodable reply".into()))?;
         if reply.version != VERSION || reply.id != counter {
             return Err(ClientError::Protocol("reply envelope mismatch".into()));
         }
@@ -307,13 +304,12 @@ impl Session {
         timestamp_ms: u64,
     ) -> Result<Vec<u8>, ClientError> {
         self.counter = self.counter.max(counter);
-        let request = postcard::to_allocvec(&Request {
+        let request = seal_plaintext(&Request {
             version: VERSION,
             id: counter,
             timestamp_ms,
             op,
-        })
-        .expect("requests always encode");
+        });
         let mut ciphertext = vec![0u8; request.len() + noise::TAG_LEN];
         let n = self
             .transport

@@ -24,7 +24,8 @@ use vettid_crypto::noise::{self, HandshakeState, KemSecret, StatelessTransportSt
 use vettid_proto::enclave::{HostReply, Outbound, ToHost, VaultError, valid_vault_id};
 use vettid_proto::session::{
     AppOp, AppReply, Channel, Enrolled, Event, EventKind, FromApp, MAX_SKEW_MS, Reply, Request,
-    SealedEvent, SessionError, SessionId, ToApp, VERSION, event_aad, kem_binding, prologue,
+    SealedEvent, SessionError, SessionId, ToApp, VERSION, decode_exact, event_aad, kem_binding,
+    open_plaintext, prologue, seal_plaintext,
 };
 
 /// A handshake must finish within this time.
@@ -96,7 +97,7 @@ impl Sessions {
         if !valid_vault_id(member) {
             return refused(SessionError::Malformed);
         }
-        let Ok(message) = postcard::from_bytes::<FromApp>(body) else {
+        let Some(message) = decode_exact::<FromApp>(body) else {
             return refused(SessionError::Malformed);
         };
         let result = match (message, channel) {
@@ -278,9 +279,9 @@ impl Sessions {
         // Authentic: from now on nothing at or below this counter is accepted.
         open.last_counter = counter;
         open.last_used = Instant::now();
-        let request: Request =
-            postcard::from_bytes(&plain[..n]).map_err(|_| SessionError::Malformed)?;
+        let request: Option<Request> = open_plaintext(&plain[..n]);
         zeroize::Zeroize::zeroize(&mut plain);
+        let request = request.ok_or(SessionError::Malformed)?;
         if request.version != VERSION || request.id != counter {
             return Err(SessionError::BadEnvelope);
         }
@@ -288,14 +289,11 @@ impl Sessions {
             return Err(SessionError::Stale);
         }
         let (result, events) = self.run(manager, member, channel, open.device, now_ms, request.op);
-        let reply = zeroize::Zeroizing::new(
-            postcard::to_allocvec(&Reply {
-                version: VERSION,
-                id: counter,
-                result,
-            })
-            .map_err(|_| SessionError::Malformed)?,
-        );
+        let reply = zeroize::Zeroizing::new(seal_plaintext(&Reply {
+            version: VERSION,
+            id: counter,
+            result,
+        }));
         let mut out = vec![0u8; reply.len() + noise::TAG_LEN];
         let n = open
             .transport
@@ -410,7 +408,7 @@ impl Sessions {
 /// Seals an event for the member's apps.
 fn seal_event(member: &str, key: &SecretBytes<32>, at_ms: u64, kind: EventKind) -> Outbound {
     let id: [u8; 16] = vettid_crypto::random_array();
-    let plain = postcard::to_allocvec(&Event { at_ms, kind }).expect("events always encode");
+    let plain = seal_plaintext(&Event { at_ms, kind });
     let sealed = SealedEvent {
         id,
         ciphertext: AeadKey::from(key.clone()).seal(&event_aad(member, &id), &plain),

@@ -32,14 +32,15 @@
 //! | `api` | nothing | nothing |
 //! | `sys` (account SYS) | `$SYS.REQ.CLAIMS.UPDATE` | `_INBOX.>` |
 //! | member `m`, enrollment | `OwnerSpace.m.forVault.attestation`, `….enroll` | `_INBOX_m.>` |
-//! | member `m` | `OwnerSpace.m.forVault.>`; on its durable `m` of [`EVENTS_STREAM`]: `$JS.API.CONSUMER.INFO.…`, `$JS.API.CONSUMER.MSG.NEXT.…`, `$JS.ACK.…` | `OwnerSpace.m.forApp.>`, `_INBOX_m.>` |
+//! | member `m` | `OwnerSpace.m.forVault.>`, and for its durable `m` on [`EVENTS_STREAM`]: `$JS.API.CONSUMER.INFO.VETTID_EVENTS.m`, `$JS.API.CONSUMER.MSG.NEXT.VETTID_EVENTS.m`, `$JS.ACK.VETTID_EVENTS.m.>` | `OwnerSpace.m.forApp.>`, `_INBOX_m.>` |
 //!
 //! Members must connect with [`member_inbox_prefix`] as their inbox prefix.
 //!
 //! A member may look up, fetch from and acknowledge its durable, but not create (or change, or
 //! delete) any consumer: the host creates it (see [`member_consumer_config`]). Allowing
 //! `$JS.API.CONSUMER.CREATE` even for the member's own name and filter would let it turn that
-//! durable into a push consumer delivering to a subject of its choosing (nats-server #8274).
+//! durable into a push consumer delivering to any subject, including ones the member may not
+//! publish to (nats-server #8274).
 //!
 //! ## Example
 //!
@@ -395,8 +396,9 @@ pub fn is_member_reply_subject(member: &str, reply: &str) -> bool {
 /// the member's enroll or session messages:
 /// `host_jetstream.create_consumer_on_stream(config, EVENTS_STREAM)` (a no-op when the durable
 /// already exists with this config). The member may not: with `$JS.API.CONSUMER.CREATE` a
-/// member can update its durable into a push consumer with any `deliver_subject`, and the
-/// server would deliver there whatever the member's own permissions (nats-server #8274).
+/// member can turn its durable into a push consumer with any `deliver_subject`, and the server
+/// then publishes the events to a subject the member itself may not publish to (nats-server
+/// #8274: it does not check the creator's permissions on the deliver subject).
 ///
 /// The app looks it up with `jetstream.get_consumer_from_stream(member, EVENTS_STREAM)`
 /// (`CONSUMER.INFO`), then fetches and acks. It may not read the stream's info, so

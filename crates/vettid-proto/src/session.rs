@@ -58,6 +58,30 @@ impl Channel {
     }
 }
 
+/// Plaintexts inside the session are padded with zeros to a multiple of this, so that lengths
+/// (of a PIN, a name, a value) do not show through the encryption within a bucket.
+pub const PAD_TO: usize = 256;
+
+/// Encodes `value` (postcard) and pads it with zeros to a multiple of [`PAD_TO`].
+pub fn seal_plaintext<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = postcard::to_allocvec(value).expect("session messages always encode");
+    let padded = bytes.len().div_ceil(PAD_TO).max(1) * PAD_TO;
+    bytes.resize(padded, 0);
+    bytes
+}
+
+/// Decodes a padded plaintext: the value, then only zeros, less than [`PAD_TO`] of them.
+pub fn open_plaintext<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    let (value, rest) = postcard::take_from_bytes(bytes).ok()?;
+    (rest.len() < PAD_TO && rest.iter().all(|b| *b == 0)).then_some(value)
+}
+
+/// Decodes an outer message (postcard) that must fill `bytes` exactly.
+pub fn decode_exact<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    let (value, rest) = postcard::take_from_bytes(bytes).ok()?;
+    rest.is_empty().then_some(value)
+}
+
 /// The Noise prologue: binds the handshake to the member and channel the app addressed, so a
 /// host cannot move it to another vault or channel.
 pub fn prologue(member: &str, channel: Channel) -> Vec<u8> {
@@ -384,6 +408,26 @@ mod tests {
             prologue("a", Channel::Session),
             prologue("a\0s", Channel::Session)
         );
+    }
+
+    #[test]
+    fn padding_hides_lengths_within_a_bucket_and_is_checked() {
+        let short = seal_plaintext(&AppOp::Unlock {
+            pin: b"1234".to_vec(),
+        });
+        let long = seal_plaintext(&AppOp::Unlock {
+            pin: vec![b'9'; 64],
+        });
+        assert_eq!(short.len(), PAD_TO);
+        assert_eq!(long.len(), PAD_TO);
+        assert!(open_plaintext::<AppOp>(&short).is_some());
+        let mut junk = short.clone();
+        *junk.last_mut().unwrap() = 1;
+        assert!(open_plaintext::<AppOp>(&junk).is_none());
+        let mut extra = short.clone();
+        extra.extend([0u8; PAD_TO]);
+        assert!(open_plaintext::<AppOp>(&extra).is_none());
+        assert!(open_plaintext::<AppOp>(&[]).is_none());
     }
 
     #[test]

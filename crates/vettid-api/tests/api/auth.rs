@@ -11,8 +11,16 @@ async fn magic_link_answers_alike_for_every_address() {
     let code = h.invite(json!({})).await;
     h.register("pending@example.com", &code).await;
     let mut answers = Vec::new();
-    for email in ["known@example.com", "pending@example.com", "nobody@example.com"] {
-        let r = h.post("/v1/auth/magic-link").json(&json!({ "email": email })).send().await;
+    for email in [
+        "known@example.com",
+        "pending@example.com",
+        "nobody@example.com",
+    ] {
+        let r = h
+            .post("/v1/auth/magic-link")
+            .json(&json!({ "email": email }))
+            .send()
+            .await;
         answers.push((r.status, r.body));
     }
     assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
@@ -29,13 +37,21 @@ async fn magic_link_answers_alike_for_every_address() {
 async fn magic_link_mail_is_complete_and_stores_only_a_hash() {
     let h = Harness::new().await;
     h.approved_member("mail@example.com").await;
-    let r = h.post("/v1/auth/magic-link").json(&json!({"email": "MAIL@example.com"})).send().await;
+    let r = h
+        .post("/v1/auth/magic-link")
+        .json(&json!({"email": "MAIL@example.com"}))
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     h.app.background_idle().await;
     let mails = h.take_mails("mail@example.com");
     assert_eq!(mails.len(), 1);
     let mail = &mails[0];
-    for header in ["From: VettID <no-reply@api.test.example>", "Subject: ", "Date: "] {
+    for header in [
+        "From: VettID <no-reply@api.test.example>",
+        "Subject: ",
+        "Date: ",
+    ] {
         assert!(mail.contains(header), "{header} in {mail}");
     }
     let token = crate::harness::token_of(mail);
@@ -53,7 +69,11 @@ async fn a_magic_link_token_works_once() {
     let h = Harness::new().await;
     let member = h.approved_member("once@example.com").await;
     let token = h.magic_link_token("once@example.com").await;
-    let verify = || h.post("/v1/auth/verify").json(&json!({ "token": token })).send();
+    let verify = || {
+        h.post("/v1/auth/verify")
+            .json(&json!({ "token": token }))
+            .send()
+    };
     let first = verify().await;
     assert_eq!(first.status, StatusCode::OK, "{}", first.body);
     assert_eq!(first.body["member_id"], member.as_str());
@@ -69,13 +89,21 @@ async fn a_magic_link_token_expires_after_15_minutes() {
     h.approved_member("slow@example.com").await;
     let token = h.magic_link_token("slow@example.com").await;
     h.advance(15 * 60);
-    let r = h.post("/v1/auth/verify").json(&json!({ "token": token })).send().await;
+    let r = h
+        .post("/v1/auth/verify")
+        .json(&json!({ "token": token }))
+        .send()
+        .await;
     r.assert_error(StatusCode::GONE, "gone");
     assert_eq!(h.count("member_sessions").await, 0);
 
     let token = h.magic_link_token("slow@example.com").await;
     h.advance(15 * 60 - 1);
-    let r = h.post("/v1/auth/verify").json(&json!({ "token": token })).send().await;
+    let r = h
+        .post("/v1/auth/verify")
+        .json(&json!({ "token": token }))
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::OK, "still valid one second before");
 }
 
@@ -124,20 +152,40 @@ async fn missing_or_bad_bearers_are_401() {
         (Method::POST, "/v1/enroll/status"),
         (Method::POST, "/v1/enroll/finalize"),
     ];
-    let garbage = ["Basic abc", "Bearer", "Bearer ", "Bearer not*base64", "Bearer AAAA"];
-    for (method, uri) in admin_routes.iter().chain(&member_routes).chain(&enrollment_routes) {
+    let garbage = [
+        "Basic abc",
+        "Bearer",
+        "Bearer ",
+        "Bearer not*base64",
+        "Bearer AAAA",
+    ];
+    for (method, uri) in admin_routes
+        .iter()
+        .chain(&member_routes)
+        .chain(&enrollment_routes)
+    {
         let r = h.req(method.clone(), uri).json(&json!({})).send().await;
         r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
         assert_eq!(r.headers["www-authenticate"], "Bearer");
         for value in garbage {
-            let call = h.req(method.clone(), uri).json(&json!({})).bearer_raw(value);
-            call.send().await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+            let call = h
+                .req(method.clone(), uri)
+                .json(&json!({}))
+                .bearer_raw(value);
+            call.send()
+                .await
+                .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
         }
     }
     // tokens of one kind do not open another kind's routes
     for (method, uri) in &admin_routes {
         for token in [&e.session, &e.token] {
-            let r = h.req(method.clone(), uri).bearer(token).json(&json!({})).send().await;
+            let r = h
+                .req(method.clone(), uri)
+                .bearer(token)
+                .json(&json!({}))
+                .send()
+                .await;
             r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
         }
     }
@@ -149,7 +197,12 @@ async fn missing_or_bad_bearers_are_401() {
     }
     for (method, uri) in &enrollment_routes {
         for token in [&h.admin_token, &e.session] {
-            let r = h.req(method.clone(), uri).bearer(token).json(&json!({})).send().await;
+            let r = h
+                .req(method.clone(), uri)
+                .bearer(token)
+                .json(&json!({}))
+                .send()
+                .await;
             r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
         }
     }
@@ -168,6 +221,10 @@ async fn a_member_cannot_read_another_members_enrollment_session() {
     assert_eq!(h.get(&uri).bearer(&eve).send().await.status, StatusCode::OK);
     let r = h.get(&uri).bearer(&frank).send().await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found");
-    let r = h.get("/v1/enroll/sessions/no-such-session").bearer(&eve).send().await;
+    let r = h
+        .get("/v1/enroll/sessions/no-such-session")
+        .bearer(&eve)
+        .send()
+        .await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found");
 }

@@ -40,9 +40,17 @@ fn defects(route: &Route) -> Vec<(String, Option<&'static str>, Vec<u8>)> {
     let bytes = serde_json::to_vec(&route.valid).unwrap();
     out.push(("text/plain".into(), Some("text/plain"), bytes.clone()));
     out.push(("no content type".into(), None, bytes.clone()));
-    out.push(("form".into(), Some("application/x-www-form-urlencoded"), bytes));
+    out.push((
+        "form".into(),
+        Some("application/x-www-form-urlencoded"),
+        bytes,
+    ));
     let mut with = |name: String, v: Value| {
-        out.push((name, Some("application/json"), serde_json::to_vec(&v).unwrap()));
+        out.push((
+            name,
+            Some("application/json"),
+            serde_json::to_vec(&v).unwrap(),
+        ));
     };
     let mut unknown = route.valid.clone();
     unknown["unexpected"] = json!(1);
@@ -182,7 +190,13 @@ async fn routes(h: &Harness) -> Vec<Route> {
                 "timestamp": t,
                 "signature": hex::encode(device.sign(&message).to_bytes()),
             }),
-            required: &["member_id", "device_public_key", "nats_public_key", "timestamp", "signature"],
+            required: &[
+                "member_id",
+                "device_public_key",
+                "nats_public_key",
+                "timestamp",
+                "signature",
+            ],
             hex: &["device_public_key", "signature"],
         },
     ]
@@ -209,7 +223,13 @@ async fn every_json_route_answers_400_to_bad_bodies_and_changes_nothing() {
         cases.extend(defects(route));
         for (name, ct, body) in cases {
             let r = call(ct, body).await;
-            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{} {name}: {}", route.uri, r.body);
+            assert_eq!(
+                r.status,
+                StatusCode::BAD_REQUEST,
+                "{} {name}: {}",
+                route.uri,
+                r.body
+            );
             r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
             checked += 1;
         }
@@ -220,7 +240,11 @@ async fn every_json_route_answers_400_to_bad_bodies_and_changes_nothing() {
         r.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     }
     assert!(checked > 200, "{checked} cases");
-    assert_eq!(h.snapshot().await, before, "no bad request changed the database");
+    assert_eq!(
+        h.snapshot().await,
+        before,
+        "no bad request changed the database"
+    );
 
     // the templates themselves are accepted
     for route in &routes {
@@ -229,19 +253,33 @@ async fn every_json_route_answers_400_to_bad_bodies_and_changes_nothing() {
             c = c.bearer(t);
         }
         let r = c.send().await;
-        assert!(r.status.is_success(), "{} template: {} {}", route.uri, r.status, r.body);
+        assert!(
+            r.status.is_success(),
+            "{} template: {} {}",
+            route.uri,
+            r.status,
+            r.body
+        );
     }
 }
 
 #[tokio::test]
 async fn bad_query_and_path_parameters_are_400() {
     let h = Harness::new().await;
-    for query in ["status=bogus", "status=", "status=pending&extra=1", "status=PENDING"] {
+    for query in [
+        "status=bogus",
+        "status=",
+        "status=pending&extra=1",
+        "status=PENDING",
+    ] {
         let uri = format!("/v1/admin/registrations?{query}");
         let r = h.admin(Method::GET, &uri).send().await;
         r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
     }
-    let r = h.admin(Method::POST, "/v1/admin/registrations/%FF/approve").send().await;
+    let r = h
+        .admin(Method::POST, "/v1/admin/registrations/%FF/approve")
+        .send()
+        .await;
     r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
 }
 
@@ -274,7 +312,11 @@ async fn public_documents_are_served_as_is_or_404() {
     let root = dir.path().join("root.pem");
     let manifest_bytes = b"{\"version\":1,  \"pcrs\":{}}\n".to_vec();
     std::fs::write(&manifest, &manifest_bytes).unwrap();
-    std::fs::write(&root, "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n").unwrap();
+    std::fs::write(
+        &root,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
     let h = Harness::with(|c| {
         c.manifest_path = Some(manifest.clone());
         c.dev_root_path = Some(root.clone());
@@ -287,7 +329,12 @@ async fn public_documents_are_served_as_is_or_404() {
     let r = h.get("/v1/dev-root").send().await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-type"], "application/x-pem-file");
-    assert!(r.body.as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(
+        r.body
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
     std::fs::remove_file(&manifest).unwrap();
     let r = h.get("/v1/pcr-manifest").send().await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found");

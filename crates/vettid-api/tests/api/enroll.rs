@@ -14,9 +14,13 @@ async fn an_enrollment_code_expires_after_5_minutes() {
     assert_eq!(s["expires_at"].as_i64().unwrap() - h.now() as i64, 300);
     h.advance(300);
     let before = h.snapshot().await;
-    h.authenticate(json!({ "code": s["code"] })).await.assert_error(StatusCode::GONE, "gone");
+    h.authenticate(json!({ "code": s["code"] }))
+        .await
+        .assert_error(StatusCode::GONE, "gone");
     let qr = json!({ "session_token": s["qr"]["session_token"] });
-    h.authenticate(qr).await.assert_error(StatusCode::GONE, "gone");
+    h.authenticate(qr)
+        .await
+        .assert_error(StatusCode::GONE, "gone");
     assert_eq!(h.snapshot().await, before);
 
     let s = h.enrollment_session(&session).await;
@@ -33,10 +37,19 @@ async fn an_enrollment_code_and_its_qr_work_once_together() {
     let s = h.enrollment_session(&session).await;
     let qr = json!({ "session_token": s["qr"]["session_token"] });
     let first = h.authenticate(qr.clone()).await;
-    assert_eq!(first.status, StatusCode::OK, "the QR token authenticates: {}", first.body);
+    assert_eq!(
+        first.status,
+        StatusCode::OK,
+        "the QR token authenticates: {}",
+        first.body
+    );
     let before = h.snapshot().await;
-    h.authenticate(qr).await.assert_error(StatusCode::GONE, "gone");
-    h.authenticate(json!({ "code": s["code"] })).await.assert_error(StatusCode::GONE, "gone");
+    h.authenticate(qr)
+        .await
+        .assert_error(StatusCode::GONE, "gone");
+    h.authenticate(json!({ "code": s["code"] }))
+        .await
+        .assert_error(StatusCode::GONE, "gone");
     assert_eq!(h.snapshot().await, before);
 }
 
@@ -45,7 +58,9 @@ async fn unknown_codes_are_401_and_malformed_ones_400() {
     let h = Harness::new().await;
     let r = h.authenticate(json!({ "code": "ZZZZ-ZZZZ" })).await;
     r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    let r = h.authenticate(json!({ "session_token": "A".repeat(43) })).await;
+    let r = h
+        .authenticate(json!({ "session_token": "A".repeat(43) }))
+        .await;
     r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     for body in [
         json!({ "code": "ZZZZ-ZZZ" }),
@@ -56,7 +71,9 @@ async fn unknown_codes_are_401_and_malformed_ones_400() {
         json!({ "code": "ZZZZ-ZZZZ", "device_name": "x".repeat(101) }),
         json!({ "code": "ZZZZ-ZZZZ", "device_name": "tab\there" }),
     ] {
-        h.authenticate(body).await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+        h.authenticate(body)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "bad_request");
     }
 }
 
@@ -67,7 +84,9 @@ async fn a_new_session_ends_the_unused_code_of_the_previous_one() {
     let session = h.sign_in("twice@example.com").await;
     let old = h.enrollment_session(&session).await;
     let new = h.enrollment_session(&session).await;
-    h.authenticate(json!({ "code": old["code"] })).await.assert_error(StatusCode::GONE, "gone");
+    h.authenticate(json!({ "code": old["code"] }))
+        .await
+        .assert_error(StatusCode::GONE, "gone");
     let r = h.authenticate(json!({ "code": new["code"] })).await;
     assert_eq!(r.status, StatusCode::OK);
 }
@@ -78,11 +97,21 @@ async fn an_enrollment_token_expires_after_10_minutes() {
     let e = h.enrolling_member("token@example.com").await;
     let key = nkeys::KeyPair::new_user().public_key();
     h.advance(599);
-    let r = h.post("/v1/enroll/status").bearer(&e.token).json(&json!({"phase": "nats_connected"})).send().await;
+    let r = h
+        .post("/v1/enroll/status")
+        .bearer(&e.token)
+        .json(&json!({"phase": "nats_connected"}))
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     h.advance(1);
     let before = h.snapshot().await;
-    let r = h.post("/v1/enroll/nats").bearer(&e.token).json(&json!({"nats_public_key": key})).send().await;
+    let r = h
+        .post("/v1/enroll/nats")
+        .bearer(&e.token)
+        .json(&json!({"nats_public_key": key}))
+        .send()
+        .await;
     r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     let device = SigningKey::generate();
     let r = h
@@ -108,9 +137,15 @@ async fn finalize_works_once_and_a_device_key_belongs_to_one_member() {
         "nats_public_key": nkeys::KeyPair::new_user().public_key(),
     });
     let finalize = |token: String, body: serde_json::Value| {
-        h.post("/v1/enroll/finalize").bearer(&token).json(&body).send()
+        h.post("/v1/enroll/finalize")
+            .bearer(&token)
+            .json(&body)
+            .send()
     };
-    assert_eq!(finalize(e.token.clone(), body.clone()).await.status, StatusCode::OK);
+    assert_eq!(
+        finalize(e.token.clone(), body.clone()).await.status,
+        StatusCode::OK
+    );
     let before = h.snapshot().await;
     finalize(e.token.clone(), body.clone())
         .await
@@ -122,10 +157,18 @@ async fn finalize_works_once_and_a_device_key_belongs_to_one_member() {
     let mut copy = body.clone();
     copy["nats_public_key"] = json!(nkeys::KeyPair::new_user().public_key());
     let before = h.snapshot().await;
-    finalize(other.token.clone(), copy).await.assert_error(StatusCode::CONFLICT, "conflict");
-    assert_eq!(h.snapshot().await, before, "the enrollment token was not spent");
+    finalize(other.token.clone(), copy)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    assert_eq!(
+        h.snapshot().await,
+        before,
+        "the enrollment token was not spent"
+    );
     let mut fresh = body;
-    fresh["device_public_key"] = json!(hex::encode(SigningKey::generate().verifying_key().to_bytes()));
+    fresh["device_public_key"] = json!(hex::encode(
+        SigningKey::generate().verifying_key().to_bytes()
+    ));
     fresh["nats_public_key"] = json!(nkeys::KeyPair::new_user().public_key());
     assert_eq!(finalize(other.token, fresh).await.status, StatusCode::OK);
 }
@@ -135,12 +178,29 @@ async fn the_status_route_takes_only_app_reported_phases() {
     let h = Harness::new().await;
     let e = h.enrolling_member("phase@example.com").await;
     let before = h.snapshot().await;
-    for phase in ["created", "authenticated", "completed", "NATS_CONNECTED", "flying", ""] {
-        let r = h.post("/v1/enroll/status").bearer(&e.token).json(&json!({ "phase": phase })).send().await;
+    for phase in [
+        "created",
+        "authenticated",
+        "completed",
+        "NATS_CONNECTED",
+        "flying",
+        "",
+    ] {
+        let r = h
+            .post("/v1/enroll/status")
+            .bearer(&e.token)
+            .json(&json!({ "phase": phase }))
+            .send()
+            .await;
         r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
     }
     assert_eq!(h.snapshot().await, before);
-    let r = h.post("/v1/enroll/status").bearer(&e.token).json(&json!({"phase": "password_set"})).send().await;
+    let r = h
+        .post("/v1/enroll/status")
+        .bearer(&e.token)
+        .json(&json!({"phase": "password_set"}))
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::OK, "skipping ahead is allowed");
     let uri = format!("/v1/enroll/sessions/{}", e.session_id);
     let view = h.get(&uri).bearer(&e.session).send().await;

@@ -9,7 +9,9 @@ use vettid_crypto::sign::SigningKey;
 #[track_caller]
 fn only_member_subjects(claims: &Value, member: &str) {
     for dir in ["pub", "sub"] {
-        let allow = claims["nats"][dir]["allow"].as_array().expect("an allow list");
+        let allow = claims["nats"][dir]["allow"]
+            .as_array()
+            .expect("an allow list");
         assert!(!allow.is_empty());
         for s in allow {
             let s = s.as_str().unwrap();
@@ -51,13 +53,19 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     assert_eq!(qr_text, s["qr"]);
     assert!(s["qr_terminal"].as_str().unwrap().lines().count() > 10);
     let sid = s["session_id"].as_str().unwrap();
-    let view = h.get(&format!("/v1/enroll/sessions/{sid}")).bearer(&session).send().await;
+    let view = h
+        .get(&format!("/v1/enroll/sessions/{sid}"))
+        .bearer(&session)
+        .send()
+        .await;
     assert_eq!(view.status, StatusCode::OK);
     assert_eq!(view.body["phase"], "created");
 
     // the app types the code: lower case, no dash
     let typed = code.replace('-', "").to_lowercase();
-    let auth = h.authenticate(json!({ "code": typed, "device_name": "Pixel" })).await;
+    let auth = h
+        .authenticate(json!({ "code": typed, "device_name": "Pixel" }))
+        .await;
     assert_eq!(auth.status, StatusCode::OK, "{}", auth.body);
     assert_eq!(auth.body["expires_in"], 600);
     assert_eq!(auth.body["member_id"], member.as_str());
@@ -78,12 +86,18 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     assert_eq!(creds.body["nats_url"], "nats://127.0.0.1:1");
     let claims = jwt_claims(creds.body["jwt"].as_str().unwrap());
     assert_eq!(claims["sub"], enroll_key.public_key());
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 600);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        600
+    );
     assert_eq!(claims["exp"], creds.body["expires_at"]);
     only_member_subjects(&claims, &member);
     let publish = claims["nats"]["pub"]["allow"].to_string();
     assert!(!publish.contains(&other), "no other member");
-    assert!(!publish.contains("forVault.>"), "enrollment scope is narrow: {publish}");
+    assert!(
+        !publish.contains("forVault.>"),
+        "enrollment scope is narrow: {publish}"
+    );
 
     // phases: forward, skipping ahead; the same or backward is refused
     let report = |phase: &'static str| {
@@ -94,10 +108,20 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     };
     assert_eq!(report("nats_connected").await.status, StatusCode::OK);
     assert_eq!(report("pin_set").await.status, StatusCode::OK);
-    report("attestation_verified").await.assert_error(StatusCode::CONFLICT, "conflict");
-    report("pin_set").await.assert_error(StatusCode::CONFLICT, "conflict");
-    report("completed").await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
-    let view = h.get(&format!("/v1/enroll/sessions/{sid}")).bearer(&session).send().await;
+    report("attestation_verified")
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    report("pin_set")
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    report("completed")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    let view = h
+        .get(&format!("/v1/enroll/sessions/{sid}"))
+        .bearer(&session)
+        .send()
+        .await;
     assert_eq!(view.body["phase"], "pin_set");
 
     // finalize: device key registered, member credentials
@@ -117,10 +141,17 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     assert_eq!(fin.body["inbox_prefix"], format!("_INBOX_{member}"));
     let claims = jwt_claims(fin.body["jwt"].as_str().unwrap());
     assert_eq!(claims["sub"], app_key.public_key());
-    assert_eq!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(), 86_400);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        86_400
+    );
     only_member_subjects(&claims, &member);
 
-    let view = h.get(&format!("/v1/enroll/sessions/{sid}")).bearer(&session).send().await;
+    let view = h
+        .get(&format!("/v1/enroll/sessions/{sid}"))
+        .bearer(&session)
+        .send()
+        .await;
     assert_eq!(view.body["phase"], "completed");
     let names: Vec<_> = view.body["phases"]
         .as_array()
@@ -128,10 +159,21 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["created", "authenticated", "nats_connected", "pin_set", "completed"]);
+    assert_eq!(
+        names,
+        [
+            "created",
+            "authenticated",
+            "nats_connected",
+            "pin_set",
+            "completed"
+        ]
+    );
 
     // the enrollment token is spent
-    report("password_set").await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    report("password_set")
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // enrolled members get no second enrollment session
     let again = h.post("/v1/enroll/sessions").bearer(&session).send().await;
     again.assert_error(StatusCode::CONFLICT, "conflict");
@@ -143,12 +185,19 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     let body = refresh_body(&member, &device, &app_key.public_key(), t);
     let ok = refresh(body.clone()).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
-    assert_eq!(jwt_claims(ok.body["jwt"].as_str().unwrap())["sub"], app_key.public_key());
+    assert_eq!(
+        jwt_claims(ok.body["jwt"].as_str().unwrap())["sub"],
+        app_key.public_key()
+    );
     // the same signed request again: replay
-    refresh(body).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    refresh(body)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // an older (but in-window) timestamp: replay
     let older = refresh_body(&member, &device, &app_key.public_key(), t - 1);
-    refresh(older).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    refresh(older)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // a newer one passes, for a fresh NATS key too
     let fresh_key = nkeys::KeyPair::new_user();
     let newer = refresh_body(&member, &device, &fresh_key.public_key(), t + 1);
@@ -156,19 +205,29 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     // a key that is not the registered device's
     let stranger = SigningKey::generate();
     let wrong = refresh_body(&member, &stranger, &app_key.public_key(), t + 2);
-    refresh(wrong).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    refresh(wrong)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // the device's key claiming another member
     let hijack = refresh_body(&other, &device, &app_key.public_key(), t + 3);
-    refresh(hijack).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    refresh(hijack)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // a signature over other bytes
     let mut tampered = refresh_body(&member, &device, &app_key.public_key(), t + 4);
     tampered["nats_public_key"] = json!(fresh_key.public_key());
-    refresh(tampered).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    refresh(tampered)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // stale and future timestamps, outside ±120 s
     let stale = refresh_body(&member, &device, &app_key.public_key(), t - 121);
-    refresh(stale).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    refresh(stale)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     let future = refresh_body(&member, &device, &app_key.public_key(), t + 121);
-    refresh(future).await.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    refresh(future)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // the boundary is inside the window
     let edge = refresh_body(&member, &device, &app_key.public_key(), t + 120);
     assert_eq!(refresh(edge).await.status, StatusCode::OK);
@@ -246,9 +305,15 @@ async fn revocation_refuses_every_key_and_reports_an_unreachable_server() {
 
     // unknown member: 404; malformed member id: 400
     let unknown = "/v1/admin/members/00000000-0000-4000-8000-000000000000/revoke-nats";
-    h.admin(Method::POST, unknown).send().await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    h.admin(Method::POST, unknown)
+        .send()
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
     let bad = "/v1/admin/members/NOT-A-UUID/revoke-nats";
-    h.admin(Method::POST, bad).send().await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    h.admin(Method::POST, bad)
+        .send()
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
 }
 
 #[tokio::test]

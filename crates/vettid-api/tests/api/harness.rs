@@ -65,9 +65,10 @@ impl Harness {
             .unwrap()
             .trim()
             .to_owned();
-        let db = SqlitePool::connect_with(SqliteConnectOptions::new().filename(data.join("api.db")))
-            .await
-            .unwrap();
+        let db =
+            SqlitePool::connect_with(SqliteConnectOptions::new().filename(data.join("api.db")))
+                .await
+                .unwrap();
         Harness {
             router: app.router(),
             dir,
@@ -87,8 +88,7 @@ impl Harness {
     }
 
     pub(crate) fn now(&self) -> u64 {
-        self.clock
-            .now_unix()
+        self.clock.now_unix()
     }
 
     pub(crate) fn req(&self, method: Method, uri: &str) -> Call<'_> {
@@ -131,7 +131,12 @@ impl Harness {
         ];
         let mut out = Vec::new();
         for q in queries {
-            out.push(sqlx::query_scalar::<_, String>(q).fetch_one(&self.db).await.unwrap());
+            out.push(
+                sqlx::query_scalar::<_, String>(q)
+                    .fetch_one(&self.db)
+                    .await
+                    .unwrap(),
+            );
         }
         out
     }
@@ -220,14 +225,21 @@ impl Harness {
 
     /// Creates an enrollment session for the signed-in member.
     pub(crate) async fn enrollment_session(&self, session: &str) -> Value {
-        let r = self.post("/v1/enroll/sessions").bearer(session).send().await;
+        let r = self
+            .post("/v1/enroll/sessions")
+            .bearer(session)
+            .send()
+            .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         r.body
     }
 
     /// Authenticates an app with `code`; returns the answer.
     pub(crate) async fn authenticate(&self, body: Value) -> Resp {
-        self.post("/v1/enroll/authenticate").json(&body).send().await
+        self.post("/v1/enroll/authenticate")
+            .json(&body)
+            .send()
+            .await
     }
 
     /// A member signed in and holding an enrollment token: (member_id, session token,
@@ -370,7 +382,9 @@ impl Resp {
         assert_eq!(self.status, status, "body: {}", self.body);
         assert_eq!(self.body["error"]["code"], code, "body: {}", self.body);
         assert!(
-            self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
             "a message: {}",
             self.body
         );

@@ -38,7 +38,11 @@ async fn registration_is_limited_to_10_per_ip_per_hour() {
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=3600).contains(&retry), "{retry}");
-    assert_eq!(h.snapshot().await, before, "a refused request changes nothing");
+    assert_eq!(
+        h.snapshot().await,
+        before,
+        "a refused request changes nothing"
+    );
     // another address is counted apart
     assert_eq!(register(11, "192.0.2.2").await.status, StatusCode::CREATED);
     // the window ends
@@ -60,10 +64,19 @@ async fn magic_links_are_limited_per_address_registered_or_not() {
         for n in 0..5u8 {
             // from different addresses: the per-address limit is what bites
             let from = IpAddr::from([198, 51, 100, n]);
-            let r = h.post("/v1/auth/magic-link").ip(from).json(&json!({ "email": email })).send().await;
+            let r = h
+                .post("/v1/auth/magic-link")
+                .ip(from)
+                .json(&json!({ "email": email }))
+                .send()
+                .await;
             assert_eq!(r.status, StatusCode::ACCEPTED);
         }
-        let r = h.post("/v1/auth/magic-link").json(&json!({ "email": email })).send().await;
+        let r = h
+            .post("/v1/auth/magic-link")
+            .json(&json!({ "email": email }))
+            .send()
+            .await;
         r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
         assert!(r.headers.contains_key("retry-after"));
     }
@@ -82,7 +95,14 @@ async fn magic_links_are_limited_per_ip() {
     .await;
     for n in 0..3 {
         let body = json!({ "email": format!("m{n}@example.com") });
-        assert_eq!(h.post("/v1/auth/magic-link").json(&body).send().await.status, StatusCode::ACCEPTED);
+        assert_eq!(
+            h.post("/v1/auth/magic-link")
+                .json(&body)
+                .send()
+                .await
+                .status,
+            StatusCode::ACCEPTED
+        );
     }
     let body = json!({ "email": "m9@example.com" });
     let r = h.post("/v1/auth/magic-link").json(&body).send().await;
@@ -98,21 +118,38 @@ async fn guessing_enrollment_codes_is_limited_per_ip() {
         }
     })
     .await;
-    assert_eq!(Limits::default().enroll_authenticate_per_ip, Rate::per_hour(20));
+    assert_eq!(
+        Limits::default().enroll_authenticate_per_ip,
+        Rate::per_hour(20)
+    );
     h.approved_member("guess@example.com").await;
     let session = h.sign_in("guess@example.com").await;
     let s = h.enrollment_session(&session).await;
     let attacker = ip("203.0.113.9");
     for n in 0..20 {
         let guess = format!("ZZZZ-{n:04}");
-        let r = h.post("/v1/enroll/authenticate").ip(attacker).json(&json!({ "code": guess })).send().await;
+        let r = h
+            .post("/v1/enroll/authenticate")
+            .ip(attacker)
+            .json(&json!({ "code": guess }))
+            .send()
+            .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     }
     // even the right code is refused from that address now
-    let r = h.post("/v1/enroll/authenticate").ip(attacker).json(&json!({ "code": s["code"] })).send().await;
+    let r = h
+        .post("/v1/enroll/authenticate")
+        .ip(attacker)
+        .json(&json!({ "code": s["code"] }))
+        .send()
+        .await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     // and still works from the member's own
-    let r = h.post("/v1/enroll/authenticate").json(&json!({ "code": s["code"] })).send().await;
+    let r = h
+        .post("/v1/enroll/authenticate")
+        .json(&json!({ "code": s["code"] }))
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::OK);
 }
 
@@ -127,11 +164,26 @@ async fn ipv6_clients_are_limited_by_their_64() {
     .await;
     let token = json!({ "token": "A".repeat(43) });
     for from in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
-        let r = h.post("/v1/auth/verify").ip(ip(from)).json(&token).send().await;
+        let r = h
+            .post("/v1/auth/verify")
+            .ip(ip(from))
+            .json(&token)
+            .send()
+            .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
-    let r = h.post("/v1/auth/verify").ip(ip("2001:db8:1:2:abcd::7")).json(&token).send().await;
+    let r = h
+        .post("/v1/auth/verify")
+        .ip(ip("2001:db8:1:2:abcd::7"))
+        .json(&token)
+        .send()
+        .await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
-    let r = h.post("/v1/auth/verify").ip(ip("2001:db8:1:3::1")).json(&token).send().await;
+    let r = h
+        .post("/v1/auth/verify")
+        .ip(ip("2001:db8:1:3::1"))
+        .json(&token)
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "another /64");
 }

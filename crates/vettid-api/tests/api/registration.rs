@@ -7,11 +7,19 @@ use serde_json::json;
 #[tokio::test]
 async fn invites_default_to_one_use_and_a_vet_code() {
     let h = Harness::new().await;
-    let r = h.admin(Method::POST, "/v1/admin/invites").json(&json!({})).send().await;
+    let r = h
+        .admin(Method::POST, "/v1/admin/invites")
+        .json(&json!({}))
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     let code = r.body["code"].as_str().unwrap();
     assert!(code.starts_with("VET-") && code.len() == 20, "{code}");
-    assert!(code[4..].chars().all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)));
+    assert!(
+        code[4..]
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c))
+    );
     assert_eq!(r.body["max_uses"], 1);
     assert_eq!(r.body["uses"], 0);
     assert_eq!(r.body["auto_approve"], false);
@@ -19,10 +27,18 @@ async fn invites_default_to_one_use_and_a_vet_code() {
     assert_eq!(lifetime, 30 * 86_400);
 
     let custom = json!({"code": "friends_2026", "max_uses": 5, "expires_in_secs": 3600, "auto_approve": true});
-    let r = h.admin(Method::POST, "/v1/admin/invites").json(&custom).send().await;
+    let r = h
+        .admin(Method::POST, "/v1/admin/invites")
+        .json(&custom)
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(r.body["code"], "friends_2026");
-    let dup = h.admin(Method::POST, "/v1/admin/invites").json(&custom).send().await;
+    let dup = h
+        .admin(Method::POST, "/v1/admin/invites")
+        .json(&custom)
+        .send()
+        .await;
     dup.assert_error(StatusCode::CONFLICT, "conflict");
 
     let list = h.admin(Method::GET, "/v1/admin/invites").send().await;
@@ -47,12 +63,20 @@ async fn invite_ranges_are_enforced() {
         json!({"code": "ünï"}),
         json!({"auto_approve": "yes"}),
     ] {
-        let r = h.admin(Method::POST, "/v1/admin/invites").json(&body).send().await;
+        let r = h
+            .admin(Method::POST, "/v1/admin/invites")
+            .json(&body)
+            .send()
+            .await;
         r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
     }
     assert_eq!(h.snapshot().await, before);
     let edge = json!({"max_uses": 10_000, "expires_in_secs": 90 * 86_400, "code": "a".repeat(50)});
-    let r = h.admin(Method::POST, "/v1/admin/invites").json(&edge).send().await;
+    let r = h
+        .admin(Method::POST, "/v1/admin/invites")
+        .json(&edge)
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
 }
 
@@ -60,10 +84,18 @@ async fn invite_ranges_are_enforced() {
 async fn an_invite_is_exhausted_after_max_uses() {
     let h = Harness::new().await;
     let code = h.invite(json!({"max_uses": 2})).await;
-    assert_eq!(h.register("a1@example.com", &code).await.status, StatusCode::CREATED);
-    assert_eq!(h.register("a2@example.com", &code).await.status, StatusCode::CREATED);
+    assert_eq!(
+        h.register("a1@example.com", &code).await.status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        h.register("a2@example.com", &code).await.status,
+        StatusCode::CREATED
+    );
     let before = h.snapshot().await;
-    h.register("a3@example.com", &code).await.assert_error(StatusCode::GONE, "gone");
+    h.register("a3@example.com", &code)
+        .await
+        .assert_error(StatusCode::GONE, "gone");
     assert_eq!(h.snapshot().await, before);
     let list = h.admin(Method::GET, "/v1/admin/invites").send().await;
     assert_eq!(list.body["items"][0]["uses"], 2);
@@ -72,12 +104,19 @@ async fn an_invite_is_exhausted_after_max_uses() {
 #[tokio::test]
 async fn an_invite_expires_with_the_clock() {
     let h = Harness::new().await;
-    let code = h.invite(json!({"expires_in_secs": 60, "max_uses": 3})).await;
+    let code = h
+        .invite(json!({"expires_in_secs": 60, "max_uses": 3}))
+        .await;
     h.advance(59);
-    assert_eq!(h.register("early@example.com", &code).await.status, StatusCode::CREATED);
+    assert_eq!(
+        h.register("early@example.com", &code).await.status,
+        StatusCode::CREATED
+    );
     h.advance(1);
     let before = h.snapshot().await;
-    h.register("late@example.com", &code).await.assert_error(StatusCode::GONE, "gone");
+    h.register("late@example.com", &code)
+        .await
+        .assert_error(StatusCode::GONE, "gone");
     assert_eq!(h.snapshot().await, before);
 }
 
@@ -87,7 +126,9 @@ async fn an_unknown_invite_is_400_and_codes_are_case_sensitive() {
     h.invite(json!({"code": "CaseCode"})).await;
     let before = h.snapshot().await;
     for code in ["NOPE-1234", "casecode"] {
-        h.register("x@example.com", code).await.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+        h.register("x@example.com", code)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST, "bad_request");
     }
     assert_eq!(h.snapshot().await, before);
 }
@@ -104,7 +145,10 @@ async fn a_duplicate_email_is_409_and_gives_the_invite_use_back() {
     let again = h.register("  dup@example.COM ", &code).await;
     again.assert_error(StatusCode::CONFLICT, "conflict");
     let message = again.body["error"]["message"].as_str().unwrap();
-    assert!(!message.contains("email") && !message.contains("exists"), "generic: {message}");
+    assert!(
+        !message.contains("email") && !message.contains("exists"),
+        "generic: {message}"
+    );
     assert_eq!(h.snapshot().await, before, "the invite use was given back");
 }
 
@@ -118,7 +162,10 @@ async fn admins_list_approve_and_reject_registrations() {
     let a_id = a["registration_id"].as_str().unwrap();
     let b_id = b["registration_id"].as_str().unwrap();
 
-    let pending = h.admin(Method::GET, "/v1/admin/registrations?status=pending").send().await;
+    let pending = h
+        .admin(Method::GET, "/v1/admin/registrations?status=pending")
+        .send()
+        .await;
     assert_eq!(pending.status, StatusCode::OK);
     let items = pending.body["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
@@ -131,18 +178,31 @@ async fn admins_list_approve_and_reject_registrations() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.body["status"], "approved");
     let twice = h.admin(Method::POST, &approve).send().await;
-    assert_eq!(twice.status, StatusCode::OK, "approving twice is idempotent");
+    assert_eq!(
+        twice.status,
+        StatusCode::OK,
+        "approving twice is idempotent"
+    );
     let reject_a = format!("/v1/admin/registrations/{a_id}/reject");
-    h.admin(Method::POST, &reject_a).send().await.assert_error(StatusCode::CONFLICT, "conflict");
+    h.admin(Method::POST, &reject_a)
+        .send()
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
 
     let reject_b = format!("/v1/admin/registrations/{b_id}/reject");
     let r = h.admin(Method::POST, &reject_b).send().await;
     assert_eq!(r.body["status"], "rejected");
     let approve_b = format!("/v1/admin/registrations/{b_id}/approve");
-    h.admin(Method::POST, &approve_b).send().await.assert_error(StatusCode::CONFLICT, "conflict");
+    h.admin(Method::POST, &approve_b)
+        .send()
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
 
     let unknown = "/v1/admin/registrations/no-such-id/approve";
-    h.admin(Method::POST, unknown).send().await.assert_error(StatusCode::NOT_FOUND, "not_found");
+    h.admin(Method::POST, unknown)
+        .send()
+        .await
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
 
     for (status, n) in [("approved", 1), ("rejected", 1), ("pending", 0)] {
         let uri = format!("/v1/admin/registrations?status={status}");
@@ -154,7 +214,11 @@ async fn admins_list_approve_and_reject_registrations() {
 
     // an approved registration can sign in; a rejected one silently gets no mail
     h.sign_in("pending-a@example.com").await;
-    let r = h.post("/v1/auth/magic-link").json(&json!({"email": "pending-b@example.com"})).send().await;
+    let r = h
+        .post("/v1/auth/magic-link")
+        .json(&json!({"email": "pending-b@example.com"}))
+        .send()
+        .await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
     h.app.background_idle().await;
     assert!(h.take_mails("pending-b@example.com").is_empty());
