@@ -266,7 +266,7 @@ async fn a_member_cannot_create_any_consumer() {
         }));
         expect_violation(&mut events, subject).await;
     }
-    // The older JetStream API subjects are not open either.
+    // Nor the unfiltered or the legacy (pre-2.9) create subjects.
     for subject in [
         "$JS.API.CONSUMER.CREATE.VETTID_EVENTS.alice",
         "$JS.API.CONSUMER.DURABLE.CREATE.VETTID_EVENTS.alice",
