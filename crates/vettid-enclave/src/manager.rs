@@ -144,7 +144,7 @@ impl Manager {
     fn make_resident(
         &self,
         slot: &mut Slot,
-        vault: Vault,
+        mut vault: Vault,
         vmk: &MasterKey,
         id: &str,
     ) -> EnclaveReply {

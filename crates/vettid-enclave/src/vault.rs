@@ -114,6 +114,10 @@ pub struct Vault {
     conn: Connection,
     key: AeadKey,
     identity: SigningKey,
+    /// The identity's public key (deriving it costs a scalar multiplication: done once).
+    identity_public: [u8; 32],
+    /// The signature of the current version, made once per version.
+    signed: Option<SignedVersion>,
     event_key: SecretBytes<32>,
     epoch: u64,
     version: u64,
@@ -169,6 +173,8 @@ impl Vault {
             conn,
             key: vmk.storage_key(vault),
             identity: vmk.identity(vault),
+            identity_public: vmk.identity(vault).verifying_key().to_bytes(),
+            signed: None,
             event_key: vmk.event_key(vault),
             epoch: 0,
             version: 0,
@@ -310,17 +316,25 @@ impl Vault {
     }
 
     /// The version signed by the vault identity.
-    pub fn signed_version(&self, vault: &str) -> SignedVersion {
-        SignedVersion {
+    pub fn signed_version(&mut self, vault: &str) -> SignedVersion {
+        if let Some(s) = &self.signed
+            && s.version == self.version
+            && s.change_hash == self.hash
+        {
+            return s.clone();
+        }
+        let signed = SignedVersion {
             version: self.version,
-            identity: self.identity.verifying_key().to_bytes().to_vec(),
+            identity: self.identity_public.to_vec(),
             signature: self
                 .identity
                 .sign(&version_message(vault, self.version, &self.hash))
                 .to_bytes()
                 .to_vec(),
             change_hash: self.hash.to_vec(),
-        }
+        };
+        self.signed = Some(signed.clone());
+        signed
     }
 
     /// Applies `statements` as one change and makes it durable before returning.
@@ -360,12 +374,14 @@ impl Vault {
         self.version = number;
         self.hash = hash;
         self.log_bytes += plaintext.len() as u64;
-        Ok(SignedVersion {
+        let signed = SignedVersion {
             version: number,
-            identity: self.identity.verifying_key().to_bytes().to_vec(),
+            identity: self.identity_public.to_vec(),
             signature: signature.to_bytes().to_vec(),
             change_hash: hash.to_vec(),
-        })
+        };
+        self.signed = Some(signed.clone());
+        Ok(signed)
     }
 
     /// Whether the log holds changes after the newest snapshot.
@@ -443,7 +459,7 @@ impl Vault {
 
     /// The vault's identity public key.
     pub fn identity_public_key(&self) -> [u8; 32] {
-        self.identity.verifying_key().to_bytes()
+        self.identity_public
     }
 
     /// The key that seals events for the member's apps.

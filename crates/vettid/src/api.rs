@@ -29,6 +29,12 @@ pub(crate) struct ApiArgs {
     /// Dev attestation root to serve (default: <data-dir>/dev-attestor/root.pem if present).
     #[arg(long)]
     dev_root: Option<PathBuf>,
+    /// Lifetime of members' NATS credentials, in seconds (default 24 h).
+    #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
+    member_jwt_lifetime_secs: u64,
+    /// Multiply every rate limit by this (for load tests from one address; default 1).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    rate_limit_scale: u32,
 }
 
 impl ApiArgs {
@@ -46,6 +52,19 @@ impl ApiArgs {
         config.dev_root_path = self
             .dev_root
             .or_else(|| present(self.data_dir.join("dev-attestor").join("root.pem")));
+        config.limits.member_jwt_lifetime =
+            std::time::Duration::from_secs(self.member_jwt_lifetime_secs);
+        let scale = self.rate_limit_scale;
+        for rate in [
+            &mut config.limits.register_per_ip,
+            &mut config.limits.magic_link_per_email,
+            &mut config.limits.magic_link_per_ip,
+            &mut config.limits.verify_per_ip,
+            &mut config.limits.enroll_authenticate_per_ip,
+            &mut config.limits.refresh_per_ip,
+        ] {
+            rate.max = rate.max.saturating_mul(scale);
+        }
         config
     }
 }

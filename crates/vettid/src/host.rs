@@ -79,7 +79,11 @@ pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| args.data_dir.join("platform.sock")),
     };
     let control = args.data_dir.join("host.sock");
-    let rt = tokio::runtime::Runtime::new()?;
+    // One thread: the host's work per message is small, and cross-thread wake-ups dominate
+    // its latency (blocking storage work runs on tokio's blocking pool).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async move {
         let terminated = crate::up::signals::terminated();
         let host = Arc::new(Host::start(config).await.context("starting the host")?);

@@ -43,6 +43,9 @@ pub(crate) struct UpArgs {
     /// Address of the HTTP API (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
+    /// Multiply the API's rate limits by this (load tests from one address).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    api_rate_limit_scale: u32,
 }
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -71,6 +74,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
         args.api_addr.ip(),
         port_or_free(args.api_addr.port(), "--api-addr")?,
     );
+    let rate_limit_scale = args.api_rate_limit_scale.to_string();
     let nats_files = nats::write_config(&data_dir, ports)?;
     let nats_url = format!("nats://127.0.0.1:{}", ports.client);
 
@@ -167,6 +171,8 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                     nats_files.auth.as_os_str(),
                     OsStr::new("--public-url"),
                     OsStr::new(&public_url),
+                    OsStr::new("--rate-limit-scale"),
+                    OsStr::new(&rate_limit_scale),
                 ],
                 logs.join("api.log"),
                 exited_tx.clone(),

@@ -45,12 +45,18 @@ impl Drop for UpStack {
 
 impl UpStack {
     pub fn start() -> UpStack {
+        Self::start_with(&[])
+    }
+
+    /// [`UpStack::start`] with more `vettid up` flags.
+    pub fn start_with(extra: &[&str]) -> UpStack {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_vettid"))
             .args(["up", "--nats-port", "0", "--nats-monitor-port", "0"])
             .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
+            .args(extra)
             .env("VETTID_NATS_SERVER", nats_server())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -153,10 +159,10 @@ impl UpStack {
         for _ in 0..200 {
             for entry in std::fs::read_dir(&outbox).into_iter().flatten().flatten() {
                 let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                if text.contains(&format!("To: {email}")) {
-                    if let Some(t) = text.lines().find_map(|l| l.strip_prefix("Token: ")) {
-                        return t.trim().to_owned();
-                    }
+                if text.contains(&format!("To: {email}"))
+                    && let Some(t) = text.lines().find_map(|l| l.strip_prefix("Token: "))
+                {
+                    return t.trim().to_owned();
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
