@@ -16,7 +16,7 @@ pub const PHASES: [&str; 6] = [
 ];
 
 /// What an enrollment QR code carries.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 pub struct QrPayload {
     /// Always `vettid_enrollment`.
     #[serde(rename = "type")]
@@ -46,7 +46,7 @@ impl QrPayload {
 }
 
 /// How the app proves it may enroll.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum EnrollmentSecret {
     /// The short code `XXXX-XXXX` shown on the web.
     Code(String),
@@ -55,7 +55,7 @@ pub enum EnrollmentSecret {
 }
 
 /// NATS credentials the API issued.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedCreds {
     /// The user JWT.
     pub jwt: String,
@@ -63,6 +63,42 @@ pub struct IssuedCreds {
     pub nats_url: Option<String>,
     /// Expiry as the API reported it.
     pub expires_at: Value,
+}
+
+// Codes, tokens and JWTs are bearer secrets: never printed.
+impl std::fmt::Debug for QrPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QrPayload")
+            .field("api_url", &self.api_url)
+            .field("member_id", &self.member_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for EnrollmentSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EnrollmentSecret::Code(_) => "Code(..)",
+            EnrollmentSecret::SessionToken(_) => "SessionToken(..)",
+        })
+    }
+}
+
+impl std::fmt::Debug for IssuedCreds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedCreds")
+            .field("nats_url", &self.nats_url)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("member_id", &self.member_id)
+            .finish_non_exhaustive()
+    }
 }
 
 fn creds_from(v: &Value) -> Result<IssuedCreds, ClientError> {
@@ -83,7 +119,7 @@ pub struct Api {
 }
 
 /// A running enrollment: the short-lived token the API gave for it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Enrollment {
     /// Bearer token for the enrollment calls (10 minutes).
     pub token: String,

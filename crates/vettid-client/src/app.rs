@@ -79,8 +79,8 @@ pub async fn enroll(
     let verifier = password_verifier(&member, &input.password);
     let reply = session
         .call(AppOp::Enroll {
-            pin: input.pin.to_vec(),
-            password_verifier: verifier,
+            pin: input.pin.clone(),
+            password_verifier: zeroize::Zeroizing::new(verifier),
             device_name: input.device_name.clone(),
         })
         .await?;
@@ -92,7 +92,9 @@ pub async fn enroll(
         &enrolled.identity_public_key,
         &enrolled.version,
         profile.state.highest_version,
+        None,
     )?;
+    profile.state.highest_change_hash = Some(hex::encode(&enrolled.version.change_hash));
     profile.write_secret("credential.blob", &enrolled.credential)?;
     profile.store_event_key(&enrolled.event_key)?;
     profile.state.highest_version = highest;
@@ -177,9 +179,21 @@ pub fn observe(
         .and_then(|h| hex::decode(h).ok())
         .and_then(|b| <[u8; 32]>::try_from(b).ok())
         .ok_or_else(|| ClientError::Profile("no identity key".into()))?;
-    let highest = check_version(&member, &identity, version, profile.state.highest_version)?;
-    if highest != profile.state.highest_version {
+    let seen_hash = profile
+        .state
+        .highest_change_hash
+        .as_deref()
+        .and_then(|h| hex::decode(h).ok());
+    let highest = check_version(
+        &member,
+        &identity,
+        version,
+        profile.state.highest_version,
+        seen_hash.as_deref(),
+    )?;
+    if highest != profile.state.highest_version || seen_hash.is_none() {
         profile.state.highest_version = highest;
+        profile.state.highest_change_hash = Some(hex::encode(&version.change_hash));
         profile.save()?;
     }
     Ok(())

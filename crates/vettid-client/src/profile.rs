@@ -38,6 +38,9 @@ pub struct State {
     pub enrolled: bool,
     /// Highest vault state version seen (rollback protection).
     pub highest_version: u64,
+    /// The change hash at that version (hex): the same number with another change is a fork.
+    #[serde(default)]
+    pub highest_change_hash: Option<String>,
     /// Highest PCR-manifest serial accepted.
     pub manifest_serial: u64,
     /// The vault's identity public key (hex), once enrolled.
@@ -46,11 +49,13 @@ pub struct State {
     pub exchange_public_key: Option<String>,
 }
 
-/// A profile directory.
+/// A profile directory, held exclusively by one process at a time (a lock file), so that two
+/// app processes cannot interleave writes or lower the rollback marks.
 pub struct Profile {
     dir: PathBuf,
     /// Its state (saved with [`Profile::save`]).
     pub state: State,
+    _lock: std::fs::File,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> ClientError {
@@ -67,6 +72,18 @@ impl Profile {
                 .create(dir)
                 .map_err(|e| err(dir, e))?;
         }
+        let lock_path = dir.join(".lock");
+        let lock = std::fs::File::create(&lock_path).map_err(|e| err(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ClientError::Profile(format!(
+                    "{} is in use by another app process; try again when it finishes",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(&lock_path, e)),
+        }
         let path = dir.join("profile.json");
         let state = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(&path, e))?,
@@ -76,6 +93,7 @@ impl Profile {
         Ok(Profile {
             dir: dir.to_path_buf(),
             state,
+            _lock: lock,
         })
     }
 
@@ -123,8 +141,11 @@ impl Profile {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| err(parent, e))?;
         }
-        let tmp = path.with_extension("tmp");
-        let _ = std::fs::remove_file(&tmp);
+        let tmp = self.dir.join(format!(
+            ".{}.{}.tmp",
+            name.replace('/', "_"),
+            hex::encode(vettid_crypto::random_array::<8>())
+        ));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -134,6 +155,10 @@ impl Profile {
         f.write_all(bytes).map_err(|e| err(&tmp, e))?;
         f.sync_all().map_err(|e| err(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| err(&path, e))?;
+        let parent = path.parent().unwrap_or(&self.dir);
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| err(parent, e))?;
         Ok(())
     }
 

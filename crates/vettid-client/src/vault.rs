@@ -334,13 +334,16 @@ impl Session {
     }
 }
 
-/// Checks a signed version against the highest one seen: it must verify under the vault's
-/// identity and not be older. Returns the new highest.
+/// Checks a signed version against the highest one seen (`seen`, with its change hash): it
+/// must verify under the vault's identity, not be older, and at the same number carry the
+/// same change (else the vault's history forked: rolled back, then rewritten). Returns the
+/// new highest.
 pub fn check_version(
     member: &str,
     identity: &[u8; 32],
     version: &SignedVersion,
     seen: u64,
+    seen_hash: Option<&[u8]>,
 ) -> Result<u64, ClientError> {
     let key = VerifyingKey::from_bytes(identity)
         .map_err(|_| ClientError::Protocol("bad identity key".into()))?;
@@ -364,11 +367,70 @@ pub fn check_version(
     .concat();
     key.verify(&message, &vettid_crypto::sign::Signature::from_bytes(sig))
         .map_err(|_| ClientError::Protocol("state version not signed by the vault".into()))?;
-    if version.version < seen {
+    let forked = version.version == seen
+        && seen_hash.is_some_and(|h| !vettid_crypto::ct_eq(h, &version.change_hash));
+    if version.version < seen || forked {
         return Err(ClientError::Rollback {
             got: version.version,
             seen,
         });
     }
     Ok(version.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signed(
+        key: &vettid_crypto::sign::SigningKey,
+        member: &str,
+        v: u64,
+        hash: [u8; 32],
+    ) -> SignedVersion {
+        let message = [
+            b"vettid/v1/state-version\0".as_slice(),
+            member.as_bytes(),
+            &[0],
+            &v.to_be_bytes(),
+            &hash,
+        ]
+        .concat();
+        SignedVersion {
+            version: v,
+            identity: key.verifying_key().to_bytes().to_vec(),
+            signature: key.sign(&message).to_bytes().to_vec(),
+            change_hash: hash.to_vec(),
+        }
+    }
+
+    #[test]
+    fn versions_must_be_signed_not_older_and_not_forked() {
+        let key = vettid_crypto::sign::SigningKey::generate();
+        let id = key.verifying_key().to_bytes();
+        let v5 = signed(&key, "m", 5, [1; 32]);
+        assert_eq!(check_version("m", &id, &v5, 4, Some(&[9; 32])).unwrap(), 5);
+        assert_eq!(check_version("m", &id, &v5, 5, Some(&[1; 32])).unwrap(), 5);
+        // Older: rollback.
+        assert!(matches!(
+            check_version("m", &id, &v5, 6, None),
+            Err(ClientError::Rollback { got: 5, seen: 6 })
+        ));
+        // Same number, another change: a fork.
+        assert!(matches!(
+            check_version("m", &id, &v5, 5, Some(&[2; 32])),
+            Err(ClientError::Rollback { .. })
+        ));
+        // Another member's, or another key's signature: refused.
+        assert!(matches!(
+            check_version("n", &id, &v5, 0, None),
+            Err(ClientError::Protocol(_))
+        ));
+        let other = vettid_crypto::sign::SigningKey::generate();
+        let forged = signed(&other, "m", 9, [1; 32]);
+        assert!(matches!(
+            check_version("m", &id, &forged, 0, None),
+            Err(ClientError::Protocol(_))
+        ));
+    }
 }

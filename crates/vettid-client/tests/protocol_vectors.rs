@@ -70,7 +70,7 @@ fn vectors() -> Value {
         id: 1,
         timestamp_ms,
         op: AppOp::Unlock {
-            pin: b"4821".to_vec(),
+            pin: zeroize::Zeroizing::new(b"4821".to_vec()),
         },
     });
     let n = app.write_message(1, &request, &mut buf).unwrap();

@@ -33,7 +33,8 @@
 //! assert!(key.open(b"vault-42/head/8", &sealed).is_err());
 //! ```
 //!
-//! Cargo features: none.
+//! Cargo features: `test-vectors` — deterministic handshakes for the published protocol vectors
+//! (tests only; never in a release build).
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 

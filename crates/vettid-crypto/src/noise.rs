@@ -82,8 +82,9 @@ pub fn responder(prologue: &[u8], local: &SecretBytes<32>) -> Result<HandshakeSt
         .build_responder()?)
 }
 
-/// Test vectors only: the same handshakes with fixed ephemeral keys (`docs/PROTOCOL.md`).
-#[doc(hidden)]
+/// Test vectors only (feature `test-vectors`): the same handshakes with fixed ephemeral keys
+/// (`docs/PROTOCOL.md`).
+#[cfg(feature = "test-vectors")]
 pub fn initiator_with_ephemeral(
     prologue: &[u8],
     local: &SecretBytes<32>,
@@ -99,8 +100,8 @@ pub fn initiator_with_ephemeral(
         .build_initiator()?)
 }
 
-/// Test vectors only: see [`initiator_with_ephemeral`].
-#[doc(hidden)]
+/// Test vectors only (feature `test-vectors`): see `initiator_with_ephemeral`.
+#[cfg(feature = "test-vectors")]
 pub fn responder_with_ephemeral(
     prologue: &[u8],
     local: &SecretBytes<32>,
@@ -151,12 +152,19 @@ impl std::fmt::Debug for KemSecret {
 pub fn encapsulate(public_key: &[u8]) -> Option<(Vec<u8>, SecretBytes<32>)> {
     let mut randomness = Zeroizing::new([0u8; x_wing::ENCAPSULATION_RANDOMNESS_SIZE]);
     getrandom::fill(&mut randomness[..]).expect("the OS random source failed");
-    encapsulate_with(public_key, &randomness)
+    encapsulate_from(public_key, &randomness)
 }
 
-/// Test vectors only: encapsulation with caller-supplied randomness.
-#[doc(hidden)]
+/// Test vectors only (feature `test-vectors`): encapsulation with caller-supplied randomness.
+#[cfg(feature = "test-vectors")]
 pub fn encapsulate_with(
+    public_key: &[u8],
+    randomness: &[u8; x_wing::ENCAPSULATION_RANDOMNESS_SIZE],
+) -> Option<(Vec<u8>, SecretBytes<32>)> {
+    encapsulate_from(public_key, randomness)
+}
+
+fn encapsulate_from(
     public_key: &[u8],
     randomness: &[u8; x_wing::ENCAPSULATION_RANDOMNESS_SIZE],
 ) -> Option<(Vec<u8>, SecretBytes<32>)> {

@@ -282,6 +282,16 @@ impl LockedVault {
         self.guard.locked
     }
 
+    /// The keys generation (raised by every PIN change).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The registered device keys.
+    pub fn devices(&self) -> &[[u8; 32]] {
+        &self.inner.devices
+    }
+
     /// Whether `device` (a static Noise key) is registered with this vault (constant time).
     pub fn has_device(&self, device: &[u8; 32]) -> bool {
         self.inner

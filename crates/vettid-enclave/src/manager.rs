@@ -70,6 +70,12 @@ pub struct Manager {
     /// The newest guard record seen per vault in this enclave instance: storage that shows
     /// an older one has been rolled back (to reset the wrong-PIN count) and is refused.
     guards: Mutex<HashMap<String, u64>>,
+    /// The newest keys generation seen per vault: an older one is a rollback (say, to a PIN
+    /// that was changed) and is refused.
+    generations: Mutex<HashMap<String, u64>>,
+    /// Registered device keys per vault, read once from the keys record (they change only
+    /// with a new keys generation, which this enclave writes itself).
+    devices: Mutex<HashMap<String, Vec<[u8; 32]>>>,
 }
 
 impl Manager {
@@ -82,6 +88,8 @@ impl Manager {
             config,
             slots: Mutex::new(HashMap::new()),
             guards: Mutex::new(HashMap::new()),
+            generations: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashMap::new()),
         }
     }
 
@@ -97,6 +105,18 @@ impl Manager {
         if seen.is_some_and(|seen| locked.guard_seq() < seen) {
             return Err(VaultError::Tampered("guard records rolled back".into()));
         }
+        {
+            let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = generations.entry(objects.vault().to_owned()).or_insert(0);
+            if locked.generation() < *seen {
+                return Err(VaultError::Tampered("keys record rolled back".into()));
+            }
+            *seen = locked.generation();
+        }
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(objects.vault().to_owned(), locked.devices().to_vec());
         Ok(locked)
     }
 
@@ -157,6 +177,21 @@ impl Manager {
         EnclaveReply::Open(signed)
     }
 
+    /// Checks the PIN (counted durably first) and makes the vault resident.
+    fn unlock(
+        &self,
+        slot: &mut Slot,
+        objects: &Objects<'_>,
+        pin: &[u8],
+    ) -> Result<EnclaveReply, VaultError> {
+        let mut locked = self.open_locked(objects)?;
+        let result = locked.unlock(objects, pin, &self.config.policy);
+        self.note_guard(objects.vault(), &locked);
+        let vmk = result?;
+        let vault = Vault::load(objects, &vmk)?;
+        Ok(self.make_resident(slot, vault, &vmk, objects.vault()))
+    }
+
     /// Runs one operation on one vault.
     pub fn handle(&self, id: &str, op: VaultOp) -> Result<EnclaveReply, VaultError> {
         if !valid_vault_id(id) {
@@ -172,17 +207,14 @@ impl Manager {
             VaultOp::Create { pin } => {
                 check_pin(&pin)?;
                 let vmk = keys::create(&objects, &self.sealer, &pin, policy, Vec::new())?;
+                self.devices
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_owned(), Vec::new());
                 let vault = Vault::create(&objects, &vmk)?;
                 Ok(self.make_resident(&mut slot, vault, &vmk, id))
             }
-            VaultOp::Unlock { pin } => {
-                let mut locked = self.open_locked(&objects)?;
-                let result = locked.unlock(&objects, &pin, policy);
-                self.note_guard(id, &locked);
-                let vmk = result?;
-                let vault = Vault::load(&objects, &vmk)?;
-                Ok(self.make_resident(&mut slot, vault, &vmk, id))
-            }
+            VaultOp::Unlock { pin } => self.unlock(&mut slot, &objects, &pin),
             VaultOp::ChangePin { old, new } => {
                 check_pin(&new)?;
                 let mut locked = self.open_locked(&objects)?;
@@ -365,14 +397,36 @@ impl Manager {
         let objects = Objects::new(&self.link, id);
         let slot = self.slot(id);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let vmk = keys::create(
-            &objects,
-            &self.sealer,
-            pin,
-            &self.config.policy,
-            vec![device],
-        )?;
-        let mut vault = Vault::create(&objects, &vmk)?;
+        let policy = &self.config.policy;
+        let (vmk, mut vault) = match keys::create(&objects, &self.sealer, pin, policy, vec![device])
+        {
+            Ok(vmk) => {
+                self.devices
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_owned(), vec![device]);
+                let vault = Vault::create(&objects, &vmk)?;
+                (vmk, vault)
+            }
+            // An enrollment cut short after its keys were written may be completed by the same
+            // (only) device with the same PIN (counted like any unlock), if it made no
+            // credential yet. Anything else stays `AlreadyExists`.
+            Err(VaultError::AlreadyExists) => {
+                let mut locked = self.open_locked(&objects)?;
+                if locked.devices() != [device] {
+                    return Err(VaultError::AlreadyExists);
+                }
+                let result = locked.unlock(&objects, pin, policy);
+                self.note_guard(id, &locked);
+                let vmk = result?;
+                let vault = Vault::load(&objects, &vmk)?;
+                if vault.meta("credential/key")?.is_some() {
+                    return Err(VaultError::AlreadyExists);
+                }
+                (vmk, vault)
+            }
+            Err(e) => return Err(e),
+        };
         let cek = SecretBytes::<32>::random();
         let credential = crate::credential::seal(id, 1, &cek, verifier, now_ms);
         let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
@@ -413,25 +467,77 @@ impl Manager {
         Ok(enrollment)
     }
 
-    /// Whether `device` is registered with vault `id` (readable without the PIN).
-    pub fn has_device(&self, id: &str, device: &[u8; 32]) -> Result<bool, VaultError> {
+    /// The device keys registered with vault `id` (readable without the PIN; cached).
+    fn registered_devices(&self, id: &str) -> Result<Vec<[u8; 32]>, VaultError> {
+        if let Some(d) = self
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+        {
+            return Ok(d.clone());
+        }
         let objects = Objects::new(&self.link, id);
-        Ok(self.open_locked(&objects)?.has_device(device))
+        Ok(self.open_locked(&objects)?.devices().to_vec())
+    }
+
+    /// Whether `device` is registered with vault `id` (constant-time comparison).
+    pub fn has_device(&self, id: &str, device: &[u8; 32]) -> Result<bool, VaultError> {
+        Ok(self
+            .registered_devices(id)?
+            .iter()
+            .fold(false, |found, d| found | vettid_crypto::ct_eq(d, device)))
+    }
+
+    /// Whether vault `id` exists (a cheap listing; no key service call).
+    pub fn exists(&self, id: &str) -> Result<bool, VaultError> {
+        if !valid_vault_id(id) {
+            return Ok(false);
+        }
+        Ok(!Objects::new(&self.link, id)
+            .list(crate::objects::ObjectKind::Keys)?
+            .is_empty())
+    }
+
+    /// The debug path (`ToEnclave::Vault`, the host's control socket) may touch only vaults
+    /// that no app owns: an enrolled vault (one with a registered device) is reachable only
+    /// through an attested session, so the host can neither read it nor try PINs on it.
+    pub fn debug_allowed(&self, id: &str) -> Result<(), VaultError> {
+        let cached = self
+            .devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(Vec::is_empty);
+        let app_free = match cached {
+            Some(empty) => empty,
+            None if !self.exists(id)? => return Ok(()),
+            None => self.registered_devices(id)?.is_empty(),
+        };
+        if app_free {
+            Ok(())
+        } else {
+            Err(VaultError::BadRequest(
+                "this vault belongs to an app: only its attested session reaches it".into(),
+            ))
+        }
     }
 
     /// Unlocks with the PIN (counted like [`VaultOp::Unlock`]); the version and event key.
     pub fn unlock_for_app(
         &self,
         id: &str,
-        pin: Vec<u8>,
+        pin: &[u8],
     ) -> Result<(SignedVersion, SecretBytes<32>), VaultError> {
-        let version = match self.handle(id, VaultOp::Unlock { pin })? {
-            EnclaveReply::Open(v) => v,
-            _ => return Err(VaultError::Internal("unexpected unlock answer".into())),
-        };
+        if !valid_vault_id(id) {
+            return Err(VaultError::BadRequest("bad vault id".into()));
+        }
         let objects = Objects::new(&self.link, id);
         let slot = self.slot(id);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let EnclaveReply::Open(version) = self.unlock(&mut slot, &objects, pin)? else {
+            return Err(VaultError::Internal("unexpected unlock answer".into()));
+        };
         let vault = self.resident(&mut slot, &objects)?;
         Ok((version, vault.event_key().clone()))
     }

@@ -58,6 +58,17 @@ pub fn serve(
     Ok(())
 }
 
+/// The debug path (`vettid vault …` through the host) exists only in development builds, and
+/// even there never reaches a vault an app owns.
+fn debug_path(manager: &Manager, vault: &str) -> Result<(), VaultError> {
+    if cfg!(feature = "nitro") {
+        return Err(VaultError::BadRequest(
+            "the debug path is not part of Nitro builds".into(),
+        ));
+    }
+    manager.debug_allowed(vault)
+}
+
 fn work(link: &Link, manager: &Manager, sessions: &Sessions, requests: &Mutex<Receiver<Incoming>>) {
     loop {
         let next = requests.lock().unwrap_or_else(|p| p.into_inner()).recv();
@@ -72,6 +83,7 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions, requests: &Mutex<Re
             Ok(ToEnclave::Vault { vault, op }) => {
                 // A bug must cost one request, not a worker: the pool is not refilled.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    debug_path(manager, &vault)?;
                     manager.handle(&vault, op)
                 }))
                 .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));

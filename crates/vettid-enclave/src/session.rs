@@ -27,6 +27,7 @@ use vettid_proto::session::{
     SealedEvent, SessionError, SessionId, ToApp, VERSION, decode_exact, event_aad, kem_binding,
     open_plaintext, prologue, seal_plaintext,
 };
+use zeroize::Zeroizing;
 
 /// A handshake must finish within this time.
 const PENDING_TTL: Duration = Duration::from_secs(30);
@@ -36,6 +37,11 @@ const IDLE_TTL: Duration = Duration::from_secs(30 * 60);
 const MAX_PENDING: usize = 4096;
 /// Open sessions, across all members.
 const MAX_OPEN: usize = 100_000;
+/// Handshakes in progress per member: a new one beyond this replaces the member's oldest.
+const MEMBER_PENDING: usize = 4;
+/// Open sessions per member: a new one beyond this replaces the member's least recently used,
+/// so no member can take the enclave's session slots from the others.
+const MEMBER_OPEN: usize = 16;
 
 type Key = (String, SessionId);
 
@@ -169,6 +175,16 @@ impl Sessions {
         reply.truncate(n);
         let session: SessionId = vettid_crypto::random_array();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mine: Vec<(Instant, SessionId)> = pending
+            .iter()
+            .filter(|((m, _), _)| m == member)
+            .map(|((_, id), p)| (p.since, *id))
+            .collect();
+        if mine.len() >= MEMBER_PENDING
+            && let Some((_, oldest)) = mine.iter().min()
+        {
+            pending.remove(&(member.to_owned(), *oldest));
+        }
         if pending.len() >= MAX_PENDING {
             pending.retain(|_, p| p.since.elapsed() < PENDING_TTL);
             if pending.len() >= MAX_PENDING {
@@ -230,6 +246,22 @@ impl Sessions {
             .into_stateless_transport_mode()
             .map_err(|_| SessionError::Crypto)?;
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mine: Vec<(Instant, SessionId)> = open
+            .iter()
+            .filter(|((m, _), _)| m == member)
+            .map(|((_, id), s)| {
+                // A session in use right now counts as the most recent.
+                let used = s
+                    .try_lock()
+                    .map_or_else(|_| Instant::now(), |s| s.last_used);
+                (used, *id)
+            })
+            .collect();
+        if mine.len() >= MEMBER_OPEN
+            && let Some((_, oldest)) = mine.iter().min()
+        {
+            open.remove(&(member.to_owned(), *oldest));
+        }
         if open.len() >= MAX_OPEN {
             return Err(SessionError::Busy);
         }
@@ -342,7 +374,7 @@ impl Sessions {
                         identity_public_key: e.identity,
                         exchange_public_key: e.exchange,
                         credential: e.credential,
-                        event_key: *e.event_key.expose(),
+                        event_key: Zeroizing::new(*e.event_key.expose()),
                         version: e.version,
                     }))
                 }),
@@ -352,7 +384,7 @@ impl Sessions {
             )),
             (AppOp::Unlock { pin }, _) => {
                 manager
-                    .unlock_for_app(member, pin)
+                    .unlock_for_app(member, &pin)
                     .map(|(version, event_key)| {
                         events.push(seal_event(
                             member,
@@ -364,7 +396,7 @@ impl Sessions {
                         ));
                         AppReply::Unlocked {
                             version,
-                            event_key: *event_key.expose(),
+                            event_key: Zeroizing::new(*event_key.expose()),
                         }
                     })
             }

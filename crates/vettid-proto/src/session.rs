@@ -15,6 +15,7 @@
 
 use crate::enclave::{SignedVersion, VaultError};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// Envelope format version.
 pub const VERSION: u16 = 1;
@@ -64,10 +65,13 @@ pub const PAD_TO: usize = 256;
 
 /// Encodes `value` (postcard) and pads it with zeros to a multiple of [`PAD_TO`].
 pub fn seal_plaintext<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut bytes = postcard::to_allocvec(value).expect("session messages always encode");
-    let padded = bytes.len().div_ceil(PAD_TO).max(1) * PAD_TO;
-    bytes.resize(padded, 0);
-    bytes
+    // Encoded once into a buffer that is wiped, then copied into one of the final size (a
+    // resize could leave an unpadded copy of secrets behind in freed memory).
+    let bytes =
+        Zeroizing::new(postcard::to_allocvec(value).expect("session messages always encode"));
+    let mut padded = vec![0u8; bytes.len().div_ceil(PAD_TO).max(1) * PAD_TO];
+    padded[..bytes.len()].copy_from_slice(&bytes);
+    padded
 }
 
 /// Decodes a padded plaintext: the value, then only zeros, less than [`PAD_TO`] of them.
@@ -243,19 +247,17 @@ pub enum AppOp {
     /// Enrollment (channel [`Channel::Enroll`] only): create the vault under `pin`, register
     /// this session's device key, and make the credential holding `password_verifier`.
     Enroll {
-        /// The PIN.
-        #[serde(with = "serde_bytes")]
-        pin: Vec<u8>,
+        /// The PIN (wiped when dropped; same encoding as bytes).
+        pin: Zeroizing<Vec<u8>>,
         /// Argon2id of the password, computed by the app (the password never leaves it).
-        password_verifier: [u8; 32],
+        password_verifier: Zeroizing<[u8; 32]>,
         /// A name for this device, for the member's own lists.
         device_name: String,
     },
     /// Open the vault with its PIN.
     Unlock {
-        /// The PIN.
-        #[serde(with = "serde_bytes")]
-        pin: Vec<u8>,
+        /// The PIN (wiped when dropped).
+        pin: Zeroizing<Vec<u8>>,
     },
     /// Forget the vault's keys in memory.
     Lock,
@@ -291,7 +293,7 @@ pub enum AppReply {
         /// The signed state version.
         version: SignedVersion,
         /// The key of [`SealedEvent`]s.
-        event_key: [u8; 32],
+        event_key: Zeroizing<[u8; 32]>,
     },
     /// Locked.
     Locked,
@@ -344,7 +346,7 @@ pub struct Enrolled {
     #[serde(with = "serde_bytes")]
     pub credential: Vec<u8>,
     /// The key of [`SealedEvent`]s.
-    pub event_key: [u8; 32],
+    pub event_key: Zeroizing<[u8; 32]>,
     /// The vault's first signed version.
     pub version: SignedVersion,
 }
@@ -413,10 +415,10 @@ mod tests {
     #[test]
     fn padding_hides_lengths_within_a_bucket_and_is_checked() {
         let short = seal_plaintext(&AppOp::Unlock {
-            pin: b"1234".to_vec(),
+            pin: Zeroizing::new(b"1234".to_vec()),
         });
         let long = seal_plaintext(&AppOp::Unlock {
-            pin: vec![b'9'; 64],
+            pin: Zeroizing::new(vec![b'9'; 64]),
         });
         assert_eq!(short.len(), PAD_TO);
         assert_eq!(long.len(), PAD_TO);
@@ -433,7 +435,7 @@ mod tests {
     #[test]
     fn secrets_do_not_print() {
         let op = AppOp::Unlock {
-            pin: b"123456".to_vec(),
+            pin: Zeroizing::new(b"123456".to_vec()),
         };
         assert_eq!(format!("{op:?}"), "Unlock");
         let r = AppReply::Unlocked {
@@ -443,7 +445,7 @@ mod tests {
                 signature: vec![],
                 change_hash: vec![],
             },
-            event_key: [7; 32],
+            event_key: Zeroizing::new([7; 32]),
         };
         assert!(!format!("{r:?}").contains('7'));
     }

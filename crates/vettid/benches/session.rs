@@ -6,7 +6,6 @@
 //! Results: docs/BENCHMARKS.md.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use futures::StreamExt;
@@ -36,7 +35,7 @@ async fn main() {
         let r = c
             .session
             .call(AppOp::Unlock {
-                pin: b"4821".to_vec(),
+                pin: zeroize::Zeroizing::new(b"4821".to_vec()),
             })
             .await
             .unwrap();
@@ -70,7 +69,10 @@ async fn main() {
     // The responder is ready when a probe gets an answer (interest may take a moment to
     // reach the requester's side of the server).
     for attempt in 0.. {
-        match requester.request(echo_subject.clone(), "probe".into()).await {
+        match requester
+            .request(echo_subject.clone(), "probe".into())
+            .await
+        {
             Ok(_) => break,
             Err(_) if attempt < 100 => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => panic!("echo responder never answered: {e}"),

@@ -215,7 +215,13 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
             let mut profile = Profile::open_enrolled(&args.profile)?;
             let mut c = connect(&mut profile).await?;
             println!("  unlocking (the enclave stretches the PIN with Argon2id)…");
-            match c.session.call(AppOp::Unlock { pin: pin.to_vec() }).await? {
+            match c
+                .session
+                .call(AppOp::Unlock {
+                    pin: zeroize::Zeroizing::new(pin.to_vec()),
+                })
+                .await?
+            {
                 AppReply::Unlocked { version, event_key } => {
                     vettid_client::app::observe(&mut profile, &version)?;
                     profile.store_event_key(&event_key)?;

@@ -279,7 +279,7 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         let reply = c
             .session
             .call(AppOp::Unlock {
-                pin: pin.as_bytes().to_vec(),
+                pin: zeroize::Zeroizing::new(pin.as_bytes().to_vec()),
             })
             .await?;
         let AppReply::Unlocked { version, event_key } = reply else {
@@ -301,7 +301,7 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
     match c
         .session
         .call(AppOp::Unlock {
-            pin: b"0000".to_vec(),
+            pin: zeroize::Zeroizing::new(b"0000".to_vec()),
         })
         .await
     {
@@ -331,7 +331,7 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
     let reply = c
         .session
         .call(AppOp::Unlock {
-            pin: members[1].1.as_bytes().to_vec(),
+            pin: zeroize::Zeroizing::new(members[1].1.as_bytes().to_vec()),
         })
         .await?;
     ensure!(

@@ -257,8 +257,8 @@ async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
     let r = c
         .session
         .call(AppOp::Enroll {
-            pin: b"1234".to_vec(),
-            password_verifier: [0; 32],
+            pin: Zeroizing::new(b"1234".to_vec()),
+            password_verifier: Zeroizing::new([0; 32]),
             device_name: "x".into(),
         })
         .await;
@@ -267,12 +267,17 @@ async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
         "{r:?}"
     );
     // Bad input to a vault operation changes nothing.
-    let r = c.session.call(AppOp::Unlock { pin: vec![] }).await;
+    let r = c
+        .session
+        .call(AppOp::Unlock {
+            pin: zeroize::Zeroizing::new(vec![]),
+        })
+        .await;
     assert!(matches!(r, Err(ClientError::Vault(_))), "{r:?}");
     assert!(matches!(
         c.session
             .call(AppOp::Unlock {
-                pin: b"4321".to_vec()
+                pin: zeroize::Zeroizing::new(b"4321".to_vec())
             })
             .await,
         Ok(AppReply::Unlocked { .. })
@@ -500,7 +505,7 @@ async fn a_members_credentials_reach_only_its_own_subjects() {
     let mut c = vettid_client::app::connect(&mut bob_profile).await.unwrap();
     c.session
         .call(AppOp::Unlock {
-            pin: b"2222".to_vec(),
+            pin: zeroize::Zeroizing::new(b"2222".to_vec()),
         })
         .await
         .unwrap();
@@ -540,4 +545,65 @@ async fn revoked_credentials_are_refused_at_once() {
         Err(ClientError::Nats(why)) => assert!(why.to_lowercase().contains("authoriz"), "{why}"),
         other => panic!("revoked creds were accepted: {:?}", other.err()),
     }
+}
+
+/// The host's control socket (the debug path) cannot touch a vault an app owns: no reading,
+/// no writing, no PIN guessing without a registered device.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hosts_debug_path_cannot_reach_an_enrolled_vault() {
+    use vettid_proto::enclave::{ToEnclave, VaultOp};
+    let stack = UpStack::start();
+    let mut hana = stack.enrolled("hana", "8642").await;
+    let member = hana.member().unwrap().to_owned();
+    let mut c = vettid_client::app::connect(&mut hana).await.unwrap();
+    c.session
+        .call(AppOp::Unlock {
+            pin: Zeroizing::new(b"8642".to_vec()),
+        })
+        .await
+        .unwrap();
+    let socket = stack.data().join("host.sock");
+    let mut host = vettid_host::control::Client::connect(&socket).unwrap();
+    for op in [
+        VaultOp::Get { key: "x".into() },
+        VaultOp::Put {
+            key: "x".into(),
+            value: b"planted".to_vec(),
+        },
+        VaultOp::Unlock {
+            pin: b"0000".to_vec(),
+        },
+        VaultOp::Status,
+        VaultOp::Lock,
+    ] {
+        let r = host
+            .call(&ToEnclave::Vault {
+                vault: member.clone(),
+                op: op.clone(),
+            })
+            .unwrap();
+        assert!(
+            matches!(&r, Err(VaultError::BadRequest(m)) if m.contains("belongs to an app")),
+            "{op:?}: {r:?}"
+        );
+    }
+    // The wrong PIN above was not counted, and the vault is still unlocked.
+    match c.session.call(AppOp::Status).await.unwrap() {
+        AppReply::Status {
+            unlocked,
+            attempts_left,
+            ..
+        } => assert!(unlocked && attempts_left == 10),
+        other => panic!("{other:?}"),
+    }
+    // A vault nobody enrolled is still the debug path's (development builds only).
+    let r = host
+        .call(&ToEnclave::Vault {
+            vault: "scratch".into(),
+            op: VaultOp::Create {
+                pin: b"1357".to_vec(),
+            },
+        })
+        .unwrap();
+    assert!(r.is_ok(), "{r:?}");
 }
