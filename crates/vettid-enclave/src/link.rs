@@ -1,24 +1,31 @@
 //! The enclave's end of the channel: the only way out of the enclave.
 //!
-//! One reader thread takes frames off the socket: responses wake the worker waiting for them
-//! (matched by id); requests go to the worker pool. Writers take a lock per whole frame, so
-//! many requests are in flight in both directions with no global lock on the work itself.
+//! Workers take turns reading the socket ("leader/followers"): the worker holding the reader
+//! reads one frame; a request it keeps and handles itself (so no thread hand-off sits between
+//! the host's write and the work: on a VM a wake-up costs tens of microseconds), a response it
+//! hands to the worker waiting for it (matched by id). A worker waiting for the host's answer
+//! to its own call reads for itself whenever nobody else is reading, queueing any request it
+//! meets for the others, so calls never wait on busy workers. Writers take a lock per whole
+//! frame, so many requests are in flight in both directions with no global lock on the work.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vettid_proto::channel::{Frame, Kind, Received, from_body, to_body};
 use vettid_proto::enclave::{HostReply, ToHost};
 
-/// Host requests queued for the workers at most; beyond it the enclave answers "busy" at once
-/// instead of buffering without bound (each request may be up to a frame's size).
+/// Host requests queued (read by a worker waiting for its own answer) at most; beyond it the
+/// enclave answers "busy" at once instead of buffering without bound.
 const QUEUE: usize = 256;
 
 /// How long the enclave waits for the host to answer one request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a caller whose answer someone else is reading checks whether the reader is free.
+const CALL_POLL: Duration = Duration::from_millis(1);
 
 /// Why a call to the host failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,84 +52,124 @@ pub struct Incoming {
     pub body: Result<Vec<u8>, String>,
 }
 
+type Reader = BufReader<Box<dyn Read + Send>>;
+
+/// What reading one frame gave.
+enum Step {
+    /// A host request.
+    Request(Incoming),
+    /// A response (delivered to its caller) or a frame to ignore.
+    Other,
+    /// The channel closed.
+    Closed,
+}
+
 /// The shared channel handle.
 pub struct Link {
     writer: Mutex<BufWriter<Box<dyn Write + Send>>>,
+    /// The read half; `None` once the channel closed.
+    reader: Mutex<Option<Reader>>,
+    /// Requests read by callers, for the workers.
+    backlog: Mutex<VecDeque<Incoming>>,
     pending: Mutex<HashMap<u64, Sender<Vec<u8>>>>,
     next_id: AtomicU64,
+    closed: AtomicBool,
 }
 
 impl Link {
-    /// Wraps a connected stream (a Unix socket, or vsock on Nitro), given as its two halves;
-    /// returns the link and the stream of host requests. The reader thread ends (and the
-    /// receiver closes) when the stream closes.
-    pub fn start(
-        reader: Box<dyn Read + Send>,
-        writer: Box<dyn Write + Send>,
-    ) -> std::io::Result<(Arc<Link>, Receiver<Incoming>)> {
-        let link = Arc::new(Link {
+    /// Wraps a connected stream (a Unix socket, or vsock on Nitro), given as its two halves.
+    /// Workers then take requests with [`Link::next_request`].
+    pub fn new(reader: Box<dyn Read + Send>, writer: Box<dyn Write + Send>) -> Arc<Link> {
+        Arc::new(Link {
             writer: Mutex::new(BufWriter::new(writer)),
+            reader: Mutex::new(Some(BufReader::new(reader))),
+            backlog: Mutex::new(VecDeque::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-        });
-        let (tx, rx) = mpsc::sync_channel(QUEUE);
-        let reader_link = link.clone();
-        std::thread::Builder::new()
-            .name("channel-reader".into())
-            .spawn(move || reader_link.read_loop(BufReader::new(reader), tx))?;
-        Ok((link, rx))
+            closed: AtomicBool::new(false),
+        })
     }
 
-    /// Queues a host request for the workers, or answers "busy" when the queue is full.
-    /// Returns false when the workers are gone.
-    fn enqueue(&self, requests: &SyncSender<Incoming>, incoming: Incoming) -> bool {
-        match requests.try_send(incoming) {
-            Ok(()) => true,
-            Err(TrySendError::Full(Incoming { id, .. })) => {
-                let busy: Result<
-                    vettid_proto::enclave::EnclaveReply,
-                    vettid_proto::enclave::VaultError,
-                > = Err(vettid_proto::enclave::VaultError::Internal(
-                    "enclave busy; retry".into(),
-                ));
-                self.respond(id, to_body(&busy));
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
-    }
-
-    fn read_loop(&self, mut r: BufReader<Box<dyn Read + Send>>, requests: SyncSender<Incoming>) {
+    /// The next host request for a worker: a queued one, else the next one read from the
+    /// channel (responses met on the way go to their callers). `None` once the channel closed.
+    pub fn next_request(&self) -> Option<Incoming> {
         loop {
-            match Received::from(Frame::read_from(&mut r)) {
-                Received::Request { id, body } => {
-                    let body = body.map_err(|e| e.to_string());
-                    if !self.enqueue(&requests, Incoming { id, body }) {
-                        break;
-                    }
-                }
-                Received::Response { id, body } => {
-                    let waiter = self
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                    if let Some(waiter) = waiter {
-                        // A bad answer fails the call waiting for it, not some other request.
-                        let _ = waiter.send(
-                            body.unwrap_or_else(|e| to_body(&HostReply::Error(e.to_string()))),
-                        );
-                    }
-                }
-                Received::Nothing => {}
-                Received::Closed => break,
+            if let Some(r) = self.pop_backlog() {
+                return Some(r);
+            }
+            if self.closed.load(Ordering::Acquire) {
+                return None;
+            }
+            let mut reader = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+            // A caller may have queued requests while this worker waited for the reader.
+            if let Some(r) = self.pop_backlog() {
+                return Some(r);
+            }
+            match self.read_one(&mut reader) {
+                Step::Request(r) => return Some(r),
+                Step::Other => continue,
+                Step::Closed => return None,
             }
         }
-        // Wake every waiter: the host is gone.
-        self.pending
+    }
+
+    fn pop_backlog(&self) -> Option<Incoming> {
+        self.backlog
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .pop_front()
+    }
+
+    /// Reads one frame with the reader held; closes the link when the channel ends.
+    fn read_one(&self, reader: &mut Option<Reader>) -> Step {
+        let Some(r) = reader.as_mut() else {
+            return Step::Closed;
+        };
+        match Received::from(Frame::read_from(r)) {
+            Received::Request { id, body } => Step::Request(Incoming {
+                id,
+                body: body.map_err(|e| e.to_string()),
+            }),
+            Received::Response { id, body } => {
+                let waiter = self
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                if let Some(waiter) = waiter {
+                    // A bad answer fails the call waiting for it, not some other request.
+                    let _ = waiter
+                        .send(body.unwrap_or_else(|e| to_body(&HostReply::Error(e.to_string()))));
+                }
+                Step::Other
+            }
+            Received::Nothing => Step::Other,
+            Received::Closed => {
+                *reader = None;
+                self.closed.store(true, Ordering::Release);
+                // Wake every waiter: the host is gone.
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clear();
+                Step::Closed
+            }
+        }
+    }
+
+    /// Queues a request a caller read, or answers "busy" when the queue is full.
+    fn queue(&self, incoming: Incoming) {
+        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        if backlog.len() < QUEUE {
+            backlog.push_back(incoming);
+            return;
+        }
+        drop(backlog);
+        let busy: Result<vettid_proto::enclave::EnclaveReply, vettid_proto::enclave::VaultError> =
+            Err(vettid_proto::enclave::VaultError::Internal(
+                "enclave busy; retry".into(),
+            ));
+        self.respond(incoming.id, to_body(&busy));
     }
 
     fn send(&self, frame: &Frame) -> Result<(), LinkError> {
@@ -139,7 +186,8 @@ impl Link {
         });
     }
 
-    /// Sends `request` to the host and waits for its answer.
+    /// Sends `request` to the host and waits for its answer, reading the channel itself
+    /// whenever no other worker is.
     pub fn call(&self, request: &ToHost) -> Result<HostReply, LinkError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel();
@@ -152,12 +200,7 @@ impl Link {
             id,
             body: to_body(request),
         });
-        let result = sent.and_then(|()| {
-            rx.recv_timeout(CALL_TIMEOUT).map_err(|e| match e {
-                mpsc::RecvTimeoutError::Timeout => LinkError::Timeout,
-                mpsc::RecvTimeoutError::Disconnected => LinkError::Closed,
-            })
-        });
+        let result = sent.and_then(|()| self.wait(&rx));
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -165,6 +208,35 @@ impl Link {
         match from_body::<HostReply>(&result?).map_err(|_| LinkError::Malformed)? {
             HostReply::Error(e) => Err(LinkError::Host(e)),
             reply => Ok(reply),
+        }
+    }
+
+    fn wait(&self, rx: &mpsc::Receiver<Vec<u8>>) -> Result<Vec<u8>, LinkError> {
+        let deadline = Instant::now() + CALL_TIMEOUT;
+        loop {
+            match rx.try_recv() {
+                Ok(body) => return Ok(body),
+                Err(mpsc::TryRecvError::Disconnected) => return Err(LinkError::Closed),
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(LinkError::Timeout);
+            }
+            // Nobody reading? Read for ourselves (this blocks until a frame arrives).
+            if let Ok(mut reader) = self.reader.try_lock() {
+                match self.read_one(&mut reader) {
+                    Step::Request(r) => self.queue(r),
+                    Step::Other => {}
+                    Step::Closed => return Err(LinkError::Closed),
+                }
+                continue;
+            }
+            // Another worker reads and will hand our answer over.
+            match rx.recv_timeout(CALL_POLL) {
+                Ok(body) => return Ok(body),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(LinkError::Closed),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
         }
     }
 }
@@ -228,22 +300,42 @@ mod tests {
     use std::os::unix::net::UnixStream;
     use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
 
+    fn ping(id: u64) -> Frame {
+        Frame {
+            kind: Kind::Request,
+            id,
+            body: to_body(&ToEnclave::Ping),
+        }
+    }
+
+    /// A worker waiting for the host's answer reads for itself, queues the requests it meets
+    /// (answering "busy" beyond the queue), and gets its answer.
     #[test]
-    fn a_full_queue_answers_busy_instead_of_growing() {
+    fn a_caller_reads_for_itself_queues_requests_and_refuses_beyond_the_queue() {
         let (enclave_end, mut host_end) = UnixStream::pair().unwrap();
-        let reader = enclave_end.try_clone().unwrap();
-        // No worker takes requests off the queue.
-        let (_link, _requests) = Link::start(Box::new(reader), Box::new(enclave_end)).unwrap();
+        let link = Link::new(
+            Box::new(enclave_end.try_clone().unwrap()),
+            Box::new(enclave_end),
+        );
+        let caller = {
+            let link = link.clone();
+            std::thread::spawn(move || link.call(&ToHost::Now))
+        };
+        // The call arrives at the host; meanwhile the host sends more requests than fit.
+        let call = Frame::read_from(&mut host_end).unwrap();
+        assert_eq!(call.kind, Kind::Request);
         let extra = 20;
         for id in 0..(QUEUE + extra) as u64 {
-            Frame {
-                kind: Kind::Request,
-                id,
-                body: to_body(&ToEnclave::Ping),
-            }
-            .write_to(&mut host_end)
-            .unwrap();
+            ping(id).write_to(&mut host_end).unwrap();
         }
+        Frame {
+            kind: Kind::Response,
+            id: call.id,
+            body: to_body(&HostReply::Now(42)),
+        }
+        .write_to(&mut host_end)
+        .unwrap();
+        assert_eq!(caller.join().unwrap(), Ok(HostReply::Now(42)));
         let mut busy = Vec::new();
         for _ in 0..extra {
             let f = Frame::read_from(&mut host_end).unwrap();
@@ -257,5 +349,35 @@ mod tests {
             busy, expected,
             "exactly the requests beyond the queue are refused"
         );
+        // The queued ones go to workers, in order.
+        for id in 0..QUEUE as u64 {
+            assert_eq!(link.next_request().unwrap().id, id);
+        }
+    }
+
+    /// Workers read in turn; the channel closing ends every worker and fails every call.
+    #[test]
+    fn workers_take_turns_and_a_closed_channel_ends_them() {
+        let (enclave_end, mut host_end) = UnixStream::pair().unwrap();
+        let link = Link::new(
+            Box::new(enclave_end.try_clone().unwrap()),
+            Box::new(enclave_end),
+        );
+        for id in 1..=3 {
+            ping(id).write_to(&mut host_end).unwrap();
+        }
+        let ids: Vec<u64> = (0..3).map(|_| link.next_request().unwrap().id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        let waiting: Vec<_> = (0..4)
+            .map(|_| {
+                let link = link.clone();
+                std::thread::spawn(move || link.next_request().is_none())
+            })
+            .collect();
+        drop(host_end);
+        for w in waiting {
+            assert!(w.join().unwrap(), "a worker saw the end");
+        }
+        assert_eq!(link.call(&ToHost::Now), Err(LinkError::Closed));
     }
 }

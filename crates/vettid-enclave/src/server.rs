@@ -5,8 +5,7 @@ use crate::link::{Incoming, Link};
 use crate::manager::{Config, Manager};
 use crate::session::Sessions;
 use std::io::{Read, Write};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use vettid_proto::channel::{from_body, to_body};
 use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
@@ -20,10 +19,9 @@ pub fn serve(
     writer: Box<dyn Write + Send>,
     config: Config,
 ) -> std::io::Result<()> {
-    let (link, requests) = Link::start(reader, writer)?;
+    let link = Link::new(reader, writer);
     let manager = Arc::new(Manager::new(link.clone(), config));
     let sessions = Arc::new(Sessions::new(link.clone()));
-    let requests = Arc::new(Mutex::new(requests));
     let janitor = {
         let (manager, sessions) = (Arc::downgrade(&manager), Arc::downgrade(&sessions));
         std::thread::Builder::new()
@@ -39,15 +37,10 @@ pub fn serve(
     };
     let workers: Vec<_> = (0..WORKERS)
         .map(|i| {
-            let (link, manager, sessions, requests) = (
-                link.clone(),
-                manager.clone(),
-                sessions.clone(),
-                requests.clone(),
-            );
+            let (link, manager, sessions) = (link.clone(), manager.clone(), sessions.clone());
             std::thread::Builder::new()
                 .name(format!("worker-{i}"))
-                .spawn(move || work(&link, &manager, &sessions, &requests))
+                .spawn(move || work(&link, &manager, &sessions))
         })
         .collect::<Result<_, _>>()?;
     for w in workers {
@@ -69,12 +62,8 @@ fn debug_path(manager: &Manager, vault: &str) -> Result<(), VaultError> {
     manager.debug_allowed(vault)
 }
 
-fn work(link: &Link, manager: &Manager, sessions: &Sessions, requests: &Mutex<Receiver<Incoming>>) {
-    loop {
-        let next = requests.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(Incoming { id, body }) = next else {
-            return;
-        };
+fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
+    while let Some(Incoming { id, body }) = link.next_request() {
         let (reply, follow_up) = match body.map_err(VaultError::BadRequest).and_then(|b| {
             from_body::<ToEnclave>(&b)
                 .map_err(|_| VaultError::BadRequest("malformed request".into()))
