@@ -248,29 +248,8 @@ impl Session {
     pub async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
         self.counter += 1;
         let counter = self.counter;
-        let request = zeroize::Zeroizing::new(seal_plaintext(&Request {
-            version: VERSION,
-            id: counter,
-            timestamp_ms: crate::now_ms(),
-            op,
-        }));
-        let mut ciphertext = vec![0u8; request.len() + noise::TAG_LEN];
-        let n = self
-            .transport
-            .write_message(counter, &request, &mut ciphertext)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        ciphertext.truncate(n);
-        let answer = self
-            .client
-            .send(
-                self.channel,
-                &FromApp::Request {
-                    session: self.id,
-                    counter,
-                    ciphertext,
-                },
-            )
-            .await?;
+        let request = self.request(op, counter, crate::now_ms())?;
+        let answer = self.client.send(self.channel, &request).await?;
         let ToApp::Reply {
             counter: c,
             ciphertext,
@@ -304,24 +283,29 @@ impl Session {
         timestamp_ms: u64,
     ) -> Result<Vec<u8>, ClientError> {
         self.counter = self.counter.max(counter);
-        let request = seal_plaintext(&Request {
+        let request = self.request(op, counter, timestamp_ms)?;
+        Ok(postcard::to_allocvec(&request).expect("app messages always encode"))
+    }
+
+    /// The envelope for `op`, padded and encrypted with `counter` as nonce.
+    fn request(&self, op: AppOp, counter: u64, timestamp_ms: u64) -> Result<FromApp, ClientError> {
+        let request = zeroize::Zeroizing::new(seal_plaintext(&Request {
             version: VERSION,
             id: counter,
             timestamp_ms,
             op,
-        });
+        }));
         let mut ciphertext = vec![0u8; request.len() + noise::TAG_LEN];
         let n = self
             .transport
             .write_message(counter, &request, &mut ciphertext)
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         ciphertext.truncate(n);
-        Ok(postcard::to_allocvec(&FromApp::Request {
+        Ok(FromApp::Request {
             session: self.id,
             counter,
             ciphertext,
         })
-        .expect("app messages always encode"))
     }
 
     /// The session's subject.

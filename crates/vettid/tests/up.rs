@@ -1,5 +1,7 @@
 //! `vettid up` against a real nats-server: ready, health, clean stops, failures explained.
 
+mod support;
+
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,15 +14,7 @@ use std::time::Duration;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn nats_server() -> PathBuf {
-    if let Some(p) = std::env::var_os("VETTID_NATS_SERVER") {
-        return p.into();
-    }
-    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/nats-server");
-    assert!(
-        local.exists(),
-        "tests need nats-server: run ./scripts/test, or set VETTID_NATS_SERVER"
-    );
-    local
+    support::journey::nats_server()
 }
 
 /// A `vettid up` under test, in its own process group like a shell job.
