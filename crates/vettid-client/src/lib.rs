@@ -20,6 +20,7 @@ mod error;
 pub mod events;
 pub mod http;
 pub mod profile;
+pub mod secrets;
 pub mod vault;
 
 pub use error::ClientError;

@@ -296,7 +296,16 @@ impl Manager {
     /// (the log still holds everything) and are retried after the next write.
     pub fn maintain(&self, id: &str) {
         let objects = Objects::new(&self.link, id);
-        let slot = self.slot(id);
+        // Only vaults that have a slot (never make one for a name someone merely sent).
+        let Some(slot) = self
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+        else {
+            return;
+        };
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         if let Slot::Resident { vault, .. } = &mut *slot
             && vault.wants_snapshot(self.config.snapshot_every)
@@ -540,6 +549,31 @@ impl Manager {
         };
         let vault = self.resident(&mut slot, &objects)?;
         Ok((version, vault.event_key().clone()))
+    }
+
+    /// Runs a secrets operation on the unlocked vault (reloaded if it was evicted).
+    pub fn secrets(
+        &self,
+        id: &str,
+        op: vettid_proto::secrets::SecretOp,
+        now_ms: u64,
+    ) -> Result<vettid_proto::secrets::SecretReply, VaultError> {
+        let objects = Objects::new(&self.link, id);
+        let slot = self.slot(id);
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        let result = {
+            let vault = self.resident(&mut slot, &objects)?;
+            crate::secrets::handle(vault, &objects, op, now_ms)
+        };
+        if matches!(result, Err(VaultError::Conflict))
+            && let Slot::Resident { wrapped, .. } = &mut *slot
+        {
+            // Fenced by a newer writer: drop our copy; the next operation reloads.
+            *slot = Slot::Evicted {
+                wrapped: std::mem::take(wrapped),
+            };
+        }
+        result
     }
 
     /// Locks; the event key if the vault was open (to tell the apps).

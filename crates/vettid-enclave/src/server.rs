@@ -95,7 +95,8 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
                     }),
                     Err(_) => Err(VaultError::Internal("request failed".into())),
                 };
-                (r, None)
+                // A vault operation may have written: snapshot after answering, if due.
+                (r, Some(member))
             }
             Err(e) => (Err(e), None),
         };

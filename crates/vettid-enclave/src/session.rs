@@ -55,6 +55,9 @@ struct Open {
     transport: StatelessTransportState,
     channel: Channel,
     device: [u8; 32],
+    /// Whether the PIN was given in this session (and not locked since): vault data is open
+    /// only to the session that unlocked it.
+    unlocked: bool,
     /// The highest counter accepted so far (0: none; counters start at 1).
     last_counter: u64,
     last_used: Instant,
@@ -271,6 +274,7 @@ impl Sessions {
                 transport,
                 channel,
                 device,
+                unlocked: false,
                 last_counter: 0,
                 last_used: Instant::now(),
             })),
@@ -320,7 +324,15 @@ impl Sessions {
         if request.timestamp_ms.abs_diff(now_ms) > MAX_SKEW_MS {
             return Err(SessionError::Stale);
         }
-        let (result, events) = self.run(manager, member, channel, open.device, now_ms, request.op);
+        let device = open.device;
+        let (result, events) = self.run(
+            manager,
+            member,
+            channel,
+            (device, &mut open.unlocked),
+            now_ms,
+            request.op,
+        );
         let reply = zeroize::Zeroizing::new(seal_plaintext(&Reply {
             version: VERSION,
             id: counter,
@@ -347,7 +359,7 @@ impl Sessions {
         manager: &Manager,
         member: &str,
         channel: Channel,
-        device: [u8; 32],
+        (device, unlocked): ([u8; 32], &mut bool),
         now_ms: u64,
         op: AppOp,
     ) -> (Result<AppReply, VaultError>, Vec<Outbound>) {
@@ -370,6 +382,7 @@ impl Sessions {
                     now_ms,
                 )
                 .map(|e| {
+                    *unlocked = true;
                     AppReply::Enrolled(Box::new(Enrolled {
                         identity_public_key: e.identity,
                         exchange_public_key: e.exchange,
@@ -386,6 +399,7 @@ impl Sessions {
                 manager
                     .unlock_for_app(member, &pin)
                     .map(|(version, event_key)| {
+                        *unlocked = true;
                         events.push(seal_event(
                             member,
                             &event_key,
@@ -401,12 +415,17 @@ impl Sessions {
                     })
             }
             (AppOp::Lock, _) => manager.lock_for_app(member).map(|key| {
+                *unlocked = false;
                 if let Some(key) = key {
                     events.push(seal_event(member, &key, now_ms, EventKind::Locked));
                 }
                 AppReply::Locked
             }),
             (AppOp::Status, _) => manager.status_for_app(member),
+            (AppOp::Secrets(_), _) if !*unlocked => Err(VaultError::NotUnlocked),
+            (AppOp::Secrets(op), _) => manager
+                .secrets(member, op, now_ms)
+                .map(|r| AppReply::Secrets(Box::new(r))),
             (AppOp::Whoami, _) => {
                 manager
                     .whoami(member)

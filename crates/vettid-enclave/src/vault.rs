@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
     // Vault-internal settings: credential key and generation, device names.
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
+    crate::secrets::SCHEMA,
 ];
 
 /// A value in a logged SQL statement.
@@ -465,6 +466,15 @@ impl Vault {
     /// The key that seals events for the member's apps.
     pub fn event_key(&self) -> &SecretBytes<32> {
         &self.event_key
+    }
+
+    /// Runs read-only queries (domains read here; every change goes through [`Vault::write`],
+    /// which logs it).
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> rusqlite::Result<T> {
+        f(&self.conn)
     }
 
     /// Reads a vault-internal setting.

@@ -10,5 +10,6 @@
 pub mod auth;
 pub mod channel;
 pub mod enclave;
+pub mod secrets;
 pub mod session;
 pub mod subject;

@@ -267,6 +267,8 @@ pub enum AppOp {
     Whoami,
     /// Does nothing; measures the session.
     Ping,
+    /// The secrets store (the vault must have been unlocked in this session).
+    Secrets(crate::secrets::SecretOp),
 }
 
 impl std::fmt::Debug for AppOp {
@@ -279,6 +281,7 @@ impl std::fmt::Debug for AppOp {
             AppOp::Status => "Status",
             AppOp::Whoami => "Whoami",
             AppOp::Ping => "Ping",
+            AppOp::Secrets(_) => "Secrets",
         })
     }
 }
@@ -319,6 +322,8 @@ pub enum AppReply {
     },
     /// Answer to [`AppOp::Ping`].
     Pong,
+    /// Answer to [`AppOp::Secrets`].
+    Secrets(Box<crate::secrets::SecretReply>),
 }
 
 impl std::fmt::Debug for AppReply {
@@ -331,6 +336,7 @@ impl std::fmt::Debug for AppReply {
             AppReply::Status { .. } => "Status",
             AppReply::Whoami { .. } => "Whoami",
             AppReply::Pong => "Pong",
+            AppReply::Secrets(_) => "Secrets",
         })
     }
 }

@@ -1,0 +1,170 @@
+//! The secrets store from the app: one method per operation, on an open session in which the
+//! vault was unlocked. Every change returns the vault's signed version, which the caller
+//! should pass to [`crate::app::observe`] (rollback check).
+
+use crate::ClientError;
+use crate::vault::Session;
+use vettid_proto::enclave::SignedVersion;
+use vettid_proto::secrets::{
+    Change, ItemContent, ItemId, ItemSummary, ItemVersion, SecretOp, SecretReply,
+};
+use vettid_proto::session::{AppOp, AppReply};
+
+fn unexpected() -> ClientError {
+    ClientError::Protocol("unexpected answer to a secrets operation".into())
+}
+
+impl Session {
+    /// Runs one secrets operation.
+    pub async fn secrets(&mut self, op: SecretOp) -> Result<SecretReply, ClientError> {
+        match self.call(AppOp::Secrets(op)).await? {
+            AppReply::Secrets(r) => Ok(*r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn changed(&mut self, op: SecretOp) -> Result<(ItemSummary, SignedVersion), ClientError> {
+        match self.secrets(op).await? {
+            SecretReply::Changed { item, version } => Ok((item, version)),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Creates an item.
+    pub async fn create_secret(
+        &mut self,
+        content: ItemContent,
+    ) -> Result<(ItemSummary, SignedVersion), ClientError> {
+        self.changed(SecretOp::Create(content)).await
+    }
+
+    /// Replaces an item's content (a new version); `expected` guards against concurrent edits.
+    pub async fn update_secret(
+        &mut self,
+        id: ItemId,
+        expected: Option<u32>,
+        content: ItemContent,
+    ) -> Result<(ItemSummary, SignedVersion), ClientError> {
+        self.changed(SecretOp::Update {
+            id,
+            expected,
+            content,
+        })
+        .await
+    }
+
+    /// Deletes an item (a tombstone; its versions stay restorable).
+    pub async fn delete_secret(
+        &mut self,
+        id: ItemId,
+    ) -> Result<(ItemSummary, SignedVersion), ClientError> {
+        self.changed(SecretOp::Delete { id }).await
+    }
+
+    /// Makes an older version current again.
+    pub async fn restore_secret(
+        &mut self,
+        id: ItemId,
+        version: u32,
+    ) -> Result<(ItemSummary, SignedVersion), ClientError> {
+        self.changed(SecretOp::Restore { id, version }).await
+    }
+
+    /// Reads the current version, or `version`.
+    pub async fn get_secret(
+        &mut self,
+        id: ItemId,
+        version: Option<u32>,
+    ) -> Result<ItemVersion, ClientError> {
+        match self.secrets(SecretOp::Get { id, version }).await? {
+            SecretReply::Item(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Every item matching the filters (all pages), metadata only.
+    pub async fn list_secrets(
+        &mut self,
+        name: Option<String>,
+        tag: Option<String>,
+        folder: Option<String>,
+        deleted: bool,
+    ) -> Result<Vec<ItemSummary>, ClientError> {
+        let (mut all, mut after) = (Vec::new(), None);
+        loop {
+            let op = SecretOp::List {
+                after,
+                name: name.clone(),
+                tag: tag.clone(),
+                folder: folder.clone(),
+                deleted,
+            };
+            let SecretReply::Items { items, next } = self.secrets(op).await? else {
+                return Err(unexpected());
+            };
+            all.extend(items);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// An item's versions: (number, created ms).
+    pub async fn secret_versions(&mut self, id: ItemId) -> Result<Vec<(u32, u64)>, ClientError> {
+        match self.secrets(SecretOp::Versions { id }).await? {
+            SecretReply::Versions(v) => Ok(v),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Every change after vault version `since` (all pages): the changes, oldest first, and
+    /// the vault version they bring a replica to.
+    pub async fn sync_secrets(&mut self, since: u64) -> Result<(Vec<Change>, u64), ClientError> {
+        let (mut all, mut from) = (Vec::new(), since);
+        loop {
+            let SecretReply::Changes {
+                changes,
+                upto,
+                more,
+            } = self.secrets(SecretOp::Sync { since: from }).await?
+            else {
+                return Err(unexpected());
+            };
+            all.extend(changes);
+            if !more {
+                return Ok((all, upto));
+            }
+            if upto <= from {
+                return Err(ClientError::Protocol("sync made no progress".into()));
+            }
+            from = upto;
+        }
+    }
+
+    /// The current TOTP code of a login item, and the seconds it stays valid.
+    pub async fn totp(&mut self, id: ItemId) -> Result<(String, u64), ClientError> {
+        match self.secrets(SecretOp::Totp { id }).await? {
+            SecretReply::Totp { code, valid_for } => Ok((code, valid_for)),
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+/// A replica of the secrets store built from sync answers: id → current version, or `None`
+/// for a tombstone. Applying `sync(N)` to the replica at N gives the vault's current items.
+pub fn apply(
+    replica: &mut std::collections::BTreeMap<ItemId, Option<ItemVersion>>,
+    changes: Vec<Change>,
+) {
+    for c in changes {
+        match c {
+            Change::Upsert(v) => {
+                replica.insert(v.id, Some(*v));
+            }
+            Change::Tombstone { id, .. } => {
+                replica.insert(id, None);
+            }
+        }
+    }
+}
