@@ -63,6 +63,8 @@ pub(crate) enum AppCommand {
     Whoami,
     /// Renew this app's NATS credentials with its device key.
     RefreshCreds,
+    /// The secrets store: add, get, list, update, delete, versions, restore, sync, totp.
+    Secrets(crate::app_secrets::SecretsArgs),
     /// Show the vault's events (including those sent while this app was offline).
     Events {
         /// Wait at most this long for the first event.
@@ -111,7 +113,7 @@ pub(crate) struct EnrollArgs {
     nats_url: Option<String>,
 }
 
-fn read_secret(
+pub(crate) fn read_secret(
     what: &str,
     value: Option<&String>,
     env: Option<&String>,
@@ -163,7 +165,7 @@ fn prompt(what: &str) -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
-fn pin(p: &PinArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+pub(crate) fn pin(p: &PinArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     read_secret(
         "PIN",
         p.pin.as_ref(),
@@ -316,6 +318,7 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, s).await,
         AppCommand::Events { wait_secs } => {
             let profile = Profile::open_enrolled(&args.profile)?;
             let key = profile
@@ -351,7 +354,9 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn connect(profile: &mut Profile) -> anyhow::Result<vettid_client::app::Connected> {
+pub(crate) async fn connect(
+    profile: &mut Profile,
+) -> anyhow::Result<vettid_client::app::Connected> {
     let c = vettid_client::app::connect(profile).await?;
     println!(
         "  ✓ enclave attested: release {} — session open (Noise XKpsk3 + X-Wing)",

@@ -13,6 +13,7 @@
 mod admin;
 mod api;
 mod app;
+mod app_secrets;
 mod attest;
 mod demo;
 mod host;

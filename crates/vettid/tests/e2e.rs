@@ -889,3 +889,73 @@ mod secrets {
         }
     }
 }
+
+/// `vettid app secrets …`, each command its own process (and its own unlocked session).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_command_manages_secrets() {
+    let stack = UpStack::start();
+    let profile = stack.enrolled("kai", "9753").await;
+    let dir = profile.dir().to_path_buf();
+    drop(profile);
+    let p = dir.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+            .args(["app", "--profile", p, "secrets", "--pin-env", "KAI_PIN"])
+            .args(args)
+            .env("KAI_PIN", "9753")
+            .env("KAI_PW", "s3cret-pw")
+            .env("KAI_TOTP", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = run(&[
+        "add",
+        "--name",
+        "Bank",
+        "--login",
+        "ada",
+        "--secret-env",
+        "KAI_PW",
+        "--totp-env",
+        "KAI_TOTP",
+        "--tag",
+        "money",
+    ]);
+    assert!(ok && out.contains("✓ added"), "{out}");
+    let id = out
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap()
+        .to_owned();
+    let (ok, out) = run(&["get", &id]);
+    assert!(
+        ok && out.contains("ada") && !out.contains("s3cret-pw"),
+        "{out}"
+    );
+    let (ok, out) = run(&["get", &id, "--reveal"]);
+    assert!(ok && out.contains("s3cret-pw"), "{out}");
+    let (ok, out) = run(&["totp", &id]);
+    assert!(ok && out.contains("valid"), "{out}");
+    let (ok, out) = run(&["list", "--tag", "money"]);
+    assert!(
+        ok && out.contains("Bank") && out.contains("1 item(s)"),
+        "{out}"
+    );
+    let (ok, out) = run(&["delete", &id]);
+    assert!(ok && out.contains("deleted"), "{out}");
+    let (ok, out) = run(&["restore", &id, "1"]);
+    assert!(ok && out.contains("restored as version 2"), "{out}");
+    let (ok, out) = run(&["sync", "--since", "0"]);
+    assert!(
+        ok && out.contains("upsert") && out.contains("1 change(s)"),
+        "{out}"
+    );
+    let (ok, out) = run(&["get", "not-hex"]);
+    assert!(!ok && out.contains("32 hex digits"), "{out}");
+}
