@@ -64,7 +64,7 @@ pub(crate) enum AppCommand {
     /// Renew this app's NATS credentials with its device key.
     RefreshCreds,
     /// The secrets store: add, get, list, update, delete, versions, restore, sync, totp.
-    Secrets(crate::app_secrets::SecretsArgs),
+    Secrets(Box<crate::app_secrets::SecretsArgs>),
     /// Show the vault's events (including those sent while this app was offline).
     Events {
         /// Wait at most this long for the first event.
@@ -318,7 +318,7 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, s).await,
+        AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, *s).await,
         AppCommand::Events { wait_secs } => {
             let profile = Profile::open_enrolled(&args.profile)?;
             let key = profile
