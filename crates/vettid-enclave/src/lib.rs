@@ -29,6 +29,7 @@ pub mod keys;
 pub mod link;
 pub mod manager;
 pub mod objects;
+pub mod profile;
 pub mod secrets;
 pub mod server;
 pub mod session;

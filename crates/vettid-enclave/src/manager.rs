@@ -558,12 +558,24 @@ impl Manager {
         op: vettid_proto::secrets::SecretOp,
         now_ms: u64,
     ) -> Result<vettid_proto::secrets::SecretReply, VaultError> {
+        self.with_unlocked(id, |vault, objects| {
+            crate::secrets::handle(vault, objects, op, now_ms)
+        })
+    }
+
+    /// Runs a domain handler on the unlocked vault `id` (reloaded if it was evicted). A write
+    /// fenced by a newer writer drops this enclave's copy; the next operation reloads.
+    pub fn with_unlocked<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Vault, &Objects<'_>) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
         let objects = Objects::new(&self.link, id);
         let slot = self.slot(id);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
         let result = {
             let vault = self.resident(&mut slot, &objects)?;
-            crate::secrets::handle(vault, &objects, op, now_ms)
+            f(vault, &objects)
         };
         if matches!(result, Err(VaultError::Conflict))
             && let Slot::Resident { wrapped, .. } = &mut *slot

@@ -422,7 +422,14 @@ impl Sessions {
                 AppReply::Locked
             }),
             (AppOp::Status, _) => manager.status_for_app(member),
-            (AppOp::Secrets(_), _) if !*unlocked => Err(VaultError::NotUnlocked),
+            (AppOp::Secrets(_) | AppOp::Profile(_), _) if !*unlocked => {
+                Err(VaultError::NotUnlocked)
+            }
+            (AppOp::Profile(op), _) => manager
+                .with_unlocked(member, |vault, objects| {
+                    crate::profile::handle(vault, objects, op, now_ms)
+                })
+                .map(|r| AppReply::Profile(Box::new(r))),
             (AppOp::Secrets(op), _) => manager
                 .secrets(member, op, now_ms)
                 .map(|r| AppReply::Secrets(Box::new(r))),

@@ -37,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     // Vault-internal settings: credential key and generation, device names.
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
     crate::secrets::SCHEMA,
+    crate::profile::SCHEMA,
 ];
 
 /// A value in a logged SQL statement.
@@ -461,6 +462,12 @@ impl Vault {
     /// The vault's identity public key.
     pub fn identity_public_key(&self) -> [u8; 32] {
         self.identity_public
+    }
+
+    /// Signs `message` with the vault's identity key (Ed25519). Callers prefix their messages
+    /// with their own `vettid/v1/<purpose>\0` label so signatures cannot be reused across purposes.
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        self.identity.sign(message).to_bytes()
     }
 
     /// The key that seals events for the member's apps.

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod channel;
 pub mod enclave;
+pub mod profile;
 pub mod secrets;
 pub mod session;
 pub mod subject;

@@ -269,6 +269,8 @@ pub enum AppOp {
     Ping,
     /// The secrets store (the vault must have been unlocked in this session).
     Secrets(crate::secrets::SecretOp),
+    /// Personal data and the public profile (the vault must have been unlocked in this session).
+    Profile(crate::profile::ProfileOp),
 }
 
 impl std::fmt::Debug for AppOp {
@@ -282,6 +284,7 @@ impl std::fmt::Debug for AppOp {
             AppOp::Whoami => "Whoami",
             AppOp::Ping => "Ping",
             AppOp::Secrets(_) => "Secrets",
+            AppOp::Profile(_) => "Profile",
         })
     }
 }
@@ -324,6 +327,8 @@ pub enum AppReply {
     Pong,
     /// Answer to [`AppOp::Secrets`].
     Secrets(Box<crate::secrets::SecretReply>),
+    /// Answer to [`AppOp::Profile`].
+    Profile(Box<crate::profile::ProfileReply>),
 }
 
 impl std::fmt::Debug for AppReply {
@@ -337,6 +342,7 @@ impl std::fmt::Debug for AppReply {
             AppReply::Whoami { .. } => "Whoami",
             AppReply::Pong => "Pong",
             AppReply::Secrets(_) => "Secrets",
+            AppReply::Profile(_) => "Profile",
         })
     }
 }
