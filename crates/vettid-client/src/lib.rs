@@ -16,10 +16,12 @@
 
 pub mod api;
 pub mod app;
+pub mod credential;
 mod error;
 pub mod events;
 pub mod http;
 pub mod profile;
+pub mod profile_data;
 pub mod secrets;
 pub mod vault;
 

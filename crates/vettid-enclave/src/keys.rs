@@ -125,8 +125,11 @@ const KEYS_FORMAT: u8 = 2;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct GuardState {
+    /// Consecutive wrong PINs.
     failures: u32,
     locked: bool,
+    /// Consecutive wrong passwords (credential operations), under the same limit.
+    password_failures: u32,
 }
 
 /// A vault whose sealed secret is open but whose master key is not: what the enclave holds
@@ -321,6 +324,52 @@ impl LockedVault {
         Ok(())
     }
 
+    /// Counts a password attempt durably, *before* the password is evaluated (like a PIN
+    /// attempt); at the limit the vault locks. `LockedOut` if it is locked already.
+    pub fn count_password_attempt(
+        &mut self,
+        objects: &Objects<'_>,
+        policy: &KeyPolicy,
+    ) -> Result<(), VaultError> {
+        if self.guard.locked {
+            return Err(VaultError::LockedOut);
+        }
+        let password_failures = self.guard.password_failures.saturating_add(1);
+        self.record_guard(
+            objects,
+            GuardState {
+                password_failures,
+                locked: password_failures >= policy.max_failures,
+                ..self.guard
+            },
+        )
+    }
+
+    /// Wrong passwords left before the vault locks.
+    pub fn password_attempts_left(&self, policy: &KeyPolicy) -> u32 {
+        if self.guard.locked {
+            0
+        } else {
+            policy
+                .max_failures
+                .saturating_sub(self.guard.password_failures)
+        }
+    }
+
+    /// A right password: its count starts over (the attempt that was just counted may have
+    /// reached the limit; a right answer undoes that, as for the PIN), while a lock that wrong
+    /// PINs caused stays.
+    pub fn password_ok(&mut self, objects: &Objects<'_>, policy: &KeyPolicy) -> Result<(), VaultError> {
+        self.record_guard(
+            objects,
+            GuardState {
+                password_failures: 0,
+                locked: self.guard.failures >= policy.max_failures,
+                failures: self.guard.failures,
+            },
+        )
+    }
+
     /// Checks `pin`. The attempt is counted durably *before* the PIN is even evaluated (so a
     /// host that refuses to store the count gets no answer at all, and a crash at any point
     /// leaves the attempt counted); a right PIN then resets the count. At the limit the vault
@@ -343,6 +392,7 @@ impl LockedVault {
             GuardState {
                 failures,
                 locked: failures >= policy.max_failures,
+                password_failures: self.guard.password_failures,
             },
         )?;
         let kek = kek(&stretch.derive(pin), &self.secret, vault);
@@ -352,7 +402,13 @@ impl LockedVault {
                     SecretBytes::try_from_slice(&vmk)
                         .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
                 );
-                self.record_guard(objects, GuardState::default())?;
+                self.record_guard(
+                    objects,
+                    GuardState {
+                        password_failures: self.guard.password_failures,
+                        ..GuardState::default()
+                    },
+                )?;
                 Ok(vmk)
             }
             Err(_) if self.guard.locked => Err(VaultError::LockedOut),

@@ -563,6 +563,51 @@ impl Manager {
         })
     }
 
+    /// Runs a credential operation: the password attempt is counted durably first (with the
+    /// PIN's limit; at the limit the vault locks), then the blob is opened with the vault's
+    /// current key and the verifier, the operation runs, and the credential is re-sealed under
+    /// a new key. A right password resets the count; anything else leaves it counted.
+    pub fn credential(
+        &self,
+        id: &str,
+        blob: &[u8],
+        verifier: &[u8; 32],
+        op: vettid_proto::credential::CredentialOp,
+        now_ms: u64,
+    ) -> Result<vettid_proto::credential::CredentialReply, VaultError> {
+        use crate::credential::Outcome;
+        // Locked (by another session) since: no attempt to count.
+        self.with_unlocked(id, |_, _| Ok(()))?;
+        let objects = Objects::new(&self.link, id);
+        let mut locked = self.open_locked(&objects)?;
+        let counted = locked.count_password_attempt(&objects, &self.config.policy);
+        self.note_guard(id, &locked);
+        counted?;
+        let outcome = self.with_unlocked(id, |vault, objects| {
+            crate::credential::handle(vault, objects, blob, verifier, op, now_ms)
+        })?;
+        match outcome {
+            Outcome::WrongPassword if locked.locked_out() => {
+                // The limit is reached: the vault closes until recovery.
+                self.handle(id, VaultOp::Lock)?;
+                Err(VaultError::LockedOut)
+            }
+            Outcome::WrongPassword => Err(VaultError::WrongPassword {
+                attempts_left: locked.password_attempts_left(&self.config.policy),
+            }),
+            Outcome::Done(result, blob, version) => {
+                let reset = locked.password_ok(&objects, &self.config.policy);
+                self.note_guard(id, &locked);
+                reset?;
+                Ok(vettid_proto::credential::CredentialReply {
+                    result,
+                    blob,
+                    version,
+                })
+            }
+        }
+    }
+
     /// Runs a domain handler on the unlocked vault `id` (reloaded if it was evicted). A write
     /// fenced by a newer writer drops this enclave's copy; the next operation reloads.
     pub fn with_unlocked<T>(

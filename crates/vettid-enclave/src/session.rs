@@ -422,9 +422,12 @@ impl Sessions {
                 AppReply::Locked
             }),
             (AppOp::Status, _) => manager.status_for_app(member),
-            (AppOp::Secrets(_) | AppOp::Profile(_), _) if !*unlocked => {
+            (AppOp::Secrets(_) | AppOp::Profile(_) | AppOp::Credential { .. }, _) if !*unlocked => {
                 Err(VaultError::NotUnlocked)
             }
+            (AppOp::Credential { blob, verifier, op }, _) => manager
+                .credential(member, &blob, &verifier, op, now_ms)
+                .map(|r| AppReply::Credential(Box::new(r))),
             (AppOp::Profile(op), _) => manager
                 .with_unlocked(member, |vault, objects| {
                     crate::profile::handle(vault, objects, op, now_ms)

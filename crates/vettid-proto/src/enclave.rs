@@ -196,7 +196,13 @@ pub enum VaultError {
         /// Wrong PINs left before the vault locks.
         attempts_left: u32,
     },
-    /// Too many wrong PINs: only recovery can reopen the vault.
+    /// Wrong password (credential verifier); the vault locks after `attempts_left` more.
+    #[error("wrong password ({attempts_left} attempts left)")]
+    WrongPassword {
+        /// Wrong passwords left before the vault locks.
+        attempts_left: u32,
+    },
+    /// Too many wrong PINs or passwords: only recovery can reopen the vault.
     #[error("vault locked after too many wrong PINs; use recovery")]
     LockedOut,
     /// Another writer changed the vault (fenced off); reload and retry.

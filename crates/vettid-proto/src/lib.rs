@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod channel;
+pub mod credential;
 pub mod enclave;
 pub mod profile;
 pub mod secrets;

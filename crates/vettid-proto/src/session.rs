@@ -269,6 +269,17 @@ pub enum AppOp {
     Ping,
     /// The secrets store (the vault must have been unlocked in this session).
     Secrets(crate::secrets::SecretOp),
+    /// The split-custody credential (unlocked in this session, plus the blob and the
+    /// password verifier; wrong verifiers are counted).
+    Credential {
+        /// The blob the app holds.
+        #[serde(with = "serde_bytes")]
+        blob: Vec<u8>,
+        /// Argon2id of the password.
+        verifier: Zeroizing<[u8; 32]>,
+        /// What to do.
+        op: crate::credential::CredentialOp,
+    },
     /// Personal data and the public profile (the vault must have been unlocked in this session).
     Profile(crate::profile::ProfileOp),
 }
@@ -284,6 +295,7 @@ impl std::fmt::Debug for AppOp {
             AppOp::Whoami => "Whoami",
             AppOp::Ping => "Ping",
             AppOp::Secrets(_) => "Secrets",
+            AppOp::Credential { .. } => "Credential",
             AppOp::Profile(_) => "Profile",
         })
     }
@@ -327,6 +339,8 @@ pub enum AppReply {
     Pong,
     /// Answer to [`AppOp::Secrets`].
     Secrets(Box<crate::secrets::SecretReply>),
+    /// Answer to [`AppOp::Credential`].
+    Credential(Box<crate::credential::CredentialReply>),
     /// Answer to [`AppOp::Profile`].
     Profile(Box<crate::profile::ProfileReply>),
 }
@@ -342,6 +356,7 @@ impl std::fmt::Debug for AppReply {
             AppReply::Whoami { .. } => "Whoami",
             AppReply::Pong => "Pong",
             AppReply::Secrets(_) => "Secrets",
+            AppReply::Credential(_) => "Credential",
             AppReply::Profile(_) => "Profile",
         })
     }

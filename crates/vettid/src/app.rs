@@ -63,8 +63,12 @@ pub(crate) enum AppCommand {
     Whoami,
     /// Renew this app's NATS credentials with its device key.
     RefreshCreds,
+    /// The split-custody credential: list, add, get, delete critical secrets; change password.
+    Credential(Box<crate::app_credential::CredentialArgs>),
     /// The secrets store: add, get, list, update, delete, versions, restore, sync, totp.
     Secrets(Box<crate::app_secrets::SecretsArgs>),
+    /// Personal data, sharing, the public profile and the photo.
+    Personal(Box<crate::app_personal::PersonalArgs>),
     /// Show the vault's events (including those sent while this app was offline).
     Events {
         /// Wait at most this long for the first event.
@@ -318,7 +322,9 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        AppCommand::Credential(c) => crate::app_credential::run(&args.profile, *c).await,
         AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, *s).await,
+        AppCommand::Personal(p) => crate::app_personal::run(&args.profile, *p).await,
         AppCommand::Events { wait_secs } => {
             let profile = Profile::open_enrolled(&args.profile)?;
             let key = profile

@@ -13,6 +13,8 @@
 mod admin;
 mod api;
 mod app;
+mod app_credential;
+mod app_personal;
 mod app_secrets;
 mod attest;
 mod demo;

@@ -959,3 +959,252 @@ async fn the_app_command_manages_secrets() {
     let (ok, out) = run(&["get", "not-hex"]);
     assert!(!ok && out.contains("32 hex digits"), "{out}");
 }
+
+mod credential {
+    use super::*;
+    use vettid_proto::credential::{CredentialOp, CredentialResult, CriticalKind};
+    use vettid_proto::secrets::Secret;
+
+    const PASSWORD: &[u8] = b"a long test password"; // what `UpStack::enrolled` uses
+
+    async fn unlocked(
+        stack: &UpStack,
+        name: &str,
+    ) -> (
+        vettid_client::profile::Profile,
+        vettid_client::app::Connected,
+    ) {
+        let mut profile = stack.enrolled(name, "2580").await;
+        let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
+        c.session
+            .call(AppOp::Unlock {
+                pin: Zeroizing::new(b"2580".to_vec()),
+            })
+            .await
+            .unwrap();
+        (profile, c)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn critical_secrets_rotate_the_key_on_every_use() {
+        let stack = UpStack::start();
+        let (mut profile, mut c) = unlocked(&stack, "lena").await;
+        let s = &mut c.session;
+        let add = CredentialOp::Add {
+            kind: CriticalKind::SeedPhrase,
+            label: "cold wallet".into(),
+            value: Secret::new("marker-seed-4f1c abandon abandon about"),
+        };
+        let CredentialResult::Added(meta) =
+            s.credential(&mut profile, PASSWORD, add).await.unwrap()
+        else {
+            panic!("not added");
+        };
+        // Listing shows metadata only.
+        let CredentialResult::Listed(list) = s
+            .credential(&mut profile, PASSWORD, CredentialOp::List)
+            .await
+            .unwrap()
+        else {
+            panic!();
+        };
+        assert_eq!(list, [meta.clone()]);
+        // The blob just used is dead after its next use: keep a copy, use the current one once,
+        // then the copy is refused.
+        let old = profile
+            .read(vettid_client::credential::BLOB)
+            .unwrap()
+            .to_vec();
+        let CredentialResult::Value { value, .. } = s
+            .credential(&mut profile, PASSWORD, CredentialOp::Get { id: meta.id })
+            .await
+            .unwrap()
+        else {
+            panic!();
+        };
+        assert_eq!(value.expose(), "marker-seed-4f1c abandon abandon about");
+        let current = profile
+            .read(vettid_client::credential::BLOB)
+            .unwrap()
+            .to_vec();
+        assert_ne!(old, current, "every use re-seals the credential");
+        profile
+            .write_secret(vettid_client::credential::BLOB, &old)
+            .unwrap();
+        let r = s
+            .credential(&mut profile, PASSWORD, CredentialOp::List)
+            .await;
+        assert!(
+            matches!(&r, Err(ClientError::Vault(VaultError::BadRequest(m))) if m.contains("one use")),
+            "{r:?}"
+        );
+        profile
+            .write_secret(vettid_client::credential::BLOB, &current)
+            .unwrap();
+        // Bad input changes nothing.
+        let r = s
+            .credential(
+                &mut profile,
+                PASSWORD,
+                CredentialOp::Add {
+                    kind: CriticalKind::Other,
+                    label: String::new(),
+                    value: Secret::new("x"),
+                },
+            )
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+            "{r:?}"
+        );
+        assert!(matches!(
+            s.credential(&mut profile, PASSWORD, CredentialOp::Get { id: [0; 16] })
+                .await,
+            Err(ClientError::Vault(VaultError::NotFound))
+        ));
+        // Password change: the old password no longer opens it.
+        s.change_password(&mut profile, PASSWORD, b"the new password")
+            .await
+            .unwrap();
+        let r = s
+            .credential(&mut profile, PASSWORD, CredentialOp::List)
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Vault(VaultError::WrongPassword { .. }))),
+            "{r:?}"
+        );
+        let CredentialResult::Deleted = s
+            .credential(
+                &mut profile,
+                b"the new password",
+                CredentialOp::Delete { id: meta.id },
+            )
+            .await
+            .unwrap()
+        else {
+            panic!();
+        };
+        // Without the PIN in this session: no credential operations.
+        let mut other = vettid_client::app::connect(&mut profile).await.unwrap();
+        let r = other
+            .session
+            .credential(&mut profile, b"the new password", CredentialOp::List)
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Vault(VaultError::NotUnlocked))),
+            "{r:?}"
+        );
+        drop((c, other));
+        stack_files_containing(&stack.data(), &[b"marker-seed-4f1c"]);
+    }
+
+    /// Wrong passwords are counted with the PIN's durable limit: at ten the vault locks and the
+    /// right PIN no longer opens it.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn wrong_passwords_are_counted_and_lock_the_vault() {
+        let stack = UpStack::start();
+        let (mut profile, mut c) = unlocked(&stack, "milo").await;
+        let s = &mut c.session;
+        for left in (1..10).rev() {
+            let r = s
+                .credential(&mut profile, b"wrong", CredentialOp::List)
+                .await;
+            assert!(
+                matches!(r, Err(ClientError::Vault(VaultError::WrongPassword { attempts_left })) if attempts_left == left),
+                "{r:?}"
+            );
+        }
+        // A right password resets the count.
+        s.credential(&mut profile, PASSWORD, CredentialOp::List)
+            .await
+            .unwrap();
+        for left in (1..10).rev() {
+            let r = s
+                .credential(&mut profile, b"wrong", CredentialOp::List)
+                .await;
+            assert!(
+                matches!(r, Err(ClientError::Vault(VaultError::WrongPassword { attempts_left })) if attempts_left == left),
+                "{r:?}"
+            );
+        }
+        let r = s
+            .credential(&mut profile, b"wrong", CredentialOp::List)
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Vault(VaultError::LockedOut))),
+            "{r:?}"
+        );
+        // The vault closed, and the right PIN no longer opens it (recovery only).
+        let r = s
+            .call(AppOp::Unlock {
+                pin: Zeroizing::new(b"2580".to_vec()),
+            })
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Vault(VaultError::LockedOut))),
+            "{r:?}"
+        );
+    }
+}
+
+/// `vettid app credential …`: add, list, get, change the password, each its own process.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_command_uses_the_credential() {
+    let stack = UpStack::start();
+    let profile = stack.enrolled("nico", "1470").await;
+    let dir = profile.dir().to_path_buf();
+    drop(profile);
+    let p = dir.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+            .args(["app", "--profile", p, "credential", "--pin-env", "NICO_PIN"])
+            .args(["--password-env", "NICO_PW"])
+            .args(args)
+            .env("NICO_PIN", "1470")
+            .env("NICO_PW", "a long test password")
+            .env("NICO_NEW_PW", "another long password")
+            .env("NICO_SEED", "legal winner thank year wave sausage")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = run(&[
+        "add",
+        "--kind",
+        "seed-phrase",
+        "--label",
+        "wallet",
+        "--value-env",
+        "NICO_SEED",
+    ]);
+    assert!(ok && out.contains("✓ added"), "{out}");
+    let id = out
+        .split_whitespace()
+        .find(|w| w.len() == 32 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap()
+        .to_owned();
+    let (ok, out) = run(&["list"]);
+    assert!(
+        ok && out.contains("seed-phrase") && !out.contains("sausage"),
+        "{out}"
+    );
+    let (ok, out) = run(&["get", &id]);
+    assert!(
+        ok && out.contains("legal winner thank year wave sausage"),
+        "{out}"
+    );
+    let (ok, out) = run(&["change-password", "--new-password-env", "NICO_NEW_PW"]);
+    assert!(ok && out.contains("password changed"), "{out}");
+    let (ok, out) = run(&["list"]);
+    assert!(
+        !ok && out.contains("wrong password"),
+        "the old password is refused: {out}"
+    );
+}

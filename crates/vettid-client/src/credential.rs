@@ -1,0 +1,58 @@
+//! The split-custody credential from the app: the profile holds the blob; each use sends it
+//! with the password's verifier inside the session and stores the next blob the vault returns
+//! (the one sent is dead from then on).
+
+use crate::ClientError;
+use crate::profile::Profile;
+use crate::vault::Session;
+use vettid_proto::credential::{CredentialOp, CredentialResult};
+use vettid_proto::session::{AppOp, AppReply};
+use zeroize::Zeroizing;
+
+/// The profile file holding the blob.
+pub const BLOB: &str = "credential.blob";
+
+impl Session {
+    /// Runs `op` on the credential with `password` (its Argon2id verifier is what travels),
+    /// stores the next blob in the profile (written atomically before this returns) and
+    /// records the vault version.
+    pub async fn credential(
+        &mut self,
+        profile: &mut Profile,
+        password: &[u8],
+        op: CredentialOp,
+    ) -> Result<CredentialResult, ClientError> {
+        let member = profile.member()?.to_owned();
+        let blob = profile.read(BLOB)?;
+        let verifier = Zeroizing::new(crate::password_verifier(&member, password));
+        let reply = self
+            .call(AppOp::Credential {
+                blob: blob.to_vec(),
+                verifier,
+                op,
+            })
+            .await?;
+        let AppReply::Credential(reply) = reply else {
+            return Err(ClientError::Protocol(
+                "unexpected answer to a credential operation".into(),
+            ));
+        };
+        profile.write_secret(BLOB, &reply.blob)?;
+        crate::app::observe(profile, &reply.version)?;
+        Ok(reply.result)
+    }
+
+    /// Changes the password: the vault replaces the verifier inside the credential.
+    pub async fn change_password(
+        &mut self,
+        profile: &mut Profile,
+        old: &[u8],
+        new: &[u8],
+    ) -> Result<(), ClientError> {
+        let member = profile.member()?.to_owned();
+        let new_verifier = Zeroizing::new(crate::password_verifier(&member, new));
+        self.credential(profile, old, CredentialOp::ChangePassword { new_verifier })
+            .await
+            .map(|_| ())
+    }
+}

@@ -1,0 +1,147 @@
+//! `vettid app --profile DIR credential …`: the split-custody credential from a terminal.
+//! Each command unlocks the vault in its session (PIN) and sends the profile's blob with the
+//! password's verifier; the vault answers with the next blob, which replaces the old one.
+
+use crate::app::{PinArgs, connect, pin, read_secret};
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vettid_client::profile::Profile;
+use vettid_proto::credential::{CredentialOp, CredentialResult, CriticalKind};
+use vettid_proto::secrets::Secret;
+use vettid_proto::session::{AppOp, AppReply};
+use zeroize::Zeroizing;
+
+#[derive(clap::Args)]
+pub(crate) struct CredentialArgs {
+    #[command(flatten)]
+    pin: PinArgs,
+    /// Read the password from this environment variable.
+    #[arg(long)]
+    password_env: Option<String>,
+    /// Read the password from the first line of this file.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    #[command(subcommand)]
+    command: CredentialCommand,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub(crate) enum Kind {
+    SeedPhrase,
+    PrivateKey,
+    SigningKey,
+    MasterPassword,
+    RecoveryKey,
+    Other,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum CredentialCommand {
+    /// List the critical secrets (no values).
+    List,
+    /// Add a critical secret (value from --value-env or --value-file).
+    Add {
+        /// What it is.
+        #[arg(long, value_enum)]
+        kind: Kind,
+        /// A label.
+        #[arg(long)]
+        label: String,
+        /// Environment variable holding the value.
+        #[arg(long)]
+        value_env: Option<String>,
+        /// File whose first line is the value.
+        #[arg(long)]
+        value_file: Option<PathBuf>,
+    },
+    /// Show one critical secret's value.
+    Get {
+        /// Its id (hex).
+        id: String,
+    },
+    /// Remove a critical secret.
+    Delete {
+        /// Its id (hex).
+        id: String,
+    },
+    /// Change the password (the new one from --new-password-env or a prompt).
+    ChangePassword {
+        /// Environment variable holding the new password.
+        #[arg(long)]
+        new_password_env: Option<String>,
+    },
+}
+
+fn id(hex_id: &str) -> anyhow::Result<[u8; 16]> {
+    let mut id = [0u8; 16];
+    hex::decode_to_slice(hex_id, &mut id).context("an id is 32 hex digits")?;
+    Ok(id)
+}
+
+pub(crate) async fn run(dir: &std::path::Path, args: CredentialArgs) -> anyhow::Result<ExitCode> {
+    let pin = pin(&args.pin)?;
+    let password = read_secret(
+        "password",
+        None,
+        args.password_env.as_ref(),
+        args.password_file.as_ref(),
+    )?;
+    let op = match &args.command {
+        CredentialCommand::List => CredentialOp::List,
+        CredentialCommand::Add {
+            kind,
+            label,
+            value_env,
+            value_file,
+        } => {
+            let value = read_secret("value", None, value_env.as_ref(), value_file.as_ref())?;
+            CredentialOp::Add {
+                kind: match kind {
+                    Kind::SeedPhrase => CriticalKind::SeedPhrase,
+                    Kind::PrivateKey => CriticalKind::PrivateKey,
+                    Kind::SigningKey => CriticalKind::SigningKey,
+                    Kind::MasterPassword => CriticalKind::MasterPassword,
+                    Kind::RecoveryKey => CriticalKind::RecoveryKey,
+                    Kind::Other => CriticalKind::Other,
+                },
+                label: label.clone(),
+                value: Secret(Zeroizing::new(
+                    String::from_utf8(value.to_vec()).context("the value is not UTF-8")?,
+                )),
+            }
+        }
+        CredentialCommand::Get { id: i } => CredentialOp::Get { id: id(i)? },
+        CredentialCommand::Delete { id: i } => CredentialOp::Delete { id: id(i)? },
+        CredentialCommand::ChangePassword { new_password_env } => {
+            let new = read_secret("new password", None, new_password_env.as_ref(), None)?;
+            // The profile is opened (and locked) for the member id only; released here.
+            let member = Profile::open_enrolled(dir)?.member()?.to_owned();
+            CredentialOp::ChangePassword {
+                new_verifier: Zeroizing::new(vettid_client::password_verifier(&member, &new)),
+            }
+        }
+    };
+    let mut profile = Profile::open_enrolled(dir)?;
+    let mut c = connect(&mut profile).await?;
+    match c.session.call(AppOp::Unlock { pin }).await? {
+        AppReply::Unlocked { version, .. } => vettid_client::app::observe(&mut profile, &version)?,
+        other => bail!("unexpected answer {other:?}"),
+    }
+    match c.session.credential(&mut profile, &password, op).await? {
+        CredentialResult::Listed(items) => {
+            for m in &items {
+                println!("{}  {:<16} {}", hex::encode(m.id), m.kind.name(), m.label);
+            }
+            println!("{} critical secret(s)", items.len());
+        }
+        CredentialResult::Added(m) => println!("✓ added {} ({})", hex::encode(m.id), m.label),
+        CredentialResult::Value { meta, value } => {
+            println!("{}: {}", meta.label, value.expose())
+        }
+        CredentialResult::Deleted => println!("✓ deleted"),
+        CredentialResult::PasswordChanged => println!("✓ password changed"),
+    }
+    println!("  (the credential was re-sealed under a new key; the profile holds the new blob)");
+    Ok(ExitCode::SUCCESS)
+}
