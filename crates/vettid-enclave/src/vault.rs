@@ -297,16 +297,21 @@ impl Vault {
             ));
         }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(current) {
-            let stmts = vec![
-                Statement {
-                    sql: (*m).to_owned(),
+            // One logged statement per SQL statement: `execute` runs a single statement, and a
+            // domain schema holds several (no migration has a `;` inside a literal).
+            let mut stmts: Vec<Statement> = m
+                .split(';')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|sql| Statement {
+                    sql: sql.to_owned(),
                     params: vec![],
-                },
-                Statement {
-                    sql: format!("PRAGMA user_version = {}", i + 1),
-                    params: vec![],
-                },
-            ];
+                })
+                .collect();
+            stmts.push(Statement {
+                sql: format!("PRAGMA user_version = {}", i + 1),
+                params: vec![],
+            });
             self.write(objects, stmts)?;
         }
         Ok(())

@@ -100,7 +100,7 @@ async fn main() {
     );
 
     // Delta sync: the changes since N (100 updates after N), in a vault of 10,000 items.
-    let (_, since) = s.sync_secrets(u64::MAX.min(v.version)).await.unwrap();
+    let (_, since) = s.sync_secrets(v.version).await.unwrap();
     for i in 0..100 {
         s.update_secret(ids[i * 97 % n], None, note(i))
             .await

@@ -1008,7 +1008,7 @@ mod credential {
         else {
             panic!();
         };
-        assert_eq!(list, [meta.clone()]);
+        assert_eq!(list, std::slice::from_ref(&meta));
         // The blob just used is dead after its next use: keep a copy, use the current one once,
         // then the copy is refused.
         let old = profile
