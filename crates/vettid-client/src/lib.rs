@@ -19,6 +19,7 @@ pub mod app;
 pub mod credential;
 mod error;
 pub mod events;
+pub mod feed;
 pub mod http;
 pub mod profile;
 pub mod profile_data;

@@ -215,6 +215,19 @@ pub fn handle(
         .ok_or_else(|| VaultError::Tampered("credential generation exhausted".into()))?;
     let new_key = SecretBytes::<32>::random();
     let set = "UPDATE meta SET value = ?1 WHERE key = ?2";
+    let what = if matches!(result, CredentialResult::PasswordChanged) {
+        "credential.password_changed"
+    } else {
+        "credential.used"
+    };
+    let event = crate::feed::event(
+        now_ms,
+        vettid_proto::feed::Audience::Audit,
+        what,
+        vettid_proto::feed::Retention::Standard,
+        format!("credential generation {next}"),
+    );
+    let audit = crate::feed::append(vault, &[event])?;
     let version = vault.write(
         objects,
         vec![
@@ -232,7 +245,10 @@ pub fn handle(
                     SqlValue::Text("credential/generation".into()),
                 ],
             },
-        ],
+        ]
+        .into_iter()
+        .chain(audit)
+        .collect(),
     )?;
     let blob = seal_credential(&member, next, &new_key, &credential);
     Ok(Outcome::Done(result, blob, version))

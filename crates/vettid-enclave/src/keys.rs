@@ -359,7 +359,11 @@ impl LockedVault {
     /// A right password: its count starts over (the attempt that was just counted may have
     /// reached the limit; a right answer undoes that, as for the PIN), while a lock that wrong
     /// PINs caused stays.
-    pub fn password_ok(&mut self, objects: &Objects<'_>, policy: &KeyPolicy) -> Result<(), VaultError> {
+    pub fn password_ok(
+        &mut self,
+        objects: &Objects<'_>,
+        policy: &KeyPolicy,
+    ) -> Result<(), VaultError> {
         self.record_guard(
             objects,
             GuardState {

@@ -537,6 +537,8 @@ impl Manager {
         &self,
         id: &str,
         pin: &[u8],
+        device: &[u8; 32],
+        now_ms: u64,
     ) -> Result<(SignedVersion, SecretBytes<32>), VaultError> {
         if !valid_vault_id(id) {
             return Err(VaultError::BadRequest("bad vault id".into()));
@@ -544,10 +546,21 @@ impl Manager {
         let objects = Objects::new(&self.link, id);
         let slot = self.slot(id);
         let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let EnclaveReply::Open(version) = self.unlock(&mut slot, &objects, pin)? else {
+        let EnclaveReply::Open(_) = self.unlock(&mut slot, &objects, pin)? else {
             return Err(VaultError::Internal("unexpected unlock answer".into()));
         };
         let vault = self.resident(&mut slot, &objects)?;
+        // The feed tells the member; events past their retention lose their content.
+        let event = crate::feed::event(
+            now_ms,
+            vettid_proto::feed::Audience::Feed,
+            "vault.unlocked",
+            vettid_proto::feed::Retention::Short,
+            format!("vault unlocked from device {}", hex::encode(&device[..8])),
+        );
+        let mut statements = vec![crate::feed::prune(now_ms)];
+        statements.extend(crate::feed::append(vault, &[event])?);
+        let version = vault.write(&objects, statements)?;
         Ok((version, vault.event_key().clone()))
     }
 

@@ -14,6 +14,7 @@ use crate::objects::Objects;
 use crate::vault::{SqlValue, Statement, Vault};
 use rusqlite::OptionalExtension;
 use vettid_proto::enclave::VaultError;
+use vettid_proto::feed::{Audience, Retention};
 use vettid_proto::secrets::{
     Change, ItemContent, ItemId, ItemSummary, ItemVersion, PAGE_BYTES, SecretData, SecretOp,
     SecretReply, totp_secret,
@@ -172,7 +173,16 @@ pub fn handle(
         .version()
         .checked_add(1)
         .ok_or_else(|| VaultError::Tampered("version sequence exhausted".into()))?;
-    let change = |vault: &mut Vault, id: ItemId, statements| {
+    // Each change is recorded in the audit chain, in the same write.
+    let change = |vault: &mut Vault, id: ItemId, what: &str, mut statements: Vec<Statement>| {
+        let event = crate::feed::event(
+            now_ms,
+            Audience::Audit,
+            &format!("secrets.{what}"),
+            Retention::Standard,
+            format!("secret {} {what}", hex::encode(id)),
+        );
+        statements.extend(crate::feed::append(vault, &[event])?);
         let version = vault.write(objects, statements)?;
         Ok(SecretReply::Changed {
             item: item(vault, &id)?,
@@ -183,7 +193,12 @@ pub fn handle(
         SecretOp::Create(content) => {
             content.check().map_err(bad)?;
             let id: ItemId = vettid_crypto::random_array();
-            change(vault, id, put_version(&id, 1, &content, next, now_ms, true))
+            change(
+                vault,
+                id,
+                "created",
+                put_version(&id, 1, &content, next, now_ms, true),
+            )
         }
         SecretOp::Update {
             id,
@@ -205,6 +220,7 @@ pub fn handle(
             change(
                 vault,
                 id,
+                "updated",
                 put_version(&id, number, &content, next, now_ms, false),
             )
         }
@@ -215,6 +231,7 @@ pub fn handle(
             change(
                 vault,
                 id,
+                "deleted",
                 vec![Statement {
                     sql: "UPDATE secret_items SET deleted = 1, changed_at = ?1 WHERE id = ?2"
                         .into(),
@@ -232,6 +249,7 @@ pub fn handle(
             change(
                 vault,
                 id,
+                "restored",
                 put_version(&id, number, &old.content, next, now_ms, false),
             )
         }

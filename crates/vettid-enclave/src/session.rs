@@ -395,25 +395,23 @@ impl Sessions {
             (_, Channel::Enroll) | (AppOp::Enroll { .. }, _) => Err(VaultError::BadRequest(
                 "enrollment sessions only enroll; enrolled apps use the session channel".into(),
             )),
-            (AppOp::Unlock { pin }, _) => {
-                manager
-                    .unlock_for_app(member, &pin)
-                    .map(|(version, event_key)| {
-                        *unlocked = true;
-                        events.push(seal_event(
-                            member,
-                            &event_key,
-                            now_ms,
-                            EventKind::Unlocked {
-                                device_public_key: device,
-                            },
-                        ));
-                        AppReply::Unlocked {
-                            version,
-                            event_key: Zeroizing::new(*event_key.expose()),
-                        }
-                    })
-            }
+            (AppOp::Unlock { pin }, _) => manager
+                .unlock_for_app(member, &pin, &device, now_ms)
+                .map(|(version, event_key)| {
+                    *unlocked = true;
+                    events.push(seal_event(
+                        member,
+                        &event_key,
+                        now_ms,
+                        EventKind::Unlocked {
+                            device_public_key: device,
+                        },
+                    ));
+                    AppReply::Unlocked {
+                        version,
+                        event_key: Zeroizing::new(*event_key.expose()),
+                    }
+                }),
             (AppOp::Lock, _) => manager.lock_for_app(member).map(|key| {
                 *unlocked = false;
                 if let Some(key) = key {
@@ -422,9 +420,16 @@ impl Sessions {
                 AppReply::Locked
             }),
             (AppOp::Status, _) => manager.status_for_app(member),
-            (AppOp::Secrets(_) | AppOp::Profile(_) | AppOp::Credential { .. }, _) if !*unlocked => {
-                Err(VaultError::NotUnlocked)
-            }
+            // Vault data: only for the session that gave the PIN.
+            (
+                AppOp::Secrets(_) | AppOp::Profile(_) | AppOp::Feed(_) | AppOp::Credential { .. },
+                _,
+            ) if !*unlocked => Err(VaultError::NotUnlocked),
+            (AppOp::Feed(op), _) => manager
+                .with_unlocked(member, |vault, objects| {
+                    crate::feed::handle(vault, objects, op, now_ms)
+                })
+                .map(|r| AppReply::Feed(Box::new(r))),
             (AppOp::Credential { blob, verifier, op }, _) => manager
                 .credential(member, &blob, &verifier, op, now_ms)
                 .map(|r| AppReply::Credential(Box::new(r))),

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);",
     crate::secrets::SCHEMA,
     crate::profile::SCHEMA,
+    crate::feed::SCHEMA,
 ];
 
 /// A value in a logged SQL statement.

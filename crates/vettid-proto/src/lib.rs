@@ -11,6 +11,7 @@ pub mod auth;
 pub mod channel;
 pub mod credential;
 pub mod enclave;
+pub mod feed;
 pub mod profile;
 pub mod secrets;
 pub mod session;

@@ -269,6 +269,8 @@ pub enum AppOp {
     Ping,
     /// The secrets store (the vault must have been unlocked in this session).
     Secrets(crate::secrets::SecretOp),
+    /// The feed and the audit log (the vault must have been unlocked in this session).
+    Feed(crate::feed::FeedOp),
     /// The split-custody credential (unlocked in this session, plus the blob and the
     /// password verifier; wrong verifiers are counted).
     Credential {
@@ -295,6 +297,7 @@ impl std::fmt::Debug for AppOp {
             AppOp::Whoami => "Whoami",
             AppOp::Ping => "Ping",
             AppOp::Secrets(_) => "Secrets",
+            AppOp::Feed(_) => "Feed",
             AppOp::Credential { .. } => "Credential",
             AppOp::Profile(_) => "Profile",
         })
@@ -339,6 +342,8 @@ pub enum AppReply {
     Pong,
     /// Answer to [`AppOp::Secrets`].
     Secrets(Box<crate::secrets::SecretReply>),
+    /// Answer to [`AppOp::Feed`].
+    Feed(Box<crate::feed::FeedReply>),
     /// Answer to [`AppOp::Credential`].
     Credential(Box<crate::credential::CredentialReply>),
     /// Answer to [`AppOp::Profile`].
@@ -356,6 +361,7 @@ impl std::fmt::Debug for AppReply {
             AppReply::Whoami { .. } => "Whoami",
             AppReply::Pong => "Pong",
             AppReply::Secrets(_) => "Secrets",
+            AppReply::Feed(_) => "Feed",
             AppReply::Credential(_) => "Credential",
             AppReply::Profile(_) => "Profile",
         })

@@ -65,6 +65,8 @@ pub(crate) enum AppCommand {
     RefreshCreds,
     /// The split-custody credential: list, add, get, delete critical secrets; change password.
     Credential(Box<crate::app_credential::CredentialArgs>),
+    /// The feed and audit log: list, read, archive, delete, verify, audit, export.
+    Feed(Box<crate::app_feed::FeedArgs>),
     /// The secrets store: add, get, list, update, delete, versions, restore, sync, totp.
     Secrets(Box<crate::app_secrets::SecretsArgs>),
     /// Personal data, sharing, the public profile and the photo.
@@ -323,6 +325,7 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Credential(c) => crate::app_credential::run(&args.profile, *c).await,
+        AppCommand::Feed(f) => crate::app_feed::run(&args.profile, *f).await,
         AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, *s).await,
         AppCommand::Personal(p) => crate::app_personal::run(&args.profile, *p).await,
         AppCommand::Events { wait_secs } => {
@@ -364,7 +367,7 @@ pub(crate) async fn connect(
     profile: &mut Profile,
 ) -> anyhow::Result<vettid_client::app::Connected> {
     let c = vettid_client::app::connect(profile).await?;
-    println!(
+    eprintln!(
         "  ✓ enclave attested: release {} — session open (Noise XKpsk3 + X-Wing)",
         c.enclave.release
     );

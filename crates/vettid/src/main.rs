@@ -14,6 +14,7 @@ mod admin;
 mod api;
 mod app;
 mod app_credential;
+mod app_feed;
 mod app_personal;
 mod app_secrets;
 mod attest;

@@ -1208,3 +1208,157 @@ async fn the_app_command_uses_the_credential() {
         "the old password is refused: {out}"
     );
 }
+
+mod feed {
+    use super::*;
+    use vettid_proto::feed::{ExportFormat, FeedOp, FeedReply, verify_chain};
+    use vettid_proto::secrets::{ItemContent, Secret, SecretData};
+
+    fn note(name: &str) -> ItemContent {
+        ItemContent {
+            name: name.into(),
+            folder: None,
+            tags: vec![],
+            data: SecretData::Note {
+                text: Secret::new("x"),
+            },
+            fields: vec![],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_feed_and_audit_chain_record_what_happened_and_verify() {
+        let stack = UpStack::start();
+        let mut profile = stack.enrolled("olga", "3690").await;
+        let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
+        let s = &mut c.session;
+        s.call(AppOp::Unlock {
+            pin: Zeroizing::new(b"3690".to_vec()),
+        })
+        .await
+        .unwrap();
+        let (item, _) = s.create_secret(note("a")).await.unwrap();
+        s.update_secret(item.id, None, note("b")).await.unwrap();
+        s.delete_secret(item.id).await.unwrap();
+        // The whole chain verifies and holds the unlock (feed) and the three changes (audit).
+        let (events, head) = s.sync_events(0, [0; 32]).await.unwrap();
+        let kinds: Vec<String> = events
+            .iter()
+            .map(|e| e.content.as_ref().unwrap().kind.clone())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "vault.unlocked",
+                "secrets.created",
+                "secrets.updated",
+                "secrets.deleted"
+            ]
+        );
+        // Sync from the middle continues the chain.
+        let (rest, head2) = s.sync_events(2, events[1].hash).await.unwrap();
+        assert_eq!((rest.len(), head2), (2, head));
+        // A client checking against a wrong predecessor notices.
+        assert!(matches!(
+            s.sync_events(2, [7; 32]).await,
+            Err(ClientError::Protocol(_))
+        ));
+        // The feed shows only what is for the member; read, archive, delete.
+        let feed = s.feed_items(0, false).await.unwrap();
+        assert_eq!(feed.len(), 1);
+        let seq = feed[0].seq;
+        assert!(!feed[0].read);
+        s.feed(FeedOp::Read { seq }).await.unwrap();
+        assert!(s.feed_items(0, false).await.unwrap()[0].read);
+        s.feed(FeedOp::Archive { seq }).await.unwrap();
+        assert!(s.feed_items(0, false).await.unwrap().is_empty());
+        assert_eq!(s.feed_items(0, true).await.unwrap().len(), 1);
+        s.feed(FeedOp::Delete { seq }).await.unwrap();
+        assert!(s.feed_items(0, true).await.unwrap().is_empty());
+        // Deleted content leaves the chain verifiable.
+        let (after, head3) = s.sync_events(0, [0; 32]).await.unwrap();
+        assert!(after[0].content.is_none());
+        assert!(verify_chain(0, [0; 32], &after).is_ok());
+        assert_ne!(head3, [0; 32]);
+        // Audit queries and exports.
+        let FeedReply::Events { events, .. } = s
+            .feed(FeedOp::Query {
+                from_ms: 0,
+                to_ms: u64::MAX >> 1,
+                kind: Some("secrets.".into()),
+            })
+            .await
+            .unwrap()
+        else {
+            panic!();
+        };
+        assert_eq!(events.len(), 3);
+        let json = s.export_audit(ExportFormat::Json).await.unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed.as_array().unwrap().len(), 3, "{json}");
+        let csv = s.export_audit(ExportFormat::Csv).await.unwrap();
+        assert!(
+            csv.starts_with("seq,at_ms,kind") && csv.lines().count() == 4,
+            "{csv}"
+        );
+        // Bad input: typed errors, nothing changed.
+        for op in [
+            FeedOp::Read { seq: 999 },
+            FeedOp::Archive { seq: 2 },
+            FeedOp::Delete { seq: 0 },
+        ] {
+            let r = s.feed(op).await;
+            assert!(
+                matches!(r, Err(ClientError::Vault(VaultError::NotFound))),
+                "{r:?}"
+            );
+        }
+        let r = s
+            .feed(FeedOp::Query {
+                from_ms: 10,
+                to_ms: 5,
+                kind: None,
+            })
+            .await;
+        assert!(
+            matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+            "{r:?}"
+        );
+        assert_eq!(s.sync_events(0, [0; 32]).await.unwrap().1, head3);
+        // Another session without the PIN sees nothing.
+        let mut other = vettid_client::app::connect(&mut profile).await.unwrap();
+        assert!(matches!(
+            other.session.feed_items(0, true).await,
+            Err(ClientError::Vault(VaultError::NotUnlocked))
+        ));
+    }
+
+    /// `vettid app feed …`.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_app_command_shows_and_verifies_the_feed() {
+        let stack = UpStack::start();
+        let profile = stack.enrolled("pia", "8520").await;
+        let dir = profile.dir().to_path_buf();
+        drop(profile);
+        let p = dir.to_str().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+                .args(["app", "--profile", p, "feed", "--pin-env", "PIA_PIN"])
+                .args(args)
+                .env("PIA_PIN", "8520")
+                .output()
+                .unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (ok, out) = run(&["list"]);
+        assert!(ok && out.contains("vault.unlocked"), "{out}");
+        let (ok, out) = run(&["verify"]);
+        assert!(ok && out.contains("verifies"), "{out}");
+        let (ok, out) = run(&["export", "--format", "csv"]);
+        assert!(ok && out.starts_with("seq,at_ms,kind"), "{out}");
+    }
+}

@@ -1,0 +1,72 @@
+//! The vault's feed and audit log from the app, with the chain check.
+
+use crate::ClientError;
+use crate::vault::Session;
+use vettid_proto::feed::{ChainedEvent, ExportFormat, FeedOp, FeedReply, verify_chain};
+use vettid_proto::session::{AppOp, AppReply};
+
+fn unexpected() -> ClientError {
+    ClientError::Protocol("unexpected answer to a feed operation".into())
+}
+
+impl Session {
+    /// Runs one feed or audit operation.
+    pub async fn feed(&mut self, op: FeedOp) -> Result<FeedReply, ClientError> {
+        match self.call(AppOp::Feed(op)).await? {
+            AppReply::Feed(r) => Ok(*r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn all_pages(
+        &mut self,
+        mut op: impl FnMut(u64) -> FeedOp,
+        from: u64,
+    ) -> Result<Vec<ChainedEvent>, ClientError> {
+        let (mut all, mut after) = (Vec::new(), from);
+        loop {
+            let FeedReply::Events { events, more } = self.feed(op(after)).await? else {
+                return Err(unexpected());
+            };
+            if let Some(last) = events.last() {
+                after = last.seq;
+            }
+            let empty = events.is_empty();
+            all.extend(events);
+            if !more || empty {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The feed items after `after` (all pages).
+    pub async fn feed_items(
+        &mut self,
+        after: u64,
+        archived: bool,
+    ) -> Result<Vec<ChainedEvent>, ClientError> {
+        self.all_pages(|a| FeedOp::List { after: a, archived }, after)
+            .await
+    }
+
+    /// Every event after `since` (all pages), checked as a chain continuing from
+    /// (`since`, `prev_hash`): the events and the new head hash.
+    pub async fn sync_events(
+        &mut self,
+        since: u64,
+        prev_hash: [u8; 32],
+    ) -> Result<(Vec<ChainedEvent>, [u8; 32]), ClientError> {
+        let events = self.all_pages(|s| FeedOp::Sync { since: s }, since).await?;
+        let head = verify_chain(since, prev_hash, &events)
+            .map_err(|e| ClientError::Protocol(format!("event chain: {e}")))?;
+        Ok((events, head))
+    }
+
+    /// The audit log exported as JSON or CSV.
+    pub async fn export_audit(&mut self, format: ExportFormat) -> Result<String, ClientError> {
+        match self.feed(FeedOp::Export { format }).await? {
+            FeedReply::Export(doc) => Ok(doc),
+            _ => Err(unexpected()),
+        }
+    }
+}

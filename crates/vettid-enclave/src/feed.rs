@@ -1,0 +1,299 @@
+//! The feed and audit domain: one hash chain of events (`vettid_proto::feed`).
+//!
+//! ```text
+//! events (seq, at_ms, audience, kind, keep_until, content, content_hash, hash, read, archived)
+//! ```
+//!
+//! Other domains add events to the same write as the change they record
+//! ([`append`]), so an event exists exactly when its change does. Deleting or pruning an
+//! event clears its content and keeps its hashes: the chain still verifies.
+
+use crate::objects::Objects;
+use crate::vault::{SqlValue, Statement, Vault};
+use vettid_proto::enclave::VaultError;
+use vettid_proto::feed::{
+    Audience, ChainedEvent, EventContent, ExportFormat, FeedOp, FeedReply, Retention, chain_hash,
+    content_hash,
+};
+
+/// The domain's table (a vault migration).
+pub const SCHEMA: &str = "
+CREATE TABLE events (
+    seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, audience INTEGER NOT NULL, kind TEXT NOT NULL,
+    keep_until INTEGER, content BLOB, content_hash BLOB NOT NULL, hash BLOB NOT NULL,
+    read INTEGER NOT NULL DEFAULT 0, archived INTEGER NOT NULL DEFAULT 0);";
+
+/// Encoded events per answer at most (the rest on the next page).
+const PAGE_BYTES: usize = 56 * 1024;
+
+fn db(e: rusqlite::Error) -> VaultError {
+    VaultError::Internal(format!("database: {e}"))
+}
+
+/// The newest event's sequence and hash (0 and zeros when there is none).
+fn head(vault: &Vault) -> Result<(u64, [u8; 32]), VaultError> {
+    use rusqlite::OptionalExtension;
+    let row: Option<(i64, Vec<u8>)> = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    Ok(match row {
+        None => (0, [0; 32]),
+        Some((seq, hash)) => (
+            seq as u64,
+            hash.try_into()
+                .map_err(|_| VaultError::Tampered("event hash".into()))?,
+        ),
+    })
+}
+
+/// An event to record.
+pub fn event(
+    at_ms: u64,
+    audience: Audience,
+    kind: &str,
+    retention: Retention,
+    text: String,
+) -> EventContent {
+    EventContent {
+        at_ms,
+        audience,
+        kind: kind.to_owned(),
+        retention,
+        text,
+    }
+}
+
+/// The statements that append `events` to the chain (to add to a write).
+pub fn append(vault: &Vault, events: &[EventContent]) -> Result<Vec<Statement>, VaultError> {
+    let (mut seq, mut prev) = head(vault)?;
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        seq += 1;
+        let ch = content_hash(e);
+        prev = chain_hash(&prev, seq, &ch);
+        let keep_until = e.retention.keep_ms().map_or(SqlValue::Null, |k| {
+            SqlValue::Int(e.at_ms.saturating_add(k) as i64)
+        });
+        out.push(Statement {
+            sql: "INSERT INTO events (seq, at_ms, audience, kind, keep_until, content, content_hash, hash) \
+                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                .into(),
+            params: vec![
+                SqlValue::Int(seq as i64),
+                SqlValue::Int(e.at_ms as i64),
+                SqlValue::Int(matches!(e.audience, Audience::Feed) as i64),
+                SqlValue::Text(e.kind.clone()),
+                keep_until,
+                SqlValue::Blob(postcard::to_allocvec(e).expect("events always encode")),
+                SqlValue::Blob(ch.to_vec()),
+                SqlValue::Blob(prev.to_vec()),
+            ],
+        });
+    }
+    Ok(out)
+}
+
+/// The statement that drops the content of events past their retention at `now_ms`.
+pub fn prune(now_ms: u64) -> Statement {
+    Statement {
+        sql: "UPDATE events SET content = NULL WHERE keep_until IS NOT NULL AND keep_until <= ?1 \
+              AND content IS NOT NULL"
+            .into(),
+        params: vec![SqlValue::Int(now_ms as i64)],
+    }
+}
+
+/// seq, content, content hash, hash, read, archived.
+type Row = (i64, Option<Vec<u8>>, Vec<u8>, Vec<u8>, i64, i64);
+
+fn events(
+    vault: &Vault,
+    where_sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> Result<Vec<ChainedEvent>, VaultError> {
+    let rows: Vec<Row> = vault
+        .read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT seq, content, content_hash, hash, read, archived FROM events {where_sql} ORDER BY seq"
+            ))?;
+            let rows = stmt.query_map(params, |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            })?;
+            rows.collect()
+        })
+        .map_err(db)?;
+    let tampered = || VaultError::Tampered("event record".into());
+    rows.into_iter()
+        .map(|(seq, content, ch, hash, read, archived)| {
+            Ok(ChainedEvent {
+                seq: seq as u64,
+                content: content
+                    .map(|c| postcard::from_bytes(&c).map_err(|_| tampered()))
+                    .transpose()?,
+                content_hash: ch.try_into().map_err(|_| tampered())?,
+                hash: hash.try_into().map_err(|_| tampered())?,
+                read: read != 0,
+                archived: archived != 0,
+            })
+        })
+        .collect()
+}
+
+/// Keeps whole events up to the page size; whether more remained.
+fn page(mut all: Vec<ChainedEvent>) -> (Vec<ChainedEvent>, bool) {
+    let mut bytes = 0;
+    for (i, e) in all.iter().enumerate() {
+        bytes += postcard::to_allocvec(e).map_or(0, |b| b.len());
+        if bytes > PAGE_BYTES && i > 0 {
+            all.truncate(i);
+            return (all, true);
+        }
+    }
+    (all, false)
+}
+
+fn feed_item(vault: &Vault, seq: u64) -> Result<(), VaultError> {
+    let found = events(
+        vault,
+        "WHERE seq = ?1 AND audience = 1 AND content IS NOT NULL",
+        &[&(seq as i64)],
+    )?;
+    if found.is_empty() {
+        Err(VaultError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Runs one feed or audit operation on an unlocked vault.
+pub fn handle(
+    vault: &mut Vault,
+    objects: &Objects<'_>,
+    op: FeedOp,
+    _now_ms: u64,
+) -> Result<FeedReply, VaultError> {
+    let set = |vault: &mut Vault, seq: u64, sql: &str| -> Result<FeedReply, VaultError> {
+        feed_item(vault, seq)?;
+        vault.write(
+            objects,
+            vec![Statement {
+                sql: sql.into(),
+                params: vec![SqlValue::Int(seq as i64)],
+            }],
+        )?;
+        Ok(FeedReply::Done)
+    };
+    match op {
+        FeedOp::List { after, archived } => {
+            let filter = if archived { "" } else { "AND archived = 0" };
+            let all = events(
+                vault,
+                &format!("WHERE seq > ?1 AND audience = 1 AND content IS NOT NULL {filter}"),
+                &[&(after as i64)],
+            )?;
+            let (events, more) = page(all);
+            Ok(FeedReply::Events { events, more })
+        }
+        FeedOp::Read { seq } => set(vault, seq, "UPDATE events SET read = 1 WHERE seq = ?1"),
+        FeedOp::Archive { seq } => set(vault, seq, "UPDATE events SET archived = 1 WHERE seq = ?1"),
+        FeedOp::Delete { seq } => set(
+            vault,
+            seq,
+            "UPDATE events SET content = NULL WHERE seq = ?1",
+        ),
+        FeedOp::Sync { since } => {
+            let (events, more) = page(events(vault, "WHERE seq > ?1", &[&(since as i64)])?);
+            Ok(FeedReply::Events { events, more })
+        }
+        FeedOp::Query {
+            from_ms,
+            to_ms,
+            kind,
+        } => {
+            if from_ms > to_ms {
+                return Err(VaultError::BadRequest(
+                    "from_ms must not be after to_ms".into(),
+                ));
+            }
+            let all = events(
+                vault,
+                "WHERE at_ms >= ?1 AND at_ms < ?2 AND content IS NOT NULL",
+                &[&(from_ms as i64), &(to_ms as i64)],
+            )?;
+            let all = all
+                .into_iter()
+                .filter(|e| {
+                    kind.as_deref()
+                        .is_none_or(|k| e.content.as_ref().is_some_and(|c| c.kind.starts_with(k)))
+                })
+                .collect();
+            let (events, more) = page(all);
+            Ok(FeedReply::Events { events, more })
+        }
+        FeedOp::Export { format } => {
+            let (all, _) = page(events(vault, "WHERE content IS NOT NULL", &[])?);
+            let rows: Vec<(u64, EventContent, String)> = all
+                .into_iter()
+                .filter_map(|e| e.content.map(|c| (e.seq, c, hex::encode(e.hash))))
+                .collect();
+            Ok(FeedReply::Export(match format {
+                ExportFormat::Json => serde_json::to_string_pretty(
+                    &rows
+                        .iter()
+                        .map(|(seq, c, hash)| {
+                            serde_json::json!({
+                                "seq": seq, "at_ms": c.at_ms, "kind": c.kind, "text": c.text,
+                                "audience": format!("{:?}", c.audience).to_lowercase(),
+                                "retention": format!("{:?}", c.retention).to_lowercase(),
+                                "hash": hash,
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                )
+                .expect("JSON values always encode"),
+                ExportFormat::Csv => {
+                    let mut out = String::from("seq,at_ms,kind,audience,retention,text,hash\n");
+                    for (seq, c, hash) in &rows {
+                        out.push_str(&format!(
+                            "{seq},{},{},{:?},{:?},{},{hash}\n",
+                            c.at_ms,
+                            csv_field(&c.kind),
+                            c.audience,
+                            c.retention,
+                            csv_field(&c.text)
+                        ));
+                    }
+                    out
+                }
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_when_needed() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\nlines"), "\"two\nlines\"");
+    }
+}
