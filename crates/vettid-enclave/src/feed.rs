@@ -289,6 +289,52 @@ pub fn handle(
 mod tests {
     use super::*;
 
+    /// Retention: at unlock, events past their class's time lose their content; the rest and
+    /// permanent ones keep it; hashes stay.
+    #[test]
+    fn pruning_drops_only_expired_contents() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let day = 24 * 3600 * 1000u64;
+        for (seq, retention) in [
+            (1, Retention::Short),
+            (2, Retention::Standard),
+            (3, Retention::Permanent),
+        ] {
+            let keep = retention.keep_ms().map(|k| (k) as i64);
+            conn.execute(
+                "INSERT INTO events (seq, at_ms, audience, kind, keep_until, content, content_hash, hash) \
+                 VALUES (?1, 0, 1, 'k', ?2, x'01', x'02', x'03')",
+                rusqlite::params![seq, keep],
+            )
+            .unwrap();
+        }
+        let run = |now: u64| {
+            let p = prune(now);
+            conn.execute(&p.sql, rusqlite::params_from_iter(p.params.iter()))
+                .unwrap();
+            let kept: Vec<i64> = conn
+                .prepare("SELECT seq FROM events WHERE content IS NOT NULL ORDER BY seq")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            kept
+        };
+        assert_eq!(run(29 * day), [1, 2, 3]);
+        assert_eq!(run(31 * day), [2, 3]);
+        assert_eq!(run(400 * day), [3]);
+        let hashes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE hash IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(hashes, 3, "hashes stay");
+    }
+
     #[test]
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("plain"), "plain");
