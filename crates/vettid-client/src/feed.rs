@@ -62,11 +62,38 @@ impl Session {
         Ok((events, head))
     }
 
-    /// The audit log exported as JSON or CSV.
+    /// The whole audit log exported as JSON (one array) or CSV (one header), all pages.
     pub async fn export_audit(&mut self, format: ExportFormat) -> Result<String, ClientError> {
-        match self.feed(FeedOp::Export { format }).await? {
-            FeedReply::Export(doc) => Ok(doc),
-            _ => Err(unexpected()),
+        let (mut rows, mut csv, mut after) = (Vec::new(), String::new(), 0);
+        loop {
+            let FeedReply::Export {
+                document,
+                last,
+                more,
+            } = self.feed(FeedOp::Export { format, after }).await?
+            else {
+                return Err(unexpected());
+            };
+            match format {
+                ExportFormat::Json => {
+                    let page: Vec<serde_json::Value> = serde_json::from_str(&document)
+                        .map_err(|_| ClientError::Protocol("export page is not JSON".into()))?;
+                    rows.extend(page);
+                }
+                ExportFormat::Csv if csv.is_empty() => csv = document,
+                ExportFormat::Csv => {
+                    csv.push_str(document.split_once('\n').map_or("", |(_, rest)| rest))
+                }
+            }
+            if !more || last <= after {
+                break;
+            }
+            after = last;
         }
+        Ok(match format {
+            ExportFormat::Json => serde_json::to_string_pretty(&rows)
+                .map_err(|e| ClientError::Protocol(e.to_string()))?,
+            ExportFormat::Csv => csv,
+        })
     }
 }

@@ -133,36 +133,63 @@ fn current(vault: &Vault) -> Result<(u64, SecretBytes<32>), VaultError> {
     Ok((generation, key))
 }
 
-/// What [`handle`] did: the wrong-password case is told apart so the caller keeps the count.
-pub enum Outcome {
-    /// Done: result, next blob, the version of the rotation.
-    Done(CredentialResult, Vec<u8>, SignedVersion),
-    /// The blob opened but the verifier was wrong.
-    WrongPassword,
+/// A credential the vault opened with a right verifier, ready for one operation.
+pub struct Opened {
+    credential: Credential,
+    generation: u64,
 }
 
-/// Opens `blob` with the vault's current key and `verifier`, runs `op`, and re-seals the
-/// credential under a new key (a durable vault write) — the blob just used is dead.
-pub fn handle(
-    vault: &mut Vault,
-    objects: &Objects<'_>,
+impl Opened {
+    /// The generation it was sealed at.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Why [`check`] did not open a blob.
+pub enum Refused {
+    /// The blob opened but the verifier was wrong.
+    WrongPassword,
+    /// Not the current blob (each is good for one use), or not one at all.
+    Stale,
+}
+
+/// Opens `blob` with the vault's current key and checks `verifier` (no write).
+pub fn check(
+    vault: &Vault,
+    member: &str,
     blob: &[u8],
     verifier: &[u8; 32],
+) -> Result<Result<Opened, Refused>, VaultError> {
+    let (generation, key) = current(vault)?;
+    Ok(match open(member, generation, &key, blob, verifier) {
+        Ok(credential) => Ok(Opened {
+            credential,
+            generation,
+        }),
+        Err(Refusal::WrongPassword) => Err(Refused::WrongPassword),
+        Err(Refusal::Stale) => Err(Refused::Stale),
+    })
+}
+
+/// Runs `op` on a checked credential and re-seals it under a new key (a durable vault write,
+/// with its audit event) — the blob just used is dead. An operation that fails writes nothing
+/// (the blob stays good).
+pub fn apply(
+    vault: &mut Vault,
+    objects: &Objects<'_>,
+    opened: Opened,
     op: CredentialOp,
     now_ms: u64,
-) -> Result<Outcome, VaultError> {
+) -> Result<(CredentialResult, Vec<u8>, SignedVersion), VaultError> {
     let member = objects.vault().to_owned();
-    let (generation, key) = current(vault)?;
-    let mut credential = match open(&member, generation, &key, blob, verifier) {
-        Ok(c) => c,
-        Err(Refusal::WrongPassword) => return Ok(Outcome::WrongPassword),
-        Err(Refusal::Stale) => {
-            return Err(VaultError::BadRequest(
-                "this credential blob is not the current one (each blob is good for one use)"
-                    .into(),
-            ));
-        }
-    };
+    let Opened {
+        mut credential,
+        generation,
+    } = opened;
+    if current(vault)?.0 != generation {
+        return Err(VaultError::Conflict);
+    }
     let find = |c: &Credential, id: &[u8; 16]| c.secrets.iter().position(|s| &s.meta.id == id);
     let result = match op {
         CredentialOp::List => {
@@ -251,7 +278,7 @@ pub fn handle(
         .collect(),
     )?;
     let blob = seal_credential(&member, next, &new_key, &credential);
-    Ok(Outcome::Done(result, blob, version))
+    Ok((result, blob, version))
 }
 
 #[cfg(test)]

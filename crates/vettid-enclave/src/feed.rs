@@ -25,6 +25,8 @@ CREATE TABLE events (
 
 /// Encoded events per answer at most (the rest on the next page).
 const PAGE_BYTES: usize = 56 * 1024;
+/// Rendered export bytes per answer at most.
+const EXPORT_BYTES: usize = 48 * 1024;
 
 fn db(e: rusqlite::Error) -> VaultError {
     VaultError::Internal(format!("database: {e}"))
@@ -221,6 +223,7 @@ pub fn handle(
             Ok(FeedReply::Events { events, more })
         }
         FeedOp::Query {
+            after,
             from_ms,
             to_ms,
             kind,
@@ -232,8 +235,8 @@ pub fn handle(
             }
             let all = events(
                 vault,
-                "WHERE at_ms >= ?1 AND at_ms < ?2 AND content IS NOT NULL",
-                &[&(from_ms as i64), &(to_ms as i64)],
+                "WHERE seq > ?1 AND at_ms >= ?2 AND at_ms < ?3 AND content IS NOT NULL",
+                &[&(after as i64), &(from_ms as i64), &(to_ms as i64)],
             )?;
             let all = all
                 .into_iter()
@@ -245,42 +248,58 @@ pub fn handle(
             let (events, more) = page(all);
             Ok(FeedReply::Events { events, more })
         }
-        FeedOp::Export { format } => {
-            let (all, _) = page(events(vault, "WHERE content IS NOT NULL", &[])?);
-            let rows: Vec<(u64, EventContent, String)> = all
-                .into_iter()
-                .filter_map(|e| e.content.map(|c| (e.seq, c, hex::encode(e.hash))))
-                .collect();
-            Ok(FeedReply::Export(match format {
-                ExportFormat::Json => serde_json::to_string_pretty(
-                    &rows
-                        .iter()
-                        .map(|(seq, c, hash)| {
-                            serde_json::json!({
-                                "seq": seq, "at_ms": c.at_ms, "kind": c.kind, "text": c.text,
-                                "audience": format!("{:?}", c.audience).to_lowercase(),
-                                "retention": format!("{:?}", c.retention).to_lowercase(),
-                                "hash": hash,
-                            })
+        FeedOp::Export { format, after } => {
+            let all = events(
+                vault,
+                "WHERE seq > ?1 AND content IS NOT NULL",
+                &[&(after as i64)],
+            )?;
+            let mut document = match format {
+                ExportFormat::Json => String::from("["),
+                ExportFormat::Csv => String::from("seq,at_ms,kind,audience,retention,text,hash\n"),
+            };
+            let (mut last, mut more, mut first) = (after, false, true);
+            for e in all {
+                let Some(c) = e.content else { continue };
+                let hash = hex::encode(e.hash);
+                let row = match format {
+                    ExportFormat::Json => format!(
+                        "{}{}",
+                        if first { "" } else { "," },
+                        serde_json::json!({
+                            "seq": e.seq, "at_ms": c.at_ms, "kind": c.kind, "text": c.text,
+                            "audience": format!("{:?}", c.audience).to_lowercase(),
+                            "retention": format!("{:?}", c.retention).to_lowercase(),
+                            "hash": hash,
                         })
-                        .collect::<Vec<_>>(),
-                )
-                .expect("JSON values always encode"),
-                ExportFormat::Csv => {
-                    let mut out = String::from("seq,at_ms,kind,audience,retention,text,hash\n");
-                    for (seq, c, hash) in &rows {
-                        out.push_str(&format!(
-                            "{seq},{},{},{:?},{:?},{},{hash}\n",
-                            c.at_ms,
-                            csv_field(&c.kind),
-                            c.audience,
-                            c.retention,
-                            csv_field(&c.text)
-                        ));
-                    }
-                    out
+                    ),
+                    ExportFormat::Csv => format!(
+                        "{},{},{},{:?},{:?},{},{hash}\n",
+                        e.seq,
+                        c.at_ms,
+                        csv_field(&c.kind),
+                        c.audience,
+                        c.retention,
+                        csv_field(&c.text)
+                    ),
+                };
+                // Keep the rendered page inside one session message.
+                if document.len() + row.len() > EXPORT_BYTES && !first {
+                    more = true;
+                    break;
                 }
-            }))
+                document.push_str(&row);
+                last = e.seq;
+                first = false;
+            }
+            if format == ExportFormat::Json {
+                document.push(']');
+            }
+            Ok(FeedReply::Export {
+                document,
+                last,
+                more,
+            })
         }
     }
 }

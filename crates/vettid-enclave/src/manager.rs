@@ -76,6 +76,12 @@ pub struct Manager {
     /// Registered device keys per vault, read once from the keys record (they change only
     /// with a new keys generation, which this enclave writes itself).
     devices: Mutex<HashMap<String, Vec<[u8; 32]>>>,
+    /// The vault version of the newest credential rotation per vault: an older state is a
+    /// rollback (to revive a used blob) and is refused.
+    credential_generations: Mutex<HashMap<String, u64>>,
+    /// Per vault, a number raised by every unlock and lock: a session's unlock holds only while
+    /// the number it got is current.
+    openings: Mutex<HashMap<String, u64>>,
 }
 
 impl Manager {
@@ -90,6 +96,8 @@ impl Manager {
             guards: Mutex::new(HashMap::new()),
             generations: Mutex::new(HashMap::new()),
             devices: Mutex::new(HashMap::new()),
+            credential_generations: Mutex::new(HashMap::new()),
+            openings: Mutex::new(HashMap::new()),
         }
     }
 
@@ -177,6 +185,25 @@ impl Manager {
         EnclaveReply::Open(signed)
     }
 
+    /// Raises vault `id`'s opening number (at every unlock and lock) and returns it.
+    fn bump_opening(&self, id: &str) -> u64 {
+        let mut openings = self.openings.lock().unwrap_or_else(|p| p.into_inner());
+        let n = openings.entry(id.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Vault `id`'s current opening number: a session's unlock is valid only while the number
+    /// it got at its unlock is current (any lock or later unlock ends it).
+    pub fn opening(&self, id: &str) -> u64 {
+        self.openings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// Checks the PIN (counted durably first) and makes the vault resident.
     fn unlock(
         &self,
@@ -189,6 +216,7 @@ impl Manager {
         self.note_guard(objects.vault(), &locked);
         let vmk = result?;
         let vault = Vault::load(objects, &vmk)?;
+        self.bump_opening(objects.vault());
         Ok(self.make_resident(slot, vault, &vmk, objects.vault()))
     }
 
@@ -233,6 +261,7 @@ impl Manager {
                     let _ = vault.snapshot(&objects);
                 }
                 *slot = Slot::Cold;
+                self.bump_opening(id);
                 Ok(EnclaveReply::Locked)
             }
             VaultOp::Put { key, value } => {
@@ -382,6 +411,8 @@ pub struct Enrollment {
     pub event_key: SecretBytes<32>,
     /// The first signed version.
     pub version: SignedVersion,
+    /// The opening number of this unlock (see [`Manager::opening`]).
+    pub opening: u64,
 }
 
 /// Operations of the app's session (see `session.rs`), on top of the engine above.
@@ -471,6 +502,7 @@ impl Manager {
             credential,
             event_key: vault.event_key().clone(),
             version,
+            opening: self.bump_opening(id),
         };
         self.make_resident(&mut slot, vault, &vmk, id);
         Ok(enrollment)
@@ -588,37 +620,72 @@ impl Manager {
         op: vettid_proto::credential::CredentialOp,
         now_ms: u64,
     ) -> Result<vettid_proto::credential::CredentialReply, VaultError> {
-        use crate::credential::Outcome;
+        use crate::credential::Refused;
         // Locked (by another session) since: no attempt to count.
         self.with_unlocked(id, |_, _| Ok(()))?;
         let objects = Objects::new(&self.link, id);
+        let policy = &self.config.policy;
         let mut locked = self.open_locked(&objects)?;
-        let counted = locked.count_password_attempt(&objects, &self.config.policy);
+        let counted = locked.count_password_attempt(&objects, policy);
         self.note_guard(id, &locked);
         counted?;
-        let outcome = self.with_unlocked(id, |vault, objects| {
-            crate::credential::handle(vault, objects, blob, verifier, op, now_ms)
-        })?;
-        match outcome {
-            Outcome::WrongPassword if locked.locked_out() => {
-                // The limit is reached: the vault closes until recovery.
-                self.handle(id, VaultOp::Lock)?;
-                Err(VaultError::LockedOut)
-            }
-            Outcome::WrongPassword => Err(VaultError::WrongPassword {
-                attempts_left: locked.password_attempts_left(&self.config.policy),
-            }),
-            Outcome::Done(result, blob, version) => {
-                let reset = locked.password_ok(&objects, &self.config.policy);
+        let checked = self.with_unlocked(id, |vault, objects| {
+            crate::credential::check(vault, objects.vault(), blob, verifier)
+        });
+        let refusal = match checked {
+            Ok(Ok(opened)) => {
+                // A right password: the count starts over before anything else can fail, and
+                // before the key changes (so a failure here leaves the blob good).
+                let reset = locked.password_ok(&objects, policy);
                 self.note_guard(id, &locked);
                 reset?;
-                Ok(vettid_proto::credential::CredentialReply {
+                self.refuse_rolled_back_credential(id)?;
+                let (result, blob, version) = self.with_unlocked(id, |vault, objects| {
+                    crate::credential::apply(vault, objects, opened, op, now_ms)
+                })?;
+                self.credential_generations
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_owned(), version.version);
+                return Ok(vettid_proto::credential::CredentialReply {
                     result,
                     blob,
                     version,
-                })
+                });
             }
+            Ok(Err(Refused::WrongPassword)) => VaultError::WrongPassword {
+                attempts_left: locked.password_attempts_left(policy),
+            },
+            Ok(Err(Refused::Stale)) => VaultError::BadRequest(
+                "this credential blob is not the current one (each blob is good for one use)"
+                    .into(),
+            ),
+            Err(e) => e,
+        };
+        // Not a right password: the attempt stays counted; at the limit the vault closes
+        // until recovery.
+        if locked.locked_out() {
+            self.handle(id, VaultOp::Lock)?;
+            return Err(VaultError::LockedOut);
         }
+        Err(refusal)
+    }
+
+    /// The credential of vault `id` was last rotated at vault version `seen` in this enclave
+    /// instance; a credential from an older state (storage rolled back to revive an old blob)
+    /// is refused.
+    fn refuse_rolled_back_credential(&self, id: &str) -> Result<(), VaultError> {
+        let seen = self
+            .credential_generations
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .copied();
+        let now = self.with_unlocked(id, |vault, _| Ok(vault.version()))?;
+        if seen.is_some_and(|seen| now < seen) {
+            return Err(VaultError::Tampered("vault state rolled back".into()));
+        }
+        Ok(())
     }
 
     /// Runs a domain handler on the unlocked vault `id` (reloaded if it was evicted). A write

@@ -130,14 +130,30 @@ fn page(all: Vec<Field>, after: Option<String>) -> ProfileReply {
 
 fn set(vault: &Vault, new: &[NewField], now_ms: u64) -> Result<Vec<Statement>, VaultError> {
     check_set(new).map_err(bad)?;
-    let existing: BTreeSet<String> = fields(vault)?.into_iter().map(|f| f.key).collect();
+    let current = fields(vault)?;
+    let existing: BTreeSet<String> = current.iter().map(|f| f.key.clone()).collect();
+    let was_sensitive: BTreeSet<String> = current
+        .iter()
+        .filter(|f| f.sensitive)
+        .map(|f| f.key.clone())
+        .collect();
     let added = new.iter().filter(|f| !existing.contains(&f.key)).count();
     if existing.len() + added > MAX_FIELDS {
         return Err(bad(format!("a vault holds at most {MAX_FIELDS} fields")));
     }
-    Ok(new
+    // A field that becomes sensitive loses the overrides given while it was not: sharing it
+    // now takes a new, explicit override.
+    let newly_sensitive = new
         .iter()
+        .filter(|f| f.sensitive && existing.contains(&f.key) && !was_sensitive.contains(&f.key))
         .map(|f| {
+            statement(
+                "DELETE FROM sharing_overrides WHERE kind = 'field' AND target = ?1",
+                vec![text(&f.key)],
+            )
+        });
+    Ok(newly_sensitive
+        .chain(new.iter().map(|f| {
             statement(
                 "INSERT INTO personal_fields (key, value, category, sensitive, sort, updated_ms) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO UPDATE SET value = ?2, \
@@ -151,7 +167,7 @@ fn set(vault: &Vault, new: &[NewField], now_ms: u64) -> Result<Vec<Statement>, V
                     SqlValue::Int(now_ms as i64),
                 ],
             )
-        })
+        }))
         .collect())
 }
 

@@ -55,9 +55,9 @@ struct Open {
     transport: StatelessTransportState,
     channel: Channel,
     device: [u8; 32],
-    /// Whether the PIN was given in this session (and not locked since): vault data is open
-    /// only to the session that unlocked it.
-    unlocked: bool,
+    /// The vault's opening number when the PIN was given in this session: vault data is open
+    /// only to the session whose unlock is still the current one (no lock or later unlock since).
+    unlocked: Option<u64>,
     /// The highest counter accepted so far (0: none; counters start at 1).
     last_counter: u64,
     last_used: Instant,
@@ -274,7 +274,7 @@ impl Sessions {
                 transport,
                 channel,
                 device,
-                unlocked: false,
+                unlocked: None,
                 last_counter: 0,
                 last_used: Instant::now(),
             })),
@@ -359,7 +359,7 @@ impl Sessions {
         manager: &Manager,
         member: &str,
         channel: Channel,
-        (device, unlocked): ([u8; 32], &mut bool),
+        (device, unlocked): ([u8; 32], &mut Option<u64>),
         now_ms: u64,
         op: AppOp,
     ) -> (Result<AppReply, VaultError>, Vec<Outbound>) {
@@ -382,7 +382,7 @@ impl Sessions {
                     now_ms,
                 )
                 .map(|e| {
-                    *unlocked = true;
+                    *unlocked = Some(e.opening);
                     AppReply::Enrolled(Box::new(Enrolled {
                         identity_public_key: e.identity,
                         exchange_public_key: e.exchange,
@@ -397,8 +397,9 @@ impl Sessions {
             )),
             (AppOp::Unlock { pin }, _) => manager
                 .unlock_for_app(member, &pin, &device, now_ms)
+                .inspect_err(|_| *unlocked = None)
                 .map(|(version, event_key)| {
-                    *unlocked = true;
+                    *unlocked = Some(manager.opening(member));
                     events.push(seal_event(
                         member,
                         &event_key,
@@ -413,7 +414,7 @@ impl Sessions {
                     }
                 }),
             (AppOp::Lock, _) => manager.lock_for_app(member).map(|key| {
-                *unlocked = false;
+                *unlocked = None;
                 if let Some(key) = key {
                     events.push(seal_event(member, &key, now_ms, EventKind::Locked));
                 }
@@ -424,7 +425,9 @@ impl Sessions {
             (
                 AppOp::Secrets(_) | AppOp::Profile(_) | AppOp::Feed(_) | AppOp::Credential { .. },
                 _,
-            ) if !*unlocked => Err(VaultError::NotUnlocked),
+            ) if unlocked.is_none_or(|n| n != manager.opening(member)) => {
+                Err(VaultError::NotUnlocked)
+            }
             (AppOp::Feed(op), _) => manager
                 .with_unlocked(member, |vault, objects| {
                     crate::feed::handle(vault, objects, op, now_ms)

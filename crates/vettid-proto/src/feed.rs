@@ -154,8 +154,11 @@ pub enum FeedOp {
         /// Sequence the app has.
         since: u64,
     },
-    /// Audit events in a time range, optionally of one kind prefix.
+    /// Audit events in a time range, optionally of one kind prefix, after sequence `after`
+    /// (one page).
     Query {
+        /// Sequence to start after.
+        after: u64,
         /// From (ms, inclusive).
         from_ms: u64,
         /// To (ms, exclusive).
@@ -163,10 +166,12 @@ pub enum FeedOp {
         /// Kind prefix, e.g. `secrets.`.
         kind: Option<String>,
     },
-    /// The audit log (contents present) as a document.
+    /// The audit log (contents present) as a document, from after sequence `after` (one page).
     Export {
         /// JSON or CSV.
         format: ExportFormat,
+        /// Sequence to start after.
+        after: u64,
     },
 }
 
@@ -182,8 +187,15 @@ pub enum FeedReply {
     },
     /// Done.
     Done,
-    /// An export document.
-    Export(String),
+    /// One page of an export: a JSON array or CSV with its header.
+    Export {
+        /// The document.
+        document: String,
+        /// The last sequence in it (pass as `after` for the next page).
+        last: u64,
+        /// Whether more follow.
+        more: bool,
+    },
 }
 
 #[cfg(test)]

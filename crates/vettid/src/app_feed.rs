@@ -110,6 +110,7 @@ pub(crate) async fn run(dir: &std::path::Path, args: FeedArgs) -> anyhow::Result
         FeedCommand::Audit { kind } => {
             let FeedReply::Events { events, more } = s
                 .feed(FeedOp::Query {
+                    after: 0,
                     from_ms: 0,
                     to_ms: u64::MAX >> 1,
                     kind,

@@ -1283,6 +1283,7 @@ mod feed {
         // Audit queries and exports.
         let FeedReply::Events { events, .. } = s
             .feed(FeedOp::Query {
+                after: 0,
                 from_ms: 0,
                 to_ms: u64::MAX >> 1,
                 kind: Some("secrets.".into()),
@@ -1315,6 +1316,7 @@ mod feed {
         }
         let r = s
             .feed(FeedOp::Query {
+                after: 0,
                 from_ms: 10,
                 to_ms: 5,
                 kind: None,

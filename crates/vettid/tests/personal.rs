@@ -710,3 +710,43 @@ async fn the_app_command_manages_personal_data() {
     let (ok, out) = run(&["photo-set", img.to_str().unwrap()]);
     assert!(!ok && out.contains("JPEG or a PNG"), "{out}");
 }
+
+/// A field shared with a connection while it was not sensitive is withheld once it becomes
+/// sensitive: sharing it again takes a new, explicit override.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_field_that_becomes_sensitive_loses_its_earlier_sharing() {
+    let stack = UpStack::start();
+    let (_profile, mut c) = unlocked(&stack, "rosa").await;
+    let s = &mut c.session;
+    s.set_fields(vec![field(
+        "contact.phone",
+        "+33 2",
+        Category::Contact,
+        false,
+    )])
+    .await
+    .unwrap();
+    s.set_sharing_override("conn-a", ShareTarget::Field("contact.phone".into()), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.effective_sharing("conn-a").await.unwrap(),
+        ["contact.phone"]
+    );
+    s.set_fields(vec![field(
+        "contact.phone",
+        "+33 2",
+        Category::Contact,
+        true,
+    )])
+    .await
+    .unwrap();
+    assert!(s.effective_sharing("conn-a").await.unwrap().is_empty());
+    s.set_sharing_override("conn-a", ShareTarget::Field("contact.phone".into()), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.effective_sharing("conn-a").await.unwrap(),
+        ["contact.phone"]
+    );
+}
