@@ -162,6 +162,13 @@ fn put_version(
     ]
 }
 
+/// The number of an item's next version.
+fn next_item_version(item: &ItemSummary) -> Result<u32, VaultError> {
+    item.version
+        .checked_add(1)
+        .ok_or_else(|| bad("too many versions"))
+}
+
 /// Runs one secrets operation on an unlocked vault.
 pub fn handle(
     vault: &mut Vault,
@@ -213,10 +220,7 @@ pub fn handle(
             if expected.is_some_and(|e| e != current.version) {
                 return Err(VaultError::Conflict);
             }
-            let number = current
-                .version
-                .checked_add(1)
-                .ok_or_else(|| bad("too many versions"))?;
+            let number = next_item_version(&current)?;
             change(
                 vault,
                 id,
@@ -242,10 +246,7 @@ pub fn handle(
         SecretOp::Restore { id, version: from } => {
             let current = item(vault, &id)?;
             let old = version(vault, &id, from)?;
-            let number = current
-                .version
-                .checked_add(1)
-                .ok_or_else(|| bad("too many versions"))?;
+            let number = next_item_version(&current)?;
             change(
                 vault,
                 id,

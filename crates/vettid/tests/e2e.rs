@@ -6,7 +6,7 @@ mod support;
 use futures::StreamExt;
 use std::process::Command;
 use std::time::Duration;
-use support::journey::UpStack;
+use support::journey::{UpStack, stack_files_containing, vettid_with};
 use vettid_client::ClientError;
 use vettid_client::api::{Api, EnrollmentSecret};
 use vettid_proto::enclave::VaultError;
@@ -14,16 +14,7 @@ use vettid_proto::session::{AppOp, AppReply, Channel, FromApp, SessionError, ToA
 use zeroize::Zeroizing;
 
 fn vettid(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    vettid_with(args, &[])
 }
 
 /// Sends raw bytes on a member's channel and decodes the answer.
@@ -150,27 +141,6 @@ async fn the_app_command_enrolls_unlocks_and_catches_up_on_events() {
     // Zero knowledge: neither the PIN nor the password appears in any byte the operator
     // holds (objects, JetStream, logs, metadata DB, NATS resolver).
     stack_files_containing(&data, &[b"582913", password.as_bytes()]);
-}
-
-/// Every file under `dir` containing any of `needles`; asserts there are none.
-fn stack_files_containing(dir: &std::path::Path, needles: &[&[u8]]) {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                for n in needles {
-                    if bytes.windows(n.len()).any(|w| w == *n) {
-                        hits.push(path.clone());
-                    }
-                }
-            }
-        }
-    }
-    assert!(hits.is_empty(), "secrets found at rest: {hits:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -652,15 +622,7 @@ mod secrets {
         vettid_client::profile::Profile,
         vettid_client::app::Connected,
     ) {
-        let mut profile = stack.enrolled(name, "5151").await;
-        let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
-        c.session
-            .call(AppOp::Unlock {
-                pin: Zeroizing::new(b"5151".to_vec()),
-            })
-            .await
-            .unwrap();
-        (profile, c)
+        stack.unlocked(name, "5151").await
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -899,20 +861,19 @@ async fn the_app_command_manages_secrets() {
     drop(profile);
     let p = dir.to_str().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
-            .args(["app", "--profile", p, "secrets", "--pin-env", "KAI_PIN"])
-            .args(args)
-            .env("KAI_PIN", "9753")
-            .env("KAI_PW", "s3cret-pw")
-            .env("KAI_TOTP", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let all: Vec<&str> = ["app", "--profile", p, "secrets", "--pin-env", "KAI_PIN"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        vettid_with(
+            &all,
+            &[
+                ("KAI_PIN", "9753"),
+                ("KAI_PW", "s3cret-pw"),
+                ("KAI_TOTP", "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ"),
+            ],
+        )
     };
     let (ok, out) = run(&[
         "add",
@@ -974,15 +935,7 @@ mod credential {
         vettid_client::profile::Profile,
         vettid_client::app::Connected,
     ) {
-        let mut profile = stack.enrolled(name, "2580").await;
-        let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
-        c.session
-            .call(AppOp::Unlock {
-                pin: Zeroizing::new(b"2580".to_vec()),
-            })
-            .await
-            .unwrap();
-        (profile, c)
+        stack.unlocked(name, "2580").await
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -1156,23 +1109,28 @@ async fn the_app_command_uses_the_credential() {
     drop(profile);
     let p = dir.to_str().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
-            .args(["app", "--profile", p, "credential", "--pin-env", "NICO_PIN"])
-            .args(["--password-env", "NICO_PW"])
-            .args(args)
-            .env("NICO_PIN", "1470")
-            .env("NICO_PW", "a long test password")
-            .env("NICO_NEW_PW", "another long password")
-            .env("NICO_SEED", "legal winner thank year wave sausage")
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        let all: Vec<&str> = [
+            "app",
+            "--profile",
+            p,
+            "credential",
+            "--pin-env",
+            "NICO_PIN",
+            "--password-env",
+            "NICO_PW",
+        ]
+        .iter()
+        .chain(args)
+        .copied()
+        .collect();
+        vettid_with(
+            &all,
+            &[
+                ("NICO_PIN", "1470"),
+                ("NICO_PW", "a long test password"),
+                ("NICO_NEW_PW", "another long password"),
+                ("NICO_SEED", "legal winner thank year wave sausage"),
+            ],
         )
     };
     let (ok, out) = run(&[
@@ -1344,17 +1302,12 @@ mod feed {
         drop(profile);
         let p = dir.to_str().unwrap();
         let run = |args: &[&str]| {
-            let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
-                .args(["app", "--profile", p, "feed", "--pin-env", "PIA_PIN"])
-                .args(args)
-                .env("PIA_PIN", "8520")
-                .output()
-                .unwrap();
-            (
-                out.status.success(),
-                String::from_utf8_lossy(&out.stdout).into_owned()
-                    + &String::from_utf8_lossy(&out.stderr),
-            )
+            let all: Vec<&str> = ["app", "--profile", p, "feed", "--pin-env", "PIA_PIN"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect();
+            vettid_with(&all, &[("PIA_PIN", "8520")])
         };
         let (ok, out) = run(&["list"]);
         assert!(ok && out.contains("vault.unlocked"), "{out}");

@@ -3,8 +3,7 @@
 
 mod support;
 
-use std::process::Command;
-use support::journey::UpStack;
+use support::journey::{UpStack, stack_files_containing, vettid_with};
 use vettid_client::ClientError;
 use vettid_client::app::Connected;
 use vettid_client::profile::Profile;
@@ -14,21 +13,12 @@ use vettid_proto::profile::{
     PublicSettings, Secret, Select, ShareTarget, verify_public_profile,
 };
 use vettid_proto::session::{AppOp, AppReply};
-use zeroize::Zeroizing;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
 const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0";
 
 async fn unlocked(stack: &UpStack, name: &str) -> (Profile, Connected) {
-    let mut profile = stack.enrolled(name, "2468").await;
-    let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
-    c.session
-        .call(AppOp::Unlock {
-            pin: Zeroizing::new(b"2468".to_vec()),
-        })
-        .await
-        .unwrap();
-    (profile, c)
+    stack.unlocked(name, "2468").await
 }
 
 fn field(key: &str, value: &str, category: Category, sensitive: bool) -> NewField {
@@ -63,27 +53,6 @@ async fn identity(c: &mut Connected) -> (String, [u8; 32]) {
         } => (member, identity_public_key),
         other => panic!("{other:?}"),
     }
-}
-
-/// Every file under `dir` containing any of `needles`; asserts there are none.
-fn stack_files_containing(dir: &std::path::Path, needles: &[&[u8]]) {
-    let mut hits = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                for n in needles {
-                    if bytes.windows(n.len()).any(|w| w == *n) {
-                        hits.push(path.clone());
-                    }
-                }
-            }
-        }
-    }
-    assert!(hits.is_empty(), "secrets found at rest: {hits:?}");
 }
 
 /// Set (upsert, many at once), get by keys / namespace / category, list with and without
@@ -608,20 +577,19 @@ async fn the_app_command_manages_personal_data() {
     drop(profile);
     let p = dir.to_str().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
-            .args(["app", "--profile", p, "personal", "--pin-env", "VIC_PIN"])
-            .args(args)
-            .env("VIC_PIN", "1357")
-            .env("VIC_EMAIL", "vic@example.org")
-            .env("VIC_IBAN", "FR76-secret-iban")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let all: Vec<&str> = ["app", "--profile", p, "personal", "--pin-env", "VIC_PIN"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        vettid_with(
+            &all,
+            &[
+                ("VIC_PIN", "1357"),
+                ("VIC_EMAIL", "vic@example.org"),
+                ("VIC_IBAN", "FR76-secret-iban"),
+            ],
+        )
     };
     let (ok, out) = run(&[
         "set",

@@ -219,3 +219,58 @@ impl UpStack {
         profile
     }
 }
+
+impl UpStack {
+    /// [`UpStack::enrolled`], then a session in which the vault was unlocked with `pin`.
+    pub async fn unlocked(
+        &self,
+        name: &str,
+        pin: &str,
+    ) -> (Profile, vettid_client::app::Connected) {
+        let mut profile = self.enrolled(name, pin).await;
+        let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
+        c.session
+            .call(vettid_proto::session::AppOp::Unlock {
+                pin: Zeroizing::new(pin.as_bytes().to_vec()),
+            })
+            .await
+            .unwrap();
+        (profile, c)
+    }
+}
+
+/// Runs `vettid args…` with `env`: whether it succeeded, and stdout followed by stderr.
+pub fn vettid_with(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Asserts that no file under `dir` contains any of `needles` (the zero-knowledge scan).
+pub fn stack_files_containing(dir: &Path, needles: &[&[u8]]) {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                for n in needles {
+                    if bytes.windows(n.len()).any(|w| w == *n) {
+                        hits.push(path.clone());
+                    }
+                }
+            }
+        }
+    }
+    assert!(hits.is_empty(), "secrets found at rest: {hits:?}");
+}
