@@ -26,11 +26,15 @@ pub async fn fetch(
     let nats = |e: &dyn std::fmt::Display| ClientError::Nats(format!("events: {e}"));
     let member = client.member();
     // The host made this durable consumer when the app first reached its vault.
-    let consumer: async_nats::jetstream::consumer::PullConsumer =
-        async_nats::jetstream::new(client.nats().clone())
-            .get_consumer_from_stream(member, vettid_nats::EVENTS_STREAM)
-            .await
-            .map_err(|e| nats(&e))?;
+    let consumer: async_nats::jetstream::consumer::PullConsumer = async_nats::jetstream::new(
+        client
+            .nats()
+            .ok_or_else(|| nats(&"events travel only over NATS"))?
+            .clone(),
+    )
+    .get_consumer_from_stream(member, vettid_nats::EVENTS_STREAM)
+    .await
+    .map_err(|e| nats(&e))?;
     let mut batch = consumer
         .fetch()
         .max_messages(max)

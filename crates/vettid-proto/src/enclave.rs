@@ -220,6 +220,22 @@ pub enum VaultError {
     /// The enclave is busy or failed internally.
     #[error("enclave error: {0}")]
     Internal(String),
+    /// Storage holds an older state than one already seen (by this enclave, or by an app that
+    /// showed the vault-signed version it saw), or a state that does not extend it: the host
+    /// rolled storage back or forked it. Nothing is served until storage is restored.
+    #[error("the vault's storage was rolled back (at version {current}, version {seen} was seen)")]
+    RolledBack {
+        /// The highest version seen.
+        seen: u64,
+        /// The version storage shows.
+        current: u64,
+    },
+    /// The session's device is not registered in the vault's keys.
+    #[error("this device is not registered with the vault")]
+    DeviceNotRegistered,
+    /// The debug path was asked to touch a vault that an app owns.
+    #[error("this vault belongs to an app: only its attested session reaches it")]
+    AppOwned,
 }
 
 /// Enclave → host requests.

@@ -65,7 +65,7 @@ async fn main() {
             }
         }
     });
-    let requester = sessions[0].client.nats().clone();
+    let requester = sessions[0].client.nats().unwrap().clone();
     // The responder is ready when a probe gets an answer (interest may take a moment to
     // reach the requester's side of the server).
     for attempt in 0.. {

@@ -24,7 +24,12 @@ async fn raw(client: &vettid_client::vault::VaultClient, channel: Channel, body:
         client.member(),
         channel.as_str()
     );
-    let answer = client.nats().request(subject, body.into()).await.unwrap();
+    let answer = client
+        .nats()
+        .unwrap()
+        .request(subject, body.into())
+        .await
+        .unwrap();
     postcard::from_bytes(&answer.payload).unwrap()
 }
 

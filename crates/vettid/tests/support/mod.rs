@@ -274,4 +274,5 @@ impl Stack {
         self.dir.path().join("objects")
     }
 }
+pub mod adversary;
 pub mod journey;
