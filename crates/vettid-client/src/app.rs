@@ -95,6 +95,7 @@ pub async fn enroll(
         None,
     )?;
     profile.state.highest_change_hash = Some(hex::encode(&enrolled.version.change_hash));
+    profile.state.highest_signature = Some(hex::encode(&enrolled.version.signature));
     profile.write_secret("credential.blob", &enrolled.credential)?;
     profile.store_event_key(&enrolled.event_key)?;
     profile.state.highest_version = highest;
@@ -156,9 +157,14 @@ pub async fn connect(profile: &mut Profile) -> Result<Connected, ClientError> {
         profile.state.manifest_serial = manifest.serial;
         profile.save()?;
     }
-    let session = client
+    let mut session = client
         .open_session(Channel::Session, &profile.noise_key()?, &enclave)
         .await?;
+    // Show the enclave the newest state this app has seen: it then refuses to serve this
+    // session anything older or on another branch (after a restart it cannot know otherwise).
+    if let Some(seen) = profile.state.highest_signed() {
+        session.anchor(seen).await?;
+    }
     Ok(Connected {
         client,
         enclave,
@@ -191,9 +197,13 @@ pub fn observe(
         profile.state.highest_version,
         seen_hash.as_deref(),
     )?;
-    if highest != profile.state.highest_version || seen_hash.is_none() {
+    if highest != profile.state.highest_version
+        || seen_hash.is_none()
+        || profile.state.highest_signature.is_none()
+    {
         profile.state.highest_version = highest;
         profile.state.highest_change_hash = Some(hex::encode(&version.change_hash));
+        profile.state.highest_signature = Some(hex::encode(&version.signature));
         profile.save()?;
     }
     Ok(())

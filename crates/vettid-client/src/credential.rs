@@ -11,6 +11,8 @@ use zeroize::Zeroizing;
 
 /// The profile file holding the blob.
 pub const BLOB: &str = "credential.blob";
+/// Attempts at one credential request when answers are lost in transit.
+const RETRIES: u32 = 3;
 
 impl Session {
     /// Runs `op` on the credential with `password` (its Argon2id verifier is what travels),
@@ -25,13 +27,23 @@ impl Session {
         let member = profile.member()?.to_owned();
         let blob = profile.read(BLOB)?;
         let verifier = Zeroizing::new(crate::password_verifier(&member, password));
-        let reply = self
-            .call(AppOp::Credential {
-                blob: blob.to_vec(),
-                verifier,
-                op,
-            })
-            .await?;
+        // One id for this request and its retries: if the answer is lost, the vault answers
+        // the retry (same blob, same id) again instead of refusing the blob it rotated.
+        let request: [u8; 16] = vettid_crypto::random_array();
+        let message = AppOp::Credential {
+            blob: blob.to_vec(),
+            verifier,
+            op,
+            request,
+        };
+        let mut attempts = 0;
+        let reply = loop {
+            attempts += 1;
+            match self.call(message.clone()).await {
+                Err(e) if attempts < RETRIES && e.is_transient() => continue,
+                other => break other?,
+            }
+        };
         let AppReply::Credential(reply) = reply else {
             return Err(ClientError::Protocol(
                 "unexpected answer to a credential operation".into(),

@@ -46,3 +46,14 @@ pub enum ClientError {
     #[error("profile: {0}")]
     Profile(String),
 }
+
+impl ClientError {
+    /// Whether the request may simply be sent again: its answer was lost on the way (NATS, or
+    /// the host could not reach the enclave). The vault's own refusals are never transient.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Nats(_) | ClientError::Session(SessionError::Unavailable)
+        )
+    }
+}

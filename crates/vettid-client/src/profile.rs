@@ -41,6 +41,10 @@ pub struct State {
     /// The change hash at that version (hex): the same number with another change is a fork.
     #[serde(default)]
     pub highest_change_hash: Option<String>,
+    /// The vault's signature of that version (hex): shown to the enclave at every session
+    /// ([`vettid_proto::session::AppOp::Anchor`]) so it refuses to serve older or forked state.
+    #[serde(default)]
+    pub highest_signature: Option<String>,
     /// Highest PCR-manifest serial accepted.
     pub manifest_serial: u64,
     /// The vault's identity public key (hex), once enrolled.
@@ -60,6 +64,19 @@ pub struct Profile {
 
 fn err(path: &Path, e: impl std::fmt::Display) -> ClientError {
     ClientError::Profile(format!("{}: {e}", path.display()))
+}
+
+impl State {
+    /// The highest version seen, as the vault signed it (if this profile has all of it).
+    pub fn highest_signed(&self) -> Option<vettid_proto::enclave::SignedVersion> {
+        let hex = |h: &Option<String>| h.as_deref().and_then(|h| hex::decode(h).ok());
+        Some(vettid_proto::enclave::SignedVersion {
+            version: self.highest_version,
+            identity: hex(&self.identity_public_key)?,
+            signature: hex(&self.highest_signature)?,
+            change_hash: hex(&self.highest_change_hash)?,
+        })
+    }
 }
 
 impl Profile {

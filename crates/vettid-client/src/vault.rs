@@ -312,6 +312,19 @@ impl Session {
         reply.result.map_err(ClientError::Vault)
     }
 
+    /// Shows the enclave the highest version this app has seen (signed by the vault): from
+    /// then on it serves this session only a state that extends it, and raises its own mark.
+    /// `Vault(RolledBack)` when the vault's storage is older or forked.
+    pub async fn anchor(
+        &mut self,
+        seen: vettid_proto::enclave::SignedVersion,
+    ) -> Result<(), ClientError> {
+        match self.call(AppOp::Anchor { seen }).await? {
+            AppReply::Anchored => Ok(()),
+            _ => Err(ClientError::Protocol("expected Anchored".into())),
+        }
+    }
+
     /// Test support: a request message with a chosen counter and timestamp (to replay,
     /// reorder or age it). Later [`Session::call`]s continue above `counter`.
     #[doc(hidden)]

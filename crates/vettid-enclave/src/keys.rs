@@ -31,13 +31,21 @@ const GUARD: Label = Label::new("vault/guard");
 const EVENTS: Label = Label::new("vault/app-events");
 const SEAL_CONTEXT: &[u8] = b"vettid/v1/vault-secret\0";
 
-/// How many wrong PINs lock a vault, and how hard PINs are stretched.
-#[derive(Debug, Clone, Copy)]
+/// How many wrong PINs lock a vault, and how hard PINs are stretched. It comes from the
+/// enclave's *measured* configuration (never from the host), and each vault's keys record
+/// keeps the limit it was created with: a later enclave applies the stricter of the two, and
+/// a PIN change never stretches less than before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeyPolicy {
     /// Wrong PINs in a row before the vault locks (default 10).
     pub max_failures: u32,
     /// Argon2id cost for new and changed PINs.
     pub cost: Cost,
+}
+
+impl KeyPolicy {
+    /// The strictest guess limit accepted in a configuration, and the loosest.
+    pub const MAX_FAILURES: std::ops::RangeInclusive<u32> = 1..=10;
 }
 
 impl Default for KeyPolicy {
@@ -118,10 +126,12 @@ struct KeysInner {
     /// Static Noise keys of the member's registered devices: only these may open a session
     /// (and so try a PIN) on this vault.
     devices: Vec<[u8; 32]>,
+    /// The guess limit this vault was created under: no later enclave may loosen it.
+    max_failures: u32,
 }
 
 /// The keys object's format.
-const KEYS_FORMAT: u8 = 2;
+const KEYS_FORMAT: u8 = 3;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct GuardState {
@@ -185,6 +195,7 @@ fn write_keys(
         wrapped_vmk: kek.seal(&kek_aad(vault, generation), vmk.0.expose()),
         identity: vmk.identity(vault).verifying_key().to_bytes().to_vec(),
         devices,
+        max_failures: policy.max_failures,
     };
     let sealed_secret = sealer
         .seal(&[SEAL_CONTEXT, vault.as_bytes()].concat(), secret.expose())
@@ -280,6 +291,17 @@ impl LockedVault {
         self.guard.failures
     }
 
+    /// Wrong PINs left before the vault locks, under the enclave's `policy`.
+    pub fn attempts_left(&self, policy: &KeyPolicy) -> u32 {
+        if self.guard.locked {
+            0
+        } else {
+            self.effective(policy)
+                .max_failures
+                .saturating_sub(self.guard.failures)
+        }
+    }
+
     /// Whether the guess limit has locked the vault.
     pub fn locked_out(&self) -> bool {
         self.guard.locked
@@ -293,6 +315,22 @@ impl LockedVault {
     /// The registered device keys.
     pub fn devices(&self) -> &[[u8; 32]] {
         &self.inner.devices
+    }
+
+    /// The policy for this vault under the enclave's `policy`: the stricter guess limit of the
+    /// two, and for new PINs a cost no lower than the current PIN's in any dimension.
+    pub fn effective(&self, policy: &KeyPolicy) -> KeyPolicy {
+        let cost = Stretch::from_phc(&self.inner.phc, &Bounds::DEFAULT)
+            .map(|s| s.cost())
+            .unwrap_or(policy.cost);
+        KeyPolicy {
+            max_failures: self.inner.max_failures.min(policy.max_failures).max(1),
+            cost: Cost {
+                memory_kib: cost.memory_kib.max(policy.cost.memory_kib),
+                passes: cost.passes.max(policy.cost.passes),
+                lanes: cost.lanes.max(policy.cost.lanes),
+            },
+        }
     }
 
     /// Whether `device` (a static Noise key) is registered with this vault (constant time).
@@ -334,6 +372,7 @@ impl LockedVault {
         if self.guard.locked {
             return Err(VaultError::LockedOut);
         }
+        let policy = &self.effective(policy);
         let password_failures = self.guard.password_failures.saturating_add(1);
         self.record_guard(
             objects,
@@ -347,6 +386,7 @@ impl LockedVault {
 
     /// Wrong passwords left before the vault locks.
     pub fn password_attempts_left(&self, policy: &KeyPolicy) -> u32 {
+        let policy = &self.effective(policy);
         if self.guard.locked {
             0
         } else {
@@ -364,6 +404,7 @@ impl LockedVault {
         objects: &Objects<'_>,
         policy: &KeyPolicy,
     ) -> Result<(), VaultError> {
+        let policy = &self.effective(policy);
         self.record_guard(
             objects,
             GuardState {
@@ -387,6 +428,7 @@ impl LockedVault {
         if self.guard.locked {
             return Err(VaultError::LockedOut);
         }
+        let policy = &self.effective(policy);
         let vault = objects.vault();
         let stretch = Stretch::from_phc(&self.inner.phc, &Bounds::DEFAULT)
             .map_err(|_| VaultError::Tampered("PIN parameters out of bounds".into()))?;
@@ -417,7 +459,7 @@ impl LockedVault {
             }
             Err(_) if self.guard.locked => Err(VaultError::LockedOut),
             Err(_) => Err(VaultError::WrongPin {
-                attempts_left: policy.max_failures - failures,
+                attempts_left: policy.max_failures.saturating_sub(failures),
             }),
         }
     }
@@ -433,6 +475,7 @@ impl LockedVault {
         policy: &KeyPolicy,
     ) -> Result<MasterKey, VaultError> {
         let vmk = self.unlock(objects, old, policy)?;
+        let policy = &self.effective(policy);
         let next = self
             .generation
             .checked_add(1)

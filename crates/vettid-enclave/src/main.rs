@@ -38,7 +38,7 @@ fn parse(args: &[String]) -> Result<(Channel, Config), String> {
                 ));
             }
             "--pin-attempts" => {
-                config.policy.max_failures = number(value()?)?.clamp(1, 1000) as u32
+                config.policy.keys.max_failures = number(value()?)?.clamp(1, 1000) as u32
             }
             "--max-resident" => config.max_resident = number(value()?)? as usize,
             "--memory-budget-mib" => {
@@ -51,7 +51,7 @@ fn parse(args: &[String]) -> Result<(Channel, Config), String> {
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    config.policy.cost = cost;
+    config.policy.keys.cost = cost;
     Ok((
         socket.ok_or("--socket or --vsock-port is required")?,
         config,

@@ -1,16 +1,23 @@
-//! Vault actors: one slot per vault, each behind its own lock, so a vault's operations run one
-//! at a time while different vaults run in parallel. Idle vaults are evicted (LRU and idle
+//! Vault actors: one record per vault, each behind its own lock, so a vault's operations run
+//! one at a time while different vaults run in parallel. Idle vaults are evicted (LRU and idle
 //! timeout); an evicted vault keeps only its master key, wrapped under a key that exists in
 //! this enclave process alone, so it reloads without the PIN until the enclave restarts.
+//!
+//! What the record remembers for the enclave's lifetime is what the host could otherwise undo
+//! unseen: the newest guard record, keys generation and credential generation, the vault's
+//! identity, and the highest state (version and hash) seen. Everything in it comes from
+//! authenticated reads or from the enclave's own writes, and only ever tightens: a host that
+//! answers "nothing there" or "stored" falsely can make an operation fail, never make the
+//! enclave trust something it did not check.
 
 use crate::keys::{self, KeyPolicy, LockedVault, MasterKey};
 use crate::link::Link;
 use crate::objects::Objects;
-use crate::vault::{SqlValue, Statement, Vault};
+use crate::vault::{Head, Limits, SqlValue, Statement, Vault};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use vettid_attest::seal::RecipientSealer;
+use vettid_attest::seal::Sealer;
 use vettid_crypto::SecretBytes;
 use vettid_crypto::aead::AeadKey;
 use vettid_proto::enclave::{
@@ -20,11 +27,22 @@ use vettid_proto::enclave::{
 /// Largest record value of the debug table.
 const MAX_VALUE: usize = 1024 * 1024;
 
-/// Tunables of the enclave.
+/// What the enclave's measured configuration decides: the guess limit and stretching, and the
+/// per-vault quotas. Never taken from the host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Guess limit and PIN stretching.
+    pub keys: KeyPolicy,
+    /// Per-vault quotas.
+    pub limits: Limits,
+}
+
+/// Tunables of the enclave: its policy, and resource settings the host may choose (they can
+/// only cost availability, which the host controls anyway).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Guess limit and PIN stretching.
-    pub policy: KeyPolicy,
+    /// The measured policy.
+    pub policy: Policy,
     /// Resident vaults at most; beyond it the least recently used are evicted.
     pub max_resident: usize,
     /// Bytes of resident vault databases at most; beyond it the least recently used are evicted.
@@ -38,13 +56,21 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            policy: KeyPolicy::default(),
+            policy: Policy::default(),
             max_resident: 10_000,
             memory_budget: 1 << 30,
             idle: Duration::from_secs(300),
             snapshot_every: crate::vault::SNAPSHOT_EVERY,
         }
     }
+}
+
+/// Who opened a resident vault: an app's session (the keys record has registered devices) or
+/// the debug path (it has none). The debug path never reaches an app's vault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    App,
+    Debug,
 }
 
 enum Slot {
@@ -54,349 +80,107 @@ enum Slot {
     Resident {
         vault: Box<Vault>,
         wrapped: Vec<u8>,
+        owner: Owner,
         last_used: Instant,
     },
     /// Evicted; the master key kept wrapped under the instance key.
-    Evicted { wrapped: Vec<u8> },
+    Evicted { wrapped: Vec<u8>, owner: Owner },
+}
+
+impl Slot {
+    fn owner(&self) -> Option<Owner> {
+        match self {
+            Slot::Cold => None,
+            Slot::Resident { owner, .. } | Slot::Evicted { owner, .. } => Some(*owner),
+        }
+    }
+
+    /// Drops the copy in memory (keeping the key to reload it).
+    fn evict(&mut self) {
+        if let Slot::Resident { wrapped, owner, .. } = self {
+            *self = Slot::Evicted {
+                wrapped: std::mem::take(wrapped),
+                owner: *owner,
+            };
+        }
+    }
+}
+
+/// Everything the enclave holds about one vault, behind one lock.
+struct VaultState {
+    slot: Slot,
+    /// Raised by every unlock and lock: a session's unlock holds only while the number it got
+    /// is current.
+    opening: u64,
+    /// The newest guard record seen: storage that shows an older one was rolled back.
+    guard_seq: u64,
+    /// The newest keys generation seen.
+    generation: Option<u64>,
+    /// Devices of the newest keys record read and authenticated (never from a listing or a
+    /// write the host claims to have stored): the handshake's pre-check. The decisive check
+    /// is against the record each unlock opens.
+    devices: Option<Vec<[u8; 32]>>,
+    /// The vault's identity, from its keys record or its creation: another one later means
+    /// the host substituted a different vault.
+    identity: Option<[u8; 32]>,
+    /// The highest state seen (loaded, written, or shown by an app as a vault-signed
+    /// version): storage that does not extend it is refused as `RolledBack`.
+    high_water: Option<Head>,
+    /// The newest credential generation seen.
+    credential_generation: u64,
+}
+
+impl VaultState {
+    fn new() -> Self {
+        Self {
+            slot: Slot::Cold,
+            opening: 0,
+            guard_seq: 0,
+            generation: None,
+            devices: None,
+            identity: None,
+            high_water: None,
+            credential_generation: 0,
+        }
+    }
+
+    /// Whether this enclave knows the vault exists (it read or made it).
+    fn known(&self) -> bool {
+        self.generation.is_some() || self.high_water.is_some()
+    }
+
+    /// Raises the high-water mark to `head` if it is newer.
+    fn saw(&mut self, head: Head) {
+        if self.high_water.is_none_or(|h| head.version > h.version) {
+            self.high_water = Some(head);
+        }
+    }
+
+    /// Records the vault's identity; a different one than before is a substitution.
+    fn same_identity(&mut self, identity: [u8; 32]) -> Result<(), VaultError> {
+        match self.identity {
+            Some(known) if !vettid_crypto::ct_eq(&known, &identity) => Err(VaultError::Tampered(
+                "the host substituted a different vault".into(),
+            )),
+            _ => {
+                self.identity = Some(identity);
+                Ok(())
+            }
+        }
+    }
 }
 
 /// All vaults of this enclave instance.
 pub struct Manager {
     link: Arc<Link>,
-    sealer: RecipientSealer<Arc<Link>, Arc<Link>>,
+    sealer: Box<dyn Sealer + Send + Sync>,
     instance_key: AeadKey,
     config: Config,
-    slots: Mutex<HashMap<String, Arc<Mutex<Slot>>>>,
-    /// The newest guard record seen per vault in this enclave instance: storage that shows
-    /// an older one has been rolled back (to reset the wrong-PIN count) and is refused.
-    guards: Mutex<HashMap<String, u64>>,
-    /// The newest keys generation seen per vault: an older one is a rollback (say, to a PIN
-    /// that was changed) and is refused.
-    generations: Mutex<HashMap<String, u64>>,
-    /// Registered device keys per vault, read once from the keys record (they change only
-    /// with a new keys generation, which this enclave writes itself).
-    devices: Mutex<HashMap<String, Vec<[u8; 32]>>>,
-    /// The vault version of the newest credential rotation per vault: an older state is a
-    /// rollback (to revive a used blob) and is refused.
-    credential_generations: Mutex<HashMap<String, u64>>,
-    /// Per vault, a number raised by every unlock and lock: a session's unlock holds only while
-    /// the number it got is current.
-    openings: Mutex<HashMap<String, u64>>,
+    vaults: Mutex<HashMap<String, Arc<Mutex<VaultState>>>>,
 }
 
-impl Manager {
-    /// A manager reaching storage and the key service through `link`.
-    pub fn new(link: Arc<Link>, config: Config) -> Self {
-        Self {
-            sealer: RecipientSealer::new(link.clone(), link.clone()),
-            link,
-            instance_key: AeadKey::generate(),
-            config,
-            slots: Mutex::new(HashMap::new()),
-            guards: Mutex::new(HashMap::new()),
-            generations: Mutex::new(HashMap::new()),
-            devices: Mutex::new(HashMap::new()),
-            credential_generations: Mutex::new(HashMap::new()),
-            openings: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Opens the locked vault, refusing guard state older than this instance has seen.
-    fn open_locked(&self, objects: &Objects<'_>) -> Result<LockedVault, VaultError> {
-        let locked = LockedVault::open(objects, &self.sealer)?;
-        let seen = self
-            .guards
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(objects.vault())
-            .copied();
-        if seen.is_some_and(|seen| locked.guard_seq() < seen) {
-            return Err(VaultError::Tampered("guard records rolled back".into()));
-        }
-        {
-            let mut generations = self.generations.lock().unwrap_or_else(|p| p.into_inner());
-            let seen = generations.entry(objects.vault().to_owned()).or_insert(0);
-            if locked.generation() < *seen {
-                return Err(VaultError::Tampered("keys record rolled back".into()));
-            }
-            *seen = locked.generation();
-        }
-        self.devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(objects.vault().to_owned(), locked.devices().to_vec());
-        Ok(locked)
-    }
-
-    /// Remembers the newest guard record after an attempt (whatever its outcome).
-    fn note_guard(&self, vault: &str, locked: &LockedVault) {
-        let mut guards = self.guards.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = guards.entry(vault.to_owned()).or_insert(0);
-        *seen = (*seen).max(locked.guard_seq());
-    }
-
-    fn slot(&self, vault: &str) -> Arc<Mutex<Slot>> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        slots
-            .entry(vault.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(Slot::Cold)))
-            .clone()
-    }
-
-    fn resident<'s>(
-        &self,
-        slot: &'s mut Slot,
-        objects: &Objects<'_>,
-    ) -> Result<&'s mut Vault, VaultError> {
-        if let Slot::Evicted { wrapped } = slot {
-            let vmk = MasterKey::unwrap(&self.instance_key, objects.vault(), wrapped)
-                .ok_or_else(|| VaultError::Internal("evicted key does not unwrap".into()))?;
-            let vault = Vault::load(objects, &vmk)?;
-            *slot = Slot::Resident {
-                vault: Box::new(vault),
-                wrapped: std::mem::take(wrapped),
-                last_used: Instant::now(),
-            };
-        }
-        match slot {
-            Slot::Resident {
-                vault, last_used, ..
-            } => {
-                *last_used = Instant::now();
-                Ok(vault)
-            }
-            _ => Err(VaultError::NotUnlocked),
-        }
-    }
-
-    fn make_resident(
-        &self,
-        slot: &mut Slot,
-        mut vault: Vault,
-        vmk: &MasterKey,
-        id: &str,
-    ) -> EnclaveReply {
-        let signed = vault.signed_version(id);
-        *slot = Slot::Resident {
-            vault: Box::new(vault),
-            wrapped: vmk.wrap(&self.instance_key, id),
-            last_used: Instant::now(),
-        };
-        EnclaveReply::Open(signed)
-    }
-
-    /// Raises vault `id`'s opening number (at every unlock and lock) and returns it.
-    fn bump_opening(&self, id: &str) -> u64 {
-        let mut openings = self.openings.lock().unwrap_or_else(|p| p.into_inner());
-        let n = openings.entry(id.to_owned()).or_insert(0);
-        *n += 1;
-        *n
-    }
-
-    /// Vault `id`'s current opening number: a session's unlock is valid only while the number
-    /// it got at its unlock is current (any lock or later unlock ends it).
-    pub fn opening(&self, id: &str) -> u64 {
-        self.openings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .copied()
-            .unwrap_or(0)
-    }
-
-    /// Checks the PIN (counted durably first) and makes the vault resident.
-    fn unlock(
-        &self,
-        slot: &mut Slot,
-        objects: &Objects<'_>,
-        pin: &[u8],
-    ) -> Result<EnclaveReply, VaultError> {
-        let mut locked = self.open_locked(objects)?;
-        let result = locked.unlock(objects, pin, &self.config.policy);
-        self.note_guard(objects.vault(), &locked);
-        let vmk = result?;
-        let vault = Vault::load(objects, &vmk)?;
-        self.bump_opening(objects.vault());
-        Ok(self.make_resident(slot, vault, &vmk, objects.vault()))
-    }
-
-    /// Runs one operation on one vault.
-    pub fn handle(&self, id: &str, op: VaultOp) -> Result<EnclaveReply, VaultError> {
-        if !valid_vault_id(id) {
-            return Err(VaultError::BadRequest(
-                "vault id must be 1-64 of a-z 0-9 -".into(),
-            ));
-        }
-        let objects = Objects::new(&self.link, id);
-        let slot = self.slot(id);
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let policy = &self.config.policy;
-        match op {
-            VaultOp::Create { pin } => {
-                check_pin(&pin)?;
-                let vmk = keys::create(&objects, &self.sealer, &pin, policy, Vec::new())?;
-                self.devices
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.to_owned(), Vec::new());
-                let vault = Vault::create(&objects, &vmk)?;
-                Ok(self.make_resident(&mut slot, vault, &vmk, id))
-            }
-            VaultOp::Unlock { pin } => self.unlock(&mut slot, &objects, &pin),
-            VaultOp::ChangePin { old, new } => {
-                check_pin(&new)?;
-                let mut locked = self.open_locked(&objects)?;
-                let result = locked.change_pin(&objects, &self.sealer, &old, &new, policy);
-                self.note_guard(id, &locked);
-                let vmk = result?;
-                let vault = Vault::load(&objects, &vmk)?;
-                Ok(self.make_resident(&mut slot, vault, &vmk, id))
-            }
-            VaultOp::Lock => {
-                // Leave a snapshot behind if changes are only in the log, so the next load
-                // replays nothing. Not required for durability (the log has everything).
-                if let Slot::Resident { vault, .. } = &mut *slot
-                    && vault.has_unsnapshotted_changes()
-                {
-                    let _ = vault.snapshot(&objects);
-                }
-                *slot = Slot::Cold;
-                self.bump_opening(id);
-                Ok(EnclaveReply::Locked)
-            }
-            VaultOp::Put { key, value } => {
-                if key.is_empty() || key.len() > 256 || value.len() > MAX_VALUE {
-                    return Err(VaultError::BadRequest(
-                        "key must be 1-256 bytes and value at most 1 MiB".into(),
-                    ));
-                }
-                let result = {
-                    let vault = self.resident(&mut slot, &objects)?;
-                    vault.write(
-                        &objects,
-                        vec![Statement {
-                            sql: "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value".into(),
-                            params: vec![SqlValue::Text(key), SqlValue::Blob(value)],
-                        }],
-                    )
-                };
-                match result {
-                    Ok(signed) => Ok(EnclaveReply::Written(signed)),
-                    Err(VaultError::Conflict) => {
-                        // Our copy is stale: drop it; the next operation reloads from storage.
-                        if let Slot::Resident { wrapped, .. } = &mut *slot {
-                            *slot = Slot::Evicted {
-                                wrapped: std::mem::take(wrapped),
-                            };
-                        }
-                        Err(VaultError::Conflict)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            VaultOp::Get { key } => {
-                let vault = self.resident(&mut slot, &objects)?;
-                Ok(EnclaveReply::Value(vault.get(&key)?))
-            }
-            VaultOp::Status => {
-                let residency = match &*slot {
-                    Slot::Resident { .. } => Residency::Resident,
-                    Slot::Evicted { .. } => Residency::Evicted,
-                    Slot::Cold => Residency::Locked,
-                };
-                // Reading the guard needs no hold on the vault: let it be used (and evicted).
-                drop(slot);
-                let locked = self.open_locked(&objects)?;
-                let failures = locked.failures();
-                Ok(EnclaveReply::Status {
-                    residency,
-                    failed_attempts: failures,
-                    attempts_left: if locked.locked_out() {
-                        0
-                    } else {
-                        policy.max_failures.saturating_sub(failures)
-                    },
-                })
-            }
-        }
-    }
-
-    /// Work after an acknowledged write: snapshot and compact if due. Errors are not fatal
-    /// (the log still holds everything) and are retried after the next write.
-    pub fn maintain(&self, id: &str) {
-        let objects = Objects::new(&self.link, id);
-        // Only vaults that have a slot (never make one for a name someone merely sent).
-        let Some(slot) = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-        else {
-            return;
-        };
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        if let Slot::Resident { vault, .. } = &mut *slot
-            && vault.wants_snapshot(self.config.snapshot_every)
-        {
-            let _ = vault.snapshot(&objects);
-        }
-    }
-
-    /// Evicts vaults idle longer than the timeout, then the least recently used beyond the
-    /// budget. Busy vaults (locked by a worker) are skipped.
-    pub fn evict_idle(&self) -> usize {
-        let slots: Vec<(String, Arc<Mutex<Slot>>)> = self
-            .slots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let mut resident: Vec<(Instant, u64, Arc<Mutex<Slot>>)> = Vec::new();
-        let mut evicted = 0;
-        for (_, slot) in &slots {
-            let Ok(mut guard) = slot.try_lock() else {
-                continue;
-            };
-            if let Slot::Resident {
-                last_used,
-                wrapped,
-                vault,
-            } = &mut *guard
-            {
-                if last_used.elapsed() >= self.config.idle {
-                    *guard = Slot::Evicted {
-                        wrapped: std::mem::take(wrapped),
-                    };
-                    evicted += 1;
-                } else {
-                    resident.push((*last_used, vault.db_bytes(), slot.clone()));
-                }
-            }
-        }
-        // Oldest first: evict while over the count or the byte budget.
-        resident.sort_by_key(|(t, _, _)| *t);
-        let mut count = resident.len();
-        let mut bytes: u64 = resident.iter().map(|(_, b, _)| b).sum();
-        for (_, size, slot) in resident {
-            if count <= self.config.max_resident && bytes <= self.config.memory_budget {
-                break;
-            }
-            let Ok(mut guard) = slot.try_lock() else {
-                continue;
-            };
-            if let Slot::Resident { wrapped, .. } = &mut *guard {
-                *guard = Slot::Evicted {
-                    wrapped: std::mem::take(wrapped),
-                };
-                evicted += 1;
-                count -= 1;
-                bytes = bytes.saturating_sub(size);
-            }
-        }
-        evicted
-    }
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// What enrollment made.
@@ -411,8 +195,377 @@ pub struct Enrollment {
     pub event_key: SecretBytes<32>,
     /// The first signed version.
     pub version: SignedVersion,
-    /// The opening number of this unlock (see [`Manager::opening`]).
+    /// The opening number of this unlock (see [`Manager::with_unlocked`]).
     pub opening: u64,
+}
+
+/// What an app's unlock gives its session.
+pub struct Unlocked {
+    /// The signed version.
+    pub version: SignedVersion,
+    /// The key of the vault's events.
+    pub event_key: SecretBytes<32>,
+    /// The opening number: the session's proof of this unlock while it is current.
+    pub opening: u64,
+}
+
+impl Manager {
+    /// A manager reaching storage through `link` and sealing with `sealer`.
+    pub fn new(link: Arc<Link>, sealer: Box<dyn Sealer + Send + Sync>, config: Config) -> Self {
+        Self {
+            sealer,
+            link,
+            instance_key: AeadKey::generate(),
+            config,
+            vaults: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn policy(&self) -> &KeyPolicy {
+        &self.config.policy.keys
+    }
+
+    fn limits(&self) -> Limits {
+        self.config.policy.limits
+    }
+
+    fn state(&self, vault: &str) -> Arc<Mutex<VaultState>> {
+        lock(&self.vaults)
+            .entry(vault.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(VaultState::new())))
+            .clone()
+    }
+
+    /// Opens the locked vault, refusing guard state, keys generations or an identity other than
+    /// this instance has seen, and remembers what it authenticated.
+    fn open_locked(
+        &self,
+        st: &mut VaultState,
+        objects: &Objects<'_>,
+    ) -> Result<LockedVault, VaultError> {
+        let locked = LockedVault::open(objects, &*self.sealer)?;
+        if locked.guard_seq() < st.guard_seq {
+            return Err(VaultError::Tampered("guard records rolled back".into()));
+        }
+        if st.generation.is_some_and(|g| locked.generation() < g) {
+            return Err(VaultError::Tampered("keys record rolled back".into()));
+        }
+        let identity = locked
+            .identity()
+            .try_into()
+            .map_err(|_| VaultError::Tampered("identity key length".into()))?;
+        st.same_identity(identity)?;
+        st.generation = Some(locked.generation());
+        st.devices = Some(locked.devices().to_vec());
+        st.guard_seq = locked.guard_seq();
+        Ok(locked)
+    }
+
+    /// Remembers the newest guard record after an attempt (whatever its outcome).
+    fn note_guard(st: &mut VaultState, locked: &LockedVault) {
+        st.guard_seq = st.guard_seq.max(locked.guard_seq());
+    }
+
+    /// Loads the vault from storage, refusing a state that does not extend the high-water mark.
+    fn load(
+        &self,
+        st: &mut VaultState,
+        objects: &Objects<'_>,
+        vmk: &MasterKey,
+    ) -> Result<Vault, VaultError> {
+        let vault = Vault::load(objects, vmk, self.limits(), st.high_water)?;
+        st.same_identity(vault.identity_public_key())?;
+        st.saw(vault.head());
+        Ok(vault)
+    }
+
+    /// The resident vault (reloaded if it was evicted) if it was opened by `owner`.
+    fn resident<'s>(
+        &self,
+        st: &'s mut VaultState,
+        objects: &Objects<'_>,
+        owner: Owner,
+    ) -> Result<&'s mut Vault, VaultError> {
+        match st.slot.owner() {
+            None => return Err(VaultError::NotUnlocked),
+            Some(o) if o != owner => {
+                return Err(match owner {
+                    Owner::Debug => VaultError::AppOwned,
+                    Owner::App => VaultError::NotUnlocked,
+                });
+            }
+            Some(_) => {}
+        }
+        if let Slot::Evicted { wrapped, .. } = &mut st.slot {
+            let wrapped = std::mem::take(wrapped);
+            let vmk = MasterKey::unwrap(&self.instance_key, objects.vault(), &wrapped)
+                .ok_or_else(|| VaultError::Internal("evicted key does not unwrap".into()))?;
+            let loaded = self.load(st, objects, &vmk);
+            let vault = match loaded {
+                Ok(v) => v,
+                Err(e) => {
+                    // Keep the key: the host may yet serve the right state.
+                    st.slot = Slot::Evicted { wrapped, owner };
+                    return Err(e);
+                }
+            };
+            st.slot = Slot::Resident {
+                vault: Box::new(vault),
+                wrapped,
+                owner,
+                last_used: Instant::now(),
+            };
+        }
+        match &mut st.slot {
+            Slot::Resident {
+                vault, last_used, ..
+            } => {
+                *last_used = Instant::now();
+                Ok(vault)
+            }
+            _ => Err(VaultError::NotUnlocked),
+        }
+    }
+
+    /// Runs `f` on the resident vault; afterwards the high-water mark follows what it wrote,
+    /// and a write fenced by a newer writer drops this copy (the next use reloads and is
+    /// checked against the mark).
+    fn with_vault<T>(
+        &self,
+        st: &mut VaultState,
+        objects: &Objects<'_>,
+        owner: Owner,
+        f: impl FnOnce(&mut Vault, &Objects<'_>) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        let vault = self.resident(st, objects, owner)?;
+        let result = f(vault, objects);
+        let head = vault.head();
+        st.saw(head);
+        if matches!(result, Err(VaultError::Conflict)) {
+            st.slot.evict();
+        }
+        result
+    }
+
+    fn make_resident(
+        &self,
+        st: &mut VaultState,
+        mut vault: Vault,
+        vmk: &MasterKey,
+        id: &str,
+        owner: Owner,
+    ) -> SignedVersion {
+        let signed = vault.signed_version(id);
+        st.saw(vault.head());
+        st.slot = Slot::Resident {
+            vault: Box::new(vault),
+            wrapped: vmk.wrap(&self.instance_key, id),
+            owner,
+            last_used: Instant::now(),
+        };
+        signed
+    }
+
+    /// Checks the PIN and makes the vault resident. For an app (`device` given) the device must
+    /// be registered in the keys record this unlock opens — checked before the PIN is even
+    /// counted; for the debug path the record must have no devices at all.
+    fn unlock(
+        &self,
+        st: &mut VaultState,
+        objects: &Objects<'_>,
+        pin: &[u8],
+        device: Option<&[u8; 32]>,
+    ) -> Result<SignedVersion, VaultError> {
+        let mut locked = self.open_locked(st, objects)?;
+        let owner = match device {
+            Some(d) if !locked.has_device(d) => return Err(VaultError::DeviceNotRegistered),
+            Some(_) => Owner::App,
+            None if !locked.devices().is_empty() => return Err(VaultError::AppOwned),
+            None => Owner::Debug,
+        };
+        let result = locked.unlock(objects, pin, self.policy());
+        Self::note_guard(st, &locked);
+        let vmk = result?;
+        let vault = self.load(st, objects, &vmk)?;
+        st.opening += 1;
+        Ok(self.make_resident(st, vault, &vmk, objects.vault(), owner))
+    }
+
+    /// The debug path (`ToEnclave::Vault`, the host's control socket): vaults no app owns.
+    pub fn handle(&self, id: &str, op: VaultOp) -> Result<EnclaveReply, VaultError> {
+        if !valid_vault_id(id) {
+            return Err(VaultError::BadRequest(
+                "vault id must be 1-64 of a-z 0-9 -".into(),
+            ));
+        }
+        let objects = Objects::new(&self.link, id);
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        match op {
+            VaultOp::Create { pin } => {
+                check_pin(&pin)?;
+                if st.known() {
+                    return Err(VaultError::AlreadyExists);
+                }
+                let vmk = keys::create(&objects, &*self.sealer, &pin, self.policy(), Vec::new())?;
+                let vault = Vault::create(&objects, &vmk, self.limits())?;
+                st.same_identity(vault.identity_public_key())?;
+                st.opening += 1;
+                Ok(EnclaveReply::Open(self.make_resident(
+                    st,
+                    vault,
+                    &vmk,
+                    id,
+                    Owner::Debug,
+                )))
+            }
+            VaultOp::Unlock { pin } => self
+                .unlock(st, &objects, &pin, None)
+                .map(EnclaveReply::Open),
+            VaultOp::ChangePin { old, new } => {
+                check_pin(&new)?;
+                let mut locked = self.open_locked(st, &objects)?;
+                if !locked.devices().is_empty() {
+                    return Err(VaultError::AppOwned);
+                }
+                let result = locked.change_pin(&objects, &*self.sealer, &old, &new, self.policy());
+                Self::note_guard(st, &locked);
+                let vmk = result?;
+                st.generation = Some(locked.generation());
+                let vault = self.load(st, &objects, &vmk)?;
+                st.opening += 1;
+                Ok(EnclaveReply::Open(self.make_resident(
+                    st,
+                    vault,
+                    &vmk,
+                    id,
+                    Owner::Debug,
+                )))
+            }
+            VaultOp::Lock => {
+                if st.slot.owner() == Some(Owner::App) {
+                    return Err(VaultError::AppOwned);
+                }
+                self.lock_slot(st, &objects);
+                Ok(EnclaveReply::Locked)
+            }
+            VaultOp::Put { key, value } => {
+                if key.is_empty() || key.len() > 256 || value.len() > MAX_VALUE {
+                    return Err(VaultError::BadRequest(
+                        "key must be 1-256 bytes and value at most 1 MiB".into(),
+                    ));
+                }
+                self.with_vault(st, &objects, Owner::Debug, |vault, objects| {
+                    vault.write(
+                        objects,
+                        vec![Statement {
+                            sql: "INSERT INTO kv (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value".into(),
+                            params: vec![SqlValue::Text(key), SqlValue::Blob(value)],
+                        }],
+                    )
+                })
+                .map(EnclaveReply::Written)
+            }
+            VaultOp::Get { key } => self
+                .with_vault(st, &objects, Owner::Debug, |vault, _| vault.get(&key))
+                .map(EnclaveReply::Value),
+            VaultOp::Status => {
+                if st.slot.owner() == Some(Owner::App) {
+                    return Err(VaultError::AppOwned);
+                }
+                let residency = residency(&st.slot);
+                let locked = self.open_locked(st, &objects)?;
+                if !locked.devices().is_empty() {
+                    return Err(VaultError::AppOwned);
+                }
+                Ok(EnclaveReply::Status {
+                    residency,
+                    failed_attempts: locked.failures(),
+                    attempts_left: locked.attempts_left(self.policy()),
+                })
+            }
+        }
+    }
+
+    /// Locks: a snapshot if changes are only in the log (so the next load replays nothing; not
+    /// needed for durability), the keys forgotten, the opening number raised.
+    fn lock_slot(&self, st: &mut VaultState, objects: &Objects<'_>) {
+        if let Slot::Resident { vault, .. } = &mut st.slot
+            && vault.has_unsnapshotted_changes()
+        {
+            let _ = vault.snapshot(objects);
+        }
+        st.slot = Slot::Cold;
+        st.opening += 1;
+    }
+
+    /// Work after an acknowledged write: snapshot and compact if due. Errors are not fatal
+    /// (the log still holds everything) and are retried after the next write.
+    pub fn maintain(&self, id: &str) {
+        let objects = Objects::new(&self.link, id);
+        // Only vaults that have a record (never make one for a name someone merely sent).
+        let Some(state) = lock(&self.vaults).get(id).cloned() else {
+            return;
+        };
+        let mut st = lock(&state);
+        if let Slot::Resident { vault, .. } = &mut st.slot
+            && vault.wants_snapshot(self.config.snapshot_every)
+        {
+            let _ = vault.snapshot(&objects);
+        }
+    }
+
+    /// Evicts vaults idle longer than the timeout, then the least recently used beyond the
+    /// budget. Busy vaults (locked by a worker) are skipped. Records of vaults the enclave
+    /// knows nothing about (a name someone merely sent) are forgotten.
+    pub fn evict_idle(&self) -> usize {
+        let states: Vec<Arc<Mutex<VaultState>>> = {
+            let mut vaults = lock(&self.vaults);
+            vaults.retain(|_, s| {
+                s.try_lock()
+                    .map_or(true, |s| s.known() || !matches!(s.slot, Slot::Cold))
+            });
+            vaults.values().cloned().collect()
+        };
+        let mut resident: Vec<(Instant, u64, Arc<Mutex<VaultState>>)> = Vec::new();
+        let mut evicted = 0;
+        for state in &states {
+            let Ok(mut st) = state.try_lock() else {
+                continue;
+            };
+            if let Slot::Resident {
+                last_used, vault, ..
+            } = &st.slot
+            {
+                if last_used.elapsed() >= self.config.idle {
+                    st.slot.evict();
+                    evicted += 1;
+                } else {
+                    resident.push((*last_used, vault.db_bytes(), state.clone()));
+                }
+            }
+        }
+        // Oldest first: evict while over the count or the byte budget.
+        resident.sort_by_key(|(t, _, _)| *t);
+        let mut count = resident.len();
+        let mut bytes: u64 = resident.iter().map(|(_, b, _)| b).sum();
+        for (_, size, state) in resident {
+            if count <= self.config.max_resident && bytes <= self.config.memory_budget {
+                break;
+            }
+            let Ok(mut st) = state.try_lock() else {
+                continue;
+            };
+            if matches!(st.slot, Slot::Resident { .. }) {
+                st.slot.evict();
+                evicted += 1;
+                count -= 1;
+                bytes = bytes.saturating_sub(size);
+            }
+        }
+        evicted
+    }
 }
 
 /// Operations of the app's session (see `session.rs`), on top of the engine above.
@@ -435,31 +588,32 @@ impl Manager {
             ));
         }
         let objects = Objects::new(&self.link, id);
-        let slot = self.slot(id);
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let policy = &self.config.policy;
-        let (vmk, mut vault) = match keys::create(&objects, &self.sealer, pin, policy, vec![device])
-        {
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        let created = if st.known() {
+            Err(VaultError::AlreadyExists)
+        } else {
+            keys::create(&objects, &*self.sealer, pin, self.policy(), vec![device])
+        };
+        let (vmk, mut vault) = match created {
             Ok(vmk) => {
-                self.devices
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.to_owned(), vec![device]);
-                let vault = Vault::create(&objects, &vmk)?;
+                let vault = Vault::create(&objects, &vmk, self.limits())?;
+                st.same_identity(vault.identity_public_key())?;
                 (vmk, vault)
             }
             // An enrollment cut short after its keys were written may be completed by the same
             // (only) device with the same PIN (counted like any unlock), if it made no
             // credential yet. Anything else stays `AlreadyExists`.
             Err(VaultError::AlreadyExists) => {
-                let mut locked = self.open_locked(&objects)?;
+                let mut locked = self.open_locked(st, &objects)?;
                 if locked.devices() != [device] {
                     return Err(VaultError::AlreadyExists);
                 }
-                let result = locked.unlock(&objects, pin, policy);
-                self.note_guard(id, &locked);
+                let result = locked.unlock(&objects, pin, self.policy());
+                Self::note_guard(st, &locked);
                 let vmk = result?;
-                let vault = Vault::load(&objects, &vmk)?;
+                let vault = self.load(st, &objects, &vmk)?;
                 if vault.meta("credential/key")?.is_some() {
                     return Err(VaultError::AlreadyExists);
                 }
@@ -467,280 +621,217 @@ impl Manager {
             }
             Err(e) => return Err(e),
         };
-        let cek = SecretBytes::<32>::random();
-        let credential = crate::credential::seal(id, 1, &cek, verifier, now_ms);
-        let meta = "INSERT INTO meta (key, value) VALUES (?1, ?2)";
-        let version = vault.write(
-            &objects,
-            vec![
-                Statement {
-                    sql: meta.into(),
-                    params: vec![
-                        SqlValue::Text("credential/key".into()),
-                        SqlValue::Blob(cek.expose().to_vec()),
-                    ],
-                },
-                Statement {
-                    sql: meta.into(),
-                    params: vec![
-                        SqlValue::Text("credential/generation".into()),
-                        SqlValue::Blob(1u64.to_be_bytes().to_vec()),
-                    ],
-                },
-                Statement {
-                    sql: meta.into(),
-                    params: vec![
-                        SqlValue::Text(format!("device/{}", hex::encode(device))),
-                        SqlValue::Blob(device_name.as_bytes().to_vec()),
-                    ],
-                },
+        let (credential, statements) = crate::credential::enroll(id, verifier, now_ms);
+        let mut statements = statements;
+        statements.push(Statement {
+            sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
+            params: vec![
+                SqlValue::Text(format!("device/{}", hex::encode(device))),
+                SqlValue::Blob(device_name.as_bytes().to_vec()),
             ],
-        )?;
+        });
+        let version = vault.write(&objects, statements)?;
+        st.credential_generation = 1;
+        st.opening += 1;
         let enrollment = Enrollment {
             identity: vault.identity_public_key(),
             exchange: vmk.exchange(id).public_key().to_bytes(),
             credential,
             event_key: vault.event_key().clone(),
             version,
-            opening: self.bump_opening(id),
+            opening: st.opening,
         };
-        self.make_resident(&mut slot, vault, &vmk, id);
+        self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(enrollment)
     }
 
-    /// The device keys registered with vault `id` (readable without the PIN; cached).
-    fn registered_devices(&self, id: &str) -> Result<Vec<[u8; 32]>, VaultError> {
-        if let Some(d) = self
-            .devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-        {
-            return Ok(d.clone());
-        }
-        let objects = Objects::new(&self.link, id);
-        Ok(self.open_locked(&objects)?.devices().to_vec())
-    }
-
-    /// Whether `device` is registered with vault `id` (constant-time comparison).
+    /// Whether `device` is registered with vault `id` (constant-time comparison), from the
+    /// newest keys record this enclave authenticated (read now if it has none).
     pub fn has_device(&self, id: &str, device: &[u8; 32]) -> Result<bool, VaultError> {
-        Ok(self
-            .registered_devices(id)?
-            .iter()
-            .fold(false, |found, d| found | vettid_crypto::ct_eq(d, device)))
-    }
-
-    /// Whether vault `id` exists (a cheap listing; no key service call).
-    pub fn exists(&self, id: &str) -> Result<bool, VaultError> {
         if !valid_vault_id(id) {
             return Ok(false);
         }
-        Ok(!Objects::new(&self.link, id)
-            .list(crate::objects::ObjectKind::Keys)?
-            .is_empty())
-    }
-
-    /// The debug path (`ToEnclave::Vault`, the host's control socket) may touch only vaults
-    /// that no app owns: an enrolled vault (one with a registered device) is reachable only
-    /// through an attested session, so the host can neither read it nor try PINs on it.
-    pub fn debug_allowed(&self, id: &str) -> Result<(), VaultError> {
-        let cached = self
-            .devices
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .map(Vec::is_empty);
-        let app_free = match cached {
-            Some(empty) => empty,
-            None if !self.exists(id)? => return Ok(()),
-            None => self.registered_devices(id)?.is_empty(),
-        };
-        if app_free {
-            Ok(())
-        } else {
-            Err(VaultError::BadRequest(
-                "this vault belongs to an app: only its attested session reaches it".into(),
-            ))
+        let state = self.state(id);
+        let mut st = lock(&state);
+        if st.devices.is_none() {
+            let objects = Objects::new(&self.link, id);
+            self.open_locked(&mut st, &objects)?;
         }
+        Ok(st
+            .devices
+            .iter()
+            .flatten()
+            .fold(false, |found, d| found | vettid_crypto::ct_eq(d, device)))
     }
 
-    /// Unlocks with the PIN (counted like [`VaultOp::Unlock`]); the version and event key.
+    /// Unlocks with the PIN for the session of `device` (which must be registered in the keys
+    /// record this unlock opens), refusing a state that does not extend `seen` (what this
+    /// session's app showed it had seen). The opening number is taken under the vault's lock.
     pub fn unlock_for_app(
         &self,
         id: &str,
         pin: &[u8],
         device: &[u8; 32],
+        seen: Option<Head>,
         now_ms: u64,
-    ) -> Result<(SignedVersion, SecretBytes<32>), VaultError> {
+    ) -> Result<Unlocked, VaultError> {
         if !valid_vault_id(id) {
             return Err(VaultError::BadRequest("bad vault id".into()));
         }
         let objects = Objects::new(&self.link, id);
-        let slot = self.slot(id);
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let EnclaveReply::Open(_) = self.unlock(&mut slot, &objects, pin)? else {
-            return Err(VaultError::Internal("unexpected unlock answer".into()));
-        };
-        let vault = self.resident(&mut slot, &objects)?;
-        // The feed tells the member; events past their retention lose their content.
-        let event = crate::feed::event(
-            now_ms,
-            vettid_proto::feed::Audience::Feed,
-            "vault.unlocked",
-            vettid_proto::feed::Retention::Short,
-            format!("vault unlocked from device {}", hex::encode(&device[..8])),
-        );
-        let mut statements = vec![crate::feed::prune(now_ms)];
-        statements.extend(crate::feed::append(vault, &[event])?);
-        let version = vault.write(&objects, statements)?;
-        Ok((version, vault.event_key().clone()))
-    }
-
-    /// Runs a secrets operation on the unlocked vault (reloaded if it was evicted).
-    pub fn secrets(
-        &self,
-        id: &str,
-        op: vettid_proto::secrets::SecretOp,
-        now_ms: u64,
-    ) -> Result<vettid_proto::secrets::SecretReply, VaultError> {
-        self.with_unlocked(id, |vault, objects| {
-            crate::secrets::handle(vault, objects, op, now_ms)
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        self.unlock(st, &objects, pin, Some(device))?;
+        let opening = st.opening;
+        self.with_vault(st, &objects, Owner::App, |vault, objects| {
+            if let Some(seen) = seen {
+                vault.extends(objects, seen)?;
+            }
+            // The feed tells the member; events past their retention lose their content.
+            let event = crate::feed::event(
+                now_ms,
+                vettid_proto::feed::Audience::Feed,
+                "vault.unlocked",
+                vettid_proto::feed::Retention::Short,
+                format!("vault unlocked from device {}", hex::encode(&device[..8])),
+            );
+            let mut statements = vec![crate::feed::prune(now_ms)];
+            statements.extend(crate::feed::append(vault, &[event])?);
+            let version = vault.write(objects, statements)?;
+            Ok(Unlocked {
+                version,
+                event_key: vault.event_key().clone(),
+                opening,
+            })
         })
     }
 
-    /// Runs a credential operation: the password attempt is counted durably first (with the
-    /// PIN's limit; at the limit the vault locks), then the blob is opened with the vault's
-    /// current key and the verifier, the operation runs, and the credential is re-sealed under
-    /// a new key. A right password resets the count; anything else leaves it counted.
-    pub fn credential(
-        &self,
-        id: &str,
-        blob: &[u8],
-        verifier: &[u8; 32],
-        op: vettid_proto::credential::CredentialOp,
-        now_ms: u64,
-    ) -> Result<vettid_proto::credential::CredentialReply, VaultError> {
-        use crate::credential::Refused;
-        // Locked (by another session) since: no attempt to count.
-        self.with_unlocked(id, |_, _| Ok(()))?;
+    /// An app shows a version of vault `id` it has seen, signed by the vault: the enclave
+    /// checks the signature against the vault's identity, raises its high-water mark to it,
+    /// and (when the vault is in memory) checks that the current state extends it.
+    pub fn anchor(&self, id: &str, seen: &SignedVersion) -> Result<Head, VaultError> {
         let objects = Objects::new(&self.link, id);
-        let policy = &self.config.policy;
-        let mut locked = self.open_locked(&objects)?;
-        let counted = locked.count_password_attempt(&objects, policy);
-        self.note_guard(id, &locked);
-        counted?;
-        let checked = self.with_unlocked(id, |vault, objects| {
-            crate::credential::check(vault, objects.vault(), blob, verifier)
-        });
-        let refusal = match checked {
-            Ok(Ok(opened)) => {
-                // A right password: the count starts over before anything else can fail, and
-                // before the key changes (so a failure here leaves the blob good).
-                let reset = locked.password_ok(&objects, policy);
-                self.note_guard(id, &locked);
-                reset?;
-                self.refuse_rolled_back_credential(id)?;
-                let (result, blob, version) = self.with_unlocked(id, |vault, objects| {
-                    crate::credential::apply(vault, objects, opened, op, now_ms)
-                })?;
-                self.credential_generations
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(id.to_owned(), version.version);
-                return Ok(vettid_proto::credential::CredentialReply {
-                    result,
-                    blob,
-                    version,
-                });
-            }
-            Ok(Err(Refused::WrongPassword)) => VaultError::WrongPassword {
-                attempts_left: locked.password_attempts_left(policy),
-            },
-            Ok(Err(Refused::Stale)) => VaultError::BadRequest(
-                "this credential blob is not the current one (each blob is good for one use)"
-                    .into(),
-            ),
-            Err(e) => e,
-        };
-        // Not a right password: the attempt stays counted; at the limit the vault closes
-        // until recovery.
-        if locked.locked_out() {
-            self.handle(id, VaultOp::Lock)?;
-            return Err(VaultError::LockedOut);
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        if st.identity.is_none() {
+            self.open_locked(st, &objects)?;
         }
-        Err(refusal)
+        let identity = st.identity.ok_or(VaultError::NotFound)?;
+        let head = verify_signed(id, &identity, seen)?;
+        if let Some(hw) = st.high_water
+            && hw.version == head.version
+            && !vettid_crypto::ct_eq(&hw.hash, &head.hash)
+        {
+            return Err(VaultError::RolledBack {
+                seen: head.version,
+                current: hw.version,
+            });
+        }
+        st.saw(head);
+        if st.slot.owner() == Some(Owner::App) {
+            self.with_vault(st, &objects, Owner::App, |vault, objects| {
+                vault.extends(objects, head)
+            })?;
+        }
+        Ok(head)
     }
 
-    /// The credential of vault `id` was last rotated at vault version `seen` in this enclave
-    /// instance; a credential from an older state (storage rolled back to revive an old blob)
-    /// is refused.
-    fn refuse_rolled_back_credential(&self, id: &str) -> Result<(), VaultError> {
-        let seen = self
-            .credential_generations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .copied();
-        let now = self.with_unlocked(id, |vault, _| Ok(vault.version()))?;
-        if seen.is_some_and(|seen| now < seen) {
-            return Err(VaultError::Tampered("vault state rolled back".into()));
-        }
-        Ok(())
-    }
-
-    /// Runs a domain handler on the unlocked vault `id` (reloaded if it was evicted). A write
-    /// fenced by a newer writer drops this enclave's copy; the next operation reloads.
+    /// Runs a domain handler on vault `id` for the session whose unlock got `opening`: only
+    /// while that unlock is current (no lock or later unlock since), checked under the vault's
+    /// lock together with the work.
     pub fn with_unlocked<T>(
         &self,
         id: &str,
+        opening: u64,
         f: impl FnOnce(&mut Vault, &Objects<'_>) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
         let objects = Objects::new(&self.link, id);
-        let slot = self.slot(id);
-        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-        let result = {
-            let vault = self.resident(&mut slot, &objects)?;
-            f(vault, &objects)
-        };
-        if matches!(result, Err(VaultError::Conflict))
-            && let Slot::Resident { wrapped, .. } = &mut *slot
-        {
-            // Fenced by a newer writer: drop our copy; the next operation reloads.
-            *slot = Slot::Evicted {
-                wrapped: std::mem::take(wrapped),
-            };
+        let state = self.state(id);
+        let mut st = lock(&state);
+        if st.opening != opening {
+            return Err(VaultError::NotUnlocked);
         }
-        result
+        self.with_vault(&mut st, &objects, Owner::App, f)
+    }
+
+    /// Runs a credential operation for the session whose unlock got `opening` (see
+    /// `credential.rs`): all of it under the vault's lock.
+    pub fn credential(
+        &self,
+        id: &str,
+        opening: u64,
+        request: &crate::credential::Use<'_>,
+        now_ms: u64,
+    ) -> Result<vettid_proto::credential::CredentialReply, VaultError> {
+        let objects = Objects::new(&self.link, id);
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        if st.opening != opening {
+            return Err(VaultError::NotUnlocked);
+        }
+        // Which key opens the blob (no password evaluated yet, nothing counted).
+        let seen = st.credential_generation;
+        let opened = self.with_vault(st, &objects, Owner::App, |vault, _| {
+            crate::credential::open(vault, id, request, seen)
+        })?;
+        // The password attempt is counted durably before the verifier is compared.
+        let mut locked = self.open_locked(st, &objects)?;
+        let counted = locked.count_password_attempt(&objects, self.policy());
+        Self::note_guard(st, &locked);
+        counted?;
+        if !opened.verifier_matches(request.verifier) {
+            // At the limit the vault closes until recovery.
+            if locked.locked_out() {
+                self.lock_slot(st, &objects);
+                return Err(VaultError::LockedOut);
+            }
+            return Err(VaultError::WrongPassword {
+                attempts_left: locked.password_attempts_left(self.policy()),
+            });
+        }
+        // A right password: the count starts over before anything else can fail, and before
+        // the key changes (so a failure here leaves the blob good).
+        let reset = locked.password_ok(&objects, self.policy());
+        Self::note_guard(st, &locked);
+        reset?;
+        let (reply, generation) = self.with_vault(st, &objects, Owner::App, |vault, objects| {
+            crate::credential::apply(vault, objects, opened, request, now_ms)
+        })?;
+        st.credential_generation = st.credential_generation.max(generation);
+        Ok(reply)
     }
 
     /// Locks; the event key if the vault was open (to tell the apps).
     pub fn lock_for_app(&self, id: &str) -> Result<Option<SecretBytes<32>>, VaultError> {
         let objects = Objects::new(&self.link, id);
-        let key = {
-            let slot = self.slot(id);
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            self.resident(&mut slot, &objects)
-                .ok()
-                .map(|v| v.event_key().clone())
-        };
-        self.handle(id, VaultOp::Lock)?;
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let key = self
+            .resident(&mut st, &objects, Owner::App)
+            .ok()
+            .map(|v| v.event_key().clone());
+        self.lock_slot(&mut st, &objects);
         Ok(key)
     }
 
     /// Residency, guess-limit state and (when unlocked) the signed version.
     pub fn status_for_app(&self, id: &str) -> Result<vettid_proto::session::AppReply, VaultError> {
-        let EnclaveReply::Status {
-            residency,
-            attempts_left,
-            ..
-        } = self.handle(id, VaultOp::Status)?
-        else {
-            return Err(VaultError::Internal("unexpected status answer".into()));
-        };
-        let unlocked = residency != Residency::Locked;
-        let version = if unlocked { self.whoami(id)?.1 } else { None };
+        let objects = Objects::new(&self.link, id);
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        let locked = self.open_locked(st, &objects)?;
+        let attempts_left = locked.attempts_left(self.policy());
+        let version = self
+            .with_vault(st, &objects, Owner::App, |vault, _| {
+                Ok(vault.signed_version(id))
+            })
+            .ok();
         Ok(vettid_proto::session::AppReply::Status {
-            unlocked,
+            unlocked: version.is_some(),
             attempts_left,
             version,
         })
@@ -750,20 +841,59 @@ impl Manager {
     /// path: no storage access when the vault is resident.
     pub fn whoami(&self, id: &str) -> Result<([u8; 32], Option<SignedVersion>), VaultError> {
         let objects = Objects::new(&self.link, id);
-        {
-            let slot = self.slot(id);
-            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
-            if let Ok(vault) = self.resident(&mut slot, &objects) {
-                return Ok((vault.identity_public_key(), Some(vault.signed_version(id))));
-            }
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        if let Ok(pair) = self.with_vault(st, &objects, Owner::App, |vault, _| {
+            Ok((vault.identity_public_key(), Some(vault.signed_version(id))))
+        }) {
+            return Ok(pair);
         }
-        let locked = self.open_locked(&objects)?;
+        let locked = self.open_locked(st, &objects)?;
         let identity = locked
             .identity()
             .try_into()
             .map_err(|_| VaultError::Tampered("identity key length".into()))?;
         Ok((identity, None))
     }
+}
+
+fn residency(slot: &Slot) -> Residency {
+    match slot {
+        Slot::Resident { .. } => Residency::Resident,
+        Slot::Evicted { .. } => Residency::Evicted,
+        Slot::Cold => Residency::Locked,
+    }
+}
+
+/// Checks that `signed` is vault `id`'s signature (identity `identity`) of a version; the head
+/// it names.
+fn verify_signed(
+    id: &str,
+    identity: &[u8; 32],
+    signed: &SignedVersion,
+) -> Result<Head, VaultError> {
+    let refused = || VaultError::Tampered("that version is not signed by this vault".into());
+    let hash: [u8; 32] = signed
+        .change_hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| refused())?;
+    let signature: [u8; 64] = signed
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| refused())?;
+    let key = vettid_crypto::sign::VerifyingKey::from_bytes(identity).map_err(|_| refused())?;
+    key.verify(
+        &crate::vault::version_message(id, signed.version, &hash),
+        &vettid_crypto::sign::Signature::from_bytes(signature),
+    )
+    .map_err(|_| refused())?;
+    Ok(Head {
+        version: signed.version,
+        hash,
+    })
 }
 
 fn check_pin(pin: &[u8]) -> Result<(), VaultError> {

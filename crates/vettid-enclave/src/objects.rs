@@ -25,6 +25,9 @@ pub enum ObjectKind {
     SnapshotChunk,
     /// A writer's claim on the vault; a newer one fences older writers off.
     Epoch,
+    /// The statement digests of the versions a snapshot compacted away; numbered by the
+    /// snapshot's version. With them the vault proves that its head extends an older version.
+    History,
 }
 
 impl ObjectKind {
@@ -36,6 +39,7 @@ impl ObjectKind {
             ObjectKind::Snapshot => "snap",
             ObjectKind::SnapshotChunk => "snapc",
             ObjectKind::Epoch => "epoch",
+            ObjectKind::History => "hist",
         }
     }
 }

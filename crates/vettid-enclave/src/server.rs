@@ -20,7 +20,8 @@ pub fn serve(
     config: Config,
 ) -> std::io::Result<()> {
     let link = Link::new(reader, writer);
-    let manager = Arc::new(Manager::new(link.clone(), config));
+    let sealer = vettid_attest::seal::RecipientSealer::new(link.clone(), link.clone());
+    let manager = Arc::new(Manager::new(link.clone(), Box::new(sealer), config));
     let sessions = Arc::new(Sessions::new(link.clone()));
     let janitor = {
         let (manager, sessions) = (Arc::downgrade(&manager), Arc::downgrade(&sessions));
@@ -52,14 +53,14 @@ pub fn serve(
 }
 
 /// The debug path (`vettid vault …` through the host) exists only in development builds, and
-/// even there never reaches a vault an app owns.
-fn debug_path(manager: &Manager, vault: &str) -> Result<(), VaultError> {
+/// even there never reaches a vault an app owns (the manager checks that).
+fn debug_path() -> Result<(), VaultError> {
     if cfg!(feature = "nitro") {
         return Err(VaultError::BadRequest(
             "the debug path is not part of Nitro builds".into(),
         ));
     }
-    manager.debug_allowed(vault)
+    Ok(())
 }
 
 fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
@@ -72,7 +73,7 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
             Ok(ToEnclave::Vault { vault, op }) => {
                 // A bug must cost one request, not a worker: the pool is not refilled.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    debug_path(manager, &vault)?;
+                    debug_path()?;
                     manager.handle(&vault, op)
                 }))
                 .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));

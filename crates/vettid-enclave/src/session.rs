@@ -58,6 +58,8 @@ struct Open {
     /// The vault's opening number when the PIN was given in this session: vault data is open
     /// only to the session whose unlock is still the current one (no lock or later unlock since).
     unlocked: Option<u64>,
+    /// The highest state this session's app showed it had seen ([`AppOp::Anchor`]).
+    seen: Option<crate::vault::Head>,
     /// The highest counter accepted so far (0: none; counters start at 1).
     last_counter: u64,
     last_used: Instant,
@@ -76,6 +78,13 @@ pub struct Sessions {
 
 /// What one app message produced: the answer, and events to publish.
 pub type Outcome = (ToApp, Vec<Outbound>);
+
+/// What an operation may read and change of its session.
+struct SessionState<'a> {
+    device: [u8; 32],
+    unlocked: &'a mut Option<u64>,
+    seen: &'a mut Option<crate::vault::Head>,
+}
 
 impl Sessions {
     /// New session keys for this enclave instance.
@@ -275,6 +284,7 @@ impl Sessions {
                 channel,
                 device,
                 unlocked: None,
+                seen: None,
                 last_counter: 0,
                 last_used: Instant::now(),
             })),
@@ -325,11 +335,16 @@ impl Sessions {
             return Err(SessionError::Stale);
         }
         let device = open.device;
+        let open = &mut *open;
         let (result, events) = self.run(
             manager,
             member,
             channel,
-            (device, &mut open.unlocked),
+            SessionState {
+                device,
+                unlocked: &mut open.unlocked,
+                seen: &mut open.seen,
+            },
             now_ms,
             request.op,
         );
@@ -359,10 +374,15 @@ impl Sessions {
         manager: &Manager,
         member: &str,
         channel: Channel,
-        (device, unlocked): ([u8; 32], &mut Option<u64>),
+        session: SessionState<'_>,
         now_ms: u64,
         op: AppOp,
     ) -> (Result<AppReply, VaultError>, Vec<Outbound>) {
+        let SessionState {
+            device,
+            unlocked,
+            seen,
+        } = session;
         let mut events = Vec::new();
         let result = match (op, channel) {
             (
@@ -396,23 +416,27 @@ impl Sessions {
                 "enrollment sessions only enroll; enrolled apps use the session channel".into(),
             )),
             (AppOp::Unlock { pin }, _) => manager
-                .unlock_for_app(member, &pin, &device, now_ms)
+                .unlock_for_app(member, &pin, &device, *seen, now_ms)
                 .inspect_err(|_| *unlocked = None)
-                .map(|(version, event_key)| {
-                    *unlocked = Some(manager.opening(member));
+                .map(|u| {
+                    *unlocked = Some(u.opening);
                     events.push(seal_event(
                         member,
-                        &event_key,
+                        &u.event_key,
                         now_ms,
                         EventKind::Unlocked {
                             device_public_key: device,
                         },
                     ));
                     AppReply::Unlocked {
-                        version,
-                        event_key: Zeroizing::new(*event_key.expose()),
+                        version: u.version,
+                        event_key: Zeroizing::new(*u.event_key.expose()),
                     }
                 }),
+            (AppOp::Anchor { seen: version }, _) => manager.anchor(member, &version).map(|head| {
+                *seen = Some(head);
+                AppReply::Anchored
+            }),
             (AppOp::Lock, _) => manager.lock_for_app(member).map(|key| {
                 *unlocked = None;
                 if let Some(key) = key {
@@ -421,28 +445,45 @@ impl Sessions {
                 AppReply::Locked
             }),
             (AppOp::Status, _) => manager.status_for_app(member),
-            // Vault data: only for the session that gave the PIN.
+            // Vault data: only for the session that gave the PIN, while its unlock is current
+            // (checked by the manager under the vault's lock).
             (
                 AppOp::Secrets(_) | AppOp::Profile(_) | AppOp::Feed(_) | AppOp::Credential { .. },
                 _,
-            ) if unlocked.is_none_or(|n| n != manager.opening(member)) => {
-                Err(VaultError::NotUnlocked)
-            }
+            ) if unlocked.is_none() => Err(VaultError::NotUnlocked),
             (AppOp::Feed(op), _) => manager
-                .with_unlocked(member, |vault, objects| {
+                .with_unlocked(member, unlocked.unwrap_or_default(), |vault, objects| {
                     crate::feed::handle(vault, objects, op, now_ms)
                 })
                 .map(|r| AppReply::Feed(Box::new(r))),
-            (AppOp::Credential { blob, verifier, op }, _) => manager
-                .credential(member, &blob, &verifier, op, now_ms)
-                .map(|r| AppReply::Credential(Box::new(r))),
+            (
+                AppOp::Credential {
+                    blob,
+                    verifier,
+                    op,
+                    request,
+                },
+                _,
+            ) => {
+                let request = crate::credential::Use {
+                    blob: &blob,
+                    verifier: &verifier,
+                    op: &op,
+                    request: &request,
+                };
+                manager
+                    .credential(member, unlocked.unwrap_or_default(), &request, now_ms)
+                    .map(|r| AppReply::Credential(Box::new(r)))
+            }
             (AppOp::Profile(op), _) => manager
-                .with_unlocked(member, |vault, objects| {
+                .with_unlocked(member, unlocked.unwrap_or_default(), |vault, objects| {
                     crate::profile::handle(vault, objects, op, now_ms)
                 })
                 .map(|r| AppReply::Profile(Box::new(r))),
             (AppOp::Secrets(op), _) => manager
-                .secrets(member, op, now_ms)
+                .with_unlocked(member, unlocked.unwrap_or_default(), |vault, objects| {
+                    crate::secrets::handle(vault, objects, op, now_ms)
+                })
                 .map(|r| AppReply::Secrets(Box::new(r))),
             (AppOp::Whoami, _) => {
                 manager

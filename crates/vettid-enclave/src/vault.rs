@@ -11,8 +11,15 @@
 //! object that does not authenticate is `Tampered`. (Each entry also carries the vault
 //! identity's signature over its version, which is what apps check against rollback.)
 //!
-//! **Compaction** (after the acknowledgement, see [`Vault::wants_snapshot`]): write `snap/v`,
-//! then delete older log entries and snapshots (never epochs: they are the fence).
+//! **Compaction** (after the acknowledgement, see [`Vault::wants_snapshot`]): write `hist/v`
+//! (the statement digests of the versions it compacts), then `snap/v`, then delete older log
+//! entries and snapshots. Epochs are compacted at load: a writer's fence is "a newer epoch is
+//! listed", so only the newest needs to stay.
+//!
+//! **History**: version `n`'s hash is `H(n, hash(n-1), digest(statements of n))`. From the
+//! digests after version `v` anyone who knows `v`'s hash can recompute the head's: that is how
+//! the vault checks, against a host that controls storage, that what it loads *extends*
+//! whatever it (or an app that showed it a signed version) has seen ([`Vault::extends`]).
 
 use crate::keys::MasterKey;
 use crate::objects::{ObjectKind, Objects, decode, encode};
@@ -28,6 +35,36 @@ use vettid_proto::enclave::{SignedVersion, VaultError};
 pub const SNAPSHOT_EVERY: u64 = 256;
 /// Log bytes between snapshots at most.
 pub const SNAPSHOT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// A state of the vault's history: a version and its hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    /// The version (one per acknowledged write).
+    pub version: u64,
+    /// Its hash (chains every change before it).
+    pub hash: [u8; 32],
+}
+
+/// Per-vault limits of the enclave's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of database in use at most: a write that grows it beyond is `QuotaExceeded`.
+    pub vault_bytes: u64,
+    /// Versions kept per secret item (older ones are dropped as new ones come).
+    pub versions_per_item: u32,
+    /// Feed and audit events kept (older ones are dropped as new ones come).
+    pub feed_rows: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            vault_bytes: 64 << 20,
+            versions_per_item: 32,
+            feed_rows: 10_000,
+        }
+    }
+}
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 /// Tables holding large values keep their rowid: in a `WITHOUT ROWID` table an upsert cost
@@ -88,6 +125,13 @@ struct LogEntry {
 /// Snapshot chunks are at most this large, so every object fits a channel frame.
 const CHUNK: usize = 8 * 1024 * 1024;
 
+/// The statement digests of versions `from ..= from + digests.len() - 1`.
+#[derive(Serialize, Deserialize)]
+struct History {
+    from: u64,
+    digests: Vec<[u8; 32]>,
+}
+
 #[derive(Serialize, Deserialize)]
 struct SnapshotManifest {
     #[serde(with = "serde_bytes")]
@@ -112,6 +156,16 @@ fn sql_err(e: rusqlite::Error) -> VaultError {
     VaultError::Internal(format!("database: {e}"))
 }
 
+/// Bytes of the database's pages in use (free pages excluded).
+fn used_bytes(conn: &Connection) -> u64 {
+    let pragma = |name: &str| -> i64 {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+            .unwrap_or(0)
+    };
+    let pages = pragma("page_count") - pragma("freelist_count");
+    (pages.max(0) as u64) * (pragma("page_size").max(0) as u64)
+}
+
 /// An unlocked, resident vault.
 pub struct Vault {
     conn: Connection,
@@ -127,20 +181,35 @@ pub struct Vault {
     hash: [u8; 32],
     snapshot_version: u64,
     log_bytes: u64,
+    /// Statement digests of the versions after the newest snapshot (for its history object).
+    tail: Vec<[u8; 32]>,
+    limits: Limits,
 }
 
-fn change_hash(vault: &str, version: u64, prev: &[u8; 32], statements: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(b"vettid/v1/change\0");
-    h.update(vault.as_bytes());
-    h.update([0]);
-    h.update(version.to_be_bytes());
-    h.update(prev);
-    h.update(statements);
-    h.finalize().into()
+/// The digest of one change's encoded statements.
+fn statements_digest(statements: &[u8]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"vettid/v1/change-statements\0")
+        .chain_update(statements)
+        .finalize()
+        .into()
 }
 
-fn version_message(vault: &str, version: u64, hash: &[u8; 32]) -> Vec<u8> {
+/// Version `version`'s hash: it chains the previous hash and the change's statement digest.
+pub fn change_hash(vault: &str, version: u64, prev: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"vettid/v1/change\0")
+        .chain_update(vault.as_bytes())
+        .chain_update([0])
+        .chain_update(version.to_be_bytes())
+        .chain_update(prev)
+        .chain_update(digest)
+        .finalize()
+        .into()
+}
+
+/// What the vault identity signs for a state version.
+pub fn version_message(vault: &str, version: u64, hash: &[u8; 32]) -> Vec<u8> {
     [
         b"vettid/v1/state-version\0".as_slice(),
         vault.as_bytes(),
@@ -153,14 +222,18 @@ fn version_message(vault: &str, version: u64, hash: &[u8; 32]) -> Vec<u8> {
 
 impl Vault {
     /// Creates the first snapshot (version 0, schema applied) of a new vault.
-    pub fn create(objects: &Objects<'_>, vmk: &MasterKey) -> Result<Vault, VaultError> {
+    pub fn create(
+        objects: &Objects<'_>,
+        vmk: &MasterKey,
+        limits: Limits,
+    ) -> Result<Vault, VaultError> {
         let conn = Connection::open_in_memory().map_err(sql_err)?;
         for (i, m) in MIGRATIONS.iter().enumerate() {
             conn.execute_batch(m).map_err(sql_err)?;
             conn.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(sql_err)?;
         }
-        let mut v = Vault::claim(objects, vmk, conn)?;
+        let mut v = Vault::claim(objects, vmk, conn, limits)?;
         v.snapshot(objects)?;
         Ok(v)
     }
@@ -170,6 +243,7 @@ impl Vault {
         objects: &Objects<'_>,
         vmk: &MasterKey,
         conn: Connection,
+        limits: Limits,
     ) -> Result<Vault, VaultError> {
         let vault = objects.vault();
         let mut v = Vault {
@@ -184,13 +258,18 @@ impl Vault {
             hash: [0; 32],
             snapshot_version: 0,
             log_bytes: 0,
+            tail: Vec::new(),
+            limits,
         };
         v.claim_epoch(objects)?;
         Ok(v)
     }
 
+    /// Claims the next epoch, then deletes the older ones: the fence is "a newer epoch than
+    /// mine is listed" ([`Vault::write`]), which the newest epoch alone keeps true.
     fn claim_epoch(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
-        let next = match objects.list(ObjectKind::Epoch)?.last() {
+        let listed = objects.list(ObjectKind::Epoch)?;
+        let next = match listed.last() {
             None => 1,
             Some(e) => e
                 .checked_add(1)
@@ -198,13 +277,26 @@ impl Vault {
         };
         objects.create(&self.key, ObjectKind::Epoch, next, &next.to_be_bytes())?;
         self.epoch = next;
+        // Not required for safety; a failure leaves them for the next load.
+        let _ = objects.delete(ObjectKind::Epoch, &listed);
         Ok(())
     }
 
-    /// Loads the vault: claims a new epoch, then the newest snapshot and the log after it.
-    pub fn load(objects: &Objects<'_>, vmk: &MasterKey) -> Result<Vault, VaultError> {
+    /// Loads the vault: claims a new epoch, then the newest snapshot and the log after it, and
+    /// checks that the result extends `floor` (the highest state seen), else `RolledBack`.
+    pub fn load(
+        objects: &Objects<'_>,
+        vmk: &MasterKey,
+        limits: Limits,
+        floor: Option<Head>,
+    ) -> Result<Vault, VaultError> {
         let vault = objects.vault();
-        let mut v = Vault::claim(objects, vmk, Connection::open_in_memory().map_err(sql_err)?)?;
+        let mut v = Vault::claim(
+            objects,
+            vmk,
+            Connection::open_in_memory().map_err(sql_err)?,
+            limits,
+        )?;
         // No snapshot at all: the enclave died while creating the vault (after its keys,
         // before the first snapshot). Start empty at version 0; the log, if any, must then
         // start at 1 (a host that deleted snapshots of a longer history shows up as a gap).
@@ -258,7 +350,7 @@ impl Vault {
                 .read(&v.key, ObjectKind::Log, number)?
                 .ok_or_else(|| VaultError::Storage("log entry vanished".into()))?;
             let entry: LogEntry = decode(&bytes, "log entry")?;
-            let stmts = encode(&entry.statements);
+            let digest = statements_digest(&encode(&entry.statements));
             if entry.prev_hash != v.hash {
                 return Err(VaultError::Tampered(format!(
                     "log chain broken at version {number}"
@@ -266,14 +358,85 @@ impl Vault {
             }
             // The AEAD (under a key only this vault's enclave holds) already authenticates the
             // entry and the chain check catches reordering; the signature is for apps.
-            let hash = change_hash(vault, number, &v.hash, &stmts);
+            let hash = change_hash(vault, number, &v.hash, &digest);
             v.apply(&entry.statements)?;
             v.version = number;
             v.hash = hash;
+            v.tail.push(digest);
             v.log_bytes += bytes.len() as u64;
+        }
+        if let Some(floor) = floor {
+            v.extends(objects, floor)?;
         }
         v.migrate(objects)?;
         Ok(v)
+    }
+
+    /// The current version and hash.
+    pub fn head(&self) -> Head {
+        Head {
+            version: self.version,
+            hash: self.hash,
+        }
+    }
+
+    /// The limits this vault runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Checks that the current state extends `seen`: `seen` is not newer, and the statement
+    /// digests after it (from the log tail and the history objects) lead from its hash to the
+    /// current one. `RolledBack` if not; `Tampered` if history the check needs is missing.
+    pub fn extends(&self, objects: &Objects<'_>, seen: Head) -> Result<(), VaultError> {
+        let rolled_back = || VaultError::RolledBack {
+            seen: seen.version,
+            current: self.version,
+        };
+        if seen.version > self.version {
+            return Err(rolled_back());
+        }
+        let mut digests: Vec<[u8; 32]> = Vec::new();
+        if seen.version < self.snapshot_version {
+            let mut next = seen.version + 1;
+            let ends: Vec<u64> = objects
+                .list(ObjectKind::History)?
+                .into_iter()
+                .filter(|end| *end >= next && *end <= self.snapshot_version)
+                .collect();
+            for end in ends {
+                if end < next {
+                    continue;
+                }
+                let bytes = objects
+                    .read(&self.key, ObjectKind::History, end)?
+                    .ok_or_else(|| VaultError::Storage("history vanished".into()))?;
+                let h: History = decode(&bytes, "history")?;
+                let last = h.from + h.digests.len() as u64;
+                if h.from > next || last != end + 1 {
+                    return Err(VaultError::Tampered("history is not contiguous".into()));
+                }
+                digests.extend_from_slice(&h.digests[(next - h.from) as usize..]);
+                next = last;
+            }
+            if next != self.snapshot_version + 1 {
+                return Err(VaultError::Tampered(
+                    "history needed to check this version is missing".into(),
+                ));
+            }
+        }
+        let tail_from = seen.version.max(self.snapshot_version) - self.snapshot_version;
+        digests.extend_from_slice(&self.tail[tail_from as usize..]);
+        let vault = objects.vault();
+        let mut hash = seen.hash;
+        for (i, d) in digests.iter().enumerate() {
+            hash = change_hash(vault, seen.version + 1 + i as u64, &hash, d);
+        }
+        if vettid_crypto::ct_eq(&hash, &self.hash) {
+            Ok(())
+        } else {
+            Err(rolled_back())
+        }
     }
 
     fn apply(&mut self, statements: &[Statement]) -> Result<(), VaultError> {
@@ -356,13 +519,21 @@ impl Vault {
             .version
             .checked_add(1)
             .ok_or_else(|| VaultError::Tampered("version sequence exhausted".into()))?;
-        let stmts = encode(&statements);
-        let hash = change_hash(vault, number, &self.hash, &stmts);
+        let digest = statements_digest(&encode(&statements));
+        let hash = change_hash(vault, number, &self.hash, &digest);
         let signature = self.identity.sign(&version_message(vault, number, &hash));
+        let used_before = used_bytes(&self.conn);
         let tx = self.conn.transaction().map_err(sql_err)?;
         for s in &statements {
             tx.execute(&s.sql, rusqlite::params_from_iter(s.params.iter()))
                 .map_err(|e| VaultError::BadRequest(format!("statement refused: {e}")))?;
+        }
+        let used = used_bytes(&tx);
+        if used > self.limits.vault_bytes && used > used_before {
+            // Dropping the transaction rolls it back: nothing changed.
+            return Err(VaultError::QuotaExceeded {
+                limit_bytes: self.limits.vault_bytes,
+            });
         }
         let entry = LogEntry {
             prev_hash: self.hash.to_vec(),
@@ -373,14 +544,16 @@ impl Vault {
         objects.create(&self.key, ObjectKind::Log, number, &plaintext)?;
         // A newer writer may have loaded before our entry existed: then it is not ours to ack.
         if objects
-            .read_raw(ObjectKind::Epoch, self.epoch.saturating_add(1))?
-            .is_some()
+            .list(ObjectKind::Epoch)?
+            .last()
+            .is_some_and(|newest| *newest > self.epoch)
         {
             return Err(VaultError::Conflict);
         }
         tx.commit().map_err(sql_err)?;
         self.version = number;
         self.hash = hash;
+        self.tail.push(digest);
         self.log_bytes += plaintext.len() as u64;
         let signed = SignedVersion {
             version: number,
@@ -436,6 +609,23 @@ impl Vault {
             len: db.len() as u64,
         };
         drop(db);
+        // The digests of the versions this snapshot compacts, before their log entries go.
+        if !self.tail.is_empty() {
+            let history = History {
+                from: self.snapshot_version + 1,
+                digests: self.tail.clone(),
+            };
+            match objects.create(
+                &self.key,
+                ObjectKind::History,
+                self.version,
+                &encode(&history),
+            ) {
+                Ok(()) => {}
+                Err(VaultError::Conflict) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
         match objects.create(
             &self.key,
             ObjectKind::Snapshot,
@@ -448,6 +638,7 @@ impl Vault {
         }
         self.snapshot_version = self.version;
         self.log_bytes = 0;
+        self.tail.clear();
         let v = self.version;
         let older = |kind: ObjectKind, keep: &dyn Fn(u64) -> bool| -> Result<(), VaultError> {
             let old: Vec<u64> = objects

@@ -233,6 +233,16 @@ pub enum VaultError {
     /// The session's device is not registered in the vault's keys.
     #[error("this device is not registered with the vault")]
     DeviceNotRegistered,
+    /// A write would grow the vault's database beyond its quota (deleting makes room).
+    #[error("the vault is full ({limit_bytes} bytes); delete something first")]
+    QuotaExceeded {
+        /// The quota.
+        limit_bytes: u64,
+    },
+    /// The credential blob is not the current one (each blob is good for one use, and for
+    /// retries of that one request): nothing was counted.
+    #[error("this credential blob is not the current one")]
+    StaleCredential,
     /// The debug path was asked to touch a vault that an app owns.
     #[error("this vault belongs to an app: only its attested session reaches it")]
     AppOwned,

@@ -281,9 +281,18 @@ pub enum AppOp {
         verifier: Zeroizing<[u8; 32]>,
         /// What to do.
         op: crate::credential::CredentialOp,
+        /// The app's id of this request, random, the same in every retry of it: a retry with
+        /// the blob that was current (its answer lost) gets the same answer.
+        request: [u8; 16],
     },
     /// Personal data and the public profile (the vault must have been unlocked in this session).
     Profile(crate::profile::ProfileOp),
+    /// The highest version this app has seen, signed by the vault: the enclave refuses to
+    /// serve this session (and raises its own mark) a state that does not extend it.
+    Anchor {
+        /// The version, as the vault signed it.
+        seen: SignedVersion,
+    },
 }
 
 impl std::fmt::Debug for AppOp {
@@ -300,6 +309,7 @@ impl std::fmt::Debug for AppOp {
             AppOp::Feed(_) => "Feed",
             AppOp::Credential { .. } => "Credential",
             AppOp::Profile(_) => "Profile",
+            AppOp::Anchor { .. } => "Anchor",
         })
     }
 }
@@ -348,6 +358,9 @@ pub enum AppReply {
     Credential(Box<crate::credential::CredentialReply>),
     /// Answer to [`AppOp::Profile`].
     Profile(Box<crate::profile::ProfileReply>),
+    /// Answer to [`AppOp::Anchor`]: the vault's state extends it (checked now if the vault is
+    /// open, else at the unlock).
+    Anchored,
 }
 
 impl std::fmt::Debug for AppReply {
@@ -364,6 +377,7 @@ impl std::fmt::Debug for AppReply {
             AppReply::Feed(_) => "Feed",
             AppReply::Credential(_) => "Credential",
             AppReply::Profile(_) => "Profile",
+            AppReply::Anchored => "Anchored",
         })
     }
 }

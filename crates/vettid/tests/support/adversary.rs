@@ -120,7 +120,16 @@ impl Adversary {
         pin: &str,
         seen: &SignedVersion,
     ) -> Result<SignedVersion, ClientError> {
-        let (_, version) = self.unlocked(member, device, pin).await?;
+        let mut session = self.session(member, device, Channel::Session).await?;
+        session.anchor(seen.clone()).await?;
+        let reply = session
+            .call(AppOp::Unlock {
+                pin: Zeroizing::new(pin.as_bytes().to_vec()),
+            })
+            .await?;
+        let AppReply::Unlocked { version, .. } = reply else {
+            panic!("expected Unlocked")
+        };
         let identity: [u8; 32] = seen.identity.as_slice().try_into().unwrap();
         app_accepts(member, &identity, &version, seen)?;
         Ok(version)
