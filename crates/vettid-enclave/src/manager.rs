@@ -261,6 +261,40 @@ impl Manager {
         Ok(locked)
     }
 
+    /// Reads the locked vault *without* holding its lock through the key service's round trip
+    /// (status and handshake checks must not wait for, or hold up, the vault's work), checked
+    /// against what was known when it started: anything the vault's own work writes meanwhile
+    /// can only be newer.
+    fn peek_locked(
+        &self,
+        state: &Mutex<VaultState>,
+        objects: &Objects<'_>,
+    ) -> Result<LockedVault, VaultError> {
+        let (guard_seq, generation) = {
+            let st = lock(state);
+            (st.guard_seq, st.generation)
+        };
+        let locked = LockedVault::open(objects, &*self.sealer)?;
+        if locked.guard_seq() < guard_seq {
+            return Err(VaultError::Tampered("guard records rolled back".into()));
+        }
+        if generation.is_some_and(|g| locked.generation() < g) {
+            return Err(VaultError::Tampered("keys record rolled back".into()));
+        }
+        let identity = locked
+            .identity()
+            .try_into()
+            .map_err(|_| VaultError::Tampered("identity key length".into()))?;
+        let mut st = lock(state);
+        st.same_identity(identity)?;
+        if st.generation.is_none_or(|g| locked.generation() >= g) {
+            st.generation = Some(locked.generation());
+            st.devices = Some(locked.devices().to_vec());
+        }
+        st.guard_seq = st.guard_seq.max(locked.guard_seq());
+        Ok(locked)
+    }
+
     /// Remembers the newest guard record after an attempt (whatever its outcome).
     fn note_guard(st: &mut VaultState, locked: &LockedVault) {
         st.guard_seq = st.guard_seq.max(locked.guard_seq());
@@ -400,8 +434,8 @@ impl Manager {
         }
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
-        let mut st = lock(&state);
-        let st = &mut *st;
+        let mut guard = lock(&state);
+        let st = &mut *guard;
         match op {
             VaultOp::Create { pin } => {
                 check_pin(&pin)?;
@@ -475,7 +509,8 @@ impl Manager {
                     return Err(VaultError::AppOwned);
                 }
                 let residency = residency(&st.slot);
-                let locked = self.open_locked(st, &objects)?;
+                drop(guard);
+                let locked = self.peek_locked(&state, &objects)?;
                 if !locked.devices().is_empty() {
                     return Err(VaultError::AppOwned);
                 }
@@ -522,9 +557,12 @@ impl Manager {
     pub fn evict_idle(&self) -> usize {
         let states: Vec<Arc<Mutex<VaultState>>> = {
             let mut vaults = lock(&self.vaults);
+            // A record nobody else holds (workers clone it under this same lock) and that
+            // knows nothing is a name someone merely sent.
             vaults.retain(|_, s| {
-                s.try_lock()
-                    .map_or(true, |s| s.known() || !matches!(s.slot, Slot::Cold))
+                Arc::strong_count(s) > 1
+                    || s.try_lock()
+                        .map_or(true, |s| s.known() || !matches!(s.slot, Slot::Cold))
             });
             vaults.values().cloned().collect()
         };
@@ -652,12 +690,10 @@ impl Manager {
             return Ok(false);
         }
         let state = self.state(id);
-        let mut st = lock(&state);
-        if st.devices.is_none() {
-            let objects = Objects::new(&self.link, id);
-            self.open_locked(&mut st, &objects)?;
+        if lock(&state).devices.is_none() {
+            self.peek_locked(&state, &Objects::new(&self.link, id))?;
         }
-        Ok(st
+        Ok(lock(&state)
             .devices
             .iter()
             .flatten()
@@ -821,15 +857,17 @@ impl Manager {
     pub fn status_for_app(&self, id: &str) -> Result<vettid_proto::session::AppReply, VaultError> {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
+        let attempts_left = self
+            .peek_locked(&state, &objects)?
+            .attempts_left(self.policy());
         let mut st = lock(&state);
-        let st = &mut *st;
-        let locked = self.open_locked(st, &objects)?;
-        let attempts_left = locked.attempts_left(self.policy());
-        let version = self
-            .with_vault(st, &objects, Owner::App, |vault, _| {
-                Ok(vault.signed_version(id))
-            })
-            .ok();
+        let version = match self.with_vault(&mut st, &objects, Owner::App, |vault, _| {
+            Ok(vault.signed_version(id))
+        }) {
+            Ok(v) => Some(v),
+            Err(VaultError::NotUnlocked) => None,
+            Err(e) => return Err(e),
+        };
         Ok(vettid_proto::session::AppReply::Status {
             unlocked: version.is_some(),
             attempts_left,
@@ -844,10 +882,11 @@ impl Manager {
         let state = self.state(id);
         let mut st = lock(&state);
         let st = &mut *st;
-        if let Ok(pair) = self.with_vault(st, &objects, Owner::App, |vault, _| {
+        match self.with_vault(st, &objects, Owner::App, |vault, _| {
             Ok((vault.identity_public_key(), Some(vault.signed_version(id))))
         }) {
-            return Ok(pair);
+            Err(VaultError::NotUnlocked) => {}
+            other => return other,
         }
         let locked = self.open_locked(st, &objects)?;
         let identity = locked
