@@ -436,6 +436,90 @@ impl crate::seal::KeyService for DevKms {
     }
 }
 
+impl DevKms {
+    /// Answers one request of the AWS KMS JSON API (`TrentService.GenerateDataKey` and
+    /// `TrentService.Decrypt`, each with an attestation `Recipient`), as KMS would: a status
+    /// and a JSON body. Requests must carry a SigV4 `Authorization` for service `kms` in
+    /// `region` (the dev service does not hold the signer's secret, so it checks the form,
+    /// not the signature; what it releases is bound to the attestation document).
+    pub fn answer(
+        &self,
+        request: &crate::seal::kms::http::Request,
+        region: &str,
+    ) -> (u16, Vec<u8>) {
+        use crate::seal::KeyService;
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD as B64;
+        let refuse = |status: u16, kind: &str, message: &str| {
+            (
+                status,
+                serde_json::to_vec(&serde_json::json!({"__type": kind, "message": message}))
+                    .expect("JSON encodes"),
+            )
+        };
+        let scope = format!("/{region}/kms/aws4_request, SignedHeaders=");
+        if !request
+            .header("authorization")
+            .is_some_and(|a| a.starts_with("AWS4-HMAC-SHA256 Credential=") && a.contains(&scope))
+        {
+            return refuse(
+                400,
+                "IncompleteSignatureException",
+                "no SigV4 signature for kms",
+            );
+        }
+        let Ok(body) = serde_json::from_slice::<serde_json::Value>(&request.body) else {
+            return refuse(400, "SerializationException", "body is not JSON");
+        };
+        let b64 = |v: Option<&serde_json::Value>| {
+            v.and_then(|v| v.as_str()).and_then(|t| B64.decode(t).ok())
+        };
+        let Some(doc) = b64(body.pointer("/Recipient/AttestationDocument")) else {
+            return refuse(
+                400,
+                "ValidationException",
+                "a Recipient attestation document is required",
+            );
+        };
+        if body
+            .pointer("/Recipient/KeyEncryptionAlgorithm")
+            .and_then(|v| v.as_str())
+            != Some("RSAES_OAEP_SHA_256")
+        {
+            return refuse(
+                400,
+                "ValidationException",
+                "KeyEncryptionAlgorithm must be RSAES_OAEP_SHA_256",
+            );
+        }
+        let answer = match request.header("x-amz-target") {
+            Some("TrentService.GenerateDataKey") => self.generate_data_key(&doc).map(|k| {
+                serde_json::json!({
+                    "CiphertextBlob": B64.encode(&k.ciphertext_blob),
+                    "CiphertextForRecipient": B64.encode(&k.ciphertext_for_recipient),
+                    "KeyId": "vettid-dev",
+                })
+            }),
+            Some("TrentService.Decrypt") => {
+                let Some(blob) = b64(body.get("CiphertextBlob")) else {
+                    return refuse(400, "ValidationException", "CiphertextBlob is required");
+                };
+                self.decrypt(&blob, &doc).map(|cms| {
+                    serde_json::json!({
+                        "CiphertextForRecipient": B64.encode(&cms),
+                        "KeyId": "vettid-dev",
+                    })
+                })
+            }
+            _ => return refuse(400, "UnknownOperationException", "unknown operation"),
+        };
+        match answer {
+            Ok(v) => (200, serde_json::to_vec(&v).expect("JSON encodes")),
+            Err(e) => refuse(400, "AccessDeniedException", &e.to_string()),
+        }
+    }
+}
+
 /// CMS EnvelopedData to `recipient` (RSA-OAEP-SHA-256 + AES-256-CBC), BER with indefinite
 /// lengths and the content in 16-byte chunks, as AWS KMS sends it.
 pub fn envelope_for(

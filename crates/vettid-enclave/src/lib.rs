@@ -25,6 +25,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod credential;
+pub mod device;
 pub mod feed;
 pub mod keys;
 pub mod link;

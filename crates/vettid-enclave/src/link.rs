@@ -14,12 +14,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vettid_attest::seal::SealError;
 use vettid_proto::channel::{Frame, Kind, Received, from_body, to_body};
 use vettid_proto::enclave::{HostReply, ToHost};
 
 /// Host requests queued (read by a worker waiting for its own answer) at most; beyond it the
 /// enclave answers "busy" at once instead of buffering without bound.
 const QUEUE: usize = 256;
+/// Bytes of queued host requests at most (the same refusal beyond).
+const QUEUE_BYTES: usize = 32 << 20;
+/// Longest request the host may send (an app message is under 64 KiB, a debug value 1 MiB);
+/// longer ones are refused before they are read into memory. With [`QUEUE_BYTES`] and one
+/// answer per waiting worker (each at most `MAX_FRAME`), this bounds what the host can make
+/// the enclave hold.
+pub const MAX_HOST_REQUEST: usize = 4 << 20;
 
 /// How long the enclave waits for the host to answer one request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -42,6 +50,10 @@ pub enum LinkError {
     /// The host answered with an error.
     #[error("host error: {0}")]
     Host(String),
+}
+
+fn size(incoming: &Incoming) -> usize {
+    incoming.body.as_ref().map_or(0, Vec::len)
 }
 
 /// A request from the host, to be answered with [`Link::respond`].
@@ -69,8 +81,8 @@ pub struct Link {
     writer: Mutex<BufWriter<Box<dyn Write + Send>>>,
     /// The read half; `None` once the channel closed.
     reader: Mutex<Option<Reader>>,
-    /// Requests read by callers, for the workers.
-    backlog: Mutex<VecDeque<Incoming>>,
+    /// Requests read by callers, for the workers, and their bytes.
+    backlog: Mutex<(VecDeque<Incoming>, usize)>,
     pending: Mutex<HashMap<u64, Sender<Vec<u8>>>>,
     next_id: AtomicU64,
     closed: AtomicBool,
@@ -83,7 +95,7 @@ impl Link {
         Arc::new(Link {
             writer: Mutex::new(BufWriter::new(writer)),
             reader: Mutex::new(Some(BufReader::new(reader))),
-            backlog: Mutex::new(VecDeque::new()),
+            backlog: Mutex::new((VecDeque::new(), 0)),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             closed: AtomicBool::new(false),
@@ -114,10 +126,10 @@ impl Link {
     }
 
     fn pop_backlog(&self) -> Option<Incoming> {
-        self.backlog
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop_front()
+        let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
+        let next = backlog.0.pop_front()?;
+        backlog.1 -= size(&next);
+        Some(next)
     }
 
     /// Reads one frame with the reader held; closes the link when the channel ends.
@@ -125,7 +137,7 @@ impl Link {
         let Some(r) = reader.as_mut() else {
             return Step::Closed;
         };
-        match Received::from(Frame::read_from(r)) {
+        match Received::from(Frame::read_limited(r, MAX_HOST_REQUEST)) {
             Received::Request { id, body } => Step::Request(Incoming {
                 id,
                 body: body.map_err(|e| e.to_string()),
@@ -160,8 +172,10 @@ impl Link {
     /// Queues a request a caller read, or answers "busy" when the queue is full.
     fn queue(&self, incoming: Incoming) {
         let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
-        if backlog.len() < QUEUE {
-            backlog.push_back(incoming);
+        let bytes = size(&incoming);
+        if backlog.0.len() < QUEUE && backlog.1 + bytes <= QUEUE_BYTES {
+            backlog.0.push_back(incoming);
+            backlog.1 += bytes;
             return;
         }
         drop(backlog);
@@ -241,56 +255,91 @@ impl Link {
     }
 }
 
-impl vettid_attest::seal::Attestor for Link {
-    fn attest(
-        &self,
-        request: &vettid_attest::AttestRequest,
-    ) -> Result<Vec<u8>, vettid_attest::seal::SealError> {
-        let err =
-            |e: &dyn std::fmt::Display| vettid_attest::seal::SealError::Attestation(e.to_string());
-        match self.call(&ToHost::Attest {
-            nonce: request.nonce.clone(),
-            public_key: request.public_key.clone(),
-            user_data: request.user_data.clone(),
-        }) {
-            Ok(HostReply::Bytes(doc)) => Ok(doc),
-            Ok(_) => Err(err(&"unexpected answer")),
-            Err(e) => Err(err(&e)),
+/// The key service through the host: a byte stream the host relays (TLS runs inside the
+/// enclave on top of it), the host's clock, and the credentials it holds.
+pub struct KeyServiceRelay(pub Arc<Link>);
+
+impl vettid_attest::seal::kms::Transport for KeyServiceRelay {
+    fn connect(&self) -> Result<Box<dyn vettid_attest::seal::kms::Stream>, SealError> {
+        match self.0.call(&ToHost::Connect) {
+            Ok(HostReply::Connected(conn)) => Ok(Box::new(Relayed {
+                link: self.0.clone(),
+                conn,
+                pending: Vec::new(),
+                at: 0,
+            })),
+            Ok(_) => Err(SealError::KeyService("unexpected answer to Connect".into())),
+            Err(e) => Err(SealError::KeyService(format!("relay: {e}"))),
+        }
+    }
+
+    fn now_secs(&self) -> Result<u64, SealError> {
+        match self.0.call(&ToHost::Now) {
+            Ok(HostReply::Now(ms)) => Ok(ms / 1000),
+            _ => Err(SealError::KeyService("no clock from the host".into())),
+        }
+    }
+
+    fn credentials(&self) -> Result<vettid_attest::seal::kms::Credentials, SealError> {
+        match self.0.call(&ToHost::Credentials) {
+            Ok(HostReply::Credentials(c)) => Ok(vettid_attest::seal::kms::Credentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                session_token: c.session_token,
+            }),
+            _ => Err(SealError::KeyService("no credentials from the host".into())),
         }
     }
 }
 
-impl vettid_attest::seal::KeyService for Link {
-    fn generate_data_key(
-        &self,
-        doc: &[u8],
-    ) -> Result<vettid_attest::seal::DataKey, vettid_attest::seal::SealError> {
-        let err =
-            |e: &dyn std::fmt::Display| vettid_attest::seal::SealError::KeyService(e.to_string());
-        match self.call(&ToHost::GenerateDataKey { doc: doc.to_vec() }) {
-            Ok(HostReply::DataKey {
-                blob,
-                for_recipient,
-            }) => Ok(vettid_attest::seal::DataKey {
-                ciphertext_blob: blob,
-                ciphertext_for_recipient: for_recipient,
-            }),
-            Ok(_) => Err(err(&"unexpected answer")),
-            Err(e) => Err(err(&e)),
+/// One relayed stream to the key service.
+struct Relayed {
+    link: Arc<Link>,
+    conn: u64,
+    /// Bytes received and not yet read.
+    pending: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for Relayed {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.pending.len() {
+            match self.link.call(&ToHost::Receive { conn: self.conn }) {
+                Ok(HostReply::Bytes(bytes)) => {
+                    self.pending = bytes;
+                    self.at = 0;
+                }
+                Ok(_) => return Err(std::io::Error::other("unexpected answer to Receive")),
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+        let n = buf.len().min(self.pending.len() - self.at);
+        buf[..n].copy_from_slice(&self.pending[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl std::io::Write for Relayed {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.link.call(&ToHost::Send {
+            conn: self.conn,
+            bytes: buf.to_vec(),
+        }) {
+            Ok(HostReply::Done) => Ok(buf.len()),
+            Ok(_) => Err(std::io::Error::other("unexpected answer to Send")),
+            Err(e) => Err(std::io::Error::other(e)),
         }
     }
 
-    fn decrypt(&self, blob: &[u8], doc: &[u8]) -> Result<Vec<u8>, vettid_attest::seal::SealError> {
-        let err =
-            |e: &dyn std::fmt::Display| vettid_attest::seal::SealError::KeyService(e.to_string());
-        match self.call(&ToHost::Decrypt {
-            blob: blob.to_vec(),
-            doc: doc.to_vec(),
-        }) {
-            Ok(HostReply::Bytes(cms)) => Ok(cms),
-            Ok(_) => Err(err(&"unexpected answer")),
-            Err(e) => Err(err(&e)),
-        }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Relayed {
+    fn drop(&mut self) {
+        let _ = self.link.call(&ToHost::Close { conn: self.conn });
     }
 }
 

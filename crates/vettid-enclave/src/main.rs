@@ -1,14 +1,23 @@
-//! The enclave process: `vettid-enclave --socket PATH [options]`. It connects to the host's
-//! channel socket and serves it until the host goes away.
+//! The enclave process: `vettid-enclave (--socket PATH | --vsock-port PORT) [options]`. It
+//! takes its configuration and attestation documents from its device — the launching dev
+//! platform over stdin/stdout, or the NSM and the measured image on Nitro — connects to the
+//! host's channel and serves it until the host goes away. Policy (guess limit, stretching,
+//! quotas, the key service's identity) comes only from the measured configuration; the
+//! arguments set resources, which the host may choose.
 #![forbid(unsafe_code)]
 
 use std::os::unix::net::UnixStream;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
+use vettid_attest::seal::Attestor;
 use vettid_crypto::password::Cost;
-use vettid_enclave::manager::Config;
+use vettid_enclave::keys::KeyPolicy;
+use vettid_enclave::manager::{Config, Policy};
+use vettid_enclave::vault::Limits;
+use vettid_proto::platform::EnclaveConfig;
 
-const USAGE: &str = "usage: vettid-enclave (--socket PATH | --vsock-port PORT) [--pin-attempts N] [--max-resident N] [--memory-budget-mib N] [--idle-secs N] [--snapshot-every N] [--argon2-memory-kib N] [--argon2-passes N]";
+const USAGE: &str = "usage: vettid-enclave (--socket PATH | --vsock-port PORT) [--config PATH (Nitro)] [--max-resident N] [--memory-budget-mib N] [--idle-secs N] [--snapshot-every N]";
 
 /// Where the host is.
 enum Channel {
@@ -18,10 +27,17 @@ enum Channel {
     Vsock(u32),
 }
 
-fn parse(args: &[String]) -> Result<(Channel, Config), String> {
-    let mut socket = None;
-    let mut config = Config::default();
-    let mut cost = Cost::DEFAULT;
+struct Args {
+    channel: Channel,
+    /// The configuration file inside the measured image (Nitro).
+    config: Option<String>,
+    resources: Config,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut channel = None;
+    let mut config_path = None;
+    let mut resources = Config::default();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -30,32 +46,69 @@ fn parse(args: &[String]) -> Result<(Channel, Config), String> {
                 .map_err(|_| format!("{flag}: not a number: {v}"))
         };
         match flag.as_str() {
-            "--socket" => socket = Some(Channel::Unix(value()?.clone())),
+            "--socket" => channel = Some(Channel::Unix(value()?.clone())),
             "--vsock-port" => {
                 let port = number(value()?)?;
-                socket = Some(Channel::Vsock(
+                channel = Some(Channel::Vsock(
                     u32::try_from(port).map_err(|_| "--vsock-port: too large")?,
                 ));
             }
-            "--pin-attempts" => {
-                config.policy.keys.max_failures = number(value()?)?.clamp(1, 1000) as u32
-            }
-            "--max-resident" => config.max_resident = number(value()?)? as usize,
+            "--config" => config_path = Some(value()?.clone()),
+            "--max-resident" => resources.max_resident = number(value()?)? as usize,
             "--memory-budget-mib" => {
-                config.memory_budget = number(value()?)?.saturating_mul(1 << 20)
+                resources.memory_budget = number(value()?)?.saturating_mul(1 << 20)
             }
-            "--idle-secs" => config.idle = Duration::from_secs(number(value()?)?),
-            "--snapshot-every" => config.snapshot_every = number(value()?)?.max(1),
-            "--argon2-memory-kib" => cost.memory_kib = number(value()?)? as u32,
-            "--argon2-passes" => cost.passes = number(value()?)? as u32,
+            "--idle-secs" => resources.idle = Duration::from_secs(number(value()?)?),
+            "--snapshot-every" => resources.snapshot_every = number(value()?)?.max(1),
             other => return Err(format!("unknown argument {other}")),
         }
     }
-    config.policy.keys.cost = cost;
-    Ok((
-        socket.ok_or("--socket or --vsock-port is required")?,
-        config,
-    ))
+    Ok(Args {
+        channel: channel.ok_or("--socket or --vsock-port is required")?,
+        config: config_path,
+        resources,
+    })
+}
+
+/// The policy a measured configuration sets.
+fn policy(config: &EnclaveConfig) -> Policy {
+    let p = &config.policy;
+    Policy {
+        keys: KeyPolicy {
+            max_failures: p.pin_attempts,
+            cost: Cost {
+                memory_kib: p.argon2_memory_kib,
+                passes: p.argon2_passes,
+                lanes: p.argon2_lanes,
+            },
+        },
+        limits: Limits {
+            vault_bytes: p.vault_quota_bytes,
+            versions_per_item: p.versions_per_item,
+            feed_rows: p.feed_rows,
+        },
+    }
+}
+
+type Device = Arc<dyn Attestor + Send + Sync>;
+
+/// The device and the measured configuration document.
+#[cfg(not(feature = "nitro"))]
+fn device(_config: Option<&str>) -> Result<(Device, Vec<u8>), String> {
+    let device = vettid_enclave::device::StdioDevice::open();
+    let config = device.config().map_err(|e| {
+        format!("{e} (the enclave is launched by its platform: `vettid dev-platform`)")
+    })?;
+    Ok((Arc::new(device), config))
+}
+
+/// The device and the measured configuration document.
+#[cfg(feature = "nitro")]
+fn device(config: Option<&str>) -> Result<(Device, Vec<u8>), String> {
+    let path = config.unwrap_or("/etc/vettid/enclave.json");
+    let config = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    let nsm = vettid_attest::nitro::NsmAttestor::open().map_err(|e| e.to_string())?;
+    Ok((Arc::new(nsm), config))
 }
 
 type Halves = (
@@ -85,23 +138,35 @@ fn connect(channel: &Channel) -> Result<Halves, String> {
     }
 }
 
+fn run(args: Args) -> Result<(), String> {
+    let (device, document) = device(args.config.as_deref())?;
+    let measured = EnclaveConfig::parse(&document).map_err(|e| e.to_string())?;
+    let config = Config {
+        policy: policy(&measured),
+        ..args.resources
+    };
+    let k = measured.key_service;
+    let trust = vettid_attest::seal::kms::Trust {
+        server_name: k.server_name,
+        roots_pem: k.roots_pem,
+        key_id: k.key_id,
+        region: k.region,
+    };
+    let (reader, writer) =
+        connect(&args.channel).map_err(|e| format!("cannot connect to the host: {e}"))?;
+    vettid_enclave::server::serve(reader, writer, config, device, trust).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (socket, config) = match parse(&args) {
+    let args = match parse(&args) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("vettid-enclave: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
-    let halves = match connect(&socket) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("vettid-enclave: cannot connect to the host: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match vettid_enclave::server::serve(halves.0, halves.1, config) {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vettid-enclave: {e}");

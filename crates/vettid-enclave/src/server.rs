@@ -7,6 +7,7 @@ use crate::session::Sessions;
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::Duration;
+use vettid_attest::seal::Attestor;
 use vettid_proto::channel::{from_body, to_body};
 use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
 
@@ -14,15 +15,22 @@ use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
 const WORKERS: usize = 8;
 
 /// Serves the host over a connected stream (its read and write halves) until it closes.
+/// Documents come from `device`; sealing keys from the key service that `trust` names, over
+/// TLS through the host.
 pub fn serve(
     reader: Box<dyn Read + Send>,
     writer: Box<dyn Write + Send>,
     config: Config,
+    device: Arc<dyn Attestor + Send + Sync>,
+    trust: vettid_attest::seal::kms::Trust,
 ) -> std::io::Result<()> {
     let link = Link::new(reader, writer);
-    let sealer = vettid_attest::seal::RecipientSealer::new(link.clone(), link.clone());
+    let keys =
+        vettid_attest::seal::kms::KmsClient::new(crate::link::KeyServiceRelay(link.clone()), trust)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let sealer = vettid_attest::seal::RecipientSealer::new(device.clone(), keys);
     let manager = Arc::new(Manager::new(link.clone(), Box::new(sealer), config));
-    let sessions = Arc::new(Sessions::new(link.clone()));
+    let sessions = Arc::new(Sessions::new(device));
     let janitor = {
         let (manager, sessions) = (Arc::downgrade(&manager), Arc::downgrade(&sessions));
         std::thread::Builder::new()

@@ -13,7 +13,6 @@
 //! again. Keys (Noise static X25519 and X-Wing) are made at start and bound into every
 //! attestation document this enclave hands out.
 
-use crate::link::Link;
 use crate::manager::Manager;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 use vettid_crypto::SecretBytes;
 use vettid_crypto::aead::AeadKey;
 use vettid_crypto::noise::{self, HandshakeState, KemSecret, StatelessTransportState};
-use vettid_proto::enclave::{HostReply, Outbound, ToHost, VaultError, valid_vault_id};
+use vettid_proto::enclave::{Outbound, VaultError, valid_vault_id};
 use vettid_proto::session::{
     AppOp, AppReply, Channel, Enrolled, Event, EventKind, FromApp, MAX_SKEW_MS, Reply, Request,
     SealedEvent, SessionError, SessionId, ToApp, VERSION, decode_exact, event_aad, kem_binding,
@@ -67,7 +66,7 @@ struct Open {
 
 /// Every session of this enclave instance.
 pub struct Sessions {
-    link: Arc<Link>,
+    attestor: Arc<dyn vettid_attest::seal::Attestor + Send + Sync>,
     noise_secret: SecretBytes<32>,
     noise_public: [u8; 32],
     kem: KemSecret,
@@ -87,12 +86,13 @@ struct SessionState<'a> {
 }
 
 impl Sessions {
-    /// New session keys for this enclave instance.
-    pub fn new(link: Arc<Link>) -> Self {
+    /// New session keys for this enclave instance; documents binding them come from `attestor`
+    /// (the enclave's device).
+    pub fn new(attestor: Arc<dyn vettid_attest::seal::Attestor + Send + Sync>) -> Self {
         let noise_secret = SecretBytes::random();
         let kem = KemSecret::generate();
         Self {
-            link,
+            attestor,
             noise_public: noise::public_key(&noise_secret),
             noise_secret,
             kem_public: kem.public_key(),
@@ -152,18 +152,19 @@ impl Sessions {
     }
 
     fn attest(&self, nonce: &[u8; 32]) -> Result<ToApp, SessionError> {
-        let answer = self.link.call(&ToHost::Attest {
-            nonce: Some(nonce.to_vec()),
-            public_key: Some(self.noise_public.to_vec()),
-            user_data: Some(kem_binding(&self.kem_public).to_vec()),
-        });
-        match answer {
-            Ok(HostReply::Bytes(doc)) => Ok(ToApp::Attestation {
-                doc,
-                kem_public_key: self.kem_public.clone(),
-            }),
-            _ => Err(SessionError::AttestationUnavailable),
-        }
+        // From the enclave's own device: the host is never asked for a document.
+        let doc = self
+            .attestor
+            .attest(&vettid_attest::AttestRequest {
+                nonce: Some(nonce.to_vec()),
+                public_key: Some(self.noise_public.to_vec()),
+                user_data: Some(kem_binding(&self.kem_public).to_vec()),
+            })
+            .map_err(|_| SessionError::AttestationUnavailable)?;
+        Ok(ToApp::Attestation {
+            doc,
+            kem_public_key: self.kem_public.clone(),
+        })
     }
 
     fn hello(&self, member: &str, channel: Channel, msg: &[u8]) -> Result<ToApp, SessionError> {

@@ -4,6 +4,9 @@
 use std::process::Command;
 
 /// Crates that must never be in the enclave's normal dependency tree, by name or name prefix.
+/// rustls is in (TLS to the key service ends inside the enclave), with the `ring` provider
+/// only: not aws-lc (a second, C-heavy crypto library), not the platform's or Mozilla's roots
+/// (the key service's roots come from the measured configuration), no async runtime.
 const FORBIDDEN: &[&str] = &[
     "async-nats",
     "axum",
@@ -12,9 +15,13 @@ const FORBIDDEN: &[&str] = &[
     "object_store",
     "aws-sdk-",
     "aws-config",
+    "aws-lc-",
+    "rustls-native-certs",
+    "rustls-platform-verifier",
+    "webpki-roots",
+    "tokio",
     "sqlx",
     "tower-http",
-    "rustls",
 ];
 
 fn tree(features: &[&str]) -> Vec<String> {

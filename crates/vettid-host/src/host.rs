@@ -1,12 +1,14 @@
-//! The host: starts the enclave process (and restarts it when it dies), serves its storage,
-//! key-service, attestation and clock requests, and forwards client operations to it.
+//! The host: has the platform launch the enclave (and launch it again when it dies), serves
+//! its storage and clock requests, relays its key-service TLS connections byte for byte, and
+//! forwards client operations to it.
 //!
-//! It holds no vault key, PIN or plaintext: objects arrive encrypted, key-service answers are
-//! encrypted to the enclave, and client operations are passed through unread (on the debug
-//! path a PIN crosses the host in a request body; it is never logged, and the app's path sends
-//! it inside the attested session).
+//! It holds no vault key, PIN or plaintext: objects arrive encrypted, key-service traffic is
+//! TLS that ends inside the enclave, attestation documents never pass through it, and client
+//! operations are passed through unread (on the debug path a PIN crosses the host in a request
+//! body; it is never logged, and the app's path sends it inside the attested session).
 
 use crate::frames::{read_frame, write_frame};
+use crate::relay::Relays;
 use crate::storage::Storage;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,21 +30,31 @@ pub struct HostConfig {
     pub channel: Channel,
     /// Where objects are stored.
     pub objects: Objects,
-    /// The dev platform's socket (attestor and key service).
-    pub platform: PathBuf,
+    /// Where the enclave's key service is (the host relays bytes to it).
+    pub key_service: KeyServiceEndpoint,
+}
+
+/// Where the key service listens: the dev platform's socket, or AWS KMS over TCP (what
+/// vsock-proxy does on a Nitro parent).
+#[derive(Debug, Clone)]
+pub enum KeyServiceEndpoint {
+    /// A Unix socket (the dev key service, `<data>/kms.sock`).
+    Unix(PathBuf),
+    /// `host:port` (`kms.<region>.amazonaws.com:443`).
+    Tcp(String),
 }
 
 /// How the enclave and the host are connected.
 #[derive(Debug, Clone)]
 pub enum Channel {
-    /// The host starts (and restarts) the enclave process itself; it connects to `socket`.
+    /// The dev platform launches (and relaunches) the enclave, which connects to `socket`.
     Local {
         /// The Unix socket the host listens on.
         socket: PathBuf,
-        /// The enclave binary.
-        enclave: PathBuf,
-        /// Its arguments besides `--socket`.
-        args: Vec<String>,
+        /// The dev platform's socket.
+        platform: PathBuf,
+        /// Resource settings for the enclave (`--idle-secs N`, …; nothing that is policy).
+        tunables: Vec<String>,
     },
     /// The enclave runs in a Nitro Enclave (started by `nitro-cli`) and connects over vsock to
     /// this port (feature `vsock`).
@@ -208,55 +220,72 @@ impl Host {
     }
 }
 
-/// Starts the enclave (local channel) and waits for its connection; on vsock, waits for the
-/// enclave to connect. `None` when this attempt failed and should be retried.
+/// Has the platform launch the enclave (local channel) and waits for its connection; on
+/// vsock, waits for the enclave to connect. `None` when this attempt failed and should be
+/// retried.
 async fn next_connection(
     config: &HostConfig,
     listener: &Listener,
     enclave_pid: &AtomicU64,
-) -> Option<(Reader, Writer, Option<tokio::process::Child>)> {
+) -> Option<(Reader, Writer)> {
     match (listener, &config.channel) {
         (
             Listener::Unix(listener),
             Channel::Local {
                 socket,
-                enclave,
-                args,
+                platform,
+                tunables,
             },
         ) => {
-            let mut child = match tokio::process::Command::new(enclave)
-                .arg("--socket")
-                .arg(socket)
-                .args(args)
-                .kill_on_drop(true)
-                .spawn()
-            {
-                Ok(c) => c,
+            match launch(platform, socket, tunables).await {
+                Ok(pid) => enclave_pid.store(u64::from(pid), Ordering::Relaxed),
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot start the enclave");
+                    tracing::error!(error = %e, "the platform did not launch the enclave");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     return None;
                 }
-            };
-            enclave_pid.store(u64::from(child.id().unwrap_or(0)), Ordering::Relaxed);
-            let accepted = tokio::select! {
-                a = tokio::time::timeout(Duration::from_secs(30), listener.accept()) => a,
-                _ = child.wait() => return None,
-            };
-            let Ok(Ok((stream, _))) = accepted else {
-                let _ = child.kill().await;
+            }
+            let Ok(Ok((stream, _))) =
+                tokio::time::timeout(Duration::from_secs(30), listener.accept()).await
+            else {
                 return None;
             };
             let (r, w) = stream.into_split();
-            Some((Box::new(r), Box::new(w), Some(child)))
+            Some((Box::new(r), Box::new(w)))
         }
         #[cfg(feature = "vsock")]
         (Listener::Vsock(listener), Channel::Vsock { .. }) => {
             let (stream, _) = listener.accept().await.ok()?;
             let (r, w) = stream.into_split();
-            Some((Box::new(r), Box::new(w), None))
+            Some((Box::new(r), Box::new(w)))
         }
         _ => None,
+    }
+}
+
+/// Asks the platform to launch the enclave for `socket`; its process id.
+async fn launch(
+    platform: &std::path::Path,
+    socket: &std::path::Path,
+    tunables: &[String],
+) -> std::io::Result<u32> {
+    use vettid_proto::platform::{FromPlatform, ToPlatform};
+    let mut stream = tokio::net::UnixStream::connect(platform).await?;
+    let frame = Frame {
+        kind: Kind::Request,
+        id: 1,
+        body: to_body(&ToPlatform::Launch {
+            socket: socket.to_string_lossy().into_owned(),
+            tunables: tunables.to_vec(),
+        }),
+    };
+    write_frame(&mut stream, &frame).await?;
+    let answer = read_frame(&mut stream)
+        .await
+        .map_err(std::io::Error::other)?;
+    match from_body(&answer.body).map_err(std::io::Error::other)? {
+        FromPlatform::Launched { pid } => Ok(pid),
+        FromPlatform::Refused(e) => Err(std::io::Error::other(e)),
     }
 }
 
@@ -275,8 +304,7 @@ async fn supervise(
             tracing::warn!("enclave connection ended; waiting for a new one");
         }
         first = false;
-        let Some((mut reader, writer, mut child)) =
-            next_connection(&config, &listener, &enclave_pid).await
+        let Some((mut reader, writer)) = next_connection(&config, &listener, &enclave_pid).await
         else {
             continue;
         };
@@ -284,25 +312,14 @@ async fn supervise(
             writer: Arc::new(Mutex::new(writer)),
             pending: Arc::new(std::sync::Mutex::new(HashMap::new())),
         });
+        let relays = Arc::new(Relays::new(config.key_service.clone()));
         let _ = conn.send(Some(current.clone()));
         tracing::info!(
             pid = enclave_pid.load(Ordering::Relaxed),
             "enclave connected"
         );
         loop {
-            let exited = async {
-                match child.as_mut() {
-                    Some(c) => {
-                        let _ = c.wait().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let frame = tokio::select! {
-                f = read_frame(&mut reader) => f,
-                _ = exited => break,
-            };
-            match Received::from(frame) {
+            match Received::from(read_frame(&mut reader).await) {
                 Received::Response { id, body } => {
                     let tx = current
                         .pending
@@ -319,14 +336,11 @@ async fn supervise(
                     }
                 }
                 Received::Request { id, body } => {
-                    let (storage, writer, platform) = (
-                        storage.clone(),
-                        current.writer.clone(),
-                        config.platform.clone(),
-                    );
+                    let (storage, writer, relays) =
+                        (storage.clone(), current.writer.clone(), relays.clone());
                     tokio::spawn(async move {
                         let reply = match body.map(|b| from_body::<ToHost>(&b)) {
-                            Ok(Ok(req)) => serve(&storage, &platform, req).await,
+                            Ok(Ok(req)) => serve(&storage, &relays, req).await,
                             Ok(Err(_)) => HostReply::Error("malformed request".into()),
                             Err(e) => HostReply::Error(e.to_string()),
                         };
@@ -348,14 +362,10 @@ async fn supervise(
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        if let Some(mut child) = child {
-            let _ = child.kill().await;
-            let _ = child.wait().await;
-        }
     }
 }
 
-async fn serve(storage: &Storage, platform: &std::path::Path, request: ToHost) -> HostReply {
+async fn serve(storage: &Storage, relays: &Relays, request: ToHost) -> HostReply {
     match request {
         ToHost::Get { name } => storage.get(&name).await,
         ToHost::PutCreate { name, bytes } => storage.put_create(&name, bytes).await,
@@ -366,26 +376,10 @@ async fn serve(storage: &Storage, platform: &std::path::Path, request: ToHost) -
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
         ),
-        relayed @ (ToHost::Attest { .. }
-        | ToHost::GenerateDataKey { .. }
-        | ToHost::Decrypt { .. }) => relay(platform, &relayed)
-            .await
-            .unwrap_or_else(|e| HostReply::Error(format!("platform: {e}"))),
+        ToHost::Connect => relays.connect().await,
+        ToHost::Send { conn, bytes } => relays.send(conn, &bytes).await,
+        ToHost::Receive { conn } => relays.receive(conn).await,
+        ToHost::Close { conn } => relays.close(conn),
+        ToHost::Credentials => crate::relay::credentials().await,
     }
-}
-
-/// Passes an attestation or key-service request to the platform (the dev platform process;
-/// on Nitro, NSM and AWS KMS) and returns its answer unread.
-async fn relay(platform: &std::path::Path, request: &ToHost) -> std::io::Result<HostReply> {
-    let mut stream = tokio::net::UnixStream::connect(platform).await?;
-    let frame = Frame {
-        kind: Kind::Request,
-        id: 1,
-        body: to_body(request),
-    };
-    write_frame(&mut stream, &frame).await?;
-    let answer = read_frame(&mut stream)
-        .await
-        .map_err(std::io::Error::other)?;
-    from_body(&answer.body).map_err(std::io::Error::other)
 }

@@ -110,6 +110,13 @@ impl Frame {
     /// Reads the next frame. On [`FrameError::Oversized`], [`FrameError::Unsupported`] and
     /// [`FrameError::Short`] the stream stays aligned on the next frame.
     pub fn read_from(r: &mut impl Read) -> Result<Frame, FrameError> {
+        Frame::read_limited(r, MAX_FRAME)
+    }
+
+    /// [`Frame::read_from`], with requests longer than `max_request` refused as oversized
+    /// before their body is read (responses may still be up to [`MAX_FRAME`]): how a reader
+    /// bounds what its peer can make it hold.
+    pub fn read_limited(r: &mut impl Read, max_request: usize) -> Result<Frame, FrameError> {
         let mut len = [0u8; 4];
         r.read_exact(&mut len)?;
         let len = u32::from_be_bytes(len) as usize;
@@ -122,7 +129,7 @@ impl Frame {
         let id = u64::from_be_bytes(header[2..10].try_into().expect("8 bytes"));
         let kind = kind_of(header[1]);
         let body_len = len - HEADER;
-        if len > MAX_FRAME {
+        if len > MAX_FRAME || (kind == Some(Kind::Request) && len > max_request) {
             io::copy(&mut r.take(body_len as u64), &mut io::sink())?;
             return Err(FrameError::Oversized { id, len, kind });
         }

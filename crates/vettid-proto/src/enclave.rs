@@ -248,7 +248,8 @@ pub enum VaultError {
     AppOwned,
 }
 
-/// Enclave → host requests.
+/// Enclave → host requests: storage, the clock, and a byte relay to the key service. There is
+/// no attestation request: documents come from the enclave's own device, never the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ToHost {
     /// Read an object.
@@ -276,33 +277,32 @@ pub enum ToHost {
     },
     /// The host's clock (milliseconds since the Unix epoch). Untrusted: used for timestamps only.
     Now,
-    /// Key service: a data key for the enclave of this attestation document.
-    GenerateDataKey {
-        /// The attestation document with the recipient key.
+    /// Opens a byte stream to the key service (AWS KMS, or the dev key service). The enclave
+    /// speaks TLS over it and checks the service's certificate against the roots in its
+    /// measured configuration: the host carries bytes it can neither read nor forge.
+    Connect,
+    /// Sends bytes on a stream from [`ToHost::Connect`].
+    Send {
+        /// The stream.
+        conn: u64,
+        /// TLS records.
         #[serde(with = "serde_bytes")]
-        doc: Vec<u8>,
+        bytes: Vec<u8>,
     },
-    /// Key service: unwrap a data key for the enclave of this attestation document.
-    Decrypt {
-        /// The wrapped key.
-        #[serde(with = "serde_bytes")]
-        blob: Vec<u8>,
-        /// The attestation document with the recipient key.
-        #[serde(with = "serde_bytes")]
-        doc: Vec<u8>,
+    /// The next bytes that arrived on a stream (waits for at least one; none: it ended).
+    Receive {
+        /// The stream.
+        conn: u64,
     },
-    /// An attestation document from the platform (the dev attestor, through the host).
-    Attest {
-        /// Nonce to bind.
-        #[serde(with = "serde_bytes")]
-        nonce: Option<Vec<u8>>,
-        /// Public key to bind.
-        #[serde(with = "serde_bytes")]
-        public_key: Option<Vec<u8>>,
-        /// User data to bind.
-        #[serde(with = "serde_bytes")]
-        user_data: Option<Vec<u8>>,
+    /// Closes a stream.
+    Close {
+        /// The stream.
+        conn: u64,
     },
+    /// Credentials to sign key-service requests with (AWS on Nitro: the instance role's; a
+    /// fixed pair in development). They authenticate the caller to AWS only; what the key
+    /// service releases is bound to the enclave's attestation document, not to them.
+    Credentials,
 }
 
 /// Answers to [`ToHost`].
@@ -320,17 +320,31 @@ pub enum HostReply {
     Done,
     /// Milliseconds since the Unix epoch.
     Now(u64),
-    /// A data key: wrapped blob and CMS for the recipient.
-    DataKey {
-        /// Wrapped key.
-        #[serde(with = "serde_bytes")]
-        blob: Vec<u8>,
-        /// CMS to the recipient key.
-        #[serde(with = "serde_bytes")]
-        for_recipient: Vec<u8>,
-    },
-    /// CMS to the recipient key, or an attestation document.
+    /// A stream is open.
+    Connected(u64),
+    /// Bytes (empty: the stream ended).
     Bytes(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Credentials for request signatures.
+    Credentials(AwsCredentials),
     /// The host could not do it.
     Error(String),
+}
+
+/// AWS credentials for signing key-service requests. `Debug` shows only the key id.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AwsCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: zeroize::Zeroizing<String>,
+    /// Session token, for temporary credentials.
+    pub session_token: Option<zeroize::Zeroizing<String>>,
+}
+
+impl std::fmt::Debug for AwsCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
 }

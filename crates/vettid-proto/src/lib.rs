@@ -12,6 +12,7 @@ pub mod channel;
 pub mod credential;
 pub mod enclave;
 pub mod feed;
+pub mod platform;
 pub mod profile;
 pub mod secrets;
 pub mod session;

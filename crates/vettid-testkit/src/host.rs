@@ -3,10 +3,9 @@
 
 use crate::store::Store;
 use std::collections::HashMap;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -14,15 +13,17 @@ use std::time::Duration;
 use vettid_client::vault::VaultClient;
 use vettid_proto::channel::{Frame, Kind, Received, from_body, to_body};
 use vettid_proto::enclave::{EnclaveReply, HostReply, Outbound, ToEnclave, ToHost, VaultError};
+use vettid_proto::platform::{FromPlatform, ToPlatform};
 use vettid_proto::session::Channel;
 
 /// What the script decides for one request of the enclave.
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Do what an honest host does.
     Honest,
     /// Answer this instead (a lie).
     Answer(HostReply),
+    /// Do what an honest host does, then change its answer before the enclave sees it.
+    Rewrite(Box<dyn FnOnce(HostReply) -> HostReply + Send>),
 }
 
 /// The test's say over each request the enclave makes: it sees the request and the store
@@ -32,14 +33,14 @@ pub type Script = Box<dyn FnMut(&ToHost, &mut Store) -> Action + Send>;
 /// How to run the enclave.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The `vettid-enclave` binary.
-    pub enclave: PathBuf,
-    /// Its arguments besides `--socket`.
-    pub enclave_args: Vec<String>,
+    /// Resource settings for the enclave (what a host may choose).
+    pub tunables: Vec<String>,
     /// A directory for the channel socket.
     pub dir: PathBuf,
-    /// The dev platform's socket (attestation, key service), for honest relays.
+    /// The dev platform's socket: it launches the enclave.
     pub platform: PathBuf,
+    /// The key service's socket, where an honest host relays the enclave's TLS streams.
+    pub key_service: PathBuf,
 }
 
 struct Inner {
@@ -54,15 +55,19 @@ struct Inner {
     drop_replies: AtomicUsize,
     /// Events the enclave asked to publish.
     events: Mutex<Vec<(String, Outbound)>>,
-    platform: PathBuf,
+    /// Where key-service streams go.
+    key_service: Mutex<PathBuf>,
+    streams: Mutex<HashMap<u64, Arc<UnixStream>>>,
+    next_stream: AtomicU64,
 }
 
-/// A hostile host around a real enclave process. Dropping it kills the enclave.
+/// A hostile host around a real enclave process (launched by the platform). Dropping it
+/// closes the channel, which ends the enclave.
 pub struct AdversarialHost {
     inner: Arc<Inner>,
     options: Options,
     listener: UnixListener,
-    child: Mutex<Option<Child>>,
+    pid: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -86,24 +91,40 @@ impl AdversarialHost {
                 next_id: AtomicU64::new(1),
                 drop_replies: AtomicUsize::new(0),
                 events: Mutex::new(Vec::new()),
-                platform: options.platform.clone(),
+                key_service: Mutex::new(options.key_service.clone()),
+                streams: Mutex::new(HashMap::new()),
+                next_stream: AtomicU64::new(1),
             }),
             options,
             listener,
-            child: Mutex::new(None),
+            pid: AtomicU64::new(0),
         };
         host.launch()?;
         Ok(host)
     }
 
-    fn launch(&self) -> std::io::Result<()> {
+    /// Asks the platform to launch the enclave with `tunables`; its answer.
+    pub fn request_launch(&self, tunables: &[String]) -> std::io::Result<FromPlatform> {
         let socket = self.options.dir.join("enclave.sock");
-        let child = Command::new(&self.options.enclave)
-            .arg("--socket")
-            .arg(&socket)
-            .args(&self.options.enclave_args)
-            .spawn()?;
-        *lock(&self.child) = Some(child);
+        let mut platform = UnixStream::connect(&self.options.platform)?;
+        Frame {
+            kind: Kind::Request,
+            id: 1,
+            body: to_body(&ToPlatform::Launch {
+                socket: socket.to_string_lossy().into_owned(),
+                tunables: tunables.to_vec(),
+            }),
+        }
+        .write_to(&mut platform)?;
+        let answer = Frame::read_from(&mut platform).map_err(std::io::Error::other)?;
+        from_body(&answer.body).map_err(std::io::Error::other)
+    }
+
+    fn launch(&self) -> std::io::Result<()> {
+        match self.request_launch(&self.options.tunables)? {
+            FromPlatform::Launched { pid } => self.pid.store(u64::from(pid), Ordering::SeqCst),
+            FromPlatform::Refused(e) => return Err(std::io::Error::other(e)),
+        }
         let (stream, _) = self.listener.accept()?;
         let reader = BufReader::new(stream.try_clone()?);
         *lock(&self.inner.writer) = Some(BufWriter::new(stream));
@@ -112,16 +133,23 @@ impl AdversarialHost {
         Ok(())
     }
 
-    /// Kills the enclave (`kill -9`) and starts a new one: everything it held in memory is
-    /// gone, storage stays as the host keeps it.
+    /// Has the platform start a new enclave (it kills the old one): everything the old one
+    /// held in memory is gone, storage stays as the host keeps it.
     pub fn restart_enclave(&self) -> std::io::Result<()> {
-        if let Some(mut c) = lock(&self.child).take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
         *lock(&self.inner.writer) = None;
         lock(&self.inner.pending).clear();
         self.launch()
+    }
+
+    /// The enclave's process id.
+    pub fn enclave_pid(&self) -> u32 {
+        self.pid.load(Ordering::SeqCst) as u32
+    }
+
+    /// Relays key-service streams opened from now on to `socket` instead (say, a key service
+    /// of the host's own).
+    pub fn relay_key_service_to(&self, socket: PathBuf) {
+        *lock(&self.inner.key_service) = socket;
     }
 
     /// Sets the script run on every request from now on (replacing any earlier one).
@@ -193,9 +221,9 @@ impl AdversarialHost {
 
 impl Drop for AdversarialHost {
     fn drop(&mut self) {
-        if let Some(mut c) = lock(&self.child).take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        // The enclave ends when its channel closes.
+        if let Some(w) = lock(&self.inner.writer).take() {
+            let _ = w.get_ref().shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -304,6 +332,7 @@ fn serve(inner: &Inner, request: ToHost) -> HostReply {
     match action {
         Action::Answer(reply) => reply,
         Action::Honest => honest(inner, request),
+        Action::Rewrite(change) => change(honest(inner, request)),
     }
 }
 
@@ -327,20 +356,43 @@ fn honest(inner: &Inner, request: ToHost) -> HostReply {
             HostReply::Done
         }
         ToHost::Now => HostReply::Now(now_ms()),
-        relayed => relay(&inner.platform, &relayed)
-            .unwrap_or_else(|e| HostReply::Error(format!("platform: {e}"))),
+        ToHost::Connect => match UnixStream::connect(&*lock(&inner.key_service)) {
+            Ok(s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                let conn = inner.next_stream.fetch_add(1, Ordering::Relaxed);
+                lock(&inner.streams).insert(conn, Arc::new(s));
+                HostReply::Connected(conn)
+            }
+            Err(e) => HostReply::Error(format!("key service: {e}")),
+        },
+        ToHost::Send { conn, bytes } => match lock(&inner.streams).get(&conn).cloned() {
+            Some(s) => match (&*s).write_all(&bytes) {
+                Ok(()) => HostReply::Done,
+                Err(e) => HostReply::Error(e.to_string()),
+            },
+            None => HostReply::Error("no such stream".into()),
+        },
+        ToHost::Receive { conn } => match lock(&inner.streams).get(&conn).cloned() {
+            Some(s) => {
+                let mut buf = vec![0u8; 16 * 1024];
+                match (&*s).read(&mut buf) {
+                    Ok(n) => {
+                        buf.truncate(n);
+                        HostReply::Bytes(buf)
+                    }
+                    Err(e) => HostReply::Error(e.to_string()),
+                }
+            }
+            None => HostReply::Error("no such stream".into()),
+        },
+        ToHost::Close { conn } => {
+            lock(&inner.streams).remove(&conn);
+            HostReply::Done
+        }
+        ToHost::Credentials => HostReply::Credentials(vettid_proto::enclave::AwsCredentials {
+            access_key_id: "adversary".into(),
+            secret_access_key: "adversary".to_owned().into(),
+            session_token: None,
+        }),
     }
-}
-
-/// Passes a platform request (attestation, key service) to the dev platform, unread.
-fn relay(platform: &std::path::Path, request: &ToHost) -> std::io::Result<HostReply> {
-    let mut stream = UnixStream::connect(platform)?;
-    Frame {
-        kind: Kind::Request,
-        id: 1,
-        body: to_body(request),
-    }
-    .write_to(&mut stream)?;
-    let answer = Frame::read_from(&mut stream).map_err(std::io::Error::other)?;
-    from_body(&answer.body).map_err(std::io::Error::other)
 }

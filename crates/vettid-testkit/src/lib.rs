@@ -13,7 +13,9 @@
 //! ```text
 //!  test ──script──► AdversarialHost ──frames (unix socket)──► vettid-enclave (real process)
 //!   │                  │ store: BTreeMap<name, bytes> (in memory, for the test to edit)
-//!   │                  └ honest relays: the dev platform (attestation, key service)
+//!   │                  └ honest relay: key-service TLS bytes to the dev platform's key service
+//!   │                    (the platform launches the enclave and is its device: the host never
+//!   │                    sees a document request)
 //!   └── VaultClient::direct ──► AdversarialHost::app ──ToEnclave::App──► enclave
 //! ```
 //!

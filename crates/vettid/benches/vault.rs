@@ -198,13 +198,14 @@ fn main() {
     drop(c);
     drop(host);
 
-    // Unlock with the default Argon2id parameters (64 MiB, t=3, p=1).
-    let host = Host::start_with(
+    // Unlock with the default Argon2id parameters (64 MiB, t=3, p=1): a platform measuring
+    // the default policy.
+    let default_platform = Platform::start_with(&t.path().join("platform-default"), &[]);
+    let host = Host::start(
         &t.path().join("host-default"),
-        &platform,
+        &default_platform,
         &t.path().join("objects-default"),
         &[],
-        false,
     );
     let mut c = host.client();
     op(&mut c, "d", VaultOp::Create { pin: pin("1111") }).unwrap();

@@ -1,22 +1,19 @@
-//! `vettid host`: the untrusted host process. Starts the enclave (and restarts it when it
-//! dies), serves its storage in `<data>/objects`, relays to the dev platform, and opens the
-//! control socket `<data>/host.sock` for `vettid vault …`.
+//! `vettid host`: the untrusted host process. Has the dev platform launch the enclave (and
+//! launch it again when it dies), serves its storage in `<data>/objects`, relays its
+//! key-service TLS bytes, and opens the control socket `<data>/host.sock` for `vettid vault …`.
 
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
-use vettid_host::host::{Channel, Host, HostConfig, Objects};
+use vettid_host::host::{Channel, Host, HostConfig, KeyServiceEndpoint, Objects};
 
 #[derive(clap::Args)]
 pub(crate) struct HostArgs {
     /// The data directory.
     #[arg(long, default_value = ".vettid")]
     data_dir: PathBuf,
-    /// The enclave binary (default: `vettid-enclave` beside this binary).
-    #[arg(long)]
-    enclave: Option<PathBuf>,
     /// The object store directory (default: `<data-dir>/objects`).
     #[arg(long)]
     objects: Option<PathBuf>,
@@ -30,6 +27,10 @@ pub(crate) struct HostArgs {
     /// The dev platform socket (default: `<data-dir>/platform.sock`).
     #[arg(long)]
     platform: Option<PathBuf>,
+    /// Where the enclave's key service is: `unix:PATH` (default: the dev key service,
+    /// `<data-dir>/kms.sock`) or `tcp:HOST:PORT` (AWS KMS, `tcp:kms.<region>.amazonaws.com:443`).
+    #[arg(long)]
+    key_service: Option<String>,
     /// Wait for a Nitro Enclave to connect over vsock on this port instead of starting the
     /// enclave process (build with feature `vsock`).
     #[arg(long)]
@@ -40,7 +41,9 @@ pub(crate) struct HostArgs {
     /// The host's NATS creds file (made by `vettid up` in `<data-dir>/nats/auth`).
     #[arg(long, requires = "nats_url")]
     nats_creds: Option<PathBuf>,
-    /// Arguments passed to the enclave (e.g. `--pin-attempts 5`).
+    /// Resource settings for the enclave (`--max-resident N`, `--memory-budget-mib N`,
+    /// `--idle-secs N`, `--snapshot-every N`). Policy is not the host's to set: it is in the
+    /// enclave's measured configuration.
     #[arg(last = true)]
     enclave_args: Vec<String>,
 }
@@ -57,9 +60,21 @@ pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
     let channel = match args.vsock_port {
         Some(port) => Channel::Vsock { port },
         None => Channel::Local {
-            socket: args.data_dir.join("enclave.sock"),
-            enclave: crate::platform::enclave_binary(args.enclave)?,
-            args: args.enclave_args,
+            // Absolute: the platform launches the enclave from its own directory.
+            socket: std::path::absolute(args.data_dir.join("enclave.sock"))?,
+            platform: args
+                .platform
+                .clone()
+                .unwrap_or_else(|| args.data_dir.join("platform.sock")),
+            tunables: args.enclave_args,
+        },
+    };
+    let key_service = match args.key_service.as_deref() {
+        None => KeyServiceEndpoint::Unix(args.data_dir.join("kms.sock")),
+        Some(s) => match s.split_once(':') {
+            Some(("unix", path)) => KeyServiceEndpoint::Unix(path.into()),
+            Some(("tcp", addr)) => KeyServiceEndpoint::Tcp(addr.into()),
+            _ => anyhow::bail!("--key-service: expected unix:PATH or tcp:HOST:PORT, got {s}"),
         },
     };
     let config = HostConfig {
@@ -74,9 +89,7 @@ pub(crate) fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
                     .unwrap_or_else(|| args.data_dir.join("objects")),
             ),
         },
-        platform: args
-            .platform
-            .unwrap_or_else(|| args.data_dir.join("platform.sock")),
+        key_service,
     };
     let control = args.data_dir.join("host.sock");
     // One thread: the host's work per message is small, and cross-thread wake-ups dominate

@@ -12,13 +12,15 @@
 //! ```
 //!
 //! On Nitro the key service is AWS KMS (`GenerateDataKey`/`Decrypt` with `Recipient`); in
-//! development it is [`DevKms`](crate::dev::DevKms), which derives its key from a host-held root
-//! secret *and the verified measurement*. Either way the host sees the attestation document,
-//! the wrapped key and the CMS envelope: nothing it can open.
+//! development it is [`DevKms`](crate::dev::DevKms), which derives its key from its root
+//! secret *and the verified measurement*. Either way the enclave reaches it over TLS that ends
+//! inside the enclave ([`kms`]), and its attestation documents come from its own device, never
+//! from the host: the host relays TLS records it can neither read nor forge.
 
 mod ber;
 mod blob;
 mod cms;
+pub mod kms;
 mod recipient;
 
 pub use blob::{SEALED_MAGIC, SEALED_VERSION};

@@ -10,6 +10,25 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+/// Makes the process `cmd` starts receive `signal` when its parent dies (PR_SET_PDEATHSIG), so
+/// that even a `kill -9` of the parent takes it down. The workspace's one `unsafe`.
+pub(crate) fn die_with_parent(cmd: &mut std::process::Command, signal: Signal) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and only calls prctl(2) and getppid(2),
+    // both async-signal-safe; it allocates nothing and takes no lock.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(signal)?;
+            // The parent may have died before prctl took effect.
+            if nix::unistd::getppid() == Pid::from_raw(1) {
+                return Err(std::io::Error::other("parent already gone"));
+            }
+            Ok(())
+        });
+    }
+}
+
 /// A running child and the means to observe and stop it.
 pub(crate) struct Child {
     pub(crate) name: &'static str,
@@ -45,19 +64,7 @@ impl Child {
             .stderr(err)
             .process_group(0)
             .kill_on_drop(true);
-        // SAFETY: the closure runs between fork and exec and only calls prctl(2) and getppid(2),
-        // both async-signal-safe; it allocates nothing and takes no lock.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)?;
-                // The supervisor may have died before prctl took effect.
-                if nix::unistd::getppid() == Pid::from_raw(1) {
-                    return Err(std::io::Error::other("supervisor already gone"));
-                }
-                Ok(())
-            });
-        }
+        die_with_parent(cmd.as_std_mut(), Signal::SIGTERM);
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;

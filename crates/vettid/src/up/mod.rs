@@ -6,7 +6,7 @@
 //! URLs and `ready`. On Ctrl-C or SIGTERM, stop the children in reverse order and exit 0; if a
 //! child dies on its own, stop the rest and exit non-zero with the end of its log.
 
-mod child;
+pub(crate) mod child;
 mod nats;
 mod probe;
 pub(crate) mod signals;
@@ -107,7 +107,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
             let data = data_dir.as_os_str();
             let enclave = crate::platform::enclave_binary(None)?;
             println!(
-                "  starting dev platform (attestor and key service for {})",
+                "  starting dev platform (launches and measures {}; attestor and key service)",
                 enclave.display()
             );
             children.push(Child::spawn(
@@ -137,8 +137,6 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                     OsStr::new("host"),
                     OsStr::new("--data-dir"),
                     data,
-                    OsStr::new("--enclave"),
-                    enclave.as_os_str(),
                     OsStr::new("--nats-url"),
                     OsStr::new(&nats_url),
                     OsStr::new("--nats-creds"),

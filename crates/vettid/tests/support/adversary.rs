@@ -1,7 +1,7 @@
 //! A real dev platform and a real enclave process behind `vettid_testkit::AdversarialHost`, and
 //! an app (the real SDK) that reaches the enclave through that host.
 
-use super::{FAST_ARGON, Platform, enclave_binary};
+use super::{FAST_ARGON, Platform};
 use vettid_client::ClientError;
 use vettid_client::vault::{Session, Trust, VaultClient, check_version};
 use vettid_crypto::SecretBytes;
@@ -22,18 +22,19 @@ pub struct Adversary {
 }
 
 impl Adversary {
-    /// A platform, and an adversarial host serving an enclave started with the test
-    /// Argon2id cost and `args`.
+    /// A platform (test Argon2id cost, plus the policy flags among `args`), and an
+    /// adversarial host serving the enclave it launched (with the other flags as resource
+    /// settings).
     pub fn start(args: &[&str]) -> Adversary {
         let dir = tempfile::tempdir().unwrap();
-        let platform = Platform::start(&dir.path().join("platform"));
-        let mut enclave_args: Vec<String> = FAST_ARGON.iter().map(|s| s.to_string()).collect();
-        enclave_args.extend(args.iter().map(|s| s.to_string()));
+        let (policy, tunables) = super::split_policy(args);
+        let policy = [&FAST_ARGON[..], &policy].concat();
+        let platform = Platform::start_with(&dir.path().join("platform"), &policy);
         let host = AdversarialHost::start(Options {
-            enclave: enclave_binary(),
-            enclave_args,
+            tunables: tunables.iter().map(|s| s.to_string()).collect(),
             dir: dir.path().join("host"),
             platform: platform.socket(),
+            key_service: platform.key_service(),
         })
         .unwrap();
         Adversary {

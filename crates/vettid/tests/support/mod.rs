@@ -11,8 +11,32 @@ use std::time::{Duration, Instant};
 use vettid_host::control::Client;
 use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError, VaultOp};
 
-/// Cheapest Argon2id the enclave accepts, so tests unlock quickly.
+/// Cheapest Argon2id the enclave accepts, so tests unlock quickly (a policy setting: it goes
+/// into the enclave's measured configuration, through the platform).
 pub const FAST_ARGON: [&str; 4] = ["--argon2-memory-kib", "19456", "--argon2-passes", "2"];
+
+/// Flags that are enclave policy (the platform's, measured), not host resource settings.
+const POLICY: &[&str] = &[
+    "--pin-attempts",
+    "--argon2-memory-kib",
+    "--argon2-passes",
+    "--vault-quota-mib",
+    "--versions-per-item",
+    "--feed-rows",
+];
+
+/// Splits enclave flags into (policy, resources).
+pub fn split_policy<'a>(args: &[&'a str]) -> (Vec<&'a str>, Vec<&'a str>) {
+    let (mut policy, mut resources) = (Vec::new(), Vec::new());
+    for pair in args.chunks(2) {
+        if POLICY.contains(&pair[0]) {
+            policy.extend_from_slice(pair);
+        } else {
+            resources.extend_from_slice(pair);
+        }
+    }
+    (policy, resources)
+}
 
 pub fn vettid() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vettid"))
@@ -61,19 +85,24 @@ pub struct Platform {
 }
 
 impl Platform {
+    /// A platform whose enclaves run the test Argon2id cost and default limits.
     pub fn start(dir: &Path) -> Platform {
+        Platform::start_with(dir, &FAST_ARGON)
+    }
+
+    /// A platform measuring `policy` (dev-platform flags) into its enclaves' configuration.
+    pub fn start_with(dir: &Path, policy: &[&str]) -> Platform {
         std::fs::create_dir_all(dir).unwrap();
         let enclave = enclave_binary();
-        let child = start_ready(
-            &[
-                "dev-platform",
-                "--data-dir",
-                dir.to_str().unwrap(),
-                "--enclave",
-                enclave.to_str().unwrap(),
-            ],
-            &dir.join("platform.log"),
-        );
+        let mut args = vec![
+            "dev-platform",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--enclave",
+            enclave.to_str().unwrap(),
+        ];
+        args.extend(policy);
+        let child = start_ready(&args, &dir.join("platform.log"));
         Platform {
             child,
             dir: dir.to_owned(),
@@ -82,6 +111,20 @@ impl Platform {
 
     pub fn socket(&self) -> PathBuf {
         self.dir.join("platform.sock")
+    }
+
+    /// The dev key service's socket.
+    pub fn key_service(&self) -> PathBuf {
+        self.dir.join("kms.sock")
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("platform.log")
+    }
+
+    /// The platform's process id (its children are the enclaves it launched).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
     }
 }
 
@@ -95,23 +138,16 @@ impl Drop for Platform {
 pub struct Host {
     child: Child,
     pub dir: PathBuf,
+    /// The platform that launches its enclave.
+    platform: i32,
 }
 
 impl Host {
-    pub fn start(dir: &Path, platform: &Platform, objects: &Path, enclave_args: &[&str]) -> Host {
-        Host::start_with(dir, platform, objects, enclave_args, true)
-    }
-
-    /// As [`Host::start`]; `fast_argon` false keeps the enclave's default Argon2id cost.
-    pub fn start_with(
-        dir: &Path,
-        platform: &Platform,
-        objects: &Path,
-        enclave_args: &[&str],
-        fast_argon: bool,
-    ) -> Host {
+    /// A host storing in `objects`, its enclave launched by `platform` with resource settings
+    /// `tunables`.
+    pub fn start(dir: &Path, platform: &Platform, objects: &Path, tunables: &[&str]) -> Host {
         let storage = ["--objects", objects.to_str().unwrap()];
-        Host::start_on(dir, platform, &storage, enclave_args, fast_argon)
+        Host::start_on(dir, platform, &storage, tunables)
     }
 
     /// A host storing in the S3 bucket of the test environment (`scripts/test` starts moto).
@@ -120,36 +156,27 @@ impl Host {
             .expect("run ./scripts/test, which starts an S3 server");
         let bucket = std::env::var("VETTID_TEST_S3_BUCKET").expect("VETTID_TEST_S3_BUCKET");
         let storage = ["--s3-bucket", &bucket, "--s3-endpoint", &endpoint];
-        Host::start_on(dir, platform, &storage, &[], true)
+        Host::start_on(dir, platform, &storage, &[])
     }
 
-    fn start_on(
-        dir: &Path,
-        platform: &Platform,
-        storage: &[&str],
-        enclave_args: &[&str],
-        fast_argon: bool,
-    ) -> Host {
+    fn start_on(dir: &Path, platform: &Platform, storage: &[&str], tunables: &[&str]) -> Host {
+        assert!(
+            split_policy(tunables).0.is_empty(),
+            "policy flags go to the platform: {tunables:?}"
+        );
         std::fs::create_dir_all(dir).unwrap();
-        let enclave = enclave_binary();
-        let mut args = vec![
-            "host",
-            "--data-dir",
-            dir.to_str().unwrap(),
-            "--enclave",
-            enclave.to_str().unwrap(),
-        ];
+        let mut args = vec!["host", "--data-dir", dir.to_str().unwrap()];
         args.extend(storage);
         let platform_socket = platform.socket();
-        args.extend(["--platform", platform_socket.to_str().unwrap(), "--"]);
-        if fast_argon {
-            args.extend(FAST_ARGON);
-        }
-        args.extend(enclave_args);
+        let key_service = format!("unix:{}", platform.key_service().display());
+        args.extend(["--platform", platform_socket.to_str().unwrap()]);
+        args.extend(["--key-service", &key_service, "--"]);
+        args.extend(tunables);
         let child = start_ready(&args, &dir.join("host.log"));
         Host {
             child,
             dir: dir.to_owned(),
+            platform: platform.pid(),
         }
     }
 
@@ -161,9 +188,12 @@ impl Host {
         self.dir.join("host.log")
     }
 
-    /// The current enclave process (a child of the host).
+    /// The current enclave process of this host (a child of the platform, connected to this
+    /// host's channel socket).
     pub fn enclave_pid(&self) -> Option<i32> {
-        let host = self.child.id() as i32;
+        let platform = self.platform;
+        let socket = self.dir.join("enclave.sock");
+        let socket = socket.to_str()?;
         std::fs::read_dir("/proc")
             .ok()?
             .filter_map(Result::ok)
@@ -174,7 +204,11 @@ impl Host {
                 let mut f = after.split_whitespace();
                 let state = f.next()?;
                 let ppid: i32 = f.next()?.parse().ok()?;
-                (ppid == host && state != "Z" && stat.contains("(vettid-enclave)")).then_some(pid)
+                let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+                let ours = cmdline
+                    .split(|b| *b == 0)
+                    .any(|arg| arg == socket.as_bytes());
+                (ppid == platform && state != "Z" && ours).then_some(pid)
             })
     }
 
@@ -252,15 +286,18 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts a platform and a host storing in `<tmp>/objects`, with `enclave_args`.
+    /// Starts a platform and a host storing in `<tmp>/objects`, with `enclave_args` (policy
+    /// flags go to the platform, after the test Argon2id cost; the rest to the host).
     pub fn start(enclave_args: &[&str]) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let platform = Platform::start(&dir.path().join("platform"));
+        let (policy, tunables) = split_policy(enclave_args);
+        let policy = [&FAST_ARGON[..], &policy].concat();
+        let platform = Platform::start_with(&dir.path().join("platform"), &policy);
         let host = Host::start(
             &dir.path().join("host"),
             &platform,
             &dir.path().join("objects"),
-            enclave_args,
+            &tunables,
         );
         Stack {
             host,
