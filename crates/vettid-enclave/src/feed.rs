@@ -72,7 +72,8 @@ pub fn event(
     }
 }
 
-/// The statements that append `events` to the chain (to add to a write).
+/// The statements that append `events` to the chain (to add to a write), and drop the oldest
+/// events beyond the vault's `feed_rows` quota (the chain still verifies from any event kept).
 pub fn append(vault: &Vault, events: &[EventContent]) -> Result<Vec<Statement>, VaultError> {
     let (mut seq, mut prev) = head(vault)?;
     let mut out = Vec::with_capacity(events.len());
@@ -97,6 +98,13 @@ pub fn append(vault: &Vault, events: &[EventContent]) -> Result<Vec<Statement>, 
                 SqlValue::Blob(ch.to_vec()),
                 SqlValue::Blob(prev.to_vec()),
             ],
+        });
+    }
+    let keep = u64::from(vault.limits().feed_rows.max(1));
+    if seq > keep {
+        out.push(Statement {
+            sql: "DELETE FROM events WHERE seq <= ?1".into(),
+            params: vec![SqlValue::Int((seq - keep) as i64)],
         });
     }
     Ok(out)

@@ -532,6 +532,43 @@ mod tests {
     }
 
     #[test]
+    fn a_vault_keeps_the_guess_limit_and_stretching_it_was_created_with() {
+        use crate::harness::{TestSealer, fast, host};
+        let (link, _store) = host();
+        let objects = Objects::new(&link, "v");
+        let sealer = TestSealer::new();
+        let strict = KeyPolicy {
+            cost: Cost {
+                passes: 3,
+                ..fast(3).cost
+            },
+            ..fast(3)
+        };
+        create(&objects, &sealer, b"1111", &strict, Vec::new()).unwrap();
+        // A later enclave with a looser policy: the vault's own limit and cost hold.
+        let loose = fast(10);
+        let mut locked = LockedVault::open(&objects, &sealer).unwrap();
+        assert_eq!(locked.attempts_left(&loose), 3);
+        assert_eq!(locked.effective(&loose).cost.passes, 3);
+        for left in [2, 1] {
+            assert_eq!(
+                locked.unlock(&objects, b"0000", &loose).err(),
+                Some(VaultError::WrongPin {
+                    attempts_left: left
+                })
+            );
+        }
+        assert_eq!(
+            locked.unlock(&objects, b"0000", &loose).err(),
+            Some(VaultError::LockedOut)
+        );
+        assert_eq!(
+            locked.unlock(&objects, b"1111", &loose).err(),
+            Some(VaultError::LockedOut)
+        );
+    }
+
+    #[test]
     fn evicted_keys_unwrap_only_with_the_instance_key_and_vault() {
         let vmk = MasterKey(SecretBytes::from_array([5; 32]));
         let instance = AeadKey::generate();

@@ -36,3 +36,6 @@ pub mod secrets;
 pub mod server;
 pub mod session;
 pub mod vault;
+
+#[cfg(test)]
+mod harness;

@@ -942,3 +942,81 @@ fn check_pin(pin: &[u8]) -> Result<(), VaultError> {
         Err(VaultError::BadRequest("PIN must be 4 to 64 bytes".into()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::{fast, manager};
+
+    const DEVICE: [u8; 32] = [1; 32];
+
+    fn enrolled() -> Manager {
+        let (m, _) = manager(fast(10));
+        m.enroll("alice", b"1111", &[0; 32], DEVICE, "phone", 0)
+            .unwrap();
+        m
+    }
+
+    #[test]
+    fn only_the_newest_unlock_opens_vault_data_and_a_lock_ends_it() {
+        let m = enrolled();
+        let a = m
+            .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+            .unwrap();
+        let b = m
+            .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+            .unwrap();
+        assert!(a.opening < b.opening);
+        let touch = |opening| m.with_unlocked("alice", opening, |_, _| Ok(()));
+        assert_eq!(touch(a.opening), Err(VaultError::NotUnlocked));
+        assert_eq!(touch(b.opening), Ok(()));
+        m.lock_for_app("alice").unwrap();
+        assert_eq!(touch(b.opening), Err(VaultError::NotUnlocked));
+    }
+
+    #[test]
+    fn two_unlocks_at_once_leave_exactly_one_current() {
+        let m = Arc::new(enrolled());
+        for _ in 0..5 {
+            let threads: Vec<_> = (0..2)
+                .map(|_| {
+                    let m = m.clone();
+                    std::thread::spawn(move || {
+                        m.unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+                            .unwrap()
+                            .opening
+                    })
+                })
+                .collect();
+            let openings: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            assert_ne!(openings[0], openings[1], "each unlock has its own number");
+            let current = openings
+                .iter()
+                .filter(|o| m.with_unlocked("alice", **o, |_, _| Ok(())).is_ok())
+                .count();
+            assert_eq!(current, 1);
+        }
+    }
+
+    #[test]
+    fn an_unregistered_device_is_refused_before_its_pin_is_counted() {
+        let (m, store) = manager(fast(10));
+        m.enroll("alice", b"1111", &[0; 32], DEVICE, "phone", 0)
+            .unwrap();
+        let guards = |s: &crate::harness::Store| {
+            s.lock()
+                .unwrap()
+                .keys()
+                .filter(|k| k.contains("/guard/"))
+                .count()
+        };
+        let before = guards(&store);
+        assert_eq!(
+            m.unlock_for_app("alice", b"1111", &[2; 32], None, 0).err(),
+            Some(VaultError::DeviceNotRegistered)
+        );
+        assert_eq!(guards(&store), before);
+        assert!(!m.has_device("alice", &[2; 32]).unwrap());
+        assert!(m.has_device("alice", &DEVICE).unwrap());
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! secret_items    (id, kind, name, folder, tags, version, deleted, changed_at)   one row per item
-//! secret_versions (item, version, created_ms, content)                            every version kept
+//! secret_versions (item, version, created_ms, content)        the newest `versions_per_item` kept
 //! ```
 //!
 //! `changed_at` is the vault state version of the item's last change (create, update,
@@ -117,14 +117,15 @@ fn version(vault: &Vault, id: &ItemId, number: u32) -> Result<ItemVersion, Vault
     })
 }
 
-/// The statements that make `content` version `number` of item `id` at vault version `at`.
+/// The statements that make `content` version `number` of item `id` at vault version `at`,
+/// keeping the newest `keep` versions (the quota of the enclave's policy).
 fn put_version(
     id: &ItemId,
     number: u32,
     content: &ItemContent,
-    at: u64,
-    now_ms: u64,
+    (at, now_ms): (u64, u64),
     insert: bool,
+    keep: u32,
 ) -> Vec<Statement> {
     let item = if insert {
         "INSERT INTO secret_items (kind, name, folder, tags, version, deleted, changed_at, id) \
@@ -159,6 +160,13 @@ fn put_version(
                 SqlValue::Blob(id.to_vec()),
             ],
         },
+        Statement {
+            sql: "DELETE FROM secret_versions WHERE item = ?1 AND version <= ?2".into(),
+            params: vec![
+                SqlValue::Blob(id.to_vec()),
+                SqlValue::Int(i64::from(number) - i64::from(keep.max(1))),
+            ],
+        },
     ]
 }
 
@@ -180,6 +188,7 @@ pub fn handle(
         .version()
         .checked_add(1)
         .ok_or_else(|| VaultError::Tampered("version sequence exhausted".into()))?;
+    let keep = vault.limits().versions_per_item;
     // Each change is recorded in the audit chain, in the same write.
     let change = |vault: &mut Vault, id: ItemId, what: &str, mut statements: Vec<Statement>| {
         let event = crate::feed::event(
@@ -204,7 +213,7 @@ pub fn handle(
                 vault,
                 id,
                 "created",
-                put_version(&id, 1, &content, next, now_ms, true),
+                put_version(&id, 1, &content, (next, now_ms), true, keep),
             )
         }
         SecretOp::Update {
@@ -225,7 +234,7 @@ pub fn handle(
                 vault,
                 id,
                 "updated",
-                put_version(&id, number, &content, next, now_ms, false),
+                put_version(&id, number, &content, (next, now_ms), false, keep),
             )
         }
         SecretOp::Delete { id } => {
@@ -251,7 +260,7 @@ pub fn handle(
                 vault,
                 id,
                 "restored",
-                put_version(&id, number, &old.content, next, now_ms, false),
+                put_version(&id, number, &old.content, (next, now_ms), false, keep),
             )
         }
         SecretOp::Get { id, version: v } => {

@@ -22,6 +22,9 @@ use vettid_proto::enclave::{EnclaveReply, HostReply, ToEnclave, ToHost, VaultErr
 
 /// How long a client operation may wait for the enclave.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Client operations waiting for the enclave at most; beyond, callers are told it is busy
+/// (each holds at most one app message, ≤ 4 MiB: the enclave refuses longer requests).
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// How the host runs.
 #[derive(Debug, Clone)]
@@ -110,6 +113,9 @@ pub enum HostError {
     /// The enclave's answer did not decode.
     #[error("malformed answer from the enclave")]
     Malformed,
+    /// Too many operations are waiting for the enclave; retry.
+    #[error("the enclave is busy; retry")]
+    Busy,
 }
 
 struct Conn {
@@ -120,6 +126,7 @@ struct Conn {
 /// A running host.
 pub struct Host {
     conn: watch::Receiver<Option<Arc<Conn>>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
     next_id: AtomicU64,
     restarts: Arc<AtomicU64>,
     enclave_pid: Arc<AtomicU64>,
@@ -158,6 +165,7 @@ impl Host {
         ));
         Ok(Host {
             conn: rx,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             next_id: AtomicU64::new(1),
             restarts,
             enclave_pid,
@@ -189,6 +197,11 @@ impl Host {
         &self,
         request: &ToEnclave,
     ) -> Result<Result<EnclaveReply, VaultError>, HostError> {
+        let _permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| HostError::Busy)?;
         self.ready(Duration::from_secs(30)).await?;
         let conn = self
             .conn

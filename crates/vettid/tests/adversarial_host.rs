@@ -8,8 +8,9 @@ use support::adversary::*;
 use vettid_client::ClientError;
 use vettid_crypto::SecretBytes;
 use vettid_proto::enclave::{HostReply, ToHost, VaultError, VaultOp};
+use vettid_proto::secrets::{ItemContent, Secret, SecretData};
 use vettid_proto::session::SessionError;
-use vettid_testkit::Action;
+use vettid_testkit::{Action, Store};
 
 fn is_alice(name: &str) -> bool {
     name.starts_with("vaults/alice/")
@@ -316,4 +317,335 @@ async fn a_lost_credential_reply_is_answered_again_and_a_stale_blob_is_no_wrong_
         10,
         "nothing counted as a wrong password"
     );
+}
+
+/// Finding 1: the host answers the key service's part itself, with a TLS server of its own
+/// (a certificate for the right name under its own root) that would hand the enclave a data
+/// key the host chose. The enclave must refuse before sending it anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_playing_the_key_service_cannot_choose_the_sealing_key() {
+    let adv = Adversary::start(&[]);
+    let root = std::fs::read_to_string(adv.platform.dir.join("dev-attestor/root.pem")).unwrap();
+    let fake = FakeKeyService::start(adv.dir.path(), &root);
+    adv.host.relay_key_service_to(fake.socket.clone());
+    let alice = SecretBytes::random();
+    match adv.enroll("alice", &alice).await {
+        Err(ClientError::Vault(VaultError::Sealing(_))) => {}
+        other => panic!(
+            "enrolled with the host's key service: {:?}",
+            other.map(|_| ())
+        ),
+    }
+    assert_eq!(
+        fake.requests.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the enclave sent the host's key service nothing (TLS refused its certificate)"
+    );
+    assert!(
+        adv.host.store().names("vaults/alice/keys/").is_empty(),
+        "no keys record under a host key"
+    );
+    // With the real key service relayed again, enrollment works.
+    adv.host.relay_key_service_to(adv.platform.key_service());
+    adv.enroll("alice", &alice).await.unwrap();
+    let _ = fake.chosen;
+}
+
+/// Finding 1: the host alters or replays the key service's TLS bytes in transit.
+#[tokio::test(flavor = "multi_thread")]
+async fn altered_or_replayed_key_service_bytes_are_refused() {
+    let adv = Adversary::start(&[]);
+    let alice = SecretBytes::random();
+    // A flipped bit in the service's first flight.
+    let mut flipped = false;
+    adv.host.script(move |req, _| match req {
+        ToHost::Receive { .. } if !flipped => {
+            flipped = true;
+            Action::Rewrite(Box::new(|reply| match reply {
+                HostReply::Bytes(mut b) if !b.is_empty() => {
+                    let i = b.len() / 2;
+                    b[i] ^= 1;
+                    HostReply::Bytes(b)
+                }
+                other => other,
+            }))
+        }
+        _ => Action::Honest,
+    });
+    assert!(matches!(
+        adv.enroll("alice", &alice).await,
+        Err(ClientError::Vault(VaultError::Sealing(_)))
+    ));
+    assert!(adv.host.store().names("vaults/alice/keys/").is_empty());
+    // Recorded answers of one connection replayed on the next.
+    adv.host.honest();
+    adv.enroll("bob", &SecretBytes::random()).await.unwrap();
+    let recorded: Vec<Vec<u8>> = adv
+        .host
+        .take_seen()
+        .into_iter()
+        .filter_map(|r| match r {
+            ToHost::Send { bytes, .. } => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    assert!(!recorded.is_empty());
+    // Nothing the host carried is readable: no document, no operation name, no key field.
+    for bytes in &recorded {
+        for needle in [
+            &b"GenerateDataKey"[..],
+            b"Recipient",
+            b"RSAES_OAEP",
+            b"alice",
+            b"bob",
+        ] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "the host read {:?} in the key-service stream",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let replies: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>> = Default::default();
+    // Record the service's bytes of one more enrollment, then serve them to the next one.
+    {
+        let replies = replies.clone();
+        adv.host.script(move |req, _| match req {
+            ToHost::Receive { .. } => {
+                let replies = replies.clone();
+                Action::Rewrite(Box::new(move |reply| {
+                    if let HostReply::Bytes(b) = &reply {
+                        replies.lock().unwrap().push(b.clone());
+                    }
+                    reply
+                }))
+            }
+            _ => Action::Honest,
+        });
+    }
+    adv.enroll("carol", &SecretBytes::random()).await.unwrap();
+    let recorded = std::mem::take(&mut *replies.lock().unwrap());
+    let mut queue = std::collections::VecDeque::from(recorded);
+    adv.host.script(move |req, _| match req {
+        ToHost::Receive { .. } => {
+            Action::Answer(HostReply::Bytes(queue.pop_front().unwrap_or_default()))
+        }
+        _ => Action::Honest,
+    });
+    assert!(matches!(
+        adv.enroll("dave", &SecretBytes::random()).await,
+        Err(ClientError::Vault(VaultError::Sealing(_)))
+    ));
+    assert!(adv.host.store().names("vaults/dave/keys/").is_empty());
+}
+
+/// Finding 6: documents come from the enclave's device. The host cannot ask the platform for
+/// one, and the one it relays to apps (binding the session key) gets it no data key.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_gets_no_attestation_document_or_key_of_its_own() {
+    use vettid_proto::channel::{Frame, Kind, from_body, to_body};
+    use vettid_proto::platform::FromPlatform;
+    let adv = Adversary::start(&[]);
+    let alice = SecretBytes::random();
+    adv.enroll("alice", &alice).await.unwrap();
+    // The platform answers a host only about launches.
+    for body in [
+        vec![7u8, 1, 2, 3],
+        to_body(&vettid_proto::platform::ToDevice::Attest {
+            nonce: None,
+            public_key: Some(vec![1; 32]),
+            user_data: None,
+        }),
+    ] {
+        let mut s = std::os::unix::net::UnixStream::connect(adv.platform.socket()).unwrap();
+        Frame {
+            kind: Kind::Request,
+            id: 1,
+            body,
+        }
+        .write_to(&mut s)
+        .unwrap();
+        let answer: FromPlatform = from_body(&Frame::read_from(&mut s).unwrap().body).unwrap();
+        assert!(matches!(answer, FromPlatform::Refused(_)), "{answer:?}");
+    }
+    // The enclave never asked the host for a document (there is no such request), yet apps
+    // attested it: the document the host relayed binds the session key, not an RSA key.
+    let client = adv.host.app("alice");
+    let nonce = [9u8; 32];
+    let body = postcard::to_allocvec(&vettid_proto::session::FromApp::Attest { nonce }).unwrap();
+    let _ = client;
+    let answer = adv
+        .host
+        .call(&vettid_proto::enclave::ToEnclave::App {
+            member: "alice".into(),
+            channel: vettid_proto::session::Channel::Attestation,
+            now_ms: 0,
+            body,
+        })
+        .unwrap();
+    let vettid_proto::enclave::EnclaveReply::App { body, .. } = answer else {
+        panic!()
+    };
+    let vettid_proto::session::ToApp::Attestation { doc, .. } =
+        postcard::from_bytes(&body).unwrap()
+    else {
+        panic!()
+    };
+    // The host takes it to the key service itself (it can reach it: the relay is its own)
+    // with the wrapped key of alice's sealed secret.
+    let keys = adv
+        .host
+        .store()
+        .get(&Store::name("alice", "keys", 0))
+        .unwrap()
+        .clone();
+    let sealed = sealed_secret(&keys);
+    let len = u16::from_be_bytes([sealed[5], sealed[6]]) as usize;
+    let wrapped = sealed[7..7 + len].to_vec();
+    let root = std::fs::read_to_string(adv.platform.dir.join("dev-attestor/kms-root.pem")).unwrap();
+    let kms = vettid_attest::seal::kms::KmsClient::new(
+        DirectKeyService(adv.platform.key_service()),
+        vettid_attest::seal::kms::Trust {
+            server_name: "kms.vettid.dev".into(),
+            roots_pem: root,
+            key_id: "vettid-dev".into(),
+            region: "dev".into(),
+        },
+    )
+    .unwrap();
+    use vettid_attest::seal::KeyService;
+    assert!(
+        kms.decrypt(&wrapped, &doc).is_err(),
+        "the key service released the vault's key for a relayed session document"
+    );
+}
+
+/// Finding 5: the guess limit and stretching are not the host's to set.
+#[test]
+fn the_host_cannot_weaken_the_guess_limit_or_the_stretching() {
+    use vettid_proto::platform::FromPlatform;
+    let adv = Adversary::start(&[]);
+    for tunables in [
+        &["--pin-attempts", "1000"][..],
+        &["--argon2-memory-kib", "8", "--argon2-passes", "1"],
+        &["--idle-secs", "0", "--pin-attempts", "1000"],
+    ] {
+        let tunables: Vec<String> = tunables.iter().map(|s| s.to_string()).collect();
+        match adv.host.request_launch(&tunables).unwrap() {
+            FromPlatform::Refused(e) => assert!(e.contains("not a resource setting"), "{e}"),
+            FromPlatform::Launched { .. } => panic!("launched with {tunables:?}"),
+        }
+    }
+    // Nor by starting the enclave image itself with them.
+    let out = std::process::Command::new(support::enclave_binary())
+        .args(["--socket", "/nonexistent", "--pin-attempts", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown argument --pin-attempts"));
+    // The policy is in the measurement: another policy, another PCR2, same PCR0.
+    let other = support::Platform::start_with(
+        &adv.dir.path().join("other-platform"),
+        &["--pin-attempts", "3"],
+    );
+    let pcrs = |dir: &std::path::Path| {
+        let log = std::fs::read_to_string(dir.join("platform.log")).unwrap_or_default();
+        let _ = log;
+        let config = std::fs::read(dir.join("manifest/enclave-config.json")).unwrap();
+        let parsed = vettid_proto::platform::EnclaveConfig::parse(&config).unwrap();
+        (
+            parsed.policy.pin_attempts,
+            vettid_attest::Measurement::of_enclave(b"", &config).pcr2,
+        )
+    };
+    let (a, pcr2_a) = pcrs(&adv.platform.dir);
+    let (b, pcr2_b) = pcrs(&other.dir);
+    assert_eq!((a, b), (10, 3));
+    assert_ne!(pcr2_a, pcr2_b);
+}
+
+/// Finding 8: a vault has a size quota and a refused write changes nothing; versions per item
+/// and feed events are kept up to their quotas.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vault_cannot_grow_past_its_quota_and_keeps_bounded_history() {
+    let adv = Adversary::start(&[
+        "--vault-quota-mib",
+        "1",
+        "--versions-per-item",
+        "3",
+        "--feed-rows",
+        "100",
+    ]);
+    let alice = SecretBytes::random();
+    let mut s = enrolled(&adv, "alice", &alice).await;
+    let big = |i: usize| ItemContent {
+        name: format!("big-{i}"),
+        folder: None,
+        tags: vec![],
+        data: SecretData::Note {
+            text: Secret::new(&"x".repeat(16_000)),
+        },
+        fields: vec![],
+    };
+    let mut ids = Vec::new();
+    let refused_at = loop {
+        match s.create_secret(big(ids.len())).await {
+            Ok((item, v)) => ids.push((item.id, v)),
+            Err(ClientError::Vault(VaultError::QuotaExceeded { limit_bytes })) => {
+                assert_eq!(limit_bytes, 1 << 20);
+                break ids.len();
+            }
+            Err(e) => panic!("{e}"),
+        }
+        assert!(ids.len() < 200, "no quota");
+    };
+    assert!(refused_at > 10);
+    let last = ids.last().unwrap().1.version;
+    let (_, v) = s.delete_secret(ids[0].0).await.unwrap();
+    assert_eq!(
+        v.version,
+        last + 1,
+        "the refused write left no version behind"
+    );
+    // In another vault: an update beyond the quota of versions drops the oldest.
+    let bob = SecretBytes::random();
+    let mut s = enrolled(&adv, "bob", &bob).await;
+    let (item, _) = s.create_secret(note("small")).await.unwrap();
+    for i in 0..120 {
+        s.update_secret(item.id, None, note(&format!("small-{i}")))
+            .await
+            .unwrap();
+    }
+    let versions = s.secret_versions(item.id).await.unwrap();
+    assert_eq!(
+        versions.iter().map(|(v, _)| *v).collect::<Vec<_>>(),
+        [119, 120, 121],
+        "three versions kept"
+    );
+    // The audit chain keeps the newest 100 events, and still verifies from any kept one.
+    let vettid_proto::feed::FeedReply::Events { events, more } = s
+        .feed(vettid_proto::feed::FeedOp::Sync { since: 0 })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(!more);
+    assert_eq!(events.len(), 100, "the newest 100 kept");
+    vettid_proto::feed::verify_chain(events[0].seq, events[0].hash, &events[1..]).unwrap();
+}
+
+/// Finding 8: requests longer than the enclave accepts are refused unread, and it goes on.
+#[test]
+fn oversized_host_requests_are_refused_and_the_enclave_goes_on() {
+    use vettid_proto::enclave::{EnclaveReply, ToEnclave};
+    let adv = Adversary::start(&[]);
+    let r = adv.host.call(&ToEnclave::App {
+        member: "alice".into(),
+        channel: vettid_proto::session::Channel::Session,
+        now_ms: 0,
+        body: vec![0; 5 << 20],
+    });
+    assert!(matches!(r, Err(VaultError::BadRequest(_))), "{r:?}");
+    assert_eq!(adv.host.call(&ToEnclave::Ping), Ok(EnclaveReply::Pong));
 }

@@ -177,3 +177,141 @@ pub async fn enrolled(adv: &Adversary, member: &str, device: &SecretBytes<32>) -
     adv.enroll(member, device).await.unwrap();
     adv.unlocked(member, device, PIN).await.unwrap().0
 }
+
+/// A key service of the host's own: TLS with a certificate for the dev key service's name
+/// under a root the host made, speaking the KMS API and answering every data-key request with
+/// a key the host chose (CMS to the recipient key in the request's document). It counts the
+/// requests that reached it through TLS.
+pub struct FakeKeyService {
+    pub socket: std::path::PathBuf,
+    pub requests: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub chosen: [u8; 32],
+}
+
+impl FakeKeyService {
+    pub fn start(dir: &std::path::Path, attestation_root_pem: &str) -> FakeKeyService {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["kms.vettid.dev".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let tls = Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(cert.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            )
+            .unwrap(),
+        );
+        let socket = dir.join("fake-kms.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let chosen = [0x42u8; 32];
+        let root = vettid_attest::TrustedRoot::from_pem(attestation_root_pem).unwrap();
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let Ok(conn) = rustls::ServerConnection::new(tls.clone()) else {
+                    continue;
+                };
+                let mut tls = rustls::StreamOwned::new(conn, stream);
+                let mut reader = std::io::BufReader::new(&mut tls);
+                let Ok(req) = vettid_attest::seal::kms::http::read_request(&mut reader) else {
+                    continue;
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
+                let answer = forge_answer(&req.body, &root, &chosen);
+                let _ = vettid_attest::seal::kms::http::write_response(
+                    &mut tls,
+                    200,
+                    "application/x-amz-json-1.1",
+                    &answer,
+                );
+            }
+        });
+        FakeKeyService {
+            socket,
+            requests,
+            chosen,
+        }
+    }
+}
+
+/// What a lying key service answers: the host's key, encrypted to the document's recipient.
+fn forge_answer(body: &[u8], root: &vettid_attest::TrustedRoot, key: &[u8; 32]) -> Vec<u8> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as B64;
+    use rsa::pkcs8::DecodePublicKey;
+    let request: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let doc = request
+        .pointer("/Recipient/AttestationDocument")
+        .and_then(|v| v.as_str())
+        .and_then(|t| B64.decode(t).ok())
+        .unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let Ok(verified) = vettid_attest::verify(&doc, &vettid_attest::Policy::new(root, now)) else {
+        return b"{}".to_vec();
+    };
+    let recipient = rsa::PublicKey::from_public_key_der(&verified.public_key.unwrap()).unwrap();
+    let cms = vettid_attest::dev::envelope_for(&recipient, key).unwrap();
+    serde_json::to_vec(&serde_json::json!({
+        "CiphertextBlob": B64.encode(b"chosen by the host"),
+        "CiphertextForRecipient": B64.encode(cms),
+        "KeyId": "host",
+    }))
+    .unwrap()
+}
+
+/// The sealed secret inside a stored keys object (format byte, then postcard bytes).
+pub fn sealed_secret(keys: &[u8]) -> Vec<u8> {
+    let rest = &keys[1..];
+    let (mut len, mut shift, mut i) = (0usize, 0, 0);
+    loop {
+        len |= ((rest[i] & 0x7f) as usize) << shift;
+        shift += 7;
+        i += 1;
+        if rest[i - 1] & 0x80 == 0 {
+            break;
+        }
+    }
+    rest[i..i + len].to_vec()
+}
+
+/// The host's own way to the key service: a direct connection to its socket.
+pub struct DirectKeyService(pub std::path::PathBuf);
+
+impl vettid_attest::seal::kms::Transport for DirectKeyService {
+    fn connect(
+        &self,
+    ) -> Result<Box<dyn vettid_attest::seal::kms::Stream>, vettid_attest::seal::SealError> {
+        std::os::unix::net::UnixStream::connect(&self.0)
+            .map(|s| Box::new(s) as Box<dyn vettid_attest::seal::kms::Stream>)
+            .map_err(|e| vettid_attest::seal::SealError::KeyService(e.to_string()))
+    }
+    fn now_secs(&self) -> Result<u64, vettid_attest::seal::SealError> {
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs())
+    }
+    fn credentials(
+        &self,
+    ) -> Result<vettid_attest::seal::kms::Credentials, vettid_attest::seal::SealError> {
+        Ok(vettid_attest::seal::kms::Credentials {
+            access_key_id: "host".into(),
+            secret_access_key: zeroize::Zeroizing::new("host".into()),
+            session_token: None,
+        })
+    }
+}

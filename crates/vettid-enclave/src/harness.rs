@@ -1,0 +1,124 @@
+//! An in-process host for unit tests: the enclave's own link over a socket pair, served by a
+//! thread that keeps objects in memory, and a sealer that needs no key service. The same code
+//! paths as the process (link, objects, keys, vault, manager), none of its transport.
+
+use crate::link::Link;
+use std::collections::BTreeMap;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+use vettid_attest::seal::{SealError, Sealer};
+use vettid_crypto::aead::AeadKey;
+use vettid_proto::channel::{Frame, Kind, Received, from_body, to_body};
+use vettid_proto::enclave::{HostReply, ToHost};
+use zeroize::Zeroizing;
+
+/// Objects by name, shared with the serving thread.
+pub(crate) type Store = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+/// A link to an honest in-memory host.
+pub(crate) fn host() -> (Arc<Link>, Store) {
+    let (enclave, mut host) = UnixStream::pair().unwrap();
+    let link = Link::new(Box::new(enclave.try_clone().unwrap()), Box::new(enclave));
+    let store: Store = Arc::default();
+    let objects = store.clone();
+    std::thread::spawn(move || {
+        let mut reader = std::io::BufReader::new(host.try_clone().unwrap());
+        loop {
+            let (id, body) = match Received::from(Frame::read_from(&mut reader)) {
+                Received::Request { id, body: Ok(b) } => (id, b),
+                Received::Closed => return,
+                _ => continue,
+            };
+            let reply = match from_body::<ToHost>(&body) {
+                Ok(request) => serve(&objects, request),
+                Err(_) => HostReply::Error("malformed".into()),
+            };
+            let frame = Frame {
+                kind: Kind::Response,
+                id,
+                body: to_body(&reply),
+            };
+            if frame.write_to(&mut host).is_err() {
+                return;
+            }
+        }
+    });
+    // Workers read the link in turn; a test thread calling through it reads for itself.
+    (link, store)
+}
+
+fn serve(store: &Store, request: ToHost) -> HostReply {
+    let mut s = store.lock().unwrap();
+    match request {
+        ToHost::Get { name } => HostReply::Object(s.get(&name).cloned()),
+        ToHost::PutCreate { name, bytes } => match s.entry(name) {
+            std::collections::btree_map::Entry::Occupied(_) => HostReply::AlreadyExists,
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(bytes);
+                HostReply::Created
+            }
+        },
+        ToHost::List { prefix } => HostReply::Names(
+            s.keys()
+                .filter(|k| k.starts_with(&prefix))
+                .cloned()
+                .collect(),
+        ),
+        ToHost::Delete { names } => {
+            for n in names {
+                s.remove(&n);
+            }
+            HostReply::Done
+        }
+        ToHost::Now => HostReply::Now(1_800_000_000_000),
+        _ => HostReply::Error("no key service in unit tests".into()),
+    }
+}
+
+/// Seals under a key of its own (unit tests need no key service).
+pub(crate) struct TestSealer(AeadKey);
+
+impl TestSealer {
+    pub(crate) fn new() -> Self {
+        TestSealer(AeadKey::generate())
+    }
+}
+
+impl Sealer for TestSealer {
+    fn seal(&self, context: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        Ok(self.0.seal(context, plaintext))
+    }
+    fn unseal(&self, context: &[u8], sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        self.0
+            .open(context, sealed)
+            .map_err(|_| SealError::DecryptionFailed)
+    }
+}
+
+/// A manager over an honest in-memory host, with the cheapest stretching.
+pub(crate) fn manager(policy: crate::keys::KeyPolicy) -> (crate::manager::Manager, Store) {
+    let (link, store) = host();
+    let config = crate::manager::Config {
+        policy: crate::manager::Policy {
+            keys: policy,
+            limits: Default::default(),
+        },
+        ..Default::default()
+    };
+    (
+        crate::manager::Manager::new(link, Box::new(TestSealer::new()), config),
+        store,
+    )
+}
+
+/// The cheapest policy the bounds allow, with `max_failures`.
+pub(crate) fn fast(max_failures: u32) -> crate::keys::KeyPolicy {
+    crate::keys::KeyPolicy {
+        max_failures,
+        cost: vettid_crypto::password::Cost {
+            memory_kib: 19 * 1024,
+            passes: 2,
+            lanes: 1,
+        },
+    }
+}
