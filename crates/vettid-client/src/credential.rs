@@ -1,6 +1,12 @@
 //! The split-custody credential from the app: the profile holds the blob; each use sends it
 //! with the password's verifier inside the session and stores the next blob the vault returns
 //! (the one sent is dead from then on).
+//!
+//! A request whose answer never arrives must not lose the credential: before sending, the
+//! request (its id and operation) is kept in the profile, sealed under a key derived from the
+//! password's verifier (`credential.pending`), and the vault answers a retry of it again.
+//! The SDK retries at once on transport failures, and on the next use (after a restart, or
+//! once the network is back) sends the pending request first to get the current blob.
 
 use crate::ClientError;
 use crate::profile::Profile;
@@ -11,8 +17,23 @@ use zeroize::Zeroizing;
 
 /// The profile file holding the blob.
 pub const BLOB: &str = "credential.blob";
+/// The profile file holding a request whose answer has not arrived yet (sealed).
+pub const PENDING: &str = "credential.pending";
 /// Attempts at one credential request when answers are lost in transit.
 const RETRIES: u32 = 3;
+const PENDING_KEY: vettid_crypto::Label = vettid_crypto::Label::new("app/credential-pending");
+const PENDING_AAD: &[u8] = b"vettid/v1/credential-pending\0";
+
+/// A request sent and not yet answered.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Pending {
+    request: [u8; 16],
+    op: CredentialOp,
+}
+
+fn pending_key(member: &str, verifier: &[u8; 32]) -> vettid_crypto::aead::AeadKey {
+    PENDING_KEY.derive(verifier, b"", member.as_bytes()).into()
+}
 
 impl Session {
     /// Runs `op` on the credential with `password` (its Argon2id verifier is what travels),
@@ -25,14 +46,55 @@ impl Session {
         op: CredentialOp,
     ) -> Result<CredentialResult, ClientError> {
         let member = profile.member()?.to_owned();
-        let blob = profile.read(BLOB)?;
         let verifier = Zeroizing::new(crate::password_verifier(&member, password));
+        let key = pending_key(&member, &verifier);
+        // An earlier request whose answer was lost: send it again first, for the current blob.
+        if let Some(sealed) = profile.read_optional(PENDING)?
+            && let Ok(plain) = key.open(PENDING_AAD, &sealed)
+        {
+            let pending: Pending = postcard::from_bytes(&plain)
+                .map_err(|_| ClientError::Profile("credential.pending does not decode".into()))?;
+            match self
+                .send(profile, &verifier, pending.op, pending.request)
+                .await
+            {
+                // The answer is lost again: the next use will try once more.
+                Err(e) if e.is_transient() => return Err(e),
+                // Answered (now or before, or overtaken): nothing left to recover.
+                _ => profile.remove(PENDING)?,
+            }
+        }
         // One id for this request and its retries: if the answer is lost, the vault answers
         // the retry (same blob, same id) again instead of refusing the blob it rotated.
         let request: [u8; 16] = vettid_crypto::random_array();
+        let pending = Zeroizing::new(
+            postcard::to_allocvec(&Pending {
+                request,
+                op: op.clone(),
+            })
+            .expect("a request encodes"),
+        );
+        profile.write_secret(PENDING, &key.seal(PENDING_AAD, &pending))?;
+        let result = self.send(profile, &verifier, op, request).await;
+        // Kept only while the answer is lost; a refusal rotated nothing.
+        if !matches!(&result, Err(e) if e.is_transient()) {
+            profile.remove(PENDING)?;
+        }
+        result
+    }
+
+    /// Sends one credential request (retrying transport failures with the same id), stores the
+    /// next blob and records the version.
+    async fn send(
+        &mut self,
+        profile: &mut Profile,
+        verifier: &Zeroizing<[u8; 32]>,
+        op: CredentialOp,
+        request: [u8; 16],
+    ) -> Result<CredentialResult, ClientError> {
         let message = AppOp::Credential {
-            blob: blob.to_vec(),
-            verifier,
+            blob: profile.read(BLOB)?.to_vec(),
+            verifier: verifier.clone(),
             op,
             request,
         };

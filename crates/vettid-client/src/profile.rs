@@ -197,6 +197,26 @@ impl Profile {
             .map_err(|e| err(&path, e))
     }
 
+    /// Reads a file of the profile if it exists.
+    pub fn read_optional(&self, name: &str) -> Result<Option<Zeroizing<Vec<u8>>>, ClientError> {
+        let path = self.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(Zeroizing::new(bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(&path, e)),
+        }
+    }
+
+    /// Removes a file of the profile (absent is fine).
+    pub fn remove(&self, name: &str) -> Result<(), ClientError> {
+        let path = self.dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(err(&path, e)),
+        }
+    }
+
     fn hex_secret(&self, name: &str) -> Result<Option<SecretBytes<32>>, ClientError> {
         let path = self.dir.join(name);
         match std::fs::read_to_string(&path) {

@@ -87,6 +87,12 @@ impl MasterKey {
         EVENTS.derive(self.0.expose(), b"", vault.as_bytes())
     }
 
+    /// A fixed key (unit tests).
+    #[cfg(test)]
+    pub(crate) fn for_tests(bytes: [u8; 32]) -> MasterKey {
+        MasterKey(SecretBytes::from_array(bytes))
+    }
+
     /// Wraps this key for keeping while the vault is evicted (see the manager).
     pub fn wrap(&self, key: &AeadKey, vault: &str) -> Vec<u8> {
         key.seal(
@@ -359,6 +365,9 @@ impl LockedVault {
         )?;
         self.guard_seq = seq;
         self.guard = next;
+        // Only the newest record counts; older ones are compacted (the enclave's own memory of
+        // the newest sequence is what refuses a rollback). A failure leaves them for later.
+        let _ = objects.delete(ObjectKind::Guard, &[seq - 1, seq.saturating_sub(2)]);
         Ok(())
     }
 

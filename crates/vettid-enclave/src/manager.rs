@@ -128,7 +128,16 @@ struct VaultState {
     high_water: Option<Head>,
     /// The newest credential generation seen.
     credential_generation: u64,
+    /// Versions apps showed (signed by the vault) while it was not in memory: the next load
+    /// must extend each of them too.
+    anchors: Vec<Head>,
+    /// Set once storage is proven rolled back or forked (`RolledBack`): the vault is refused
+    /// for the rest of this enclave's life, to every session.
+    refused: Option<VaultError>,
 }
+
+/// Anchors kept for a vault not in memory at most (the newest).
+const MAX_ANCHORS: usize = 16;
 
 impl VaultState {
     fn new() -> Self {
@@ -141,7 +150,24 @@ impl VaultState {
             identity: None,
             high_water: None,
             credential_generation: 0,
+            anchors: Vec::new(),
+            refused: None,
         }
+    }
+
+    /// Refused already? Then that refusal.
+    fn check(&self) -> Result<(), VaultError> {
+        self.refused.clone().map_or(Ok(()), Err)
+    }
+
+    /// A proven rollback or fork closes the vault for everyone (other errors pass through).
+    fn settle(&mut self, e: VaultError) -> VaultError {
+        if matches!(e, VaultError::RolledBack { .. }) {
+            self.refused = Some(e.clone());
+            self.slot = Slot::Cold;
+            self.opening += 1;
+        }
+        e
     }
 
     /// Whether this enclave knows the vault exists (it read or made it).
@@ -307,8 +333,17 @@ impl Manager {
         objects: &Objects<'_>,
         vmk: &MasterKey,
     ) -> Result<Vault, VaultError> {
-        let vault = Vault::load(objects, vmk, self.limits(), st.high_water)?;
+        st.check()?;
+        let vault = Vault::load(objects, vmk, self.limits(), st.high_water)
+            .and_then(|v| {
+                for anchor in &st.anchors {
+                    v.extends(objects, *anchor)?;
+                }
+                Ok(v)
+            })
+            .map_err(|e| st.settle(e))?;
         st.same_identity(vault.identity_public_key())?;
+        st.anchors.clear();
         st.saw(vault.head());
         Ok(vault)
     }
@@ -320,6 +355,7 @@ impl Manager {
         objects: &Objects<'_>,
         owner: Owner,
     ) -> Result<&'s mut Vault, VaultError> {
+        st.check()?;
         match st.slot.owner() {
             None => return Err(VaultError::NotUnlocked),
             Some(o) if o != owner => {
@@ -410,6 +446,7 @@ impl Manager {
         pin: &[u8],
         device: Option<&[u8; 32]>,
     ) -> Result<SignedVersion, VaultError> {
+        st.check()?;
         let mut locked = self.open_locked(st, objects)?;
         let owner = match device {
             Some(d) if !locked.has_device(d) => return Err(VaultError::DeviceNotRegistered),
@@ -419,6 +456,10 @@ impl Manager {
         };
         let result = locked.unlock(objects, pin, self.policy());
         Self::note_guard(st, &locked);
+        if result.is_err() && locked.locked_out() {
+            // The limit was reached from this session: sessions still open lose the vault too.
+            self.lock_slot(st, objects);
+        }
         let vmk = result?;
         let vault = self.load(st, objects, &vmk)?;
         st.opening += 1;
@@ -445,14 +486,7 @@ impl Manager {
                 let vmk = keys::create(&objects, &*self.sealer, &pin, self.policy(), Vec::new())?;
                 let vault = Vault::create(&objects, &vmk, self.limits())?;
                 st.same_identity(vault.identity_public_key())?;
-                st.opening += 1;
-                Ok(EnclaveReply::Open(self.make_resident(
-                    st,
-                    vault,
-                    &vmk,
-                    id,
-                    Owner::Debug,
-                )))
+                Ok(self.open_for_debug(st, vault, &vmk, id))
             }
             VaultOp::Unlock { pin } => self
                 .unlock(st, &objects, &pin, None)
@@ -468,14 +502,7 @@ impl Manager {
                 let vmk = result?;
                 st.generation = Some(locked.generation());
                 let vault = self.load(st, &objects, &vmk)?;
-                st.opening += 1;
-                Ok(EnclaveReply::Open(self.make_resident(
-                    st,
-                    vault,
-                    &vmk,
-                    id,
-                    Owner::Debug,
-                )))
+                Ok(self.open_for_debug(st, vault, &vmk, id))
             }
             VaultOp::Lock => {
                 if st.slot.owner() == Some(Owner::App) {
@@ -521,6 +548,18 @@ impl Manager {
                 })
             }
         }
+    }
+
+    /// Makes a vault the debug path opened resident (a new opening).
+    fn open_for_debug(
+        &self,
+        st: &mut VaultState,
+        vault: Vault,
+        vmk: &MasterKey,
+        id: &str,
+    ) -> EnclaveReply {
+        st.opening += 1;
+        EnclaveReply::Open(self.make_resident(st, vault, vmk, id, Owner::Debug))
     }
 
     /// Locks: a snapshot if changes are only in the log (so the next load replays nothing; not
@@ -720,10 +759,13 @@ impl Manager {
         let st = &mut *st;
         self.unlock(st, &objects, pin, Some(device))?;
         let opening = st.opening;
+        if let Some(seen) = seen {
+            self.with_vault(st, &objects, Owner::App, |vault, objects| {
+                vault.extends(objects, seen)
+            })
+            .map_err(|e| st.settle(e))?;
+        }
         self.with_vault(st, &objects, Owner::App, |vault, objects| {
-            if let Some(seen) = seen {
-                vault.extends(objects, seen)?;
-            }
             // The feed tells the member; events past their retention lose their content.
             let event = crate::feed::event(
                 now_ms,
@@ -751,6 +793,7 @@ impl Manager {
         let state = self.state(id);
         let mut st = lock(&state);
         let st = &mut *st;
+        st.check()?;
         if st.identity.is_none() {
             self.open_locked(st, &objects)?;
         }
@@ -760,16 +803,23 @@ impl Manager {
             && hw.version == head.version
             && !vettid_crypto::ct_eq(&hw.hash, &head.hash)
         {
-            return Err(VaultError::RolledBack {
+            let forked = VaultError::RolledBack {
                 seen: head.version,
                 current: hw.version,
-            });
+            };
+            return Err(st.settle(forked));
         }
-        st.saw(head);
         if st.slot.owner() == Some(Owner::App) {
+            // In memory: check now (a state it does not extend closes the vault).
             self.with_vault(st, &objects, Owner::App, |vault, objects| {
                 vault.extends(objects, head)
-            })?;
+            })
+            .map_err(|e| st.settle(e))?;
+        } else {
+            // Not in memory: the next load must extend it (verified, never just trusted).
+            st.anchors.push(head);
+            st.anchors.sort_by_key(|h| std::cmp::Reverse(h.version));
+            st.anchors.truncate(MAX_ANCHORS);
         }
         Ok(head)
     }
@@ -786,6 +836,7 @@ impl Manager {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
         let mut st = lock(&state);
+        st.check()?;
         if st.opening != opening {
             return Err(VaultError::NotUnlocked);
         }
@@ -805,6 +856,7 @@ impl Manager {
         let state = self.state(id);
         let mut st = lock(&state);
         let st = &mut *st;
+        st.check()?;
         if st.opening != opening {
             return Err(VaultError::NotUnlocked);
         }

@@ -651,8 +651,7 @@ impl Vault {
         older(ObjectKind::Log, &|n| n > v)?;
         older(ObjectKind::Snapshot, &|n| n >= v)?;
         older(ObjectKind::SnapshotChunk, &|n| (n >> 16) >= v)?;
-        // Epochs are never deleted: a writer's fence is "epoch e+1 exists", which must stay
-        // true once it has been true (they are a few dozen bytes each).
+        // Epochs are compacted at load (see `claim_epoch`), not here.
         Ok(())
     }
 
@@ -710,5 +709,78 @@ impl Vault {
             .pragma_query_value(None, "page_size", |r| r.get(0))
             .unwrap_or(0);
         (pages * size).max(0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(vault: &mut Vault, objects: &Objects<'_>, i: usize) {
+        vault
+            .write(
+                objects,
+                vec![Statement {
+                    sql: "INSERT INTO kv (key, value) VALUES (?1, ?2)".into(),
+                    params: vec![SqlValue::Text(format!("k{i}")), SqlValue::Blob(vec![1])],
+                }],
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn the_head_extends_every_earlier_version_through_snapshots_and_forks_are_refused() {
+        let (link, store) = crate::harness::host();
+        let objects = Objects::new(&link, "v");
+        let vmk = MasterKey::for_tests([9; 32]);
+        let mut vault = Vault::create(&objects, &vmk, Limits::default()).unwrap();
+        let mut heads = vec![vault.head()];
+        for i in 0..12 {
+            put(&mut vault, &objects, i);
+            heads.push(vault.head());
+            if i % 4 == 3 {
+                vault.snapshot(&objects).unwrap();
+            }
+        }
+        assert!(store.lock().unwrap().keys().any(|k| k.contains("/hist/")));
+        for h in &heads {
+            vault.extends(&objects, *h).unwrap();
+        }
+        // A copy loaded from storage proves the same from its history objects.
+        let head = *heads.last().unwrap();
+        let loaded = Vault::load(&objects, &vmk, Limits::default(), Some(head)).unwrap();
+        for h in &heads {
+            loaded.extends(&objects, *h).unwrap();
+        }
+        // Another hash at a seen version, or a version beyond the head: not this history.
+        let forked = Head {
+            version: 5,
+            hash: [7; 32],
+        };
+        let ahead = Head {
+            version: head.version + 1,
+            hash: head.hash,
+        };
+        for seen in [forked, ahead] {
+            assert!(matches!(
+                loaded.extends(&objects, seen),
+                Err(VaultError::RolledBack { .. })
+            ));
+        }
+        // Loading below what was seen is refused.
+        store.lock().unwrap().retain(|k, _| {
+            // Drop the newest log entries and snapshot: storage rolled back to version 8.
+            !(k.contains("/log/") || k.contains("/snap/00000000000000000012"))
+        });
+        assert!(matches!(
+            Vault::load(&objects, &vmk, Limits::default(), Some(head)),
+            Err(VaultError::RolledBack { .. })
+        ));
+        // Without the history it needs, an old version cannot be checked: refused.
+        store.lock().unwrap().retain(|k, _| !k.contains("/hist/"));
+        assert!(matches!(
+            loaded.extends(&objects, heads[2]),
+            Err(VaultError::Tampered(_))
+        ));
     }
 }

@@ -68,6 +68,31 @@ impl Default for PolicyConfig {
     }
 }
 
+/// The region name of the development key service (any key id is accepted there).
+pub const DEV_REGION: &str = "dev";
+
+/// Whether `id` is `arn:aws:kms:<region>:<12-digit account>:key/<key id>`.
+pub fn is_key_arn(id: &str, region: &str) -> bool {
+    let mut parts = id.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("kms"), Some(r), Some(account), Some(key)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    partition.starts_with("aws")
+        && r == region
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && key.strip_prefix("key/").is_some_and(|k| {
+            !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
 /// The key service part of [`EnclaveConfig`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,7 +166,20 @@ impl EnclaveConfig {
             "key_service.roots_pem",
         )?;
         range((1..=2048).contains(&k.key_id.len()), "key_service.key_id")?;
-        range((1..=64).contains(&k.region.len()), "key_service.region")?;
+        range(
+            (1..=64).contains(&k.region.len())
+                && k.region
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+            "key_service.region",
+        )?;
+        // On AWS the key is named by its full ARN in the configured region: an alias or a
+        // bare id would let whoever supplies the request's credentials (the host) resolve it
+        // in an account of its own, under a key policy of its own.
+        range(
+            k.region == DEV_REGION || is_key_arn(&k.key_id, &k.region),
+            "key_service.key_id (a key ARN in the configured region)",
+        )?;
         Ok(())
     }
 
@@ -291,6 +329,31 @@ mod tests {
             EnclaveConfig::parse(b"not json"),
             Err(ConfigError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn on_aws_the_key_is_a_full_arn_in_the_configured_region() {
+        let arn = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+        assert!(is_key_arn(arn, "eu-west-1"));
+        for bad in [
+            "alias/vettid",
+            "1234abcd-12ab-34cd-56ef-1234567890ab",
+            "arn:aws:kms:eu-west-1:123456789012:alias/vettid",
+            "arn:aws:kms:us-east-1:123456789012:key/1234abcd",
+            "arn:aws:kms:eu-west-1:12345:key/1234abcd",
+            "arn:aws:s3:eu-west-1:123456789012:key/1234abcd",
+        ] {
+            assert!(!is_key_arn(bad, "eu-west-1"), "{bad}");
+        }
+        let mut c = config();
+        c.key_service.region = "eu-west-1".into();
+        c.key_service.key_id = "alias/vettid".into();
+        assert!(matches!(
+            EnclaveConfig::parse(&c.to_document()),
+            Err(ConfigError::OutOfRange(_))
+        ));
+        c.key_service.key_id = arn.into();
+        assert!(EnclaveConfig::parse(&c.to_document()).is_ok());
     }
 
     #[test]

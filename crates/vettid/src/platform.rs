@@ -39,7 +39,7 @@ use vettid_proto::platform::{
 /// The TLS name of the dev key service.
 pub(crate) const DEV_KMS_NAME: &str = "kms.vettid.dev";
 /// The region named in the dev configuration (and checked in request signatures).
-const DEV_REGION: &str = "dev";
+const DEV_REGION: &str = vettid_proto::platform::DEV_REGION;
 
 #[derive(clap::Args)]
 pub(crate) struct PlatformArgs {

@@ -16,6 +16,17 @@ fn is_alice(name: &str) -> bool {
     name.starts_with("vaults/alice/")
 }
 
+/// The host says alice's vault does not exist, and that everything the enclave asks it to
+/// store for alice was stored (it keeps none of it).
+fn pretend_alice_has_no_vault(adv: &Adversary) {
+    adv.host.script(|req, _| match req {
+        ToHost::List { prefix } if is_alice(prefix) => Action::Answer(HostReply::Names(vec![])),
+        ToHost::PutCreate { name, .. } if is_alice(name) => Action::Answer(HostReply::Created),
+        ToHost::Get { name } if is_alice(name) => Action::Answer(HostReply::Object(None)),
+        _ => Action::Honest,
+    });
+}
+
 /// Finding 2: the host says alice's vault does not exist and that everything it is asked to
 /// store was stored, so that an enrollment with its own device "succeeds"; then it serves the
 /// real objects again and has its device try the member's PIN.
@@ -27,12 +38,7 @@ async fn a_forged_enrollment_gives_the_hosts_device_no_pin_attempt_on_the_real_v
     s.create_secret(note("real")).await.unwrap();
     let real = adv.host.store().vault("alice");
 
-    adv.host.script(|req, _| match req {
-        ToHost::List { prefix } if is_alice(prefix) => Action::Answer(HostReply::Names(vec![])),
-        ToHost::PutCreate { name, .. } if is_alice(name) => Action::Answer(HostReply::Created),
-        ToHost::Get { name } if is_alice(name) => Action::Answer(HostReply::Object(None)),
-        _ => Action::Honest,
-    });
+    pretend_alice_has_no_vault(&adv);
     let host_device = SecretBytes::random();
     let _ = adv.enroll("alice", &host_device).await;
     adv.host.honest();
@@ -62,12 +68,7 @@ async fn a_forged_enrollment_gives_the_hosts_device_no_pin_attempt_on_the_real_v
     // After a restart the enclave knows nothing of alice: the forged enrollment "succeeds",
     // and still gives the host's device no attempt at the real vault.
     adv.host.restart_enclave().unwrap();
-    adv.host.script(|req, _| match req {
-        ToHost::List { prefix } if is_alice(prefix) => Action::Answer(HostReply::Names(vec![])),
-        ToHost::PutCreate { name, .. } if is_alice(name) => Action::Answer(HostReply::Created),
-        ToHost::Get { name } if is_alice(name) => Action::Answer(HostReply::Object(None)),
-        _ => Action::Honest,
-    });
+    pretend_alice_has_no_vault(&adv);
     adv.enroll("alice", &host_device)
         .await
         .expect("the enclave cannot tell a forged empty listing");
@@ -86,12 +87,7 @@ async fn a_forged_debug_create_does_not_open_the_debug_path_to_an_app_vault() {
     let adv = Adversary::start(&[]);
     let alice = SecretBytes::random();
     adv.enroll("alice", &alice).await.unwrap();
-    adv.host.script(|req, _| match req {
-        ToHost::List { prefix } if is_alice(prefix) => Action::Answer(HostReply::Names(vec![])),
-        ToHost::PutCreate { name, .. } if is_alice(name) => Action::Answer(HostReply::Created),
-        ToHost::Get { name } if is_alice(name) => Action::Answer(HostReply::Object(None)),
-        _ => Action::Honest,
-    });
+    pretend_alice_has_no_vault(&adv);
     let _ = adv.host.vault(
         "alice",
         VaultOp::Create {
@@ -226,11 +222,23 @@ async fn a_device_that_saw_a_newer_history_is_told_of_a_fork_after_a_restart() {
     }
     drop(other);
 
+    // The lagging session is still open on the fork when the first app comes back.
+    let (mut lagging, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
+    lagging.create_secret(note("v")).await.unwrap();
     match adv.unlocked_after("alice", &alice, PIN, &seen).await {
         Err(ClientError::Vault(VaultError::RolledBack { .. })) => {}
         Err(e) => panic!("refused for the wrong reason: {e}"),
         Ok(v) => panic!("the fork at version {} went unnoticed", v.version),
     }
+    // Proven forked: closed for every session, not only the one that showed it.
+    assert!(matches!(
+        lagging.create_secret(note("after")).await,
+        Err(ClientError::Vault(VaultError::RolledBack { .. }))
+    ));
+    assert!(matches!(
+        adv.unlocked("alice", &alice, PIN).await,
+        Err(ClientError::Vault(VaultError::RolledBack { .. }))
+    ));
 }
 
 /// Finding 7: a credential reply lost in transit; the app retries the same request.
@@ -293,7 +301,9 @@ async fn a_lost_credential_reply_is_answered_again_and_a_stale_blob_is_no_wrong_
         listed.result,
         vettid_proto::credential::CredentialResult::Listed(vec![added.clone()])
     );
-    // The old blob with another request, or with another operation, is stale: not a guess.
+    // The old blob with another request, or with another operation, is stale: not a guess
+    // (no attempt is even written).
+    let guards = adv.host.store().numbers("alice", "guard");
     for stale in [
         add(&blob, [10; 16]),
         AppOp::Credential {
@@ -313,10 +323,11 @@ async fn a_lost_credential_reply_is_answered_again_and_a_stale_blob_is_no_wrong_
         );
     }
     assert_eq!(
-        attempts_left(s.call(AppOp::Status).await.unwrap()),
-        10,
+        adv.host.store().numbers("alice", "guard"),
+        guards,
         "nothing counted as a wrong password"
     );
+    assert_eq!(attempts_left(s.call(AppOp::Status).await.unwrap()), 10);
 }
 
 /// Finding 1: the host answers the key service's part itself, with a TLS server of its own
@@ -514,10 +525,42 @@ async fn the_host_gets_no_attestation_document_or_key_of_its_own() {
     )
     .unwrap();
     use vettid_attest::seal::KeyService;
-    assert!(
-        kms.decrypt(&wrapped, &doc).is_err(),
-        "the key service released the vault's key for a relayed session document"
+    match kms.decrypt(&wrapped, &doc) {
+        Err(vettid_attest::seal::SealError::KeyService(e)) => {
+            assert!(e.contains("AccessDenied"), "{e}")
+        }
+        other => panic!("the key service answered a relayed session document: {other:?}"),
+    }
+    // Control (the request itself is right): a document binding a key of the host's own,
+    // which no platform would give it — made here from the dev root's key file — would
+    // release the key. That is why documents come only from the enclave's device.
+    let dir = &adv.platform.dir;
+    let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
+    let root = vettid_attest::dev::DevRoot::from_pem(
+        &read("dev-attestor/root.key"),
+        &read("dev-attestor/root.pem"),
+    )
+    .unwrap();
+    let measurement = vettid_attest::Measurement::of_enclave(
+        &std::fs::read(support::enclave_binary()).unwrap(),
+        &std::fs::read(dir.join("manifest/enclave-config.json")).unwrap(),
     );
+    let mine = vettid_attest::seal::RecipientKey::generate();
+    let forged = vettid_attest::dev::DevAttestor::new(&root, measurement)
+        .attest(
+            &vettid_attest::AttestRequest {
+                public_key: Some(mine.public_der().to_vec()),
+                ..Default::default()
+            },
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+    let cms = kms.decrypt(&wrapped, &forged).unwrap();
+    let key = mine.unwrap_data_key(&cms).unwrap();
+    assert_eq!(key.expose().len(), 32);
 }
 
 /// Finding 5: the guess limit and stretching are not the host's to set.
@@ -648,4 +691,75 @@ fn oversized_host_requests_are_refused_and_the_enclave_goes_on() {
     });
     assert!(matches!(r, Err(VaultError::BadRequest(_))), "{r:?}");
     assert_eq!(adv.host.call(&ToEnclave::Ping), Ok(EnclaveReply::Pong));
+}
+
+/// Finding 7, beyond the SDK's immediate retries: every answer lost, then the app restarts.
+/// The request kept (sealed) in the profile is sent again first, and the credential lives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_credential_survives_more_lost_replies_than_retries_and_an_app_restart() {
+    use vettid_client::profile::Profile;
+    use vettid_proto::credential::{CredentialOp, CredentialResult, CriticalKind};
+    use vettid_proto::session::{AppOp, AppReply, Channel};
+    let adv = Adversary::start(&[]);
+    let alice = SecretBytes::random();
+    let password = b"correct horse battery";
+    let mut enrolling = adv.session("alice", &alice, Channel::Enroll).await.unwrap();
+    let AppReply::Enrolled(enrolled) = enrolling
+        .call(AppOp::Enroll {
+            pin: zeroize::Zeroizing::new(PIN.as_bytes().to_vec()),
+            password_verifier: zeroize::Zeroizing::new(vettid_client::password_verifier(
+                "alice", password,
+            )),
+            device_name: "phone".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let dir = adv.dir.path().join("app");
+    {
+        let mut profile = Profile::open_or_create(&dir).unwrap();
+        profile.state.member_id = Some("alice".into());
+        profile.state.identity_public_key = Some(hex::encode(enrolled.identity_public_key));
+        profile.save().unwrap();
+        profile
+            .write_secret(vettid_client::credential::BLOB, &enrolled.credential)
+            .unwrap();
+        let (mut s, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
+        adv.host.drop_app_replies(100);
+        let lost = s
+            .credential(
+                &mut profile,
+                password,
+                CredentialOp::Add {
+                    kind: CriticalKind::SeedPhrase,
+                    label: "wallet".into(),
+                    value: Secret::new("marker-pending abandon"),
+                },
+            )
+            .await;
+        assert!(lost.is_err(), "every answer was lost");
+        adv.host.drop_app_replies(0);
+        let pending = std::fs::read(dir.join(vettid_client::credential::PENDING)).unwrap();
+        assert!(
+            !pending.windows(14).any(|w| w == b"marker-pending"),
+            "the pending request is sealed"
+        );
+    }
+    // The app restarts: a new process, a new session.
+    let mut profile = Profile::open_or_create(&dir).unwrap();
+    let (mut s, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
+    let CredentialResult::Listed(listed) = s
+        .credential(&mut profile, password, CredentialOp::List)
+        .await
+        .expect("the credential survived")
+    else {
+        panic!()
+    };
+    assert_eq!(
+        listed.iter().map(|m| m.label.as_str()).collect::<Vec<_>>(),
+        ["wallet"]
+    );
+    assert!(!dir.join(vettid_client::credential::PENDING).exists());
 }

@@ -409,9 +409,10 @@ fn deleting_guard_records_to_reset_the_count_is_detected() {
         op(&mut c, "rb", VaultOp::Unlock { pin: pin("0001") }),
         Err(VaultError::WrongPin { attempts_left: 3 })
     );
-    // A hostile host deletes the newest guard records to give the guesser fresh tries.
+    // A hostile host deletes the guard records (the newest, 2; older ones are compacted) to
+    // give the guesser fresh tries.
     std::fs::remove_file(file(&stack.objects(), "rb", "guard", 2)).unwrap();
-    std::fs::remove_file(file(&stack.objects(), "rb", "guard", 1)).unwrap();
+    let _ = std::fs::remove_file(file(&stack.objects(), "rb", "guard", 1));
     assert!(matches!(
         op(&mut c, "rb", VaultOp::Unlock { pin: pin("0002") }),
         Err(VaultError::Tampered(_))

@@ -99,14 +99,7 @@ impl Adversary {
         pin: &str,
     ) -> Result<(Session, SignedVersion), ClientError> {
         let mut session = self.session(member, device, Channel::Session).await?;
-        let reply = session
-            .call(AppOp::Unlock {
-                pin: Zeroizing::new(pin.as_bytes().to_vec()),
-            })
-            .await?;
-        let AppReply::Unlocked { version, .. } = reply else {
-            panic!("expected Unlocked")
-        };
+        let version = unlock(&mut session, pin).await?;
         Ok((session, version))
     }
 }
@@ -123,18 +116,24 @@ impl Adversary {
     ) -> Result<SignedVersion, ClientError> {
         let mut session = self.session(member, device, Channel::Session).await?;
         session.anchor(seen.clone()).await?;
-        let reply = session
-            .call(AppOp::Unlock {
-                pin: Zeroizing::new(pin.as_bytes().to_vec()),
-            })
-            .await?;
-        let AppReply::Unlocked { version, .. } = reply else {
-            panic!("expected Unlocked")
-        };
+        let version = unlock(&mut session, pin).await?;
         let identity: [u8; 32] = seen.identity.as_slice().try_into().unwrap();
         app_accepts(member, &identity, &version, seen)?;
         Ok(version)
     }
+}
+
+/// Gives `pin` in `session`; the signed version.
+async fn unlock(session: &mut Session, pin: &str) -> Result<SignedVersion, ClientError> {
+    let reply = session
+        .call(AppOp::Unlock {
+            pin: Zeroizing::new(pin.as_bytes().to_vec()),
+        })
+        .await?;
+    let AppReply::Unlocked { version, .. } = reply else {
+        panic!("expected Unlocked")
+    };
+    Ok(version)
 }
 
 /// A note item.

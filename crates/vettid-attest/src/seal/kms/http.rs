@@ -96,7 +96,7 @@ fn body(r: &mut impl BufRead, headers: &[(String, String)]) -> Result<Vec<u8>, H
             let size = size.split(';').next().unwrap_or_default().trim();
             let size =
                 usize::from_str_radix(size, 16).map_err(|_| HttpError::Malformed("chunk size"))?;
-            if out.len() + size > MAX_BODY {
+            if size > MAX_BODY - out.len() {
                 return Err(HttpError::Malformed("body too large"));
             }
             if size == 0 {
@@ -241,6 +241,8 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab",
             b"HTTP/1.1 200 OK\ncontent-length: 0\n\n",
             b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            // A chunk size that would overflow the running total.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\nffffffffffffffff\r\n",
         ] {
             assert!(
                 read_response(&mut &bad[..]).is_err(),

@@ -89,6 +89,17 @@ fn recipient(doc: &[u8]) -> serde_json::Value {
     })
 }
 
+/// The answer must name the configured key: a key of another account or another key cannot
+/// stand in for it.
+fn check_key_id(answer: &serde_json::Value, key_id: &str) -> Result<(), SealError> {
+    match answer.get("KeyId").and_then(|v| v.as_str()) {
+        Some(k) if k == key_id => Ok(()),
+        other => Err(SealError::KeyService(format!(
+            "the answer names key {other:?}, not the configured one"
+        ))),
+    }
+}
+
 fn field(answer: &serde_json::Value, name: &str) -> Result<Vec<u8>, SealError> {
     let text = answer
         .get(name)
@@ -121,6 +132,19 @@ impl<T: Transport> KmsClient<T> {
             |what: &str, e: &dyn std::fmt::Display| SealError::KeyService(format!("{what}: {e}"));
         let body = serde_json::to_vec(&body).expect("JSON encodes");
         let credentials = self.transport.credentials()?;
+        // They come from the host and go into header lines: visible ASCII only.
+        let visible = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic());
+        if !visible(&credentials.access_key_id)
+            || !visible(&credentials.secret_access_key)
+            || credentials
+                .session_token
+                .as_deref()
+                .is_some_and(|t| !visible(t))
+        {
+            return Err(SealError::KeyService(
+                "unusable credentials from the host".into(),
+            ));
+        }
         let amz_date = sigv4::amz_date(self.transport.now_secs()?);
         let mut headers = vec![
             ("content-type", "application/x-amz-json-1.1".to_owned()),
@@ -167,6 +191,7 @@ impl<T: Transport> KmsClient<T> {
                 response.status
             )));
         }
+        check_key_id(&answer, &self.trust.key_id)?;
         Ok(answer)
     }
 }
@@ -208,5 +233,23 @@ impl<T: Transport> KeyService for KmsClient<T> {
             ));
         }
         field(&answer, "CiphertextForRecipient")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_must_name_the_configured_key() {
+        let key = "arn:aws:kms:eu-west-1:123456789012:key/abc";
+        assert!(check_key_id(&serde_json::json!({"KeyId": key}), key).is_ok());
+        for other in [
+            serde_json::json!({"KeyId": "arn:aws:kms:eu-west-1:999999999999:key/abc"}),
+            serde_json::json!({"KeyId": 5}),
+            serde_json::json!({}),
+        ] {
+            assert!(check_key_id(&other, key).is_err(), "{other}");
+        }
     }
 }
