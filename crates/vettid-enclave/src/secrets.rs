@@ -160,14 +160,17 @@ fn put_version(
                 SqlValue::Blob(id.to_vec()),
             ],
         },
-        Statement {
-            sql: "DELETE FROM secret_versions WHERE item = ?1 AND version <= ?2".into(),
-            params: vec![
-                SqlValue::Blob(id.to_vec()),
-                SqlValue::Int(i64::from(number) - i64::from(keep.max(1))),
-            ],
-        },
     ]
+    .into_iter()
+    // Beyond the quota of versions, the oldest goes in the same write.
+    .chain((number > keep.max(1)).then(|| Statement {
+        sql: "DELETE FROM secret_versions WHERE item = ?1 AND version <= ?2".into(),
+        params: vec![
+            SqlValue::Blob(id.to_vec()),
+            SqlValue::Int(i64::from(number) - i64::from(keep.max(1))),
+        ],
+    }))
+    .collect()
 }
 
 /// The number of an item's next version.

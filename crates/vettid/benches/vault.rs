@@ -60,7 +60,11 @@ fn rss_kib(pid: i32) -> u64 {
 
 fn main() {
     let t = tempfile::tempdir().unwrap();
-    let platform = Platform::start(&t.path().join("platform"));
+    // A 100 MiB vault needs more than the default 64 MiB quota (a measured policy setting).
+    let platform = Platform::start_with(
+        &t.path().join("platform"),
+        &[&FAST_ARGON[..], &["--vault-quota-mib", "256"]].concat(),
+    );
     let host = Host::start(
         &t.path().join("host"),
         &platform,
