@@ -92,6 +92,8 @@ async fn a_member_cannot_subscribe_to_another_members_events() {
     host.publish("OwnerSpace.alice.forApp.x", "mine".into())
         .await
         .unwrap();
+    // Both are on the wire (publish only queues in the client).
+    host.flush().await.unwrap();
     let mine = tokio::time::timeout(WITHIN, own.next()).await.unwrap();
     assert_eq!(&mine.unwrap().payload[..], b"mine");
     // Delivered in order on one connection: bob's message would be queued by now.
