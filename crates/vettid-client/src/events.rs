@@ -14,42 +14,49 @@ pub fn open(member: &str, key: &SecretBytes<32>, body: &[u8]) -> Option<Event> {
     vettid_proto::session::open_plaintext(&plain)
 }
 
-/// Fetches up to `max` pending events from the member's durable consumer, acknowledging
-/// each; waits at most `wait` for the first. Undecodable events are skipped (and counted).
+/// Fetches up to `max` pending events, waiting at most `wait` for the first: the host takes
+/// them from the member's durable consumer and acknowledges them (the app has no JetStream
+/// rights of its own). Events that do not open under the event key are skipped and counted.
 pub async fn fetch(
     client: &crate::vault::VaultClient,
     key: &SecretBytes<32>,
     max: usize,
     wait: std::time::Duration,
 ) -> Result<(Vec<Event>, usize), ClientError> {
-    use futures::StreamExt;
+    use vettid_proto::session::{
+        EVENTS_CHANNEL, FetchEvents, FetchedEvents, MAX_FETCH, MAX_FETCH_WAIT_MS,
+    };
     let nats = |e: &dyn std::fmt::Display| ClientError::Nats(format!("events: {e}"));
     let member = client.member();
-    // The host made this durable consumer when the app first reached its vault.
-    let consumer: async_nats::jetstream::consumer::PullConsumer = async_nats::jetstream::new(
-        client
-            .nats()
-            .ok_or_else(|| nats(&"events travel only over NATS"))?
-            .clone(),
-    )
-    .get_consumer_from_stream(member, vettid_nats::EVENTS_STREAM)
-    .await
-    .map_err(|e| nats(&e))?;
-    let mut batch = consumer
-        .fetch()
-        .max_messages(max)
-        .expires(wait)
-        .messages()
+    let request = FetchEvents {
+        max: u16::try_from(max).unwrap_or(MAX_FETCH).min(MAX_FETCH),
+        wait_ms: u32::try_from(wait.as_millis())
+            .unwrap_or(MAX_FETCH_WAIT_MS)
+            .min(MAX_FETCH_WAIT_MS),
+    };
+    let subject = format!("OwnerSpace.{member}.forVault.{EVENTS_CHANNEL}");
+    let answer = client
+        .nats()
+        .ok_or_else(|| nats(&"events travel only over NATS"))?
+        .request(
+            subject,
+            postcard::to_allocvec(&request)
+                .expect("a fetch encodes")
+                .into(),
+        )
         .await
         .map_err(|e| nats(&e))?;
+    let fetched = match vettid_proto::session::decode_exact(&answer.payload) {
+        Some(FetchedEvents::Events(bodies)) => bodies,
+        Some(FetchedEvents::Unavailable) => return Err(nats(&"the host could not fetch them")),
+        _ => return Err(ClientError::Protocol("undecodable events answer".into())),
+    };
     let (mut events, mut skipped) = (Vec::new(), 0);
-    while let Some(msg) = batch.next().await {
-        let msg = msg.map_err(|e| nats(&e))?;
-        match open(member, key, &msg.payload) {
+    for body in fetched {
+        match open(member, key, &body) {
             Some(e) => events.push(e),
             None => skipped += 1,
         }
-        msg.ack().await.map_err(|e| nats(&e))?;
     }
     Ok((events, skipped))
 }

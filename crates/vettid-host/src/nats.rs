@@ -14,12 +14,18 @@ use std::time::Duration;
 use vettid_nats::EVENTS_STREAM;
 use vettid_proto::channel::to_body;
 use vettid_proto::enclave::{EnclaveReply, ToEnclave};
-use vettid_proto::session::{Channel, SessionError, ToApp};
+use vettid_proto::session::{
+    Channel, EVENTS_CHANNEL, FetchEvents, FetchedEvents, MAX_FETCH, MAX_FETCH_WAIT_MS,
+    SessionError, ToApp,
+};
 
 /// The queue group of hosts serving `forVault` subjects.
 pub const QUEUE_GROUP: &str = "vettid-host";
 /// How long events are kept for apps that are offline.
 const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Events kept per member subject at most (the oldest go first): no member's events can
+/// crowd out the others' in the shared stream.
+const EVENTS_PER_MEMBER: i64 = 10_000;
 
 /// Connects to NATS with the host's creds, makes sure the events stream exists, and serves
 /// `OwnerSpace.*.forVault.*` until the connection closes.
@@ -30,16 +36,20 @@ pub async fn connect(url: &str, creds: &Path) -> Result<Router, async_nats::Erro
         .connect(url)
         .await?;
     let js = jetstream::new(client.clone());
-    js.get_or_create_stream(jetstream::stream::Config {
+    let config = jetstream::stream::Config {
         name: EVENTS_STREAM.into(),
         subjects: vec!["OwnerSpace.*.forApp.>".into()],
         max_age: EVENT_RETENTION,
         max_bytes: 1 << 30,
+        max_messages_per_subject: EVENTS_PER_MEMBER,
+        discard: jetstream::stream::DiscardPolicy::Old,
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
-    })
-    .await?;
+    };
+    js.get_or_create_stream(config.clone()).await?;
+    // A stream made by an older host gets the per-member limit too.
+    js.update_stream(config).await?;
     Ok(Router {
         client,
         js,
@@ -88,7 +98,14 @@ impl Router {
         if !vettid_nats::is_member_reply_subject(member, &reply_to) {
             return;
         }
+        if !vettid_proto::enclave::valid_vault_id(member) {
+            return;
+        }
         let answer = match Channel::parse(channel) {
+            None if channel == EVENTS_CHANNEL => {
+                self.ensure_consumer(member).await;
+                to_body(&self.fetch_events(member, &msg.payload).await)
+            }
             None => to_body(&ToApp::Refused(SessionError::WrongChannel)),
             Some(channel) => {
                 if channel != Channel::Attestation {
@@ -130,6 +147,45 @@ impl Router {
                     .insert(member.to_owned());
             }
             Err(e) => tracing::warn!(member, error = %e, "events consumer not created"),
+        }
+    }
+
+    /// Fetches (and acknowledges) up to the requested number of the member's pending events
+    /// from its durable, for the app that asked on `forVault.events`: apps have no JetStream
+    /// rights of their own (its API answers to any reply subject a requester names).
+    async fn fetch_events(&self, member: &str, request: &[u8]) -> FetchedEvents {
+        let Some(FetchEvents { max, wait_ms }) =
+            vettid_proto::session::decode_exact::<FetchEvents>(request)
+        else {
+            return FetchedEvents::Malformed;
+        };
+        let max = usize::from(max.clamp(1, MAX_FETCH));
+        let wait = Duration::from_millis(u64::from(wait_ms.clamp(1, MAX_FETCH_WAIT_MS)));
+        let fetched = async {
+            let consumer: jetstream::consumer::PullConsumer = self
+                .js
+                .get_consumer_from_stream(member, EVENTS_STREAM)
+                .await?;
+            let mut batch = consumer
+                .fetch()
+                .max_messages(max)
+                .expires(wait)
+                .messages()
+                .await?;
+            let mut events = Vec::new();
+            while let Some(msg) = batch.next().await {
+                let msg = msg?;
+                msg.ack().await?;
+                events.push(msg.payload.to_vec());
+            }
+            Ok::<_, async_nats::Error>(events)
+        };
+        match fetched.await {
+            Ok(events) => FetchedEvents::Events(events),
+            Err(e) => {
+                tracing::warn!(member, error = %e, "events not fetched");
+                FetchedEvents::Unavailable
+            }
         }
     }
 

@@ -32,15 +32,17 @@
 //! | `api` | nothing | nothing |
 //! | `sys` (account SYS) | `$SYS.REQ.CLAIMS.UPDATE` | `_INBOX.>` |
 //! | member `m`, enrollment | `OwnerSpace.m.forVault.attestation`, `….enroll` | `_INBOX_m.>` |
-//! | member `m` | `OwnerSpace.m.forVault.>`, and for its durable `m` on [`EVENTS_STREAM`]: `$JS.API.CONSUMER.INFO.VETTID_EVENTS.m`, `$JS.API.CONSUMER.MSG.NEXT.VETTID_EVENTS.m`, `$JS.ACK.VETTID_EVENTS.m.>` | `OwnerSpace.m.forApp.>`, `_INBOX_m.>` |
+//! | member `m` | `OwnerSpace.m.forVault.>` | `OwnerSpace.m.forApp.>`, `_INBOX_m.>` |
 //!
 //! Members must connect with [`member_inbox_prefix`] as their inbox prefix.
 //!
-//! A member may look up, fetch from and acknowledge its durable, but not create (or change, or
-//! delete) any consumer: the host creates it (see [`member_consumer_config`]). Allowing
-//! `$JS.API.CONSUMER.CREATE` even for the member's own name and filter would let it turn that
-//! durable into a push consumer delivering to any subject, including ones the member may not
-//! publish to (nats-server #8274).
+//! Members have **no JetStream API rights at all**. The JetStream API answers to whatever
+//! reply subject a request names, so even `CONSUMER.INFO` on a member's own durable let it
+//! make the server publish into another member's `forApp` subjects (into that member's
+//! events); and `CONSUMER.CREATE` would let it turn a durable into a push consumer delivering
+//! anywhere (nats-server #8274). An app catches up on its events by asking the host on
+//! `OwnerSpace.m.forVault.events`: the host fetches from the member's durable
+//! ([`member_consumer_config`]) and answers only into the member's own inbox.
 //!
 //! ## Example
 //!
@@ -342,13 +344,8 @@ fn member_permissions(m: &str, scope: MemberScope) -> Permissions {
             format!("OwnerSpace.{m}.forVault.attestation"),
             format!("OwnerSpace.{m}.forVault.enroll"),
         ],
-        MemberScope::Member => vec![
-            format!("OwnerSpace.{m}.forVault.>"),
-            // Use, but never create, durable `m`: the host creates it (nats-server #8274).
-            format!("$JS.API.CONSUMER.INFO.{EVENTS_STREAM}.{m}"),
-            format!("$JS.API.CONSUMER.MSG.NEXT.{EVENTS_STREAM}.{m}"),
-            format!("$JS.ACK.{EVENTS_STREAM}.{m}.>"),
-        ],
+        // No JetStream API: its answers go to any reply subject the requester names.
+        MemberScope::Member => vec![format!("OwnerSpace.{m}.forVault.>")],
     };
     let mut subscribe = vec![format!("{}.>", member_inbox_prefix(m))];
     if scope == MemberScope::Member {
@@ -369,8 +366,7 @@ pub enum MemberScope {
     /// `OwnerSpace.<m>.forVault.enroll`; subscribe to the member inbox prefix.
     Enrollment,
     /// An enrolled app: publish `OwnerSpace.<m>.forVault.>`; subscribe `OwnerSpace.<m>.forApp.>`
-    /// and the member inbox prefix; look up, fetch from and ack (never create) its own durable
-    /// on [`EVENTS_STREAM`].
+    /// and the member inbox prefix. No JetStream API (the host fetches its events for it).
     Member,
 }
 
@@ -400,9 +396,8 @@ pub fn is_member_reply_subject(member: &str, reply: &str) -> bool {
 /// then publishes the events to a subject the member itself may not publish to (nats-server
 /// #8274: it does not check the creator's permissions on the deliver subject).
 ///
-/// The app looks it up with `jetstream.get_consumer_from_stream(member, EVENTS_STREAM)`
-/// (`CONSUMER.INFO`), then fetches and acks. It may not read the stream's info, so
-/// `get_stream` is refused.
+/// The host also fetches from it and acknowledges, for the app that asks on
+/// `OwnerSpace.<member>.forVault.events`; the app itself has no JetStream rights.
 pub fn member_consumer_config(
     member: &str,
 ) -> Result<async_nats::jetstream::consumer::pull::Config, NatsError> {
@@ -687,15 +682,7 @@ mod tests {
     #[test]
     fn member_subjects_are_exactly_its_own() {
         let p = member_permissions("a-1", MemberScope::Member);
-        assert_eq!(
-            p.publish,
-            [
-                "OwnerSpace.a-1.forVault.>",
-                "$JS.API.CONSUMER.INFO.VETTID_EVENTS.a-1",
-                "$JS.API.CONSUMER.MSG.NEXT.VETTID_EVENTS.a-1",
-                "$JS.ACK.VETTID_EVENTS.a-1.>",
-            ]
-        );
+        assert_eq!(p.publish, ["OwnerSpace.a-1.forVault.>"]);
         assert_eq!(p.subscribe, ["OwnerSpace.a-1.forApp.>", "_INBOX_a-1.>"]);
         let e = member_permissions("a-1", MemberScope::Enrollment);
         assert_eq!(

@@ -140,33 +140,6 @@ async fn host_creates_durable_of(host_js: &jetstream::Context, member: &str) {
         .expect("the host creates the member's durable");
 }
 
-/// Fetches what is pending on `member`'s durable (looked up, not created) and acks each.
-async fn fetch_and_ack(js: &jetstream::Context, member: &str) -> Vec<String> {
-    let consumer: jetstream::consumer::PullConsumer = js
-        .get_consumer_from_stream(member, EVENTS_STREAM)
-        .await
-        .expect("consumer info on its own durable");
-    let mut batch = consumer.fetch().max_messages(10).messages().await.unwrap();
-    let mut got = Vec::new();
-    while let Some(msg) = batch.next().await {
-        let msg = msg.unwrap();
-        msg.double_ack().await.expect("ack accepted");
-        got.push(String::from_utf8(msg.payload.to_vec()).unwrap());
-    }
-    got
-}
-
-async fn publish_events(host_js: &jetstream::Context, events: &[(&str, &str)]) {
-    for (subject, body) in events {
-        host_js
-            .publish(subject.to_string(), body.to_string().into())
-            .await
-            .unwrap()
-            .await
-            .expect("stored");
-    }
-}
-
 /// Asserts, as the host, that `consumer` does not exist on the events stream.
 async fn assert_no_consumer(host_js: &jetstream::Context, consumer: &str) {
     let err = host_js
@@ -182,40 +155,23 @@ async fn assert_no_consumer(host_js: &jetstream::Context, consumer: &str) {
 }
 
 #[tokio::test]
-async fn a_member_catches_up_on_events_published_while_it_was_away() {
+async fn a_member_has_no_jetstream_api_even_on_its_own_durable() {
     let b = Broker::start().await;
     let host = b.connect_creds(&b.setup.host_creds()).await;
     let host_js = create_events_stream(&host).await;
     host_creates_durable_of(&host_js, "alice").await;
-    let (_, creds) = b.member_creds("alice", MemberScope::Member);
-
-    let (alice, mut events) = b.connect_member("alice", &creds).await.unwrap();
-    publish_events(&host_js, &[("OwnerSpace.alice.forApp.e", "one")]).await;
-    assert_eq!(
-        fetch_and_ack(&jetstream::new(alice.clone()), "alice").await,
-        ["one"]
-    );
-    alice.drain().await.unwrap();
-    expect_event(&mut events, |e| matches!(e, Event::Closed)).await;
-
-    publish_events(
-        &host_js,
-        &[
-            ("OwnerSpace.alice.forApp.e", "two"),
-            ("OwnerSpace.bob.forApp.e", "bobs"),
-            ("OwnerSpace.alice.forApp.e", "three"),
-        ],
-    )
-    .await;
-
-    let (alice, _events) = b.connect_member("alice", &creds).await.unwrap();
-    let js = jetstream::new(alice);
-    // "one" was acked before she left: not redelivered.
-    assert_eq!(fetch_and_ack(&js, "alice").await, ["two", "three"]);
-    assert!(
-        fetch_and_ack(&js, "alice").await.is_empty(),
-        "acknowledged events are not redelivered"
-    );
+    let (alice, mut events, _) = b.member("alice", MemberScope::Member).await;
+    // Catching up goes through the host (`forVault.events`): the JetStream API answers to any
+    // reply subject the requester names, so no member may call it.
+    for subject in [
+        "$JS.API.CONSUMER.INFO.VETTID_EVENTS.alice",
+        "$JS.API.CONSUMER.MSG.NEXT.VETTID_EVENTS.alice",
+        "$JS.ACK.VETTID_EVENTS.alice.1.1.1.1.0",
+        "$JS.API.INFO",
+    ] {
+        alice.publish(subject, "{}".into()).await.unwrap();
+        expect_violation(&mut events, subject).await;
+    }
 }
 
 #[tokio::test]
@@ -417,4 +373,40 @@ async fn the_broker_lets_a_member_aim_a_reply_at_another_inbox_so_the_host_must_
         "alice",
         "_INBOX_bob.spoofed"
     ));
+}
+
+/// A member cannot make the server publish into another member's subjects: the JetStream
+/// API answers to whatever reply subject a request names, so with rights on its own durable,
+/// bob could aim 20 answers at `OwnerSpace.alice.forApp.x` and fill alice's pending events
+/// (seen on the earlier permissions: alice's pending count went to 20).
+#[tokio::test]
+async fn a_member_cannot_make_jetstream_answer_into_another_members_events() {
+    let b = Broker::start().await;
+    let host = b.connect_creds(&b.setup.host_creds()).await;
+    let host_js = create_events_stream(&host).await;
+    host_creates_durable_of(&host_js, "alice").await;
+    host_creates_durable_of(&host_js, "bob").await;
+    let pending = |js: jetstream::Context| async move {
+        let mut c: jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream("alice", EVENTS_STREAM)
+            .await
+            .unwrap();
+        c.info().await.unwrap().num_pending
+    };
+    let before = pending(host_js.clone()).await;
+    let (bob, mut events, _) = b.member("bob", MemberScope::Member).await;
+    let subject = "$JS.API.CONSUMER.INFO.VETTID_EVENTS.bob";
+    for _ in 0..20 {
+        bob.publish_with_reply(subject, "OwnerSpace.alice.forApp.x", "".into())
+            .await
+            .unwrap();
+    }
+    bob.flush().await.unwrap();
+    // The server refused them (and so made no answer to aim anywhere).
+    expect_violation(&mut events, subject).await;
+    assert_eq!(
+        pending(host_js).await,
+        before,
+        "alice's pending events are unchanged"
+    );
 }

@@ -409,6 +409,38 @@ pub struct SealedEvent {
     pub ciphertext: Vec<u8>,
 }
 
+/// The subject token on which an app asks the **host** for its pending events:
+/// `OwnerSpace.<member>.forVault.events`. The host fetches them from the member's durable
+/// consumer (members have no JetStream rights) and answers only into the member's own inbox.
+pub const EVENTS_CHANNEL: &str = "events";
+
+/// Most events one [`FetchEvents`] returns.
+pub const MAX_FETCH: u16 = 256;
+/// Longest wait for the first event, milliseconds.
+pub const MAX_FETCH_WAIT_MS: u32 = 10_000;
+
+/// App → host on [`EVENTS_CHANNEL`]: up to `max` pending events, waiting at most `wait_ms` for
+/// the first. The host acknowledges what it returns (they are not delivered again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchEvents {
+    /// At most this many (capped at [`MAX_FETCH`]).
+    pub max: u16,
+    /// Waiting at most this long (capped at [`MAX_FETCH_WAIT_MS`]).
+    pub wait_ms: u32,
+}
+
+/// Host → app on [`EVENTS_CHANNEL`]: the events, each a postcard [`SealedEvent`] as the vault
+/// sealed it (the host cannot read them), oldest first; or why there are none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FetchedEvents {
+    /// The events.
+    Events(Vec<Vec<u8>>),
+    /// The request did not decode.
+    Malformed,
+    /// The events could not be fetched now; retry.
+    Unavailable,
+}
+
 /// The associated data of a [`SealedEvent`].
 pub fn event_aad(member: &str, id: &[u8; 16]) -> Vec<u8> {
     [b"vettid/v1/event\0".as_slice(), member.as_bytes(), &[0], id].concat()
