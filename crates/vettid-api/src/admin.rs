@@ -32,7 +32,7 @@ impl FromRequestParts<App> for Admin {
         let token = bearer(parts)?;
         let admin_id: Option<String> =
             sqlx::query_scalar("SELECT admin_id FROM admins WHERE token_hash = ?")
-                .bind(token.digest())
+                .bind(app.digest(&token))
                 .fetch_optional(app.db())
                 .await?;
         admin_id
@@ -52,6 +52,7 @@ const FIRST_ADMIN: &str = "admin";
 pub(crate) async fn bootstrap(
     db: &Db,
     config: &ApiConfig,
+    key: &crate::secret::DigestKey,
     now: i64,
 ) -> Result<Option<PathBuf>, ApiError> {
     let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admins")
@@ -65,7 +66,7 @@ pub(crate) async fn bootstrap(
     let inserted =
         sqlx::query("INSERT INTO admins (admin_id, token_hash, created_at) VALUES (?, ?, ?)")
             .bind(FIRST_ADMIN)
-            .bind(token.digest())
+            .bind(key.digest(&token))
             .bind(now)
             .execute(&mut *tx)
             .await;
@@ -321,7 +322,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, config) = open(dir.path()).await;
 
-        let path = bootstrap(&db, &config, 1_000)
+        let key = crate::secret::DigestKey::fixed(3);
+        let path = bootstrap(&db, &config, &key, 1_000)
             .await
             .unwrap()
             .expect("first admin");
@@ -340,12 +342,13 @@ mod tests {
             .fetch_one(&db)
             .await
             .unwrap();
-        assert_eq!(stored, crate::secret::digest(token));
+        let secret = crate::secret::Secret::from_client(token.to_owned());
+        assert_eq!(stored, key.digest(&secret));
         assert_ne!(stored, token);
 
         // a second start leaves admin and file alone
         let modified = std::fs::metadata(&path).unwrap().modified().unwrap();
-        assert_eq!(bootstrap(&db, &config, 2_000).await.unwrap(), None);
+        assert_eq!(bootstrap(&db, &config, &key, 2_000).await.unwrap(), None);
         assert_eq!(std::fs::read_to_string(&path).unwrap().trim_end(), token);
         assert_eq!(
             std::fs::metadata(&path).unwrap().modified().unwrap(),
@@ -363,7 +366,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (db, mut config) = open(dir.path()).await;
         config.data_dir = dir.path().join("missing-dir");
-        assert!(bootstrap(&db, &config, 1_000).await.is_err());
+        assert!(
+            bootstrap(&db, &config, &crate::secret::DigestKey::fixed(3), 1_000)
+                .await
+                .is_err()
+        );
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM admins")
             .fetch_one(&db)
             .await

@@ -62,6 +62,8 @@ pub(crate) struct State {
     pub(crate) mailer: Arc<dyn Mailer>,
     pub(crate) limiter: RateLimiter,
     pub(crate) nats: Option<NatsIssuing>,
+    /// Keys the digests under which tokens and codes are stored.
+    pub(crate) digest_key: crate::secret::DigestKey,
     background: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -87,7 +89,9 @@ impl App {
             .await
             .map_err(|e| OpenError::Database(e.to_string()))?;
         let now = unix_secs(clock.now());
-        if let Some(path) = admin::bootstrap(&db, &config, now)
+        let digest_key = crate::secret::DigestKey::load_or_create(&config.data_dir)
+            .map_err(|e| OpenError::Bootstrap(format!("the secrets key: {e}")))?;
+        if let Some(path) = admin::bootstrap(&db, &config, &digest_key, now)
             .await
             .map_err(|e| OpenError::Bootstrap(e.to_string()))?
         {
@@ -114,6 +118,7 @@ impl App {
                 mailer,
                 limiter: RateLimiter::default(),
                 nats,
+                digest_key,
                 background: Mutex::new(Vec::new()),
             }),
         })
@@ -122,6 +127,11 @@ impl App {
     /// The configuration the API was opened with.
     pub fn config(&self) -> &ApiConfig {
         &self.state.config
+    }
+
+    /// The stored form of a token or code (keyed: see `secret.rs`).
+    pub(crate) fn digest(&self, secret: &crate::secret::Secret) -> String {
+        self.state.digest_key.digest(secret)
     }
 
     /// All routes, with the JSON 404/405 fallbacks, the body-size limit and the security

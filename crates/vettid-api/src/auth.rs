@@ -41,7 +41,7 @@ impl FromRequestParts<App> for Member {
              JOIN registrations r ON r.member_id = s.member_id \
              WHERE s.token_hash = ? AND r.status = 'approved'",
         )
-        .bind(token.digest())
+        .bind(app.digest(&token))
         .fetch_optional(app.db())
         .await?;
         match row {
@@ -109,7 +109,7 @@ async fn send_magic_link(app: &App, email: &str) -> Result<(), ApiError> {
     sqlx::query(
         "INSERT INTO magic_links (token_hash, member_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
     )
-    .bind(token.digest())
+    .bind(app.digest(&token))
     .bind(&r.member_id)
     .bind(now)
     .bind(now + MAGIC_LINK_SECS)
@@ -174,7 +174,7 @@ async fn verify(
 /// returns the member it signs in, who must still be approved.
 async fn spend_magic_link(app: &App, token: &Secret) -> Result<String, ApiError> {
     let now = app.now();
-    let hash = token.digest();
+    let hash = app.digest(token);
     let spent = sqlx::query(
         "UPDATE magic_links SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?",
     )
@@ -209,7 +209,7 @@ async fn start_session(app: &App, member_id: &str) -> Result<SessionIssued, ApiE
     sqlx::query(
         "INSERT INTO member_sessions (token_hash, member_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
     )
-    .bind(token.digest())
+    .bind(app.digest(&token))
     .bind(member_id)
     .bind(now)
     .bind(expires_at)

@@ -117,7 +117,7 @@ impl FromRequestParts<App> for EnrollmentGrant {
             "SELECT session_id, member_id, token_expires_at, token_used_at \
              FROM enrollment_sessions WHERE token_hash = ?",
         )
-        .bind(token.digest())
+        .bind(app.digest(&token))
         .fetch_optional(app.db())
         .await?;
         let Some((session_id, member_id, expires_at, used_at)) = row else {
@@ -201,8 +201,8 @@ async fn create_session(
     )
     .bind(&session_id)
     .bind(&member.member_id)
-    .bind(code_normalized.digest())
-    .bind(qr_token.digest())
+    .bind(app.digest(&code_normalized))
+    .bind(app.digest(&qr_token))
     .bind(EnrollmentPhase::Created.as_str())
     .bind(now)
     .bind(now + CODE_SECS)
@@ -408,7 +408,7 @@ async fn authenticate(
     .bind(now)
     .bind(EnrollmentPhase::Authenticated.as_str())
     .bind(device_name)
-    .bind(token.digest())
+    .bind(app.digest(&token))
     .bind(now + TOKEN_SECS)
     .bind(&session_id)
     .bind(now)
@@ -438,7 +438,7 @@ async fn find_session(app: &App, presented: &Presented) -> Result<(String, Strin
                 "SELECT session_id, member_id, expires_at, authenticated_at FROM enrollment_sessions \
                  WHERE code_hash = ? ORDER BY created_at DESC LIMIT 1",
             )
-            .bind(code.digest())
+            .bind(app.digest(code))
             .fetch_optional(app.db())
             .await?
         }
@@ -446,7 +446,7 @@ async fn find_session(app: &App, presented: &Presented) -> Result<(String, Strin
             "SELECT session_id, member_id, expires_at, authenticated_at FROM enrollment_sessions \
                  WHERE qr_token_hash = ?",
         )
-        .bind(token.digest())
+        .bind(app.digest(token))
         .fetch_optional(app.db())
         .await?,
     };

@@ -1,15 +1,17 @@
 //! Bearer secrets: tokens and one-time codes.
 //!
 //! Every secret is drawn from a CSPRNG, handed to its holder once, and stored only as its
-//! SHA-256 digest ([`digest`]). A presented secret is checked by looking its digest up, so no
-//! comparison of secret bytes happens in application code (the database compares digests,
-//! which reveal nothing about the secret). [`Secret`] prints as `[REDACTED]` in `Debug`, so a
-//! secret cannot reach a log by accident.
+//! **keyed** digest: HMAC-SHA256 under the server's [`DigestKey`] (`<data>/secrets.key`, 0600).
+//! A short code (an enrollment code has ~40 bits) stored as a plain hash could be inverted by
+//! whoever reads the database within its lifetime; without the key the stored digests say
+//! nothing. A presented secret is checked by looking its digest up, so no comparison of secret
+//! bytes happens in application code. [`Secret`] prints as `[REDACTED]` in `Debug`, so a secret
+//! cannot reach a log by accident.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng as _;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use std::fmt;
 
 /// A token or code in clear, as handed to (or received from) its holder.
@@ -31,10 +33,44 @@ impl Secret {
     pub(crate) fn expose(&self) -> &str {
         &self.0
     }
+}
 
-    /// The digest under which this secret is stored.
-    pub(crate) fn digest(&self) -> String {
-        digest(&self.0)
+/// The server's key for the digests of stored secrets.
+pub(crate) struct DigestKey(zeroize::Zeroizing<[u8; 32]>);
+
+impl DigestKey {
+    /// Loads `<dir>/secrets.key`, or creates it (32 random bytes, mode 0600).
+    pub(crate) fn load_or_create(dir: &std::path::Path) -> std::io::Result<DigestKey> {
+        let path = dir.join("secrets.key");
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                    std::io::Error::other(format!("{} is not a 32-byte key", path.display()))
+                })?;
+                Ok(DigestKey(zeroize::Zeroizing::new(key)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = random_bytes::<32>();
+                crate::mail::write_atomically(dir, "secrets.key", &key)?;
+                Ok(DigestKey(zeroize::Zeroizing::new(key)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A key for tests.
+    #[cfg(test)]
+    pub(crate) fn fixed(byte: u8) -> DigestKey {
+        DigestKey(zeroize::Zeroizing::new([byte; 32]))
+    }
+
+    /// Lowercase hex HMAC-SHA256 of `secret`: the only form in which secrets are stored.
+    pub(crate) fn digest(&self, secret: &Secret) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<Sha256>::new_from_slice(&self.0[..]).expect("any key length");
+        mac.update(b"vettid/v1/stored-secret\0");
+        mac.update(secret.0.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 }
 
@@ -54,11 +90,6 @@ impl<'de> serde::Deserialize<'de> for Secret {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
         String::deserialize(d).map(Secret)
     }
-}
-
-/// Lowercase hex SHA-256 of `secret`: the only form in which secrets are stored.
-pub(crate) fn digest(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
 /// `N` bytes from the thread-local CSPRNG (ChaCha, seeded and reseeded from the OS).
@@ -156,10 +187,21 @@ mod tests {
     }
 
     #[test]
-    fn digest_is_sha256_hex() {
-        assert_eq!(
-            digest("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    fn stored_digests_need_the_key() {
+        let code = Secret::from_client("ABCD-EFGH".into());
+        let (a, b) = (DigestKey::fixed(1), DigestKey::fixed(2));
+        assert_eq!(a.digest(&code), a.digest(&code));
+        assert_eq!(a.digest(&code).len(), 64);
+        assert_ne!(
+            a.digest(&code),
+            b.digest(&code),
+            "another key, another digest"
+        );
+        // Not the plain hash an earlier version stored (invertible for a ~40-bit code).
+        use sha2::Digest;
+        assert_ne!(
+            a.digest(&code),
+            hex::encode(sha2::Sha256::digest(code.expose().as_bytes()))
         );
     }
 

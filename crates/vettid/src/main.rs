@@ -62,6 +62,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Everything VettID writes (databases, logs, keys, sockets; and what its children write)
+    // is for its own user only.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args),

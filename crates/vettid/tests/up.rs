@@ -209,6 +209,40 @@ fn up_is_ready_serves_health_and_ctrl_c_leaves_no_child() {
     assert!(dir.path().join("logs/nats-server.log").is_file());
 }
 
+/// Issue 11, finding 6: what `vettid up` and its children write is for their user only.
+#[test]
+fn nothing_in_the_data_directory_is_readable_by_other_local_users() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut up = Up::start(&data, &[]);
+    up.wait_line("ready");
+    // The api has made its database (and its WAL) and every child has logged by now.
+    let res = http_get(&up.field("api"), "/health");
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    fn walk(p: &Path, out: &mut Vec<(PathBuf, u32)>) {
+        let mode = std::fs::symlink_metadata(p).unwrap().permissions().mode();
+        out.push((p.to_owned(), mode));
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).unwrap().flatten() {
+                walk(&e.path(), out);
+            }
+        }
+    }
+    let mut entries = Vec::new();
+    walk(&data, &mut entries);
+    assert!(entries.iter().any(|(p, _)| p.ends_with("api.db")));
+    assert!(entries.iter().any(|(p, _)| p.ends_with("logs/api.log")));
+    let open: Vec<_> = entries
+        .iter()
+        .filter(|(_, mode)| mode & 0o077 != 0)
+        .map(|(p, mode)| format!("{} {:o}", p.display(), mode & 0o777))
+        .collect();
+    assert!(open.is_empty(), "readable by others: {open:#?}");
+    kill(up.pid(), Signal::SIGTERM).unwrap();
+    up.wait();
+}
+
 #[test]
 fn sigterm_stops_every_child() {
     let dir = tempfile::tempdir().unwrap();

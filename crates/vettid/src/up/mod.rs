@@ -323,7 +323,9 @@ fn describe(status: Option<std::process::ExitStatus>) -> String {
 }
 
 fn prepare_data_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
         .with_context(|| format!("creating data directory {}", dir.display()))?;
     dir.canonicalize()
         .with_context(|| format!("resolving data directory {}", dir.display()))
