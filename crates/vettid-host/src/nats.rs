@@ -21,6 +21,11 @@ use vettid_proto::session::{
 
 /// The queue group of hosts serving `forVault` subjects.
 pub const QUEUE_GROUP: &str = "vettid-host";
+/// App messages being handled at once, across members; beyond, each is answered "busy".
+const MAX_IN_FLIGHT: usize = 2048;
+/// App messages being handled at once for one member: one member cannot take the host's
+/// capacity (or the enclave's workers) from the others.
+const MEMBER_IN_FLIGHT: usize = 8;
 /// How long events are kept for apps that are offline.
 const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Events kept per member subject at most (the oldest go first): no member's events can
@@ -54,7 +59,27 @@ pub async fn connect(url: &str, creds: &Path) -> Result<Router, async_nats::Erro
         client,
         js,
         consumers: std::sync::Mutex::new(std::collections::HashSet::new()),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
+        per_member: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
     })
+}
+
+/// One member's claim on the router while a message of theirs is handled.
+struct MemberSlot {
+    member: String,
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+}
+
+impl Drop for MemberSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.member) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.member);
+            }
+        }
+    }
 }
 
 /// A connected router.
@@ -63,6 +88,8 @@ pub struct Router {
     js: jetstream::Context,
     /// Members whose events consumer is known to exist.
     consumers: std::sync::Mutex<std::collections::HashSet<String>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    per_member: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
 
 impl Router {
@@ -76,10 +103,51 @@ impl Router {
         tracing::info!("routing OwnerSpace.*.forVault.* to the enclave");
         let this = Arc::new(self);
         while let Some(msg) = requests.next().await {
+            let member = msg.subject.split('.').nth(1).unwrap_or_default().to_owned();
+            let Some((permit, slot)) = this.claim(&member) else {
+                this.busy(&member, msg).await;
+                continue;
+            };
             let (this, host) = (this.clone(), host.clone());
-            tokio::spawn(async move { this.route(&host, msg).await });
+            tokio::spawn(async move {
+                this.route(&host, msg).await;
+                drop((permit, slot));
+            });
         }
         Ok(())
+    }
+
+    /// A place for one more message of `member`'s, if the global and the member's bounds allow.
+    fn claim(&self, member: &str) -> Option<(tokio::sync::OwnedSemaphorePermit, MemberSlot)> {
+        let permit = self.in_flight.clone().try_acquire_owned().ok()?;
+        let mut counts = self.per_member.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(member.to_owned()).or_insert(0);
+        if *n >= MEMBER_IN_FLIGHT {
+            return None;
+        }
+        *n += 1;
+        Some((
+            permit,
+            MemberSlot {
+                member: member.to_owned(),
+                counts: self.per_member.clone(),
+            },
+        ))
+    }
+
+    /// Answers "busy" at once (into the member's own inbox only), without doing the work.
+    async fn busy(&self, member: &str, msg: async_nats::Message) {
+        let Some(reply_to) = msg.reply else { return };
+        if !vettid_nats::is_member_reply_subject(member, &reply_to) {
+            return;
+        }
+        let events = msg.subject.ends_with(&format!(".{EVENTS_CHANNEL}"));
+        let answer = if events {
+            to_body(&FetchedEvents::Unavailable)
+        } else {
+            to_body(&ToApp::Refused(SessionError::Busy))
+        };
+        let _ = self.client.publish(reply_to, answer.into()).await;
     }
 
     async fn route(&self, host: &Host, msg: async_nats::Message) {

@@ -81,6 +81,17 @@ pub(crate) struct Permissions {
     pub(crate) nothing: bool,
     /// May publish once to the reply subject of each message it received.
     pub(crate) responses: bool,
+    /// Subscriptions and message size at most (`None`: unlimited).
+    pub(crate) limits: Option<UserLimits>,
+}
+
+/// Per-connection limits the server enforces for a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct UserLimits {
+    /// Subscriptions at once.
+    pub(crate) subs: i64,
+    /// Bytes per message.
+    pub(crate) payload: i64,
 }
 
 /// A user. `issuer_account` is set when `signer` is an account signing key.
@@ -103,6 +114,10 @@ pub(crate) fn user(
         if !perms.subscribe.is_empty() {
             nats["sub"] = json!({"allow": perms.subscribe});
         }
+    }
+    if let Some(l) = perms.limits {
+        nats["subs"] = json!(l.subs);
+        nats["payload"] = json!(l.payload);
     }
     if perms.responses {
         // One reply per request received; ttl 0 = the server default (2 minutes).

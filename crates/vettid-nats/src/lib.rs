@@ -318,6 +318,7 @@ fn host_permissions() -> Permissions {
         nothing: false,
         // Replies go to each member's own inbox prefix, which host may not publish to otherwise.
         responses: true,
+        limits: None,
     }
 }
 
@@ -356,8 +357,19 @@ fn member_permissions(m: &str, scope: MemberScope) -> Permissions {
         subscribe,
         nothing: false,
         responses: false,
+        // An app message is one session message (≤ 64 KiB) in a small envelope; an app needs
+        // its inbox, its events subject and a few requests at once.
+        limits: Some(jwt::UserLimits {
+            subs: MEMBER_SUBSCRIPTIONS,
+            payload: MEMBER_PAYLOAD,
+        }),
     }
 }
+
+/// Subscriptions a member's connection may hold at once.
+pub const MEMBER_SUBSCRIPTIONS: i64 = 16;
+/// Largest message a member may publish, bytes.
+pub const MEMBER_PAYLOAD: i64 = 128 * 1024;
 
 /// What a member's user JWT allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -420,3 +420,61 @@ async fn a_member_cannot_make_jetstream_answer_into_another_members_events() {
         "alice's pending events are unchanged"
     );
 }
+
+/// Issue 11, finding 4: member JWTs limit message size and subscriptions; the server refuses
+/// beyond them.
+#[tokio::test]
+async fn member_connections_are_limited_in_payload_and_subscriptions() {
+    let b = Broker::start().await;
+    let (alice, mut events, _) = b.member("alice", MemberScope::Member).await;
+    let mut subs = Vec::new();
+    for i in 0..(vettid_nats::MEMBER_SUBSCRIPTIONS + 4) {
+        subs.push(
+            alice
+                .subscribe(format!("OwnerSpace.alice.forApp.s{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    alice.flush().await.unwrap();
+    let found = tokio::time::timeout(WITHIN, async {
+        while let Some(e) = events.recv().await {
+            if let Event::ServerError(err) = &e
+                && err
+                    .to_string()
+                    .to_lowercase()
+                    .contains("maximum subscriptions")
+            {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no refusal beyond the subscription limit");
+    drop(subs);
+
+    let (big, mut big_events, _) = b.member("alice", MemberScope::Member).await;
+    let payload = vec![0u8; vettid_nats::MEMBER_PAYLOAD as usize + 1];
+    let _ = big
+        .publish("OwnerSpace.alice.forVault.session", payload.into())
+        .await;
+    let _ = big.flush().await;
+    let refused = tokio::time::timeout(WITHIN, async {
+        while let Some(e) = big_events.recv().await {
+            match &e {
+                Event::ServerError(err) if err.to_string().to_lowercase().contains("payload") => {
+                    return true;
+                }
+                Event::Disconnected | Event::Closed => return true,
+                _ => {}
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        refused,
+        Ok(true),
+        "a message over the payload limit was refused"
+    );
+}

@@ -1319,3 +1319,41 @@ mod feed {
         assert!(ok && out.starts_with("seq,at_ms,kind"), "{out}");
     }
 }
+
+/// Issue 11, finding 4: one member sends 200 requests at once; the host handles a few of them
+/// at a time and answers the rest "busy" at once, and another member is served meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_member_cannot_take_the_host_from_the_others() {
+    let stack = UpStack::start();
+    let alice = stack.enrolled("alice", "1111").await;
+    let bob = stack.enrolled("bob", "2222").await;
+    let connect = |p: &vettid_client::profile::Profile| {
+        let member = p.member().unwrap().to_owned();
+        let creds = p.creds().unwrap();
+        let url = stack.nats.clone();
+        async move {
+            vettid_client::vault::connect(&url, &creds, &member)
+                .await
+                .unwrap()
+        }
+    };
+    let (a, b) = (connect(&alice).await, connect(&bob).await);
+    let attest = |n: u8| postcard::to_allocvec(&FromApp::Attest { nonce: [n; 32] }).unwrap();
+    let flood =
+        futures::future::join_all((0..200u8).map(|i| raw(&a, Channel::Attestation, attest(i))));
+    let (answers, bobs) = tokio::join!(flood, raw(&b, Channel::Attestation, attest(7)));
+    let busy = answers
+        .iter()
+        .filter(|a| matches!(a, ToApp::Refused(SessionError::Busy)))
+        .count();
+    let served = answers
+        .iter()
+        .filter(|a| matches!(a, ToApp::Attestation { .. }))
+        .count();
+    assert!(busy > 0, "no request was refused as busy ({served} served)");
+    assert_eq!(busy + served, 200, "every request got a typed answer");
+    assert!(
+        matches!(bobs, ToApp::Attestation { .. }),
+        "the other member was served: {bobs:?}"
+    );
+}
