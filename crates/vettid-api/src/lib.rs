@@ -76,4 +76,7 @@ pub use error::ApiError;
 pub use invites::{Invite, NewInvite};
 pub use mail::{Mail, MailError, Mailer, OutboxMailer};
 pub use nats::{REFRESH_CONTEXT, refresh_message};
+/// The rate limiter, for its benchmark (`benches/ratelimit.rs`).
+#[doc(hidden)]
+pub use ratelimit::{MAX_WINDOWS, RateLimiter};
 pub use registration::{Registration, RegistrationStatus};

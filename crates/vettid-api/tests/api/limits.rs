@@ -154,7 +154,7 @@ async fn guessing_enrollment_codes_is_limited_per_ip() {
 }
 
 #[tokio::test]
-async fn ipv6_clients_are_limited_by_their_64() {
+async fn ipv6_clients_are_limited_by_their_48() {
     let h = Harness::with(|c| {
         c.limits = Limits {
             verify_per_ip: Rate::per_hour(2),
@@ -163,7 +163,8 @@ async fn ipv6_clients_are_limited_by_their_64() {
     })
     .await;
     let token = json!({ "token": "A".repeat(43) });
-    for from in ["2001:db8:1:2::1", "2001:db8:1:2::ffff"] {
+    // Two addresses in two /64s of one /48: one site.
+    for from in ["2001:db8:1:2::1", "2001:db8:1:ffff::ffff"] {
         let r = h
             .post("/v1/auth/verify")
             .ip(ip(from))
@@ -174,16 +175,16 @@ async fn ipv6_clients_are_limited_by_their_64() {
     }
     let r = h
         .post("/v1/auth/verify")
-        .ip(ip("2001:db8:1:2:abcd::7"))
+        .ip(ip("2001:db8:1:77:abcd::7"))
         .json(&token)
         .send()
         .await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     let r = h
         .post("/v1/auth/verify")
-        .ip(ip("2001:db8:1:3::1"))
+        .ip(ip("2001:db8:2::1"))
         .json(&token)
         .send()
         .await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "another /64");
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "another /48");
 }
