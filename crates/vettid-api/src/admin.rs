@@ -113,6 +113,8 @@ pub(crate) fn routes() -> Router<App> {
             "/v1/admin/members/{member_id}/revoke-nats",
             post(revoke_nats),
         )
+        .route("/v1/admin/members/{member_id}/suspend", post(suspend))
+        .route("/v1/admin/members/{member_id}/unsuspend", post(unsuspend))
 }
 
 #[derive(Serialize)]
@@ -223,6 +225,93 @@ async fn revoke_nats(
     Ok(Json(Revoked {
         revoked: outcome.keys,
         devices_revoked: outcome.devices,
+    }))
+}
+
+#[derive(Serialize)]
+struct Suspended {
+    suspended: bool,
+    sessions_ended: u64,
+    /// Whether the NATS revocation reached the server (if not, it holds in the database and
+    /// `revoke-nats` pushes it again).
+    nats_pushed: bool,
+}
+
+/// `POST /v1/admin/members/{member_id}/suspend` → the member's web sessions end, enrollments
+/// in progress end, devices and NATS credentials are revoked (when NATS is set up), and until
+/// `unsuspend` they cannot sign in, enroll or renew credentials.
+async fn suspend(
+    State(app): State<App>,
+    admin: Admin,
+    ApiPath(member_id): ApiPath,
+) -> Result<Json<Suspended>, ApiError> {
+    let member = crate::validate::member_id(&member_id)?;
+    let known: Option<String> =
+        sqlx::query_scalar("SELECT member_id FROM registrations WHERE member_id = ?")
+            .bind(&member)
+            .fetch_optional(app.db())
+            .await?;
+    known.ok_or(ApiError::NotFound("no such member"))?;
+    let now = app.now();
+    let mut tx = app.db().begin().await?;
+    sqlx::query(
+        "INSERT INTO member_suspensions (member_id, suspended_at, suspended_by) VALUES (?, ?, ?)          ON CONFLICT (member_id) DO NOTHING",
+    )
+    .bind(&member)
+    .bind(now)
+    .bind(&admin.admin_id)
+    .execute(&mut *tx)
+    .await?;
+    let sessions_ended = sqlx::query("DELETE FROM member_sessions WHERE member_id = ?")
+        .bind(&member)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    audit(app.db(), &admin.admin_id, "member.suspend", &member, now).await?;
+    let nats_pushed = match app.state.nats.is_some() {
+        false => false,
+        true => match nats::revoke_member(&app, &member).await {
+            Ok(_) => true,
+            Err(ApiError::BadGateway(_)) => false,
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Json(Suspended {
+        suspended: true,
+        sessions_ended,
+        nats_pushed,
+    }))
+}
+
+/// `POST /v1/admin/members/{member_id}/unsuspend` → the member may sign in again (their
+/// revoked devices stay revoked: a new device comes through recovery).
+async fn unsuspend(
+    State(app): State<App>,
+    admin: Admin,
+    ApiPath(member_id): ApiPath,
+) -> Result<Json<Suspended>, ApiError> {
+    let member = crate::validate::member_id(&member_id)?;
+    let lifted = sqlx::query("DELETE FROM member_suspensions WHERE member_id = ?")
+        .bind(&member)
+        .execute(app.db())
+        .await?
+        .rows_affected();
+    if lifted == 0 {
+        return Err(ApiError::NotFound("no such suspension"));
+    }
+    audit(
+        app.db(),
+        &admin.admin_id,
+        "member.unsuspend",
+        &member,
+        app.now(),
+    )
+    .await?;
+    Ok(Json(Suspended {
+        suspended: false,
+        sessions_ended: 0,
+        nats_pushed: false,
     }))
 }
 

@@ -49,9 +49,30 @@ impl FromRequestParts<App> for Member {
             Some((_, expires_at)) if expires_at <= app.now() => {
                 Err(ApiError::Unauthorized("session expired; sign in again"))
             }
-            Some((member_id, _)) => Ok(Member { member_id }),
+            Some((member_id, _)) => {
+                ensure_not_suspended(app, &member_id).await?;
+                Ok(Member { member_id })
+            }
         }
     }
+}
+
+/// Whether an admin has suspended `member`.
+pub(crate) async fn is_suspended(app: &App, member: &str) -> Result<bool, ApiError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM member_suspensions WHERE member_id = ?")
+        .bind(member)
+        .fetch_one(app.db())
+        .await?;
+    Ok(n > 0)
+}
+
+/// `Forbidden` for a suspended member: checked by the member extractor, sign-in, enrollment,
+/// finalize and credential renewal.
+pub(crate) async fn ensure_not_suspended(app: &App, member: &str) -> Result<(), ApiError> {
+    if is_suspended(app, member).await? {
+        return Err(ApiError::Forbidden("this membership is suspended"));
+    }
+    Ok(())
 }
 
 pub(crate) fn routes() -> Router<App> {
@@ -101,7 +122,9 @@ async fn send_magic_link(app: &App, email: &str) -> Result<(), ApiError> {
     let Some(r) = crate::registration::find_by_email(app.db(), email).await? else {
         return Ok(());
     };
-    if r.status != crate::registration::RegistrationStatus::Approved {
+    if r.status != crate::registration::RegistrationStatus::Approved
+        || is_suspended(app, &r.member_id).await?
+    {
         return Ok(());
     }
     let now = app.now();
@@ -203,6 +226,7 @@ async fn spend_magic_link(app: &App, token: &Secret) -> Result<String, ApiError>
 }
 
 async fn start_session(app: &App, member_id: &str) -> Result<SessionIssued, ApiError> {
+    ensure_not_suspended(app, member_id).await?;
     let now = app.now();
     let token = Secret::random_token();
     let expires_at = now + MEMBER_SESSION_SECS;

@@ -15,8 +15,14 @@ use std::time::Duration;
 pub(crate) type Db = SqlitePool;
 
 /// The migrations, in order (file names as `sqlx migrate` expects them).
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "initial", include_str!("../migrations/0001_initial.sql")),
+    (
+        2,
+        "suspensions",
+        include_str!("../migrations/0002_suspensions.sql"),
+    ),
+];
 
 fn migrator() -> Migrator {
     use sqlx::SqlSafeStr as _;

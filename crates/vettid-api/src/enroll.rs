@@ -129,6 +129,9 @@ impl FromRequestParts<App> for EnrollmentGrant {
         if expires_at.is_none_or(|t| t <= app.now()) {
             return Err(ApiError::Unauthorized("enrollment token expired"));
         }
+        // Every use of an enrollment token (NATS credentials, phases, finalize) stops here
+        // for a suspended member.
+        crate::auth::ensure_not_suspended(app, &member_id).await?;
         Ok(EnrollmentGrant {
             session_id,
             member_id,
@@ -147,13 +150,13 @@ pub(crate) fn routes() -> Router<App> {
 }
 
 /// Whether `member` has an enrolled device that is not revoked.
-async fn has_active_device(app: &App, member: &str) -> Result<bool, ApiError> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM devices WHERE member_id = ? AND revoked_at IS NULL",
-    )
-    .bind(member)
-    .fetch_one(app.db())
-    .await?;
+/// Whether `member` ever finalized an enrollment: the enclave then holds their vault, revoked
+/// devices or not, and a new device can only come through recovery.
+async fn has_vault(app: &App, member: &str) -> Result<bool, ApiError> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE member_id = ?")
+        .bind(member)
+        .fetch_one(app.db())
+        .await?;
     Ok(n > 0)
 }
 
@@ -184,9 +187,9 @@ async fn create_session(
     State(app): State<App>,
     member: Member,
 ) -> Result<(StatusCode, Json<SessionCreated>), ApiError> {
-    if has_active_device(&app, &member.member_id).await? {
+    if has_vault(&app, &member.member_id).await? {
         return Err(ApiError::Conflict(
-            "this member has already enrolled a device",
+            "this member already has a vault; a new device comes through recovery",
         ));
     }
     let now = app.now();
@@ -397,6 +400,7 @@ async fn authenticate(
     )?;
 
     let (session_id, member_id) = find_session(&app, &presented).await?;
+    crate::auth::ensure_not_suspended(&app, &member_id).await?;
     let now = app.now();
     let token = Secret::random_token();
     let mut tx = app.db().begin().await?;
@@ -601,15 +605,13 @@ async fn finalize(
     let now = app.now();
     let mut tx = app.db().begin().await?;
     spend_enrollment_token(&mut tx, &grant, now).await?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM devices WHERE member_id = ? AND revoked_at IS NULL",
-    )
-    .bind(&grant.member_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    if active > 0 {
+    let enrolled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE member_id = ?")
+        .bind(&grant.member_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if enrolled > 0 {
         return Err(ApiError::Conflict(
-            "this member has already enrolled a device",
+            "this member already has a vault; a new device comes through recovery",
         ));
     }
     register_device(&mut tx, &grant, &device_key, now).await?;

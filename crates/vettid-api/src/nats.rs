@@ -189,6 +189,7 @@ async fn refresh(
         signature,
     };
     proof.check(&app).await?;
+    crate::auth::ensure_not_suspended(&app, &member).await?;
     let lifetime = limits.member_jwt_lifetime;
     let issued = nats.sign(
         &member,

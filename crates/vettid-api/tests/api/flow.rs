@@ -291,17 +291,12 @@ async fn revocation_refuses_every_key_and_reports_an_unreachable_server() {
             .await;
         r.assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     }
-    // the member may enroll again (with a new device), and a revoked key is never reissued
-    let s = h.enrollment_session(&e.session).await;
-    let auth = h.authenticate(json!({ "code": s["code"] })).await;
-    let et = auth.body["enrollment_token"].as_str().unwrap();
-    let reuse = h
-        .post("/v1/enroll/nats")
-        .bearer(et)
-        .json(&json!({ "nats_public_key": second.public_key() }))
+    // the vault exists: no second enrollment (a new device comes through recovery)
+    h.post("/v1/enroll/sessions")
+        .bearer(&e.session)
         .send()
-        .await;
-    reuse.assert_error(StatusCode::CONFLICT, "conflict");
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
 
     // unknown member: 404; malformed member id: 400
     let unknown = "/v1/admin/members/00000000-0000-4000-8000-000000000000/revoke-nats";

@@ -9,3 +9,4 @@ mod flow;
 mod harness;
 mod limits;
 mod registration;
+mod suspend;
