@@ -103,7 +103,16 @@ async fn magic_link(
     let email = validate::email(&req.email)?;
     let limits = &app.state.config.limits;
     app.rate_limit("magic_link_ip", &ip_key(ip), limits.magic_link_per_ip)?;
-    app.rate_limit("magic_link_email", &email, limits.magic_link_per_email)?;
+    // Per address *and* email, so that from other addresses nobody can spend a member's
+    // allowance; and ten times that per email from everywhere, so mail to one address stays
+    // bounded.
+    let key = format!("{}|{email}", ip_key(ip));
+    app.rate_limit("magic_link_email", &key, limits.magic_link_per_email)?;
+    let all = crate::config::Rate {
+        max: limits.magic_link_per_email.max.saturating_mul(10),
+        per: limits.magic_link_per_email.per,
+    };
+    app.rate_limit("magic_link_email_all", &email, all)?;
     let worker = app.clone();
     app.spawn_background(async move {
         if let Err(e) = send_magic_link(&worker, &email).await {

@@ -18,7 +18,7 @@ const MAX_USES: u32 = 10_000;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NewInvite {
-    /// A custom code: 4–50 of `[A-Za-z0-9_-]`, case-sensitive. Default `VET-` + 16 upper hex.
+    /// A custom code: 12–50 of `[A-Za-z0-9_-]`, case-sensitive. Default `VET-` + 16 upper hex.
     pub code: Option<String>,
     /// Registrations it allows, 1–10000 (default 1).
     pub max_uses: Option<u32>,
@@ -148,9 +148,12 @@ pub(crate) async fn take_use(
     .bind(code)
     .fetch_optional(&mut *tx)
     .await?;
+    // Unknown, expired and spent invites get one answer: a guesser learns nothing of which
+    // codes exist.
     match (taken.rows_affected(), row) {
         (1, Some(row)) => Ok(row.into()),
-        (_, None) => Err(ApiError::bad_request("the invite code is not valid")),
-        (_, Some(_)) => Err(ApiError::Gone("the invite has expired or has no uses left")),
+        _ => Err(ApiError::bad_request(
+            "the invite code is not valid (unknown, expired or used up)",
+        )),
     }
 }

@@ -67,9 +67,10 @@ fn domain_ok(domain: &str) -> bool {
         })
 }
 
-/// An invite code: 4–50 of `[A-Za-z0-9_-]`, case-sensitive.
+/// An invite code: 12–50 of `[A-Za-z0-9_-]`, case-sensitive (a short custom code would be
+/// guessable).
 pub(crate) fn invite_code(value: &str) -> Result<String, ApiError> {
-    let ok = (4..=50).contains(&value.len())
+    let ok = (12..=50).contains(&value.len())
         && value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
@@ -77,7 +78,7 @@ pub(crate) fn invite_code(value: &str) -> Result<String, ApiError> {
         Ok(value.to_owned())
     } else {
         Err(ApiError::bad_request(
-            "invite code must be 4 to 50 of A-Z a-z 0-9 _ -",
+            "invite code must be 12 to 50 of A-Z a-z 0-9 _ -",
         ))
     }
 }

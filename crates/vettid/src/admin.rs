@@ -31,7 +31,7 @@ enum AdminCommand {
         /// Approve registrations made with it at once.
         #[arg(long)]
         auto_approve: bool,
-        /// A custom code (4–50 of A-Z a-z 0-9 _ -); default VET-<16 hex>.
+        /// A custom code (12–50 of A-Z a-z 0-9 _ -); default VET-<16 hex>.
         #[arg(long)]
         code: Option<String>,
     },

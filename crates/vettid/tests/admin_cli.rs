@@ -87,14 +87,19 @@ async fn admin_creates_invites_lists_and_approves_registrations() {
     assert_eq!(invite["auto_approve"], false);
     let out = ok(&admin(
         &data,
-        &["create-invite", "--code", "team-2026", "--auto-approve"],
+        &[
+            "create-invite",
+            "--code",
+            "team-2026-spring",
+            "--auto-approve",
+        ],
     ));
     assert!(
-        out.contains("team-2026") && out.contains("auto-approve"),
+        out.contains("team-2026-spring") && out.contains("auto-approve"),
         "{out}"
     );
     fails_with(
-        &admin(&data, &["create-invite", "--code", "team-2026"]),
+        &admin(&data, &["create-invite", "--code", "team-2026-spring"]),
         "exists",
     );
     fails_with(

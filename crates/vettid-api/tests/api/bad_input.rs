@@ -124,7 +124,7 @@ async fn routes(h: &Harness) -> Vec<Route> {
         Route {
             uri: "/v1/admin/invites",
             bearer: admin,
-            valid: json!({"code": "VALID-code1", "max_uses": 2, "expires_in_secs": 3600, "auto_approve": false}),
+            valid: json!({"code": "VALID-code-01", "max_uses": 2, "expires_in_secs": 3600, "auto_approve": false}),
             required: &[],
             hex: &[],
         },

@@ -93,9 +93,10 @@ async fn an_invite_is_exhausted_after_max_uses() {
         StatusCode::CREATED
     );
     let before = h.snapshot().await;
+    // Spent invites answer as unknown ones do.
     h.register("a3@example.com", &code)
         .await
-        .assert_error(StatusCode::GONE, "gone");
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
     assert_eq!(h.snapshot().await, before);
     let list = h.admin(Method::GET, "/v1/admin/invites").send().await;
     assert_eq!(list.body["items"][0]["uses"], 2);
@@ -116,16 +117,16 @@ async fn an_invite_expires_with_the_clock() {
     let before = h.snapshot().await;
     h.register("late@example.com", &code)
         .await
-        .assert_error(StatusCode::GONE, "gone");
+        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
     assert_eq!(h.snapshot().await, before);
 }
 
 #[tokio::test]
 async fn an_unknown_invite_is_400_and_codes_are_case_sensitive() {
     let h = Harness::new().await;
-    h.invite(json!({"code": "CaseCode"})).await;
+    h.invite(json!({"code": "CaseCode-2026"})).await;
     let before = h.snapshot().await;
-    for code in ["NOPE-1234", "casecode"] {
+    for code in ["NOPE-12345678", "casecode-2026"] {
         h.register("x@example.com", code)
             .await
             .assert_error(StatusCode::BAD_REQUEST, "bad_request");
@@ -222,4 +223,36 @@ async fn admins_list_approve_and_reject_registrations() {
     assert_eq!(r.status, StatusCode::ACCEPTED);
     h.app.background_idle().await;
     assert!(h.take_mails("pending-b@example.com").is_empty());
+}
+
+/// Issue 11, finding 7: custom invite codes are long enough not to be guessed, and an unknown
+/// code, an expired one and a spent one get the same answer.
+#[tokio::test]
+async fn short_custom_codes_are_refused_and_invites_answer_alike() {
+    let h = Harness::new().await;
+    let r = h
+        .admin(Method::POST, "/v1/admin/invites")
+        .json(&json!({"code": "ABCD"}))
+        .send()
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, "bad_request");
+    let spent = h.invite(json!({"max_uses": 1})).await;
+    assert_eq!(
+        h.register("first@example.com", &spent).await.status,
+        StatusCode::CREATED
+    );
+    let expired = h.invite(json!({"expires_in_secs": 60})).await;
+    h.advance(61);
+    let answers: Vec<(StatusCode, String)> =
+        register_each(&h, &[&spent, &expired, "VET-00000000000000AA"]).await;
+    assert!(answers.windows(2).all(|w| w[0] == w[1]), "{answers:?}");
+}
+
+async fn register_each(h: &Harness, codes: &[&str]) -> Vec<(StatusCode, String)> {
+    let mut out = Vec::new();
+    for (i, code) in codes.iter().enumerate() {
+        let r = h.register(&format!("probe{i}@example.com"), code).await;
+        out.push((r.status, r.body["error"]["message"].to_string()));
+    }
+    out
 }
