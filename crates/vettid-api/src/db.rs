@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "suspensions",
         include_str!("../migrations/0002_suspensions.sql"),
     ),
+    (
+        3,
+        "device confirmation",
+        include_str!("../migrations/0003_device_confirmation.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

@@ -281,7 +281,7 @@ pub(crate) struct RevokeOutcome {
 /// pushes it to the server. The database is updated before the push, so a failed push (502)
 /// leaves the member revoked here and a retry pushes again.
 pub(crate) async fn revoke_member(app: &App, member: &str) -> Result<RevokeOutcome, ApiError> {
-    let nats = app.nats()?;
+    app.nats()?;
     let member = validate::member_id(member)?;
     let known: Option<String> =
         sqlx::query_scalar("SELECT member_id FROM registrations WHERE member_id = ?")
@@ -299,28 +299,47 @@ pub(crate) async fn revoke_member(app: &App, member: &str) -> Result<RevokeOutco
             .execute(app.db())
             .await?
             .rows_affected();
+    let keys = revoke_issued(app, &member, None).await?;
+    Ok(RevokeOutcome { keys, devices })
+}
+
+/// Revokes on the server every NATS user key ever issued to `member` (of `scope`, or any),
+/// and pushes the account JWT. The database is updated before the push, so a failed push
+/// (502) leaves the keys revoked here and a retry revokes and pushes them again. Returns how
+/// many keys were revoked.
+pub(crate) async fn revoke_issued(
+    app: &App,
+    member: &str,
+    scope: Option<MemberScope>,
+) -> Result<usize, ApiError> {
+    let nats = app.nats()?;
+    let scope = scope.map(scope_name);
     let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT user_public_key FROM nats_user_keys WHERE member_id = ? ORDER BY user_public_key",
+        "SELECT user_public_key FROM nats_user_keys WHERE member_id = ? \
+         AND (? IS NULL OR scope = ?) ORDER BY user_public_key",
     )
-    .bind(&member)
+    .bind(member)
+    .bind(scope)
+    .bind(scope)
     .fetch_all(app.db())
     .await?;
     if keys.is_empty() {
-        return Ok(RevokeOutcome { keys: 0, devices });
+        return Ok(0);
     }
     let account_jwt = revoke_keys(nats, keys.clone()).await?;
-    sqlx::query(
-        "UPDATE nats_user_keys SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(&member)
-    .execute(app.db())
-    .await?;
+    let now = app.now();
+    for key in &keys {
+        sqlx::query(
+            "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
+             AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(key)
+        .execute(app.db())
+        .await?;
+    }
     push(nats, &account_jwt).await?;
-    Ok(RevokeOutcome {
-        keys: keys.len(),
-        devices,
-    })
+    Ok(keys.len())
 }
 
 /// Expires every enrollment code and enrollment token of `member` still usable.

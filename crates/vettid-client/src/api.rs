@@ -6,8 +6,9 @@ use serde_json::{Value, json};
 use vettid_crypto::sign::SigningKey;
 
 /// The enrollment phases the app reports, in order (the web portal shows them).
-pub const PHASES: [&str; 6] = [
+pub const PHASES: [&str; 7] = [
     "authenticated",
+    "confirmed",
     "nats_connected",
     "attestation_verified",
     "pin_set",
@@ -48,10 +49,30 @@ impl QrPayload {
 /// How the app proves it may enroll.
 #[derive(Clone)]
 pub enum EnrollmentSecret {
-    /// The short code `XXXX-XXXX` shown on the web.
-    Code(String),
-    /// The session token from the QR code.
-    SessionToken(String),
+    /// The short code `XXXX-XXXX` shown on the web, with the email of the member it was
+    /// made for.
+    Code {
+        /// The code as typed.
+        code: String,
+        /// The member's email.
+        email: String,
+    },
+    /// The session token from the QR code, with the member id beside it.
+    SessionToken {
+        /// The QR's single-use token.
+        token: String,
+        /// The member id the QR carries.
+        member_id: String,
+    },
+}
+
+impl From<QrPayload> for EnrollmentSecret {
+    fn from(qr: QrPayload) -> EnrollmentSecret {
+        EnrollmentSecret::SessionToken {
+            token: qr.session_token,
+            member_id: qr.member_id,
+        }
+    }
 }
 
 /// NATS credentials the API issued.
@@ -78,8 +99,8 @@ impl std::fmt::Debug for QrPayload {
 impl std::fmt::Debug for EnrollmentSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            EnrollmentSecret::Code(_) => "Code(..)",
-            EnrollmentSecret::SessionToken(_) => "SessionToken(..)",
+            EnrollmentSecret::Code { .. } => "Code(..)",
+            EnrollmentSecret::SessionToken { .. } => "SessionToken(..)",
         })
     }
 }
@@ -125,6 +146,20 @@ pub struct Enrollment {
     pub token: String,
     /// The member enrolling.
     pub member_id: String,
+    /// The enrollment session (the comparison code is derived from it).
+    pub session_id: String,
+}
+
+/// Whether the member has confirmed the device yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Not yet; the token lasts until `expires_at` (Unix seconds).
+    Waiting {
+        /// When the enrollment token expires.
+        expires_at: i64,
+    },
+    /// The member typed the comparison code.
+    Confirmed,
 }
 
 impl Api {
@@ -140,18 +175,25 @@ impl Api {
         &self.base
     }
 
-    /// Exchanges a code or QR session token for an enrollment token.
+    /// Exchanges a code or QR session token for an enrollment token, naming the device key
+    /// and session key the member will confirm (through the comparison code derived from
+    /// them) and the vault will register.
     pub async fn authenticate(
         &self,
         secret: &EnrollmentSecret,
         device_name: &str,
+        device_key: &[u8; 32],
+        session_key: &[u8; 32],
     ) -> Result<Enrollment, ClientError> {
-        let body = match secret {
-            EnrollmentSecret::Code(c) => json!({ "code": c, "device_name": device_name }),
-            EnrollmentSecret::SessionToken(t) => {
-                json!({ "session_token": t, "device_name": device_name })
+        let mut body = match secret {
+            EnrollmentSecret::Code { code, email } => json!({ "code": code, "email": email }),
+            EnrollmentSecret::SessionToken { token, member_id } => {
+                json!({ "session_token": token, "member_id": member_id })
             }
         };
+        body["device_name"] = json!(device_name);
+        body["device_public_key"] = json!(hex::encode(device_key));
+        body["session_public_key"] = json!(hex::encode(session_key));
         let v = http::json(
             &self.base,
             "POST",
@@ -160,16 +202,37 @@ impl Api {
             Some(&body),
         )
         .await?;
+        let field = |name: &str| {
+            v[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ClientError::Protocol(format!("no {name} in the answer")))
+        };
         Ok(Enrollment {
-            token: v["enrollment_token"]
-                .as_str()
-                .ok_or_else(|| ClientError::Protocol("no enrollment_token".into()))?
-                .to_owned(),
-            member_id: v["member_id"]
-                .as_str()
-                .ok_or_else(|| ClientError::Protocol("no member_id".into()))?
-                .to_owned(),
+            token: field("enrollment_token")?,
+            member_id: field("member_id")?,
+            session_id: field("enrollment_session_id")?,
         })
+    }
+
+    /// Whether the member has confirmed this device on the web page yet. An error once the
+    /// member cancelled (410) or the token expired (401).
+    pub async fn confirmation(&self, e: &Enrollment) -> Result<Confirmation, ClientError> {
+        let v = http::json(
+            &self.base,
+            "GET",
+            "/v1/enroll/confirmation",
+            Some(&e.token),
+            None,
+        )
+        .await?;
+        match v["confirmed"].as_bool() {
+            Some(true) => Ok(Confirmation::Confirmed),
+            Some(false) => Ok(Confirmation::Waiting {
+                expires_at: v["expires_at"].as_i64().unwrap_or_default(),
+            }),
+            None => Err(ClientError::Protocol("no confirmed in the answer".into())),
+        }
     }
 
     /// NATS credentials scoped to enrollment for the app's own NATS key.
@@ -204,16 +267,21 @@ impl Api {
         Ok(())
     }
 
-    /// Completes enrollment: registers the device key; member credentials for the NATS key.
+    /// Completes enrollment: registers the device key with the vault's receipt for it
+    /// (signed by `identity_public_key`); member credentials for the NATS key.
     pub async fn finalize(
         &self,
         e: &Enrollment,
         device: &SigningKey,
         nats_public_key: &str,
+        identity_public_key: &[u8; 32],
+        device_receipt: &[u8],
     ) -> Result<IssuedCreds, ClientError> {
         let body = json!({
             "device_public_key": hex::encode(device.verifying_key().to_bytes()),
             "nats_public_key": nats_public_key,
+            "identity_public_key": hex::encode(identity_public_key),
+            "device_receipt": hex::encode(device_receipt),
         });
         let v = http::json(
             &self.base,

@@ -1,48 +1,117 @@
 //! The app's journeys on top of the pieces: enrollment, and opening a session to an enrolled
 //! vault. Each step that could fail says so before anything secret has left the app.
 
-use crate::api::{Api, EnrollmentSecret, PHASES};
+use crate::api::{Api, Enrollment, EnrollmentSecret, PHASES};
 use crate::profile::Profile;
 use crate::vault::{self, Session, Trust, VaultClient, VerifiedEnclave, check_version};
 use crate::{ClientError, password_verifier};
+use vettid_proto::auth::DeviceBinding;
 use vettid_proto::session::{AppOp, AppReply, Channel};
 use zeroize::Zeroizing;
 
-/// What the member types in.
+/// What the member types in once the device is confirmed.
 pub struct EnrollInput {
-    /// The code or QR session token.
-    pub secret: EnrollmentSecret,
     /// The PIN (4–64 bytes).
     pub pin: Zeroizing<Vec<u8>>,
     /// The password (never leaves the app; only its Argon2id verifier does).
     pub password: Zeroizing<Vec<u8>>,
-    /// A name for this device.
-    pub device_name: String,
     /// NATS URL to use instead of the one the API reports.
     pub nats_url: Option<String>,
 }
 
-/// Enrolls this profile. `phase` is called as each phase passes (`api::PHASES`).
-pub async fn enroll(
+/// An enrollment the app authenticated and the member has yet to confirm: show
+/// [`Pending::comparison_code`] and wait in [`finish`].
+pub struct Pending {
+    enrollment: Enrollment,
+    comparison_code: String,
+}
+
+impl Pending {
+    /// The six digits the member types into the web page to confirm this device.
+    pub fn comparison_code(&self) -> &str {
+        &self.comparison_code
+    }
+
+    /// The member enrolling.
+    pub fn member_id(&self) -> &str {
+        &self.enrollment.member_id
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("member_id", &self.enrollment.member_id)
+            .field("comparison_code", &self.comparison_code)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts enrolling this profile: presents the code or QR token with the device's keys and
+/// returns the comparison code to show. Nothing of the member's reaches this app until the
+/// member types that code into the web page.
+pub async fn begin(
     profile: &mut Profile,
     api: &Api,
-    input: EnrollInput,
-    mut phase: impl FnMut(&str, &str),
-) -> Result<(), ClientError> {
+    secret: &EnrollmentSecret,
+    device_name: &str,
+) -> Result<Pending, ClientError> {
     if profile.state.enrolled {
         return Err(ClientError::Profile(format!(
             "{} is already enrolled (use another --profile)",
             profile.dir().display()
         )));
     }
-    let trust = profile.trust()?;
-    let enrollment = api.authenticate(&input.secret, &input.device_name).await?;
-    let member = enrollment.member_id.clone();
-    profile.state.member_id = Some(member.clone());
+    let device_key = profile.device_key()?.verifying_key().to_bytes();
+    let session_key = vettid_crypto::noise::public_key(&profile.noise_key()?);
+    let enrollment = api
+        .authenticate(secret, device_name, &device_key, &session_key)
+        .await?;
+    profile.state.member_id = Some(enrollment.member_id.clone());
     profile.state.api_url = Some(api.base().to_owned());
-    profile.state.device_name = Some(input.device_name.clone());
+    profile.state.device_name = Some(device_name.to_owned());
     profile.save()?;
+    let comparison_code =
+        vettid_proto::auth::comparison_code(&enrollment.session_id, &device_key, &session_key);
+    Ok(Pending {
+        enrollment,
+        comparison_code,
+    })
+}
+
+/// Waits until the member confirms the device (polling, at most once a second), failing
+/// when they cancel or the enrollment token expires.
+async fn await_confirmation(api: &Api, e: &Enrollment) -> Result<(), ClientError> {
+    let mut wait = std::time::Duration::from_millis(100);
+    loop {
+        match api.confirmation(e).await? {
+            crate::api::Confirmation::Confirmed => return Ok(()),
+            crate::api::Confirmation::Waiting { .. } => {}
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(std::time::Duration::from_secs(1));
+    }
+}
+
+/// Finishes an enrollment begun with [`begin`]: waits for the member's confirmation, then
+/// NATS, attestation, the vault's creation (PIN and password), and registration of the
+/// device with the vault's receipt. `phase` is called as each phase passes (`api::PHASES`).
+pub async fn finish(
+    profile: &mut Profile,
+    api: &Api,
+    pending: Pending,
+    input: EnrollInput,
+    mut phase: impl FnMut(&str, &str),
+) -> Result<(), ClientError> {
+    let trust = profile.trust()?;
+    let enrollment = pending.enrollment;
+    let member = enrollment.member_id.clone();
     phase(PHASES[0], &format!("member {member}"));
+    await_confirmation(api, &enrollment).await?;
+    phase(
+        PHASES[1],
+        "the member confirmed this device on the web page",
+    );
 
     let nats_key = profile.nats_key()?;
     let issued = api
@@ -57,31 +126,36 @@ pub async fn enroll(
     profile.state.nats_url = Some(url.clone());
     profile.save()?;
     let client = vault::connect(&url, &profile.creds()?, &member).await?;
-    api.report(&enrollment, PHASES[1]).await?;
-    phase(PHASES[1], &url);
+    api.report(&enrollment, PHASES[2]).await?;
+    phase(PHASES[2], &url);
 
     let manifest = trust.manifest(&api.pcr_manifest().await?, profile.state.manifest_serial)?;
     let enclave = client.attest(&trust, &manifest).await?;
     profile.state.manifest_serial = manifest.serial;
     profile.save()?;
-    api.report(&enrollment, PHASES[2]).await?;
+    api.report(&enrollment, PHASES[3]).await?;
     phase(
-        PHASES[2],
+        PHASES[3],
         &format!(
             "release {} (manifest serial {})",
             enclave.release, manifest.serial
         ),
     );
 
+    let noise_key = profile.noise_key()?;
+    let session_key = vettid_crypto::noise::public_key(&noise_key);
+    let device = profile.device_key()?;
     let mut session = client
-        .open_session(Channel::Enroll, &profile.noise_key()?, &enclave)
+        .open_session(Channel::Enroll, &noise_key, &enclave)
         .await?;
     let verifier = password_verifier(&member, &input.password);
+    let device_name = profile.state.device_name.clone().unwrap_or_default();
     let reply = session
         .call(AppOp::Enroll {
             pin: input.pin.clone(),
             password_verifier: zeroize::Zeroizing::new(verifier),
-            device_name: input.device_name.clone(),
+            device_name,
+            device: DeviceBinding::sign(&member, &session_key, &device),
         })
         .await?;
     let AppReply::Enrolled(enrolled) = reply else {
@@ -102,24 +176,30 @@ pub async fn enroll(
     profile.state.identity_public_key = Some(hex::encode(enrolled.identity_public_key));
     profile.state.exchange_public_key = Some(hex::encode(enrolled.exchange_public_key));
     profile.save()?;
-    api.report(&enrollment, PHASES[3]).await?;
-    phase(
-        PHASES[3],
-        "vault created in the enclave; PIN guesses are counted there",
-    );
     api.report(&enrollment, PHASES[4]).await?;
     phase(
         PHASES[4],
+        "vault created in the enclave; PIN guesses are counted there",
+    );
+    api.report(&enrollment, PHASES[5]).await?;
+    phase(
+        PHASES[5],
         "credential sealed by the vault and stored in this profile",
     );
 
     let issued = api
-        .finalize(&enrollment, &profile.device_key()?, &nats_key.public_key())
+        .finalize(
+            &enrollment,
+            &device,
+            &nats_key.public_key(),
+            &enrolled.identity_public_key,
+            &enrolled.device_receipt,
+        )
         .await?;
     profile.store_jwt(&issued.jwt)?;
     profile.state.enrolled = true;
     profile.save()?;
-    phase(PHASES[5], "member credentials stored in nats.creds");
+    phase(PHASES[6], "member credentials stored in nats.creds");
     Ok(())
 }
 

@@ -223,6 +223,8 @@ pub struct Enrollment {
     pub version: SignedVersion,
     /// The opening number of this unlock (see [`Manager::with_unlocked`]).
     pub opening: u64,
+    /// The identity key's signature over [`vettid_proto::auth::device_receipt_message`].
+    pub device_receipt: Vec<u8>,
 }
 
 /// What an app's unlock gives its session.
@@ -645,19 +647,34 @@ impl Manager {
     }
 }
 
+/// The device an enrollment registers.
+pub struct NewDevice<'a> {
+    /// The static key of its sessions (what later sessions are checked against).
+    pub session_key: [u8; 32],
+    /// Its Ed25519 device key, whose proof for `session_key` the session checked.
+    pub device_key: [u8; 32],
+    /// Its name, for the member's own lists (1–64 bytes).
+    pub name: &'a str,
+}
+
 /// Operations of the app's session (see `session.rs`), on top of the engine above.
 impl Manager {
     /// Creates vault `id` under `pin` with `device` registered and a credential around
-    /// `verifier`, and leaves it unlocked. `AlreadyExists` if the vault exists.
+    /// `verifier`, and leaves it unlocked; the enrollment carries the identity key's receipt
+    /// for the device's two keys. `AlreadyExists` if the vault exists.
     pub fn enroll(
         &self,
         id: &str,
         pin: &[u8],
         verifier: &[u8; 32],
-        device: [u8; 32],
-        device_name: &str,
+        device: NewDevice<'_>,
         now_ms: u64,
     ) -> Result<Enrollment, VaultError> {
+        let NewDevice {
+            session_key: device,
+            device_key,
+            name: device_name,
+        } = device;
         check_pin(pin)?;
         if device_name.is_empty() || device_name.len() > 64 {
             return Err(VaultError::BadRequest(
@@ -707,6 +724,13 @@ impl Manager {
                 SqlValue::Blob(device_name.as_bytes().to_vec()),
             ],
         });
+        statements.push(Statement {
+            sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
+            params: vec![
+                SqlValue::Text(format!("device-key/{}", hex::encode(device))),
+                SqlValue::Blob(device_key.to_vec()),
+            ],
+        });
         let version = vault.write(&objects, statements)?;
         st.credential_generation = 1;
         st.opening += 1;
@@ -717,6 +741,13 @@ impl Manager {
             event_key: vault.event_key().clone(),
             version,
             opening: st.opening,
+            device_receipt: vault
+                .sign(&vettid_proto::auth::device_receipt_message(
+                    id,
+                    &device,
+                    &device_key,
+                ))
+                .to_vec(),
         };
         self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(enrollment)
@@ -1002,9 +1033,17 @@ mod tests {
 
     const DEVICE: [u8; 32] = [1; 32];
 
+    fn new_device() -> NewDevice<'static> {
+        NewDevice {
+            session_key: DEVICE,
+            device_key: [9; 32],
+            name: "phone",
+        }
+    }
+
     fn enrolled() -> Manager {
         let (m, _) = manager(fast(10));
-        m.enroll("alice", b"1111", &[0; 32], DEVICE, "phone", 0)
+        m.enroll("alice", b"1111", &[0; 32], new_device(), 0)
             .unwrap();
         m
     }
@@ -1053,7 +1092,7 @@ mod tests {
     #[test]
     fn an_unregistered_device_is_refused_before_its_pin_is_counted() {
         let (m, store) = manager(fast(10));
-        m.enroll("alice", b"1111", &[0; 32], DEVICE, "phone", 0)
+        m.enroll("alice", b"1111", &[0; 32], new_device(), 0)
             .unwrap();
         let guards = |s: &crate::harness::Store| {
             s.lock()

@@ -388,9 +388,18 @@ impl Sessions {
         let result = match (op, channel) {
             (
                 AppOp::Enroll {
+                    device: binding, ..
+                },
+                Channel::Enroll,
+            ) if !binding.verify(member, &device) => Err(VaultError::BadRequest(
+                "the device key's binding to this session does not verify".into(),
+            )),
+            (
+                AppOp::Enroll {
                     pin,
                     password_verifier,
                     device_name,
+                    device: binding,
                 },
                 Channel::Enroll,
             ) => manager
@@ -398,8 +407,11 @@ impl Sessions {
                     member,
                     &pin,
                     &password_verifier,
-                    device,
-                    &device_name,
+                    crate::manager::NewDevice {
+                        session_key: device,
+                        device_key: binding.device_key,
+                        name: &device_name,
+                    },
                     now_ms,
                 )
                 .map(|e| {
@@ -410,6 +422,7 @@ impl Sessions {
                         credential: e.credential,
                         event_key: Zeroizing::new(*e.event_key.expose()),
                         version: e.version,
+                        device_receipt: e.device_receipt,
                     }))
                 }),
             (AppOp::Ping, _) => Ok(AppReply::Pong),

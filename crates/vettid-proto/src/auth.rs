@@ -1,4 +1,16 @@
-//! Messages the app signs for the API with its enrolled device key.
+//! Messages the app signs for the API with its enrolled device key, and what binds that key
+//! to the device the vault registered.
+//!
+//! A device has two keys: an Ed25519 **device key** (it signs credential renewals for the
+//! API) and an X25519 **session key** (the static key of its Noise sessions with the vault).
+//! At enrollment the device proves to the vault that it holds the device key
+//! ([`DeviceBinding`]), the vault signs a receipt naming both keys with its identity key
+//! ([`device_receipt_message`]), and the API registers the device only with that receipt, for
+//! the keys the member confirmed on the web page ([`comparison_code`]).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vettid_crypto::sign::{Signature, SigningKey, VerifyingKey};
 
 /// What the device key signs to renew its NATS credentials:
 /// `"vettid/v1/nats-refresh\0" ‖ member ‖ 0 ‖ nats public key ‖ 0 ‖ timestamp (u64 BE)`.
@@ -12,4 +24,134 @@ pub fn nats_refresh_message(member: &str, nats_public_key: &str, timestamp: u64)
         &timestamp.to_be_bytes(),
     ]
     .concat()
+}
+
+/// What the device key signs to bind itself to a session key:
+/// `"vettid/v1/device-binding\0" ‖ member ‖ 0 ‖ session key`.
+pub fn device_binding_message(member: &str, session_key: &[u8; 32]) -> Vec<u8> {
+    [
+        b"vettid/v1/device-binding\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        session_key,
+    ]
+    .concat()
+}
+
+/// What the vault's identity key signs when it registers a device:
+/// `"vettid/v1/device-enrolled\0" ‖ member ‖ 0 ‖ session key ‖ device key`.
+pub fn device_receipt_message(
+    member: &str,
+    session_key: &[u8; 32],
+    device_key: &[u8; 32],
+) -> Vec<u8> {
+    [
+        b"vettid/v1/device-enrolled\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        session_key,
+        device_key,
+    ]
+    .concat()
+}
+
+/// The app's proof, sent with its enrollment, that it holds `device_key`.
+/// Public keys and a signature: nothing secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceBinding {
+    /// The Ed25519 device key.
+    pub device_key: [u8; 32],
+    /// Its signature over [`device_binding_message`] for the session's key.
+    #[serde(with = "serde_bytes")]
+    pub proof: Vec<u8>,
+}
+
+impl DeviceBinding {
+    /// Binds `device` to `session_key` for `member`.
+    pub fn sign(member: &str, session_key: &[u8; 32], device: &SigningKey) -> DeviceBinding {
+        DeviceBinding {
+            device_key: device.verifying_key().to_bytes(),
+            proof: device
+                .sign(&device_binding_message(member, session_key))
+                .to_bytes()
+                .to_vec(),
+        }
+    }
+
+    /// Whether the proof verifies for `member` and `session_key`.
+    pub fn verify(&self, member: &str, session_key: &[u8; 32]) -> bool {
+        let (Ok(key), Ok(sig)) = (
+            VerifyingKey::from_bytes(&self.device_key),
+            Signature::from_slice(&self.proof),
+        ) else {
+            return false;
+        };
+        key.verify(&device_binding_message(member, session_key), &sig)
+            .is_ok()
+    }
+}
+
+/// The six digits the enrolling app shows and the member types into the web page to confirm
+/// that the device the API saw is the one in their hand: a digest of the enrollment session
+/// and both of the device's keys, so the app computes it itself and a device with other keys
+/// gets another code. Formatted `123 456`.
+pub fn comparison_code(session_id: &str, device_key: &[u8; 32], session_key: &[u8; 32]) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"vettid/v1/enrollment-comparison\0")
+        .chain_update(session_id.as_bytes())
+        .chain_update([0])
+        .chain_update(device_key)
+        .chain_update(session_key)
+        .finalize();
+    let n = u64::from_be_bytes(digest[..8].try_into().unwrap_or_default()) % 1_000_000;
+    format!("{:03} {:03}", n / 1000, n % 1000)
+}
+
+/// A typed comparison code in its canonical form (digits only, spaces and dashes ignored),
+/// if it has six digits.
+pub fn normalize_comparison_code(typed: &str) -> Option<String> {
+    let digits: String = typed.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    (digits.len() == 6 && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| format!("{} {}", &digits[..3], &digits[3..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_binding_verifies_only_for_its_member_and_session_key() {
+        let device = SigningKey::generate();
+        let b = DeviceBinding::sign("alice", &[7; 32], &device);
+        assert!(b.verify("alice", &[7; 32]));
+        assert!(!b.verify("alice", &[8; 32]));
+        assert!(!b.verify("bob", &[7; 32]));
+        let mut forged = b.clone();
+        forged.device_key = SigningKey::generate().verifying_key().to_bytes();
+        assert!(!forged.verify("alice", &[7; 32]));
+        let mut short = b;
+        short.proof.pop();
+        assert!(!short.verify("alice", &[7; 32]));
+    }
+
+    #[test]
+    fn comparison_codes_depend_on_every_input_and_normalize() {
+        let code = comparison_code("s1", &[1; 32], &[2; 32]);
+        assert_eq!(code.len(), 7);
+        assert_eq!(normalize_comparison_code(&code).as_deref(), Some(&*code));
+        assert_eq!(
+            normalize_comparison_code(&code.replace(' ', "-")).as_deref(),
+            Some(&*code)
+        );
+        for other in [
+            comparison_code("s2", &[1; 32], &[2; 32]),
+            comparison_code("s1", &[3; 32], &[2; 32]),
+            comparison_code("s1", &[1; 32], &[3; 32]),
+        ] {
+            assert_ne!(other, code);
+        }
+        for bad in ["12345", "1234567", "12a456", "", "١٢٣٤٥٦"] {
+            assert_eq!(normalize_comparison_code(bad), None, "{bad}");
+        }
+    }
 }

@@ -253,6 +253,9 @@ pub enum AppOp {
         password_verifier: Zeroizing<[u8; 32]>,
         /// A name for this device, for the member's own lists.
         device_name: String,
+        /// The device key this device registers with the API, proven held for this
+        /// session's key.
+        device: crate::auth::DeviceBinding,
     },
     /// Open the vault with its PIN.
     Unlock {
@@ -396,6 +399,10 @@ pub struct Enrolled {
     pub event_key: Zeroizing<[u8; 32]>,
     /// The vault's first signed version.
     pub version: SignedVersion,
+    /// The identity key's signature over [`crate::auth::device_receipt_message`] for this
+    /// session's key and the enrolled device key: the API registers the device with it.
+    #[serde(with = "serde_bytes")]
+    pub device_receipt: Vec<u8>,
 }
 
 /// An event as published: sealed under the vault's event key with

@@ -84,11 +84,27 @@ pub(crate) struct EnrollArgs {
     /// The API (http://host:port).
     #[arg(long)]
     api: Option<String>,
-    /// The short code shown on the web (XXXX-XXXX).
-    #[arg(long, conflicts_with = "qr")]
-    code: Option<String>,
-    /// The QR code's payload (JSON).
+    /// The email of the member the code was made for (needed with a code, not a QR).
     #[arg(long)]
+    email: Option<String>,
+    /// Read the short code shown on the web (XXXX-XXXX) from this environment variable.
+    #[arg(long, group = "secret")]
+    code_env: Option<String>,
+    /// Read the short code from the first line of this file.
+    #[arg(long, group = "secret")]
+    code_file: Option<PathBuf>,
+    /// The short code itself (visible to other users of this machine; prefer the others,
+    /// or give none and type it at the prompt).
+    #[arg(long, group = "secret")]
+    code: Option<String>,
+    /// Read the QR code's payload (JSON) from this file.
+    #[arg(long, group = "secret")]
+    qr_file: Option<PathBuf>,
+    /// Read the QR code's payload from this environment variable.
+    #[arg(long, group = "secret")]
+    qr_env: Option<String>,
+    /// The QR code's payload itself (visible to other users of this machine).
+    #[arg(long, group = "secret")]
     qr: Option<String>,
     #[command(flatten)]
     pin: PinArgs,
@@ -374,21 +390,46 @@ pub(crate) async fn connect(
     Ok(c)
 }
 
-async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
-    let (secret, api_url) = match (&args.code, &args.qr) {
-        (Some(code), None) => (
-            EnrollmentSecret::Code(code.clone()),
-            args.api.clone().context("--api is needed with --code")?,
-        ),
-        (None, Some(qr)) => {
-            let qr = QrPayload::parse(qr)?;
-            (
-                EnrollmentSecret::SessionToken(qr.session_token),
-                args.api.clone().unwrap_or(qr.api_url),
-            )
-        }
-        _ => bail!("give the enrollment --code or the --qr payload from the web page"),
+/// The code or QR token the member gives, and the API to present it to. A QR payload names
+/// its API; a code needs `--api` and `--email`. With neither, the code is prompted for.
+fn enrollment_secret(args: &EnrollArgs) -> anyhow::Result<(EnrollmentSecret, String)> {
+    let text = |bytes: Zeroizing<Vec<u8>>| -> anyhow::Result<String> {
+        String::from_utf8(bytes.to_vec()).context("the code or QR payload is not UTF-8")
     };
+    let qr = if args.qr.is_some() || args.qr_env.is_some() || args.qr_file.is_some() {
+        Some(text(read_secret(
+            "QR payload",
+            args.qr.as_ref(),
+            args.qr_env.as_ref(),
+            args.qr_file.as_ref(),
+        )?)?)
+    } else {
+        None
+    };
+    if let Some(qr) = qr {
+        let qr = QrPayload::parse(qr.trim())?;
+        let api = args.api.clone().unwrap_or_else(|| qr.api_url.clone());
+        return Ok((qr.into(), api));
+    }
+    let api = args
+        .api
+        .clone()
+        .context("--api is needed with a code (a QR payload names its API)")?;
+    let email = args
+        .email
+        .clone()
+        .context("--email is needed with a code: the email the member signed in with")?;
+    let code = text(read_secret(
+        "enrollment code (XXXX-XXXX)",
+        args.code.as_ref(),
+        args.code_env.as_ref(),
+        args.code_file.as_ref(),
+    )?)?;
+    Ok((EnrollmentSecret::Code { code, email }, api))
+}
+
+async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    let (secret, api_url) = enrollment_secret(&args)?;
     let mut profile = Profile::open_or_create(dir)?;
     match (&args.trust, &args.root, &args.manifest_key) {
         (Some(data), _, _) => {
@@ -416,14 +457,19 @@ async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitC
         args.password_file.as_ref(),
     )?;
     println!("enrolling {} with {api_url}", dir.display());
+    let api = Api::new(&api_url);
+    let pending = vettid_client::app::begin(&mut profile, &api, &secret, &args.device_name).await?;
+    println!();
+    println!("  comparison code:   {}", pending.comparison_code());
+    println!();
+    println!("  Type this code into the enrollment page where you signed in, to confirm that");
+    println!("  this device is yours. Waiting for confirmation… (cancel on the page to stop)");
     let input = vettid_client::app::EnrollInput {
-        secret,
         pin,
         password,
-        device_name: args.device_name.clone(),
         nats_url: args.nats_url.clone(),
     };
-    vettid_client::app::enroll(&mut profile, &Api::new(&api_url), input, |phase, detail| {
+    vettid_client::app::finish(&mut profile, &api, pending, input, |phase, detail| {
         println!("  ✓ {phase:<22} {detail}");
     })
     .await?;

@@ -217,19 +217,22 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         let secret = if via_qr {
             println!("   QR code for the app:");
             render_qr(&qr_text);
-            EnrollmentSecret::SessionToken(QrPayload::parse(&qr_text)?.session_token)
+            EnrollmentSecret::from(QrPayload::parse(&qr_text)?)
         } else {
-            EnrollmentSecret::Code(short.clone())
+            EnrollmentSecret::Code {
+                code: short.clone(),
+                email: email.clone(),
+            }
         };
 
         step(
             n,
             &format!(
-                "{name}'s app enrolls ({}): attestation, PIN, password verifier, vault",
+                "{name}'s app presents the {} with its device keys and shows a comparison code",
                 if via_qr {
-                    "scans the QR code"
+                    "scanned QR code"
                 } else {
-                    "types the code"
+                    "typed code and the email"
                 }
             ),
         );
@@ -239,14 +242,40 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         let root = std::fs::read_to_string(data_dir.join("dev-attestor/root.pem"))?;
         let key = std::fs::read_to_string(data_dir.join("manifest/signing.pub"))?;
         profile.pin_trust(&root, &key)?;
+        let app_api = Api::new(api);
+        let pending =
+            vettid_client::app::begin(&mut profile, &app_api, &secret, &format!("{name}-phone"))
+                .await?;
+        println!(
+            "   the app shows {} — nothing of {name}'s reaches it until {name} confirms",
+            pending.comparison_code()
+        );
+
+        step(
+            n,
+            &format!("{name} types that code into the web page: the device is confirmed"),
+        );
+        let session_id = es["session_id"].as_str().context("no session id")?;
+        http::json(
+            api,
+            "POST",
+            &format!("/v1/enroll/sessions/{session_id}/confirm"),
+            Some(&session_token),
+            Some(&json!({ "comparison_code": pending.comparison_code() })),
+        )
+        .await?;
+        println!("   (someone who had seen the code and used it first would show another number)");
+
+        step(
+            n,
+            &format!("{name}'s app enrolls: attestation, PIN, password verifier, vault, receipt"),
+        );
         let input = vettid_client::app::EnrollInput {
-            secret,
             pin: Zeroizing::new(pin.as_bytes().to_vec()),
             password: Zeroizing::new(format!("{name}'s long passphrase").into_bytes()),
-            device_name: format!("{name}-phone"),
             nats_url: Some(stack.nats.clone()),
         };
-        vettid_client::app::enroll(&mut profile, &Api::new(api), input, |phase, detail| {
+        vettid_client::app::finish(&mut profile, &app_api, pending, input, |phase, detail| {
             println!("   ✓ {phase:<22} {detail}");
         })
         .await?;

@@ -711,6 +711,7 @@ async fn a_credential_survives_more_lost_replies_than_retries_and_an_app_restart
                 "alice", password,
             )),
             device_name: "phone".into(),
+            device: support::adversary::binding("alice", &alice),
         })
         .await
         .unwrap()
@@ -762,4 +763,70 @@ async fn a_credential_survives_more_lost_replies_than_retries_and_an_app_restart
         ["wallet"]
     );
     assert!(!dir.join(vettid_client::credential::PENDING).exists());
+}
+
+/// Issue 11, finding 2: the vault registers a device key only with its holder's proof for
+/// this very session, and signs a receipt naming both keys, which the API requires before it
+/// registers the device. A binding replayed from another session, or a key claimed without
+/// its proof, is refused and creates nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_device_key_is_registered_only_with_its_holders_proof_for_this_session() {
+    use vettid_proto::auth::{DeviceBinding, device_receipt_message};
+    use vettid_proto::session::{AppOp, AppReply, Channel};
+    use zeroize::Zeroizing;
+    let adv = Adversary::start(&[]);
+    let alice = SecretBytes::random();
+    let other = SecretBytes::random();
+    let enroll = |device: DeviceBinding| AppOp::Enroll {
+        pin: Zeroizing::new(PIN.as_bytes().to_vec()),
+        password_verifier: Zeroizing::new(VERIFIER),
+        device_name: "phone".into(),
+        device,
+    };
+    let replayed = binding("alice", &other);
+    let mut claimed = binding("alice", &alice);
+    claimed.device_key = replayed.device_key;
+    let mut for_bob = binding("bob", &alice);
+    for_bob.device_key = binding("alice", &alice).device_key;
+    for forged in [replayed, claimed, for_bob] {
+        let mut session = adv.session("alice", &alice, Channel::Enroll).await.unwrap();
+        match session.call(enroll(forged)).await {
+            Err(ClientError::Vault(VaultError::BadRequest(why))) => {
+                assert!(why.contains("binding"), "{why}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+    assert!(
+        adv.host.store().names("vaults/alice/").is_empty(),
+        "no vault was created"
+    );
+
+    let mut session = adv.session("alice", &alice, Channel::Enroll).await.unwrap();
+    let proof = binding("alice", &alice);
+    let AppReply::Enrolled(enrolled) = session.call(enroll(proof.clone())).await.unwrap() else {
+        panic!("expected Enrolled");
+    };
+    let identity =
+        vettid_crypto::sign::VerifyingKey::from_bytes(&enrolled.identity_public_key).unwrap();
+    let receipt = vettid_crypto::sign::Signature::from_slice(&enrolled.device_receipt).unwrap();
+    let session_key = vettid_crypto::noise::public_key(&alice);
+    identity
+        .verify(
+            &device_receipt_message("alice", &session_key, &proof.device_key),
+            &receipt,
+        )
+        .expect("the receipt names this session's key and the proven device key");
+    assert!(
+        identity
+            .verify(
+                &device_receipt_message(
+                    "alice",
+                    &session_key,
+                    &binding("alice", &other).device_key
+                ),
+                &receipt,
+            )
+            .is_err()
+    );
 }

@@ -70,7 +70,7 @@ fn the_demo_tells_the_whole_story_and_succeeds() {
 async fn the_app_command_enrolls_unlocks_and_catches_up_on_events() {
     let stack = UpStack::start();
     let (_, session) = stack.member("carol").await;
-    let code = stack.enrollment_code(&session).await;
+    let (code, session_id) = stack.enrollment_session(&session).await;
     let profile = stack.dir.path().join("carol");
     let p = profile.to_str().unwrap();
     let data = stack.data();
@@ -78,16 +78,14 @@ async fn the_app_command_enrolls_unlocks_and_catches_up_on_events() {
     std::fs::write(&secrets, "582913\n").unwrap();
     let password = "correct horse battery staple 1";
     let (ok, out) = {
-        let out = Command::new(env!("CARGO_BIN_EXE_vettid"))
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vettid"))
+            .args(["app", "--profile", p, "enroll", "--api", &stack.api])
             .args([
-                "app",
-                "--profile",
-                p,
-                "enroll",
-                "--api",
-                &stack.api,
-                "--code",
-                &code,
+                "--email",
+                &UpStack::email("carol"),
+                "--code-env",
+                "CAROL_CODE",
             ])
             .args([
                 "--pin-file",
@@ -97,15 +95,35 @@ async fn the_app_command_enrolls_unlocks_and_catches_up_on_events() {
             ])
             .args(["--trust", data.to_str().unwrap(), "--nats-url", &stack.nats])
             .env("CAROL_PW", password)
-            .output()
+            .env("CAROL_CODE", &code)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // The member reads the comparison code off the app and types it into the web page.
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut shown = String::new();
+        let comparison = loop {
+            let mut line = String::new();
+            assert!(
+                stdout.read_line(&mut line).unwrap() > 0,
+                "the app exited before showing a comparison code:\n{shown}"
+            );
+            shown.push_str(&line);
+            if let Some(c) = line.trim().strip_prefix("comparison code:") {
+                break c.trim().to_owned();
+            }
+        };
+        stack
+            .confirm(&session, &session_id, &comparison)
+            .await
+            .unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+        let out = child.wait_with_output().unwrap();
         (
             out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+            format!("{shown}{rest}{}", String::from_utf8_lossy(&out.stderr)),
         )
     };
     assert!(ok, "{out}");
@@ -235,6 +253,11 @@ async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
             pin: Zeroizing::new(b"1234".to_vec()),
             password_verifier: Zeroizing::new([0; 32]),
             device_name: "x".into(),
+            device: vettid_proto::auth::DeviceBinding::sign(
+                "x",
+                &[0; 32],
+                &vettid_crypto::sign::SigningKey::generate(),
+            ),
         })
         .await;
     assert!(
@@ -302,9 +325,20 @@ async fn attestation_failures_abort_before_anything_secret() {
 
     // Enrollment creds to ask for documents directly.
     let profile = stack.profile("frank");
-    let code = stack.enrollment_code(&session).await;
+    let (code, session_id) = stack.enrollment_session(&session).await;
+    let secret = EnrollmentSecret::Code {
+        code,
+        email: UpStack::email("frank"),
+    };
+    let device = profile.device_key().unwrap().verifying_key().to_bytes();
+    let noise = vettid_crypto::noise::public_key(&profile.noise_key().unwrap());
     let e = api
-        .authenticate(&EnrollmentSecret::Code(code), "probe")
+        .authenticate(&secret, "probe", &device, &noise)
+        .await
+        .unwrap();
+    let comparison = vettid_proto::auth::comparison_code(&e.session_id, &device, &noise);
+    stack
+        .confirm(&session, &session_id, &comparison)
         .await
         .unwrap();
     let key = profile.nats_key().unwrap();
@@ -385,37 +419,38 @@ async fn attestation_failures_abort_before_anything_secret() {
     untrusted(check(&trust, &manifest, &nonce, &swapped), "X-Wing");
 
     // The enrollment flow with a wrong root stops at attestation: no vault is made.
-    let code = stack.enrollment_code(&session).await;
+    let enrollment = stack.enrollment_session(&session).await;
     let dir = stack.dir.path().join("profiles/frank-wrong");
     let mut wrong = vettid_client::profile::Profile::open_or_create(&dir).unwrap();
     wrong.pin_trust(&other_root.cert_pem(), &key_hex).unwrap();
-    let input = |secret| vettid_client::app::EnrollInput {
-        secret,
-        pin: Zeroizing::new(b"135790".to_vec()),
-        password: Zeroizing::new(b"frank's password".to_vec()),
-        device_name: "frank-phone".into(),
-        nats_url: Some(stack.nats.clone()),
-    };
+    let pending = stack
+        .begin_confirmed("frank", &mut wrong, &session, enrollment)
+        .await;
     let mut phases = Vec::new();
-    let r = vettid_client::app::enroll(
+    let r = vettid_client::app::finish(
         &mut wrong,
         &api,
-        input(EnrollmentSecret::Code(code)),
+        pending,
+        stack.enroll_input("135790"),
         |p, _| phases.push(p.to_owned()),
     )
     .await;
     assert!(matches!(r, Err(ClientError::Untrusted(_))), "{:?}", r.err());
     assert_eq!(
         phases,
-        ["authenticated", "nats_connected"],
+        ["authenticated", "confirmed", "nats_connected"],
         "stopped before attestation passed"
     );
-    let code = stack.enrollment_code(&session).await;
+    let enrollment = stack.enrollment_session(&session).await;
     let mut right = stack.profile("frank-right");
-    vettid_client::app::enroll(
+    let pending = stack
+        .begin_confirmed("frank", &mut right, &session, enrollment)
+        .await;
+    vettid_client::app::finish(
         &mut right,
         &api,
-        input(EnrollmentSecret::Code(code)),
+        pending,
+        stack.enroll_input("135790"),
         |_, _| {},
     )
     .await

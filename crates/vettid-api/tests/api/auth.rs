@@ -146,8 +146,11 @@ async fn missing_or_bad_bearers_are_401() {
     let member_routes = [
         (Method::POST, "/v1/enroll/sessions"),
         (Method::GET, "/v1/enroll/sessions/x"),
+        (Method::POST, "/v1/enroll/sessions/x/confirm"),
+        (Method::POST, "/v1/enroll/sessions/x/cancel"),
     ];
     let enrollment_routes = [
+        (Method::GET, "/v1/enroll/confirmation"),
         (Method::POST, "/v1/enroll/nats"),
         (Method::POST, "/v1/enroll/status"),
         (Method::POST, "/v1/enroll/finalize"),

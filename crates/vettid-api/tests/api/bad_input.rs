@@ -2,13 +2,12 @@
 //! shape, and changes nothing in the database. Each route's template body is valid: it is
 //! sent last and must succeed, so every refusal above it was caused by the one defect.
 
-use crate::harness::Harness;
+use crate::harness::{Harness, TestDevice};
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use vettid_crypto::sign::SigningKey;
 
 struct Route {
-    uri: &'static str,
+    uri: String,
     bearer: Option<String>,
     valid: Value,
     /// Fields that may not be left out.
@@ -97,22 +96,23 @@ fn defects(route: &Route) -> Vec<(String, Option<&'static str>, Vec<u8>)> {
 async fn routes(h: &Harness) -> Vec<Route> {
     // a member whose device is enrolled (for refresh) …
     let done = h.enrolling_member("done@example.com").await;
-    let device = SigningKey::generate();
     let fin = h
         .post("/v1/enroll/finalize")
         .bearer(&done.token)
-        .json(&json!({
-            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
-            "nats_public_key": nkeys::KeyPair::new_user().public_key(),
-        }))
+        .json(&done.finalize_body(&nkeys::KeyPair::new_user().public_key()))
         .send()
         .await;
     assert_eq!(fin.status, StatusCode::OK);
+    let device = done.device.device.clone();
     let refresh_key = nkeys::KeyPair::new_user().public_key();
     let t = h.now();
     let message = vettid_api::refresh_message(&done.member_id, &refresh_key, t);
     // … one in the middle of enrolling, one with a sign-in link, and an invite
     let e = h.enrolling_member("midway@example.com").await;
+    let waiting = h
+        .authenticated_member("waiting@example.com", TestDevice::new())
+        .await;
+    let phone = TestDevice::new();
     h.approved_member("linked@example.com").await;
     let link = h.magic_link_token("linked@example.com").await;
     let pending = h.sign_in("linked@example.com").await;
@@ -122,66 +122,81 @@ async fn routes(h: &Harness) -> Vec<Route> {
     let enrolling = Some(e.token.clone());
     vec![
         Route {
-            uri: "/v1/admin/invites",
+            uri: "/v1/admin/invites".into(),
             bearer: admin,
             valid: json!({"code": "VALID-code-01", "max_uses": 2, "expires_in_secs": 3600, "auto_approve": false}),
             required: &[],
             hex: &[],
         },
         Route {
-            uri: "/v1/register",
+            uri: "/v1/register".into(),
             bearer: None,
             valid: json!({"first_name": "Ada", "last_name": "King", "email": "ada@example.com", "invite_code": invite}),
             required: &["first_name", "last_name", "email", "invite_code"],
             hex: &[],
         },
         Route {
-            uri: "/v1/auth/magic-link",
+            uri: "/v1/auth/magic-link".into(),
             bearer: None,
             valid: json!({"email": "linked@example.com"}),
             required: &["email"],
             hex: &[],
         },
         Route {
-            uri: "/v1/auth/verify",
+            uri: "/v1/auth/verify".into(),
             bearer: None,
             valid: json!({"token": link}),
             required: &["token"],
             hex: &[],
         },
         Route {
-            uri: "/v1/enroll/authenticate",
+            uri: "/v1/enroll/authenticate".into(),
             bearer: None,
-            valid: json!({"code": s["code"], "device_name": "Phone"}),
-            required: &["code"],
+            valid: json!({
+                "code": s["code"],
+                "email": "linked@example.com",
+                "device_name": "Phone",
+                "device_public_key": phone.device_hex(),
+                "session_public_key": hex::encode(phone.session_key),
+            }),
+            required: &["code", "email", "device_public_key", "session_public_key"],
+            hex: &["device_public_key", "session_public_key"],
+        },
+        Route {
+            uri: format!("/v1/enroll/sessions/{}/confirm", waiting.session_id),
+            bearer: Some(waiting.session.clone()),
+            valid: json!({ "comparison_code": waiting.comparison_code() }),
+            required: &["comparison_code"],
             hex: &[],
         },
         Route {
-            uri: "/v1/enroll/nats",
+            uri: "/v1/enroll/nats".into(),
             bearer: enrolling.clone(),
             valid: json!({"nats_public_key": nkeys::KeyPair::new_user().public_key()}),
             required: &["nats_public_key"],
             hex: &[],
         },
         Route {
-            uri: "/v1/enroll/status",
+            uri: "/v1/enroll/status".into(),
             bearer: enrolling.clone(),
             valid: json!({"phase": "nats_connected"}),
             required: &["phase"],
             hex: &[],
         },
         Route {
-            uri: "/v1/enroll/finalize",
+            uri: "/v1/enroll/finalize".into(),
             bearer: enrolling,
-            valid: json!({
-                "device_public_key": hex::encode(SigningKey::generate().verifying_key().to_bytes()),
-                "nats_public_key": nkeys::KeyPair::new_user().public_key(),
-            }),
-            required: &["device_public_key", "nats_public_key"],
-            hex: &["device_public_key"],
+            valid: e.finalize_body(&nkeys::KeyPair::new_user().public_key()),
+            required: &[
+                "device_public_key",
+                "nats_public_key",
+                "identity_public_key",
+                "device_receipt",
+            ],
+            hex: &["device_public_key", "identity_public_key", "device_receipt"],
         },
         Route {
-            uri: "/v1/nats/refresh",
+            uri: "/v1/nats/refresh".into(),
             bearer: None,
             valid: json!({
                 "member_id": done.member_id,
@@ -210,7 +225,7 @@ async fn every_json_route_answers_400_to_bad_bodies_and_changes_nothing() {
     let mut checked = 0;
     for route in &routes {
         let call = |ct: Option<&str>, body: Vec<u8>| {
-            let mut c = h.post(route.uri).raw(ct, body);
+            let mut c = h.post(&route.uri).raw(ct, body);
             if let Some(t) = &route.bearer {
                 c = c.bearer(t);
             }
@@ -248,7 +263,7 @@ async fn every_json_route_answers_400_to_bad_bodies_and_changes_nothing() {
 
     // the templates themselves are accepted
     for route in &routes {
-        let mut c = h.post(route.uri).json(&route.valid);
+        let mut c = h.post(&route.uri).json(&route.valid);
         if let Some(t) = &route.bearer {
             c = c.bearer(t);
         }

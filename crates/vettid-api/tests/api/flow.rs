@@ -1,6 +1,6 @@
 //! The whole path from invite to refreshed NATS credentials, and revocation.
 
-use crate::harness::{Harness, jwt_claims};
+use crate::harness::{Enrolling, Harness, TestDevice, jwt_claims};
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use vettid_crypto::sign::SigningKey;
@@ -63,14 +63,44 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
 
     // the app types the code: lower case, no dash
     let typed = code.replace('-', "").to_lowercase();
+    let phone = TestDevice::new();
     let auth = h
-        .authenticate(json!({ "code": typed, "device_name": "Pixel" }))
+        .authenticate(json!({
+            "code": typed,
+            "email": "Alice@Example.com",
+            "device_name": "Pixel",
+            "device_public_key": phone.device_hex(),
+            "session_public_key": hex::encode(phone.session_key),
+        }))
         .await;
     assert_eq!(auth.status, StatusCode::OK, "{}", auth.body);
     assert_eq!(auth.body["expires_in"], 600);
     assert_eq!(auth.body["member_id"], member.as_str());
     assert_eq!(auth.body["enrollment_session_id"], sid);
     let et = auth.body["enrollment_token"].as_str().unwrap().to_owned();
+    let e = Enrolling {
+        member_id: member.clone(),
+        session: session.clone(),
+        token: et.clone(),
+        session_id: sid.to_owned(),
+        device: phone,
+    };
+
+    // the web page shows the device waiting; the member types the app's comparison code
+    let view = h
+        .get(&format!("/v1/enroll/sessions/{sid}"))
+        .bearer(&session)
+        .send()
+        .await;
+    assert_eq!(view.body["phase"], "authenticated");
+    assert_eq!(view.body["device_name"], "Pixel");
+    assert_eq!(view.body["awaiting_confirmation"], true);
+    let waiting = h.get("/v1/enroll/confirmation").bearer(&et).send().await;
+    assert_eq!(waiting.body["confirmed"], false, "{}", waiting.body);
+    let r = h.confirm(&e, &e.comparison_code().replace(' ', "-")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let confirmed = h.get("/v1/enroll/confirmation").bearer(&et).send().await;
+    assert_eq!(confirmed.body["confirmed"], true, "{}", confirmed.body);
 
     // enrollment-scoped NATS credentials for the app's own key
     let enroll_key = nkeys::KeyPair::new_user();
@@ -124,16 +154,13 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
         .await;
     assert_eq!(view.body["phase"], "pin_set");
 
-    // finalize: device key registered, member credentials
-    let device = SigningKey::generate();
+    // finalize: the confirmed device key registered with the vault's receipt
+    let device = e.device.device.clone();
     let app_key = nkeys::KeyPair::new_user();
     let fin = h
         .post("/v1/enroll/finalize")
         .bearer(&et)
-        .json(&json!({
-            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
-            "nats_public_key": app_key.public_key(),
-        }))
+        .json(&e.finalize_body(&app_key.public_key()))
         .send()
         .await;
     assert_eq!(fin.status, StatusCode::OK, "{}", fin.body);
@@ -164,6 +191,7 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
         [
             "created",
             "authenticated",
+            "confirmed",
             "nats_connected",
             "pin_set",
             "completed"
@@ -245,15 +273,12 @@ async fn revocation_refuses_every_key_and_reports_an_unreachable_server() {
         .send()
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    let device = SigningKey::generate();
+    let device = e.device.device.clone();
     let second = nkeys::KeyPair::new_user();
     let fin = h
         .post("/v1/enroll/finalize")
         .bearer(&e.token)
-        .json(&json!({
-            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
-            "nats_public_key": second.public_key(),
-        }))
+        .json(&e.finalize_body(&second.public_key()))
         .send()
         .await;
     assert_eq!(fin.status, StatusCode::OK, "{}", fin.body);
@@ -324,14 +349,10 @@ async fn without_a_nats_setup_nats_routes_answer_503() {
         .send()
         .await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
-    let device = SigningKey::generate();
     let r = h
         .post("/v1/enroll/finalize")
         .bearer(&e.token)
-        .json(&json!({
-            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
-            "nats_public_key": key,
-        }))
+        .json(&e.finalize_body(&key))
         .send()
         .await;
     r.assert_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");

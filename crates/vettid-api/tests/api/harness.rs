@@ -16,6 +16,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 use tower::ServiceExt;
 use vettid_api::{ApiConfig, App, Limits, ManualClock, OutboxMailer, Rate};
+use vettid_crypto::sign::SigningKey;
 
 pub(crate) const DEFAULT_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
 
@@ -234,30 +235,100 @@ impl Harness {
         r.body
     }
 
-    /// Authenticates an app with `code`; returns the answer.
+    /// `POST /v1/enroll/authenticate` with `body`; a body without device keys gets the
+    /// keys of [`TestDevice::fixed`].
     pub(crate) async fn authenticate(&self, body: Value) -> Resp {
+        let mut body = body;
+        if let Some(fields) = body.as_object_mut() {
+            let fixed = TestDevice::fixed();
+            fields
+                .entry("device_public_key")
+                .or_insert(json!(fixed.device_hex()));
+            fields
+                .entry("session_public_key")
+                .or_insert(json!(hex::encode(fixed.session_key)));
+        }
         self.post("/v1/enroll/authenticate")
             .json(&body)
             .send()
             .await
     }
 
-    /// A member signed in and holding an enrollment token: (member_id, session token,
-    /// enrollment token, enrollment session id).
-    pub(crate) async fn enrolling_member(&self, email: &str) -> Enrolling {
+    /// A member signed in whose app (with `device`'s keys) authenticated with the code, and
+    /// who has not confirmed it yet.
+    pub(crate) async fn authenticated_member(&self, email: &str, device: TestDevice) -> Enrolling {
         let member_id = self.approved_member(email).await;
         let session = self.sign_in(email).await;
         let s = self.enrollment_session(&session).await;
         let r = self
-            .authenticate(json!({ "code": s["code"], "device_name": "test phone" }))
+            .authenticate(json!({
+                "code": s["code"],
+                "email": email,
+                "device_name": "test phone",
+                "device_public_key": device.device_hex(),
+                "session_public_key": hex::encode(device.session_key),
+            }))
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let session_id = s["session_id"].as_str().unwrap().to_owned();
+        assert_eq!(r.body["enrollment_session_id"], session_id.as_str());
         Enrolling {
             member_id,
             session,
             token: r.body["enrollment_token"].as_str().unwrap().to_owned(),
-            session_id: s["session_id"].as_str().unwrap().to_owned(),
+            session_id,
+            device,
         }
+    }
+
+    /// The member types `comparison_code` into the web page of `e`'s enrollment.
+    pub(crate) async fn confirm(&self, e: &Enrolling, comparison_code: &str) -> Resp {
+        self.post(&format!("/v1/enroll/sessions/{}/confirm", e.session_id))
+            .bearer(&e.session)
+            .json(&json!({ "comparison_code": comparison_code }))
+            .send()
+            .await
+    }
+
+    /// A member signed in and holding an enrollment token for a new device, which they
+    /// confirmed on the web page.
+    pub(crate) async fn enrolling_member(&self, email: &str) -> Enrolling {
+        let e = self.authenticated_member(email, TestDevice::new()).await;
+        let r = self.confirm(&e, &e.comparison_code()).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        e
+    }
+}
+
+/// An enrolling app's keys, and the vault key that signs its receipt.
+pub(crate) struct TestDevice {
+    pub(crate) device: SigningKey,
+    pub(crate) session_key: [u8; 32],
+    pub(crate) vault: SigningKey,
+}
+
+impl TestDevice {
+    /// Fresh keys.
+    pub(crate) fn new() -> TestDevice {
+        TestDevice {
+            device: SigningKey::generate(),
+            session_key: rand::random(),
+            vault: SigningKey::generate(),
+        }
+    }
+
+    /// The same keys every time (for bodies that do not care).
+    pub(crate) fn fixed() -> TestDevice {
+        let seed = |b| vettid_crypto::SecretBytes::from_array([b; 32]);
+        TestDevice {
+            device: SigningKey::from_seed(&seed(1)),
+            session_key: [2; 32],
+            vault: SigningKey::from_seed(&seed(3)),
+        }
+    }
+
+    pub(crate) fn device_hex(&self) -> String {
+        hex::encode(self.device.verifying_key().to_bytes())
     }
 }
 
@@ -266,6 +337,37 @@ pub(crate) struct Enrolling {
     pub(crate) session: String,
     pub(crate) token: String,
     pub(crate) session_id: String,
+    pub(crate) device: TestDevice,
+}
+
+impl Enrolling {
+    /// The comparison code this enrollment's app shows.
+    pub(crate) fn comparison_code(&self) -> String {
+        vettid_proto::auth::comparison_code(
+            &self.session_id,
+            &self.device.device.verifying_key().to_bytes(),
+            &self.device.session_key,
+        )
+    }
+
+    /// A finalize body for `nats_public_key` with the vault's receipt for this device.
+    pub(crate) fn finalize_body(&self, nats_public_key: &str) -> Value {
+        let device_key = self.device.device.verifying_key().to_bytes();
+        let receipt = self
+            .device
+            .vault
+            .sign(&vettid_proto::auth::device_receipt_message(
+                &self.member_id,
+                &self.device.session_key,
+                &device_key,
+            ));
+        json!({
+            "device_public_key": hex::encode(device_key),
+            "nats_public_key": nats_public_key,
+            "identity_public_key": hex::encode(self.device.vault.verifying_key().to_bytes()),
+            "device_receipt": hex::encode(receipt.to_bytes()),
+        })
+    }
 }
 
 pub(crate) trait NowUnix {

@@ -2,7 +2,7 @@
 
 use crate::harness::{Harness, generous_limits};
 use axum::http::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::net::IpAddr;
 use vettid_api::{Limits, Rate};
 
@@ -133,12 +133,22 @@ async fn guessing_enrollment_codes_is_limited_per_ip() {
     let session = h.sign_in("guess@example.com").await;
     let s = h.enrollment_session(&session).await;
     let attacker = ip("203.0.113.9");
+    let device = crate::harness::TestDevice::fixed();
+    let body = |code: &Value, email: &str| {
+        json!({
+            "code": code,
+            "email": email,
+            "device_public_key": device.device_hex(),
+            "session_public_key": hex::encode(device.session_key),
+        })
+    };
+    // (guesses for an address with no member, so they do not void the member's code)
     for n in 0..20 {
-        let guess = format!("ZZZZ-{n:04}");
+        let guess = json!(format!("ZZZZ-{n:04}"));
         let r = h
             .post("/v1/enroll/authenticate")
             .ip(attacker)
-            .json(&json!({ "code": guess }))
+            .json(&body(&guess, "nobody@example.com"))
             .send()
             .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
@@ -147,14 +157,14 @@ async fn guessing_enrollment_codes_is_limited_per_ip() {
     let r = h
         .post("/v1/enroll/authenticate")
         .ip(attacker)
-        .json(&json!({ "code": s["code"] }))
+        .json(&body(&s["code"], "guess@example.com"))
         .send()
         .await;
     r.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     // and still works from the member's own
     let r = h
         .post("/v1/enroll/authenticate")
-        .json(&json!({ "code": s["code"] }))
+        .json(&body(&s["code"], "guess@example.com"))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::OK);

@@ -8,18 +8,14 @@ use vettid_crypto::sign::SigningKey;
 /// A member with a finalized enrollment: (member id, web session, device key).
 async fn enrolled(h: &Harness, email: &str) -> (String, String, SigningKey) {
     let e = h.enrolling_member(email).await;
-    let device = SigningKey::generate();
     let fin = h
         .post("/v1/enroll/finalize")
         .bearer(&e.token)
-        .json(&json!({
-            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
-            "nats_public_key": nkeys::KeyPair::new_user().public_key(),
-        }))
+        .json(&e.finalize_body(&nkeys::KeyPair::new_user().public_key()))
         .send()
         .await;
     assert_eq!(fin.status, StatusCode::OK, "{}", fin.body);
-    (e.member_id, e.session, device)
+    (e.member_id, e.session, e.device.device)
 }
 
 #[tokio::test]

@@ -82,6 +82,7 @@ impl Adversary {
                 pin: Zeroizing::new(PIN.as_bytes().to_vec()),
                 password_verifier: Zeroizing::new(VERIFIER),
                 device_name: "phone".into(),
+                device: binding(member, device),
             })
             .await?;
         let AppReply::Enrolled(enrolled) = reply else {
@@ -313,4 +314,14 @@ impl vettid_attest::seal::kms::Transport for DirectKeyService {
             session_token: None,
         })
     }
+}
+
+/// The device-key binding an app of `member` with session key `device` sends with its
+/// enrollment (its device key derived from the same seed, for tests).
+pub fn binding(member: &str, device: &SecretBytes<32>) -> vettid_proto::auth::DeviceBinding {
+    vettid_proto::auth::DeviceBinding::sign(
+        member,
+        &vettid_crypto::noise::public_key(device),
+        &vettid_crypto::sign::SigningKey::from_seed(device),
+    )
 }

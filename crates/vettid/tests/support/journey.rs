@@ -120,7 +120,7 @@ impl UpStack {
 
     /// Registers `name` and signs in by magic link: (member id, member session token).
     pub async fn member(&self, name: &str) -> (String, String) {
-        let email = format!("{name}@test.vettid.test");
+        let email = Self::email(name);
         let reg = http::json(
             &self.api,
             "POST",
@@ -172,6 +172,16 @@ impl UpStack {
 
     /// A fresh enrollment code for a signed-in member.
     pub async fn enrollment_code(&self, session_token: &str) -> String {
+        self.enrollment_session(session_token).await.0
+    }
+
+    /// The email [`UpStack::member`] registers `name` with.
+    pub fn email(name: &str) -> String {
+        format!("{name}@test.vettid.test")
+    }
+
+    /// A new enrollment session on the member's web page: (code, session id).
+    pub async fn enrollment_session(&self, session_token: &str) -> (String, String) {
         let es = http::json(
             &self.api,
             "POST",
@@ -181,7 +191,62 @@ impl UpStack {
         )
         .await
         .unwrap();
-        es["code"].as_str().unwrap().to_owned()
+        (
+            es["code"].as_str().unwrap().to_owned(),
+            es["session_id"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// The member types `comparison_code` into the web page of enrollment `session_id`.
+    pub async fn confirm(
+        &self,
+        session_token: &str,
+        session_id: &str,
+        comparison_code: &str,
+    ) -> Result<serde_json::Value, vettid_client::ClientError> {
+        http::json(
+            &self.api,
+            "POST",
+            &format!("/v1/enroll/sessions/{session_id}/confirm"),
+            Some(session_token),
+            Some(&json!({ "comparison_code": comparison_code })),
+        )
+        .await
+    }
+
+    /// `name`'s app presents `code` (with `name`'s email) and the member confirms it.
+    pub async fn begin_confirmed(
+        &self,
+        name: &str,
+        profile: &mut Profile,
+        session_token: &str,
+        (code, session_id): (String, String),
+    ) -> vettid_client::app::Pending {
+        let secret = EnrollmentSecret::Code {
+            code,
+            email: Self::email(name),
+        };
+        let pending = vettid_client::app::begin(
+            profile,
+            &Api::new(&self.api),
+            &secret,
+            &format!("{name}-phone"),
+        )
+        .await
+        .unwrap();
+        self.confirm(session_token, &session_id, pending.comparison_code())
+            .await
+            .unwrap();
+        pending
+    }
+
+    /// What an enrolling test app types.
+    pub fn enroll_input(&self, pin: &str) -> vettid_client::app::EnrollInput {
+        vettid_client::app::EnrollInput {
+            pin: Zeroizing::new(pin.as_bytes().to_vec()),
+            password: Zeroizing::new(b"a long test password".to_vec()),
+            nats_url: Some(self.nats.clone()),
+        }
     }
 
     /// A profile directory pinned to this stack's trust anchors.
@@ -200,18 +265,16 @@ impl UpStack {
     /// Registers, signs in and enrolls `name` with `pin`: the enrolled profile.
     pub async fn enrolled(&self, name: &str, pin: &str) -> Profile {
         let (_, session) = self.member(name).await;
-        let code = self.enrollment_code(&session).await;
+        let enrollment = self.enrollment_session(&session).await;
         let mut profile = self.profile(name);
-        vettid_client::app::enroll(
+        let pending = self
+            .begin_confirmed(name, &mut profile, &session, enrollment)
+            .await;
+        vettid_client::app::finish(
             &mut profile,
             &Api::new(&self.api),
-            vettid_client::app::EnrollInput {
-                secret: EnrollmentSecret::Code(code),
-                pin: Zeroizing::new(pin.as_bytes().to_vec()),
-                password: Zeroizing::new(b"a long test password".to_vec()),
-                device_name: format!("{name}-phone"),
-                nats_url: Some(self.nats.clone()),
-            },
+            pending,
+            self.enroll_input(pin),
             |_, _| {},
         )
         .await

@@ -3,18 +3,32 @@
 //! ```text
 //!  web (member session)          app (public)                    app (enrollment token)
 //!  POST /v1/enroll/sessions ──► code XXXX-XXXX / QR ──► POST /v1/enroll/authenticate
-//!        │ (5 min, single use)                              │ enrollment token (10 min)
-//!  GET /v1/enroll/sessions/{id}  ◄── progress ──  POST /v1/enroll/nats      (enrollment JWT)
+//!        │ (5 min, single use)      + the member's email     │ enrollment token (10 min),
+//!        │                          (or the QR's member id)  │ device + session keys named
+//!        │                                                   ▼
+//!        │                                       app shows comparison code 123 456
+//!  POST /v1/enroll/sessions/{id}/confirm ◄── the member types it ──┘
+//!  POST /v1/enroll/sessions/{id}/cancel   (any phase before completed)
+//!  GET /v1/enroll/sessions/{id}  ◄── progress ──  GET  /v1/enroll/confirmation (waits)
+//!                                                 POST /v1/enroll/nats      (enrollment JWT)
 //!                                                 POST /v1/enroll/status    (phases, forward)
-//!                                                 POST /v1/enroll/finalize  (device key,
-//!                                                                            member JWT)
+//!                                                 POST /v1/enroll/finalize  (the vault's
+//!                                                       receipt for the keys; member JWT)
 //! ```
 //!
 //! The code and the QR's session token are two ways to present the same one-time secret; the
-//! first use spends both. The enrollment token is spent by finalize. All three are stored as
-//! SHA-256 digests only. Phases only move forward ([`EnrollmentPhase`]); the API records what
-//! the app reports, for the web page to show: it cannot check the app's claims (PIN, password
-//! and attestation happen between the app and the enclave).
+//! first use spends both. A code counts only with the email of the member it was made for, and
+//! five wrong codes for a member void their live code. The app that authenticated gets nothing
+//! that reaches the vault until the member has typed the comparison code it shows (derived
+//! from the session and the device's keys, [`vettid_proto::auth::comparison_code`]) into the
+//! web page: whoever saw a code and used it first still cannot enroll unless the member
+//! confirms their device. Finalize registers only the confirmed device key, and only with the
+//! vault's signed receipt for it. The enrollment token is spent by finalize. Secrets are
+//! stored as keyed digests only. Phases only move forward ([`EnrollmentPhase`]); the API
+//! records what the app reports, for the web page to show: it cannot check the app's claims
+//! (PIN, password and attestation happen between the app and the enclave).
+
+mod confirm;
 
 use crate::ApiError;
 use crate::app::App;
@@ -48,6 +62,8 @@ pub enum EnrollmentPhase {
     Created,
     /// An app presented the code or QR and holds an enrollment token.
     Authenticated,
+    /// The member typed the app's comparison code into the web page.
+    Confirmed,
     /// The app connected to NATS with its enrollment credentials.
     NatsConnected,
     /// The app verified the enclave's attestation.
@@ -62,9 +78,10 @@ pub enum EnrollmentPhase {
 
 impl EnrollmentPhase {
     /// Every phase, in order.
-    pub const ALL: [EnrollmentPhase; 7] = [
+    pub const ALL: [EnrollmentPhase; 8] = [
         EnrollmentPhase::Created,
         EnrollmentPhase::Authenticated,
+        EnrollmentPhase::Confirmed,
         EnrollmentPhase::NatsConnected,
         EnrollmentPhase::AttestationVerified,
         EnrollmentPhase::PinSet,
@@ -77,6 +94,7 @@ impl EnrollmentPhase {
         match self {
             EnrollmentPhase::Created => "created",
             EnrollmentPhase::Authenticated => "authenticated",
+            EnrollmentPhase::Confirmed => "confirmed",
             EnrollmentPhase::NatsConnected => "nats_connected",
             EnrollmentPhase::AttestationVerified => "attestation_verified",
             EnrollmentPhase::PinSet => "pin_set",
@@ -90,22 +108,48 @@ impl EnrollmentPhase {
         EnrollmentPhase::ALL.into_iter().find(|p| p.as_str() == s)
     }
 
-    /// The phases strictly before this one (the states it may be entered from).
-    fn earlier(self) -> &'static [EnrollmentPhase] {
-        &EnrollmentPhase::ALL[..self as usize]
+    /// The phases an app's report of this one may move on from: from `confirmed` up to it
+    /// (so no report can skip the member's confirmation).
+    fn reported_from(self) -> &'static [EnrollmentPhase] {
+        let from = EnrollmentPhase::Confirmed as usize;
+        EnrollmentPhase::ALL
+            .get(from..(self as usize).max(from))
+            .unwrap_or_default()
     }
 
-    /// Whether the app may report this phase through `POST /v1/enroll/status` (the first two
-    /// are set by the API, `completed` only by finalize).
+    /// Whether the app may report this phase through `POST /v1/enroll/status` (the first
+    /// three are set by the API and the member, `completed` only by finalize).
     fn reportable(self) -> bool {
-        self > EnrollmentPhase::Authenticated && self < EnrollmentPhase::Completed
+        self > EnrollmentPhase::Confirmed && self < EnrollmentPhase::Completed
     }
 }
 
-/// An app holding a valid, unspent enrollment token (from `Authorization: Bearer`).
+/// An app holding a valid, unspent enrollment token (from `Authorization: Bearer`) of an
+/// enrollment the member has not cancelled.
 pub(crate) struct EnrollmentGrant {
     session_id: String,
     member_id: String,
+    /// Whether the member confirmed this app's device on the web page.
+    confirmed: bool,
+    /// The device key (hex Ed25519) the app named when it authenticated.
+    device_key: String,
+    /// The session key (hex X25519) the app named when it authenticated.
+    session_key: String,
+    /// When the enrollment token expires.
+    expires_at: i64,
+}
+
+/// An enrollment session row as a grant reads it.
+#[derive(sqlx::FromRow)]
+struct GrantRow {
+    session_id: String,
+    member_id: String,
+    token_expires_at: Option<i64>,
+    token_used_at: Option<i64>,
+    confirmed_at: Option<i64>,
+    cancelled_at: Option<i64>,
+    device_public_key: Option<String>,
+    session_public_key: Option<String>,
 }
 
 impl FromRequestParts<App> for EnrollmentGrant {
@@ -113,29 +157,57 @@ impl FromRequestParts<App> for EnrollmentGrant {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        let row: Option<(String, String, Option<i64>, Option<i64>)> = sqlx::query_as(
-            "SELECT session_id, member_id, token_expires_at, token_used_at \
+        let row: Option<GrantRow> = sqlx::query_as(
+            "SELECT session_id, member_id, token_expires_at, token_used_at, confirmed_at, \
+             cancelled_at, device_public_key, session_public_key \
              FROM enrollment_sessions WHERE token_hash = ?",
         )
         .bind(app.digest(&token))
         .fetch_optional(app.db())
         .await?;
-        let Some((session_id, member_id, expires_at, used_at)) = row else {
+        let Some(row) = row else {
             return Err(ApiError::Unauthorized("invalid enrollment token"));
         };
-        if used_at.is_some() {
+        if row.cancelled_at.is_some() {
+            return Err(ApiError::Gone(
+                "this enrollment was cancelled on the web page",
+            ));
+        }
+        if row.token_used_at.is_some() {
             return Err(ApiError::Unauthorized("enrollment token already used"));
         }
-        if expires_at.is_none_or(|t| t <= app.now()) {
+        let expires_at = row.token_expires_at.unwrap_or_default();
+        if expires_at <= app.now() {
             return Err(ApiError::Unauthorized("enrollment token expired"));
         }
+        let (Some(device_key), Some(session_key)) = (row.device_public_key, row.session_public_key)
+        else {
+            return Err(ApiError::internal("enrollment row", "a token without keys"));
+        };
         // Every use of an enrollment token (NATS credentials, phases, finalize) stops here
         // for a suspended member.
-        crate::auth::ensure_not_suspended(app, &member_id).await?;
+        crate::auth::ensure_not_suspended(app, &row.member_id).await?;
         Ok(EnrollmentGrant {
-            session_id,
-            member_id,
+            session_id: row.session_id,
+            member_id: row.member_id,
+            confirmed: row.confirmed_at.is_some(),
+            device_key,
+            session_key,
+            expires_at,
         })
+    }
+}
+
+impl EnrollmentGrant {
+    /// `Conflict` until the member has confirmed this device.
+    fn ensure_confirmed(&self) -> Result<(), ApiError> {
+        if self.confirmed {
+            Ok(())
+        } else {
+            Err(ApiError::Conflict(
+                "the member has not confirmed this device on the web page yet",
+            ))
+        }
     }
 }
 
@@ -143,13 +215,15 @@ pub(crate) fn routes() -> Router<App> {
     Router::new()
         .route("/v1/enroll/sessions", post(create_session))
         .route("/v1/enroll/sessions/{id}", get(get_session))
+        .route("/v1/enroll/sessions/{id}/confirm", post(confirm::confirm))
+        .route("/v1/enroll/sessions/{id}/cancel", post(confirm::cancel))
         .route("/v1/enroll/authenticate", post(authenticate))
+        .route("/v1/enroll/confirmation", get(confirm::confirmation))
         .route("/v1/enroll/nats", post(enrollment_nats))
         .route("/v1/enroll/status", post(report_phase))
         .route("/v1/enroll/finalize", post(finalize))
 }
 
-/// Whether `member` has an enrolled device that is not revoked.
 /// Whether `member` ever finalized an enrollment: the enclave then holds their vault, revoked
 /// devices or not, and a new device can only come through recovery.
 async fn has_vault(app: &App, member: &str) -> Result<bool, ApiError> {
@@ -292,6 +366,24 @@ struct SessionView {
     phase: EnrollmentPhase,
     phases: Vec<PhaseAt>,
     expires_at: i64,
+    /// The name the app gave, once one authenticated.
+    device_name: Option<String>,
+    /// An app authenticated and waits for the member to type its comparison code.
+    awaiting_confirmation: bool,
+    /// Wrong comparison codes the member may still type before the enrollment is cancelled.
+    confirm_attempts_left: i64,
+    /// Why the enrollment was cancelled, if it was.
+    cancelled: Option<confirm::CancelReason>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    phase: String,
+    expires_at: i64,
+    token_expires_at: Option<i64>,
+    device_name: Option<String>,
+    confirm_failures: i64,
+    cancel_reason: Option<String>,
 }
 
 /// `GET /v1/enroll/sessions/{id}` (member) → the session's progress; 404 if it is not this
@@ -302,16 +394,23 @@ async fn get_session(
     member: Member,
     ApiPath(id): ApiPath,
 ) -> Result<Json<SessionView>, ApiError> {
-    let row: Option<(String, i64, Option<i64>)> = sqlx::query_as(
-        "SELECT phase, expires_at, token_expires_at FROM enrollment_sessions \
-         WHERE session_id = ? AND member_id = ?",
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT phase, expires_at, token_expires_at, device_name, confirm_failures, \
+         cancel_reason FROM enrollment_sessions WHERE session_id = ? AND member_id = ?",
     )
     .bind(&id)
     .bind(&member.member_id)
     .fetch_optional(app.db())
     .await?;
-    let (phase, code_expires, token_expires) =
-        row.ok_or(ApiError::NotFound("no such enrollment session"))?;
+    let row = row.ok_or(ApiError::NotFound("no such enrollment session"))?;
+    let cancelled = row
+        .cancel_reason
+        .as_deref()
+        .map(|r| {
+            confirm::CancelReason::parse(r)
+                .ok_or_else(|| ApiError::internal("enrollment row", "bad cancel reason"))
+        })
+        .transpose()?;
     let history: Vec<(String, i64)> = sqlx::query_as(
         "SELECT phase, at FROM enrollment_phases WHERE session_id = ? ORDER BY at, phase",
     )
@@ -331,11 +430,19 @@ async fn get_session(
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     phases.sort_by_key(|p| p.name);
+    let phase = stored(&row.phase)?;
+    let live = row.token_expires_at.is_some_and(|t| t > app.now());
     Ok(Json(SessionView {
         session_id: id,
-        phase: stored(&phase)?,
+        phase,
         phases,
-        expires_at: token_expires.unwrap_or(code_expires),
+        expires_at: row.token_expires_at.unwrap_or(row.expires_at),
+        device_name: row.device_name,
+        awaiting_confirmation: phase == EnrollmentPhase::Authenticated
+            && cancelled.is_none()
+            && live,
+        confirm_attempts_left: (confirm::CONFIRM_ATTEMPTS - row.confirm_failures).max(0),
+        cancelled,
     }))
 }
 
@@ -343,8 +450,16 @@ async fn get_session(
 #[serde(deny_unknown_fields)]
 struct AuthenticateRequest {
     code: Option<Secret>,
+    /// With `code`: the email of the member the code was made for.
+    email: Option<String>,
     session_token: Option<Secret>,
+    /// With `session_token`: the member id the QR code carries.
+    member_id: Option<String>,
     device_name: Option<String>,
+    /// The app's Ed25519 device key (hex), the one finalize will register.
+    device_public_key: String,
+    /// The app's X25519 session key (hex), the one the vault will register.
+    session_public_key: String,
 }
 
 #[derive(Serialize)]
@@ -357,19 +472,32 @@ struct Authenticated {
 
 /// How the app names its session.
 enum Presented {
-    Code(Secret),
-    QrToken(Secret),
+    /// A typed code and the member's email.
+    Code(Secret, String),
+    /// The QR's token and the member id beside it.
+    QrToken(Secret, String),
 }
 
 impl AuthenticateRequest {
     fn presented(&self) -> Result<Presented, ApiError> {
         match (&self.code, &self.session_token) {
-            (Some(code), None) => normalize_code(code.expose())
-                .map(Presented::Code)
-                .ok_or_else(|| ApiError::bad_request("code must look like XXXX-XXXX")),
+            (Some(code), None) => {
+                let code = normalize_code(code.expose())
+                    .ok_or_else(|| ApiError::bad_request("code must look like XXXX-XXXX"))?;
+                let email = self.email.as_deref().ok_or_else(|| {
+                    ApiError::bad_request("a code needs the email of the member it was made for")
+                })?;
+                Ok(Presented::Code(code, validate::email(email)?))
+            }
             (None, Some(token)) => {
                 validate::token_shape("session_token", token.expose())?;
-                Ok(Presented::QrToken(token.clone()))
+                let member = self.member_id.as_deref().ok_or_else(|| {
+                    ApiError::bad_request("a session_token needs the QR code's member_id")
+                })?;
+                Ok(Presented::QrToken(
+                    token.clone(),
+                    validate::member_id(member)?,
+                ))
             }
             _ => Err(ApiError::bad_request(
                 "give exactly one of code and session_token",
@@ -378,9 +506,21 @@ impl AuthenticateRequest {
     }
 }
 
-/// `POST /v1/enroll/authenticate {code | session_token, device_name?}` → an enrollment token.
-/// 401 for an unknown code, 410 for an expired or used one; the code or QR token is spent
-/// atomically, so two apps racing with it cannot both win. Rate-limited per IP.
+/// The one answer to a code or QR token that does not open a live enrollment: unknown,
+/// someone else's, expired, used or voided all look alike.
+const NO_SUCH_CODE: ApiError = ApiError::Unauthorized(
+    "no live enrollment matches this code (check it and the email; codes work once, within 5 minutes)",
+);
+
+/// Wrong codes presented for one member's live session before it is voided.
+pub(crate) const CODE_ATTEMPTS: i64 = 5;
+
+/// `POST /v1/enroll/authenticate {code + email | session_token + member_id, device_name?,
+/// device_public_key, session_public_key}` → an enrollment token, and the session id from
+/// which the app derives the comparison code the member must type into the web page. 401 for
+/// anything that does not open a live enrollment (one answer for all); a wrong code counts
+/// against the member's live session, which is voided at the fifth. The code or QR token is
+/// spent atomically, so two apps racing with it cannot both win. Rate-limited per IP.
 async fn authenticate(
     State(app): State<App>,
     ClientIp(ip): ClientIp,
@@ -392,6 +532,11 @@ async fn authenticate(
         .as_deref()
         .map(validate::device_name)
         .transpose()?;
+    let device_key = validate::device_public_key(&req.device_public_key)?;
+    let session_key = hex::encode(validate::hex_bytes::<32>(
+        "session_public_key",
+        &req.session_public_key,
+    )?);
     let limits = &app.state.config.limits;
     app.rate_limit(
         "enroll_authenticate",
@@ -406,22 +551,23 @@ async fn authenticate(
     let mut tx = app.db().begin().await?;
     let spent = sqlx::query(
         "UPDATE enrollment_sessions SET authenticated_at = ?, phase = ?, device_name = ?, \
-         token_hash = ?, token_expires_at = ? \
-         WHERE session_id = ? AND authenticated_at IS NULL AND expires_at > ?",
+         token_hash = ?, token_expires_at = ?, device_public_key = ?, session_public_key = ? \
+         WHERE session_id = ? AND authenticated_at IS NULL AND cancelled_at IS NULL \
+         AND expires_at > ?",
     )
     .bind(now)
     .bind(EnrollmentPhase::Authenticated.as_str())
     .bind(device_name)
     .bind(app.digest(&token))
     .bind(now + TOKEN_SECS)
+    .bind(&device_key)
+    .bind(&session_key)
     .bind(&session_id)
     .bind(now)
     .execute(&mut *tx)
     .await?;
     if spent.rows_affected() != 1 {
-        return Err(ApiError::Gone(
-            "this enrollment code has expired or was already used",
-        ));
+        return Err(NO_SUCH_CODE);
     }
     record_phase(&mut tx, &session_id, EnrollmentPhase::Authenticated, now).await?;
     tx.commit().await?;
@@ -433,38 +579,73 @@ async fn authenticate(
     }))
 }
 
-/// The session a code or QR token names: 401 if none, 410 if it can no longer be used.
+/// The live session a code (for the member with that email) or QR token (for that member)
+/// opens, or [`NO_SUCH_CODE`]. A wrong code for a member with a live session counts against
+/// it; the [`CODE_ATTEMPTS`]th voids it.
 async fn find_session(app: &App, presented: &Presented) -> Result<(String, String), ApiError> {
-    let row: Option<(String, String, i64, Option<i64>)> = match presented {
-        Presented::Code(code) => {
-            // Codes are 40 bits and may repeat across time: take the newest session with it.
-            sqlx::query_as(
-                "SELECT session_id, member_id, expires_at, authenticated_at FROM enrollment_sessions \
-                 WHERE code_hash = ? ORDER BY created_at DESC LIMIT 1",
+    let now = app.now();
+    match presented {
+        Presented::Code(code, email) => {
+            let Some(r) = crate::registration::find_by_email(app.db(), email).await? else {
+                return Err(NO_SUCH_CODE);
+            };
+            let live: Option<(String, String)> = sqlx::query_as(
+                "SELECT session_id, code_hash FROM enrollment_sessions WHERE member_id = ? \
+                 AND authenticated_at IS NULL AND cancelled_at IS NULL AND expires_at > ? \
+                 ORDER BY created_at DESC LIMIT 1",
             )
-            .bind(app.digest(code))
+            .bind(&r.member_id)
+            .bind(now)
             .fetch_optional(app.db())
-            .await?
+            .await?;
+            let Some((session_id, code_hash)) = live else {
+                return Err(NO_SUCH_CODE);
+            };
+            if vettid_crypto::ct_eq(app.digest(code).as_bytes(), code_hash.as_bytes()) {
+                return Ok((session_id, r.member_id));
+            }
+            count_wrong_code(app, &session_id, now).await?;
+            Err(NO_SUCH_CODE)
         }
-        Presented::QrToken(token) => sqlx::query_as(
-            "SELECT session_id, member_id, expires_at, authenticated_at FROM enrollment_sessions \
-                 WHERE qr_token_hash = ?",
-        )
-        .bind(app.digest(token))
-        .fetch_optional(app.db())
-        .await?,
-    };
-    match row {
-        None => Err(ApiError::Unauthorized("unknown enrollment code")),
-        Some((_, _, expires_at, authenticated_at))
-            if authenticated_at.is_some() || expires_at <= app.now() =>
-        {
-            Err(ApiError::Gone(
-                "this enrollment code has expired or was already used",
-            ))
+        Presented::QrToken(token, member) => {
+            let row: Option<(String, String)> = sqlx::query_as(
+                "SELECT session_id, member_id FROM enrollment_sessions WHERE qr_token_hash = ? \
+                 AND authenticated_at IS NULL AND cancelled_at IS NULL AND expires_at > ?",
+            )
+            .bind(app.digest(token))
+            .bind(now)
+            .fetch_optional(app.db())
+            .await?;
+            match row {
+                Some((session_id, owner)) if owner == *member => Ok((session_id, owner)),
+                _ => Err(NO_SUCH_CODE),
+            }
         }
-        Some((session_id, member_id, _, _)) => Ok((session_id, member_id)),
     }
+}
+
+/// Counts a wrong code against a live session, voiding it at the [`CODE_ATTEMPTS`]th.
+async fn count_wrong_code(app: &App, session_id: &str, now: i64) -> Result<(), ApiError> {
+    let mut tx = app.db().begin().await?;
+    sqlx::query(
+        "UPDATE enrollment_sessions SET code_failures = code_failures + 1 WHERE session_id = ?",
+    )
+    .bind(session_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        "UPDATE enrollment_sessions SET expires_at = ?, cancelled_at = ?, cancel_reason = ? \
+         WHERE session_id = ? AND code_failures >= ? AND cancelled_at IS NULL",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(confirm::CancelReason::WrongCodes.as_str())
+    .bind(session_id)
+    .bind(CODE_ATTEMPTS)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -474,12 +655,14 @@ struct NatsKeyRequest {
 }
 
 /// `POST /v1/enroll/nats {nats_public_key}` (enrollment token) → an enrollment-scoped NATS
-/// JWT (10 min) for that key, recorded for revocation. 503 without NATS.
+/// JWT (10 min) for that key, recorded for revocation; 409 until the member has confirmed
+/// the device. 503 without NATS.
 async fn enrollment_nats(
     State(app): State<App>,
     grant: EnrollmentGrant,
     ApiJson(req): ApiJson<NatsKeyRequest>,
 ) -> Result<Json<crate::nats::NatsCreds>, ApiError> {
+    grant.ensure_confirmed()?;
     let key = validate::nats_user_key(&req.nats_public_key)?;
     let nats = app.nats()?;
     let issued = nats.sign(
@@ -501,12 +684,12 @@ async fn enrollment_nats(
     Ok(Json(nats.creds(&grant.member_id, &issued)))
 }
 
-/// Re-checks, after recording a key, that a revocation has not ended the enrollment since the
-/// grant was checked (a revocation that ran in between did not see the key).
+/// Re-checks, after recording a key, that a revocation or cancellation has not ended the
+/// enrollment since the grant was checked (one that ran in between did not see the key).
 async fn ensure_grant_live(app: &App, grant: &EnrollmentGrant) -> Result<(), ApiError> {
     let live: Option<String> = sqlx::query_scalar(
         "SELECT session_id FROM enrollment_sessions WHERE session_id = ? \
-         AND token_used_at IS NULL AND token_expires_at > ?",
+         AND token_used_at IS NULL AND cancelled_at IS NULL AND token_expires_at > ?",
     )
     .bind(&grant.session_id)
     .bind(app.now())
@@ -529,8 +712,9 @@ struct PhaseRecorded {
 }
 
 /// `POST /v1/enroll/status {phase}` (enrollment token) → the phase, if it is later than the
-/// current one (skipping ahead is allowed; the same or an earlier phase is 409). `created`,
-/// `authenticated` and `completed` cannot be reported (400).
+/// current one (skipping ahead is allowed; the same or an earlier phase is 409, and so is any
+/// report before the member confirmed the device). `created`, `authenticated`, `confirmed`
+/// and `completed` cannot be reported (400).
 async fn report_phase(
     State(app): State<App>,
     grant: EnrollmentGrant,
@@ -543,15 +727,16 @@ async fn report_phase(
                 "phase must be one of nats_connected, attestation_verified, pin_set, password_set",
             )
         })?;
-    let earlier = phase.earlier();
-    let name = |i: usize| earlier.get(i).map(|p| p.as_str());
+    grant.ensure_confirmed()?;
+    let from = phase.reported_from();
+    let name = |i: usize| from.get(i).map(|p| p.as_str());
     let now = app.now();
     let mut tx = app.db().begin().await?;
-    // The IN list has room for every phase before `password_set`; unused slots are NULL,
-    // which matches nothing.
+    // The IN list has room for every phase from `confirmed` to before `password_set`; unused
+    // slots are NULL, which matches nothing.
     let moved = sqlx::query(
         "UPDATE enrollment_sessions SET phase = ? WHERE session_id = ? AND token_used_at IS NULL \
-         AND phase IN (?, ?, ?, ?, ?)",
+         AND cancelled_at IS NULL AND confirmed_at IS NOT NULL AND phase IN (?, ?, ?, ?)",
     )
     .bind(phase.as_str())
     .bind(&grant.session_id)
@@ -559,7 +744,6 @@ async fn report_phase(
     .bind(name(1))
     .bind(name(2))
     .bind(name(3))
-    .bind(name(4))
     .execute(&mut *tx)
     .await?;
     if moved.rows_affected() != 1 {
@@ -576,22 +760,66 @@ async fn report_phase(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FinalizeRequest {
+    /// The device key the member confirmed (hex Ed25519).
     device_public_key: String,
     nats_public_key: String,
+    /// The new vault's identity key (hex Ed25519), from the app's attested session.
+    identity_public_key: String,
+    /// The vault's signature (hex) over [`vettid_proto::auth::device_receipt_message`] for
+    /// the device's confirmed session and device keys.
+    device_receipt: String,
 }
 
-/// `POST /v1/enroll/finalize {device_public_key, nats_public_key}` (enrollment token) →
-/// member NATS credentials. In one transaction: spends the enrollment token (a second
-/// finalize is 401), refuses if the member already has an active device (409), registers the
-/// device key (409 if it is already registered), records the NATS key, marks the session
-/// completed. The JWT is signed first but handed out only if all of that commits.
+/// Checks the vault's receipt for the grant's keys: the identity key is valid and signed
+/// [`vettid_proto::auth::device_receipt_message`] for this member and both confirmed keys.
+fn check_receipt(grant: &EnrollmentGrant, req: &FinalizeRequest) -> Result<String, ApiError> {
+    use vettid_crypto::sign::{Signature, VerifyingKey};
+    let identity = validate::hex_bytes::<32>("identity_public_key", &req.identity_public_key)?;
+    let receipt = validate::hex_bytes::<64>("device_receipt", &req.device_receipt)?;
+    let stored = |h: &str| {
+        validate::hex_bytes::<32>("stored key", h).map_err(|_| {
+            ApiError::internal("enrollment row", "a stored key is not 32 bytes of hex")
+        })
+    };
+    let message = vettid_proto::auth::device_receipt_message(
+        &grant.member_id,
+        &stored(&grant.session_key)?,
+        &stored(&grant.device_key)?,
+    );
+    let key = VerifyingKey::from_bytes(&identity)
+        .map_err(|_| ApiError::bad_request("identity_public_key is not a valid Ed25519 key"))?;
+    let sig = Signature::from_slice(&receipt)
+        .map_err(|_| ApiError::bad_request("device_receipt is not a signature"))?;
+    key.verify(&message, &sig).map_err(|_| {
+        ApiError::bad_request(
+            "device_receipt is not the vault's signature for the confirmed device's keys",
+        )
+    })?;
+    Ok(hex::encode(identity))
+}
+
+/// `POST /v1/enroll/finalize {device_public_key, nats_public_key, identity_public_key,
+/// device_receipt}` (enrollment token of a confirmed device) → member NATS credentials.
+/// 409 before the member confirmed; 400 unless the device key is the confirmed one and the
+/// receipt is the vault's signature over both confirmed keys. In one transaction: spends the
+/// enrollment token (a second finalize is 401), records the vault's identity key (409 if the
+/// member already has a vault), registers the device (409 if the key is already registered),
+/// records the NATS key and marks the session completed. The JWT is signed first but handed
+/// out only if all of that commits.
 async fn finalize(
     State(app): State<App>,
     grant: EnrollmentGrant,
     ApiJson(req): ApiJson<FinalizeRequest>,
 ) -> Result<Json<crate::nats::NatsCreds>, ApiError> {
+    grant.ensure_confirmed()?;
     let device_key = validate::device_public_key(&req.device_public_key)?;
+    if !vettid_crypto::ct_eq(device_key.as_bytes(), grant.device_key.as_bytes()) {
+        return Err(ApiError::bad_request(
+            "device_public_key is not the device the member confirmed",
+        ));
+    }
     let nats_key = validate::nats_user_key(&req.nats_public_key)?;
+    let identity = check_receipt(&grant, &req)?;
     let nats = app.nats()?;
     let lifetime = app.state.config.limits.member_jwt_lifetime;
     let issued = nats.sign(
@@ -605,11 +833,20 @@ async fn finalize(
     let now = app.now();
     let mut tx = app.db().begin().await?;
     spend_enrollment_token(&mut tx, &grant, now).await?;
+    let vault = sqlx::query(
+        "INSERT INTO vaults (member_id, identity_public_key, created_at) VALUES (?, ?, ?) \
+         ON CONFLICT (member_id) DO NOTHING",
+    )
+    .bind(&grant.member_id)
+    .bind(&identity)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     let enrolled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE member_id = ?")
         .bind(&grant.member_id)
         .fetch_one(&mut *tx)
         .await?;
-    if enrolled > 0 {
+    if vault.rows_affected() != 1 || enrolled > 0 {
         return Err(ApiError::Conflict(
             "this member already has a vault; a new device comes through recovery",
         ));
@@ -636,7 +873,8 @@ async fn spend_enrollment_token(
 ) -> Result<(), ApiError> {
     let spent = sqlx::query(
         "UPDATE enrollment_sessions SET token_used_at = ?, completed_at = ?, phase = ? \
-         WHERE session_id = ? AND token_used_at IS NULL AND token_expires_at > ?",
+         WHERE session_id = ? AND token_used_at IS NULL AND cancelled_at IS NULL \
+         AND confirmed_at IS NOT NULL AND token_expires_at > ?",
     )
     .bind(now)
     .bind(now)
@@ -661,12 +899,13 @@ async fn register_device(
     now: i64,
 ) -> Result<(), ApiError> {
     let inserted = sqlx::query(
-        "INSERT INTO devices (device_public_key, member_id, enrollment_session_id, created_at) \
-         VALUES (?, ?, ?, ?)",
+        "INSERT INTO devices (device_public_key, member_id, enrollment_session_id, \
+         session_public_key, created_at) VALUES (?, ?, ?, ?, ?)",
     )
     .bind(device_key)
     .bind(&grant.member_id)
     .bind(&grant.session_id)
+    .bind(&grant.session_key)
     .bind(now)
     .execute(&mut *tx)
     .await;
@@ -684,12 +923,14 @@ mod tests {
 
     #[test]
     fn phases_have_one_order_and_round_trip() {
-        for (i, p) in EnrollmentPhase::ALL.iter().enumerate() {
-            assert_eq!(EnrollmentPhase::parse(p.as_str()), Some(*p));
-            assert_eq!(p.earlier().len(), i);
+        for p in EnrollmentPhase::ALL {
+            assert_eq!(EnrollmentPhase::parse(p.as_str()), Some(p));
+            assert!(p.reported_from().iter().all(|q| *q < p));
+            assert!(!p.reported_from().contains(&EnrollmentPhase::Authenticated));
         }
-        assert!(
-            EnrollmentPhase::PasswordSet.earlier().len() <= 5,
+        assert_eq!(
+            EnrollmentPhase::PasswordSet.reported_from().len(),
+            4,
             "fits the IN list"
         );
         let reportable: Vec<_> = EnrollmentPhase::ALL

@@ -1,0 +1,267 @@
+//! The member's side of an enrollment in progress: confirming the device that authenticated
+//! by typing the comparison code it shows, or cancelling.
+//!
+//! An app that presented a code gets an enrollment token, but nothing that reaches the vault
+//! (enrollment NATS credentials, phases, finalize) until the member confirms. The comparison
+//! code is derived from the session and both keys the app named
+//! ([`vettid_proto::auth::comparison_code`]), so the member confirms those keys, not just "an
+//! app": someone who saw the enrollment code and used it first shows a code on *their*
+//! screen, which the member never sees. Three wrong comparison codes cancel the enrollment.
+
+use super::{EnrollmentGrant, EnrollmentPhase, record_phase};
+use crate::ApiError;
+use crate::app::App;
+use crate::auth::Member;
+use crate::extract::{ApiJson, ApiPath};
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+use vettid_proto::auth::{comparison_code, normalize_comparison_code};
+
+/// Wrong comparison codes the member may type before the enrollment is cancelled.
+pub(crate) const CONFIRM_ATTEMPTS: i64 = 3;
+
+/// Why an enrollment ended before it completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum CancelReason {
+    /// The member cancelled it on the web page.
+    Member,
+    /// The member typed [`CONFIRM_ATTEMPTS`] wrong comparison codes.
+    WrongComparison,
+    /// [`super::CODE_ATTEMPTS`] wrong enrollment codes were presented for the member.
+    WrongCodes,
+}
+
+impl CancelReason {
+    /// The stored name.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::Member => "member",
+            CancelReason::WrongComparison => "wrong_comparison",
+            CancelReason::WrongCodes => "wrong_codes",
+        }
+    }
+
+    /// Parses a stored name.
+    pub(crate) fn parse(s: &str) -> Option<CancelReason> {
+        [
+            CancelReason::Member,
+            CancelReason::WrongComparison,
+            CancelReason::WrongCodes,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Pending {
+    phase: String,
+    token_expires_at: Option<i64>,
+    cancelled_at: Option<i64>,
+    device_public_key: Option<String>,
+    session_public_key: Option<String>,
+}
+
+/// The member's session `id`, or 404 if it is not theirs.
+async fn pending(app: &App, member: &Member, id: &str) -> Result<Pending, ApiError> {
+    let row: Option<Pending> = sqlx::query_as(
+        "SELECT phase, token_expires_at, cancelled_at, device_public_key, session_public_key \
+         FROM enrollment_sessions WHERE session_id = ? AND member_id = ?",
+    )
+    .bind(id)
+    .bind(&member.member_id)
+    .fetch_optional(app.db())
+    .await?;
+    row.ok_or(ApiError::NotFound("no such enrollment session"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ConfirmRequest {
+    comparison_code: String,
+}
+
+#[derive(Serialize)]
+pub(crate) struct Confirmed {
+    confirmed: bool,
+    /// Wrong codes left before the enrollment is cancelled (after a wrong one).
+    attempts_left: i64,
+}
+
+/// `POST /v1/enroll/sessions/{id}/confirm {comparison_code}` (member) → `{confirmed: true}`
+/// if the code matches the one the authenticated app shows. A wrong code is 403 and counts;
+/// the [`CONFIRM_ATTEMPTS`]th cancels the enrollment (410 from then on). 409 if no app has
+/// authenticated yet or the device is already confirmed; 410 if the enrollment was cancelled
+/// or its token expired; 400 for anything that is not six digits (not counted).
+pub(crate) async fn confirm(
+    State(app): State<App>,
+    member: Member,
+    ApiPath(id): ApiPath,
+    ApiJson(req): ApiJson<ConfirmRequest>,
+) -> Result<Json<Confirmed>, ApiError> {
+    let typed = normalize_comparison_code(&req.comparison_code)
+        .ok_or_else(|| ApiError::bad_request("comparison_code must be six digits"))?;
+    let row = pending(&app, &member, &id).await?;
+    if row.cancelled_at.is_some() {
+        return Err(ApiError::Gone("this enrollment was cancelled"));
+    }
+    let now = app.now();
+    match EnrollmentPhase::parse(&row.phase) {
+        Some(EnrollmentPhase::Created) => {
+            return Err(ApiError::Conflict(
+                "no app has used this enrollment's code yet",
+            ));
+        }
+        Some(EnrollmentPhase::Authenticated) => {}
+        Some(_) => return Err(ApiError::Conflict("this device is already confirmed")),
+        None => return Err(ApiError::internal("enrollment row", "bad phase")),
+    }
+    if row.token_expires_at.is_none_or(|t| t <= now) {
+        return Err(ApiError::Gone(
+            "this enrollment expired; start again with a new code",
+        ));
+    }
+    let (Some(device), Some(session)) = (row.device_public_key, row.session_public_key) else {
+        return Err(ApiError::internal(
+            "enrollment row",
+            "authenticated without keys",
+        ));
+    };
+    let key = |h: &str| {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(h, &mut out)
+            .map(|()| out)
+            .map_err(|e| ApiError::internal("enrollment row", e))
+    };
+    let expected = comparison_code(&id, &key(&device)?, &key(&session)?);
+
+    let mut tx = app.db().begin().await?;
+    if !vettid_crypto::ct_eq(typed.as_bytes(), expected.as_bytes()) {
+        let failures: i64 = sqlx::query_scalar(
+            "UPDATE enrollment_sessions SET confirm_failures = confirm_failures + 1 \
+             WHERE session_id = ? RETURNING confirm_failures",
+        )
+        .bind(&id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if failures >= CONFIRM_ATTEMPTS {
+            end(&mut tx, &id, CancelReason::WrongComparison, now).await?;
+        }
+        tx.commit().await?;
+        if failures >= CONFIRM_ATTEMPTS {
+            revoke_enrollment_keys(&app, &member.member_id).await?;
+            return Err(ApiError::Gone(
+                "three wrong comparison codes: this enrollment is cancelled; start again",
+            ));
+        }
+        return Err(ApiError::Forbidden(
+            "that is not the code the app shows; check the app and type it again",
+        ));
+    }
+    let moved = sqlx::query(
+        "UPDATE enrollment_sessions SET confirmed_at = ?, phase = ? WHERE session_id = ? \
+         AND phase = ? AND cancelled_at IS NULL AND token_used_at IS NULL",
+    )
+    .bind(now)
+    .bind(EnrollmentPhase::Confirmed.as_str())
+    .bind(&id)
+    .bind(EnrollmentPhase::Authenticated.as_str())
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Err(ApiError::Conflict(
+            "this enrollment changed; reload the page",
+        ));
+    }
+    record_phase(&mut tx, &id, EnrollmentPhase::Confirmed, now).await?;
+    tx.commit().await?;
+    Ok(Json(Confirmed {
+        confirmed: true,
+        attempts_left: CONFIRM_ATTEMPTS,
+    }))
+}
+
+/// Ends session `id`: its code and token stop working, with `reason` recorded.
+async fn end(
+    tx: &mut sqlx::SqliteConnection,
+    id: &str,
+    reason: CancelReason,
+    now: i64,
+) -> Result<(), ApiError> {
+    sqlx::query(
+        "UPDATE enrollment_sessions SET cancelled_at = ?, cancel_reason = ?, \
+         expires_at = MIN(expires_at, ?), \
+         token_expires_at = CASE WHEN token_expires_at IS NULL THEN NULL \
+         ELSE MIN(token_expires_at, ?) END \
+         WHERE session_id = ? AND cancelled_at IS NULL AND token_used_at IS NULL",
+    )
+    .bind(now)
+    .bind(reason.as_str())
+    .bind(now)
+    .bind(now)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Revokes every enrollment-scoped NATS key of `member` (only an enrollment in progress has
+/// live ones: a member has one live enrollment at a time), and pushes the account to the
+/// server. Returns how many were revoked; 0 without NATS.
+async fn revoke_enrollment_keys(app: &App, member: &str) -> Result<usize, ApiError> {
+    if app.state.nats.is_none() {
+        return Ok(0);
+    }
+    crate::nats::revoke_issued(app, member, Some(vettid_nats::MemberScope::Enrollment)).await
+}
+
+#[derive(Serialize)]
+pub(crate) struct Cancelled {
+    cancelled: bool,
+    /// Enrollment NATS credentials revoked with it.
+    nats_keys_revoked: usize,
+}
+
+/// `POST /v1/enroll/sessions/{id}/cancel` (member) → the enrollment ends at whatever phase
+/// it reached: its code and token stop working and any enrollment NATS credentials the app
+/// got are revoked on the server. Cancelling twice answers the same; a completed enrollment
+/// cannot be cancelled (409: revoke the device instead).
+pub(crate) async fn cancel(
+    State(app): State<App>,
+    member: Member,
+    ApiPath(id): ApiPath,
+) -> Result<Json<Cancelled>, ApiError> {
+    let row = pending(&app, &member, &id).await?;
+    if row.phase == EnrollmentPhase::Completed.as_str() {
+        return Err(ApiError::Conflict(
+            "this enrollment completed; revoke the device instead",
+        ));
+    }
+    let now = app.now();
+    let mut tx = app.db().begin().await?;
+    end(&mut tx, &id, CancelReason::Member, now).await?;
+    tx.commit().await?;
+    let nats_keys_revoked = revoke_enrollment_keys(&app, &member.member_id).await?;
+    Ok(Json(Cancelled {
+        cancelled: true,
+        nats_keys_revoked,
+    }))
+}
+
+#[derive(Serialize)]
+pub(crate) struct Confirmation {
+    confirmed: bool,
+    expires_at: i64,
+}
+
+/// `GET /v1/enroll/confirmation` (enrollment token) → whether the member has confirmed this
+/// device yet; the app polls it while it shows its comparison code. 410 once the member
+/// cancels, 401 once the token expires.
+pub(crate) async fn confirmation(grant: EnrollmentGrant) -> Json<Confirmation> {
+    Json(Confirmation {
+        confirmed: grant.confirmed,
+        expires_at: grant.expires_at,
+    })
+}
