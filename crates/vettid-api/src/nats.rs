@@ -114,31 +114,35 @@ fn scope_name(scope: MemberScope) -> &'static str {
     }
 }
 
-/// Records that `issued` was issued to `member` (upsert). 409 if the key was issued to
-/// another member or has been revoked: such a key gets no new JWT.
+/// Records that `issued` was issued to `member` for `device` (its device key, hex) (upsert).
+/// 409 if the key was issued to another member or has been revoked: such a key gets no new
+/// JWT.
 pub(crate) async fn record_key<'e, E>(
     db: E,
     member: &str,
     scope: MemberScope,
     issued: &IssuedJwt,
-    now: i64,
+    device: &str,
 ) -> Result<(), ApiError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
+    let at = crate::clock::unix_secs(issued.issued_at);
     let recorded = sqlx::query(
         "INSERT INTO nats_user_keys (user_public_key, member_id, scope, first_issued_at, \
-         last_issued_at, last_expires_at) VALUES (?, ?, ?, ?, ?, ?) \
+         last_issued_at, last_expires_at, device_public_key) VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (user_public_key) DO UPDATE SET scope = excluded.scope, \
-         last_issued_at = excluded.last_issued_at, last_expires_at = excluded.last_expires_at \
+         last_issued_at = excluded.last_issued_at, last_expires_at = excluded.last_expires_at, \
+         device_public_key = excluded.device_public_key \
          WHERE nats_user_keys.member_id = excluded.member_id AND nats_user_keys.revoked_at IS NULL",
     )
     .bind(&issued.user_public_key)
     .bind(member)
     .bind(scope_name(scope))
-    .bind(now)
-    .bind(now)
+    .bind(at)
+    .bind(at)
     .bind(crate::clock::unix_secs(issued.expires_at))
+    .bind(device)
     .execute(db)
     .await?;
     if recorded.rows_affected() == 1 {
@@ -190,6 +194,7 @@ async fn refresh(
     };
     proof.check(&app).await?;
     crate::auth::ensure_not_suspended(&app, &member).await?;
+    ensure_not_this_second(&app, &nats_key).await?;
     let lifetime = limits.member_jwt_lifetime;
     let issued = nats.sign(
         &member,
@@ -198,10 +203,76 @@ async fn refresh(
         lifetime,
         app.clock_now(),
     )?;
-    record_key(app.db(), &member, MemberScope::Member, &issued, app.now()).await?;
+    record_key(app.db(), &member, MemberScope::Member, &issued, &device_key).await?;
     // A revocation that ran since the check has not seen this key: refuse to hand it out.
     ensure_device_active(&app, &device_key).await?;
+    end_replaced(&app, &member, &device_key, &issued).await?;
     Ok(Json(nats.creds(&member, &issued)))
+}
+
+/// 429 (retry in 1 s) if `nats_key` was issued a JWT in this very second: the renewal could
+/// not end that one without ending its own (revocations are by issue second).
+async fn ensure_not_this_second(app: &App, nats_key: &str) -> Result<(), ApiError> {
+    let last: Option<i64> =
+        sqlx::query_scalar("SELECT last_issued_at FROM nats_user_keys WHERE user_public_key = ?")
+            .bind(nats_key)
+            .fetch_optional(app.db())
+            .await?;
+    if last.is_some_and(|t| t >= app.now()) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: 1,
+        });
+    }
+    Ok(())
+}
+
+/// Ends the credentials a renewal replaces: every earlier JWT of the same key (revoked up to
+/// the second before the new one) and every other member key of the device (revoked
+/// outright), recorded in the account JWT and pushed. The push is best effort: the new
+/// credentials are handed out even if the server is unreachable (logged), and the next push
+/// or server start carries the revocations.
+async fn end_replaced(
+    app: &App,
+    member: &str,
+    device_key: &str,
+    issued: &IssuedJwt,
+) -> Result<(), ApiError> {
+    let nats = app.nats()?;
+    let others: Vec<String> = sqlx::query_scalar(
+        "SELECT user_public_key FROM nats_user_keys WHERE member_id = ? AND device_public_key = ? \
+         AND user_public_key != ? AND revoked_at IS NULL ORDER BY user_public_key",
+    )
+    .bind(member)
+    .bind(device_key)
+    .bind(&issued.user_public_key)
+    .fetch_all(app.db())
+    .await?;
+    let now = app.now().unsigned_abs();
+    let mut entries: Vec<(String, u64)> = others.iter().map(|k| (k.clone(), now)).collect();
+    let iat = crate::clock::unix_secs(issued.issued_at).unsigned_abs();
+    entries.push((issued.user_public_key.clone(), iat.saturating_sub(1)));
+    let issuer = nats.issuer.clone();
+    let account_jwt = tokio::task::spawn_blocking(move || {
+        let issuer = issuer.lock().unwrap_or_else(|p| p.into_inner());
+        issuer.revoke_issued_until(&entries)
+    })
+    .await
+    .map_err(|e| ApiError::internal("revocation task", e))?
+    .map_err(|e| ApiError::internal("revoking replaced NATS credentials", e))?;
+    for key in &others {
+        sqlx::query(
+            "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
+             AND revoked_at IS NULL",
+        )
+        .bind(app.now())
+        .bind(key)
+        .execute(app.db())
+        .await?;
+    }
+    if push(nats, &account_jwt).await.is_err() {
+        tracing::warn!("renewal: replaced credentials revoked here, not yet on the server");
+    }
+    Ok(())
 }
 
 struct RefreshProof<'a> {

@@ -96,12 +96,13 @@ pub(crate) fn token_shape(field: &str, value: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A device label: trimmed, 1–100 characters, no control characters.
+/// A device label: trimmed, 1–64 bytes (what the vault stores), no control characters.
 pub(crate) fn device_name(value: &str) -> Result<String, ApiError> {
     let v = value.trim();
-    if !(1..=100).contains(&v.chars().count()) || v.chars().any(char::is_control) {
+    // The vault stores the same name and takes at most 64 bytes.
+    if !(1..=64).contains(&v.len()) || v.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
-            "device_name must be 1 to 100 printable characters",
+            "device_name must be 1 to 64 bytes of printable characters",
         ));
     }
     Ok(v.to_owned())

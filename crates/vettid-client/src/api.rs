@@ -148,6 +148,8 @@ pub struct Enrollment {
     pub member_id: String,
     /// The enrollment session (the comparison code is derived from it).
     pub session_id: String,
+    /// The salt the API chose for the comparison code.
+    pub comparison_salt: [u8; 16],
 }
 
 /// Whether the member has confirmed the device yet.
@@ -208,10 +210,14 @@ impl Api {
                 .map(str::to_owned)
                 .ok_or_else(|| ClientError::Protocol(format!("no {name} in the answer")))
         };
+        let mut comparison_salt = [0u8; 16];
+        hex::decode_to_slice(field("comparison_salt")?, &mut comparison_salt)
+            .map_err(|_| ClientError::Protocol("comparison_salt is not 16 bytes of hex".into()))?;
         Ok(Enrollment {
             token: field("enrollment_token")?,
             member_id: field("member_id")?,
             session_id: field("enrollment_session_id")?,
+            comparison_salt,
         })
     }
 

@@ -71,8 +71,12 @@ pub async fn begin(
     profile.state.api_url = Some(api.base().to_owned());
     profile.state.device_name = Some(device_name.to_owned());
     profile.save()?;
-    let comparison_code =
-        vettid_proto::auth::comparison_code(&enrollment.session_id, &device_key, &session_key);
+    let comparison_code = vettid_proto::auth::comparison_code(
+        &enrollment.session_id,
+        &enrollment.comparison_salt,
+        &device_key,
+        &session_key,
+    );
     Ok(Pending {
         enrollment,
         comparison_code,
@@ -201,6 +205,31 @@ pub async fn finish(
     profile.save()?;
     phase(PHASES[6], "member credentials stored in nats.creds");
     Ok(())
+}
+
+/// Renews this enrolled profile's NATS credentials with its device key and stores them; the
+/// API ends the ones they replace. A renewal in the same second as the last issue is asked
+/// to wait a second (429), which this does once.
+pub async fn refresh(profile: &Profile) -> Result<crate::api::IssuedCreds, ClientError> {
+    let api = Api::new(
+        profile
+            .state
+            .api_url
+            .as_deref()
+            .ok_or_else(|| ClientError::Profile("the profile has no API URL".into()))?,
+    );
+    let member = profile.member()?;
+    let device = profile.device_key()?;
+    let key = profile.nats_key()?.public_key();
+    let issued = match api.refresh(member, &device, &key).await {
+        Err(ClientError::Api { status: 429, .. }) => {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            api.refresh(member, &device, &key).await?
+        }
+        other => other?,
+    };
+    profile.store_jwt(&issued.jwt)?;
+    Ok(issued)
 }
 
 /// An enrolled app connected to its vault through a verified, open session.

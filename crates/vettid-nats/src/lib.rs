@@ -429,6 +429,8 @@ pub struct IssuedJwt {
     pub jwt: String,
     /// The user public key (`U…`) it was issued to.
     pub user_public_key: String,
+    /// When it was issued (its `iat`, whole seconds).
+    pub issued_at: SystemTime,
     /// When it expires.
     pub expires_at: SystemTime,
 }
@@ -523,6 +525,7 @@ impl Issuer {
         Ok(IssuedJwt {
             jwt: jwt::sign(&self.signing, claims)?,
             user_public_key: user_public_key.to_owned(),
+            issued_at: UNIX_EPOCH + Duration::from_secs(iat),
             expires_at: UNIX_EPOCH + Duration::from_secs(exp),
         })
     }
@@ -532,7 +535,17 @@ impl Issuer {
     /// [`push_account`]. Until it is pushed (or the server restarts with
     /// [`Setup::server_config`]), the running server still accepts the revoked keys.
     pub fn revoke(&self, user_public_keys: &[String]) -> Result<String, NatsError> {
-        for k in user_public_keys {
+        let now = now_secs();
+        let entries: Vec<(String, u64)> =
+            user_public_keys.iter().map(|k| (k.clone(), now)).collect();
+        self.revoke_issued_until(&entries)
+    }
+
+    /// Like [`Issuer::revoke`], per key: JWTs issued to `key` at or before `until` (Unix
+    /// seconds) are refused, later ones stay valid (how a renewal ends the credentials it
+    /// replaces). A key's revocation time only moves forward.
+    pub fn revoke_issued_until(&self, entries: &[(String, u64)]) -> Result<String, NatsError> {
+        for (k, _) in entries {
             check_user_key(k)?;
         }
         // Serialise read-modify-write between processes sharing the directory.
@@ -544,11 +557,11 @@ impl Issuer {
             .open(self.dir.join(ACCOUNT_LOCK))?;
         lock.lock()?;
         let mut state = self.state()?;
-        let now = now_secs();
-        for k in user_public_keys {
-            state.revocations.insert(k.clone(), now);
+        for (k, until) in entries {
+            let at = state.revocations.entry(k.clone()).or_insert(*until);
+            *at = (*at).max(*until);
         }
-        state.iat = now.max(state.iat.saturating_add(1));
+        state.iat = now_secs().max(state.iat.saturating_add(1));
         files::replace_private(&self.dir.join(ACCOUNT_STATE), &state.to_json()?)?;
         self.sign_account(&state)
     }

@@ -92,14 +92,21 @@ impl DeviceBinding {
 }
 
 /// The six digits the enrolling app shows and the member types into the web page to confirm
-/// that the device the API saw is the one in their hand: a digest of the enrollment session
-/// and both of the device's keys, so the app computes it itself and a device with other keys
-/// gets another code. Formatted `123 456`.
-pub fn comparison_code(session_id: &str, device_key: &[u8; 32], session_key: &[u8; 32]) -> String {
+/// that the device the API saw is the one in their hand: a digest of the enrollment session,
+/// the salt the API chose when the app authenticated, and both of the device's keys. The app
+/// computes it itself, a device with other keys gets another code, and no app can choose its
+/// code (the salt comes after its keys are fixed). Formatted `123 456`.
+pub fn comparison_code(
+    session_id: &str,
+    salt: &[u8; 16],
+    device_key: &[u8; 32],
+    session_key: &[u8; 32],
+) -> String {
     let digest = Sha256::new()
         .chain_update(b"vettid/v1/enrollment-comparison\0")
         .chain_update(session_id.as_bytes())
         .chain_update([0])
+        .chain_update(salt)
         .chain_update(device_key)
         .chain_update(session_key)
         .finalize();
@@ -136,7 +143,7 @@ mod tests {
 
     #[test]
     fn comparison_codes_depend_on_every_input_and_normalize() {
-        let code = comparison_code("s1", &[1; 32], &[2; 32]);
+        let code = comparison_code("s1", &[9; 16], &[1; 32], &[2; 32]);
         assert_eq!(code.len(), 7);
         assert_eq!(normalize_comparison_code(&code).as_deref(), Some(&*code));
         assert_eq!(
@@ -144,9 +151,10 @@ mod tests {
             Some(&*code)
         );
         for other in [
-            comparison_code("s2", &[1; 32], &[2; 32]),
-            comparison_code("s1", &[3; 32], &[2; 32]),
-            comparison_code("s1", &[1; 32], &[3; 32]),
+            comparison_code("s2", &[9; 16], &[1; 32], &[2; 32]),
+            comparison_code("s1", &[8; 16], &[1; 32], &[2; 32]),
+            comparison_code("s1", &[9; 16], &[3; 32], &[2; 32]),
+            comparison_code("s1", &[9; 16], &[1; 32], &[3; 32]),
         ] {
             assert_ne!(other, code);
         }

@@ -93,19 +93,15 @@ pub(crate) struct EnrollArgs {
     /// Read the short code from the first line of this file.
     #[arg(long, group = "secret")]
     code_file: Option<PathBuf>,
-    /// The short code itself (visible to other users of this machine; prefer the others,
-    /// or give none and type it at the prompt).
-    #[arg(long, group = "secret")]
-    code: Option<String>,
     /// Read the QR code's payload (JSON) from this file.
     #[arg(long, group = "secret")]
     qr_file: Option<PathBuf>,
     /// Read the QR code's payload from this environment variable.
     #[arg(long, group = "secret")]
     qr_env: Option<String>,
-    /// The QR code's payload itself (visible to other users of this machine).
+    /// Read the QR code's payload from standard input.
     #[arg(long, group = "secret")]
-    qr: Option<String>,
+    qr_stdin: bool,
     #[command(flatten)]
     pin: PinArgs,
     /// Read the password from this environment variable.
@@ -321,20 +317,9 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
         }
         AppCommand::RefreshCreds => {
             let profile = Profile::open_enrolled(&args.profile)?;
-            let api = Api::new(
-                profile
-                    .state
-                    .api_url
-                    .as_deref()
-                    .context("the profile has no API URL")?,
-            );
-            let key = profile.nats_key()?;
-            let issued = api
-                .refresh(profile.member()?, &profile.device_key()?, &key.public_key())
-                .await?;
-            profile.store_jwt(&issued.jwt)?;
+            let issued = vettid_client::app::refresh(&profile).await?;
             println!(
-                "✓ new NATS credentials in {} (expire {})",
+                "✓ new NATS credentials in {} (expire {}); the ones they replace are revoked",
                 profile.dir().join("nats.creds").display(),
                 issued.expires_at
             );
@@ -393,18 +378,28 @@ pub(crate) async fn connect(
 /// The code or QR token the member gives, and the API to present it to. A QR payload names
 /// its API; a code needs `--api` and `--email`. With neither, the code is prompted for.
 fn enrollment_secret(args: &EnrollArgs) -> anyhow::Result<(EnrollmentSecret, String)> {
-    let text = |bytes: Zeroizing<Vec<u8>>| -> anyhow::Result<String> {
-        String::from_utf8(bytes.to_vec()).context("the code or QR payload is not UTF-8")
+    let text = |bytes: Zeroizing<Vec<u8>>| -> anyhow::Result<Zeroizing<String>> {
+        String::from_utf8(bytes.to_vec())
+            .map(Zeroizing::new)
+            .context("the code or QR payload is not UTF-8")
     };
-    let qr = if args.qr.is_some() || args.qr_env.is_some() || args.qr_file.is_some() {
-        Some(text(read_secret(
-            "QR payload",
-            args.qr.as_ref(),
-            args.qr_env.as_ref(),
-            args.qr_file.as_ref(),
-        )?)?)
-    } else {
-        None
+    // The QR payload is JSON, possibly over several lines: read whole.
+    let qr = match (&args.qr_env, &args.qr_file, args.qr_stdin) {
+        (Some(var), _, _) => {
+            Some(Zeroizing::new(std::env::var(var).with_context(|| {
+                format!("environment variable {var} is not set")
+            })?))
+        }
+        (None, Some(path), _) => Some(Zeroizing::new(
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
+        )),
+        (None, None, true) => {
+            let mut all = Zeroizing::new(String::new());
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut all)
+                .context("reading the QR payload from standard input")?;
+            Some(all)
+        }
+        (None, None, false) => None,
     };
     if let Some(qr) = qr {
         let qr = QrPayload::parse(qr.trim())?;
@@ -421,11 +416,17 @@ fn enrollment_secret(args: &EnrollArgs) -> anyhow::Result<(EnrollmentSecret, Str
         .context("--email is needed with a code: the email the member signed in with")?;
     let code = text(read_secret(
         "enrollment code (XXXX-XXXX)",
-        args.code.as_ref(),
+        None,
         args.code_env.as_ref(),
         args.code_file.as_ref(),
     )?)?;
-    Ok((EnrollmentSecret::Code { code, email }, api))
+    Ok((
+        EnrollmentSecret::Code {
+            code: code.trim().to_owned(),
+            email,
+        },
+        api,
+    ))
 }
 
 async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {

@@ -336,7 +336,8 @@ async fn attestation_failures_abort_before_anything_secret() {
         .authenticate(&secret, "probe", &device, &noise)
         .await
         .unwrap();
-    let comparison = vettid_proto::auth::comparison_code(&e.session_id, &device, &noise);
+    let comparison =
+        vettid_proto::auth::comparison_code(&e.session_id, &e.comparison_salt, &device, &noise);
     stack
         .confirm(&session, &session_id, &comparison)
         .await
@@ -555,6 +556,29 @@ async fn revoked_credentials_are_refused_at_once() {
         Err(ClientError::Nats(why)) => assert!(why.to_lowercase().contains("authoriz"), "{why}"),
         other => panic!("revoked creds were accepted: {:?}", other.err()),
     }
+}
+
+/// Issue 11, finding 7: a renewal used to leave the credentials it replaced valid for their
+/// whole 24 h. Now the server refuses them as soon as the renewal answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewal_ends_the_credentials_it_replaces() {
+    let stack = UpStack::start();
+    let ivy = stack.enrolled("ivy", "4444").await;
+    let member = ivy.member().unwrap().to_owned();
+    let old = ivy.creds().unwrap();
+    vettid_client::vault::connect(&stack.nats, &old, &member)
+        .await
+        .expect("the enrolled credentials work");
+    vettid_client::app::refresh(&ivy).await.unwrap();
+    let new = ivy.creds().unwrap();
+    assert_ne!(*old, *new);
+    match vettid_client::vault::connect(&stack.nats, &old, &member).await {
+        Err(ClientError::Nats(why)) => assert!(why.to_lowercase().contains("authoriz"), "{why}"),
+        other => panic!("the replaced credentials still connect: {:?}", other.err()),
+    }
+    vettid_client::vault::connect(&stack.nats, &new, &member)
+        .await
+        .expect("the renewed credentials work");
 }
 
 /// The host's control socket (the debug path) cannot touch a vault an app owns: no reading,

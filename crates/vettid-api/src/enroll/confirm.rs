@@ -29,8 +29,6 @@ pub(crate) enum CancelReason {
     Member,
     /// The member typed [`CONFIRM_ATTEMPTS`] wrong comparison codes.
     WrongComparison,
-    /// [`super::CODE_ATTEMPTS`] wrong enrollment codes were presented for the member.
-    WrongCodes,
 }
 
 impl CancelReason {
@@ -39,19 +37,14 @@ impl CancelReason {
         match self {
             CancelReason::Member => "member",
             CancelReason::WrongComparison => "wrong_comparison",
-            CancelReason::WrongCodes => "wrong_codes",
         }
     }
 
     /// Parses a stored name.
     pub(crate) fn parse(s: &str) -> Option<CancelReason> {
-        [
-            CancelReason::Member,
-            CancelReason::WrongComparison,
-            CancelReason::WrongCodes,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        [CancelReason::Member, CancelReason::WrongComparison]
+            .into_iter()
+            .find(|r| r.as_str() == s)
     }
 }
 
@@ -62,13 +55,14 @@ struct Pending {
     cancelled_at: Option<i64>,
     device_public_key: Option<String>,
     session_public_key: Option<String>,
+    comparison_salt: Option<String>,
 }
 
 /// The member's session `id`, or 404 if it is not theirs.
 async fn pending(app: &App, member: &Member, id: &str) -> Result<Pending, ApiError> {
     let row: Option<Pending> = sqlx::query_as(
-        "SELECT phase, token_expires_at, cancelled_at, device_public_key, session_public_key \
-         FROM enrollment_sessions WHERE session_id = ? AND member_id = ?",
+        "SELECT phase, token_expires_at, cancelled_at, device_public_key, session_public_key, \
+         comparison_salt FROM enrollment_sessions WHERE session_id = ? AND member_id = ?",
     )
     .bind(id)
     .bind(&member.member_id)
@@ -123,19 +117,22 @@ pub(crate) async fn confirm(
             "this enrollment expired; start again with a new code",
         ));
     }
-    let (Some(device), Some(session)) = (row.device_public_key, row.session_public_key) else {
-        return Err(ApiError::internal(
-            "enrollment row",
-            "authenticated without keys",
+    let (Some(device), Some(session), Some(salt)) = (
+        row.device_public_key,
+        row.session_public_key,
+        row.comparison_salt,
+    ) else {
+        return Err(ApiError::Gone(
+            "this enrollment predates device confirmation; start again with a new code",
         ));
     };
-    let key = |h: &str| {
-        let mut out = [0u8; 32];
+    fn bytes<const N: usize>(h: &str) -> Result<[u8; N], ApiError> {
+        let mut out = [0u8; N];
         hex::decode_to_slice(h, &mut out)
             .map(|()| out)
             .map_err(|e| ApiError::internal("enrollment row", e))
-    };
-    let expected = comparison_code(&id, &key(&device)?, &key(&session)?);
+    }
+    let expected = comparison_code(&id, &bytes(&salt)?, &bytes(&device)?, &bytes(&session)?);
 
     let mut tx = app.db().begin().await?;
     if !vettid_crypto::ct_eq(typed.as_bytes(), expected.as_bytes()) {
@@ -242,6 +239,17 @@ pub(crate) async fn cancel(
     let now = app.now();
     let mut tx = app.db().begin().await?;
     end(&mut tx, &id, CancelReason::Member, now).await?;
+    // Finalize may have won since the read above: then nothing was cancelled.
+    let cancelled: Option<i64> =
+        sqlx::query_scalar("SELECT cancelled_at FROM enrollment_sessions WHERE session_id = ?")
+            .bind(&id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if cancelled.is_none() {
+        return Err(ApiError::Conflict(
+            "this enrollment completed; revoke the device instead",
+        ));
+    }
     tx.commit().await?;
     let nats_keys_revoked = revoke_enrollment_keys(&app, &member.member_id).await?;
     Ok(Json(Cancelled {

@@ -18,7 +18,7 @@
 //!
 //! The code and the QR's session token are two ways to present the same one-time secret; the
 //! first use spends both. A code counts only with the email of the member it was made for, and
-//! five wrong codes for a member void their live code. The app that authenticated gets nothing
+//! after five wrong codes for a member their live code stops working (the QR does not). The app that authenticated gets nothing
 //! that reaches the vault until the member has typed the comparison code it shows (derived
 //! from the session and the device's keys, [`vettid_proto::auth::comparison_code`]) into the
 //! web page: whoever saw a code and used it first still cannot enroll unless the member
@@ -180,9 +180,12 @@ impl FromRequestParts<App> for EnrollmentGrant {
         if expires_at <= app.now() {
             return Err(ApiError::Unauthorized("enrollment token expired"));
         }
+        // (A token from before device confirmation existed has no keys: it is of no use.)
         let (Some(device_key), Some(session_key)) = (row.device_public_key, row.session_public_key)
         else {
-            return Err(ApiError::internal("enrollment row", "a token without keys"));
+            return Err(ApiError::Unauthorized(
+                "this enrollment token predates device confirmation; start again",
+            ));
         };
         // Every use of an enrollment token (NATS credentials, phases, finalize) stops here
         // for a suspended member.
@@ -374,6 +377,8 @@ struct SessionView {
     confirm_attempts_left: i64,
     /// Why the enrollment was cancelled, if it was.
     cancelled: Option<confirm::CancelReason>,
+    /// Five wrong codes were presented for it: only its QR code still works.
+    code_locked: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -383,6 +388,7 @@ struct SessionRow {
     token_expires_at: Option<i64>,
     device_name: Option<String>,
     confirm_failures: i64,
+    code_failures: i64,
     cancel_reason: Option<String>,
 }
 
@@ -396,7 +402,8 @@ async fn get_session(
 ) -> Result<Json<SessionView>, ApiError> {
     let row: Option<SessionRow> = sqlx::query_as(
         "SELECT phase, expires_at, token_expires_at, device_name, confirm_failures, \
-         cancel_reason FROM enrollment_sessions WHERE session_id = ? AND member_id = ?",
+         code_failures, cancel_reason FROM enrollment_sessions \
+         WHERE session_id = ? AND member_id = ?",
     )
     .bind(&id)
     .bind(&member.member_id)
@@ -443,6 +450,7 @@ async fn get_session(
             && live,
         confirm_attempts_left: (confirm::CONFIRM_ATTEMPTS - row.confirm_failures).max(0),
         cancelled,
+        code_locked: phase == EnrollmentPhase::Created && row.code_failures >= CODE_ATTEMPTS,
     }))
 }
 
@@ -468,6 +476,8 @@ struct Authenticated {
     expires_in: i64,
     member_id: String,
     enrollment_session_id: String,
+    /// Hex; with the session id and the device's keys it gives the comparison code.
+    comparison_salt: String,
 }
 
 /// How the app names its session.
@@ -519,7 +529,8 @@ pub(crate) const CODE_ATTEMPTS: i64 = 5;
 /// device_public_key, session_public_key}` → an enrollment token, and the session id from
 /// which the app derives the comparison code the member must type into the web page. 401 for
 /// anything that does not open a live enrollment (one answer for all); a wrong code counts
-/// against the member's live session, which is voided at the fifth. The code or QR token is
+/// against the member's live session, whose code stops working at the fifth (the QR still
+/// works: its token cannot be guessed). The code or QR token is
 /// spent atomically, so two apps racing with it cannot both win. Rate-limited per IP.
 async fn authenticate(
     State(app): State<App>,
@@ -548,12 +559,19 @@ async fn authenticate(
     crate::auth::ensure_not_suspended(&app, &member_id).await?;
     let now = app.now();
     let token = Secret::random_token();
+    let salt = hex::encode(rand::random::<[u8; 16]>());
+    // A code counts only while fewer than CODE_ATTEMPTS wrong ones were presented (a wrong
+    // one counted in between is seen here); a QR token is 256 bits and is not limited so.
+    let code_limit = match presented {
+        Presented::Code(..) => CODE_ATTEMPTS,
+        Presented::QrToken(..) => i64::MAX,
+    };
     let mut tx = app.db().begin().await?;
     let spent = sqlx::query(
         "UPDATE enrollment_sessions SET authenticated_at = ?, phase = ?, device_name = ?, \
-         token_hash = ?, token_expires_at = ?, device_public_key = ?, session_public_key = ? \
-         WHERE session_id = ? AND authenticated_at IS NULL AND cancelled_at IS NULL \
-         AND expires_at > ?",
+         token_hash = ?, token_expires_at = ?, device_public_key = ?, session_public_key = ?, \
+         comparison_salt = ? WHERE session_id = ? AND authenticated_at IS NULL \
+         AND cancelled_at IS NULL AND expires_at > ? AND code_failures < ?",
     )
     .bind(now)
     .bind(EnrollmentPhase::Authenticated.as_str())
@@ -562,8 +580,10 @@ async fn authenticate(
     .bind(now + TOKEN_SECS)
     .bind(&device_key)
     .bind(&session_key)
+    .bind(&salt)
     .bind(&session_id)
     .bind(now)
+    .bind(code_limit)
     .execute(&mut *tx)
     .await?;
     if spent.rows_affected() != 1 {
@@ -576,12 +596,13 @@ async fn authenticate(
         expires_in: TOKEN_SECS,
         member_id,
         enrollment_session_id: session_id,
+        comparison_salt: salt,
     }))
 }
 
 /// The live session a code (for the member with that email) or QR token (for that member)
 /// opens, or [`NO_SUCH_CODE`]. A wrong code for a member with a live session counts against
-/// it; the [`CODE_ATTEMPTS`]th voids it.
+/// it; from the [`CODE_ATTEMPTS`]th its code no longer works.
 async fn find_session(app: &App, presented: &Presented) -> Result<(String, String), ApiError> {
     let now = app.now();
     match presented {
@@ -592,10 +613,11 @@ async fn find_session(app: &App, presented: &Presented) -> Result<(String, Strin
             let live: Option<(String, String)> = sqlx::query_as(
                 "SELECT session_id, code_hash FROM enrollment_sessions WHERE member_id = ? \
                  AND authenticated_at IS NULL AND cancelled_at IS NULL AND expires_at > ? \
-                 ORDER BY created_at DESC LIMIT 1",
+                 AND code_failures < ? ORDER BY created_at DESC LIMIT 1",
             )
             .bind(&r.member_id)
             .bind(now)
+            .bind(CODE_ATTEMPTS)
             .fetch_optional(app.db())
             .await?;
             let Some((session_id, code_hash)) = live else {
@@ -604,7 +626,7 @@ async fn find_session(app: &App, presented: &Presented) -> Result<(String, Strin
             if vettid_crypto::ct_eq(app.digest(code).as_bytes(), code_hash.as_bytes()) {
                 return Ok((session_id, r.member_id));
             }
-            count_wrong_code(app, &session_id, now).await?;
+            count_wrong_code(app, &session_id).await?;
             Err(NO_SUCH_CODE)
         }
         Presented::QrToken(token, member) => {
@@ -624,27 +646,16 @@ async fn find_session(app: &App, presented: &Presented) -> Result<(String, Strin
     }
 }
 
-/// Counts a wrong code against a live session, voiding it at the [`CODE_ATTEMPTS`]th.
-async fn count_wrong_code(app: &App, session_id: &str, now: i64) -> Result<(), ApiError> {
-    let mut tx = app.db().begin().await?;
+/// Counts a wrong code against a live session: from the [`CODE_ATTEMPTS`]th its code no
+/// longer works (its QR token still does).
+async fn count_wrong_code(app: &App, session_id: &str) -> Result<(), ApiError> {
     sqlx::query(
-        "UPDATE enrollment_sessions SET code_failures = code_failures + 1 WHERE session_id = ?",
+        "UPDATE enrollment_sessions SET code_failures = code_failures + 1 \
+         WHERE session_id = ? AND authenticated_at IS NULL",
     )
     .bind(session_id)
-    .execute(&mut *tx)
+    .execute(app.db())
     .await?;
-    sqlx::query(
-        "UPDATE enrollment_sessions SET expires_at = ?, cancelled_at = ?, cancel_reason = ? \
-         WHERE session_id = ? AND code_failures >= ? AND cancelled_at IS NULL",
-    )
-    .bind(now)
-    .bind(now)
-    .bind(confirm::CancelReason::WrongCodes.as_str())
-    .bind(session_id)
-    .bind(CODE_ATTEMPTS)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
     Ok(())
 }
 
@@ -677,7 +688,7 @@ async fn enrollment_nats(
         &grant.member_id,
         MemberScope::Enrollment,
         &issued,
-        app.now(),
+        &grant.device_key,
     )
     .await?;
     ensure_grant_live(&app, &grant).await?;
@@ -857,7 +868,7 @@ async fn finalize(
         &grant.member_id,
         MemberScope::Member,
         &issued,
-        now,
+        &device_key,
     )
     .await?;
     record_phase(&mut tx, &grant.session_id, EnrollmentPhase::Completed, now).await?;

@@ -84,6 +84,7 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
         token: et.clone(),
         session_id: sid.to_owned(),
         device: phone,
+        salt: crate::harness::salt_of(&auth.body),
     };
 
     // the web page shows the device waiting; the member types the app's comparison code
@@ -207,16 +208,22 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     again.assert_error(StatusCode::CONFLICT, "conflict");
     assert_eq!(h.count("nats_user_keys").await, 2, "both keys recorded");
 
-    // refresh with the device key
+    // refresh with the device key (a second after finalize)
     let refresh = |body: Value| h.post("/v1/nats/refresh").json(&body).send();
+    h.advance(1);
     let t = h.now();
     let body = refresh_body(&member, &device, &app_key.public_key(), t);
     let ok = refresh(body.clone()).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
-    assert_eq!(
-        jwt_claims(ok.body["jwt"].as_str().unwrap())["sub"],
-        app_key.public_key()
-    );
+    let renewed = jwt_claims(ok.body["jwt"].as_str().unwrap());
+    assert_eq!(renewed["sub"], app_key.public_key());
+    assert_eq!(renewed["iat"], t);
+    // the JWTs it replaces (finalize's, of the same key) are revoked: issued up to t − 1
+    let revocations = || {
+        let issuer = vettid_nats::Issuer::load(&h.dir.path().join("nats")).unwrap();
+        jwt_claims(&issuer.account_jwt().unwrap())["nats"]["revocations"].clone()
+    };
+    assert_eq!(revocations()[app_key.public_key()], t - 1);
     // the same signed request again: replay
     refresh(body)
         .await
@@ -226,10 +233,11 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
     refresh(older)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    // a newer one passes, for a fresh NATS key too
-    let fresh_key = nkeys::KeyPair::new_user();
-    let newer = refresh_body(&member, &device, &fresh_key.public_key(), t + 1);
-    assert_eq!(refresh(newer).await.status, StatusCode::OK);
+    // a new request in the same second: wait a second (its JWT could not end this one)
+    let same_second = refresh_body(&member, &device, &app_key.public_key(), t + 1);
+    refresh(same_second)
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     // a key that is not the registered device's
     let stranger = SigningKey::generate();
     let wrong = refresh_body(&member, &stranger, &app_key.public_key(), t + 2);
@@ -242,6 +250,7 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // a signature over other bytes
+    let fresh_key = nkeys::KeyPair::new_user();
     let mut tampered = refresh_body(&member, &device, &app_key.public_key(), t + 4);
     tampered["nats_public_key"] = json!(fresh_key.public_key());
     refresh(tampered)
@@ -257,8 +266,21 @@ async fn full_flow_from_invite_to_refreshed_credentials() {
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // the boundary is inside the window
-    let edge = refresh_body(&member, &device, &app_key.public_key(), t + 120);
+    h.advance(1);
+    let edge = refresh_body(&member, &device, &app_key.public_key(), t + 121);
     assert_eq!(refresh(edge).await.status, StatusCode::OK);
+    assert_eq!(revocations()[app_key.public_key()], t);
+    // a fresh NATS key for the device: the old key is revoked outright, for good
+    h.advance(1);
+    let newer = refresh_body(&member, &device, &fresh_key.public_key(), t + 122);
+    assert_eq!(refresh(newer).await.status, StatusCode::OK);
+    assert!(revocations()[app_key.public_key()].as_u64().unwrap() >= t + 2);
+    assert!(revocations()[fresh_key.public_key()].as_u64().unwrap() < t + 2);
+    h.advance(1);
+    let back = refresh_body(&member, &device, &app_key.public_key(), t + 123);
+    refresh(back)
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
 }
 
 #[tokio::test]

@@ -278,6 +278,7 @@ impl Harness {
             token: r.body["enrollment_token"].as_str().unwrap().to_owned(),
             session_id,
             device,
+            salt: salt_of(&r.body),
         }
     }
 
@@ -338,6 +339,15 @@ pub(crate) struct Enrolling {
     pub(crate) token: String,
     pub(crate) session_id: String,
     pub(crate) device: TestDevice,
+    /// The comparison salt the API answered.
+    pub(crate) salt: [u8; 16],
+}
+
+/// The comparison salt of an authenticate answer.
+pub(crate) fn salt_of(answer: &Value) -> [u8; 16] {
+    let mut salt = [0u8; 16];
+    hex::decode_to_slice(answer["comparison_salt"].as_str().unwrap(), &mut salt).unwrap();
+    salt
 }
 
 impl Enrolling {
@@ -345,6 +355,7 @@ impl Enrolling {
     pub(crate) fn comparison_code(&self) -> String {
         vettid_proto::auth::comparison_code(
             &self.session_id,
+            &self.salt,
             &self.device.device.verifying_key().to_bytes(),
             &self.device.session_key,
         )
