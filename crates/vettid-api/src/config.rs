@@ -23,6 +23,13 @@ pub struct ApiConfig {
     pub manifest_path: Option<PathBuf>,
     /// The dev attestation root (PEM) served at `GET /v1/dev-root` (404 when `None` or absent).
     pub dev_root_path: Option<PathBuf>,
+    /// The root (PEM) enclave attestation documents must chain to: the AWS Nitro root in
+    /// production, the dev root locally. With [`ApiConfig::manifest_key`] and
+    /// [`ApiConfig::manifest_path`], finalize checks the enclave's document for the enrolled
+    /// device; without them, finalize answers 503.
+    pub attestation_root_path: Option<PathBuf>,
+    /// The PCR manifest's signing key (64 hex characters, Ed25519).
+    pub manifest_key: Option<String>,
     /// The `From:` of outgoing mail; `None` means `VettID <no-reply@HOST>`, with the host of
     /// `public_url`.
     pub mail_from: Option<String>,
@@ -43,6 +50,8 @@ impl ApiConfig {
             nats_dir: None,
             manifest_path: None,
             dev_root_path: None,
+            attestation_root_path: None,
+            manifest_key: None,
             mail_from: None,
             limits: Limits::default(),
         }

@@ -273,21 +273,23 @@ impl Api {
         Ok(())
     }
 
-    /// Completes enrollment: registers the device key with the vault's receipt for it
-    /// (signed by `identity_public_key`); member credentials for the NATS key.
+    /// Completes enrollment: registers the device key with the enclave's attestation that
+    /// the vault of `identity_public_key` registered it; member credentials for the NATS key.
     pub async fn finalize(
         &self,
         e: &Enrollment,
         device: &SigningKey,
         nats_public_key: &str,
         identity_public_key: &[u8; 32],
-        device_receipt: &[u8],
+        device_attestation: &[u8],
     ) -> Result<IssuedCreds, ClientError> {
+        use base64::Engine;
         let body = json!({
             "device_public_key": hex::encode(device.verifying_key().to_bytes()),
             "nats_public_key": nats_public_key,
             "identity_public_key": hex::encode(identity_public_key),
-            "device_receipt": hex::encode(device_receipt),
+            "device_attestation":
+                base64::engine::general_purpose::STANDARD.encode(device_attestation),
         });
         let v = http::json(
             &self.base,

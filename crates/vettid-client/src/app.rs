@@ -197,7 +197,7 @@ pub async fn finish(
             &device,
             &nats_key.public_key(),
             &enrolled.identity_public_key,
-            &enrolled.device_receipt,
+            &enrolled.device_attestation,
         )
         .await?;
     profile.store_jwt(&issued.jwt)?;

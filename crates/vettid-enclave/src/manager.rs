@@ -223,8 +223,6 @@ pub struct Enrollment {
     pub version: SignedVersion,
     /// The opening number of this unlock (see [`Manager::with_unlocked`]).
     pub opening: u64,
-    /// The identity key's signature over [`vettid_proto::auth::device_receipt_message`].
-    pub device_receipt: Vec<u8>,
 }
 
 /// What an app's unlock gives its session.
@@ -741,13 +739,6 @@ impl Manager {
             event_key: vault.event_key().clone(),
             version,
             opening: st.opening,
-            device_receipt: vault
-                .sign(&vettid_proto::auth::device_receipt_message(
-                    id,
-                    &device,
-                    &device_key,
-                ))
-                .to_vec(),
         };
         self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(enrollment)

@@ -167,6 +167,28 @@ impl Sessions {
         })
     }
 
+    /// A document from the enclave's own device stating that it created `member`'s vault with
+    /// `identity` and registered `session_key` with `device_key`
+    /// ([`vettid_proto::auth::enrolled_device_binding`] as `user_data`; no nonce or key, which
+    /// the documents for apps always carry).
+    fn enrolled_attestation(
+        &self,
+        member: &str,
+        session_key: &[u8; 32],
+        device_key: &[u8; 32],
+        identity: &[u8; 32],
+    ) -> Result<Vec<u8>, VaultError> {
+        let binding =
+            vettid_proto::auth::enrolled_device_binding(member, session_key, device_key, identity);
+        self.attestor
+            .attest(&vettid_attest::AttestRequest {
+                nonce: None,
+                public_key: None,
+                user_data: Some(binding.to_vec()),
+            })
+            .map_err(|_| VaultError::Internal("no attestation document for the enrollment".into()))
+    }
+
     fn hello(&self, member: &str, channel: Channel, msg: &[u8]) -> Result<ToApp, SessionError> {
         let mut handshake = noise::responder(&prologue(member, channel), &self.noise_secret)
             .map_err(|_| SessionError::Crypto)?;
@@ -414,16 +436,22 @@ impl Sessions {
                     },
                     now_ms,
                 )
-                .map(|e| {
+                .and_then(|e| {
                     *unlocked = Some(e.opening);
-                    AppReply::Enrolled(Box::new(Enrolled {
+                    let device_attestation = self.enrolled_attestation(
+                        member,
+                        &device,
+                        &binding.device_key,
+                        &e.identity,
+                    )?;
+                    Ok(AppReply::Enrolled(Box::new(Enrolled {
                         identity_public_key: e.identity,
                         exchange_public_key: e.exchange,
                         credential: e.credential,
                         event_key: Zeroizing::new(*e.event_key.expose()),
                         version: e.version,
-                        device_receipt: e.device_receipt,
-                    }))
+                        device_attestation,
+                    })))
                 }),
             (AppOp::Ping, _) => Ok(AppReply::Pong),
             (_, Channel::Enroll) | (AppOp::Enroll { .. }, _) => Err(VaultError::BadRequest(

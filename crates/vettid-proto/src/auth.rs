@@ -4,9 +4,10 @@
 //! A device has two keys: an Ed25519 **device key** (it signs credential renewals for the
 //! API) and an X25519 **session key** (the static key of its Noise sessions with the vault).
 //! At enrollment the device proves to the vault that it holds the device key
-//! ([`DeviceBinding`]), the vault signs a receipt naming both keys with its identity key
-//! ([`device_receipt_message`]), and the API registers the device only with that receipt, for
-//! the keys the member confirmed on the web page ([`comparison_code`]).
+//! ([`DeviceBinding`]), the enclave answers with an attestation document binding both keys and
+//! the new vault's identity key ([`enrolled_device_binding`]), and the API registers the
+//! device only with that document, for the keys the member confirmed on the web page
+//! ([`comparison_code`]).
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -38,21 +39,26 @@ pub fn device_binding_message(member: &str, session_key: &[u8; 32]) -> Vec<u8> {
     .concat()
 }
 
-/// What the vault's identity key signs when it registers a device:
-/// `"vettid/v1/device-enrolled\0" ‖ member ‖ 0 ‖ session key ‖ device key`.
-pub fn device_receipt_message(
+/// The `user_data` of the attestation document an enclave gives when it has created `member`'s
+/// vault with identity key `identity_key` and registered a device:
+/// `SHA-256("vettid/v1/device-enrolled\0" ‖ member ‖ 0 ‖ session key ‖ device key ‖ identity
+/// key)`. (The documents the enclave gives for a nonce bind another label, so no app can ask
+/// for this one.)
+pub fn enrolled_device_binding(
     member: &str,
     session_key: &[u8; 32],
     device_key: &[u8; 32],
-) -> Vec<u8> {
-    [
-        b"vettid/v1/device-enrolled\0".as_slice(),
-        member.as_bytes(),
-        &[0],
-        session_key,
-        device_key,
-    ]
-    .concat()
+    identity_key: &[u8; 32],
+) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"vettid/v1/device-enrolled\0")
+        .chain_update(member.as_bytes())
+        .chain_update([0])
+        .chain_update(session_key)
+        .chain_update(device_key)
+        .chain_update(identity_key)
+        .finalize()
+        .into()
 }
 
 /// The app's proof, sent with its enrollment, that it holds `device_key`.

@@ -399,10 +399,11 @@ pub struct Enrolled {
     pub event_key: Zeroizing<[u8; 32]>,
     /// The vault's first signed version.
     pub version: SignedVersion,
-    /// The identity key's signature over [`crate::auth::device_receipt_message`] for this
-    /// session's key and the enrolled device key: the API registers the device with it.
+    /// An attestation document of this enclave whose `user_data` is
+    /// [`crate::auth::enrolled_device_binding`] for the member, this session's key, the
+    /// enrolled device key and the identity key: the API registers the device with it.
     #[serde(with = "serde_bytes")]
-    pub device_receipt: Vec<u8>,
+    pub device_attestation: Vec<u8>,
 }
 
 /// An event as published: sealed under the vault's event key with

@@ -29,6 +29,14 @@ pub(crate) struct ApiArgs {
     /// Dev attestation root to serve (default: <data-dir>/dev-attestor/root.pem if present).
     #[arg(long)]
     dev_root: Option<PathBuf>,
+    /// Root (PEM) the enclave's enrollment documents must chain to: the AWS Nitro root in
+    /// production (default: the dev root above).
+    #[arg(long)]
+    attestation_root: Option<PathBuf>,
+    /// The PCR manifest's signing key, hex (default: <data-dir>/manifest/signing.pub if
+    /// present). Without it and a root, enrollments cannot be finalized.
+    #[arg(long)]
+    manifest_key: Option<String>,
     /// Lifetime of members' NATS credentials, in seconds (default 24 h).
     #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
     member_jwt_lifetime_secs: u64,
@@ -52,6 +60,14 @@ impl ApiArgs {
         config.dev_root_path = self
             .dev_root
             .or_else(|| present(self.data_dir.join("dev-attestor").join("root.pem")));
+        config.attestation_root_path = self
+            .attestation_root
+            .or_else(|| config.dev_root_path.clone());
+        config.manifest_key = self.manifest_key.or_else(|| {
+            std::fs::read_to_string(self.data_dir.join("manifest").join("signing.pub"))
+                .ok()
+                .map(|k| k.trim().to_owned())
+        });
         config.limits.member_jwt_lifetime =
             std::time::Duration::from_secs(self.member_jwt_lifetime_secs);
         let scale = self.rate_limit_scale;

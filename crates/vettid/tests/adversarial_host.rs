@@ -766,12 +766,12 @@ async fn a_credential_survives_more_lost_replies_than_retries_and_an_app_restart
 }
 
 /// Issue 11, finding 2: the vault registers a device key only with its holder's proof for
-/// this very session, and signs a receipt naming both keys, which the API requires before it
-/// registers the device. A binding replayed from another session, or a key claimed without
+/// this very session, and the enclave attests to both keys and the vault's identity, which
+/// the API requires before it registers the device. A binding replayed from another session, or a key claimed without
 /// its proof, is refused and creates nothing.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_key_is_registered_only_with_its_holders_proof_for_this_session() {
-    use vettid_proto::auth::{DeviceBinding, device_receipt_message};
+    use vettid_proto::auth::{DeviceBinding, enrolled_device_binding};
     use vettid_proto::session::{AppOp, AppReply, Channel};
     use zeroize::Zeroizing;
     let adv = Adversary::start(&[]);
@@ -807,26 +807,32 @@ async fn a_device_key_is_registered_only_with_its_holders_proof_for_this_session
     let AppReply::Enrolled(enrolled) = session.call(enroll(proof.clone())).await.unwrap() else {
         panic!("expected Enrolled");
     };
-    let identity =
-        vettid_crypto::sign::VerifyingKey::from_bytes(&enrolled.identity_public_key).unwrap();
-    let receipt = vettid_crypto::sign::Signature::from_slice(&enrolled.device_receipt).unwrap();
+    // The enclave's document binds the member, this session's key, the proven device key
+    // and the new vault's identity, under the platform's root.
+    let root = std::fs::read_to_string(adv.platform.dir.join("dev-attestor/root.pem")).unwrap();
+    let root = vettid_attest::TrustedRoot::from_pem(&root).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let doc = vettid_attest::verify(
+        &enrolled.device_attestation,
+        &vettid_attest::Policy::new(&root, now),
+    )
+    .expect("a document of the enclave's own device");
     let session_key = vettid_crypto::noise::public_key(&alice);
-    identity
-        .verify(
-            &device_receipt_message("alice", &session_key, &proof.device_key),
-            &receipt,
-        )
-        .expect("the receipt names this session's key and the proven device key");
-    assert!(
-        identity
-            .verify(
-                &device_receipt_message(
-                    "alice",
-                    &session_key,
-                    &binding("alice", &other).device_key
-                ),
-                &receipt,
-            )
-            .is_err()
+    let bound = |device: &[u8; 32]| {
+        enrolled_device_binding("alice", &session_key, device, &enrolled.identity_public_key)
+            .to_vec()
+    };
+    assert_eq!(doc.user_data, Some(bound(&proof.device_key)));
+    assert_ne!(
+        doc.user_data,
+        Some(bound(&binding("alice", &other).device_key))
+    );
+    assert_eq!(
+        (doc.nonce, doc.public_key),
+        (None, None),
+        "unlike an app's document"
     );
 }

@@ -12,22 +12,24 @@
 //!  GET /v1/enroll/sessions/{id}  ◄── progress ──  GET  /v1/enroll/confirmation (waits)
 //!                                                 POST /v1/enroll/nats      (enrollment JWT)
 //!                                                 POST /v1/enroll/status    (phases, forward)
-//!                                                 POST /v1/enroll/finalize  (the vault's
-//!                                                       receipt for the keys; member JWT)
+//!                                                 POST /v1/enroll/finalize  (the enclave's
+//!                                                       attestation of the keys; member JWT)
 //! ```
 //!
 //! The code and the QR's session token are two ways to present the same one-time secret; the
-//! first use spends both. A code counts only with the email of the member it was made for, and
-//! after five wrong codes for a member their live code stops working (the QR does not). The app that authenticated gets nothing
-//! that reaches the vault until the member has typed the comparison code it shows (derived
-//! from the session and the device's keys, [`vettid_proto::auth::comparison_code`]) into the
-//! web page: whoever saw a code and used it first still cannot enroll unless the member
-//! confirms their device. Finalize registers only the confirmed device key, and only with the
-//! vault's signed receipt for it. The enrollment token is spent by finalize. Secrets are
-//! stored as keyed digests only. Phases only move forward ([`EnrollmentPhase`]); the API
-//! records what the app reports, for the web page to show: it cannot check the app's claims
-//! (PIN, password and attestation happen between the app and the enclave).
+//! first use spends both. A code counts only with the email of the member it was made for,
+//! and after five wrong codes for a member their live code stops working (the QR does not).
+//! The app that authenticated gets nothing that reaches the vault until the member has typed
+//! the comparison code it shows (derived from the session, a salt the API chose and the
+//! device's keys, [`vettid_proto::auth::comparison_code`]) into the web page: whoever saw a
+//! code and used it first still cannot enroll unless the member confirms their device.
+//! Finalize registers only the confirmed device key, and only with the enclave's attestation
+//! that it registered both confirmed keys in the vault it names ([`attested`]). The
+//! enrollment token is spent by finalize. Secrets are stored as keyed digests only. Phases
+//! only move forward ([`EnrollmentPhase`]); the API records what the app reports, for the web
+//! page to show.
 
+mod attested;
 mod confirm;
 
 use crate::ApiError;
@@ -774,49 +776,22 @@ struct FinalizeRequest {
     /// The device key the member confirmed (hex Ed25519).
     device_public_key: String,
     nats_public_key: String,
-    /// The new vault's identity key (hex Ed25519), from the app's attested session.
+    /// The new vault's identity key (hex Ed25519).
     identity_public_key: String,
-    /// The vault's signature (hex) over [`vettid_proto::auth::device_receipt_message`] for
-    /// the device's confirmed session and device keys.
-    device_receipt: String,
-}
-
-/// Checks the vault's receipt for the grant's keys: the identity key is valid and signed
-/// [`vettid_proto::auth::device_receipt_message`] for this member and both confirmed keys.
-fn check_receipt(grant: &EnrollmentGrant, req: &FinalizeRequest) -> Result<String, ApiError> {
-    use vettid_crypto::sign::{Signature, VerifyingKey};
-    let identity = validate::hex_bytes::<32>("identity_public_key", &req.identity_public_key)?;
-    let receipt = validate::hex_bytes::<64>("device_receipt", &req.device_receipt)?;
-    let stored = |h: &str| {
-        validate::hex_bytes::<32>("stored key", h).map_err(|_| {
-            ApiError::internal("enrollment row", "a stored key is not 32 bytes of hex")
-        })
-    };
-    let message = vettid_proto::auth::device_receipt_message(
-        &grant.member_id,
-        &stored(&grant.session_key)?,
-        &stored(&grant.device_key)?,
-    );
-    let key = VerifyingKey::from_bytes(&identity)
-        .map_err(|_| ApiError::bad_request("identity_public_key is not a valid Ed25519 key"))?;
-    let sig = Signature::from_slice(&receipt)
-        .map_err(|_| ApiError::bad_request("device_receipt is not a signature"))?;
-    key.verify(&message, &sig).map_err(|_| {
-        ApiError::bad_request(
-            "device_receipt is not the vault's signature for the confirmed device's keys",
-        )
-    })?;
-    Ok(hex::encode(identity))
+    /// The enclave's attestation document for the enrollment (base64), binding the member,
+    /// both confirmed keys and the identity key (see [`attested`]).
+    device_attestation: String,
 }
 
 /// `POST /v1/enroll/finalize {device_public_key, nats_public_key, identity_public_key,
-/// device_receipt}` (enrollment token of a confirmed device) → member NATS credentials.
+/// device_attestation}` (enrollment token of a confirmed device) → member NATS credentials.
 /// 409 before the member confirmed; 400 unless the device key is the confirmed one and the
-/// receipt is the vault's signature over both confirmed keys. In one transaction: spends the
-/// enrollment token (a second finalize is 401), records the vault's identity key (409 if the
-/// member already has a vault), registers the device (409 if the key is already registered),
-/// records the NATS key and marks the session completed. The JWT is signed first but handed
-/// out only if all of that commits.
+/// document is a trusted enclave's word that it registered both confirmed keys in the vault
+/// of that identity key. In one transaction: spends the enrollment token (a second finalize
+/// is 401), records the vault's identity key (409 if the member already has a vault),
+/// registers the device (409 if the key is already registered), records the NATS key and
+/// marks the session completed. The JWT is signed first but handed out only if all of that
+/// commits.
 async fn finalize(
     State(app): State<App>,
     grant: EnrollmentGrant,
@@ -830,8 +805,10 @@ async fn finalize(
         ));
     }
     let nats_key = validate::nats_user_key(&req.nats_public_key)?;
-    let identity = check_receipt(&grant, &req)?;
+    let identity = validate::hex_bytes::<32>("identity_public_key", &req.identity_public_key)?;
     let nats = app.nats()?;
+    attested::check(&app, &grant, &identity, &req.device_attestation).await?;
+    let identity = hex::encode(identity);
     let lifetime = app.state.config.limits.member_jwt_lifetime;
     let issued = nats.sign(
         &grant.member_id,

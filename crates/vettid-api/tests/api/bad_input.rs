@@ -191,9 +191,9 @@ async fn routes(h: &Harness) -> Vec<Route> {
                 "device_public_key",
                 "nats_public_key",
                 "identity_public_key",
-                "device_receipt",
+                "device_attestation",
             ],
-            hex: &["device_public_key", "identity_public_key", "device_receipt"],
+            hex: &["device_public_key", "identity_public_key"],
         },
         Route {
             uri: "/v1/nats/refresh".into(),
@@ -316,7 +316,7 @@ async fn unknown_routes_and_methods_answer_json() {
 
 #[tokio::test]
 async fn public_documents_are_served_as_is_or_404() {
-    let h = Harness::new().await;
+    let h = Harness::with(|c| c.manifest_path = None).await;
     let r = h.get("/v1/pcr-manifest").send().await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found");
     let r = h.get("/v1/dev-root").send().await;

@@ -1,5 +1,6 @@
 //! Enrollment codes, QR tokens and enrollment tokens: lifetimes and single use; the member's
-//! confirmation of the device, cancellation, and the vault's receipt (issue 11, finding 2).
+//! confirmation of the device, cancellation, and the enclave's attestation of the enrolled
+//! device (issue 11, finding 2).
 
 use crate::harness::{Enrolling, Harness, TestDevice, jwt_claims};
 use axum::http::StatusCode;
@@ -584,10 +585,12 @@ async fn wrong_codes_for_a_member_stop_their_live_code_but_not_its_qr() {
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
 }
 
-/// Finalize registers the device the member confirmed, and only with the vault's receipt for
-/// its keys.
+/// Finalize registers the device the member confirmed, and only with a trusted enclave's
+/// attestation that it registered exactly those keys in the vault named.
 #[tokio::test]
-async fn finalize_registers_only_the_confirmed_device_with_the_vaults_receipt() {
+async fn finalize_registers_only_the_confirmed_device_with_the_enclaves_attestation() {
+    use crate::harness::{document_of, test_enclave};
+    use vettid_proto::auth::enrolled_device_binding;
     let h = Harness::new().await;
     let e = h.enrolling_member("receipt@example.com").await;
     let key = nkeys::KeyPair::new_user().public_key();
@@ -598,7 +601,17 @@ async fn finalize_registers_only_the_confirmed_device_with_the_vaults_receipt() 
             .send()
     };
     let before = h.snapshot().await;
-    // Another device key than the confirmed one (with a receipt for it).
+    let device = e.device.device.verifying_key().to_bytes();
+    let identity = e.device.vault.verifying_key().to_bytes();
+    let with_document = |doc: String| {
+        let mut body = e.finalize_body(&key);
+        body["device_attestation"] = json!(doc);
+        body
+    };
+    let bind = |member: &str, session: &[u8; 32], device: &[u8; 32], identity: &[u8; 32]| {
+        enrolled_device_binding(member, session, device, identity)
+    };
+    // Another device key than the confirmed one (with a document for it).
     let other = Enrolling {
         member_id: e.member_id.clone(),
         session: e.session.clone(),
@@ -607,36 +620,53 @@ async fn finalize_registers_only_the_confirmed_device_with_the_vaults_receipt() 
         device: TestDevice::new(),
         salt: e.salt,
     };
-    finalize(other.finalize_body(&key))
-        .await
-        .assert_error(StatusCode::BAD_REQUEST, "bad_request");
-    // A receipt for another session key, or signed by another key than the one named.
-    let other_session = Enrolling {
-        device: TestDevice {
-            device: e.device.device.clone(),
-            ..TestDevice::new()
-        },
-        ..other
-    };
-    let mut wrong_session = other_session.finalize_body(&key);
-    wrong_session["identity_public_key"] = e.finalize_body(&key)["identity_public_key"].clone();
-    let mut wrong_signer = e.finalize_body(&key);
-    wrong_signer["identity_public_key"] = json!(hex::encode(
-        vettid_crypto::sign::SigningKey::generate()
-            .verifying_key()
-            .to_bytes()
-    ));
-    let mut garbage = e.finalize_body(&key);
-    garbage["device_receipt"] = json!("00".repeat(64));
-    for body in [
-        other_session.finalize_body(&key),
-        wrong_session,
-        wrong_signer,
-        garbage,
+    let mut another_identity = e.finalize_body(&key);
+    another_identity["identity_public_key"] = json!(hex::encode([5u8; 32]));
+    // An enclave under another root, and one whose release the manifest does not list.
+    let stranger_root = vettid_attest::dev::DevRoot::generate(h.now());
+    let stranger = vettid_attest::dev::DevAttestor::new(
+        &stranger_root,
+        test_enclave().attestor.measurement().clone(),
+    );
+    let unlisted = vettid_attest::dev::DevAttestor::new(
+        &test_enclave().root,
+        vettid_attest::Measurement::of_enclave(b"an older release", b""),
+    );
+    let right = bind(&e.member_id, &e.device.session_key, &device, &identity);
+    for (why, body) in [
+        ("another device", other.finalize_body(&key)),
+        (
+            "another session key",
+            with_document(test_enclave().document(&bind(
+                &e.member_id,
+                &[9; 32],
+                &device,
+                &identity,
+            ))),
+        ),
+        (
+            "another member",
+            with_document(test_enclave().document(&bind(
+                "00000000-0000-4000-8000-000000000000",
+                &e.device.session_key,
+                &device,
+                &identity,
+            ))),
+        ),
+        ("another identity than the one bound", another_identity),
+        (
+            "another root",
+            with_document(document_of(&stranger, &right)),
+        ),
+        (
+            "an unlisted release",
+            with_document(document_of(&unlisted, &right)),
+        ),
+        ("not a document", with_document("AAAA".into())),
+        ("not base64", with_document("%%%".into())),
     ] {
-        finalize(body)
-            .await
-            .assert_error(StatusCode::BAD_REQUEST, "bad_request");
+        let r = finalize(body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{why}: {}", r.body);
     }
     assert_eq!(h.snapshot().await, before, "nothing spent or recorded");
 
@@ -661,4 +691,19 @@ async fn finalize_registers_only_the_confirmed_device_with_the_vaults_receipt() 
         identity,
         hex::encode(e.device.vault.verifying_key().to_bytes())
     );
+}
+
+/// A deployment that cannot check the enclave's documents finalizes nothing.
+#[tokio::test]
+async fn without_attestation_trust_finalize_answers_503() {
+    let h = Harness::with(|c| c.manifest_key = None).await;
+    let e = h.enrolling_member("untrusting@example.com").await;
+    let before = h.snapshot().await;
+    h.post("/v1/enroll/finalize")
+        .bearer(&e.token)
+        .json(&e.finalize_body(&nkeys::KeyPair::new_user().public_key()))
+        .send()
+        .await
+        .assert_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
+    assert_eq!(h.snapshot().await, before);
 }

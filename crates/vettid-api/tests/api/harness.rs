@@ -58,6 +58,14 @@ impl Harness {
         config.nats_url = "nats://127.0.0.1:1".into();
         config.nats_dir = Some(dir.path().join("nats"));
         config.limits = generous_limits();
+        let trust = dir.path().join("attestation");
+        std::fs::create_dir_all(&trust).unwrap();
+        let enclave = test_enclave();
+        std::fs::write(trust.join("root.pem"), enclave.root.cert_pem()).unwrap();
+        std::fs::write(trust.join("pcr-manifest.json"), &enclave.manifest).unwrap();
+        config.attestation_root_path = Some(trust.join("root.pem"));
+        config.manifest_path = Some(trust.join("pcr-manifest.json"));
+        config.manifest_key = Some(enclave.manifest_key.clone());
         adjust(&mut config);
         let clock = Arc::new(ManualClock::starting_now());
         let mailer = Arc::new(OutboxMailer::new(config.outbox_dir()));
@@ -301,7 +309,7 @@ impl Harness {
     }
 }
 
-/// An enrolling app's keys, and the vault key that signs its receipt.
+/// An enrolling app's keys, and the identity key of the vault it creates.
 pub(crate) struct TestDevice {
     pub(crate) device: SigningKey,
     pub(crate) session_key: [u8; 32],
@@ -333,6 +341,79 @@ impl TestDevice {
     }
 }
 
+/// A dev root, an attestor under it, and a signed PCR manifest listing its measurement: the
+/// enclave whose documents every harness's finalize trusts.
+pub(crate) struct TestEnclave {
+    pub(crate) root: vettid_attest::dev::DevRoot,
+    pub(crate) attestor: vettid_attest::dev::DevAttestor,
+    manifest: String,
+    manifest_key: String,
+}
+
+/// The one [`TestEnclave`] of this test binary.
+pub(crate) fn test_enclave() -> &'static TestEnclave {
+    static ENCLAVE: std::sync::OnceLock<TestEnclave> = std::sync::OnceLock::new();
+    ENCLAVE.get_or_init(|| {
+        let now = unix_now();
+        let root = vettid_attest::dev::DevRoot::generate(now);
+        let measurement = vettid_attest::Measurement::of_enclave(b"test enclave", b"");
+        let key = SigningKey::generate();
+        let manifest = vettid_attest::manifest::Manifest {
+            serial: 1,
+            issued_at: now,
+            sets: vec![vettid_attest::manifest::PcrSet::new(
+                "test",
+                &measurement,
+                0,
+                now + 30 * 24 * 3600,
+                true,
+            )],
+        }
+        .sign(&key)
+        .unwrap();
+        TestEnclave {
+            attestor: vettid_attest::dev::DevAttestor::new(&root, measurement),
+            root,
+            manifest,
+            manifest_key: hex::encode(key.verifying_key().to_bytes()),
+        }
+    })
+}
+
+impl TestEnclave {
+    /// A document (base64) of this enclave binding `user_data`, as the enclave's enrollment
+    /// path asks for.
+    pub(crate) fn document(&self, user_data: &[u8; 32]) -> String {
+        document_of(&self.attestor, user_data)
+    }
+}
+
+/// A document (base64) of `attestor` binding `user_data`, now.
+pub(crate) fn document_of(
+    attestor: &vettid_attest::dev::DevAttestor,
+    user_data: &[u8; 32],
+) -> String {
+    use base64::Engine;
+    let doc = attestor
+        .attest(
+            &vettid_attest::AttestRequest {
+                nonce: None,
+                public_key: None,
+                user_data: Some(user_data.to_vec()),
+            },
+            unix_now(),
+        )
+        .unwrap();
+    base64::engine::general_purpose::STANDARD.encode(doc)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
 pub(crate) struct Enrolling {
     pub(crate) member_id: String,
     pub(crate) session: String,
@@ -361,22 +442,21 @@ impl Enrolling {
         )
     }
 
-    /// A finalize body for `nats_public_key` with the vault's receipt for this device.
+    /// A finalize body for `nats_public_key` with the test enclave's document for this
+    /// enrollment.
     pub(crate) fn finalize_body(&self, nats_public_key: &str) -> Value {
         let device_key = self.device.device.verifying_key().to_bytes();
-        let receipt = self
-            .device
-            .vault
-            .sign(&vettid_proto::auth::device_receipt_message(
-                &self.member_id,
-                &self.device.session_key,
-                &device_key,
-            ));
+        let identity = self.device.vault.verifying_key().to_bytes();
         json!({
             "device_public_key": hex::encode(device_key),
             "nats_public_key": nats_public_key,
-            "identity_public_key": hex::encode(self.device.vault.verifying_key().to_bytes()),
-            "device_receipt": hex::encode(receipt.to_bytes()),
+            "identity_public_key": hex::encode(identity),
+            "device_attestation": test_enclave().document(&vettid_proto::auth::enrolled_device_binding(
+                &self.member_id,
+                &self.device.session_key,
+                &device_key,
+                &identity,
+            )),
         })
     }
 }
