@@ -3,8 +3,9 @@
 //! `POST /v1/auth/magic-link` answers 202 whatever the address, at once, and does the work
 //! (find an approved registration, create a token, queue the mail) after the response, so
 //! neither the answer nor its timing tells whether the address is registered. The link's token
-//! is single-use and lives 15 minutes; `POST /v1/auth/verify` spends it for a member session
-//! (12 hours). Both are stored only as SHA-256 digests.
+//! is single-use and lives 15 minutes, and a newer link ends the older unused ones;
+//! `POST /v1/auth/verify` spends it for a member session (12 hours), which
+//! `POST /v1/auth/sign-out` ends. Both are stored only as keyed digests.
 
 use crate::ApiError;
 use crate::app::App;
@@ -29,6 +30,8 @@ pub(crate) const MEMBER_SESSION_SECS: i64 = 12 * 3600;
 /// approved. Handlers that take one act only for this member.
 pub(crate) struct Member {
     pub(crate) member_id: String,
+    /// The digest of the session token presented.
+    session_hash: String,
 }
 
 impl FromRequestParts<App> for Member {
@@ -36,12 +39,13 @@ impl FromRequestParts<App> for Member {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Member, ApiError> {
         let token = bearer(parts)?;
+        let session_hash = app.digest(&token);
         let row: Option<(String, i64)> = sqlx::query_as(
             "SELECT s.member_id, s.expires_at FROM member_sessions s \
              JOIN registrations r ON r.member_id = s.member_id \
              WHERE s.token_hash = ? AND r.status = 'approved'",
         )
-        .bind(app.digest(&token))
+        .bind(&session_hash)
         .fetch_optional(app.db())
         .await?;
         match row {
@@ -51,7 +55,10 @@ impl FromRequestParts<App> for Member {
             }
             Some((member_id, _)) => {
                 ensure_not_suspended(app, &member_id).await?;
-                Ok(Member { member_id })
+                Ok(Member {
+                    member_id,
+                    session_hash,
+                })
             }
         }
     }
@@ -79,6 +86,26 @@ pub(crate) fn routes() -> Router<App> {
     Router::new()
         .route("/v1/auth/magic-link", post(magic_link))
         .route("/v1/auth/verify", post(verify))
+        .route("/v1/auth/sign-out", post(sign_out))
+}
+
+#[derive(Serialize)]
+struct SignedOut {
+    signed_out: bool,
+}
+
+/// `POST /v1/auth/sign-out` (member) → this session token stops working at once (other
+/// sessions of the member are not touched).
+async fn sign_out(State(app): State<App>, member: Member) -> Result<Json<SignedOut>, ApiError> {
+    sqlx::query(
+        "UPDATE member_sessions SET expires_at = ? WHERE token_hash = ? AND expires_at > ?",
+    )
+    .bind(app.now())
+    .bind(&member.session_hash)
+    .bind(app.now())
+    .execute(app.db())
+    .await?;
+    Ok(Json(SignedOut { signed_out: true }))
 }
 
 #[derive(Deserialize)]
@@ -125,8 +152,8 @@ async fn magic_link(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
-/// If `email` belongs to an approved registration: stores a new single-use token and mails
-/// the link. Otherwise does nothing.
+/// If `email` belongs to an approved registration: stores a new single-use token, ends the
+/// member's older unused ones, and mails the link. Otherwise does nothing.
 async fn send_magic_link(app: &App, email: &str) -> Result<(), ApiError> {
     let Some(r) = crate::registration::find_by_email(app.db(), email).await? else {
         return Ok(());
@@ -138,6 +165,16 @@ async fn send_magic_link(app: &App, email: &str) -> Result<(), ApiError> {
     }
     let now = app.now();
     let token = Secret::random_token();
+    let mut tx = app.db().begin().await?;
+    sqlx::query(
+        "UPDATE magic_links SET expires_at = ? WHERE member_id = ? AND used_at IS NULL \
+         AND expires_at > ?",
+    )
+    .bind(now)
+    .bind(&r.member_id)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(
         "INSERT INTO magic_links (token_hash, member_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
     )
@@ -145,8 +182,9 @@ async fn send_magic_link(app: &App, email: &str) -> Result<(), ApiError> {
     .bind(&r.member_id)
     .bind(now)
     .bind(now + MAGIC_LINK_SECS)
-    .execute(app.db())
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     let mail = magic_link_mail(app, &r.email, &r.first_name, &token);
     let mailer = app.state.mailer.clone();
     let date = app.state.clock.now();

@@ -118,8 +118,9 @@ pub enum NatsError {
 pub struct ServerPlan {
     /// Client port on 127.0.0.1.
     pub client_port: u16,
-    /// Monitoring port on 127.0.0.1.
-    pub monitor_port: u16,
+    /// Monitoring port on 127.0.0.1, or none (the default: the monitor is unauthenticated
+    /// and lists connections by member, so any local user could read who is online).
+    pub monitor_port: Option<u16>,
     /// JetStream store directory.
     pub jetstream_dir: PathBuf,
     /// Resolver directory (account JWTs).
@@ -190,14 +191,17 @@ impl Setup {
             "# Written by vettid-nats; rewritten at every start.\n\
              server_name: vettid_local\n\
              listen: 127.0.0.1:{client}\n\
-             http: 127.0.0.1:{monitor}\n\
+             {monitor}\
              operator: {operator}\n\
              system_account: {sys}\n\
              resolver: {{ type: full, dir: {resolver}, allow_delete: false, interval: \"2m\" }}\n\
              resolver_preload: {{\n  {sys}: \"{sys_jwt}\"\n  {account}: \"{account_jwt}\"\n}}\n\
              jetstream: {{ store_dir: {jetstream} }}\n",
             client = plan.client_port,
-            monitor = plan.monitor_port,
+            monitor = plan
+                .monitor_port
+                .map(|p| format!("http: 127.0.0.1:{p}\n"))
+                .unwrap_or_default(),
             operator = quote(&self.dir.join(OPERATOR_JWT))?,
             sys = self.sys_account,
             resolver = quote(&std::path::absolute(&plan.resolver_dir)?)?,

@@ -50,7 +50,7 @@ impl Drop for Stack {
 fn start_stack(data_dir: &Path, nats_server: Option<&Path>) -> anyhow::Result<Stack> {
     let exe = std::env::current_exe().context("locating the vettid binary")?;
     let mut cmd = Command::new(exe);
-    cmd.args(["up", "--nats-port", "0", "--nats-monitor-port", "0"])
+    cmd.args(["up", "--nats-port", "0"])
         .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::piped())

@@ -30,14 +30,7 @@ impl Up {
             .arg("up")
             .arg("--data-dir")
             .arg(data_dir)
-            .args([
-                "--nats-port",
-                "0",
-                "--nats-monitor-port",
-                "0",
-                "--api-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--nats-port", "0", "--api-addr", "127.0.0.1:0"])
             .args(extra)
             .env("VETTID_NATS_SERVER", nats_server())
             .stdin(Stdio::null())
@@ -195,6 +188,11 @@ fn up_is_ready_serves_health_and_ctrl_c_leaves_no_child() {
         "no enclave among {running:?}"
     );
     assert!(pids.iter().all(|(p, _)| alive(*p)));
+    // Issue 11, finding 7: the broker's monitor (unauthenticated; it lists connections by
+    // member) is off unless asked for.
+    assert!(up.field("monitor").starts_with("off"), "{:?}", up.seen);
+    let conf = std::fs::read_to_string(dir.path().join("nats/nats.conf")).unwrap();
+    assert!(!conf.contains("http"), "{conf}");
 
     // A terminal's Ctrl-C: SIGINT to the foreground process group.
     killpg(up.pid(), Signal::SIGINT).unwrap();

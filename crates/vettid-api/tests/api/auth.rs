@@ -148,6 +148,7 @@ async fn missing_or_bad_bearers_are_401() {
         (Method::GET, "/v1/enroll/sessions/x"),
         (Method::POST, "/v1/enroll/sessions/x/confirm"),
         (Method::POST, "/v1/enroll/sessions/x/cancel"),
+        (Method::POST, "/v1/auth/sign-out"),
     ];
     let enrollment_routes = [
         (Method::GET, "/v1/enroll/confirmation"),
@@ -230,4 +231,48 @@ async fn a_member_cannot_read_another_members_enrollment_session() {
         .send()
         .await;
     r.assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+/// Issue 11, finding 7: there was no way to end a session before its 12 hours, and every
+/// link mailed stayed good for 15 minutes after a newer one.
+#[tokio::test]
+async fn signing_out_ends_that_session_and_a_newer_link_ends_the_older_ones() {
+    let h = Harness::new().await;
+    h.approved_member("leave@example.com").await;
+    let phone = h.sign_in("leave@example.com").await;
+    let laptop = h.sign_in("leave@example.com").await;
+    let r = h.post("/v1/auth/sign-out").bearer(&phone).send().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["signed_out"], true);
+    h.post("/v1/enroll/sessions")
+        .bearer(&phone)
+        .send()
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    h.post("/v1/auth/sign-out")
+        .bearer(&phone)
+        .send()
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let r = h.post("/v1/enroll/sessions").bearer(&laptop).send().await;
+    assert_eq!(
+        r.status,
+        StatusCode::CREATED,
+        "the other session stays: {}",
+        r.body
+    );
+
+    let older = h.magic_link_token("leave@example.com").await;
+    let newer = h.magic_link_token("leave@example.com").await;
+    h.post("/v1/auth/verify")
+        .json(&json!({ "token": older }))
+        .send()
+        .await
+        .assert_error(StatusCode::GONE, "gone");
+    let r = h
+        .post("/v1/auth/verify")
+        .json(&json!({ "token": newer }))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }

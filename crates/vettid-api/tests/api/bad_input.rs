@@ -114,8 +114,8 @@ async fn routes(h: &Harness) -> Vec<Route> {
         .await;
     let phone = TestDevice::new();
     h.approved_member("linked@example.com").await;
-    let link = h.magic_link_token("linked@example.com").await;
     let pending = h.sign_in("linked@example.com").await;
+    let link = h.magic_link_token("linked@example.com").await;
     let s = h.enrollment_session(&pending).await;
     let invite = h.invite(json!({"max_uses": 5})).await;
     let admin = Some(h.admin_token.clone());
@@ -138,7 +138,7 @@ async fn routes(h: &Harness) -> Vec<Route> {
         Route {
             uri: "/v1/auth/magic-link".into(),
             bearer: None,
-            valid: json!({"email": "linked@example.com"}),
+            valid: json!({"email": "someone@example.com"}),
             required: &["email"],
             hex: &[],
         },

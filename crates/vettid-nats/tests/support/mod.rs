@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use vettid_nats::{IssuedJwt, MemberScope, ServerPlan, Setup, creds_file, member_inbox_prefix};
 
@@ -45,7 +45,7 @@ impl Broker {
         let setup = Setup::create_or_load(&tmp.path().join("auth")).expect("setup");
         let plan = ServerPlan {
             client_port: free_port(),
-            monitor_port: free_port(),
+            monitor_port: None,
             jetstream_dir: tmp.path().join("jetstream"),
             resolver_dir: tmp.path().join("resolver"),
         };
@@ -176,8 +176,8 @@ async fn spawn(setup: &Setup, plan: &ServerPlan, tmp: &Path) -> Child {
         .spawn()
         .expect("spawning nats-server");
     let began = Instant::now();
-    // Polling the health endpoint: the server gives no other readiness signal.
-    while !healthy(plan.monitor_port).await {
+    // Polling for the server's greeting: it gives no other readiness signal.
+    while !healthy(plan.client_port).await {
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         if let Ok(Some(status)) = child.try_wait() {
             panic!("nats-server exited ({status}):\n{log}");
@@ -188,15 +188,13 @@ async fn spawn(setup: &Setup, plan: &ServerPlan, tmp: &Path) -> Child {
     child
 }
 
+/// Whether the server on `port` greets a client with `INFO`.
 async fn healthy(port: u16) -> bool {
     let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
         return false;
     };
-    let req = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
-    let mut res = String::new();
-    s.write_all(req.as_bytes()).await.is_ok()
-        && s.read_to_string(&mut res).await.is_ok()
-        && res.starts_with("HTTP/1.1 200")
+    let mut greeting = [0u8; 5];
+    s.read_exact(&mut greeting).await.is_ok() && &greeting == b"INFO "
 }
 
 /// Waits for the server to report a permissions violation naming `subject`.

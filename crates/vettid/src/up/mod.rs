@@ -37,9 +37,10 @@ pub(crate) struct UpArgs {
     /// NATS client port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 4222)]
     nats_port: u16,
-    /// NATS monitoring port on 127.0.0.1 (0 picks a free one).
-    #[arg(long, default_value_t = 8222)]
-    nats_monitor_port: u16,
+    /// Turn on NATS monitoring on this port of 127.0.0.1 (0 picks a free one). Off by
+    /// default: it is unauthenticated and lists connections by member.
+    #[arg(long)]
+    nats_monitor_port: Option<u16>,
     /// Address of the HTTP API (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     api_addr: SocketAddr,
@@ -68,7 +69,10 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
     let nats = nats::locate(args.nats_server.as_deref())?;
     let ports = nats::NatsPorts {
         client: port_or_free(args.nats_port, "--nats-port")?,
-        monitor: port_or_free(args.nats_monitor_port, "--nats-monitor-port")?,
+        monitor: args
+            .nats_monitor_port
+            .map(|p| port_or_free(p, "--nats-monitor-port"))
+            .transpose()?,
     };
     let api_addr = SocketAddr::new(
         args.api_addr.ip(),
@@ -84,7 +88,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut children: Vec<Child> = Vec::new();
     let outcome = {
         let starting = async {
-            let monitor = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.monitor));
+            let client = SocketAddr::from((Ipv4Addr::LOCALHOST, ports.client));
             println!(
                 "  starting nats-server {} ({})",
                 nats.version,
@@ -97,11 +101,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                 logs.join("nats-server.log"),
                 exited_tx.clone(),
             )?);
-            wait_healthy(
-                children.last().expect("just pushed"),
-                Health::Http(monitor, "/healthz"),
-            )
-            .await?;
+            wait_healthy(children.last().expect("just pushed"), Health::Nats(client)).await?;
 
             let exe = std::env::current_exe().context("locating the vettid binary")?;
             let data = data_dir.as_os_str();
@@ -210,7 +210,10 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
         "  creds    {} (system account: pushes revocations)",
         nats_files.sys_creds.display()
     );
-    println!("  monitor  http://127.0.0.1:{}", ports.monitor);
+    match ports.monitor {
+        Some(port) => println!("  monitor  http://127.0.0.1:{port} (unauthenticated: local only)"),
+        None => println!("  monitor  off (--nats-monitor-port PORT turns it on)"),
+    }
     println!("  api      http://{api_addr}");
     println!(
         "  vaults   {} (vettid vault --data-dir {} …)",
@@ -255,6 +258,8 @@ enum Health {
     Http(SocketAddr, &'static str),
     /// The Unix socket accepts connections (bound only once the process is ready).
     Socket(PathBuf),
+    /// A NATS server greets on this address (`INFO {…}`).
+    Nats(SocketAddr),
 }
 
 impl Health {
@@ -262,6 +267,7 @@ impl Health {
         match self {
             Health::Http(addr, path) => probe::get_status(*addr, path).await == Some(200),
             Health::Socket(path) => tokio::net::UnixStream::connect(path).await.is_ok(),
+            Health::Nats(addr) => probe::nats_greets(*addr).await,
         }
     }
 }

@@ -108,7 +108,8 @@ fn version_of(path: &Path) -> Option<Version> {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct NatsPorts {
     pub(crate) client: u16,
-    pub(crate) monitor: u16,
+    /// Off unless asked for (it is unauthenticated and shows member ids).
+    pub(crate) monitor: Option<u16>,
 }
 
 /// The broker's configuration and the credentials `vettid up` hands to its children.

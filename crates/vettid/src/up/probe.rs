@@ -25,3 +25,19 @@ pub(crate) async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     .ok()
     .flatten()
 }
+
+/// Whether a NATS server on `addr` sends its `INFO` greeting within a second (it does only
+/// once it accepts clients).
+pub(crate) async fn nats_greets(addr: SocketAddr) -> bool {
+    use tokio::io::AsyncReadExt;
+    tokio::time::timeout(Duration::from_secs(1), async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut greeting = [0u8; 5];
+        stream.read_exact(&mut greeting).await.ok()?;
+        Some(&greeting == b"INFO ")
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}

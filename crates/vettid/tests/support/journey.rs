@@ -53,7 +53,7 @@ impl UpStack {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_vettid"))
-            .args(["up", "--nats-port", "0", "--nats-monitor-port", "0"])
+            .args(["up", "--nats-port", "0"])
             .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .args(extra)
