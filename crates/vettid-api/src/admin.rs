@@ -1,14 +1,19 @@
-//! Administration: the admin principal ([`Admin`], from `Authorization: Bearer <admin token>`),
-//! the first admin's bootstrap, the admin routes, and [`AdminConsole`], the same operations
-//! straight on the database for the `vettid admin` command.
+//! Administration: the admin principal ([`Admin`], from `Authorization: Bearer <admin session
+//! token>`), the first admin's bootstrap, the admin routes, and [`AdminConsole`], the same
+//! operations straight on the database for the `vettid admin` command.
+//!
+//! The admin token (`<data>/admin.token`) is a one-time credential: `POST /v1/admin/sessions
+//! {token}` spends it for an admin session of 12 hours. A new one comes from `vettid admin
+//! new-token` on the API's machine (file access to the database is that credential).
 //!
 //! Every admin action is written to `admin_audit` (who, what, on what, when).
 
 use crate::app::App;
 use crate::config::ApiConfig;
 use crate::db::Db;
-use crate::extract::{ApiJson, ApiPath, ApiQuery, bearer};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, ClientIp, bearer};
 use crate::invites::{self, Invite, NewInvite};
+use crate::ratelimit::ip_key;
 use crate::registration::{self, Decision, Registration, RegistrationStatus};
 use crate::secret::{Secret, new_uuid};
 use crate::{ApiError, nats};
@@ -30,15 +35,95 @@ impl FromRequestParts<App> for Admin {
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Admin, ApiError> {
         let token = bearer(parts)?;
-        let admin_id: Option<String> =
-            sqlx::query_scalar("SELECT admin_id FROM admins WHERE token_hash = ?")
-                .bind(app.digest(&token))
-                .fetch_optional(app.db())
-                .await?;
-        admin_id
-            .map(|admin_id| Admin { admin_id })
-            .ok_or(ApiError::Unauthorized("invalid admin token"))
+        let admin_id: Option<String> = sqlx::query_scalar(
+            "SELECT admin_id FROM admin_sessions WHERE token_hash = ? AND expires_at > ?",
+        )
+        .bind(app.digest(&token))
+        .bind(app.now())
+        .fetch_optional(app.db())
+        .await?;
+        admin_id.map(|admin_id| Admin { admin_id }).ok_or(ApiError::Unauthorized(
+            "invalid or expired admin session (exchange an admin token at POST /v1/admin/sessions)",
+        ))
     }
+}
+
+/// Lifetime of an admin session.
+pub(crate) const ADMIN_SESSION_SECS: i64 = 12 * 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdminSessionRequest {
+    token: Secret,
+}
+
+#[derive(Serialize)]
+struct AdminSession {
+    session_token: Secret,
+    admin_id: String,
+    expires_at: i64,
+}
+
+/// `POST /v1/admin/sessions {token}` → 201 an admin session (12 h) for a one-time admin
+/// token, which is spent (401 for an unknown or spent one, alike). Rate-limited per IP.
+async fn start_session(
+    State(app): State<App>,
+    ClientIp(ip): ClientIp,
+    ApiJson(req): ApiJson<AdminSessionRequest>,
+) -> Result<(StatusCode, Json<AdminSession>), ApiError> {
+    crate::validate::token_shape("token", req.token.expose())?;
+    let limits = &app.state.config.limits;
+    app.rate_limit("admin_session", &ip_key(ip), limits.verify_per_ip)?;
+    let now = app.now();
+    let mut tx = app.db().begin().await?;
+    let admin_id: Option<String> = sqlx::query_scalar(
+        "UPDATE admins SET token_used_at = ? WHERE token_hash = ? AND token_used_at IS NULL \
+         RETURNING admin_id",
+    )
+    .bind(now)
+    .bind(app.digest(&req.token))
+    .fetch_optional(&mut *tx)
+    .await?;
+    let admin_id = admin_id.ok_or(ApiError::Unauthorized(
+        "unknown or already used admin token (make one with `vettid admin new-token`)",
+    ))?;
+    let session = Secret::random_token();
+    sqlx::query(
+        "INSERT INTO admin_sessions (token_hash, admin_id, created_at, expires_at) \
+         VALUES (?, ?, ?, ?)",
+    )
+    .bind(app.digest(&session))
+    .bind(&admin_id)
+    .bind(now)
+    .bind(now + ADMIN_SESSION_SECS)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    audit(app.db(), &admin_id, "admin.session", &admin_id, now).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AdminSession {
+            session_token: session,
+            admin_id,
+            expires_at: now + ADMIN_SESSION_SECS,
+        }),
+    ))
+}
+
+#[derive(Serialize)]
+struct SignedOut {
+    signed_out: bool,
+}
+
+/// `POST /v1/admin/sign-out` (admin) → every session of this admin ends.
+async fn sign_out(State(app): State<App>, admin: Admin) -> Result<Json<SignedOut>, ApiError> {
+    sqlx::query("UPDATE admin_sessions SET expires_at = ? WHERE admin_id = ? AND expires_at > ?")
+        .bind(app.now())
+        .bind(&admin.admin_id)
+        .bind(app.now())
+        .execute(app.db())
+        .await?;
+    Ok(Json(SignedOut { signed_out: true }))
 }
 
 /// The id of the bootstrap admin.
@@ -105,6 +190,8 @@ pub(crate) async fn audit(
 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
+        .route("/v1/admin/sessions", post(start_session))
+        .route("/v1/admin/sign-out", post(sign_out))
         .route("/v1/admin/invites", post(create_invite).get(list_invites))
         .route("/v1/admin/registrations", get(list_registrations))
         .route("/v1/admin/registrations/{id}/approve", post(approve))
@@ -351,6 +438,33 @@ impl AdminConsole {
         let invite = invites::create(&self.db, new, CONSOLE, now).await?;
         audit(&self.db, CONSOLE, "invite.create", &invite.code, now).await?;
         Ok(invite)
+    }
+
+    /// Makes a new one-time admin token for the first admin (the earlier one, used or not,
+    /// stops working; sessions it gave are left), writes it to `config.admin_token_path()`
+    /// (0600) and returns that path.
+    pub async fn new_admin_token(&self, config: &ApiConfig) -> Result<PathBuf, ApiError> {
+        let key = crate::secret::DigestKey::load_or_create(&config.data_dir)
+            .map_err(|e| ApiError::internal("reading the server key", e))?;
+        let token = Secret::random_token();
+        let now = now();
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO admins (admin_id, token_hash, created_at) VALUES (?, ?, ?) \
+             ON CONFLICT (admin_id) DO UPDATE SET token_hash = excluded.token_hash, \
+             token_used_at = NULL",
+        )
+        .bind(FIRST_ADMIN)
+        .bind(key.digest(&token))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let contents = format!("{}\n", token.expose());
+        crate::mail::write_atomically(&config.data_dir, "admin.token", contents.as_bytes())
+            .map_err(|e| ApiError::internal("writing the admin token file", e))?;
+        tx.commit().await?;
+        audit(&self.db, CONSOLE, "admin.new_token", FIRST_ADMIN, now).await?;
+        Ok(config.admin_token_path())
     }
 
     /// Every invite, newest first.

@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "device confirmation",
         include_str!("../migrations/0003_device_confirmation.sql"),
     ),
+    (
+        4,
+        "admin sessions",
+        include_str!("../migrations/0004_admin_sessions.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

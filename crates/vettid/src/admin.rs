@@ -48,6 +48,10 @@ enum AdminCommand {
         /// Registration id or email.
         registration: String,
     },
+    /// Make a new one-time admin token (written to <data-dir>/admin.token, 0600), to exchange
+    /// at POST /v1/admin/sessions for an admin session of 12 hours. The earlier token stops
+    /// working.
+    NewToken,
 }
 
 pub(crate) fn run(args: AdminArgs) -> anyhow::Result<ExitCode> {
@@ -98,6 +102,16 @@ async fn execute(args: AdminArgs) -> anyhow::Result<ExitCode> {
         AdminCommand::Approve { registration } => {
             let r = console.approve(&registration).await.map_err(failed)?;
             print(json, &r, || format!("approved: {}", registration_line(&r)))?;
+        }
+        AdminCommand::NewToken => {
+            let path = console.new_admin_token(&config).await.map_err(failed)?;
+            let shown = serde_json::json!({ "token_file": path });
+            print(json, &shown, || {
+                format!(
+                    "a one-time admin token is in {} (0600); exchange it at POST /v1/admin/sessions",
+                    path.display()
+                )
+            })?;
         }
     }
     Ok(ExitCode::SUCCESS)

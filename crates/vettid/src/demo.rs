@@ -131,10 +131,28 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         "Admin bootstrap: the API wrote a one-time admin token at first start",
     );
     let token_path = data_dir.join("admin.token");
-    let admin = std::fs::read_to_string(&token_path)
+    let token = std::fs::read_to_string(&token_path)
         .with_context(|| format!("reading {}", token_path.display()))?;
-    let admin = admin.trim();
     println!("   token file {} (mode 0600)", token_path.display());
+
+    step(
+        n,
+        "Admin exchanges it (once) for an admin session of 12 hours",
+    );
+    let session = http::json(
+        api,
+        "POST",
+        "/v1/admin/sessions",
+        None,
+        Some(&json!({ "token": token.trim() })),
+    )
+    .await?;
+    let admin = session["session_token"]
+        .as_str()
+        .context("no admin session")?
+        .to_owned();
+    let admin = admin.as_str();
+    println!("   the token is spent; `vettid admin new-token` makes another");
 
     step(n, "Admin creates an invite (two uses, auto-approve)");
     let invite = http::json(

@@ -76,6 +76,19 @@ async fn admin_creates_invites_lists_and_approves_registrations() {
     });
 
     assert_eq!(ok(&admin(&data, &["list-invites"])).trim(), "no invites");
+    // A one-time admin token from the console: spent once for an admin session.
+    let first = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    let out = ok(&admin(&data, &["new-token"]));
+    assert!(out.contains("admin.token"), "{out}");
+    let token = std::fs::read_to_string(data.join("admin.token")).unwrap();
+    assert_ne!(first, token);
+    let exchange = |t: &str| serde_json::json!({ "token": t.trim() });
+    let (status, _) = post(addr, "/v1/admin/sessions", &exchange(&first)).await;
+    assert_eq!(status, 401, "the earlier token stopped working");
+    let (status, session) = post(addr, "/v1/admin/sessions", &exchange(&token)).await;
+    assert_eq!(status, 201, "{session}");
+    let (status, _) = post(addr, "/v1/admin/sessions", &exchange(&token)).await;
+    assert_eq!(status, 401, "spent");
     let out = ok(&admin(
         &data,
         &["create-invite", "--max-uses", "2", "--json"],

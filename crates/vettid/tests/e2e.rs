@@ -545,7 +545,7 @@ async fn revoked_credentials_are_refused_at_once() {
         &stack.api,
         "POST",
         &format!("/v1/admin/members/{member}/revoke-nats"),
-        Some(&stack.admin_token()),
+        Some(&stack.admin_token().await),
         None,
     )
     .await

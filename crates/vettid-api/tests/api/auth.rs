@@ -276,3 +276,48 @@ async fn signing_out_ends_that_session_and_a_newer_link_ends_the_older_ones() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
+
+/// Issue 11, finding 7: the admin token was a bearer without expiry. It is now spent once
+/// for an admin session of 12 hours.
+#[tokio::test]
+async fn the_admin_token_is_spent_once_for_a_session_that_expires() {
+    let h = Harness::new().await;
+    let bootstrap = std::fs::read_to_string(h.data_dir().join("admin.token")).unwrap();
+    let bootstrap = bootstrap.trim();
+    // The harness spent it already: not again, and never as a bearer itself.
+    h.post("/v1/admin/sessions")
+        .json(&json!({ "token": bootstrap }))
+        .send()
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    h.req(Method::GET, "/v1/admin/invites")
+        .bearer(bootstrap)
+        .send()
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let list = |token: &str| h.req(Method::GET, "/v1/admin/invites").bearer(token).send();
+    assert_eq!(list(&h.admin_token).await.status, StatusCode::OK);
+    h.advance(12 * 3600);
+    list(&h.admin_token)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    for bad in [json!({ "token": "A".repeat(43) }), json!({ "token": "" })] {
+        let r = h.post("/v1/admin/sessions").json(&bad).send().await;
+        assert!(
+            matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::BAD_REQUEST),
+            "{}",
+            r.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_admin_signs_out() {
+    let h = Harness::new().await;
+    let r = h.admin(Method::POST, "/v1/admin/sign-out").send().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    h.admin(Method::GET, "/v1/admin/invites")
+        .send()
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+}

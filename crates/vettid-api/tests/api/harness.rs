@@ -78,14 +78,23 @@ impl Harness {
             SqlitePool::connect_with(SqliteConnectOptions::new().filename(data.join("api.db")))
                 .await
                 .unwrap();
-        Harness {
+        let mut h = Harness {
             router: app.router(),
             dir,
             app,
             clock,
-            admin_token,
+            admin_token: String::new(),
             db,
-        }
+        };
+        // The one-time admin token, exchanged for an admin session.
+        let r = h
+            .post("/v1/admin/sessions")
+            .json(&json!({ "token": admin_token }))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        h.admin_token = r.body["session_token"].as_str().unwrap().to_owned();
+        h
     }
 
     pub(crate) fn data_dir(&self) -> PathBuf {

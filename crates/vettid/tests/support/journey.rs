@@ -30,6 +30,7 @@ pub struct UpStack {
     pub nats: String,
     pub dir: tempfile::TempDir,
     invite: std::sync::OnceLock<String>,
+    admin: std::sync::OnceLock<String>,
 }
 
 impl Drop for UpStack {
@@ -85,6 +86,7 @@ impl UpStack {
             child,
             dir,
             invite: std::sync::OnceLock::new(),
+            admin: std::sync::OnceLock::new(),
         }
     }
 
@@ -93,11 +95,24 @@ impl UpStack {
         self.dir.path().join("data")
     }
 
-    pub fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.data().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_owned()
+    /// An admin session, from the one-time token the API wrote at first start.
+    pub async fn admin_token(&self) -> String {
+        if let Some(session) = self.admin.get() {
+            return session.clone();
+        }
+        let token = std::fs::read_to_string(self.data().join("admin.token")).unwrap();
+        let v = http::json(
+            &self.api,
+            "POST",
+            "/v1/admin/sessions",
+            None,
+            Some(&json!({ "token": token.trim() })),
+        )
+        .await
+        .unwrap();
+        let session = v["session_token"].as_str().unwrap().to_owned();
+        let _ = self.admin.set(session.clone());
+        session
     }
 
     async fn invite(&self) -> String {
@@ -108,7 +123,7 @@ impl UpStack {
             &self.api,
             "POST",
             "/v1/admin/invites",
-            Some(&self.admin_token()),
+            Some(&self.admin_token().await),
             Some(&json!({ "max_uses": 1000, "auto_approve": true })),
         )
         .await
