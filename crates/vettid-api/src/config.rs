@@ -30,6 +30,10 @@ pub struct ApiConfig {
     pub attestation_root_path: Option<PathBuf>,
     /// The PCR manifest's signing key (64 hex characters, Ed25519).
     pub manifest_key: Option<String>,
+    /// Reverse proxies in front of this API (exact addresses). A request whose peer is one
+    /// of them counts, for rate limits, as coming from the nearest `X-Forwarded-For` hop that
+    /// is not; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The `From:` of outgoing mail; `None` means `VettID <no-reply@HOST>`, with the host of
     /// `public_url`.
     pub mail_from: Option<String>,
@@ -52,6 +56,7 @@ impl ApiConfig {
             dev_root_path: None,
             attestation_root_path: None,
             manifest_key: None,
+            trusted_proxies: Vec::new(),
             mail_from: None,
             limits: Limits::default(),
         }

@@ -97,20 +97,55 @@ impl<S: Send + Sync> FromRequestParts<S> for ApiPath {
 
 /// The client's address for rate limiting. Taken from the connection
 /// (`into_make_service_with_connect_info`); without one (a router called directly) every
-/// request counts as `0.0.0.0`. `X-Forwarded-For` is not trusted: behind a proxy, all
-/// clients share the proxy's limits until a trusted-proxy setting exists.
+/// request counts as `0.0.0.0`. When the peer is a configured trusted proxy
+/// ([`crate::ApiConfig::trusted_proxies`]), the client is the nearest `X-Forwarded-For` hop
+/// that is not one (see [`forwarded_client`]); from any other peer the header is ignored, so
+/// no client can choose the address it is counted under.
 pub(crate) struct ClientIp(pub(crate) IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<crate::app::App> for ClientIp {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let ip = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &crate::app::App,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        Ok(ClientIp(ip))
+        let proxies = &app.state.config.trusted_proxies;
+        if !proxies.contains(&peer) {
+            return Ok(ClientIp(peer));
+        }
+        let hops = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        Ok(ClientIp(forwarded_client(peer, &hops, proxies)))
     }
+}
+
+/// Walks `X-Forwarded-For` from the nearest hop back: each trusted proxy passes the question
+/// on to the hop before it; the first hop that is not a trusted proxy is the client. A hop
+/// that is not an address ends the walk at the proxy that added it (it cannot be vouched
+/// for), as does running out of hops.
+pub(crate) fn forwarded_client(peer: IpAddr, hops: &[&str], proxies: &[IpAddr]) -> IpAddr {
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        if !proxies.contains(&client) {
+            break;
+        }
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => client = ip,
+            Err(_) => break,
+        }
+    }
+    client
 }
 
 /// The token of an `Authorization: Bearer <token>` header, or 401.
@@ -136,6 +171,30 @@ pub(crate) fn bearer(parts: &Parts) -> Result<crate::secret::Secret, ApiError> {
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+
+    #[test]
+    fn the_client_is_the_nearest_hop_no_trusted_proxy_vouches_for() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxies = [ip("10.0.0.1"), ip("10.0.0.2")];
+        let client = |peer: &str, hops: &[&str]| forwarded_client(ip(peer), hops, &proxies);
+        // Through one proxy, and through two.
+        assert_eq!(client("10.0.0.1", &["203.0.113.7"]), ip("203.0.113.7"));
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.7", "10.0.0.2"]),
+            ip("203.0.113.7")
+        );
+        // A client that writes its own header gets only its own address counted: the
+        // proxy appends the real one last.
+        assert_eq!(
+            client("10.0.0.1", &["198.51.100.1", "203.0.113.7"]),
+            ip("203.0.113.7")
+        );
+        // A peer that is not a proxy is the client, whatever it says.
+        assert_eq!(client("203.0.113.9", &["198.51.100.1"]), ip("203.0.113.9"));
+        // Garbage or nothing: the proxy itself.
+        assert_eq!(client("10.0.0.1", &["not an address"]), ip("10.0.0.1"));
+        assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+    }
 
     #[test]
     fn json_content_types() {

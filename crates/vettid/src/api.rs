@@ -37,6 +37,10 @@ pub(crate) struct ApiArgs {
     /// present). Without it and a root, enrollments cannot be finalized.
     #[arg(long)]
     manifest_key: Option<String>,
+    /// A reverse proxy in front of the API (repeatable): requests from it are counted under
+    /// the client address it appends to X-Forwarded-For. Other peers' headers are ignored.
+    #[arg(long = "trusted-proxy")]
+    trusted_proxies: Vec<std::net::IpAddr>,
     /// Lifetime of members' NATS credentials, in seconds (default 24 h).
     #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
     member_jwt_lifetime_secs: u64,
@@ -63,6 +67,7 @@ impl ApiArgs {
         config.attestation_root_path = self
             .attestation_root
             .or_else(|| config.dev_root_path.clone());
+        config.trusted_proxies = self.trusted_proxies;
         config.manifest_key = self.manifest_key.or_else(|| {
             std::fs::read_to_string(self.data_dir.join("manifest").join("signing.pub"))
                 .ok()

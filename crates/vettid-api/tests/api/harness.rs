@@ -117,6 +117,7 @@ impl Harness {
             bearer: None,
             ip: DEFAULT_IP,
             content_type: None,
+            extra: Vec::new(),
             body: Vec::new(),
         }
     }
@@ -505,6 +506,7 @@ pub(crate) struct Call<'a> {
     bearer: Option<String>,
     ip: IpAddr,
     content_type: Option<String>,
+    extra: Vec<(String, String)>,
     body: Vec<u8>,
 }
 
@@ -522,6 +524,12 @@ impl Call<'_> {
 
     pub(crate) fn ip(mut self, ip: IpAddr) -> Self {
         self.ip = ip;
+        self
+    }
+
+    /// Another header.
+    pub(crate) fn header(mut self, name: &str, value: &str) -> Self {
+        self.extra.push((name.to_owned(), value.to_owned()));
         self
     }
 
@@ -544,6 +552,9 @@ impl Call<'_> {
         }
         if let Some(ct) = &self.content_type {
             b = b.header(header::CONTENT_TYPE, ct);
+        }
+        for (name, value) in &self.extra {
+            b = b.header(name, value);
         }
         let mut req = b.body(Body::from(self.body)).unwrap();
         req.extensions_mut()

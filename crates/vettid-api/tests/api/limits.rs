@@ -205,3 +205,50 @@ async fn ipv6_clients_are_limited_by_their_48() {
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "another /48");
 }
+
+/// Issue 11, finding 7: behind a proxy every client shared the proxy's limits (one client
+/// could spend everyone's). With the proxy trusted, each forwarded client has its own; a
+/// client that is not the proxy cannot pick its address with the header.
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_limits() {
+    let proxy = ip("10.9.9.9");
+    let h = Harness::with(|c| {
+        c.limits = Limits {
+            verify_per_ip: Rate::per_hour(2),
+            ..generous_limits()
+        };
+        c.trusted_proxies = vec![proxy];
+    })
+    .await;
+    let token = json!({ "token": "A".repeat(43) });
+    let verify = |from: IpAddr, forwarded: &str| {
+        h.post("/v1/auth/verify")
+            .ip(from)
+            .header("x-forwarded-for", forwarded)
+            .json(&token)
+            .send()
+    };
+    for _ in 0..2 {
+        let r = verify(proxy, "203.0.113.1").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    }
+    verify(proxy, "203.0.113.1")
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // Another client through the same proxy is not affected …
+    let r = verify(proxy, "203.0.113.2").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    // … nor can the first one escape by writing its own header (the proxy appends).
+    verify(proxy, "198.51.100.77, 203.0.113.1")
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    // A direct client naming addresses is counted as itself.
+    let direct = ip("192.0.2.50");
+    for n in 0..2 {
+        let r = verify(direct, &format!("198.51.100.{n}")).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    }
+    verify(direct, "198.51.100.99")
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
