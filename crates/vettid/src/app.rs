@@ -20,6 +20,9 @@ pub(crate) struct AppArgs {
     /// The profile directory (the app's private storage).
     #[arg(long)]
     profile: PathBuf,
+    /// Also trust this CA (PEM) for an `https://` API, besides the system's roots.
+    #[arg(long, env = "VETTID_API_CA")]
+    api_ca: Option<PathBuf>,
     #[command(subcommand)]
     command: AppCommand,
 }
@@ -228,6 +231,11 @@ fn explain(e: &anyhow::Error) -> String {
 }
 
 async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &args.api_ca {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the API CA {}", path.display()))?;
+        vettid_client::http::add_trusted_root(&pem)?;
+    }
     match args.command {
         AppCommand::Enroll(e) => enroll(&args.profile, *e).await,
         AppCommand::Unlock(p) => {
