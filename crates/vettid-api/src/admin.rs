@@ -98,8 +98,8 @@ async fn start_session(
     .bind(now + ADMIN_SESSION_SECS)
     .execute(&mut *tx)
     .await?;
+    audit(&mut *tx, &admin_id, "admin.session", &admin_id, now).await?;
     tx.commit().await?;
-    audit(app.db(), &admin_id, "admin.session", &admin_id, now).await?;
     Ok((
         StatusCode::CREATED,
         Json(AdminSession {
@@ -168,13 +168,16 @@ pub(crate) async fn bootstrap(
 }
 
 /// Records an admin action.
-pub(crate) async fn audit(
-    db: &Db,
+pub(crate) async fn audit<'e, E>(
+    db: E,
     actor: &str,
     action: &str,
     subject: &str,
     now: i64,
-) -> Result<(), ApiError> {
+) -> Result<(), ApiError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
+{
     sqlx::query(
         "INSERT INTO admin_audit (audit_id, at, actor, action, subject) VALUES (?, ?, ?, ?, ?)",
     )
@@ -441,8 +444,8 @@ impl AdminConsole {
     }
 
     /// Makes a new one-time admin token for the first admin (the earlier one, used or not,
-    /// stops working; sessions it gave are left), writes it to `config.admin_token_path()`
-    /// (0600) and returns that path.
+    /// stops working, and so do the admin's sessions: a rotation also ends whatever a leaked
+    /// token gave), writes it to `config.admin_token_path()` (0600) and returns that path.
     pub async fn new_admin_token(&self, config: &ApiConfig) -> Result<PathBuf, ApiError> {
         let key = crate::secret::DigestKey::load_or_create(&config.data_dir)
             .map_err(|e| ApiError::internal("reading the server key", e))?;
@@ -459,11 +462,19 @@ impl AdminConsole {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "UPDATE admin_sessions SET expires_at = ? WHERE admin_id = ? AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(FIRST_ADMIN)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        audit(&mut *tx, CONSOLE, "admin.new_token", FIRST_ADMIN, now).await?;
         let contents = format!("{}\n", token.expose());
         crate::mail::write_atomically(&config.data_dir, "admin.token", contents.as_bytes())
             .map_err(|e| ApiError::internal("writing the admin token file", e))?;
         tx.commit().await?;
-        audit(&self.db, CONSOLE, "admin.new_token", FIRST_ADMIN, now).await?;
         Ok(config.admin_token_path())
     }
 

@@ -32,7 +32,9 @@ pub struct ApiConfig {
     pub manifest_key: Option<String>,
     /// Reverse proxies in front of this API (exact addresses). A request whose peer is one
     /// of them counts, for rate limits, as coming from the nearest `X-Forwarded-For` hop that
-    /// is not; from any other peer the header is ignored.
+    /// is not; from any other peer the header is ignored. A proxy on the API's own host
+    /// (127.0.0.1) makes every local user a proxy: bind the API where only the proxy reaches
+    /// it.
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The `From:` of outgoing mail; `None` means `VettID <no-reply@HOST>`, with the host of
     /// `public_url`.

@@ -113,19 +113,24 @@ impl FromRequestParts<crate::app::App> for ClientIp {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+            .to_canonical();
         let proxies = &app.state.config.trusted_proxies;
-        if !proxies.contains(&peer) {
+        if proxies.is_empty() {
             return Ok(ClientIp(peer));
         }
-        let hops = parts
+        // Bytes that are not text do not hide the hops a proxy appended after them.
+        let values: Vec<String> = parts
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let hops: Vec<&str> = values
+            .iter()
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .collect::<Vec<_>>();
+            .collect();
         Ok(ClientIp(forwarded_client(peer, &hops, proxies)))
     }
 }
@@ -135,17 +140,33 @@ impl FromRequestParts<crate::app::App> for ClientIp {
 /// that is not an address ends the walk at the proxy that added it (it cannot be vouched
 /// for), as does running out of hops.
 pub(crate) fn forwarded_client(peer: IpAddr, hops: &[&str], proxies: &[IpAddr]) -> IpAddr {
-    let mut client = peer;
+    let trusted = |ip: &IpAddr| proxies.iter().any(|p| p.to_canonical() == *ip);
+    let mut client = peer.to_canonical();
     for hop in hops.iter().rev() {
-        if !proxies.contains(&client) {
+        if !trusted(&client) {
             break;
         }
-        match hop.parse::<IpAddr>() {
-            Ok(ip) => client = ip,
-            Err(_) => break,
+        match hop_address(hop) {
+            Some(ip) => client = ip,
+            None => break,
         }
     }
     client
+}
+
+/// The address of one `X-Forwarded-For` entry: `1.2.3.4`, `1.2.3.4:5678`, `2001:db8::1` or
+/// `[2001:db8::1]:443`, canonical (IPv4-mapped IPv6 as IPv4).
+fn hop_address(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    if let Ok(addr) = hop.parse::<SocketAddr>() {
+        return Some(addr.ip().to_canonical());
+    }
+    hop.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .map(|ip| ip.to_canonical())
 }
 
 /// The token of an `Authorization: Bearer <token>` header, or 401.
@@ -193,7 +214,20 @@ mod tests {
         assert_eq!(client("203.0.113.9", &["198.51.100.1"]), ip("203.0.113.9"));
         // Garbage or nothing: the proxy itself.
         assert_eq!(client("10.0.0.1", &["not an address"]), ip("10.0.0.1"));
+        assert_eq!(client("10.0.0.1", &["unknown"]), ip("10.0.0.1"));
         assert_eq!(client("10.0.0.1", &[]), ip("10.0.0.1"));
+        // Ports, brackets and IPv4-mapped forms, of hops and of the proxy itself.
+        for hop in ["203.0.113.7:4711", "::ffff:203.0.113.7"] {
+            assert_eq!(client("10.0.0.1", &[hop]), ip("203.0.113.7"), "{hop}");
+        }
+        assert_eq!(
+            client("10.0.0.1", &["[2001:db8::7]:443"]),
+            ip("2001:db8::7")
+        );
+        assert_eq!(
+            client("::ffff:10.0.0.1", &["203.0.113.7"]),
+            ip("203.0.113.7")
+        );
     }
 
     #[test]

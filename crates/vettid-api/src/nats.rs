@@ -192,9 +192,19 @@ async fn refresh(
         timestamp,
         signature,
     };
-    proof.check(&app).await?;
+    proof.verify(&app).await?;
     crate::auth::ensure_not_suspended(&app, &member).await?;
-    ensure_not_this_second(&app, &nats_key).await?;
+    // Before the timestamp is spent, so that the same signed request may be retried.
+    let earlier = earlier_issue(&app, &nats_key).await?;
+    if earlier.is_some_and(|t| t >= app.now()) {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: 1,
+        });
+    }
+    if earlier.is_none() {
+        ensure_few_new_keys(&app, &member, &device_key).await?;
+    }
+    proof.spend(&app).await?;
     let lifetime = limits.member_jwt_lifetime;
     let issued = nats.sign(
         &member,
@@ -206,51 +216,97 @@ async fn refresh(
     record_key(app.db(), &member, MemberScope::Member, &issued, &device_key).await?;
     // A revocation that ran since the check has not seen this key: refuse to hand it out.
     ensure_device_active(&app, &device_key).await?;
-    end_replaced(&app, &member, &device_key, &issued).await?;
+    end_replaced(&app, &member, &device_key, &issued, earlier.is_some()).await?;
     Ok(Json(nats.creds(&member, &issued)))
 }
 
-/// 429 (retry in 1 s) if `nats_key` was issued a JWT in this very second: the renewal could
-/// not end that one without ending its own (revocations are by issue second).
-async fn ensure_not_this_second(app: &App, nats_key: &str) -> Result<(), ApiError> {
-    let last: Option<i64> =
+/// When `nats_key` was last issued a JWT, if ever. A renewal in that same second is refused
+/// (429, retry in 1 s): it could not end that JWT without ending its own (revocations are by
+/// issue second).
+async fn earlier_issue(app: &App, nats_key: &str) -> Result<Option<i64>, ApiError> {
+    Ok(
         sqlx::query_scalar("SELECT last_issued_at FROM nats_user_keys WHERE user_public_key = ?")
             .bind(nats_key)
             .fetch_optional(app.db())
-            .await?;
-    if last.is_some_and(|t| t >= app.now()) {
+            .await?,
+    )
+}
+
+/// New NATS keys one device may bring in a day: each renewal with a new key leaves a
+/// revocation in the account JWT for up to a week, so they are few.
+const NEW_KEYS_PER_DAY: i64 = 4;
+
+/// 429 if the device brought [`NEW_KEYS_PER_DAY`] new keys within the last day.
+async fn ensure_few_new_keys(app: &App, member: &str, device_key: &str) -> Result<(), ApiError> {
+    let recent: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM nats_user_keys WHERE member_id = ? AND device_public_key = ? \
+         AND first_issued_at > ?",
+    )
+    .bind(member)
+    .bind(device_key)
+    .bind(app.now() - 24 * 3600)
+    .fetch_one(app.db())
+    .await?;
+    if recent >= NEW_KEYS_PER_DAY {
         return Err(ApiError::RateLimited {
-            retry_after_secs: 1,
+            retry_after_secs: 3600,
         });
     }
     Ok(())
 }
 
-/// Ends the credentials a renewal replaces: every earlier JWT of the same key (revoked up to
-/// the second before the new one) and every other member key of the device (revoked
-/// outright), recorded in the account JWT and pushed. The push is best effort: the new
-/// credentials are handed out even if the server is unreachable (logged), and the next push
-/// or server start carries the revocations.
+/// Ends the credentials a renewal replaces: the earlier JWTs of the same key, if it had any
+/// (revoked up to the second before the new one), and the device's other keys issued before
+/// it (revoked for good; only those still unexpired need an entry in the account JWT),
+/// recorded in the account JWT and pushed. A key issued in the same second (a concurrent
+/// renewal) is left alone. The push is best effort: the new credentials are handed out even
+/// if the server is unreachable (logged), and the next push or server start carries the
+/// revocations.
 async fn end_replaced(
     app: &App,
     member: &str,
     device_key: &str,
     issued: &IssuedJwt,
+    had_earlier: bool,
 ) -> Result<(), ApiError> {
     let nats = app.nats()?;
-    let others: Vec<String> = sqlx::query_scalar(
-        "SELECT user_public_key FROM nats_user_keys WHERE member_id = ? AND device_public_key = ? \
-         AND user_public_key != ? AND revoked_at IS NULL ORDER BY user_public_key",
+    let iat = crate::clock::unix_secs(issued.issued_at);
+    let others: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT user_public_key, last_expires_at FROM nats_user_keys WHERE member_id = ? \
+         AND device_public_key = ? AND user_public_key != ? AND revoked_at IS NULL \
+         AND last_issued_at < ? ORDER BY user_public_key",
     )
     .bind(member)
     .bind(device_key)
     .bind(&issued.user_public_key)
+    .bind(iat)
     .fetch_all(app.db())
     .await?;
-    let now = app.now().unsigned_abs();
-    let mut entries: Vec<(String, u64)> = others.iter().map(|k| (k.clone(), now)).collect();
-    let iat = crate::clock::unix_secs(issued.issued_at).unsigned_abs();
-    entries.push((issued.user_public_key.clone(), iat.saturating_sub(1)));
+    let now = app.now();
+    let mut entries: Vec<(String, u64)> = others
+        .iter()
+        .filter(|(_, expires)| *expires > now)
+        .map(|(k, _)| (k.clone(), now.unsigned_abs()))
+        .collect();
+    if had_earlier {
+        entries.push((
+            issued.user_public_key.clone(),
+            iat.unsigned_abs().saturating_sub(1),
+        ));
+    }
+    for (key, _) in &others {
+        sqlx::query(
+            "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
+             AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(key)
+        .execute(app.db())
+        .await?;
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
     let issuer = nats.issuer.clone();
     let account_jwt = tokio::task::spawn_blocking(move || {
         let issuer = issuer.lock().unwrap_or_else(|p| p.into_inner());
@@ -259,16 +315,6 @@ async fn end_replaced(
     .await
     .map_err(|e| ApiError::internal("revocation task", e))?
     .map_err(|e| ApiError::internal("revoking replaced NATS credentials", e))?;
-    for key in &others {
-        sqlx::query(
-            "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
-             AND revoked_at IS NULL",
-        )
-        .bind(app.now())
-        .bind(key)
-        .execute(app.db())
-        .await?;
-    }
     if push(nats, &account_jwt).await.is_err() {
         tracing::warn!("renewal: replaced credentials revoked here, not yet on the server");
     }
@@ -284,10 +330,9 @@ struct RefreshProof<'a> {
 }
 
 impl RefreshProof<'_> {
-    /// Verifies the device, its signature and the timestamp, then spends the timestamp
-    /// atomically (only an update that moves `last_refresh_ts` forward succeeds), so a
-    /// signature cannot be replayed, not even concurrently.
-    async fn check(&self, app: &App) -> Result<(), ApiError> {
+    /// Verifies the device (registered to the member, not revoked), its signature and the
+    /// timestamp window. Spends nothing: see [`RefreshProof::spend`].
+    async fn verify(&self, app: &App) -> Result<(), ApiError> {
         let refused = ApiError::Unauthorized("refresh refused: unknown device or bad signature");
         let device: Option<(String, Option<i64>)> =
             sqlx::query_as("SELECT member_id, revoked_at FROM devices WHERE device_public_key = ?")
@@ -309,6 +354,12 @@ impl RefreshProof<'_> {
                 "timestamp is more than 120 s from the server's clock",
             ));
         }
+        Ok(())
+    }
+
+    /// Spends the timestamp atomically (only an update that moves `last_refresh_ts` forward
+    /// succeeds), so a signature cannot be replayed, not even concurrently.
+    async fn spend(&self, app: &App) -> Result<(), ApiError> {
         let spent = sqlx::query(
             "UPDATE devices SET last_refresh_ts = ? WHERE device_public_key = ? AND member_id = ? \
              AND revoked_at IS NULL AND (last_refresh_ts IS NULL OR last_refresh_ts < ?)",

@@ -6,11 +6,13 @@ use crate::ClientError;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_rustls::rustls;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest answer read (the API's are a few KiB; the PCR manifest is the largest).
+const MAX_ANSWER: usize = 1024 * 1024;
 
 /// Where a base URL points.
 struct Target<'a> {
@@ -75,11 +77,22 @@ fn target(base: &str) -> Result<Target<'_>, ClientError> {
     })
 }
 
-/// Roots added to the system's for `https://` APIs (a private deployment's CA).
-static EXTRA_ROOTS: RwLock<Vec<rustls::pki_types::CertificateDer<'static>>> =
-    RwLock::new(Vec::new());
-/// The TLS configuration, made on first use and again after a root is added.
-static TLS: RwLock<Option<Arc<rustls::ClientConfig>>> = RwLock::new(None);
+/// Roots added to the system's for `https://` APIs (a private deployment's CA), and the TLS
+/// configuration made from them on first use (made again after a root is added). One lock,
+/// so an added root is never lost to a configuration being built at the same time.
+struct TlsState {
+    extra: Vec<rustls::pki_types::CertificateDer<'static>>,
+    config: Option<Arc<rustls::ClientConfig>>,
+}
+
+static TLS: Mutex<TlsState> = Mutex::new(TlsState {
+    extra: Vec::new(),
+    config: None,
+});
+
+fn tls_state() -> std::sync::MutexGuard<'static, TlsState> {
+    TLS.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Trusts the certificates of `pem` (one or more) for `https://` APIs, besides the system's
 /// roots, for the rest of this process.
@@ -91,28 +104,20 @@ pub fn add_trusted_root(pem: &str) -> Result<(), ClientError> {
     if certs.is_empty() {
         return Err(ClientError::Http("no certificate in the PEM text".into()));
     }
-    EXTRA_ROOTS
-        .write()
-        .unwrap_or_else(|p| p.into_inner())
-        .extend(certs);
-    *TLS.write().unwrap_or_else(|p| p.into_inner()) = None;
+    let mut state = tls_state();
+    state.extra.extend(certs);
+    state.config = None;
     Ok(())
 }
 
 fn tls_config() -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    if let Some(c) = TLS.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+    let mut state = tls_state();
+    if let Some(c) = &state.config {
         return Ok(c.clone());
     }
     let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    roots.add_parsable_certificates(native.certs);
-    roots.add_parsable_certificates(
-        EXTRA_ROOTS
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned(),
-    );
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    roots.add_parsable_certificates(state.extra.iter().cloned());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -121,7 +126,7 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, ClientError> {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let config = Arc::new(config);
-    *TLS.write().unwrap_or_else(|p| p.into_inner()) = Some(config.clone());
+    state.config = Some(config.clone());
     Ok(config)
 }
 
@@ -136,7 +141,13 @@ pub async fn call(
     let target = target(base)?;
     let authority = target.authority;
     let fut = async {
-        let stream = tokio::net::TcpStream::connect((target.host, target.port))
+        // Plain HTTP goes to this machine only: `localhost` is not left to name resolution.
+        let host = if !target.tls && target.host == "localhost" {
+            "127.0.0.1"
+        } else {
+            target.host
+        };
+        let stream = tokio::net::TcpStream::connect((host, target.port))
             .await
             .map_err(|e| ClientError::Http(format!("connecting to {authority}: {e}")))?;
         if target.tls {
@@ -194,11 +205,10 @@ where
         .await
         .map_err(|e| ClientError::Http(e.to_string()))?;
     let status = res.status().as_u16();
-    let body = res
-        .into_body()
+    let body = http_body_util::Limited::new(res.into_body(), MAX_ANSWER)
         .collect()
         .await
-        .map_err(|e| ClientError::Http(e.to_string()))?
+        .map_err(|e| ClientError::Http(format!("reading the answer: {e}")))?
         .to_bytes();
     Ok((status, body))
 }

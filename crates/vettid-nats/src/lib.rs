@@ -85,6 +85,11 @@ pub const EVENTS_STREAM: &str = "VETTID_EVENTS";
 /// The queue group the host subscribes to `OwnerSpace.*.forVault.>` with.
 pub const HOST_QUEUE_GROUP: &str = "vettid-host";
 
+/// The longest a member JWT may live. A revocation older than this can only refuse JWTs that
+/// have expired anyway, so the account drops it: the revocation list stays bounded by what
+/// was revoked within this window.
+pub const MAX_MEMBER_JWT_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+
 const OPERATOR_SEED: &str = "operator.nk";
 const OPERATOR_JWT: &str = "operator.jwt";
 const SYS_ACCOUNT_SEED: &str = "sys-account.nk";
@@ -513,6 +518,9 @@ impl Issuer {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| NatsError::Invalid("issue time before 1970".into()))?
             .as_secs();
+        if lifetime > MAX_MEMBER_JWT_LIFETIME {
+            return Err(NatsError::Invalid("lifetime must be 7 days or less".into()));
+        }
         let exp = Some(lifetime.as_secs())
             .filter(|s| *s > 0)
             .and_then(|s| iat.checked_add(s))
@@ -565,7 +573,10 @@ impl Issuer {
             let at = state.revocations.entry(k.clone()).or_insert(*until);
             *at = (*at).max(*until);
         }
-        state.iat = now_secs().max(state.iat.saturating_add(1));
+        let now = now_secs();
+        let kept_from = now.saturating_sub(MAX_MEMBER_JWT_LIFETIME.as_secs() + 3600);
+        state.revocations.retain(|_, until| *until >= kept_from);
+        state.iat = now.max(state.iat.saturating_add(1));
         files::replace_private(&self.dir.join(ACCOUNT_STATE), &state.to_json()?)?;
         self.sign_account(&state)
     }

@@ -93,6 +93,52 @@ fn revocations_persist_and_each_account_jwt_is_newer() {
     assert_eq!(now["nats"]["limits"]["consumer"], -1);
 }
 
+/// Revocations only ever refuse JWTs issued before them; once every such JWT has expired
+/// (member JWTs live at most 7 days) the entry is dropped, so renewals cannot grow the
+/// account JWT past what the server accepts.
+#[test]
+fn revocations_are_kept_while_a_jwt_they_refuse_can_live_and_no_longer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let issuer = Setup::create_or_load(tmp.path()).unwrap().issuer().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (old, recent, later) = (
+        nkeys::KeyPair::new_user().public_key(),
+        nkeys::KeyPair::new_user().public_key(),
+        nkeys::KeyPair::new_user().public_key(),
+    );
+    let week = vettid_nats::MAX_MEMBER_JWT_LIFETIME.as_secs();
+    let jwt = issuer
+        .revoke_issued_until(&[
+            (old.clone(), now - week - 2 * 3600),
+            (recent.clone(), now - week + 3600),
+            (later.clone(), now - 5),
+        ])
+        .unwrap();
+    let revocations = &account_claims(&jwt)["nats"]["revocations"];
+    assert!(revocations.get(&old).is_none(), "{revocations}");
+    assert_eq!(revocations[&recent], now - week + 3600);
+    // A key's time only moves forward.
+    let jwt = issuer
+        .revoke_issued_until(&[(later.clone(), now - 60)])
+        .unwrap();
+    assert_eq!(account_claims(&jwt)["nats"]["revocations"][&later], now - 5);
+    // And no JWT may outlive the window.
+    let user = nkeys::KeyPair::new_user().public_key();
+    assert!(
+        issuer
+            .member_jwt(
+                "a-1",
+                &user,
+                MemberScope::Member,
+                Duration::from_secs(week + 1)
+            )
+            .is_err()
+    );
+}
+
 #[test]
 fn bad_member_ids_and_keys_are_invalid() {
     let tmp = tempfile::tempdir().unwrap();

@@ -64,9 +64,17 @@ impl ApiArgs {
         config.dev_root_path = self
             .dev_root
             .or_else(|| present(self.data_dir.join("dev-attestor").join("root.pem")));
-        config.attestation_root_path = self
-            .attestation_root
-            .or_else(|| config.dev_root_path.clone());
+        config.attestation_root_path = self.attestation_root.or_else(|| {
+            let dev = config.dev_root_path.clone();
+            if let Some(path) = &dev {
+                tracing::warn!(
+                    root = %path.display(),
+                    "enrollments are checked against the dev attestation root (development \
+                     only; pass --attestation-root with the AWS Nitro root in production)"
+                );
+            }
+            dev
+        });
         config.trusted_proxies = self.trusted_proxies;
         config.manifest_key = self.manifest_key.or_else(|| {
             std::fs::read_to_string(self.data_dir.join("manifest").join("signing.pub"))

@@ -89,6 +89,17 @@ async fn admin_creates_invites_lists_and_approves_registrations() {
     assert_eq!(status, 201, "{session}");
     let (status, _) = post(addr, "/v1/admin/sessions", &exchange(&token)).await;
     assert_eq!(status, 401, "spent");
+    // A rotation also ends the sessions the earlier tokens gave.
+    let base = format!("http://{addr}");
+    let session = session["session_token"].as_str().unwrap().to_owned();
+    let invites =
+        || vettid_client::http::json(&base, "GET", "/v1/admin/invites", Some(&session), None);
+    assert!(invites().await.is_ok());
+    ok(&admin(&data, &["new-token"]));
+    match invites().await {
+        Err(vettid_client::ClientError::Api { status: 401, .. }) => {}
+        other => panic!("the session outlived a new token: {other:?}"),
+    }
     let out = ok(&admin(
         &data,
         &["create-invite", "--max-uses", "2", "--json"],

@@ -55,10 +55,10 @@ async fn enclave_trust(app: &App) -> Result<EnclaveTrust, ApiError> {
     Ok(EnclaveTrust { root, manifest })
 }
 
-/// Checks `document` (base64) for the grant's member and confirmed keys and `identity`, at
-/// `now` (Unix seconds). 400 for a document that is malformed, from another root or release,
-/// older than the enrollment token, or binding anything else; 503 if this deployment has no
-/// attestation trust configured.
+/// Checks `document` (base64) for the grant's member and confirmed keys and `identity`. 400
+/// for a document that is malformed, from another root or release, more than an enrollment
+/// token's lifetime (10 min) old, carrying a nonce or key (as documents for apps do), or
+/// binding anything else; 503 if this deployment has no attestation trust configured.
 pub(super) async fn check(
     app: &App,
     grant: &EnrollmentGrant,
@@ -99,6 +99,9 @@ pub(super) async fn check(
         &stored(&grant.device_key)?,
         identity,
     );
+    if verified.nonce.is_some() || verified.public_key.is_some() {
+        return Err(refused("it is a document for an app's session"));
+    }
     let bound = verified.user_data.as_deref().unwrap_or_default();
     if !vettid_crypto::ct_eq(bound, &expected) {
         return Err(refused(
