@@ -294,27 +294,11 @@ async fn end_replaced(
             iat.unsigned_abs().saturating_sub(1),
         ));
     }
-    for (key, _) in &others {
-        sqlx::query(
-            "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
-             AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(key)
-        .execute(app.db())
-        .await?;
-    }
+    mark_revoked(app, others.iter().map(|(k, _)| k.as_str()), now).await?;
     if entries.is_empty() {
         return Ok(());
     }
-    let issuer = nats.issuer.clone();
-    let account_jwt = tokio::task::spawn_blocking(move || {
-        let issuer = issuer.lock().unwrap_or_else(|p| p.into_inner());
-        issuer.revoke_issued_until(&entries)
-    })
-    .await
-    .map_err(|e| ApiError::internal("revocation task", e))?
-    .map_err(|e| ApiError::internal("revoking replaced NATS credentials", e))?;
+    let account_jwt = revoke_until(nats, entries).await?;
     if push(nats, &account_jwt).await.is_err() {
         tracing::warn!("renewal: replaced credentials revoked here, not yet on the server");
     }
@@ -448,18 +432,13 @@ pub(crate) async fn revoke_issued(
     if keys.is_empty() {
         return Ok(0);
     }
-    let account_jwt = revoke_keys(nats, keys.clone()).await?;
     let now = app.now();
-    for key in &keys {
-        sqlx::query(
-            "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
-             AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(key)
-        .execute(app.db())
-        .await?;
-    }
+    let entries = keys
+        .iter()
+        .map(|k| (k.clone(), now.unsigned_abs()))
+        .collect();
+    let account_jwt = revoke_until(nats, entries).await?;
+    mark_revoked(app, keys.iter().map(String::as_str), now).await?;
     push(nats, &account_jwt).await?;
     Ok(keys.len())
 }
@@ -485,15 +464,36 @@ async fn end_enrollments(app: &App, member: &str, now: i64) -> Result<(), ApiErr
     Ok(())
 }
 
-async fn revoke_keys(nats: &NatsIssuing, keys: Vec<String>) -> Result<String, ApiError> {
+/// Adds `entries` (key, revoked for JWTs issued up to then) to the account's revocations
+/// and returns the account JWT to push.
+async fn revoke_until(nats: &NatsIssuing, entries: Vec<(String, u64)>) -> Result<String, ApiError> {
     let issuer = nats.issuer.clone();
     tokio::task::spawn_blocking(move || {
         let issuer = issuer.lock().unwrap_or_else(|p| p.into_inner());
-        issuer.revoke(&keys)
+        issuer.revoke_issued_until(&entries)
     })
     .await
     .map_err(|e| ApiError::internal("revocation task", e))?
     .map_err(|e| ApiError::internal("revoking NATS user keys", e))
+}
+
+/// Records `keys` as revoked at `now` (those not revoked already).
+async fn mark_revoked<'k>(
+    app: &App,
+    keys: impl Iterator<Item = &'k str>,
+    now: i64,
+) -> Result<(), ApiError> {
+    for key in keys {
+        sqlx::query(
+            "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
+             AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(key)
+        .execute(app.db())
+        .await?;
+    }
+    Ok(())
 }
 
 async fn push(nats: &NatsIssuing, account_jwt: &str) -> Result<(), ApiError> {
