@@ -36,6 +36,9 @@ pub enum OpenError {
     /// The admin token could not be created.
     #[error("bootstrapping the admin: {0}")]
     Bootstrap(String),
+    /// The configuration is invalid (the message says which setting).
+    #[error("configuration: {0}")]
+    Config(String),
     /// The NATS setup directory could not be loaded.
     #[error("NATS setup in {path}: {message}")]
     Nats {
@@ -84,6 +87,13 @@ impl App {
         clock: Arc<dyn Clock>,
         mailer: Arc<dyn Mailer>,
     ) -> Result<App, OpenError> {
+        if config.limits.member_jwt_lifetime > vettid_nats::MAX_MEMBER_JWT_LIFETIME
+            || config.limits.member_jwt_lifetime.as_secs() == 0
+        {
+            return Err(OpenError::Config(
+                "member_jwt_lifetime must be from 1 s to 7 days".into(),
+            ));
+        }
         create_data_dir(&config)?;
         let db = db::open(&config)
             .await

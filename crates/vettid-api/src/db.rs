@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "admin sessions",
         include_str!("../migrations/0004_admin_sessions.sql"),
     ),
+    (
+        5,
+        "devices of older NATS keys",
+        include_str!("../migrations/0005_key_devices.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -89,4 +94,47 @@ pub(crate) async fn open(config: &ApiConfig) -> Result<Db, DbOpenError> {
 /// Whether `err` is a UNIQUE or PRIMARY KEY violation (a duplicate the client caused).
 pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(e) if e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Migrations that databases already ran are frozen (sqlx refuses to open a database
+    /// whose applied migration changed): add a new one at the end instead.
+    #[test]
+    fn shipped_migrations_never_change() {
+        use sha2::Digest;
+        const SHIPPED: &[&str] = &[
+            "aace3fc018d1f7339c915d77208454a95887845cd00e4ff0a760e9093a6b696f",
+            "96a2e706f7723e3d169e841a300c2e7355669e1b025c115b2a2e92699e5f9863",
+            "f3651d02d2ced973c13a2ac2c73788db48eeea57dccf96bb35382cefee1c3643",
+            "f51dc29bcd0adffecc78b0fcbf3b891752ed773b6b7a9a06104f9eda8ef70a1a",
+            "dafe8510e0ccb8804ce4a2f8d4fe7fc789420bef80a913eb4a2e09cc710d9141",
+        ];
+        let now: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|(_, _, sql)| hex::encode(sha2::Sha256::digest(sql.as_bytes())))
+            .collect();
+        for (i, (version, _, _)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i64 + 1, "versions are 1, 2, 3, …");
+        }
+        assert!(
+            now.len() >= SHIPPED.len(),
+            "a shipped migration was removed"
+        );
+        for (i, (shipped, current)) in SHIPPED.iter().zip(&now).enumerate() {
+            assert_eq!(
+                shipped,
+                current,
+                "migration {} changed after it shipped",
+                i + 1
+            );
+        }
+        assert_eq!(
+            now.len(),
+            SHIPPED.len(),
+            "record the new migrations: {now:#?}"
+        );
+    }
 }

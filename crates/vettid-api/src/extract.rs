@@ -116,7 +116,7 @@ impl FromRequestParts<crate::app::App> for ClientIp {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
             .to_canonical();
         let proxies = &app.state.config.trusted_proxies;
-        if proxies.is_empty() {
+        if !proxies.iter().any(|p| p.to_canonical() == peer) {
             return Ok(ClientIp(peer));
         }
         // Bytes that are not text do not hide the hops a proxy appended after them.

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use vettid_nats::{IssuedJwt, Issuer, MemberScope, NatsError, Setup};
+use vettid_nats::{IssuedJwt, Issuer, MemberScope, NatsError, Revocation, Setup};
 
 /// Domain separation of the refresh signature (see [`refresh_message`]).
 pub const REFRESH_CONTEXT: &[u8] = b"vettid/v1/nats-refresh\0";
@@ -196,7 +196,7 @@ async fn refresh(
     crate::auth::ensure_not_suspended(&app, &member).await?;
     // Before the timestamp is spent, so that the same signed request may be retried.
     let earlier = earlier_issue(&app, &nats_key).await?;
-    if earlier.is_some_and(|t| t >= app.now()) {
+    if earlier.is_some_and(|(issued, _)| issued >= app.now()) {
         return Err(ApiError::RateLimited {
             retry_after_secs: 1,
         });
@@ -216,20 +216,21 @@ async fn refresh(
     record_key(app.db(), &member, MemberScope::Member, &issued, &device_key).await?;
     // A revocation that ran since the check has not seen this key: refuse to hand it out.
     ensure_device_active(&app, &device_key).await?;
-    end_replaced(&app, &member, &device_key, &issued, earlier.is_some()).await?;
+    end_replaced(&app, &member, &device_key, &issued, earlier).await?;
     Ok(Json(nats.creds(&member, &issued)))
 }
 
-/// When `nats_key` was last issued a JWT, if ever. A renewal in that same second is refused
+/// When `nats_key` was last issued a JWT and when that expires, if ever. A renewal in that
+/// same second is refused
 /// (429, retry in 1 s): it could not end that JWT without ending its own (revocations are by
 /// issue second).
-async fn earlier_issue(app: &App, nats_key: &str) -> Result<Option<i64>, ApiError> {
-    Ok(
-        sqlx::query_scalar("SELECT last_issued_at FROM nats_user_keys WHERE user_public_key = ?")
-            .bind(nats_key)
-            .fetch_optional(app.db())
-            .await?,
+async fn earlier_issue(app: &App, nats_key: &str) -> Result<Option<(i64, i64)>, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT last_issued_at, last_expires_at FROM nats_user_keys WHERE user_public_key = ?",
     )
+    .bind(nats_key)
+    .fetch_optional(app.db())
+    .await?)
 }
 
 /// New NATS keys one device may bring in a day: each renewal with a new key leaves a
@@ -267,7 +268,7 @@ async fn end_replaced(
     member: &str,
     device_key: &str,
     issued: &IssuedJwt,
-    had_earlier: bool,
+    earlier: Option<(i64, i64)>,
 ) -> Result<(), ApiError> {
     let nats = app.nats()?;
     let iat = crate::clock::unix_secs(issued.issued_at);
@@ -283,23 +284,34 @@ async fn end_replaced(
     .fetch_all(app.db())
     .await?;
     let now = app.now();
-    let mut entries: Vec<(String, u64)> = others
+    // Up to the second before this JWT, so a concurrent renewal's newer JWT of another key
+    // stays valid.
+    let until = iat.unsigned_abs().saturating_sub(1);
+    let mut entries: Vec<Revocation> = others
         .iter()
         .filter(|(_, expires)| *expires > now)
-        .map(|(k, _)| (k.clone(), now.unsigned_abs()))
+        .map(|(k, expires)| Revocation {
+            key: k.clone(),
+            issued_until: until,
+            needed_until: expires.unsigned_abs(),
+        })
         .collect();
-    if had_earlier {
-        entries.push((
-            issued.user_public_key.clone(),
-            iat.unsigned_abs().saturating_sub(1),
-        ));
+    if let Some((_, expires)) = earlier.filter(|(_, expires)| *expires > now) {
+        entries.push(Revocation {
+            key: issued.user_public_key.clone(),
+            issued_until: until,
+            needed_until: expires.unsigned_abs(),
+        });
     }
-    mark_revoked(app, others.iter().map(|(k, _)| k.as_str()), now).await?;
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let account_jwt = revoke_until(nats, entries).await?;
-    if push(nats, &account_jwt).await.is_err() {
+    // The account first: a failure there leaves the keys unrevoked here too, for a retry.
+    let account_jwt = match entries.is_empty() {
+        true => None,
+        false => Some(revoke_until(nats, entries).await?),
+    };
+    mark_revoked(app, others.iter().map(|(k, _)| k.as_str()), now, iat).await?;
+    if let Some(jwt) = account_jwt
+        && push(nats, &jwt).await.is_err()
+    {
         tracing::warn!("renewal: replaced credentials revoked here, not yet on the server");
     }
     Ok(())
@@ -420,8 +432,8 @@ pub(crate) async fn revoke_issued(
 ) -> Result<usize, ApiError> {
     let nats = app.nats()?;
     let scope = scope.map(scope_name);
-    let keys: Vec<String> = sqlx::query_scalar(
-        "SELECT user_public_key FROM nats_user_keys WHERE member_id = ? \
+    let keys: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT user_public_key, last_expires_at FROM nats_user_keys WHERE member_id = ? \
          AND (? IS NULL OR scope = ?) ORDER BY user_public_key",
     )
     .bind(member)
@@ -429,16 +441,24 @@ pub(crate) async fn revoke_issued(
     .bind(scope)
     .fetch_all(app.db())
     .await?;
-    if keys.is_empty() {
-        return Ok(0);
-    }
     let now = app.now();
-    let entries = keys
+    // Only keys with a JWT still alive need a place in the account.
+    let entries: Vec<Revocation> = keys
         .iter()
-        .map(|k| (k.clone(), now.unsigned_abs()))
+        .filter(|(_, expires)| *expires > now)
+        .map(|(k, expires)| Revocation {
+            key: k.clone(),
+            issued_until: now.unsigned_abs(),
+            needed_until: expires.unsigned_abs(),
+        })
         .collect();
+    let names = || keys.iter().map(|(k, _)| k.as_str());
+    if entries.is_empty() {
+        mark_revoked(app, names(), now, i64::MAX).await?;
+        return Ok(keys.len());
+    }
     let account_jwt = revoke_until(nats, entries).await?;
-    mark_revoked(app, keys.iter().map(String::as_str), now).await?;
+    mark_revoked(app, names(), now, i64::MAX).await?;
     push(nats, &account_jwt).await?;
     Ok(keys.len())
 }
@@ -466,7 +486,7 @@ async fn end_enrollments(app: &App, member: &str, now: i64) -> Result<(), ApiErr
 
 /// Adds `entries` (key, revoked for JWTs issued up to then) to the account's revocations
 /// and returns the account JWT to push.
-async fn revoke_until(nats: &NatsIssuing, entries: Vec<(String, u64)>) -> Result<String, ApiError> {
+async fn revoke_until(nats: &NatsIssuing, entries: Vec<Revocation>) -> Result<String, ApiError> {
     let issuer = nats.issuer.clone();
     tokio::task::spawn_blocking(move || {
         let issuer = issuer.lock().unwrap_or_else(|p| p.into_inner());
@@ -477,19 +497,22 @@ async fn revoke_until(nats: &NatsIssuing, entries: Vec<(String, u64)>) -> Result
     .map_err(|e| ApiError::internal("revoking NATS user keys", e))
 }
 
-/// Records `keys` as revoked at `now` (those not revoked already).
+/// Records `keys` as revoked at `now` (those not revoked already, and last issued before
+/// `issued_before`: a key renewed meanwhile is left alone).
 async fn mark_revoked<'k>(
     app: &App,
     keys: impl Iterator<Item = &'k str>,
     now: i64,
+    issued_before: i64,
 ) -> Result<(), ApiError> {
     for key in keys {
         sqlx::query(
             "UPDATE nats_user_keys SET revoked_at = ? WHERE user_public_key = ? \
-             AND revoked_at IS NULL",
+             AND revoked_at IS NULL AND last_issued_at < ?",
         )
         .bind(now)
         .bind(key)
+        .bind(issued_before)
         .execute(app.db())
         .await?;
     }

@@ -142,14 +142,16 @@ pub async fn call(
     let authority = target.authority;
     let fut = async {
         // Plain HTTP goes to this machine only: `localhost` is not left to name resolution.
-        let host = if !target.tls && target.host == "localhost" {
-            "127.0.0.1"
+        let connected = if !target.tls && target.host == "localhost" {
+            match tokio::net::TcpStream::connect(("127.0.0.1", target.port)).await {
+                Ok(s) => Ok(s),
+                Err(_) => tokio::net::TcpStream::connect(("::1", target.port)).await,
+            }
         } else {
-            target.host
+            tokio::net::TcpStream::connect((target.host, target.port)).await
         };
-        let stream = tokio::net::TcpStream::connect((host, target.port))
-            .await
-            .map_err(|e| ClientError::Http(format!("connecting to {authority}: {e}")))?;
+        let stream =
+            connected.map_err(|e| ClientError::Http(format!("connecting to {authority}: {e}")))?;
         if target.tls {
             let name = rustls::pki_types::ServerName::try_from(target.host.to_owned())
                 .map_err(|_| ClientError::Http(format!("{} is not a host name", target.host)))?;

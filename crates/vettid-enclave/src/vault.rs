@@ -716,6 +716,37 @@ impl Vault {
 mod tests {
     use super::*;
 
+    /// The migrations vaults already ran are frozen: a vault records only how many ran, so
+    /// editing one (or inserting one before the end) would leave existing vaults with a
+    /// schema the code does not expect. Add new migrations at the end instead.
+    #[test]
+    fn shipped_migrations_never_change() {
+        use sha2::Digest;
+        const SHIPPED: &[&str] = &[
+            "dc3c34b4c6b2e2c937eef44143472974727d284aa5a592522ac1b9205ad29092",
+            "ce04a36b4df01b874bd5764cb2713890ea0e10dbafbdaa86c246dfef2f3946dd",
+            "2cd3f66ff758f2f120614adffea252b045c1371fb5722231d63f19e41974f85c",
+            "5ee6c582586fe3fd8a9b17bf0bb7082be11073ea84e0b9bda40f2634c41a8b73",
+            "a27d550728c432aa8bd790f7ffc541ecb5e2ae4c5ca42b211e32e8baa6922250",
+        ];
+        let now: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| hex::encode(sha2::Sha256::digest(m.as_bytes())))
+            .collect();
+        assert!(
+            now.len() >= SHIPPED.len(),
+            "a shipped migration was removed"
+        );
+        for (i, (shipped, current)) in SHIPPED.iter().zip(&now).enumerate() {
+            assert_eq!(shipped, current, "migration {i} changed after it shipped");
+        }
+        assert_eq!(
+            now.len(),
+            SHIPPED.len(),
+            "record the new migrations: {now:#?}"
+        );
+    }
+
     fn put(vault: &mut Vault, objects: &Objects<'_>, i: usize) {
         vault
             .write(

@@ -297,6 +297,7 @@ fn write_new_setup(dir: &Path) -> Result<(), NatsError> {
     let state = AccountState {
         iat,
         revocations: BTreeMap::new(),
+        needed_until: BTreeMap::new(),
     };
     files::write_new_private(&dir.join(ACCOUNT_STATE), &state.to_json()?)?;
 
@@ -471,6 +472,23 @@ struct AccountState {
     iat: u64,
     /// User public key → revoked at (Unix seconds): user JWTs issued up to then are refused.
     revocations: BTreeMap<String, u64>,
+    /// User public key → when the last JWT its revocation refuses expires: after that the
+    /// entry refuses nothing and is dropped. (Entries without one are kept for
+    /// [`MAX_MEMBER_JWT_LIFETIME`] after their revocation.)
+    #[serde(default)]
+    needed_until: BTreeMap<String, u64>,
+}
+
+/// One revocation: JWTs issued to `key` at or before `issued_until` are refused;
+/// `needed_until` is when the last of them expires (the entry is dropped an hour after).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// The user public key (`U…`).
+    pub key: String,
+    /// JWTs issued up to this time (Unix seconds) are refused.
+    pub issued_until: u64,
+    /// The latest expiry of a JWT this refuses (Unix seconds).
+    pub needed_until: u64,
 }
 
 impl AccountState {
@@ -548,17 +566,24 @@ impl Issuer {
     /// [`Setup::server_config`]), the running server still accepts the revoked keys.
     pub fn revoke(&self, user_public_keys: &[String]) -> Result<String, NatsError> {
         let now = now_secs();
-        let entries: Vec<(String, u64)> =
-            user_public_keys.iter().map(|k| (k.clone(), now)).collect();
+        let entries: Vec<Revocation> = user_public_keys
+            .iter()
+            .map(|k| Revocation {
+                key: k.clone(),
+                issued_until: now,
+                needed_until: now + MAX_MEMBER_JWT_LIFETIME.as_secs(),
+            })
+            .collect();
         self.revoke_issued_until(&entries)
     }
 
-    /// Like [`Issuer::revoke`], per key: JWTs issued to `key` at or before `until` (Unix
-    /// seconds) are refused, later ones stay valid (how a renewal ends the credentials it
-    /// replaces). A key's revocation time only moves forward.
-    pub fn revoke_issued_until(&self, entries: &[(String, u64)]) -> Result<String, NatsError> {
-        for (k, _) in entries {
-            check_user_key(k)?;
+    /// Like [`Issuer::revoke`], per key: JWTs issued to the key at or before `issued_until`
+    /// are refused, later ones stay valid (how a renewal ends the credentials it replaces). A
+    /// key's revocation time only moves forward. Entries an hour past their `needed_until`
+    /// are dropped, so the account JWT holds only revocations that still refuse a live JWT.
+    pub fn revoke_issued_until(&self, entries: &[Revocation]) -> Result<String, NatsError> {
+        for r in entries {
+            check_user_key(&r.key)?;
         }
         // Serialise read-modify-write between processes sharing the directory.
         let lock = std::fs::OpenOptions::new()
@@ -569,13 +594,33 @@ impl Issuer {
             .open(self.dir.join(ACCOUNT_LOCK))?;
         lock.lock()?;
         let mut state = self.state()?;
-        for (k, until) in entries {
-            let at = state.revocations.entry(k.clone()).or_insert(*until);
-            *at = (*at).max(*until);
+        for r in entries {
+            let at = state
+                .revocations
+                .entry(r.key.clone())
+                .or_insert(r.issued_until);
+            *at = (*at).max(r.issued_until);
+            let needed = state
+                .needed_until
+                .entry(r.key.clone())
+                .or_insert(r.needed_until);
+            *needed = (*needed).max(r.needed_until);
         }
         let now = now_secs();
-        let kept_from = now.saturating_sub(MAX_MEMBER_JWT_LIFETIME.as_secs() + 3600);
-        state.revocations.retain(|_, until| *until >= kept_from);
+        let kept_from = now.saturating_sub(3600);
+        let AccountState {
+            revocations,
+            needed_until,
+            ..
+        } = &mut state;
+        revocations.retain(|key, until| {
+            let needed = needed_until
+                .get(key)
+                .copied()
+                .unwrap_or_else(|| until.saturating_add(MAX_MEMBER_JWT_LIFETIME.as_secs()));
+            needed >= kept_from
+        });
+        needed_until.retain(|key, _| revocations.contains_key(key));
         state.iat = now.max(state.iat.saturating_add(1));
         files::replace_private(&self.dir.join(ACCOUNT_STATE), &state.to_json()?)?;
         self.sign_account(&state)

@@ -93,45 +93,48 @@ fn revocations_persist_and_each_account_jwt_is_newer() {
     assert_eq!(now["nats"]["limits"]["consumer"], -1);
 }
 
-/// Revocations only ever refuse JWTs issued before them; once every such JWT has expired
-/// (member JWTs live at most 7 days) the entry is dropped, so renewals cannot grow the
+/// Revocations only ever refuse JWTs issued before them; once every such JWT has expired the
+/// entry is dropped (an hour later), so renewals and cancelled enrollments cannot grow the
 /// account JWT past what the server accepts.
 #[test]
 fn revocations_are_kept_while_a_jwt_they_refuse_can_live_and_no_longer() {
+    use vettid_nats::Revocation;
     let tmp = tempfile::tempdir().unwrap();
     let issuer = Setup::create_or_load(tmp.path()).unwrap().issuer().unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let (old, recent, later) = (
-        nkeys::KeyPair::new_user().public_key(),
-        nkeys::KeyPair::new_user().public_key(),
-        nkeys::KeyPair::new_user().public_key(),
-    );
-    let week = vettid_nats::MAX_MEMBER_JWT_LIFETIME.as_secs();
+    let key = || nkeys::KeyPair::new_user().public_key();
+    let (spent, live, later) = (key(), key(), key());
+    let entry = |key: &str, issued_until: u64, needed_until: u64| Revocation {
+        key: key.to_owned(),
+        issued_until,
+        needed_until,
+    };
     let jwt = issuer
         .revoke_issued_until(&[
-            (old.clone(), now - week - 2 * 3600),
-            (recent.clone(), now - week + 3600),
-            (later.clone(), now - 5),
+            // an enrollment JWT that expired two hours ago
+            entry(&spent, now - 3 * 3600, now - 2 * 3600),
+            entry(&live, now - 60, now + 600),
+            entry(&later, now - 5, now + 86_400),
         ])
         .unwrap();
     let revocations = &account_claims(&jwt)["nats"]["revocations"];
-    assert!(revocations.get(&old).is_none(), "{revocations}");
-    assert_eq!(revocations[&recent], now - week + 3600);
+    assert!(revocations.get(&spent).is_none(), "{revocations}");
+    assert_eq!(revocations[&live], now - 60);
     // A key's time only moves forward.
     let jwt = issuer
-        .revoke_issued_until(&[(later.clone(), now - 60)])
+        .revoke_issued_until(&[entry(&later, now - 60, now)])
         .unwrap();
     assert_eq!(account_claims(&jwt)["nats"]["revocations"][&later], now - 5);
-    // And no JWT may outlive the window.
-    let user = nkeys::KeyPair::new_user().public_key();
+    // And no JWT may outlive the longest window a plain revocation keeps.
+    let week = vettid_nats::MAX_MEMBER_JWT_LIFETIME.as_secs();
     assert!(
         issuer
             .member_jwt(
                 "a-1",
-                &user,
+                &key(),
                 MemberScope::Member,
                 Duration::from_secs(week + 1)
             )

@@ -678,6 +678,7 @@ async fn enrollment_nats(
     grant.ensure_confirmed()?;
     let key = validate::nats_user_key(&req.nats_public_key)?;
     let nats = app.nats()?;
+    ensure_few_enrollment_keys(&app, &grant, &key).await?;
     let issued = nats.sign(
         &grant.member_id,
         &key,
@@ -695,6 +696,33 @@ async fn enrollment_nats(
     .await?;
     ensure_grant_live(&app, &grant).await?;
     Ok(Json(nats.creds(&grant.member_id, &issued)))
+}
+
+/// Distinct NATS keys one enrollment may get credentials for (an app uses one; a retry with
+/// the same key is not counted): each may become an entry of the account's revocations.
+const ENROLLMENT_KEYS: i64 = 2;
+
+/// 429 if this enrollment's device already got credentials for [`ENROLLMENT_KEYS`] other keys.
+async fn ensure_few_enrollment_keys(
+    app: &App,
+    grant: &EnrollmentGrant,
+    key: &str,
+) -> Result<(), ApiError> {
+    let others: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM nats_user_keys WHERE member_id = ? AND device_public_key = ? \
+         AND user_public_key != ?",
+    )
+    .bind(&grant.member_id)
+    .bind(&grant.device_key)
+    .bind(key)
+    .fetch_one(app.db())
+    .await?;
+    if others >= ENROLLMENT_KEYS {
+        return Err(ApiError::RateLimited {
+            retry_after_secs: TOKEN_SECS.unsigned_abs(),
+        });
+    }
+    Ok(())
 }
 
 /// Re-checks, after recording a key, that a revocation or cancellation has not ended the

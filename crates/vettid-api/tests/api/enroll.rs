@@ -707,3 +707,22 @@ async fn without_attestation_trust_finalize_answers_503() {
         .assert_error(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable");
     assert_eq!(h.snapshot().await, before);
 }
+
+/// Every key an enrollment gets credentials for may become an entry of the account's
+/// revocations (a cancel revokes them): an enrollment gets them for two keys at most.
+#[tokio::test]
+async fn an_enrollment_gets_nats_credentials_for_few_keys() {
+    let h = Harness::new().await;
+    let e = h.enrolling_member("keys@example.com").await;
+    let (first, second) = (
+        nkeys::KeyPair::new_user().public_key(),
+        nkeys::KeyPair::new_user().public_key(),
+    );
+    for key in [&first, &second, &first] {
+        let r = enrollment_nats(&h, &e, key).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    enrollment_nats(&h, &e, &nkeys::KeyPair::new_user().public_key())
+        .await
+        .assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+}
