@@ -132,7 +132,8 @@ where
         "INSERT INTO nats_user_keys (user_public_key, member_id, scope, first_issued_at, \
          last_issued_at, last_expires_at, device_public_key) VALUES (?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (user_public_key) DO UPDATE SET scope = excluded.scope, \
-         last_issued_at = excluded.last_issued_at, last_expires_at = excluded.last_expires_at, \
+         last_issued_at = excluded.last_issued_at, \
+         last_expires_at = MAX(nats_user_keys.last_expires_at, excluded.last_expires_at), \
          device_public_key = excluded.device_public_key \
          WHERE nats_user_keys.member_id = excluded.member_id AND nats_user_keys.revoked_at IS NULL",
     )
@@ -289,19 +290,11 @@ async fn end_replaced(
     let until = iat.unsigned_abs().saturating_sub(1);
     let mut entries: Vec<Revocation> = others
         .iter()
-        .filter(|(_, expires)| *expires > now)
-        .map(|(k, expires)| Revocation {
-            key: k.clone(),
-            issued_until: until,
-            needed_until: expires.unsigned_abs(),
-        })
+        .filter(|(_, expires)| may_live(app, *expires))
+        .map(|(k, expires)| revocation(app, k, until, *expires))
         .collect();
-    if let Some((_, expires)) = earlier.filter(|(_, expires)| *expires > now) {
-        entries.push(Revocation {
-            key: issued.user_public_key.clone(),
-            issued_until: until,
-            needed_until: expires.unsigned_abs(),
-        });
+    if let Some((_, expires)) = earlier.filter(|(_, expires)| may_live(app, *expires)) {
+        entries.push(revocation(app, &issued.user_public_key, until, expires));
     }
     // The account first: a failure there leaves the keys unrevoked here too, for a retry.
     let account_jwt = match entries.is_empty() {
@@ -442,15 +435,11 @@ pub(crate) async fn revoke_issued(
     .fetch_all(app.db())
     .await?;
     let now = app.now();
-    // Only keys with a JWT still alive need a place in the account.
+    // Only keys with a JWT that may still be alive need a place in the account.
     let entries: Vec<Revocation> = keys
         .iter()
-        .filter(|(_, expires)| *expires > now)
-        .map(|(k, expires)| Revocation {
-            key: k.clone(),
-            issued_until: now.unsigned_abs(),
-            needed_until: expires.unsigned_abs(),
-        })
+        .filter(|(_, expires)| may_live(app, *expires))
+        .map(|(k, expires)| revocation(app, k, now.unsigned_abs(), *expires))
         .collect();
     let names = || keys.iter().map(|(k, _)| k.as_str());
     if entries.is_empty() {
@@ -482,6 +471,30 @@ async fn end_enrollments(app: &App, member: &str, now: i64) -> Result<(), ApiErr
     .execute(app.db())
     .await?;
     Ok(())
+}
+
+/// Whether a JWT that the API recorded as expiring at `expires` may still be accepted by the
+/// server (an hour of slack for the server's clock).
+fn may_live(app: &App, expires: i64) -> bool {
+    expires > app.now() - 3600
+}
+
+/// A revocation of `key` for JWTs issued up to `until`, kept until the later of the recorded
+/// expiry and the longest any JWT issued up to `until` can live (so that a JWT recorded
+/// after the expiry was read is still covered).
+fn revocation(app: &App, key: &str, until: u64, expires: i64) -> Revocation {
+    let longest = app
+        .state
+        .config
+        .limits
+        .member_jwt_lifetime
+        .max(crate::enroll::ENROLLMENT_JWT)
+        .as_secs();
+    Revocation {
+        key: key.to_owned(),
+        issued_until: until,
+        needed_until: expires.unsigned_abs().max(until.saturating_add(longest)),
+    }
 }
 
 /// Adds `entries` (key, revoked for JWTs issued up to then) to the account's revocations

@@ -595,6 +595,11 @@ impl Issuer {
         lock.lock()?;
         let mut state = self.state()?;
         for r in entries {
+            // An entry from before `needed_until` existed keeps its implied window.
+            let implied = state
+                .revocations
+                .get(&r.key)
+                .map_or(0, |at| at.saturating_add(MAX_MEMBER_JWT_LIFETIME.as_secs()));
             let at = state
                 .revocations
                 .entry(r.key.clone())
@@ -603,7 +608,7 @@ impl Issuer {
             let needed = state
                 .needed_until
                 .entry(r.key.clone())
-                .or_insert(r.needed_until);
+                .or_insert(implied.max(r.needed_until));
             *needed = (*needed).max(r.needed_until);
         }
         let now = now_secs();

@@ -54,7 +54,7 @@ pub(crate) const CODE_SECS: i64 = 5 * 60;
 /// How long an enrollment token lasts (`expires_in`).
 pub(crate) const TOKEN_SECS: i64 = 10 * 60;
 /// Lifetime of the enrollment-scoped NATS JWT.
-const ENROLLMENT_JWT: Duration = Duration::from_secs(10 * 60);
+pub(crate) const ENROLLMENT_JWT: Duration = Duration::from_secs(10 * 60);
 
 /// Where an enrollment stands. The order of the variants is the only order allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -708,13 +708,15 @@ async fn ensure_few_enrollment_keys(
     grant: &EnrollmentGrant,
     key: &str,
 ) -> Result<(), ApiError> {
+    // Within one token's life: an enrollment lasts no longer.
     let others: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM nats_user_keys WHERE member_id = ? AND device_public_key = ? \
-         AND user_public_key != ?",
+         AND scope = 'enrollment' AND user_public_key != ? AND first_issued_at > ?",
     )
     .bind(&grant.member_id)
     .bind(&grant.device_key)
     .bind(key)
+    .bind(app.now() - TOKEN_SECS)
     .fetch_one(app.db())
     .await?;
     if others >= ENROLLMENT_KEYS {
