@@ -209,16 +209,25 @@ impl Image {
             memfd_create("vettid-enclave", MFdFlags::MFD_ALLOW_SEALING).context("memfd_create")?;
         let mut file = std::fs::File::from(fd);
         file.write_all(&bytes)?;
-        fcntl(
-            &file,
-            FcntlArg::F_ADD_SEALS(
-                SealFlag::F_SEAL_WRITE
-                    | SealFlag::F_SEAL_GROW
-                    | SealFlag::F_SEAL_SHRINK
-                    | SealFlag::F_SEAL_SEAL,
-            ),
-        )
-        .context("sealing the enclave image")?;
+        let seals = SealFlag::F_SEAL_WRITE
+            | SealFlag::F_SEAL_GROW
+            | SealFlag::F_SEAL_SHRINK
+            | SealFlag::F_SEAL_SEAL;
+        // The kernel refuses F_SEAL_WRITE with EBUSY while any page of the file is pinned,
+        // which page migration under memory pressure does for a moment: try again, briefly.
+        let mut tries = 0;
+        loop {
+            match fcntl(&file, FcntlArg::F_ADD_SEALS(seals)) {
+                Err(nix::errno::Errno::EBUSY) if tries < 100 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => {
+                    other.context("sealing the enclave image")?;
+                    break;
+                }
+            }
+        }
         Ok((Image { file: file.into() }, bytes))
     }
 
