@@ -222,9 +222,8 @@ async fn refresh(
 }
 
 /// When `nats_key` was last issued a JWT and when that expires, if ever. A renewal in that
-/// same second is refused
-/// (429, retry in 1 s): it could not end that JWT without ending its own (revocations are by
-/// issue second).
+/// same second is refused (429, retry in 1 s): it could not end that JWT without ending its
+/// own (revocations are by issue second).
 async fn earlier_issue(app: &App, nats_key: &str) -> Result<Option<(i64, i64)>, ApiError> {
     Ok(sqlx::query_as(
         "SELECT last_issued_at, last_expires_at FROM nats_user_keys WHERE user_public_key = ?",
@@ -235,7 +234,8 @@ async fn earlier_issue(app: &App, nats_key: &str) -> Result<Option<(i64, i64)>, 
 }
 
 /// New NATS keys one device may bring in a day: each renewal with a new key leaves a
-/// revocation in the account JWT for up to a week, so they are few.
+/// revocation in the account JWT for as long as the JWT it replaces could live, so they are
+/// few.
 const NEW_KEYS_PER_DAY: i64 = 4;
 
 /// 429 if the device brought [`NEW_KEYS_PER_DAY`] new keys within the last day.
@@ -297,9 +297,10 @@ async fn end_replaced(
         entries.push(revocation(app, &issued.user_public_key, until, expires));
     }
     // The account first: a failure there leaves the keys unrevoked here too, for a retry.
-    let account_jwt = match entries.is_empty() {
-        true => None,
-        false => Some(revoke_until(nats, entries).await?),
+    let account_jwt = if entries.is_empty() {
+        None
+    } else {
+        Some(revoke_until(nats, entries).await?)
     };
     mark_revoked(app, others.iter().map(|(k, _)| k.as_str()), now, iat).await?;
     if let Some(jwt) = account_jwt

@@ -207,17 +207,21 @@ pub async fn finish(
     Ok(())
 }
 
+/// The API this profile enrolled with.
+fn api_of(profile: &Profile) -> Result<Api, ClientError> {
+    profile
+        .state
+        .api_url
+        .as_deref()
+        .map(Api::new)
+        .ok_or_else(|| ClientError::Profile("the profile has no API URL".into()))
+}
+
 /// Renews this enrolled profile's NATS credentials with its device key and stores them; the
 /// API ends the ones they replace. A renewal in the same second as the last issue is asked
 /// to wait a second (429), which this does once.
 pub async fn refresh(profile: &Profile) -> Result<crate::api::IssuedCreds, ClientError> {
-    let api = Api::new(
-        profile
-            .state
-            .api_url
-            .as_deref()
-            .ok_or_else(|| ClientError::Profile("the profile has no API URL".into()))?,
-    );
+    let api = api_of(profile)?;
     let member = profile.member()?;
     let device = profile.device_key()?;
     let key = profile.nats_key()?.public_key();
@@ -247,13 +251,7 @@ pub struct Connected {
 pub async fn connect(profile: &mut Profile) -> Result<Connected, ClientError> {
     let trust: Trust = profile.trust()?;
     let member = profile.member()?.to_owned();
-    let api = Api::new(
-        profile
-            .state
-            .api_url
-            .as_deref()
-            .ok_or_else(|| ClientError::Profile("no API URL".into()))?,
-    );
+    let api = api_of(profile)?;
     let url = profile
         .state
         .nats_url

@@ -6,7 +6,7 @@
 //! the API registers exactly the keys the vault registered, and learns the vault's identity
 //! key from the enclave rather than from the app.
 
-use super::EnrollmentGrant;
+use super::{EnrollmentGrant, stored_hex};
 use crate::ApiError;
 use crate::app::App;
 use base64::Engine;
@@ -45,8 +45,7 @@ async fn enclave_trust(app: &App) -> Result<EnclaveTrust, ApiError> {
     };
     let root = TrustedRoot::from_pem(&read(root_path).await?)
         .map_err(|e| ApiError::internal("the configured attestation root", e))?;
-    let mut bytes = [0u8; 32];
-    hex::decode_to_slice(key.trim(), &mut bytes)
+    let bytes = crate::validate::hex_bytes::<32>("manifest key", key.trim())
         .map_err(|e| ApiError::internal("the configured manifest key", e))?;
     let key = vettid_crypto::sign::VerifyingKey::from_bytes(&bytes)
         .map_err(|e| ApiError::internal("the configured manifest key", e))?;
@@ -87,16 +86,10 @@ pub(super) async fn check(
         .manifest
         .trusts(&verified.pcrs, now)
         .map_err(|_| refused("its PCRs are not a release of the signed manifest"))?;
-    let stored = |h: &str| {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(h, &mut out)
-            .map(|()| out)
-            .map_err(|e| ApiError::internal("enrollment row", e))
-    };
     let expected = vettid_proto::auth::enrolled_device_binding(
         &grant.member_id,
-        &stored(&grant.session_key)?,
-        &stored(&grant.device_key)?,
+        &stored_hex(&grant.session_key)?,
+        &stored_hex(&grant.device_key)?,
         identity,
     );
     if verified.nonce.is_some() || verified.public_key.is_some() {

@@ -8,7 +8,7 @@
 //! app": someone who saw the enrollment code and used it first shows a code on *their*
 //! screen, which the member never sees. Three wrong comparison codes cancel the enrollment.
 
-use super::{EnrollmentGrant, EnrollmentPhase, record_phase};
+use super::{EnrollmentGrant, EnrollmentPhase, record_phase, stored_hex};
 use crate::ApiError;
 use crate::app::App;
 use crate::auth::Member;
@@ -126,13 +126,12 @@ pub(crate) async fn confirm(
             "this enrollment predates device confirmation; start again with a new code",
         ));
     };
-    fn bytes<const N: usize>(h: &str) -> Result<[u8; N], ApiError> {
-        let mut out = [0u8; N];
-        hex::decode_to_slice(h, &mut out)
-            .map(|()| out)
-            .map_err(|e| ApiError::internal("enrollment row", e))
-    }
-    let expected = comparison_code(&id, &bytes(&salt)?, &bytes(&device)?, &bytes(&session)?);
+    let expected = comparison_code(
+        &id,
+        &stored_hex(&salt)?,
+        &stored_hex(&device)?,
+        &stored_hex(&session)?,
+    );
 
     let mut tx = app.db().begin().await?;
     if !vettid_crypto::ct_eq(typed.as_bytes(), expected.as_bytes()) {

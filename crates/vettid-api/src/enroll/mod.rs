@@ -203,6 +203,13 @@ impl FromRequestParts<App> for EnrollmentGrant {
     }
 }
 
+/// Bytes the API stored as hex itself (keys and salts of enrollment rows); a row that does not
+/// decode is the server's fault.
+fn stored_hex<const N: usize>(hex_text: &str) -> Result<[u8; N], ApiError> {
+    validate::hex_bytes::<N>("stored value", hex_text)
+        .map_err(|_| ApiError::internal("enrollment row", "a stored value is not hex of its size"))
+}
+
 impl EnrollmentGrant {
     /// `Conflict` until the member has confirmed this device.
     fn ensure_confirmed(&self) -> Result<(), ApiError> {
