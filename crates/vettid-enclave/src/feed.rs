@@ -8,7 +8,6 @@
 //! ([`append`]), so an event exists exactly when its change does. Deleting or pruning an
 //! event clears its content and keeps its hashes: the chain still verifies.
 
-use crate::objects::Objects;
 use crate::vault::{SqlValue, Statement, Vault};
 use vettid_proto::enclave::VaultError;
 use vettid_proto::feed::{
@@ -22,6 +21,12 @@ CREATE TABLE events (
     seq INTEGER PRIMARY KEY, at_ms INTEGER NOT NULL, audience INTEGER NOT NULL, kind TEXT NOT NULL,
     keep_until INTEGER, content BLOB, content_hash BLOB NOT NULL, hash BLOB NOT NULL,
     read INTEGER NOT NULL DEFAULT 0, archived INTEGER NOT NULL DEFAULT 0);";
+
+/// This domain's migrations, append-only (see `domains.rs`).
+pub const MIGRATIONS: &[crate::vault::Migration] = &[crate::vault::Migration {
+    seq: 5,
+    sql: SCHEMA,
+}];
 
 /// Encoded events per answer at most (the rest on the next page).
 const PAGE_BYTES: usize = 56 * 1024;
@@ -192,11 +197,10 @@ fn csv_field(s: &str) -> String {
 
 /// Runs one feed or audit operation on an unlocked vault.
 pub fn handle(
-    vault: &mut Vault,
-    objects: &Objects<'_>,
+    unlocked: &mut crate::manager::UnlockedVault<'_>,
     op: FeedOp,
-    _now_ms: u64,
 ) -> Result<FeedReply, VaultError> {
+    let (vault, objects, _now_ms) = unlocked.parts();
     let set = |vault: &mut Vault, seq: u64, sql: &str| -> Result<FeedReply, VaultError> {
         feed_item(vault, seq)?;
         vault.write(

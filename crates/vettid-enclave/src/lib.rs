@@ -33,6 +33,7 @@
 
 pub mod credential;
 pub mod device;
+pub mod domains;
 pub mod feed;
 pub mod keys;
 pub mod link;

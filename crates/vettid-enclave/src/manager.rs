@@ -209,6 +209,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A session's proof that it gave the PIN: made only here, by an unlock or an enrollment, and
+/// good while no lock or later unlock has happened since (checked under the vault's lock).
+/// Neither `Clone` nor constructible outside this module:
+///
+/// ```compile_fail,E0423
+/// let forged = vettid_enclave::manager::Opening(7);
+/// ```
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opening(u64);
+
+/// The value every domain handler needs: made only by [`Manager::domain`] after it checked the
+/// session's [`Opening`] under the vault's lock, and alive only for that one operation. A
+/// handler never receives a bare [`Vault`]; an operation that forgets the check has no way to
+/// make one of these and does not compile:
+///
+/// ```compile_fail,E0451
+/// use vettid_enclave::{manager::UnlockedVault, objects::Objects, vault::Vault};
+/// fn forge<'a>(vault: &'a mut Vault, objects: &'a Objects<'a>) -> UnlockedVault<'a> {
+///     UnlockedVault { vault, objects, now_ms: 0 }
+/// }
+/// ```
+pub struct UnlockedVault<'a> {
+    vault: &'a mut Vault,
+    objects: &'a Objects<'a>,
+    now_ms: u64,
+}
+
+impl<'a> UnlockedVault<'a> {
+    /// The unlocked vault, the storage it writes through, and the host's clock (timestamps only).
+    pub fn parts(&mut self) -> (&mut Vault, &Objects<'a>, u64) {
+        (self.vault, self.objects, self.now_ms)
+    }
+}
+
 /// What enrollment made.
 pub struct Enrollment {
     /// The vault's identity public key.
@@ -221,8 +255,8 @@ pub struct Enrollment {
     pub event_key: SecretBytes<32>,
     /// The first signed version.
     pub version: SignedVersion,
-    /// The opening number of this unlock (see [`Manager::with_unlocked`]).
-    pub opening: u64,
+    /// The session's proof of this unlock (see [`Manager::domain`]).
+    pub opening: Opening,
 }
 
 /// What an app's unlock gives its session.
@@ -231,8 +265,8 @@ pub struct Unlocked {
     pub version: SignedVersion,
     /// The key of the vault's events.
     pub event_key: SecretBytes<32>,
-    /// The opening number: the session's proof of this unlock while it is current.
-    pub opening: u64,
+    /// The session's proof of this unlock while it is current.
+    pub opening: Opening,
 }
 
 impl Manager {
@@ -334,14 +368,20 @@ impl Manager {
         vmk: &MasterKey,
     ) -> Result<Vault, VaultError> {
         st.check()?;
-        let vault = Vault::load(objects, vmk, self.limits(), st.high_water)
-            .and_then(|v| {
-                for anchor in &st.anchors {
-                    v.extends(objects, *anchor)?;
-                }
-                Ok(v)
-            })
-            .map_err(|e| st.settle(e))?;
+        let vault = Vault::load(
+            objects,
+            vmk,
+            self.limits(),
+            crate::domains::schema(),
+            st.high_water,
+        )
+        .and_then(|v| {
+            for anchor in &st.anchors {
+                v.extends(objects, *anchor)?;
+            }
+            Ok(v)
+        })
+        .map_err(|e| st.settle(e))?;
         st.same_identity(vault.identity_public_key())?;
         st.anchors.clear();
         st.saw(vault.head());
@@ -484,7 +524,7 @@ impl Manager {
                     return Err(VaultError::AlreadyExists);
                 }
                 let vmk = keys::create(&objects, &*self.sealer, &pin, self.policy(), Vec::new())?;
-                let vault = Vault::create(&objects, &vmk, self.limits())?;
+                let vault = Vault::create(&objects, &vmk, self.limits(), crate::domains::schema())?;
                 st.same_identity(vault.identity_public_key())?;
                 Ok(self.open_for_debug(st, vault, &vmk, id))
             }
@@ -690,7 +730,7 @@ impl Manager {
         };
         let (vmk, mut vault) = match created {
             Ok(vmk) => {
-                let vault = Vault::create(&objects, &vmk, self.limits())?;
+                let vault = Vault::create(&objects, &vmk, self.limits(), crate::domains::schema())?;
                 st.same_identity(vault.identity_public_key())?;
                 (vmk, vault)
             }
@@ -738,7 +778,7 @@ impl Manager {
             credential,
             event_key: vault.event_key().clone(),
             version,
-            opening: st.opening,
+            opening: Opening(st.opening),
         };
         self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(enrollment)
@@ -780,7 +820,7 @@ impl Manager {
         let mut st = lock(&state);
         let st = &mut *st;
         self.unlock(st, &objects, pin, Some(device))?;
-        let opening = st.opening;
+        let opening = Opening(st.opening);
         if let Some(seen) = seen {
             self.with_vault(st, &objects, Owner::App, |vault, objects| {
                 vault.extends(objects, seen)
@@ -848,21 +888,28 @@ impl Manager {
 
     /// Runs a domain handler on vault `id` for the session whose unlock got `opening`: only
     /// while that unlock is current (no lock or later unlock since), checked under the vault's
-    /// lock together with the work.
-    pub fn with_unlocked<T>(
+    /// lock together with the work. The handler gets the [`UnlockedVault`] guard, nothing less.
+    pub fn domain<T>(
         &self,
         id: &str,
-        opening: u64,
-        f: impl FnOnce(&mut Vault, &Objects<'_>) -> Result<T, VaultError>,
+        opening: &Opening,
+        now_ms: u64,
+        f: impl FnOnce(&mut UnlockedVault<'_>) -> Result<T, VaultError>,
     ) -> Result<T, VaultError> {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
         let mut st = lock(&state);
         st.check()?;
-        if st.opening != opening {
+        if st.opening != opening.0 {
             return Err(VaultError::NotUnlocked);
         }
-        self.with_vault(&mut st, &objects, Owner::App, f)
+        self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
+            f(&mut UnlockedVault {
+                vault,
+                objects,
+                now_ms,
+            })
+        })
     }
 
     /// Runs a credential operation for the session whose unlock got `opening` (see
@@ -870,7 +917,7 @@ impl Manager {
     pub fn credential(
         &self,
         id: &str,
-        opening: u64,
+        opening: &Opening,
         request: &crate::credential::Use<'_>,
         now_ms: u64,
     ) -> Result<vettid_proto::credential::CredentialReply, VaultError> {
@@ -879,7 +926,7 @@ impl Manager {
         let mut st = lock(&state);
         let st = &mut *st;
         st.check()?;
-        if st.opening != opening {
+        if st.opening != opening.0 {
             return Err(VaultError::NotUnlocked);
         }
         // Which key opens the blob (no password evaluated yet, nothing counted).
@@ -1048,12 +1095,12 @@ mod tests {
         let b = m
             .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
             .unwrap();
-        assert!(a.opening < b.opening);
-        let touch = |opening| m.with_unlocked("alice", opening, |_, _| Ok(()));
-        assert_eq!(touch(a.opening), Err(VaultError::NotUnlocked));
-        assert_eq!(touch(b.opening), Ok(()));
+        assert!(a.opening.0 < b.opening.0);
+        let touch = |opening: &Opening| m.domain("alice", opening, 0, |_| Ok(()));
+        assert_eq!(touch(&a.opening), Err(VaultError::NotUnlocked));
+        assert_eq!(touch(&b.opening), Ok(()));
         m.lock_for_app("alice").unwrap();
-        assert_eq!(touch(b.opening), Err(VaultError::NotUnlocked));
+        assert_eq!(touch(&b.opening), Err(VaultError::NotUnlocked));
     }
 
     #[test]
@@ -1070,11 +1117,11 @@ mod tests {
                     })
                 })
                 .collect();
-            let openings: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let openings: Vec<Opening> = threads.into_iter().map(|t| t.join().unwrap()).collect();
             assert_ne!(openings[0], openings[1], "each unlock has its own number");
             let current = openings
                 .iter()
-                .filter(|o| m.with_unlocked("alice", **o, |_, _| Ok(())).is_ok())
+                .filter(|o| m.domain("alice", o, 0, |_| Ok(())).is_ok())
                 .count();
             assert_eq!(current, 1);
         }

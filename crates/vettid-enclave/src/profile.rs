@@ -13,7 +13,6 @@
 //! field); the published field list is filtered at publish time, so a field deleted or made
 //! sensitive later is never published.
 
-use crate::objects::Objects;
 use crate::vault::{SqlValue, Statement, Vault};
 use rusqlite::OptionalExtension;
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +24,7 @@ use vettid_proto::profile::{
     check_photo, check_set, public_profile_message,
 };
 
-/// The domain's tables (a vault migration).
+/// The domain's first tables.
 pub const SCHEMA: &str = "
 CREATE TABLE personal_fields (
     key TEXT PRIMARY KEY, value TEXT NOT NULL, category TEXT NOT NULL, sensitive INTEGER NOT NULL,
@@ -40,6 +39,12 @@ CREATE TABLE public_profile (
 CREATE TABLE profile_photo (
     id INTEGER PRIMARY KEY CHECK (id = 1), kind TEXT NOT NULL, bytes BLOB NOT NULL,
     updated_ms INTEGER NOT NULL);";
+
+/// This domain's migrations, append-only (see `domains.rs`).
+pub const MIGRATIONS: &[crate::vault::Migration] = &[crate::vault::Migration {
+    seq: 4,
+    sql: SCHEMA,
+}];
 
 fn bad(msg: impl Into<String>) -> VaultError {
     VaultError::BadRequest(msg.into())
@@ -432,11 +437,10 @@ fn photo(vault: &Vault) -> Result<Photo, VaultError> {
 
 /// Runs one profile operation on an unlocked vault.
 pub fn handle(
-    vault: &mut Vault,
-    objects: &Objects<'_>,
+    unlocked: &mut crate::manager::UnlockedVault<'_>,
     op: ProfileOp,
-    now_ms: u64,
 ) -> Result<ProfileReply, VaultError> {
+    let (vault, objects, now_ms) = unlocked.parts();
     let change = |vault: &mut Vault, statements: Vec<Statement>| {
         Ok(ProfileReply::Changed(vault.write(objects, statements)?))
     };

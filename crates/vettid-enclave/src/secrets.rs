@@ -10,7 +10,6 @@
 //! that order", tombstones included. Each change is one vault write (one log entry, the size
 //! of the change).
 
-use crate::objects::Objects;
 use crate::vault::{SqlValue, Statement, Vault};
 use rusqlite::OptionalExtension;
 use vettid_proto::enclave::VaultError;
@@ -20,7 +19,7 @@ use vettid_proto::secrets::{
     SecretReply, totp_secret,
 };
 
-/// The domain's tables (a vault migration).
+/// The domain's first tables.
 pub const SCHEMA: &str = "
 CREATE TABLE secret_items (
     id BLOB PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL, folder TEXT, tags BLOB NOT NULL,
@@ -29,6 +28,12 @@ CREATE INDEX secret_items_changed ON secret_items (changed_at);
 CREATE TABLE secret_versions (
     item BLOB NOT NULL, version INTEGER NOT NULL, created_ms INTEGER NOT NULL, content BLOB NOT NULL,
     PRIMARY KEY (item, version));";
+
+/// This domain's migrations, append-only (see `domains.rs`).
+pub const MIGRATIONS: &[crate::vault::Migration] = &[crate::vault::Migration {
+    seq: 3,
+    sql: SCHEMA,
+}];
 
 const SUMMARY: &str =
     "SELECT id, kind, name, folder, tags, version, deleted, changed_at FROM secret_items";
@@ -182,11 +187,10 @@ fn next_item_version(item: &ItemSummary) -> Result<u32, VaultError> {
 
 /// Runs one secrets operation on an unlocked vault.
 pub fn handle(
-    vault: &mut Vault,
-    objects: &Objects<'_>,
+    unlocked: &mut crate::manager::UnlockedVault<'_>,
     op: SecretOp,
-    now_ms: u64,
 ) -> Result<SecretReply, VaultError> {
+    let (vault, objects, now_ms) = unlocked.parts();
     let next = vault
         .version()
         .checked_add(1)

@@ -56,7 +56,7 @@ struct Open {
     device: [u8; 32],
     /// The vault's opening number when the PIN was given in this session: vault data is open
     /// only to the session whose unlock is still the current one (no lock or later unlock since).
-    unlocked: Option<u64>,
+    unlocked: Option<crate::manager::Opening>,
     /// The highest state this session's app showed it had seen ([`AppOp::Anchor`]).
     seen: Option<crate::vault::Head>,
     /// The highest counter accepted so far (0: none; counters start at 1).
@@ -81,7 +81,7 @@ pub type Outcome = (ToApp, Vec<Outbound>);
 /// What an operation may read and change of its session.
 struct SessionState<'a> {
     device: [u8; 32],
-    unlocked: &'a mut Option<u64>,
+    unlocked: &'a mut Option<crate::manager::Opening>,
     seen: &'a mut Option<crate::vault::Head>,
 }
 
@@ -487,16 +487,10 @@ impl Sessions {
                 AppReply::Locked
             }),
             (AppOp::Status, _) => manager.status_for_app(member),
-            // Vault data: only for the session that gave the PIN, while its unlock is current
-            // (checked by the manager under the vault's lock).
-            (
-                AppOp::Secrets(_) | AppOp::Profile(_) | AppOp::Feed(_) | AppOp::Credential { .. },
-                _,
-            ) if unlocked.is_none() => Err(VaultError::NotUnlocked),
-            (AppOp::Feed(op), _) => manager
-                .with_unlocked(member, unlocked.unwrap_or_default(), |vault, objects| {
-                    crate::feed::handle(vault, objects, op, now_ms)
-                })
+            // Vault data: only with the proof of this session's unlock, which the manager
+            // checks is still current under the vault's lock.
+            (AppOp::Feed(op), _) => opened(unlocked)
+                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::feed::handle(u, op)))
                 .map(|r| AppReply::Feed(Box::new(r))),
             (
                 AppOp::Credential {
@@ -513,19 +507,15 @@ impl Sessions {
                     op: &op,
                     request: &request,
                 };
-                manager
-                    .credential(member, unlocked.unwrap_or_default(), &request, now_ms)
+                opened(unlocked)
+                    .and_then(|o| manager.credential(member, o, &request, now_ms))
                     .map(|r| AppReply::Credential(Box::new(r)))
             }
-            (AppOp::Profile(op), _) => manager
-                .with_unlocked(member, unlocked.unwrap_or_default(), |vault, objects| {
-                    crate::profile::handle(vault, objects, op, now_ms)
-                })
+            (AppOp::Profile(op), _) => opened(unlocked)
+                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::profile::handle(u, op)))
                 .map(|r| AppReply::Profile(Box::new(r))),
-            (AppOp::Secrets(op), _) => manager
-                .with_unlocked(member, unlocked.unwrap_or_default(), |vault, objects| {
-                    crate::secrets::handle(vault, objects, op, now_ms)
-                })
+            (AppOp::Secrets(op), _) => opened(unlocked)
+                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::secrets::handle(u, op)))
                 .map(|r| AppReply::Secrets(Box::new(r))),
             (AppOp::Whoami, _) => {
                 manager
@@ -555,6 +545,13 @@ impl Sessions {
                     .map_or(true, |s| s.last_used.elapsed() < IDLE_TTL)
             });
     }
+}
+
+/// This session's proof of unlock, or `NotUnlocked`.
+fn opened(
+    unlocked: &Option<crate::manager::Opening>,
+) -> Result<&crate::manager::Opening, VaultError> {
+    unlocked.as_ref().ok_or(VaultError::NotUnlocked)
 }
 
 /// Seals an event for the member's apps.
