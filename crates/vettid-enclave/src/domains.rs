@@ -43,8 +43,8 @@ pub const REGISTRY: &[Domain] = &[
 ///
 /// # Panics
 ///
-/// If two migrations share a number or the sequence has a gap: a build error caught by the
-/// tests below, never by a vault.
+/// If two migrations share a number or the sequence has a gap: a programming error that the
+/// tests below catch before release (the first vault created or loaded would panic).
 pub fn schema() -> Schema {
     static SCHEMA: OnceLock<Vec<&'static str>> = OnceLock::new();
     SCHEMA.get_or_init(|| {

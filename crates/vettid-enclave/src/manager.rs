@@ -209,20 +209,38 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A session's proof that it gave the PIN: made only here, by an unlock or an enrollment, and
-/// good while no lock or later unlock has happened since (checked under the vault's lock).
-/// Neither `Clone` nor constructible outside this module:
+/// A session's proof that it gave the PIN of one vault: made only here, by an unlock or an
+/// enrollment, and good for that vault while no lock or later unlock has happened since
+/// (checked under the vault's lock). Neither `Clone` nor constructible outside this module:
 ///
-/// ```compile_fail,E0423
-/// let forged = vettid_enclave::manager::Opening(7);
+/// ```compile_fail,E0451
+/// let forged = vettid_enclave::manager::Opening { vault: "alice".into(), number: 7 };
 /// ```
 #[derive(Debug, PartialEq, Eq)]
-pub struct Opening(u64);
+pub struct Opening {
+    vault: String,
+    number: u64,
+}
+
+impl Opening {
+    fn of(vault: &str, number: u64) -> Opening {
+        Opening {
+            vault: vault.to_owned(),
+            number,
+        }
+    }
+
+    /// Whether this is the current unlock of `vault` (`current`: its opening number now).
+    fn holds(&self, vault: &str, current: u64) -> bool {
+        self.vault == vault && self.number == current
+    }
+}
 
 /// The value every domain handler needs: made only by [`Manager::domain`] after it checked the
-/// session's [`Opening`] under the vault's lock, and alive only for that one operation. A
-/// handler never receives a bare [`Vault`]; an operation that forgets the check has no way to
-/// make one of these and does not compile:
+/// session's [`Opening`] under the vault's lock, and alive only for that one operation. Outside
+/// this module a domain handler never receives a bare [`Vault`]; an operation that forgets the
+/// check has no way to make one of these and does not compile (inside it, the session's own
+/// operations — status, whoami, anchor — read the resident vault without an `Opening`):
 ///
 /// ```compile_fail,E0451
 /// use vettid_enclave::{manager::UnlockedVault, objects::Objects, vault::Vault};
@@ -778,7 +796,7 @@ impl Manager {
             credential,
             event_key: vault.event_key().clone(),
             version,
-            opening: Opening(st.opening),
+            opening: Opening::of(id, st.opening),
         };
         self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(enrollment)
@@ -820,7 +838,7 @@ impl Manager {
         let mut st = lock(&state);
         let st = &mut *st;
         self.unlock(st, &objects, pin, Some(device))?;
-        let opening = Opening(st.opening);
+        let opening = Opening::of(id, st.opening);
         if let Some(seen) = seen {
             self.with_vault(st, &objects, Owner::App, |vault, objects| {
                 vault.extends(objects, seen)
@@ -900,7 +918,7 @@ impl Manager {
         let state = self.state(id);
         let mut st = lock(&state);
         st.check()?;
-        if st.opening != opening.0 {
+        if !opening.holds(id, st.opening) {
             return Err(VaultError::NotUnlocked);
         }
         self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
@@ -926,7 +944,7 @@ impl Manager {
         let mut st = lock(&state);
         let st = &mut *st;
         st.check()?;
-        if st.opening != opening.0 {
+        if !opening.holds(id, st.opening) {
             return Err(VaultError::NotUnlocked);
         }
         // Which key opens the blob (no password evaluated yet, nothing counted).
@@ -1095,12 +1113,29 @@ mod tests {
         let b = m
             .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
             .unwrap();
-        assert!(a.opening.0 < b.opening.0);
+        assert!(a.opening.number < b.opening.number);
         let touch = |opening: &Opening| m.domain("alice", opening, 0, |_| Ok(()));
         assert_eq!(touch(&a.opening), Err(VaultError::NotUnlocked));
         assert_eq!(touch(&b.opening), Ok(()));
         m.lock_for_app("alice").unwrap();
         assert_eq!(touch(&b.opening), Err(VaultError::NotUnlocked));
+    }
+
+    #[test]
+    fn one_vaults_unlock_opens_no_other_vault() {
+        let m = enrolled();
+        m.enroll("bob", b"2222", &[0; 32], new_device(), 0).unwrap();
+        let bob = m.unlock_for_app("bob", b"2222", &DEVICE, None, 0).unwrap();
+        let alice = m
+            .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+            .unwrap();
+        // Same opening numbers by construction (each vault: enroll, then one unlock).
+        assert_eq!(alice.opening.number, bob.opening.number);
+        assert_eq!(
+            m.domain("bob", &alice.opening, 0, |_| Ok(())),
+            Err(VaultError::NotUnlocked)
+        );
+        assert_eq!(m.domain("bob", &bob.opening, 0, |_| Ok(())), Ok(()));
     }
 
     #[test]
