@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 /// One domain's name and migrations.
 #[derive(Debug, Clone, Copy)]
 pub struct Domain {
-    /// Its name (also its tables' prefix).
+    /// Its name (for messages and tests; table names are the domain's own choice).
     pub name: &'static str,
     /// Its migrations, in the order they were added.
     pub migrations: &'static [Migration],
