@@ -279,8 +279,18 @@ pub async fn connect(profile: &mut Profile) -> Result<Connected, ClientError> {
     })
 }
 
+/// The profile keeps the newest version its vault showed: every session checks against it.
+impl crate::vault::Seen for Profile {
+    fn observe(
+        &mut self,
+        version: &vettid_proto::enclave::SignedVersion,
+    ) -> Result<(), ClientError> {
+        observe(self, version)
+    }
+}
+
 /// Records a signed version the vault showed, refusing rollback.
-pub fn observe(
+fn observe(
     profile: &mut Profile,
     version: &vettid_proto::enclave::SignedVersion,
 ) -> Result<(), ClientError> {

@@ -10,7 +10,7 @@
 
 use crate::ClientError;
 use crate::profile::Profile;
-use crate::vault::Session;
+use crate::vault::Unlocked;
 use vettid_proto::credential::{CredentialOp, CredentialResult};
 use vettid_proto::session::{AppOp, AppReply};
 use zeroize::Zeroizing;
@@ -35,33 +35,31 @@ fn pending_key(member: &str, verifier: &[u8; 32]) -> vettid_crypto::aead::AeadKe
     PENDING_KEY.derive(verifier, b"", member.as_bytes()).into()
 }
 
-impl Session {
-    /// Runs `op` on the credential with `password` (its Argon2id verifier is what travels),
-    /// stores the next blob in the profile (written atomically before this returns) and
-    /// records the vault version.
+impl<P: std::borrow::BorrowMut<Profile>> Unlocked<P>
+where
+    P: crate::vault::Seen,
+{
+    /// Runs `op` on the credential with `password` (its Argon2id verifier is what travels) and
+    /// stores the next blob in the profile (written atomically before this returns).
     pub async fn credential(
         &mut self,
-        profile: &mut Profile,
         password: &[u8],
         op: CredentialOp,
     ) -> Result<CredentialResult, ClientError> {
-        let member = profile.member()?.to_owned();
+        let member = self.seen().borrow_mut().member()?.to_owned();
         let verifier = Zeroizing::new(crate::password_verifier(&member, password));
         let key = pending_key(&member, &verifier);
         // An earlier request whose answer was lost: send it again first, for the current blob.
-        if let Some(sealed) = profile.read_optional(PENDING)?
+        if let Some(sealed) = self.seen().borrow_mut().read_optional(PENDING)?
             && let Ok(plain) = key.open(PENDING_AAD, &sealed)
         {
             let pending: Pending = postcard::from_bytes(&plain)
                 .map_err(|_| ClientError::Profile("credential.pending does not decode".into()))?;
-            match self
-                .send(profile, &verifier, pending.op, pending.request)
-                .await
-            {
+            match self.send(&verifier, pending.op, pending.request).await {
                 // The answer is lost again: the next use will try once more.
                 Err(e) if e.is_transient() => return Err(e),
                 // Answered (now or before, or overtaken): nothing left to recover.
-                _ => profile.remove(PENDING)?,
+                _ => self.seen().borrow_mut().remove(PENDING)?,
             }
         }
         // One id for this request and its retries: if the answer is lost, the vault answers
@@ -74,26 +72,27 @@ impl Session {
             })
             .expect("a request encodes"),
         );
-        profile.write_secret(PENDING, &key.seal(PENDING_AAD, &pending))?;
-        let result = self.send(profile, &verifier, op, request).await;
+        self.seen()
+            .borrow_mut()
+            .write_secret(PENDING, &key.seal(PENDING_AAD, &pending))?;
+        let result = self.send(&verifier, op, request).await;
         // Kept only while the answer is lost; a refusal rotated nothing.
         if !matches!(&result, Err(e) if e.is_transient()) {
-            profile.remove(PENDING)?;
+            self.seen().borrow_mut().remove(PENDING)?;
         }
         result
     }
 
-    /// Sends one credential request (retrying transport failures with the same id), stores the
-    /// next blob and records the version.
+    /// Sends one credential request (retrying transport failures with the same id) and stores
+    /// the next blob (the version was checked and recorded with the answer).
     async fn send(
         &mut self,
-        profile: &mut Profile,
         verifier: &Zeroizing<[u8; 32]>,
         op: CredentialOp,
         request: [u8; 16],
     ) -> Result<CredentialResult, ClientError> {
         let message = AppOp::Credential {
-            blob: profile.read(BLOB)?.to_vec(),
+            blob: self.seen().borrow_mut().read(BLOB)?.to_vec(),
             verifier: verifier.clone(),
             op,
             request,
@@ -111,21 +110,15 @@ impl Session {
                 "unexpected answer to a credential operation".into(),
             ));
         };
-        profile.write_secret(BLOB, &reply.blob)?;
-        crate::app::observe(profile, &reply.version)?;
+        self.seen().borrow_mut().write_secret(BLOB, &reply.blob)?;
         Ok(reply.result)
     }
 
     /// Changes the password: the vault replaces the verifier inside the credential.
-    pub async fn change_password(
-        &mut self,
-        profile: &mut Profile,
-        old: &[u8],
-        new: &[u8],
-    ) -> Result<(), ClientError> {
-        let member = profile.member()?.to_owned();
+    pub async fn change_password(&mut self, old: &[u8], new: &[u8]) -> Result<(), ClientError> {
+        let member = self.seen().borrow_mut().member()?.to_owned();
         let new_verifier = Zeroizing::new(crate::password_verifier(&member, new));
-        self.credential(profile, old, CredentialOp::ChangePassword { new_verifier })
+        self.credential(old, CredentialOp::ChangePassword { new_verifier })
             .await
             .map(|_| ())
     }

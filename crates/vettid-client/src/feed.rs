@@ -1,23 +1,14 @@
 //! The vault's feed and audit log from the app, with the chain check.
 
 use crate::ClientError;
-use crate::vault::Session;
+use crate::vault::{Seen, Unlocked};
 use vettid_proto::feed::{ChainedEvent, ExportFormat, FeedOp, FeedReply, verify_chain};
-use vettid_proto::session::{AppOp, AppReply};
 
 fn unexpected() -> ClientError {
     ClientError::Protocol("unexpected answer to a feed operation".into())
 }
 
-impl Session {
-    /// Runs one feed or audit operation.
-    pub async fn feed(&mut self, op: FeedOp) -> Result<FeedReply, ClientError> {
-        match self.call(AppOp::Feed(op)).await? {
-            AppReply::Feed(r) => Ok(*r),
-            _ => Err(unexpected()),
-        }
-    }
-
+impl<S: Seen> Unlocked<S> {
     async fn all_pages(
         &mut self,
         mut op: impl FnMut(u64) -> FeedOp,
@@ -25,7 +16,7 @@ impl Session {
     ) -> Result<Vec<ChainedEvent>, ClientError> {
         let (mut all, mut after) = (Vec::new(), from);
         loop {
-            let FeedReply::Events { events, more } = self.feed(op(after)).await? else {
+            let FeedReply::Events { events, more } = self.run(op(after)).await? else {
                 return Err(unexpected());
             };
             if let Some(last) = events.last() {
@@ -70,7 +61,7 @@ impl Session {
                 document,
                 last,
                 more,
-            } = self.feed(FeedOp::Export { format, after }).await?
+            } = self.run(FeedOp::Export { format, after }).await?
             else {
                 return Err(unexpected());
             };

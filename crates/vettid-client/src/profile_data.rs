@@ -1,32 +1,22 @@
 //! Personal data, sharing settings, the public profile and the photo from the app: one method
-//! per operation, on an open session in which the vault was unlocked. Every change returns the
-//! vault's signed version, which the caller should pass to [`crate::app::observe`] (rollback
-//! check). (`profile` is taken by the app's files: see [`crate::profile`].)
+//! per operation, on an [`Unlocked`] session (every answer's vault version is checked there).
+//! (`profile` is taken by the app's files: see [`crate::profile`].)
 
 use crate::ClientError;
-use crate::vault::Session;
+use crate::vault::{Seen, Unlocked};
 use vettid_proto::enclave::SignedVersion;
 use vettid_proto::profile::{
     Category, Field, NewField, Override, Photo, ProfileOp, ProfileReply, PublicProfile,
     PublicSettings, Select, ShareTarget, SignedPublicProfile,
 };
-use vettid_proto::session::{AppOp, AppReply};
 
 fn unexpected() -> ClientError {
     ClientError::Protocol("unexpected answer to a profile operation".into())
 }
 
-impl Session {
-    /// Runs one personal-data or profile operation.
-    pub async fn profile(&mut self, op: ProfileOp) -> Result<ProfileReply, ClientError> {
-        match self.call(AppOp::Profile(op)).await? {
-            AppReply::Profile(r) => Ok(*r),
-            _ => Err(unexpected()),
-        }
-    }
-
+impl<S: Seen> Unlocked<S> {
     async fn profile_change(&mut self, op: ProfileOp) -> Result<SignedVersion, ClientError> {
-        match self.profile(op).await? {
+        match self.run(op).await? {
             ProfileReply::Changed(v) => Ok(v),
             _ => Err(unexpected()),
         }
@@ -39,8 +29,7 @@ impl Session {
     ) -> Result<Vec<Field>, ClientError> {
         let (mut all, mut after) = (Vec::new(), None);
         loop {
-            let ProfileReply::Fields { fields, next } = self.profile(op(after.take())).await?
-            else {
+            let ProfileReply::Fields { fields, next } = self.run(op(after.take())).await? else {
                 return Err(unexpected());
             };
             all.extend(fields);
@@ -83,7 +72,7 @@ impl Session {
 
     /// Each category's sharing default.
     pub async fn sharing_defaults(&mut self) -> Result<Vec<(Category, bool)>, ClientError> {
-        match self.profile(ProfileOp::SharingDefaults).await? {
+        match self.run(ProfileOp::SharingDefaults).await? {
             ProfileReply::Defaults(d) => Ok(d),
             _ => Err(unexpected()),
         }
@@ -107,7 +96,7 @@ impl Session {
         let op = ProfileOp::Overrides {
             connection: connection.into(),
         };
-        match self.profile(op).await? {
+        match self.run(op).await? {
             ProfileReply::Overrides(o) => Ok(o),
             _ => Err(unexpected()),
         }
@@ -149,7 +138,7 @@ impl Session {
         let op = ProfileOp::Effective {
             connection: connection.into(),
         };
-        match self.profile(op).await? {
+        match self.run(op).await? {
             ProfileReply::Effective(keys) => Ok(keys),
             _ => Err(unexpected()),
         }
@@ -157,7 +146,7 @@ impl Session {
 
     /// The public profile settings.
     pub async fn public_settings(&mut self) -> Result<PublicSettings, ClientError> {
-        match self.profile(ProfileOp::PublicSettings).await? {
+        match self.run(ProfileOp::PublicSettings).await? {
             ProfileReply::PublicSettings(s) => Ok(s),
             _ => Err(unexpected()),
         }
@@ -177,7 +166,7 @@ impl Session {
         &mut self,
         identity: &[u8; 32],
     ) -> Result<(SignedPublicProfile, PublicProfile, SignedVersion), ClientError> {
-        let ProfileReply::Published { profile, version } = self.profile(ProfileOp::Publish).await?
+        let ProfileReply::Published { profile, version } = self.run(ProfileOp::Publish).await?
         else {
             return Err(unexpected());
         };
@@ -199,7 +188,7 @@ impl Session {
 
     /// The photo.
     pub async fn photo(&mut self) -> Result<Photo, ClientError> {
-        match self.profile(ProfileOp::GetPhoto).await? {
+        match self.run(ProfileOp::GetPhoto).await? {
             ProfileReply::Photo(p) => Ok(p),
             _ => Err(unexpected()),
         }

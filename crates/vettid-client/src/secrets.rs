@@ -1,30 +1,20 @@
-//! The secrets store from the app: one method per operation, on an open session in which the
-//! vault was unlocked. Every change returns the vault's signed version, which the caller
-//! should pass to [`crate::app::observe`] (rollback check).
+//! The secrets store from the app: one method per operation, on an [`Unlocked`] session (every
+//! answer's vault version is checked there before it is returned).
 
 use crate::ClientError;
-use crate::vault::Session;
+use crate::vault::{Seen, Unlocked};
 use vettid_proto::enclave::SignedVersion;
 use vettid_proto::secrets::{
     Change, ItemContent, ItemId, ItemSummary, ItemVersion, SecretOp, SecretReply,
 };
-use vettid_proto::session::{AppOp, AppReply};
 
 fn unexpected() -> ClientError {
     ClientError::Protocol("unexpected answer to a secrets operation".into())
 }
 
-impl Session {
-    /// Runs one secrets operation.
-    pub async fn secrets(&mut self, op: SecretOp) -> Result<SecretReply, ClientError> {
-        match self.call(AppOp::Secrets(op)).await? {
-            AppReply::Secrets(r) => Ok(*r),
-            _ => Err(unexpected()),
-        }
-    }
-
+impl<S: Seen> Unlocked<S> {
     async fn changed(&mut self, op: SecretOp) -> Result<(ItemSummary, SignedVersion), ClientError> {
-        match self.secrets(op).await? {
+        match self.run(op).await? {
             SecretReply::Changed { item, version } => Ok((item, version)),
             _ => Err(unexpected()),
         }
@@ -76,7 +66,7 @@ impl Session {
         id: ItemId,
         version: Option<u32>,
     ) -> Result<ItemVersion, ClientError> {
-        match self.secrets(SecretOp::Get { id, version }).await? {
+        match self.run(SecretOp::Get { id, version }).await? {
             SecretReply::Item(v) => Ok(v),
             _ => Err(unexpected()),
         }
@@ -99,7 +89,7 @@ impl Session {
                 folder: folder.clone(),
                 deleted,
             };
-            let SecretReply::Items { items, next } = self.secrets(op).await? else {
+            let SecretReply::Items { items, next } = self.run(op).await? else {
                 return Err(unexpected());
             };
             all.extend(items);
@@ -112,7 +102,7 @@ impl Session {
 
     /// An item's versions: (number, created ms).
     pub async fn secret_versions(&mut self, id: ItemId) -> Result<Vec<(u32, u64)>, ClientError> {
-        match self.secrets(SecretOp::Versions { id }).await? {
+        match self.run(SecretOp::Versions { id }).await? {
             SecretReply::Versions(v) => Ok(v),
             _ => Err(unexpected()),
         }
@@ -127,7 +117,7 @@ impl Session {
                 changes,
                 upto,
                 more,
-            } = self.secrets(SecretOp::Sync { since: from }).await?
+            } = self.run(SecretOp::Sync { since: from }).await?
             else {
                 return Err(unexpected());
             };
@@ -144,7 +134,7 @@ impl Session {
 
     /// The current TOTP code of a login item, and the seconds it stays valid.
     pub async fn totp(&mut self, id: ItemId) -> Result<(String, u64), ClientError> {
-        match self.secrets(SecretOp::Totp { id }).await? {
+        match self.run(SecretOp::Totp { id }).await? {
             SecretReply::Totp { code, valid_for } => Ok((code, valid_for)),
             _ => Err(unexpected()),
         }

@@ -9,10 +9,12 @@ use vettid_crypto::SecretBytes;
 use vettid_crypto::noise::{self, StatelessTransportState};
 use vettid_crypto::sign::VerifyingKey;
 use vettid_proto::enclave::SignedVersion;
+use vettid_proto::enclave::VaultError;
 use vettid_proto::session::{
-    AppOp, AppReply, Channel, FromApp, Reply, Request, SessionId, ToApp, VERSION, kem_binding,
-    open_plaintext, prologue, seal_plaintext,
+    AppOp, AppReply, Channel, FromApp, Operation, Reply, Request, SessionId, ToApp, VERSION,
+    kem_binding, open_plaintext, prologue, seal_plaintext,
 };
+use zeroize::Zeroizing;
 
 /// How long one vault request may take (an unlock runs Argon2id in the enclave).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -283,8 +285,18 @@ pub struct Session {
 }
 
 impl Session {
-    /// Sends `op` and waits for its reply.
+    /// Sends `op` and waits for its reply: the low-level call (the typed methods are on
+    /// this type for the session's own operations and on [`Unlocked`] for vault data). The
+    /// vault version the reply carries is not checked here; [`Unlocked`] checks every one.
     pub async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
+        self.exchange(op).await?.0.map_err(ClientError::Vault)
+    }
+
+    /// Sends `op`: its outcome and the vault's signed version the reply carries.
+    async fn exchange(
+        &mut self,
+        op: AppOp,
+    ) -> Result<(Result<AppReply, VaultError>, Option<SignedVersion>), ClientError> {
         self.counter += 1;
         let counter = self.counter;
         let request = self.request(op, counter, crate::now_ms())?;
@@ -309,7 +321,79 @@ impl Session {
         if reply.version != VERSION || reply.id != counter {
             return Err(ClientError::Protocol("reply envelope mismatch".into()));
         }
-        reply.result.map_err(ClientError::Vault)
+        Ok((reply.result, reply.vault_version))
+    }
+
+    /// Gives the vault its PIN: the session becomes [`Unlocked`], whose answers are each
+    /// checked against (and recorded in) `seen` before they are returned. The unlock's own
+    /// version is checked first: a rolled-back or forked vault opens nothing. (On a refusal
+    /// the session is gone: connect again.)
+    pub async fn unlock<S: Seen>(
+        mut self,
+        pin: Zeroizing<Vec<u8>>,
+        mut seen: S,
+    ) -> Result<Unlocked<S>, ClientError> {
+        let AppReply::Unlocked { version, event_key } = self.call(AppOp::Unlock { pin }).await?
+        else {
+            return Err(ClientError::Protocol("expected Unlocked".into()));
+        };
+        seen.observe(&version)?;
+        Ok(Unlocked {
+            session: self,
+            seen,
+            version,
+            event_key,
+        })
+    }
+
+    /// Residency and guess limit; a version shown is checked against `seen`.
+    pub async fn status<S: Seen>(&mut self, mut seen: S) -> Result<Status, ClientError> {
+        let AppReply::Status {
+            unlocked,
+            attempts_left,
+            version,
+        } = self.call(AppOp::Status).await?
+        else {
+            return Err(ClientError::Protocol("expected Status".into()));
+        };
+        if let Some(v) = &version {
+            seen.observe(v)?;
+        }
+        Ok(Status {
+            unlocked,
+            attempts_left,
+            version: version.map(|v| v.version),
+        })
+    }
+
+    /// Who the vault is; a version shown is checked against `seen`.
+    pub async fn whoami<S: Seen>(&mut self, mut seen: S) -> Result<Whoami, ClientError> {
+        let AppReply::Whoami {
+            member,
+            identity_public_key,
+            device_public_key,
+            version,
+        } = self.call(AppOp::Whoami).await?
+        else {
+            return Err(ClientError::Protocol("expected Whoami".into()));
+        };
+        if let Some(v) = &version {
+            seen.observe(v)?;
+        }
+        Ok(Whoami {
+            member,
+            identity_public_key,
+            device_public_key,
+            version: version.map(|v| v.version),
+        })
+    }
+
+    /// Locks the vault (the enclave forgets its keys; every session needs the PIN again).
+    pub async fn lock(&mut self) -> Result<(), ClientError> {
+        match self.call(AppOp::Lock).await? {
+            AppReply::Locked => Ok(()),
+            _ => Err(ClientError::Protocol("expected Locked".into())),
+        }
     }
 
     /// Shows the enclave the highest version this app has seen (signed by the vault): from
@@ -367,6 +451,159 @@ impl Session {
             self.client.member,
             self.channel.as_str()
         )
+    }
+}
+
+/// The vault's residency and guess limit, as [`Session::status`] saw them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Whether the vault is unlocked (in any session).
+    pub unlocked: bool,
+    /// Wrong PINs left before the vault locks.
+    pub attempts_left: u32,
+    /// The checked state version, when unlocked.
+    pub version: Option<u64>,
+}
+
+/// Who the vault is, as [`Session::whoami`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Whoami {
+    /// The member.
+    pub member: String,
+    /// The vault's identity key.
+    pub identity_public_key: [u8; 32],
+    /// This session's device key.
+    pub device_public_key: [u8; 32],
+    /// The checked state version, when unlocked.
+    pub version: Option<u64>,
+}
+
+/// Where the app keeps the newest vault-signed version it has seen: the profile on disk
+/// ([`crate::profile::Profile`]) or memory ([`Mark`]).
+pub trait Seen {
+    /// Checks `version` (signed by the vault, not older than the newest seen, the same change
+    /// at the same number) and records it when newer; `Rollback` or `Protocol` otherwise.
+    fn observe(&mut self, version: &SignedVersion) -> Result<(), ClientError>;
+}
+
+/// The newest version seen, in memory (tools and tests; an app keeps it in its profile).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    member: String,
+    identity: [u8; 32],
+    highest: u64,
+    hash: Option<Vec<u8>>,
+}
+
+impl Mark {
+    /// Nothing seen yet of `member`'s vault with identity key `identity`.
+    pub fn new(member: &str, identity: [u8; 32]) -> Mark {
+        Mark {
+            member: member.to_owned(),
+            identity,
+            highest: 0,
+            hash: None,
+        }
+    }
+
+    /// The newest version seen.
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+}
+
+impl Seen for Mark {
+    fn observe(&mut self, version: &SignedVersion) -> Result<(), ClientError> {
+        self.highest = check_version(
+            &self.member,
+            &self.identity,
+            version,
+            self.highest,
+            self.hash.as_deref(),
+        )?;
+        self.hash = Some(version.change_hash.clone());
+        Ok(())
+    }
+}
+
+/// Whatever records versions through a mutable reference records them (`&mut Profile`).
+impl<T: Seen + ?Sized> Seen for &mut T {
+    fn observe(&mut self, version: &SignedVersion) -> Result<(), ClientError> {
+        (**self).observe(version)
+    }
+}
+
+/// A session in which this app gave the vault's PIN: the only way to the vault's data. Every
+/// answer's signed version is checked against `seen` (rollback, fork) and recorded before the
+/// answer is returned; an answer that should carry one and does not is refused.
+pub struct Unlocked<S: Seen> {
+    session: Session,
+    seen: S,
+    version: SignedVersion,
+    event_key: Zeroizing<[u8; 32]>,
+}
+
+impl<S: Seen> Unlocked<S> {
+    /// Runs one operation: its typed answer, after its vault version was checked.
+    pub async fn run<O: Operation>(&mut self, op: O) -> Result<O::Reply, ClientError> {
+        let reply = self.call(op.into()).await?;
+        O::reply(reply).ok_or_else(|| ClientError::Protocol("answer of another kind".into()))
+    }
+
+    /// Sends any `op` (the typed methods are better); checks and records the version its
+    /// answer carries.
+    pub async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
+        let (result, version) = self.session.exchange(op).await?;
+        match (&result, version) {
+            (_, Some(v)) => {
+                self.seen.observe(&v)?;
+                self.version = v;
+            }
+            // Only a refusal may come without the version (the unlock was superseded).
+            (Ok(_), None) => {
+                return Err(ClientError::Protocol(
+                    "an unlocked vault's answer carries no version".into(),
+                ));
+            }
+            (Err(_), None) => {}
+        }
+        result.map_err(ClientError::Vault)
+    }
+
+    /// The newest vault version this session was shown (checked).
+    pub fn version(&self) -> u64 {
+        self.version.version
+    }
+
+    /// That version as the vault signed it (to show another session: [`Session::anchor`]).
+    pub fn signed_version(&self) -> &SignedVersion {
+        &self.version
+    }
+
+    /// The key of the vault's events (from the unlock).
+    pub fn event_key(&self) -> &Zeroizing<[u8; 32]> {
+        &self.event_key
+    }
+
+    /// Where the versions are recorded.
+    pub fn seen(&mut self) -> &mut S {
+        &mut self.seen
+    }
+
+    /// The session underneath (its own operations: status, anchor, ping; raw requests).
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// Who the vault is (its version checked like every other).
+    pub async fn whoami(&mut self) -> Result<Whoami, ClientError> {
+        self.session.whoami(&mut self.seen).await
+    }
+
+    /// Locks the vault (every session needs the PIN again): the session, no longer unlocked.
+    pub async fn lock(mut self) -> Result<Session, ClientError> {
+        self.session.lock().await?;
+        Ok(self.session)
     }
 }
 

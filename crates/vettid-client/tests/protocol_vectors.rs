@@ -83,6 +83,7 @@ fn vectors() -> Value {
         version: VERSION,
         id: 1,
         result: Err::<AppReply, _>(VaultError::WrongPin { attempts_left: 9 }),
+        vault_version: None,
     });
     let n = enclave.write_message(1, &reply, &mut buf).unwrap();
     let reply_ciphertext = buf[..n].to_vec();
@@ -104,7 +105,7 @@ fn vectors() -> Value {
             "session_id": h(session),
             "timestamp_ms": timestamp_ms,
             "request": "Unlock { pin: \"4821\" }, id 1",
-            "reply": "Err(WrongPin { attempts_left: 9 }), id 1",
+            "reply": "Err(WrongPin { attempts_left: 9 }), id 1, no vault version",
         },
         "derived": {
             "prologue": h(&prologue),

@@ -28,8 +28,8 @@ use sha2::{Digest, Sha256};
 use vettid_crypto::aead::AeadKey;
 use vettid_crypto::{Label, SecretBytes};
 use vettid_proto::credential::{
-    CredentialOp, CredentialReply, CredentialResult, CriticalMeta, MAX_LABEL, MAX_SECRETS,
-    MAX_VALUE,
+    CredentialError, CredentialOp, CredentialReply, CredentialResult, CriticalMeta, MAX_LABEL,
+    MAX_SECRETS, MAX_VALUE,
 };
 use vettid_proto::enclave::VaultError;
 use vettid_proto::secrets::Secret;
@@ -176,7 +176,7 @@ struct Current {
 }
 
 fn current(vault: &Vault) -> Result<Current, VaultError> {
-    let missing = || VaultError::BadRequest("this vault has no credential".into());
+    let missing = || VaultError::from(CredentialError::Missing);
     let tampered = |what: &str| VaultError::Tampered(format!("credential {what}"));
     let generation = vault.meta("credential/generation")?.ok_or_else(missing)?;
     let generation = u64::from_be_bytes(
@@ -268,14 +268,10 @@ fn run(
         }
         CredentialOp::Add { kind, label, value } => {
             if label.is_empty() || label.len() > MAX_LABEL || value.expose().len() > MAX_VALUE {
-                return Err(VaultError::BadRequest(format!(
-                    "labels are 1-{MAX_LABEL} bytes and values at most {MAX_VALUE}"
-                )));
+                return Err(CredentialError::SecretSize.into());
             }
             if credential.secrets.len() >= MAX_SECRETS {
-                return Err(VaultError::BadRequest(format!(
-                    "at most {MAX_SECRETS} critical secrets"
-                )));
+                return Err(CredentialError::Full.into());
             }
             let mut id = [0u8; 16];
             id.copy_from_slice(&SECRET_ID.derive(key.expose(), b"", request).expose()[..16]);

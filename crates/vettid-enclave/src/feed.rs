@@ -241,9 +241,7 @@ pub fn handle(
             kind,
         } => {
             if from_ms > to_ms {
-                return Err(VaultError::BadRequest(
-                    "from_ms must not be after to_ms".into(),
-                ));
+                return Err(vettid_proto::feed::FeedError::TimeRange.into());
             }
             let all = events(
                 vault,

@@ -21,7 +21,7 @@ use vettid_attest::seal::Sealer;
 use vettid_crypto::SecretBytes;
 use vettid_crypto::aead::AeadKey;
 use vettid_proto::enclave::{
-    EnclaveReply, Residency, SignedVersion, VaultError, VaultOp, valid_vault_id,
+    EnclaveReply, Invalid, Residency, SignedVersion, VaultError, VaultOp, valid_vault_id,
 };
 
 /// Largest record value of the debug table.
@@ -527,9 +527,7 @@ impl Manager {
     /// The debug path (`ToEnclave::Vault`, the host's control socket): vaults no app owns.
     pub fn handle(&self, id: &str, op: VaultOp) -> Result<EnclaveReply, VaultError> {
         if !valid_vault_id(id) {
-            return Err(VaultError::BadRequest(
-                "vault id must be 1-64 of a-z 0-9 -".into(),
-            ));
+            return Err(Invalid::VaultId.into());
         }
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
@@ -571,9 +569,7 @@ impl Manager {
             }
             VaultOp::Put { key, value } => {
                 if key.is_empty() || key.len() > 256 || value.len() > MAX_VALUE {
-                    return Err(VaultError::BadRequest(
-                        "key must be 1-256 bytes and value at most 1 MiB".into(),
-                    ));
+                    return Err(Invalid::Record.into());
                 }
                 self.with_vault(st, &objects, Owner::Debug, |vault, objects| {
                     vault.write(
@@ -733,9 +729,7 @@ impl Manager {
         } = device;
         check_pin(pin)?;
         if device_name.is_empty() || device_name.len() > 64 {
-            return Err(VaultError::BadRequest(
-                "device name must be 1-64 bytes".into(),
-            ));
+            return Err(Invalid::DeviceName.into());
         }
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
@@ -831,7 +825,7 @@ impl Manager {
         now_ms: u64,
     ) -> Result<Unlocked, VaultError> {
         if !valid_vault_id(id) {
-            return Err(VaultError::BadRequest("bad vault id".into()));
+            return Err(Invalid::VaultId.into());
         }
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
@@ -907,13 +901,15 @@ impl Manager {
     /// Runs a domain handler on vault `id` for the session whose unlock got `opening`: only
     /// while that unlock is current (no lock or later unlock since), checked under the vault's
     /// lock together with the work. The handler gets the [`UnlockedVault`] guard, nothing less.
+    /// Returns its answer with the vault's signed version after it, taken under the same lock
+    /// (what the app checks for rollback).
     pub fn domain<T>(
         &self,
         id: &str,
         opening: &Opening,
         now_ms: u64,
         f: impl FnOnce(&mut UnlockedVault<'_>) -> Result<T, VaultError>,
-    ) -> Result<T, VaultError> {
+    ) -> Result<(T, SignedVersion), VaultError> {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
         let mut st = lock(&state);
@@ -922,11 +918,12 @@ impl Manager {
             return Err(VaultError::NotUnlocked);
         }
         self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
-            f(&mut UnlockedVault {
+            let answer = f(&mut UnlockedVault {
                 vault,
                 objects,
                 now_ms,
-            })
+            })?;
+            Ok((answer, vault.signed_version(id)))
         })
     }
 
@@ -1078,7 +1075,7 @@ fn check_pin(pin: &[u8]) -> Result<(), VaultError> {
     if (4..=64).contains(&pin.len()) {
         Ok(())
     } else {
-        Err(VaultError::BadRequest("PIN must be 4 to 64 bytes".into()))
+        Err(Invalid::Pin.into())
     }
 }
 
@@ -1114,7 +1111,7 @@ mod tests {
             .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
             .unwrap();
         assert!(a.opening.number < b.opening.number);
-        let touch = |opening: &Opening| m.domain("alice", opening, 0, |_| Ok(()));
+        let touch = |opening: &Opening| m.domain("alice", opening, 0, |_| Ok(())).map(|_| ());
         assert_eq!(touch(&a.opening), Err(VaultError::NotUnlocked));
         assert_eq!(touch(&b.opening), Ok(()));
         m.lock_for_app("alice").unwrap();
@@ -1135,7 +1132,7 @@ mod tests {
             m.domain("bob", &alice.opening, 0, |_| Ok(())),
             Err(VaultError::NotUnlocked)
         );
-        assert_eq!(m.domain("bob", &bob.opening, 0, |_| Ok(())), Ok(()));
+        assert!(m.domain("bob", &bob.opening, 0, |_| Ok(())).is_ok());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::vault::{SqlValue, Statement, Vault};
 use rusqlite::OptionalExtension;
 use std::collections::{BTreeMap, BTreeSet};
 use vettid_proto::enclave::VaultError;
+use vettid_proto::profile::ProfileError;
 use vettid_proto::profile::{
     Category, Field, ImageKind, MAX_BATCH, MAX_FIELDS, MAX_PUBLIC_PROFILE, NewField, Override,
     PAGE_BYTES, Photo, ProfileOp, ProfileReply, PublicField, PublicProfile, PublicSettings, Secret,
@@ -45,10 +46,6 @@ pub const MIGRATIONS: &[crate::vault::Migration] = &[crate::vault::Migration {
     seq: 4,
     sql: SCHEMA,
 }];
-
-fn bad(msg: impl Into<String>) -> VaultError {
-    VaultError::BadRequest(msg.into())
-}
 
 fn db(e: rusqlite::Error) -> VaultError {
     VaultError::Internal(format!("database: {e}"))
@@ -134,7 +131,7 @@ fn page(all: Vec<Field>, after: Option<String>) -> ProfileReply {
 }
 
 fn set(vault: &Vault, new: &[NewField], now_ms: u64) -> Result<Vec<Statement>, VaultError> {
-    check_set(new).map_err(bad)?;
+    check_set(new)?;
     let current = fields(vault)?;
     let existing: BTreeSet<String> = current.iter().map(|f| f.key.clone()).collect();
     let was_sensitive: BTreeSet<String> = current
@@ -144,7 +141,7 @@ fn set(vault: &Vault, new: &[NewField], now_ms: u64) -> Result<Vec<Statement>, V
         .collect();
     let added = new.iter().filter(|f| !existing.contains(&f.key)).count();
     if existing.len() + added > MAX_FIELDS {
-        return Err(bad(format!("a vault holds at most {MAX_FIELDS} fields")));
+        return Err(ProfileError::TooManyFields.into());
     }
     // A field that becomes sensitive loses the overrides given while it was not: sharing it
     // now takes a new, explicit override.
@@ -181,9 +178,9 @@ fn get(vault: &Vault, select: Select, after: Option<String>) -> Result<ProfileRe
     let chosen: Vec<Field> = match select {
         Select::Keys(keys) => {
             if keys.is_empty() || keys.len() > MAX_BATCH {
-                return Err(bad(format!("get 1-{MAX_BATCH} keys at a time")));
+                return Err(ProfileError::Batch.into());
             }
-            keys.iter().try_for_each(|k| check_key(k)).map_err(bad)?;
+            keys.iter().try_for_each(|k| check_key(k))?;
             let wanted: BTreeSet<&str> = keys.iter().map(String::as_str).collect();
             let found: Vec<Field> = all
                 .into_iter()
@@ -195,7 +192,7 @@ fn get(vault: &Vault, select: Select, after: Option<String>) -> Result<ProfileRe
             found
         }
         Select::Namespace(ns) => {
-            check_namespace(&ns).map_err(bad)?;
+            check_namespace(&ns)?;
             let prefix = format!("{ns}.");
             all.into_iter()
                 .filter(|f| f.key == ns || f.key.starts_with(&prefix))
@@ -208,9 +205,9 @@ fn get(vault: &Vault, select: Select, after: Option<String>) -> Result<ProfileRe
 
 fn delete(vault: &Vault, keys: &[String]) -> Result<Vec<Statement>, VaultError> {
     if keys.is_empty() || keys.len() > MAX_BATCH {
-        return Err(bad(format!("delete 1-{MAX_BATCH} keys at a time")));
+        return Err(ProfileError::Batch.into());
     }
-    keys.iter().try_for_each(|k| check_key(k)).map_err(bad)?;
+    keys.iter().try_for_each(|k| check_key(k))?;
     let existing: BTreeSet<String> = fields(vault)?.into_iter().map(|f| f.key).collect();
     let unique: BTreeSet<&String> = keys.iter().collect();
     if unique.iter().any(|k| !existing.contains(*k)) {
@@ -284,9 +281,9 @@ fn overrides(vault: &Vault, connection: &str) -> Result<Vec<Override>, VaultErro
 }
 
 fn check_target(vault: &Vault, connection: &str, target: &ShareTarget) -> Result<(), VaultError> {
-    check_connection(connection).map_err(bad)?;
+    check_connection(connection)?;
     if let ShareTarget::Field(k) = target {
-        check_key(k).map_err(bad)?;
+        check_key(k)?;
         if !fields(vault)?.iter().any(|f| &f.key == k) {
             return Err(VaultError::NotFound);
         }
@@ -296,7 +293,7 @@ fn check_target(vault: &Vault, connection: &str, target: &ShareTarget) -> Result
 
 /// The keys `connection` would see (see [`ProfileOp::Effective`]).
 fn effective(vault: &Vault, connection: &str) -> Result<Vec<String>, VaultError> {
-    check_connection(connection).map_err(bad)?;
+    check_connection(connection)?;
     let defaults = defaults(vault)?;
     let (mut by_field, mut by_category) = (BTreeMap::new(), BTreeMap::new());
     for o in overrides(vault, connection)? {
@@ -350,13 +347,13 @@ fn save_public(settings: &PublicSettings, published: u64) -> Statement {
 }
 
 fn set_public(vault: &Vault, settings: &PublicSettings) -> Result<Vec<Statement>, VaultError> {
-    settings.check().map_err(bad)?;
+    settings.check()?;
     let all = fields(vault)?;
     for k in &settings.fields {
         match all.iter().find(|f| &f.key == k) {
             None => return Err(VaultError::NotFound),
             Some(f) if f.sensitive => {
-                return Err(bad(format!("{k} is sensitive and cannot be published")));
+                return Err(ProfileError::Sensitive.into());
             }
             Some(_) => {}
         }
@@ -399,9 +396,7 @@ fn publish(
     };
     let payload = encode(&profile);
     if payload.len() > MAX_PUBLIC_PROFILE {
-        return Err(bad(format!(
-            "the public profile is at most {MAX_PUBLIC_PROFILE} bytes"
-        )));
+        return Err(ProfileError::PublicSize.into());
     }
     let signed = SignedPublicProfile {
         signature: vault.sign(&public_profile_message(&payload)).to_vec(),
@@ -473,7 +468,7 @@ pub fn handle(
             )],
         ),
         ProfileOp::Overrides { connection } => {
-            check_connection(&connection).map_err(bad)?;
+            check_connection(&connection)?;
             Ok(ProfileReply::Overrides(overrides(vault, &connection)?))
         }
         ProfileOp::SetOverride {
@@ -499,7 +494,7 @@ pub fn handle(
             )
         }
         ProfileOp::ClearOverride { connection, target } => {
-            check_connection(&connection).map_err(bad)?;
+            check_connection(&connection)?;
             if !overrides(vault, &connection)?
                 .iter()
                 .any(|o| o.target == target)
@@ -529,7 +524,7 @@ pub fn handle(
             Ok(ProfileReply::Published { profile, version })
         }
         ProfileOp::SetPhoto(bytes) => {
-            let kind = match check_photo(&bytes).map_err(bad)? {
+            let kind = match check_photo(&bytes)? {
                 ImageKind::Jpeg => "jpeg",
                 ImageKind::Png => "png",
             };

@@ -14,6 +14,7 @@ use crate::vault::{SqlValue, Statement, Vault};
 use rusqlite::OptionalExtension;
 use vettid_proto::enclave::VaultError;
 use vettid_proto::feed::{Audience, Retention};
+use vettid_proto::secrets::SecretError;
 use vettid_proto::secrets::{
     Change, ItemContent, ItemId, ItemSummary, ItemVersion, PAGE_BYTES, SecretData, SecretOp,
     SecretReply, totp_secret,
@@ -37,10 +38,6 @@ pub const MIGRATIONS: &[crate::vault::Migration] = &[crate::vault::Migration {
 
 const SUMMARY: &str =
     "SELECT id, kind, name, folder, tags, version, deleted, changed_at FROM secret_items";
-
-fn bad(msg: impl Into<String>) -> VaultError {
-    VaultError::BadRequest(msg.into())
-}
 
 fn db(e: rusqlite::Error) -> VaultError {
     VaultError::Internal(format!("database: {e}"))
@@ -182,7 +179,7 @@ fn put_version(
 fn next_item_version(item: &ItemSummary) -> Result<u32, VaultError> {
     item.version
         .checked_add(1)
-        .ok_or_else(|| bad("too many versions"))
+        .ok_or(SecretError::TooManyVersions.into())
 }
 
 /// Runs one secrets operation on an unlocked vault.
@@ -214,7 +211,7 @@ pub fn handle(
     };
     match op {
         SecretOp::Create(content) => {
-            content.check().map_err(bad)?;
+            content.check()?;
             let id: ItemId = vettid_crypto::random_array();
             change(
                 vault,
@@ -228,13 +225,19 @@ pub fn handle(
             expected,
             content,
         } => {
-            content.check().map_err(bad)?;
+            content.check()?;
             let current = item(vault, &id)?;
             if current.deleted {
-                return Err(bad("the item is deleted; restore it first"));
+                return Err(SecretError::Deleted.into());
             }
-            if expected.is_some_and(|e| e != current.version) {
-                return Err(VaultError::Conflict);
+            if let Some(expected) = expected
+                && expected != current.version
+            {
+                return Err(SecretError::VersionMismatch {
+                    expected,
+                    actual: current.version,
+                }
+                .into());
             }
             let number = next_item_version(&current)?;
             change(
@@ -330,7 +333,11 @@ pub fn handle(
         }
         SecretOp::Sync { since } => {
             if since > vault.version() {
-                return Err(bad("since is ahead of the vault's version"));
+                return Err(SecretError::SinceAhead {
+                    since,
+                    current: vault.version(),
+                }
+                .into());
             }
             let changed = summaries(
                 vault,
@@ -373,9 +380,9 @@ pub fn handle(
             }
             let content = version(vault, &id, current.version)?.content;
             let SecretData::Login { totp: Some(t), .. } = content.data else {
-                return Err(bad("this item has no TOTP secret"));
+                return Err(SecretError::NoTotp.into());
             };
-            let key = totp_secret(t.expose()).ok_or_else(|| bad("bad TOTP secret"))?;
+            let key = totp_secret(t.expose()).ok_or(SecretError::TotpSecret)?;
             let (code, valid_for) = totp(&key, now_ms / 1000);
             Ok(SecretReply::Totp { code, valid_for })
         }

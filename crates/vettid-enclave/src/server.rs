@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vettid_attest::seal::Attestor;
 use vettid_proto::channel::{from_body, to_body};
-use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
+use vettid_proto::enclave::{EnclaveReply, Invalid, ToEnclave, VaultError};
 
 /// Worker threads answering host requests.
 const WORKERS: usize = 8;
@@ -64,19 +64,18 @@ pub fn serve(
 /// even there never reaches a vault an app owns (the manager checks that).
 fn debug_path() -> Result<(), VaultError> {
     if cfg!(feature = "nitro") {
-        return Err(VaultError::BadRequest(
-            "the debug path is not part of Nitro builds".into(),
-        ));
+        return Err(Invalid::NoDebugPath.into());
     }
     Ok(())
 }
 
 fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
     while let Some(Incoming { id, body }) = link.next_request() {
-        let (reply, follow_up) = match body.map_err(VaultError::BadRequest).and_then(|b| {
-            from_body::<ToEnclave>(&b)
-                .map_err(|_| VaultError::BadRequest("malformed request".into()))
-        }) {
+        let (reply, follow_up) = match body
+            .ok()
+            .and_then(|b| from_body::<ToEnclave>(&b).ok())
+            .ok_or(VaultError::Invalid(Invalid::Malformed))
+        {
             Ok(ToEnclave::Ping) => (Ok(EnclaveReply::Pong), None),
             Ok(ToEnclave::Vault { vault, op }) => {
                 // A bug must cost one request, not a worker: the pool is not refilled.

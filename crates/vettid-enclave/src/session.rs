@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use vettid_crypto::SecretBytes;
 use vettid_crypto::aead::AeadKey;
 use vettid_crypto::noise::{self, HandshakeState, KemSecret, StatelessTransportState};
-use vettid_proto::enclave::{Outbound, VaultError, valid_vault_id};
+use vettid_proto::enclave::{Invalid, Outbound, SignedVersion, VaultError, valid_vault_id};
 use vettid_proto::session::{
     AppOp, AppReply, Channel, Enrolled, Event, EventKind, FromApp, MAX_SKEW_MS, Reply, Request,
     SealedEvent, SessionError, SessionId, ToApp, VERSION, decode_exact, event_aad, kem_binding,
@@ -359,7 +359,7 @@ impl Sessions {
         }
         let device = open.device;
         let open = &mut *open;
-        let (result, events) = self.run(
+        let (result, events, vault_version) = self.run(
             manager,
             member,
             channel,
@@ -375,6 +375,7 @@ impl Sessions {
             version: VERSION,
             id: counter,
             result,
+            vault_version,
         }));
         let mut out = vec![0u8; reply.len() + noise::TAG_LEN];
         let n = open
@@ -400,22 +401,28 @@ impl Sessions {
         session: SessionState<'_>,
         now_ms: u64,
         op: AppOp,
-    ) -> (Result<AppReply, VaultError>, Vec<Outbound>) {
+    ) -> (
+        Result<AppReply, VaultError>,
+        Vec<Outbound>,
+        Option<SignedVersion>,
+    ) {
         let SessionState {
             device,
             unlocked,
             seen,
         } = session;
         let mut events = Vec::new();
+        // Every answer about the vault's state shows the app its signed version (taken with the
+        // answer, under the vault's lock), so the app checks reads for rollback as well as
+        // writes.
+        let mut version = None;
         let result = match (op, channel) {
             (
                 AppOp::Enroll {
                     device: binding, ..
                 },
                 Channel::Enroll,
-            ) if !binding.verify(member, &device) => Err(VaultError::BadRequest(
-                "the device key's binding to this session does not verify".into(),
-            )),
+            ) if !binding.verify(member, &device) => Err(Invalid::DeviceBinding.into()),
             (
                 AppOp::Enroll {
                     pin,
@@ -438,6 +445,7 @@ impl Sessions {
                 )
                 .and_then(|e| {
                     *unlocked = Some(e.opening);
+                    version = Some(e.version.clone());
                     let device_attestation = self.enrolled_attestation(
                         member,
                         &device,
@@ -454,14 +462,13 @@ impl Sessions {
                     })))
                 }),
             (AppOp::Ping, _) => Ok(AppReply::Pong),
-            (_, Channel::Enroll) | (AppOp::Enroll { .. }, _) => Err(VaultError::BadRequest(
-                "enrollment sessions only enroll; enrolled apps use the session channel".into(),
-            )),
+            (_, Channel::Enroll) | (AppOp::Enroll { .. }, _) => Err(Invalid::WrongChannel.into()),
             (AppOp::Unlock { pin }, _) => manager
                 .unlock_for_app(member, &pin, &device, *seen, now_ms)
                 .inspect_err(|_| *unlocked = None)
                 .map(|u| {
                     *unlocked = Some(u.opening);
+                    version = Some(u.version.clone());
                     events.push(seal_event(
                         member,
                         &u.event_key,
@@ -486,12 +493,19 @@ impl Sessions {
                 }
                 AppReply::Locked
             }),
-            (AppOp::Status, _) => manager.status_for_app(member),
+            (AppOp::Status, _) => manager.status_for_app(member).inspect(|r| {
+                if let AppReply::Status { version: v, .. } = r {
+                    version.clone_from(v);
+                }
+            }),
             // Vault data: only with the proof of this session's unlock, which the manager
             // checks is still current under the vault's lock.
             (AppOp::Feed(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::feed::handle(u, op)))
-                .map(|r| AppReply::Feed(Box::new(r))),
+                .map(|(r, v)| {
+                    version = Some(v);
+                    AppReply::Feed(Box::new(r))
+                }),
             (
                 AppOp::Credential {
                     blob,
@@ -509,26 +523,34 @@ impl Sessions {
                 };
                 opened(unlocked)
                     .and_then(|o| manager.credential(member, o, &request, now_ms))
-                    .map(|r| AppReply::Credential(Box::new(r)))
+                    .map(|r| {
+                        version = Some(r.version.clone());
+                        AppReply::Credential(Box::new(r))
+                    })
             }
             (AppOp::Profile(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::profile::handle(u, op)))
-                .map(|r| AppReply::Profile(Box::new(r))),
+                .map(|(r, v)| {
+                    version = Some(v);
+                    AppReply::Profile(Box::new(r))
+                }),
             (AppOp::Secrets(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::secrets::handle(u, op)))
-                .map(|r| AppReply::Secrets(Box::new(r))),
-            (AppOp::Whoami, _) => {
-                manager
-                    .whoami(member)
-                    .map(|(identity, version)| AppReply::Whoami {
-                        member: member.to_owned(),
-                        identity_public_key: identity,
-                        device_public_key: device,
-                        version,
-                    })
-            }
+                .map(|(r, v)| {
+                    version = Some(v);
+                    AppReply::Secrets(Box::new(r))
+                }),
+            (AppOp::Whoami, _) => manager.whoami(member).map(|(identity, v)| {
+                version.clone_from(&v);
+                AppReply::Whoami {
+                    member: member.to_owned(),
+                    identity_public_key: identity,
+                    device_public_key: device,
+                    version: v,
+                }
+            }),
         };
-        (result, events)
+        (result, events, version)
     }
 
     /// Forgets expired handshakes and idle sessions.

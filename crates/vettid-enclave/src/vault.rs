@@ -545,7 +545,7 @@ impl Vault {
         let tx = self.conn.transaction().map_err(sql_err)?;
         for s in &statements {
             tx.execute(&s.sql, rusqlite::params_from_iter(s.params.iter()))
-                .map_err(|e| VaultError::BadRequest(format!("statement refused: {e}")))?;
+                .map_err(|_| VaultError::Invalid(vettid_proto::enclave::Invalid::Constraint))?;
         }
         let used = used_bytes(&tx);
         if used > self.limits.vault_bytes && used > used_before {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::net::UnixListener;
 use vettid_proto::channel::{Frame, FrameError, Kind, Received, from_body, to_body};
-use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
+use vettid_proto::enclave::{EnclaveReply, Invalid, ToEnclave, VaultError};
 
 /// Serves the control socket at `path` (replacing a stale one) until the task is dropped.
 pub async fn serve(host: Arc<Host>, path: &Path) -> std::io::Result<tokio::task::JoinHandle<()>> {
@@ -32,16 +32,14 @@ pub async fn serve(host: Arc<Host>, path: &Path) -> std::io::Result<tokio::task:
                     let (host, w) = (host.clone(), w.clone());
                     // Requests on one connection run concurrently.
                     tokio::spawn(async move {
-                        let reply: Result<EnclaveReply, VaultError> = match body
-                            .map(|b| from_body::<ToEnclave>(&b))
-                        {
-                            Ok(Ok(req)) => host
-                                .call(&req)
-                                .await
-                                .unwrap_or_else(|e| Err(unavailable(e))),
-                            Ok(Err(_)) => Err(VaultError::BadRequest("malformed request".into())),
-                            Err(e) => Err(VaultError::BadRequest(e.to_string())),
-                        };
+                        let reply: Result<EnclaveReply, VaultError> =
+                            match body.map(|b| from_body::<ToEnclave>(&b)) {
+                                Ok(Ok(req)) => host
+                                    .call(&req)
+                                    .await
+                                    .unwrap_or_else(|e| Err(unavailable(e))),
+                                Ok(Err(_)) | Err(_) => Err(Invalid::Malformed.into()),
+                            };
                         let frame = Frame {
                             kind: Kind::Response,
                             id,

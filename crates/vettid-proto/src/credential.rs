@@ -15,6 +15,20 @@ pub const MAX_VALUE: usize = 4 * 1024;
 /// Longest label (bytes).
 pub const MAX_LABEL: usize = 128;
 
+/// Why a credential operation was refused (nothing changed, nothing counted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CredentialError {
+    /// The vault holds no credential (it was not enrolled by an app).
+    #[error("this vault has no credential")]
+    Missing,
+    /// A critical secret's label is 1–[`MAX_LABEL`] bytes and its value at most [`MAX_VALUE`].
+    #[error("labels are 1-{MAX_LABEL} bytes and values at most {MAX_VALUE}")]
+    SecretSize,
+    /// The credential already holds [`MAX_SECRETS`].
+    #[error("at most {MAX_SECRETS} critical secrets")]
+    Full,
+}
+
 /// What a critical secret is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CriticalKind {

@@ -100,21 +100,8 @@ pub enum VaultOp {
     Status,
 }
 
-impl std::fmt::Debug for VaultOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print PINs or values.
-        let name = match self {
-            VaultOp::Create { .. } => "Create",
-            VaultOp::Unlock { .. } => "Unlock",
-            VaultOp::ChangePin { .. } => "ChangePin",
-            VaultOp::Lock => "Lock",
-            VaultOp::Put { .. } => "Put",
-            VaultOp::Get { .. } => "Get",
-            VaultOp::Status => "Status",
-        };
-        f.write_str(name)
-    }
-}
+// Never print PINs or values: the variant name only.
+crate::redact::redacted_debug!(VaultOp);
 
 /// A state version the vault signed: an app keeps the highest it has seen and refuses older.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,9 +165,21 @@ pub enum Residency {
 /// Why a vault operation failed. Each says whose fault it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum VaultError {
-    /// The caller's request is invalid (bad id, key or size).
+    /// The caller's request is invalid: nothing changed.
     #[error("bad request: {0}")]
-    BadRequest(String),
+    Invalid(#[from] Invalid),
+    /// A secrets operation was refused (the caller's mistake): nothing changed.
+    #[error("{0}")]
+    Secrets(#[from] crate::secrets::SecretError),
+    /// A personal-data or profile operation was refused: nothing changed.
+    #[error("{0}")]
+    Profile(#[from] crate::profile::ProfileError),
+    /// A feed operation was refused: nothing changed.
+    #[error("{0}")]
+    Feed(#[from] crate::feed::FeedError),
+    /// A credential operation was refused: nothing changed.
+    #[error("{0}")]
+    Credential(#[from] crate::credential::CredentialError),
     /// No such vault.
     #[error("no such vault")]
     NotFound,
@@ -246,6 +245,39 @@ pub enum VaultError {
     /// The debug path was asked to touch a vault that an app owns.
     #[error("this vault belongs to an app: only its attested session reaches it")]
     AppOwned,
+}
+
+/// Requests refused whatever the domain: the caller sent something no vault accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Invalid {
+    /// A vault id is 1–64 of `a-z 0-9 -` ([`valid_vault_id`]).
+    #[error("vault id must be 1-64 of a-z 0-9 -")]
+    VaultId,
+    /// A PIN is 4–64 bytes.
+    #[error("PIN must be 4 to 64 bytes")]
+    Pin,
+    /// A device name is 1–64 bytes.
+    #[error("device name must be 1-64 bytes")]
+    DeviceName,
+    /// A debug record's key is 1–256 bytes and its value at most 1 MiB.
+    #[error("key must be 1-256 bytes and value at most 1 MiB")]
+    Record,
+    /// The device key's binding to the session key does not verify.
+    #[error("the device key's binding to this session does not verify")]
+    DeviceBinding,
+    /// Enrollment happens on the enroll channel, and only enrollment does.
+    #[error("enrollment sessions only enroll; enrolled apps use the session channel")]
+    WrongChannel,
+    /// The debug path does not exist in Nitro builds.
+    #[error("the debug path is not part of Nitro builds")]
+    NoDebugPath,
+    /// The request does not decode.
+    #[error("malformed request")]
+    Malformed,
+    /// The change breaks a rule of the vault's tables (a domain let through what its schema
+    /// refuses): nothing was written.
+    #[error("the change breaks a rule of the vault's tables")]
+    Constraint,
 }
 
 /// Enclave → host requests: storage, the clock, and a byte relay to the key service. There is

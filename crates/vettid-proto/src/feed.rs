@@ -89,27 +89,57 @@ pub fn chain_hash(prev: &[u8; 32], seq: u64, content_hash: &[u8; 32]) -> [u8; 32
         .into()
 }
 
+/// Why a feed operation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum FeedError {
+    /// A query's `from_ms` is after its `to_ms`.
+    #[error("from_ms must not be after to_ms")]
+    TimeRange,
+}
+
+/// Where a chain of events the app received breaks (see [`verify_chain`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    /// An event is missing or out of order.
+    #[error("gap or reorder at {got} (expected {expected})")]
+    Gap {
+        /// The sequence number expected.
+        expected: u64,
+        /// The one received.
+        got: u64,
+    },
+    /// An event's content does not match its hash.
+    #[error("event {0}: content does not match its hash")]
+    Content(u64),
+    /// An event's chain hash does not follow from the one before.
+    #[error("event {0}: chain hash mismatch")]
+    Hash(u64),
+}
+
 /// Checks that `events` (consecutive, starting right after `prev` at `prev_seq`) form an
 /// unbroken chain and that every content present matches its hash. The last hash on success.
 pub fn verify_chain(
     prev_seq: u64,
     prev: [u8; 32],
     events: &[ChainedEvent],
-) -> Result<[u8; 32], String> {
+) -> Result<[u8; 32], ChainBreak> {
     let (mut seq, mut hash) = (prev_seq, prev);
     for e in events {
         seq += 1;
         if e.seq != seq {
-            return Err(format!("gap or reorder at {} (expected {seq})", e.seq));
+            return Err(ChainBreak::Gap {
+                expected: seq,
+                got: e.seq,
+            });
         }
         if let Some(c) = &e.content
             && content_hash(c) != e.content_hash
         {
-            return Err(format!("event {seq}: content does not match its hash"));
+            return Err(ChainBreak::Content(seq));
         }
         hash = chain_hash(&hash, seq, &e.content_hash);
         if hash != e.hash {
-            return Err(format!("event {seq}: chain hash mismatch"));
+            return Err(ChainBreak::Hash(seq));
         }
     }
     Ok(hash)

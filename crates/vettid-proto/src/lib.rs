@@ -14,6 +14,7 @@ pub mod enclave;
 pub mod feed;
 pub mod platform;
 pub mod profile;
+pub mod redact;
 pub mod secrets;
 pub mod session;
 pub mod subject;

@@ -93,33 +93,76 @@ impl Category {
     }
 }
 
+/// Why a personal-data or profile operation was refused (nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ProfileError {
+    /// Keys are 1–[`MAX_KEY`] bytes of `a-z 0-9 . _ -` with no empty segment.
+    #[error("keys are 1-{MAX_KEY} bytes of a-z 0-9 . _ - with no empty segment")]
+    Key,
+    /// A field key needs a namespace (`contact.email`, not `email`).
+    #[error("a key needs a namespace (e.g. contact.email)")]
+    NoNamespace,
+    /// Connection ids are 1–[`MAX_CONNECTION`] bytes of `A-Z a-z 0-9 _ -`.
+    #[error("connection ids are 1-{MAX_CONNECTION} bytes of A-Z a-z 0-9 _ -")]
+    Connection,
+    /// One request sets, gets, deletes or publishes 1–[`MAX_BATCH`] fields.
+    #[error("1-{MAX_BATCH} fields at a time")]
+    Batch,
+    /// A value is at most [`MAX_FIELD_VALUE`] bytes.
+    #[error("values are at most {MAX_FIELD_VALUE} bytes")]
+    Value,
+    /// A key appears twice in one request.
+    #[error("a key appears twice in one request")]
+    Duplicate,
+    /// A set request is at most [`MAX_REQUEST`] bytes encoded.
+    #[error("a set request is at most {MAX_REQUEST} bytes")]
+    RequestSize,
+    /// A vault holds at most [`MAX_FIELDS`] fields.
+    #[error("a vault holds at most {MAX_FIELDS} fields")]
+    TooManyFields,
+    /// The display name is at most [`MAX_DISPLAY_NAME`] bytes and the bio [`MAX_BIO`].
+    #[error("the display name is at most {MAX_DISPLAY_NAME} bytes and the bio {MAX_BIO}")]
+    Text,
+    /// At most [`MAX_LINKS`] links, each with a 1–[`MAX_LINK`] byte URL and label.
+    #[error("at most {MAX_LINKS} links with a 1-{MAX_LINK} byte URL")]
+    Links,
+    /// A sensitive field cannot be published.
+    #[error("a sensitive field cannot be published")]
+    Sensitive,
+    /// The public profile is at most [`MAX_PUBLIC_PROFILE`] bytes encoded.
+    #[error("the public profile is at most {MAX_PUBLIC_PROFILE} bytes")]
+    PublicSize,
+    /// A photo is at most [`MAX_PHOTO`] bytes.
+    #[error("a photo is at most {MAX_PHOTO} bytes")]
+    PhotoSize,
+    /// A photo is a JPEG or a PNG.
+    #[error("a photo must be a JPEG or a PNG")]
+    PhotoFormat,
+}
+
 /// Checks a field key: 1–[`MAX_KEY`] bytes of `a-z0-9._-`, with at least one dot, no empty
 /// segment.
-pub fn check_key(key: &str) -> Result<(), String> {
+pub fn check_key(key: &str) -> Result<(), ProfileError> {
     check_namespace(key)?;
     if !key.contains('.') {
-        return Err(format!(
-            "key {key:?} needs a namespace (e.g. contact.email)"
-        ));
+        return Err(ProfileError::NoNamespace);
     }
     Ok(())
 }
 
 /// Checks a namespace (a key prefix, dots optional): as [`check_key`] without the dot rule.
-pub fn check_namespace(ns: &str) -> Result<(), String> {
+pub fn check_namespace(ns: &str) -> Result<(), ProfileError> {
     let chars_ok = ns
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     if ns.is_empty() || ns.len() > MAX_KEY || !chars_ok || ns.split('.').any(str::is_empty) {
-        return Err(format!(
-            "keys are 1-{MAX_KEY} bytes of a-z 0-9 . _ - with no empty segment"
-        ));
+        return Err(ProfileError::Key);
     }
     Ok(())
 }
 
 /// Checks a connection id: 1–[`MAX_CONNECTION`] bytes of `A-Za-z0-9_-`.
-pub fn check_connection(id: &str) -> Result<(), String> {
+pub fn check_connection(id: &str) -> Result<(), ProfileError> {
     let ok = !id.is_empty()
         && id.len() <= MAX_CONNECTION
         && id
@@ -128,9 +171,7 @@ pub fn check_connection(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "connection ids are 1-{MAX_CONNECTION} bytes of A-Z a-z 0-9 _ -"
-        ))
+        Err(ProfileError::Connection)
     }
 }
 
@@ -218,12 +259,10 @@ pub struct PublicSettings {
 }
 
 impl PublicSettings {
-    /// Checks sizes, counts and keys; a description of the first problem.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks sizes, counts and keys: the first problem.
+    pub fn check(&self) -> Result<(), ProfileError> {
         if self.display_name.len() > MAX_DISPLAY_NAME || self.bio.len() > MAX_BIO {
-            return Err(format!(
-                "the display name is at most {MAX_DISPLAY_NAME} bytes and the bio {MAX_BIO}"
-            ));
+            return Err(ProfileError::Text);
         }
         if self.links.len() > MAX_LINKS
             || self
@@ -231,12 +270,10 @@ impl PublicSettings {
                 .iter()
                 .any(|l| l.label.len() > MAX_LINK || l.url.is_empty() || l.url.len() > MAX_LINK)
         {
-            return Err(format!(
-                "at most {MAX_LINKS} links with a 1-{MAX_LINK} byte URL"
-            ));
+            return Err(ProfileError::Links);
         }
         if self.fields.len() > MAX_BATCH {
-            return Err(format!("at most {MAX_BATCH} published fields"));
+            return Err(ProfileError::Batch);
         }
         self.fields.iter().try_for_each(|k| check_key(k))
     }
@@ -349,11 +386,11 @@ impl ImageKind {
 }
 
 /// Checks a photo: JPEG or PNG, 1–[`MAX_PHOTO`] bytes.
-pub fn check_photo(bytes: &[u8]) -> Result<ImageKind, String> {
+pub fn check_photo(bytes: &[u8]) -> Result<ImageKind, ProfileError> {
     if bytes.len() > MAX_PHOTO {
-        return Err(format!("a photo is at most {MAX_PHOTO} bytes"));
+        return Err(ProfileError::PhotoSize);
     }
-    ImageKind::sniff(bytes).ok_or_else(|| "a photo must be a JPEG or a PNG".into())
+    ImageKind::sniff(bytes).ok_or(ProfileError::PhotoFormat)
 }
 
 /// The member's photo.
@@ -369,22 +406,22 @@ pub struct Photo {
 }
 
 /// Checks a set request: count, keys, value sizes, duplicates and encoded size.
-pub fn check_set(fields: &[NewField]) -> Result<(), String> {
+pub fn check_set(fields: &[NewField]) -> Result<(), ProfileError> {
     if fields.is_empty() || fields.len() > MAX_BATCH {
-        return Err(format!("set 1-{MAX_BATCH} fields at a time"));
+        return Err(ProfileError::Batch);
     }
     let mut keys = std::collections::BTreeSet::new();
     for f in fields {
         check_key(&f.key)?;
         if f.value.expose().len() > MAX_FIELD_VALUE {
-            return Err(format!("values are at most {MAX_FIELD_VALUE} bytes"));
+            return Err(ProfileError::Value);
         }
         if !keys.insert(f.key.as_str()) {
-            return Err(format!("key {:?} appears twice", f.key));
+            return Err(ProfileError::Duplicate);
         }
     }
     if postcard::to_allocvec(fields).map_or(true, |b| b.len() > MAX_REQUEST) {
-        return Err(format!("a set request is at most {MAX_REQUEST} bytes"));
+        return Err(ProfileError::RequestSize);
     }
     Ok(())
 }

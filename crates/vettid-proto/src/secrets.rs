@@ -146,29 +146,27 @@ pub struct ItemContent {
 }
 
 impl ItemContent {
-    /// Checks sizes and counts; a description of the first problem.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks sizes and counts: the first problem.
+    pub fn check(&self) -> Result<(), SecretError> {
         let name_ok = |s: &str| !s.is_empty() && s.len() <= MAX_NAME;
         if !name_ok(&self.name) {
-            return Err(format!("name must be 1-{MAX_NAME} bytes"));
+            return Err(SecretError::Name);
         }
         if self.folder.as_deref().is_some_and(|f| !name_ok(f)) {
-            return Err(format!("folder must be 1-{MAX_NAME} bytes"));
+            return Err(SecretError::Folder);
         }
         if self.tags.len() > MAX_ENTRIES || self.fields.len() > MAX_ENTRIES {
-            return Err(format!(
-                "at most {MAX_ENTRIES} tags and {MAX_ENTRIES} fields"
-            ));
+            return Err(SecretError::TooManyEntries);
         }
         if !self.tags.iter().all(|t| name_ok(t)) {
-            return Err(format!("tags must be 1-{MAX_NAME} bytes"));
+            return Err(SecretError::Tag);
         }
-        for f in &self.fields {
-            if !name_ok(&f.name) || f.value.expose().len() > MAX_VALUE {
-                return Err(format!(
-                    "field names must be 1-{MAX_NAME} bytes and values at most {MAX_VALUE}"
-                ));
-            }
+        if self
+            .fields
+            .iter()
+            .any(|f| !name_ok(&f.name) || f.value.expose().len() > MAX_VALUE)
+        {
+            return Err(SecretError::Field);
         }
         let values: Vec<&str> = match &self.data {
             SecretData::Login {
@@ -180,7 +178,7 @@ impl ItemContent {
                 if let Some(t) = totp
                     && crate::secrets::totp_secret(t.expose()).is_none()
                 {
-                    return Err("the TOTP secret is not base32".into());
+                    return Err(SecretError::TotpSecret);
                 }
                 vec![username, password.expose(), url]
             }
@@ -206,10 +204,10 @@ impl ItemContent {
             SecretData::Custom => vec![],
         };
         if values.iter().any(|v| v.len() > MAX_VALUE) {
-            return Err(format!("values must be at most {MAX_VALUE} bytes"));
+            return Err(SecretError::Value);
         }
         if postcard::to_allocvec(self).map_or(true, |b| b.len() > MAX_ITEM) {
-            return Err(format!("an item is at most {MAX_ITEM} bytes in all"));
+            return Err(SecretError::ItemSize);
         }
         Ok(())
     }
@@ -348,6 +346,60 @@ pub enum SecretOp {
         /// Item.
         id: ItemId,
     },
+}
+
+/// Why a secrets operation was refused (the caller's mistake; nothing changed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum SecretError {
+    /// An item's name is 1–[`MAX_NAME`] bytes.
+    #[error("name must be 1-{MAX_NAME} bytes")]
+    Name,
+    /// A folder is 1–[`MAX_NAME`] bytes.
+    #[error("folder must be 1-{MAX_NAME} bytes")]
+    Folder,
+    /// At most [`MAX_ENTRIES`] tags and as many custom fields.
+    #[error("at most {MAX_ENTRIES} tags and {MAX_ENTRIES} fields")]
+    TooManyEntries,
+    /// A tag is 1–[`MAX_NAME`] bytes.
+    #[error("tags must be 1-{MAX_NAME} bytes")]
+    Tag,
+    /// A custom field's name is 1–[`MAX_NAME`] bytes and its value at most [`MAX_VALUE`].
+    #[error("field names must be 1-{MAX_NAME} bytes and values at most {MAX_VALUE}")]
+    Field,
+    /// A TOTP secret must be base32.
+    #[error("the TOTP secret is not base32")]
+    TotpSecret,
+    /// A value is at most [`MAX_VALUE`] bytes.
+    #[error("values must be at most {MAX_VALUE} bytes")]
+    Value,
+    /// An item is at most [`MAX_ITEM`] bytes encoded.
+    #[error("an item is at most {MAX_ITEM} bytes in all")]
+    ItemSize,
+    /// The item is a tombstone: restore it before editing it.
+    #[error("the item is deleted; restore it first")]
+    Deleted,
+    /// The app edited another version than the current one.
+    #[error("the item is at version {actual}, not {expected}: reload it and edit again")]
+    VersionMismatch {
+        /// The version the app edited.
+        expected: u32,
+        /// The item's current version.
+        actual: u32,
+    },
+    /// The item has used every version number.
+    #[error("the item has too many versions")]
+    TooManyVersions,
+    /// A sync asked from a version the vault has not reached.
+    #[error("sync from version {since}, but the vault is at {current}")]
+    SinceAhead {
+        /// The version asked from.
+        since: u64,
+        /// The vault's version.
+        current: u64,
+    },
+    /// A TOTP code was asked of an item that holds no TOTP secret.
+    #[error("this item has no TOTP secret")]
+    NoTotp,
 }
 
 /// Answers to [`SecretOp`]s.

@@ -17,8 +17,9 @@ use crate::enclave::{SignedVersion, VaultError};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-/// Envelope format version.
-pub const VERSION: u16 = 1;
+/// Envelope format version (2: typed errors, and every reply carries the vault's signed
+/// version when the session holds its unlock; `docs/PROTOCOL.md`).
+pub const VERSION: u16 = 2;
 /// How far a request's timestamp may be from the host's clock.
 pub const MAX_SKEW_MS: u64 = 5 * 60 * 1000;
 /// The event subject token: `OwnerSpace.<member>.forApp.vault`.
@@ -239,7 +240,48 @@ pub struct Reply {
     pub id: u64,
     /// The outcome.
     pub result: Result<AppReply, VaultError>,
+    /// The vault's signed state version after this request, whenever this session holds the
+    /// vault's current unlock (and in the answers that open it): the app checks every one
+    /// against the highest it has seen (rollback and fork), reads as well as writes.
+    pub vault_version: Option<SignedVersion>,
 }
+
+/// An operation an app sends, with the type of its answer: what the SDK's one generic call
+/// returns for it.
+pub trait Operation: Into<AppOp> {
+    /// The answer on success.
+    type Reply;
+    /// The answer out of the envelope's [`AppReply`]; `None` when it is of another kind.
+    fn reply(reply: AppReply) -> Option<Self::Reply>;
+}
+
+/// A domain's operation enum travels as one [`AppOp`] variant and is answered by one
+/// [`AppReply`] variant of the same name.
+macro_rules! domain_operations {
+    ($($variant:ident($op:ty) => $reply:ty),+ $(,)?) => {$(
+        impl From<$op> for AppOp {
+            fn from(op: $op) -> AppOp {
+                AppOp::$variant(op)
+            }
+        }
+
+        impl Operation for $op {
+            type Reply = $reply;
+            fn reply(reply: AppReply) -> Option<$reply> {
+                match reply {
+                    AppReply::$variant(r) => Some(*r),
+                    _ => None,
+                }
+            }
+        }
+    )+};
+}
+
+domain_operations!(
+    Secrets(crate::secrets::SecretOp) => crate::secrets::SecretReply,
+    Feed(crate::feed::FeedOp) => crate::feed::FeedReply,
+    Profile(crate::profile::ProfileOp) => crate::profile::ProfileReply,
+);
 
 /// Operations an app asks of its vault.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -298,24 +340,8 @@ pub enum AppOp {
     },
 }
 
-impl std::fmt::Debug for AppOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print PINs or verifiers.
-        f.write_str(match self {
-            AppOp::Enroll { .. } => "Enroll",
-            AppOp::Unlock { .. } => "Unlock",
-            AppOp::Lock => "Lock",
-            AppOp::Status => "Status",
-            AppOp::Whoami => "Whoami",
-            AppOp::Ping => "Ping",
-            AppOp::Secrets(_) => "Secrets",
-            AppOp::Feed(_) => "Feed",
-            AppOp::Credential { .. } => "Credential",
-            AppOp::Profile(_) => "Profile",
-            AppOp::Anchor { .. } => "Anchor",
-        })
-    }
-}
+// Never print PINs, verifiers or content: the variant name only.
+crate::redact::redacted_debug!(AppOp);
 
 /// Successful answers to [`AppOp`]s.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,24 +392,8 @@ pub enum AppReply {
     Anchored,
 }
 
-impl std::fmt::Debug for AppReply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the event key or the credential.
-        f.write_str(match self {
-            AppReply::Enrolled(_) => "Enrolled",
-            AppReply::Unlocked { .. } => "Unlocked",
-            AppReply::Locked => "Locked",
-            AppReply::Status { .. } => "Status",
-            AppReply::Whoami { .. } => "Whoami",
-            AppReply::Pong => "Pong",
-            AppReply::Secrets(_) => "Secrets",
-            AppReply::Feed(_) => "Feed",
-            AppReply::Credential(_) => "Credential",
-            AppReply::Profile(_) => "Profile",
-            AppReply::Anchored => "Anchored",
-        })
-    }
-}
+// Never print the event key, the credential or vault data: the variant name only.
+crate::redact::redacted_debug!(AppReply);
 
 /// What enrollment returns.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,13 +52,20 @@ async fn main() {
     let stack = UpStack::start();
     let mut profile = stack.enrolled("bench", "4821").await;
     let member = profile.member().unwrap().to_owned();
-    let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
-    let s = &mut c.session;
-    s.call(AppOp::Unlock {
-        pin: Zeroizing::new(b"4821".to_vec()),
-    })
-    .await
-    .unwrap();
+    let c = vettid_client::app::connect(&mut profile).await.unwrap();
+    // Versions checked in memory: the vault's path is measured, not the profile's file writes.
+    let identity: [u8; 32] = hex::decode(profile.state.identity_public_key.as_deref().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let s = &mut c
+        .session
+        .unlock(
+            Zeroizing::new(b"4821".to_vec()),
+            vettid_client::vault::Mark::new(&member, identity),
+        )
+        .await
+        .unwrap();
     let n = 10_000;
     eprintln!("creating {n} items…");
     let began = Instant::now();

@@ -12,7 +12,6 @@ use vettid_client::ClientError;
 use vettid_client::api::{Api, EnrollmentSecret, QrPayload};
 use vettid_client::profile::Profile;
 use vettid_proto::enclave::VaultError;
-use vettid_proto::session::{AppOp, AppReply};
 use zeroize::Zeroizing;
 
 #[derive(clap::Args)]
@@ -241,87 +240,61 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
         AppCommand::Unlock(p) => {
             let pin = pin(&p)?;
             let mut profile = Profile::open_enrolled(&args.profile)?;
-            let mut c = connect(&mut profile).await?;
+            let c = connect(&mut profile).await?;
             println!("  unlocking (the enclave stretches the PIN with Argon2id)…");
-            match c
+            let mut s = c
                 .session
-                .call(AppOp::Unlock {
-                    pin: zeroize::Zeroizing::new(pin.to_vec()),
-                })
-                .await?
-            {
-                AppReply::Unlocked { version, event_key } => {
-                    vettid_client::app::observe(&mut profile, &version)?;
-                    profile.store_event_key(&event_key)?;
-                    println!("✓ vault unlocked at version {}", version.version);
-                    Ok(ExitCode::SUCCESS)
-                }
-                other => bail!("unexpected answer {other:?}"),
-            }
+                .unlock(zeroize::Zeroizing::new(pin.to_vec()), &mut profile)
+                .await?;
+            let (version, event_key) = (s.version(), s.event_key().clone());
+            s.seen().store_event_key(&event_key)?;
+            println!("✓ vault unlocked at version {version}");
+            Ok(ExitCode::SUCCESS)
         }
         AppCommand::Lock => {
             let mut profile = Profile::open_enrolled(&args.profile)?;
             let mut c = connect(&mut profile).await?;
-            c.session.call(AppOp::Lock).await?;
+            c.session.lock().await?;
             println!("✓ vault locked (the enclave forgot its keys)");
             Ok(ExitCode::SUCCESS)
         }
         AppCommand::Status => {
             let mut profile = Profile::open_enrolled(&args.profile)?;
             let mut c = connect(&mut profile).await?;
-            match c.session.call(AppOp::Status).await? {
-                AppReply::Status {
-                    unlocked,
-                    attempts_left,
-                    version,
-                } => {
-                    if let Some(v) = &version {
-                        vettid_client::app::observe(&mut profile, v)?;
-                    }
-                    println!("member         {}", profile.member()?);
-                    println!(
-                        "vault          {}",
-                        if unlocked { "unlocked" } else { "locked" }
-                    );
-                    println!("PIN attempts   {attempts_left} left");
-                    println!(
-                        "version        {} (highest seen {})",
-                        version.map_or("-".into(), |v| v.version.to_string()),
-                        profile.state.highest_version
-                    );
-                    println!(
-                        "enclave        {} ({})",
-                        c.enclave.release, c.enclave.module_id
-                    );
-                    Ok(ExitCode::SUCCESS)
+            let status = c.session.status(&mut profile).await?;
+            println!("member         {}", profile.member()?);
+            println!(
+                "vault          {}",
+                if status.unlocked {
+                    "unlocked"
+                } else {
+                    "locked"
                 }
-                other => bail!("unexpected answer {other:?}"),
-            }
+            );
+            println!("PIN attempts   {} left", status.attempts_left);
+            println!(
+                "version        {} (highest seen {})",
+                status.version.map_or("-".into(), |v| v.to_string()),
+                profile.state.highest_version
+            );
+            println!(
+                "enclave        {} ({})",
+                c.enclave.release, c.enclave.module_id
+            );
+            Ok(ExitCode::SUCCESS)
         }
         AppCommand::Whoami => {
             let mut profile = Profile::open_enrolled(&args.profile)?;
             let mut c = connect(&mut profile).await?;
-            match c.session.call(AppOp::Whoami).await? {
-                AppReply::Whoami {
-                    member,
-                    identity_public_key,
-                    device_public_key,
-                    version,
-                } => {
-                    if let Some(v) = &version {
-                        vettid_client::app::observe(&mut profile, v)?;
-                    }
-                    println!("member     {member}");
-                    println!("identity   {}", hex::encode(identity_public_key));
-                    println!("device     {}", hex::encode(device_public_key));
-                    println!(
-                        "version    {}",
-                        version.map_or("locked".into(), |v| v.version.to_string())
-                    );
-                    Ok(ExitCode::SUCCESS)
-                }
-                other => bail!("unexpected answer {other:?}"),
-            }
+            let who = c.session.whoami(&mut profile).await?;
+            println!("member     {}", who.member);
+            println!("identity   {}", hex::encode(who.identity_public_key));
+            println!("device     {}", hex::encode(who.device_public_key));
+            println!(
+                "version    {}",
+                who.version.map_or("locked".into(), |v| v.to_string())
+            );
+            Ok(ExitCode::SUCCESS)
         }
         AppCommand::RefreshCreds => {
             let profile = Profile::open_enrolled(&args.profile)?;

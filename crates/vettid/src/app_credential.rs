@@ -3,13 +3,12 @@
 //! password's verifier; the vault answers with the next blob, which replaces the old one.
 
 use crate::app::{PinArgs, connect, pin, read_secret};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vettid_client::profile::Profile;
 use vettid_proto::credential::{CredentialOp, CredentialResult, CriticalKind};
 use vettid_proto::secrets::Secret;
-use vettid_proto::session::{AppOp, AppReply};
 use zeroize::Zeroizing;
 
 #[derive(clap::Args)]
@@ -123,12 +122,9 @@ pub(crate) async fn run(dir: &std::path::Path, args: CredentialArgs) -> anyhow::
         }
     };
     let mut profile = Profile::open_enrolled(dir)?;
-    let mut c = connect(&mut profile).await?;
-    match c.session.call(AppOp::Unlock { pin }).await? {
-        AppReply::Unlocked { version, .. } => vettid_client::app::observe(&mut profile, &version)?,
-        other => bail!("unexpected answer {other:?}"),
-    }
-    match c.session.credential(&mut profile, &password, op).await? {
+    let c = connect(&mut profile).await?;
+    let mut s = c.session.unlock(pin, &mut profile).await?;
+    match s.credential(&password, op).await? {
         CredentialResult::Listed(items) => {
             for m in &items {
                 println!("{}  {:<16} {}", hex::encode(m.id), m.kind.name(), m.label);

@@ -6,7 +6,6 @@ use anyhow::bail;
 use std::process::ExitCode;
 use vettid_client::profile::Profile;
 use vettid_proto::feed::{ExportFormat, FeedOp, FeedReply};
-use vettid_proto::session::{AppOp, AppReply};
 
 #[derive(clap::Args)]
 pub(crate) struct FeedArgs {
@@ -64,12 +63,8 @@ pub(crate) enum FeedCommand {
 pub(crate) async fn run(dir: &std::path::Path, args: FeedArgs) -> anyhow::Result<ExitCode> {
     let pin = pin(&args.pin)?;
     let mut profile = Profile::open_enrolled(dir)?;
-    let mut c = connect(&mut profile).await?;
-    match c.session.call(AppOp::Unlock { pin }).await? {
-        AppReply::Unlocked { version, .. } => vettid_client::app::observe(&mut profile, &version)?,
-        other => bail!("unexpected answer {other:?}"),
-    }
-    let s = &mut c.session;
+    let c = connect(&mut profile).await?;
+    let s = &mut c.session.unlock(pin, &mut profile).await?;
     let show = |e: &vettid_proto::feed::ChainedEvent| match &e.content {
         Some(c) => println!(
             "{:>5}  {}  {:<28} {}{}",
@@ -88,15 +83,15 @@ pub(crate) async fn run(dir: &std::path::Path, args: FeedArgs) -> anyhow::Result
             println!("{} item(s)", items.len());
         }
         FeedCommand::Read { seq } => {
-            s.feed(FeedOp::Read { seq }).await?;
+            s.run(FeedOp::Read { seq }).await?;
             println!("✓ read");
         }
         FeedCommand::Archive { seq } => {
-            s.feed(FeedOp::Archive { seq }).await?;
+            s.run(FeedOp::Archive { seq }).await?;
             println!("✓ archived");
         }
         FeedCommand::Delete { seq } => {
-            s.feed(FeedOp::Delete { seq }).await?;
+            s.run(FeedOp::Delete { seq }).await?;
             println!("✓ deleted (the chain keeps its hash)");
         }
         FeedCommand::Verify => {
@@ -109,7 +104,7 @@ pub(crate) async fn run(dir: &std::path::Path, args: FeedArgs) -> anyhow::Result
         }
         FeedCommand::Audit { kind } => {
             let FeedReply::Events { events, more } = s
-                .feed(FeedOp::Query {
+                .run(FeedOp::Query {
                     after: 0,
                     from_ms: 0,
                     to_ms: u64::MAX >> 1,

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use vettid_client::profile::Profile;
 use vettid_proto::profile::{Category, Field, Link, NewField, Secret, Select, ShareTarget};
-use vettid_proto::session::{AppOp, AppReply};
 use zeroize::Zeroizing;
 
 #[derive(clap::Args)]
@@ -212,13 +211,9 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
         _ => None,
     };
     let mut profile = Profile::open_enrolled(dir)?;
-    let mut c = connect(&mut profile).await?;
-    match c.session.call(AppOp::Unlock { pin }).await? {
-        AppReply::Unlocked { version, .. } => vettid_client::app::observe(&mut profile, &version)?,
-        other => bail!("unexpected answer {other:?}"),
-    }
-    let s = &mut c.session;
-    let changed = match args.command {
+    let c = connect(&mut profile).await?;
+    let s = &mut c.session.unlock(pin, &mut profile).await?;
+    match args.command {
         PersonalCommand::Set {
             key,
             category: cat,
@@ -235,7 +230,6 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
             };
             let v = s.set_fields(vec![field]).await?;
             println!("✓ set {key} — vault version {}", v.version);
-            Some(v)
         }
         PersonalCommand::Get {
             keys,
@@ -249,17 +243,14 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
                 (None, None) => Select::Keys(keys),
             };
             show(&s.get_fields(select).await?);
-            None
         }
         PersonalCommand::List { reveal } => {
             show(&s.list_fields(reveal).await?);
-            None
         }
         PersonalCommand::Delete { keys } => {
             let n = keys.len();
             let v = s.delete_fields(keys).await?;
             println!("✓ deleted {n} field(s) — vault version {}", v.version);
-            Some(v)
         }
         PersonalCommand::ShareDefault {
             category: cat,
@@ -273,13 +264,11 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
                     if share { "on" } else { "off" },
                     v.version
                 );
-                Some(v)
             }
             _ => {
                 for (c, share) in s.sharing_defaults().await? {
                     println!("{:<10} {}", c.as_str(), if share { "on" } else { "off" });
                 }
-                None
             }
         },
         PersonalCommand::Share {
@@ -296,7 +285,6 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
                     .await?
             };
             println!("✓ {connection}: {t} updated — vault version {}", v.version);
-            Some(v)
         }
         PersonalCommand::Effective { connection } => {
             let keys = s.effective_sharing(&connection).await?;
@@ -304,7 +292,6 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
                 println!("{k}");
             }
             println!("{} field(s) shared with {connection}", keys.len());
-            None
         }
         PersonalCommand::Publish {
             display_name,
@@ -314,17 +301,10 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
         } => {
             let current = s.public_settings().await?;
             if let Some(new) = publish_settings(current, display_name, bio, links, fields)? {
-                let v = s.set_public_settings(new).await?;
-                vettid_client::app::observe(&mut profile, &v)?;
+                s.set_public_settings(new).await?;
             }
-            let AppReply::Whoami {
-                identity_public_key,
-                ..
-            } = s.call(AppOp::Whoami).await?
-            else {
-                bail!("unexpected answer to whoami");
-            };
-            let (signed, p, v) = s.publish_profile(&identity_public_key).await?;
+            let identity = s.whoami().await?.identity_public_key;
+            let (signed, p, _) = s.publish_profile(&identity).await?;
             println!("public profile of {} (version {})", p.member, p.version);
             println!("  display name  {}", p.display_name);
             println!("  bio           {}", p.bio);
@@ -338,12 +318,10 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
             println!("signature  {}", hex::encode(&signed.signature));
             println!("identity   {}", hex::encode(signed.identity));
             println!("✓ signature verified");
-            Some(v)
         }
         PersonalCommand::PhotoSet { .. } => {
             let v = s.set_photo(photo.expect("read above")).await?;
             println!("✓ photo set — vault version {}", v.version);
-            Some(v)
         }
         PersonalCommand::PhotoGet { out } => {
             let p = s.photo().await?;
@@ -354,16 +332,11 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
                 p.bytes.len(),
                 out.display()
             );
-            None
         }
         PersonalCommand::PhotoDelete => {
             let v = s.delete_photo().await?;
             println!("✓ photo deleted — vault version {}", v.version);
-            Some(v)
         }
     };
-    if let Some(v) = changed {
-        vettid_client::app::observe(&mut profile, &v)?;
-    }
     Ok(ExitCode::SUCCESS)
 }

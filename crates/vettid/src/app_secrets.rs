@@ -4,12 +4,11 @@
 //! or a file, never the command line.
 
 use crate::app::{PinArgs, connect, pin, read_secret};
-use anyhow::{Context, bail};
+use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vettid_client::profile::Profile;
 use vettid_proto::secrets::{Change, ItemContent, ItemId, Secret, SecretData};
-use vettid_proto::session::{AppOp, AppReply};
 use zeroize::Zeroizing;
 
 #[derive(clap::Args)]
@@ -213,16 +212,11 @@ pub(crate) async fn run(dir: &std::path::Path, args: SecretsArgs) -> anyhow::Res
         _ => None,
     };
     let mut profile = Profile::open_enrolled(dir)?;
-    let mut c = connect(&mut profile).await?;
-    match c.session.call(AppOp::Unlock { pin }).await? {
-        AppReply::Unlocked { version, .. } => vettid_client::app::observe(&mut profile, &version)?,
-        other => bail!("unexpected answer {other:?}"),
-    }
-    let s = &mut c.session;
+    let c = connect(&mut profile).await?;
+    let s = &mut c.session.unlock(pin, &mut profile).await?;
     match args.command {
         SecretsCommand::Add(_) => {
             let (i, v) = s.create_secret(item.expect("made above")).await?;
-            vettid_client::app::observe(&mut profile, &v)?;
             println!(
                 "✓ added {} ({}) — vault version {}",
                 hex::encode(i.id),
@@ -234,7 +228,6 @@ pub(crate) async fn run(dir: &std::path::Path, args: SecretsArgs) -> anyhow::Res
             let (i, v) = s
                 .update_secret(item_id(&id)?, None, item.expect("made above"))
                 .await?;
-            vettid_client::app::observe(&mut profile, &v)?;
             println!(
                 "✓ {} now at version {} — vault version {}",
                 i.name, i.version, v.version
@@ -270,7 +263,6 @@ pub(crate) async fn run(dir: &std::path::Path, args: SecretsArgs) -> anyhow::Res
         }
         SecretsCommand::Delete { id } => {
             let (i, v) = s.delete_secret(item_id(&id)?).await?;
-            vettid_client::app::observe(&mut profile, &v)?;
             println!(
                 "✓ deleted {} (restorable) — vault version {}",
                 i.name, v.version
@@ -283,7 +275,6 @@ pub(crate) async fn run(dir: &std::path::Path, args: SecretsArgs) -> anyhow::Res
         }
         SecretsCommand::Restore { id, version } => {
             let (i, v) = s.restore_secret(item_id(&id)?, version).await?;
-            vettid_client::app::observe(&mut profile, &v)?;
             println!(
                 "✓ {} restored as version {} — vault version {}",
                 i.name, i.version, v.version

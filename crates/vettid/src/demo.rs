@@ -16,7 +16,6 @@ use vettid_client::api::{Api, EnrollmentSecret, QrPayload};
 use vettid_client::http;
 use vettid_client::profile::Profile;
 use vettid_proto::enclave::VaultError;
-use vettid_proto::session::{AppOp, AppReply};
 use zeroize::Zeroizing;
 
 #[derive(clap::Args)]
@@ -318,23 +317,21 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
     for (name, pin, dir) in &members {
         step(n, &format!("{name} unlocks the vault from the app"));
         let mut profile = Profile::open_enrolled(dir)?;
-        let mut c = vettid_client::app::connect(&mut profile).await?;
+        let c = vettid_client::app::connect(&mut profile).await?;
         println!(
             "   ✓ enclave attested (release {}), session open",
             c.enclave.release
         );
-        let reply = c
+        let mut s = c
             .session
-            .call(AppOp::Unlock {
-                pin: zeroize::Zeroizing::new(pin.as_bytes().to_vec()),
-            })
+            .unlock(
+                zeroize::Zeroizing::new(pin.as_bytes().to_vec()),
+                &mut profile,
+            )
             .await?;
-        let AppReply::Unlocked { version, event_key } = reply else {
-            bail!("unexpected answer to unlock");
-        };
-        vettid_client::app::observe(&mut profile, &version)?;
-        profile.store_event_key(&event_key)?;
-        println!("   ✓ unlocked at signed version {}", version.version);
+        let (version, event_key) = (s.version(), s.event_key().clone());
+        s.seen().store_event_key(&event_key)?;
+        println!("   ✓ unlocked at signed version {version} (signature and rollback checked)");
     }
 
     step(
@@ -344,13 +341,12 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
     let (_, _, bob_dir) = &members[1];
     let mut profile = Profile::open_enrolled(bob_dir)?;
     let mut c = vettid_client::app::connect(&mut profile).await?;
-    c.session.call(AppOp::Lock).await?;
+    c.session.lock().await?;
     match c
         .session
-        .call(AppOp::Unlock {
-            pin: zeroize::Zeroizing::new(b"0000".to_vec()),
-        })
+        .unlock(zeroize::Zeroizing::new(b"0000".to_vec()), &mut profile)
         .await
+        .map(|_| ())
     {
         Err(ClientError::Vault(VaultError::WrongPin { attempts_left })) => {
             println!(
@@ -359,32 +355,24 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         }
         other => bail!("a wrong PIN was not refused as expected: {other:?}"),
     }
-    match c.session.call(AppOp::Status).await? {
-        AppReply::Status {
-            unlocked,
-            attempts_left,
-            ..
-        } => {
-            ensure!(
-                !unlocked && attempts_left == 9,
-                "status after a wrong PIN: unlocked {unlocked}, {attempts_left} left"
-            );
-            println!(
-                "   ✓ status: locked, {attempts_left} attempts left (durable in the enclave's guard records)"
-            );
-        }
-        _ => bail!("unexpected answer to status"),
-    }
-    let reply = c
-        .session
-        .call(AppOp::Unlock {
-            pin: zeroize::Zeroizing::new(members[1].1.as_bytes().to_vec()),
-        })
-        .await?;
+    // A refused unlock ends that session: the app opens a new one (attested again).
+    let mut c = vettid_client::app::connect(&mut profile).await?;
+    let status = c.session.status(&mut profile).await?;
+    let (unlocked, attempts_left) = (status.unlocked, status.attempts_left);
     ensure!(
-        matches!(reply, AppReply::Unlocked { .. }),
-        "bob's right PIN did not unlock"
+        !unlocked && attempts_left == 9,
+        "status after a wrong PIN: unlocked {unlocked}, {attempts_left} left"
     );
+    println!(
+        "   ✓ status: locked, {attempts_left} attempts left (durable in the enclave's guard records)"
+    );
+    c.session
+        .unlock(
+            zeroize::Zeroizing::new(members[1].1.as_bytes().to_vec()),
+            &mut profile,
+        )
+        .await
+        .context("bob's right PIN did not unlock")?;
     println!("   ✓ the right PIN unlocks again and resets the count");
     Ok(())
 }

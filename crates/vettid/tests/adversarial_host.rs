@@ -7,7 +7,7 @@ mod support;
 use support::adversary::*;
 use vettid_client::ClientError;
 use vettid_crypto::SecretBytes;
-use vettid_proto::enclave::{HostReply, ToHost, VaultError, VaultOp};
+use vettid_proto::enclave::{HostReply, Invalid, ToHost, VaultError, VaultOp};
 use vettid_proto::secrets::{ItemContent, Secret, SecretData};
 use vettid_proto::session::SessionError;
 use vettid_testkit::{Action, Store};
@@ -194,8 +194,8 @@ async fn epochs_are_compacted_as_vaults_reload() {
     let alice = SecretBytes::random();
     adv.enroll("alice", &alice).await.unwrap();
     for _ in 0..5 {
-        let (mut s, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
-        s.call(vettid_proto::session::AppOp::Lock).await.unwrap();
+        let (s, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
+        s.lock().await.unwrap();
     }
     let epochs = adv.host.store().numbers("alice", "epoch");
     assert!(epochs.len() <= 2, "epochs kept: {epochs:?}");
@@ -667,7 +667,7 @@ async fn a_vault_cannot_grow_past_its_quota_and_keeps_bounded_history() {
     );
     // The audit chain keeps the newest 100 events, and still verifies from any kept one.
     let vettid_proto::feed::FeedReply::Events { events, more } = s
-        .feed(vettid_proto::feed::FeedOp::Sync { since: 0 })
+        .run(vettid_proto::feed::FeedOp::Sync { since: 0 })
         .await
         .unwrap()
     else {
@@ -689,7 +689,10 @@ fn oversized_host_requests_are_refused_and_the_enclave_goes_on() {
         now_ms: 0,
         body: vec![0; 5 << 20],
     });
-    assert!(matches!(r, Err(VaultError::BadRequest(_))), "{r:?}");
+    assert!(
+        matches!(r, Err(VaultError::Invalid(Invalid::Malformed))),
+        "{r:?}"
+    );
     assert_eq!(adv.host.call(&ToEnclave::Ping), Ok(EnclaveReply::Pong));
 }
 
@@ -727,11 +730,13 @@ async fn a_credential_survives_more_lost_replies_than_retries_and_an_app_restart
         profile
             .write_secret(vettid_client::credential::BLOB, &enrolled.credential)
             .unwrap();
-        let (mut s, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
+        let mut s = adv
+            .unlocked_with("alice", &alice, PIN, &mut profile)
+            .await
+            .unwrap();
         adv.host.drop_app_replies(100);
         let lost = s
             .credential(
-                &mut profile,
                 password,
                 CredentialOp::Add {
                     kind: CriticalKind::SeedPhrase,
@@ -750,9 +755,12 @@ async fn a_credential_survives_more_lost_replies_than_retries_and_an_app_restart
     }
     // The app restarts: a new process, a new session.
     let mut profile = Profile::open_or_create(&dir).unwrap();
-    let (mut s, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
+    let mut s = adv
+        .unlocked_with("alice", &alice, PIN, &mut profile)
+        .await
+        .unwrap();
     let CredentialResult::Listed(listed) = s
-        .credential(&mut profile, password, CredentialOp::List)
+        .credential(password, CredentialOp::List)
         .await
         .expect("the credential survived")
     else {
@@ -791,9 +799,7 @@ async fn a_device_key_is_registered_only_with_its_holders_proof_for_this_session
     for forged in [replayed, claimed, for_bob] {
         let mut session = adv.session("alice", &alice, Channel::Enroll).await.unwrap();
         match session.call(enroll(forged)).await {
-            Err(ClientError::Vault(VaultError::BadRequest(why))) => {
-                assert!(why.contains("binding"), "{why}")
-            }
+            Err(ClientError::Vault(VaultError::Invalid(Invalid::DeviceBinding))) => {}
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
     }

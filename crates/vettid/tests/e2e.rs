@@ -9,7 +9,10 @@ use std::time::Duration;
 use support::journey::{UpStack, stack_files_containing, vettid_with};
 use vettid_client::ClientError;
 use vettid_client::api::{Api, EnrollmentSecret};
-use vettid_proto::enclave::VaultError;
+use vettid_proto::credential::CredentialError;
+use vettid_proto::enclave::{Invalid, VaultError};
+use vettid_proto::feed::FeedError;
+use vettid_proto::secrets::SecretError;
 use vettid_proto::session::{AppOp, AppReply, Channel, FromApp, SessionError, ToApp};
 use zeroize::Zeroizing;
 
@@ -261,7 +264,12 @@ async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
         })
         .await;
     assert!(
-        matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+        matches!(
+            r,
+            Err(ClientError::Vault(VaultError::Invalid(
+                Invalid::WrongChannel
+            )))
+        ),
         "{r:?}"
     );
     // Bad input to a vault operation changes nothing.
@@ -679,23 +687,21 @@ mod secrets {
     async fn unlocked(
         stack: &UpStack,
         name: &str,
-    ) -> (
-        vettid_client::profile::Profile,
-        vettid_client::app::Connected,
-    ) {
+    ) -> vettid_client::vault::Unlocked<vettid_client::profile::Profile> {
         stack.unlocked(name, "5151").await
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn items_keep_versions_tombstones_and_restores() {
         let stack = UpStack::start();
-        let (mut profile, mut c) = unlocked(&stack, "iris").await;
-        let s = &mut c.session;
+        let mut c = unlocked(&stack, "iris").await;
+        let s = &mut c;
         let (item, v1) = s
             .create_secret(login("Bank", "marker-password-77c3"))
             .await
             .unwrap();
-        vettid_client::app::observe(&mut profile, &v1).unwrap();
+        // The SDK checked the change's signed version and recorded it in the profile.
+        assert_eq!(s.seen().state.highest_version, v1.version);
         assert_eq!(
             (item.version, item.kind.as_str(), item.deleted),
             (1, "login", false)
@@ -709,7 +715,15 @@ mod secrets {
         // A stale edit is refused, and changes nothing.
         let r = s.update_secret(id, Some(1), login("Bank", "lost")).await;
         assert!(
-            matches!(r, Err(ClientError::Vault(VaultError::Conflict))),
+            matches!(
+                r,
+                Err(ClientError::Vault(VaultError::Secrets(
+                    SecretError::VersionMismatch {
+                        expected: 1,
+                        actual: 2
+                    }
+                )))
+            ),
             "{r:?}"
         );
         assert_eq!(
@@ -738,7 +752,7 @@ mod secrets {
             .unwrap();
         assert!(matches!(
             s.totp(n.id).await,
-            Err(ClientError::Vault(VaultError::BadRequest(_)))
+            Err(ClientError::Vault(VaultError::Secrets(SecretError::NoTotp)))
         ));
         let names = |v: Vec<vettid_proto::secrets::ItemSummary>| {
             v.into_iter().map(|i| i.name).collect::<Vec<_>>()
@@ -806,7 +820,12 @@ mod secrets {
         ] {
             let r = s.create_secret(bad).await;
             assert!(
-                matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+                matches!(
+                    r,
+                    Err(ClientError::Vault(VaultError::Secrets(
+                        SecretError::Name | SecretError::Value
+                    )))
+                ),
                 "{r:?}"
             );
         }
@@ -820,12 +839,26 @@ mod secrets {
         ));
         assert!(matches!(
             s.sync_secrets(1_000_000).await,
-            Err(ClientError::Vault(VaultError::BadRequest(_)))
+            Err(ClientError::Vault(VaultError::Secrets(
+                SecretError::SinceAhead {
+                    since: 1_000_000,
+                    ..
+                }
+            )))
         ));
         assert_eq!(s.sync_secrets(0).await.unwrap(), before);
         // Another session of the same device, without the PIN: no access to the data.
-        let mut other = vettid_client::app::connect(&mut profile).await.unwrap();
-        let r = other.session.list_secrets(None, None, None, false).await;
+        let mut other = vettid_client::app::connect(s.seen()).await.unwrap();
+        let r = other
+            .session
+            .call(AppOp::Secrets(vettid_proto::secrets::SecretOp::List {
+                after: None,
+                name: None,
+                tag: None,
+                folder: None,
+                deleted: false,
+            }))
+            .await;
         assert!(
             matches!(r, Err(ClientError::Vault(VaultError::NotUnlocked))),
             "{r:?}"
@@ -848,8 +881,8 @@ mod secrets {
     #[tokio::test(flavor = "multi_thread")]
     async fn delta_sync_from_any_version_reproduces_the_current_state() {
         let stack = UpStack::start();
-        let (_profile, mut c) = unlocked(&stack, "jules").await;
-        let s = &mut c.session;
+        let mut c = unlocked(&stack, "jules").await;
+        let s = &mut c;
         let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move |n: u64| {
             rng ^= rng << 13;
@@ -893,7 +926,9 @@ mod secrets {
                 assert!(
                     matches!(
                         e,
-                        ClientError::Vault(VaultError::NotFound | VaultError::BadRequest(_))
+                        ClientError::Vault(
+                            VaultError::NotFound | VaultError::Secrets(SecretError::Deleted)
+                        )
                     ),
                     "{e:?}"
                 );
@@ -992,73 +1027,65 @@ mod credential {
     async fn unlocked(
         stack: &UpStack,
         name: &str,
-    ) -> (
-        vettid_client::profile::Profile,
-        vettid_client::app::Connected,
-    ) {
+    ) -> vettid_client::vault::Unlocked<vettid_client::profile::Profile> {
         stack.unlocked(name, "2580").await
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn critical_secrets_rotate_the_key_on_every_use() {
         let stack = UpStack::start();
-        let (mut profile, mut c) = unlocked(&stack, "lena").await;
-        let s = &mut c.session;
+        let mut c = unlocked(&stack, "lena").await;
+        let s = &mut c;
         let add = CredentialOp::Add {
             kind: CriticalKind::SeedPhrase,
             label: "cold wallet".into(),
             value: Secret::new("marker-seed-4f1c abandon abandon about"),
         };
-        let CredentialResult::Added(meta) =
-            s.credential(&mut profile, PASSWORD, add).await.unwrap()
-        else {
+        let CredentialResult::Added(meta) = s.credential(PASSWORD, add).await.unwrap() else {
             panic!("not added");
         };
         // Listing shows metadata only.
-        let CredentialResult::Listed(list) = s
-            .credential(&mut profile, PASSWORD, CredentialOp::List)
-            .await
-            .unwrap()
+        let CredentialResult::Listed(list) =
+            s.credential(PASSWORD, CredentialOp::List).await.unwrap()
         else {
             panic!();
         };
         assert_eq!(list, std::slice::from_ref(&meta));
         // The blob just used is dead after its next use: keep a copy, use the current one once,
         // then the copy is refused.
-        let old = profile
+        let old = s
+            .seen()
             .read(vettid_client::credential::BLOB)
             .unwrap()
             .to_vec();
         let CredentialResult::Value { value, .. } = s
-            .credential(&mut profile, PASSWORD, CredentialOp::Get { id: meta.id })
+            .credential(PASSWORD, CredentialOp::Get { id: meta.id })
             .await
             .unwrap()
         else {
             panic!();
         };
         assert_eq!(value.expose(), "marker-seed-4f1c abandon abandon about");
-        let current = profile
+        let current = s
+            .seen()
             .read(vettid_client::credential::BLOB)
             .unwrap()
             .to_vec();
         assert_ne!(old, current, "every use re-seals the credential");
-        profile
+        s.seen()
             .write_secret(vettid_client::credential::BLOB, &old)
             .unwrap();
-        let r = s
-            .credential(&mut profile, PASSWORD, CredentialOp::List)
-            .await;
+        let r = s.credential(PASSWORD, CredentialOp::List).await;
         assert!(
             matches!(&r, Err(ClientError::Vault(VaultError::StaleCredential))),
             "{r:?}"
         );
-        profile
+        s.seen()
             .write_secret(vettid_client::credential::BLOB, &current)
             .unwrap();
         // Bad input changes nothing.
         let r = s
             .credential(
-                &mut profile,
                 PASSWORD,
                 CredentialOp::Add {
                     kind: CriticalKind::Other,
@@ -1068,41 +1095,53 @@ mod credential {
             )
             .await;
         assert!(
-            matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+            matches!(
+                r,
+                Err(ClientError::Vault(VaultError::Credential(
+                    CredentialError::SecretSize
+                )))
+            ),
             "{r:?}"
         );
         assert!(matches!(
-            s.credential(&mut profile, PASSWORD, CredentialOp::Get { id: [0; 16] })
+            s.credential(PASSWORD, CredentialOp::Get { id: [0; 16] })
                 .await,
             Err(ClientError::Vault(VaultError::NotFound))
         ));
         // Password change: the old password no longer opens it.
-        s.change_password(&mut profile, PASSWORD, b"the new password")
+        s.change_password(PASSWORD, b"the new password")
             .await
             .unwrap();
-        let r = s
-            .credential(&mut profile, PASSWORD, CredentialOp::List)
-            .await;
+        let r = s.credential(PASSWORD, CredentialOp::List).await;
         assert!(
             matches!(r, Err(ClientError::Vault(VaultError::WrongPassword { .. }))),
             "{r:?}"
         );
         let CredentialResult::Deleted = s
-            .credential(
-                &mut profile,
-                b"the new password",
-                CredentialOp::Delete { id: meta.id },
-            )
+            .credential(b"the new password", CredentialOp::Delete { id: meta.id })
             .await
             .unwrap()
         else {
             panic!();
         };
         // Without the PIN in this session: no credential operations.
-        let mut other = vettid_client::app::connect(&mut profile).await.unwrap();
+        let mut other = vettid_client::app::connect(s.seen()).await.unwrap();
+        let blob = s
+            .seen()
+            .read(vettid_client::credential::BLOB)
+            .unwrap()
+            .to_vec();
         let r = other
             .session
-            .credential(&mut profile, b"the new password", CredentialOp::List)
+            .call(AppOp::Credential {
+                blob,
+                verifier: Zeroizing::new(vettid_client::password_verifier(
+                    "lena",
+                    b"the new password",
+                )),
+                op: CredentialOp::List,
+                request: [1; 16],
+            })
             .await;
         assert!(
             matches!(r, Err(ClientError::Vault(VaultError::NotUnlocked))),
@@ -1117,33 +1156,25 @@ mod credential {
     #[tokio::test(flavor = "multi_thread")]
     async fn wrong_passwords_are_counted_and_lock_the_vault() {
         let stack = UpStack::start();
-        let (mut profile, mut c) = unlocked(&stack, "milo").await;
-        let s = &mut c.session;
+        let mut c = unlocked(&stack, "milo").await;
+        let s = &mut c;
         for left in (1..10).rev() {
-            let r = s
-                .credential(&mut profile, b"wrong", CredentialOp::List)
-                .await;
+            let r = s.credential(b"wrong", CredentialOp::List).await;
             assert!(
                 matches!(r, Err(ClientError::Vault(VaultError::WrongPassword { attempts_left })) if attempts_left == left),
                 "{r:?}"
             );
         }
         // A right password resets the count.
-        s.credential(&mut profile, PASSWORD, CredentialOp::List)
-            .await
-            .unwrap();
+        s.credential(PASSWORD, CredentialOp::List).await.unwrap();
         for left in (1..10).rev() {
-            let r = s
-                .credential(&mut profile, b"wrong", CredentialOp::List)
-                .await;
+            let r = s.credential(b"wrong", CredentialOp::List).await;
             assert!(
                 matches!(r, Err(ClientError::Vault(VaultError::WrongPassword { attempts_left })) if attempts_left == left),
                 "{r:?}"
             );
         }
-        let r = s
-            .credential(&mut profile, b"wrong", CredentialOp::List)
-            .await;
+        let r = s.credential(b"wrong", CredentialOp::List).await;
         assert!(
             matches!(r, Err(ClientError::Vault(VaultError::LockedOut))),
             "{r:?}"
@@ -1249,13 +1280,12 @@ mod feed {
     async fn the_feed_and_audit_chain_record_what_happened_and_verify() {
         let stack = UpStack::start();
         let mut profile = stack.enrolled("olga", "3690").await;
-        let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
-        let s = &mut c.session;
-        s.call(AppOp::Unlock {
-            pin: Zeroizing::new(b"3690".to_vec()),
-        })
-        .await
-        .unwrap();
+        let c = vettid_client::app::connect(&mut profile).await.unwrap();
+        let s = &mut c
+            .session
+            .unlock(Zeroizing::new(b"3690".to_vec()), &mut profile)
+            .await
+            .unwrap();
         let (item, _) = s.create_secret(note("a")).await.unwrap();
         s.update_secret(item.id, None, note("b")).await.unwrap();
         s.delete_secret(item.id).await.unwrap();
@@ -1287,12 +1317,12 @@ mod feed {
         assert_eq!(feed.len(), 1);
         let seq = feed[0].seq;
         assert!(!feed[0].read);
-        s.feed(FeedOp::Read { seq }).await.unwrap();
+        s.run(FeedOp::Read { seq }).await.unwrap();
         assert!(s.feed_items(0, false).await.unwrap()[0].read);
-        s.feed(FeedOp::Archive { seq }).await.unwrap();
+        s.run(FeedOp::Archive { seq }).await.unwrap();
         assert!(s.feed_items(0, false).await.unwrap().is_empty());
         assert_eq!(s.feed_items(0, true).await.unwrap().len(), 1);
-        s.feed(FeedOp::Delete { seq }).await.unwrap();
+        s.run(FeedOp::Delete { seq }).await.unwrap();
         assert!(s.feed_items(0, true).await.unwrap().is_empty());
         // Deleted content leaves the chain verifiable.
         let (after, head3) = s.sync_events(0, [0; 32]).await.unwrap();
@@ -1301,7 +1331,7 @@ mod feed {
         assert_ne!(head3, [0; 32]);
         // Audit queries and exports.
         let FeedReply::Events { events, .. } = s
-            .feed(FeedOp::Query {
+            .run(FeedOp::Query {
                 after: 0,
                 from_ms: 0,
                 to_ms: u64::MAX >> 1,
@@ -1327,14 +1357,14 @@ mod feed {
             FeedOp::Archive { seq: 2 },
             FeedOp::Delete { seq: 0 },
         ] {
-            let r = s.feed(op).await;
+            let r = s.run(op).await;
             assert!(
                 matches!(r, Err(ClientError::Vault(VaultError::NotFound))),
                 "{r:?}"
             );
         }
         let r = s
-            .feed(FeedOp::Query {
+            .run(FeedOp::Query {
                 after: 0,
                 from_ms: 10,
                 to_ms: 5,
@@ -1342,14 +1372,23 @@ mod feed {
             })
             .await;
         assert!(
-            matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+            matches!(
+                r,
+                Err(ClientError::Vault(VaultError::Feed(FeedError::TimeRange)))
+            ),
             "{r:?}"
         );
         assert_eq!(s.sync_events(0, [0; 32]).await.unwrap().1, head3);
         // Another session without the PIN sees nothing.
-        let mut other = vettid_client::app::connect(&mut profile).await.unwrap();
+        let mut other = vettid_client::app::connect(s.seen()).await.unwrap();
         assert!(matches!(
-            other.session.feed_items(0, true).await,
+            other
+                .session
+                .call(AppOp::Feed(FeedOp::List {
+                    after: 0,
+                    archived: true
+                }))
+                .await,
             Err(ClientError::Vault(VaultError::NotUnlocked))
         ));
     }

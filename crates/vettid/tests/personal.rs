@@ -5,19 +5,19 @@ mod support;
 
 use support::journey::{UpStack, stack_files_containing, vettid_with};
 use vettid_client::ClientError;
-use vettid_client::app::Connected;
 use vettid_client::profile::Profile;
+use vettid_client::vault::Unlocked;
 use vettid_proto::enclave::VaultError;
 use vettid_proto::profile::{
-    Category, Field, Link, MAX_BATCH, MAX_FIELD_VALUE, MAX_LINKS, MAX_PHOTO, NewField,
+    Category, Field, Link, MAX_BATCH, MAX_FIELD_VALUE, MAX_LINKS, MAX_PHOTO, NewField, ProfileOp,
     PublicSettings, Secret, Select, ShareTarget, verify_public_profile,
 };
-use vettid_proto::session::{AppOp, AppReply};
+use vettid_proto::session::AppOp;
 
 const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
 const JPEG: &[u8] = b"\xFF\xD8\xFF\xE0";
 
-async fn unlocked(stack: &UpStack, name: &str) -> (Profile, Connected) {
+async fn unlocked(stack: &UpStack, name: &str) -> Unlocked<Profile> {
     stack.unlocked(name, "2468").await
 }
 
@@ -36,7 +36,7 @@ fn keys(fields: &[Field]) -> Vec<&str> {
 }
 
 fn is_bad<T: std::fmt::Debug>(r: Result<T, ClientError>) -> bool {
-    matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_))))
+    matches!(r, Err(ClientError::Vault(VaultError::Profile(_))))
 }
 
 fn is_not_found<T: std::fmt::Debug>(r: Result<T, ClientError>) -> bool {
@@ -44,15 +44,9 @@ fn is_not_found<T: std::fmt::Debug>(r: Result<T, ClientError>) -> bool {
 }
 
 /// The member id and the vault identity key, from `whoami`.
-async fn identity(c: &mut Connected) -> (String, [u8; 32]) {
-    match c.session.call(AppOp::Whoami).await.unwrap() {
-        AppReply::Whoami {
-            member,
-            identity_public_key,
-            ..
-        } => (member, identity_public_key),
-        other => panic!("{other:?}"),
-    }
+async fn identity(c: &mut Unlocked<Profile>) -> (String, [u8; 32]) {
+    let who = c.whoami().await.unwrap();
+    (who.member, who.identity_public_key)
 }
 
 /// Set (upsert, many at once), get by keys / namespace / category, list with and without
@@ -60,8 +54,8 @@ async fn identity(c: &mut Connected) -> (String, [u8; 32]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn fields_are_set_read_listed_deleted_and_bad_requests_change_nothing() {
     let stack = UpStack::start();
-    let (mut profile, mut c) = unlocked(&stack, "pia").await;
-    let s = &mut c.session;
+    let mut c = unlocked(&stack, "pia").await;
+    let s = &mut c;
     let mut tax = field("financial.tax-id", "TX-123", Category::Financial, true);
     tax.order = -1;
     let v = s
@@ -74,7 +68,8 @@ async fn fields_are_set_read_listed_deleted_and_bad_requests_change_nothing() {
         ])
         .await
         .unwrap();
-    vettid_client::app::observe(&mut profile, &v).unwrap();
+    // The SDK checked the change's signed version and recorded it in the profile.
+    assert_eq!(s.seen().state.highest_version, v.version);
     // Upsert: a second set replaces the value and metadata.
     s.set_fields(vec![field(
         "contact.email",
@@ -160,7 +155,7 @@ async fn fields_are_set_read_listed_deleted_and_bad_requests_change_nothing() {
     ] {
         let r = s.set_fields(bad).await;
         assert!(
-            matches!(r, Err(ClientError::Vault(VaultError::BadRequest(_)))),
+            matches!(r, Err(ClientError::Vault(VaultError::Profile(_)))),
             "{r:?}"
         );
     }
@@ -231,8 +226,8 @@ async fn fields_are_set_read_listed_deleted_and_bad_requests_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sharing_follows_defaults_and_overrides_and_never_leaks_sensitive_fields() {
     let stack = UpStack::start();
-    let (_profile, mut c) = unlocked(&stack, "quinn").await;
-    let s = &mut c.session;
+    let mut c = unlocked(&stack, "quinn").await;
+    let s = &mut c;
     s.set_fields(vec![
         field("contact.email", "q@example.org", Category::Contact, false),
         field("contact.phone", "+33 1", Category::Contact, false),
@@ -348,9 +343,9 @@ async fn sharing_follows_defaults_and_overrides_and_never_leaks_sensitive_fields
 #[tokio::test(flavor = "multi_thread")]
 async fn the_public_profile_is_signed_by_the_vault_and_tamper_evident() {
     let stack = UpStack::start();
-    let (_profile, mut c) = unlocked(&stack, "rosa").await;
+    let mut c = unlocked(&stack, "rosa").await;
     let (member, me) = identity(&mut c).await;
-    let s = &mut c.session;
+    let s = &mut c;
     s.set_fields(vec![
         field(
             "contact.email",
@@ -438,8 +433,8 @@ async fn the_public_profile_is_signed_by_the_vault_and_tamper_evident() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_photo_round_trips_and_only_small_jpegs_and_pngs_are_accepted() {
     let stack = UpStack::start();
-    let (_profile, mut c) = unlocked(&stack, "sami").await;
-    let s = &mut c.session;
+    let mut c = unlocked(&stack, "sami").await;
+    let s = &mut c;
     assert!(is_not_found(s.photo().await));
     assert!(is_not_found(s.delete_photo().await));
     // The largest accepted photo still fits one session message, both ways.
@@ -470,31 +465,38 @@ async fn the_photo_round_trips_and_only_small_jpegs_and_pngs_are_accepted() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_without_the_pin_gets_not_unlocked() {
     let stack = UpStack::start();
-    let (mut profile, mut c) = unlocked(&stack, "tao").await;
-    c.session
-        .set_fields(vec![field(
-            "contact.email",
-            "t@x.org",
-            Category::Contact,
-            false,
-        )])
-        .await
-        .unwrap();
-    let mut other = vettid_client::app::connect(&mut profile).await.unwrap();
-    let s = &mut other.session;
-    let not_unlocked =
-        |r: Result<_, ClientError>| matches!(r, Err(ClientError::Vault(VaultError::NotUnlocked)));
-    assert!(not_unlocked(s.list_fields(true).await.map(|_| ())));
-    assert!(not_unlocked(
-        s.set_fields(vec![field("contact.x", "v", Category::Contact, false)])
-            .await
-            .map(|_| ())
-    ));
-    assert!(not_unlocked(s.effective_sharing("conn").await.map(|_| ())));
-    assert!(not_unlocked(s.publish_profile(&[0; 32]).await.map(|_| ())));
-    assert!(not_unlocked(s.photo().await.map(|_| ())));
+    let mut c = unlocked(&stack, "tao").await;
+    c.set_fields(vec![field(
+        "contact.email",
+        "t@x.org",
+        Category::Contact,
+        false,
+    )])
+    .await
+    .unwrap();
+    // The SDK gives a session without the PIN no personal-data methods at all; the enclave
+    // refuses the raw operations too.
+    let mut other = vettid_client::app::connect(c.seen()).await.unwrap();
+    for op in [
+        ProfileOp::List {
+            after: None,
+            reveal: true,
+        },
+        ProfileOp::Set(vec![field("contact.x", "v", Category::Contact, false)]),
+        ProfileOp::Effective {
+            connection: "conn".into(),
+        },
+        ProfileOp::Publish,
+        ProfileOp::GetPhoto,
+    ] {
+        let r = other.session.call(AppOp::Profile(op)).await;
+        assert!(
+            matches!(r, Err(ClientError::Vault(VaultError::NotUnlocked))),
+            "{r:?}"
+        );
+    }
     // And the unlocked session still sees exactly its one field.
-    assert_eq!(c.session.list_fields(false).await.unwrap().len(), 1);
+    assert_eq!(c.list_fields(false).await.unwrap().len(), 1);
 }
 
 /// Zero knowledge: markers planted in field values (sensitive or not), keys, the public
@@ -502,9 +504,9 @@ async fn a_session_without_the_pin_gets_not_unlocked() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_personal_data_appears_outside_the_enclave() {
     let stack = UpStack::start();
-    let (_profile, mut c) = unlocked(&stack, "uma").await;
+    let mut c = unlocked(&stack, "uma").await;
     let (_, me) = identity(&mut c).await;
-    let s = &mut c.session;
+    let s = &mut c;
     s.set_fields(vec![
         field(
             "contact.email",
@@ -684,8 +686,8 @@ async fn the_app_command_manages_personal_data() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_field_that_becomes_sensitive_loses_its_earlier_sharing() {
     let stack = UpStack::start();
-    let (_profile, mut c) = unlocked(&stack, "rosa").await;
-    let s = &mut c.session;
+    let mut c = unlocked(&stack, "rosa").await;
+    let s = &mut c;
     s.set_fields(vec![field(
         "contact.phone",
         "+33 2",

@@ -3,7 +3,7 @@
 mod support;
 
 use support::*;
-use vettid_proto::enclave::{EnclaveReply, Residency, VaultError, VaultOp};
+use vettid_proto::enclave::{EnclaveReply, Invalid, Residency, VaultError, VaultOp};
 
 #[test]
 fn create_write_lock_unlock_and_read_back() {
@@ -46,23 +46,23 @@ fn bad_requests_are_refused_and_change_nothing() {
         assert!(
             matches!(
                 op(&mut c, bad, VaultOp::Create { pin: pin("2468") }),
-                Err(VaultError::BadRequest(_))
+                Err(VaultError::Invalid(Invalid::VaultId))
             ),
             "{bad:?}"
         );
     }
     assert!(matches!(
         op(&mut c, "short", VaultOp::Create { pin: pin("12") }),
-        Err(VaultError::BadRequest(_))
+        Err(VaultError::Invalid(Invalid::Pin))
     ));
     op(&mut c, "v", VaultOp::Create { pin: pin("2468") }).unwrap();
     assert!(matches!(
         put(&mut c, "v", "", b"x"),
-        Err(VaultError::BadRequest(_))
+        Err(VaultError::Invalid(Invalid::Record))
     ));
     assert!(matches!(
         put(&mut c, "v", "big", &vec![0; 1024 * 1024 + 1]),
-        Err(VaultError::BadRequest(_))
+        Err(VaultError::Invalid(Invalid::Record))
     ));
     let Ok(EnclaveReply::Written(w)) = put(&mut c, "v", "k", b"x") else {
         panic!()

@@ -3,7 +3,7 @@
 
 use super::{FAST_ARGON, Platform};
 use vettid_client::ClientError;
-use vettid_client::vault::{Session, Trust, VaultClient, check_version};
+use vettid_client::vault::{Mark, Session, Trust, Unlocked, VaultClient, check_version};
 use vettid_crypto::SecretBytes;
 use vettid_proto::enclave::SignedVersion;
 use vettid_proto::secrets::{ItemContent, Secret, SecretData};
@@ -92,16 +92,46 @@ impl Adversary {
         Ok(enrolled)
     }
 
-    /// A session of `device` on `member`'s vault, unlocked with `pin`.
+    /// A session of `device` on `member`'s vault, unlocked with `pin` by the SDK (which checks
+    /// every version it is shown from then on), and the unlock's version.
     pub async fn unlocked(
         &self,
         member: &str,
         device: &SecretBytes<32>,
         pin: &str,
-    ) -> Result<(Session, SignedVersion), ClientError> {
+    ) -> Result<(Unlocked<Mark>, SignedVersion), ClientError> {
         let mut session = self.session(member, device, Channel::Session).await?;
-        let version = unlock(&mut session, pin).await?;
-        Ok((session, version))
+        // The app knows its vault's identity from enrollment; this test app asks for it.
+        let AppReply::Whoami {
+            identity_public_key,
+            ..
+        } = session.call(AppOp::Whoami).await?
+        else {
+            panic!("expected Whoami")
+        };
+        let s = session
+            .unlock(
+                Zeroizing::new(pin.as_bytes().to_vec()),
+                Mark::new(member, identity_public_key),
+            )
+            .await?;
+        let version = s.signed_version().clone();
+        Ok((s, version))
+    }
+
+    /// A session of `device` on `member`'s vault, unlocked with `pin`, recording what it sees
+    /// in `seen` (an app's profile).
+    pub async fn unlocked_with<S: vettid_client::vault::Seen>(
+        &self,
+        member: &str,
+        device: &SecretBytes<32>,
+        pin: &str,
+        seen: S,
+    ) -> Result<Unlocked<S>, ClientError> {
+        self.session(member, device, Channel::Session)
+            .await?
+            .unlock(Zeroizing::new(pin.as_bytes().to_vec()), seen)
+            .await
     }
 }
 
@@ -151,7 +181,7 @@ pub fn note(name: &str) -> ItemContent {
 }
 
 /// The names of the vault's live items.
-pub async fn item_names(session: &mut Session) -> Result<Vec<String>, ClientError> {
+pub async fn item_names(session: &mut Unlocked<Mark>) -> Result<Vec<String>, ClientError> {
     let items = session.list_secrets(None, None, None, false).await?;
     Ok(items.into_iter().map(|i| i.name).collect())
 }
@@ -173,7 +203,7 @@ pub fn app_accepts(
 }
 
 /// Enrolls `member` and opens an unlocked session of the same device.
-pub async fn enrolled(adv: &Adversary, member: &str, device: &SecretBytes<32>) -> Session {
+pub async fn enrolled(adv: &Adversary, member: &str, device: &SecretBytes<32>) -> Unlocked<Mark> {
     adv.enroll(member, device).await.unwrap();
     adv.unlocked(member, device, PIN).await.unwrap().0
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use vettid_client::api::{Api, EnrollmentSecret};
 use vettid_client::http;
 use vettid_client::profile::Profile;
+use vettid_client::vault::Unlocked;
 use zeroize::Zeroizing;
 
 pub fn nats_server() -> PathBuf {
@@ -299,21 +300,15 @@ impl UpStack {
 }
 
 impl UpStack {
-    /// [`UpStack::enrolled`], then a session in which the vault was unlocked with `pin`.
-    pub async fn unlocked(
-        &self,
-        name: &str,
-        pin: &str,
-    ) -> (Profile, vettid_client::app::Connected) {
+    /// [`UpStack::enrolled`], then a session in which the SDK unlocked the vault with `pin`,
+    /// recording the versions it sees in the profile it owns (`seen()`).
+    pub async fn unlocked(&self, name: &str, pin: &str) -> Unlocked<Profile> {
         let mut profile = self.enrolled(name, pin).await;
-        let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
+        let c = vettid_client::app::connect(&mut profile).await.unwrap();
         c.session
-            .call(vettid_proto::session::AppOp::Unlock {
-                pin: Zeroizing::new(pin.as_bytes().to_vec()),
-            })
+            .unlock(Zeroizing::new(pin.as_bytes().to_vec()), profile)
             .await
-            .unwrap();
-        (profile, c)
+            .unwrap()
     }
 }
 
