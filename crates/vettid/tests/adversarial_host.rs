@@ -9,7 +9,8 @@ use vettid_client::ClientError;
 use vettid_crypto::SecretBytes;
 use vettid_proto::enclave::{HostReply, Invalid, ToHost, VaultError, VaultOp};
 use vettid_proto::secrets::{ItemContent, Secret, SecretData};
-use vettid_proto::session::SessionError;
+use vettid_proto::session::{Channel, SessionError};
+use zeroize::Zeroizing;
 use vettid_testkit::{Action, Store};
 
 fn is_alice(name: &str) -> bool {
@@ -239,6 +240,40 @@ async fn a_device_that_saw_a_newer_history_is_told_of_a_fork_after_a_restart() {
         adv.unlocked("alice", &alice, PIN).await,
         Err(ClientError::Vault(VaultError::RolledBack { .. }))
     ));
+}
+
+/// Issue 12: the SDK checks the vault-signed version of every answer itself, so an app that
+/// skipped the anchor still notices storage rolled back behind a restarted enclave (which cannot
+/// know) and is shown none of the old state.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_sdk_refuses_a_rolled_back_vault_that_the_enclave_cannot_know_of() {
+    let adv = Adversary::start(&[]);
+    let alice = SecretBytes::random();
+    let mut s = enrolled(&adv, "alice", &alice).await;
+    s.create_secret(note("a")).await.unwrap();
+    let old = adv.host.store().vault("alice");
+    s.create_secret(note("b")).await.unwrap();
+    let mark = s.seen().clone();
+    drop(s);
+
+    adv.host.restart_enclave().unwrap();
+    adv.host.store().restore_vault("alice", &old);
+    // No anchor shown: the enclave serves the old state, the SDK refuses it.
+    let session = adv.session("alice", &alice, Channel::Session).await.unwrap();
+    match session
+        .unlock(Zeroizing::new(PIN.as_bytes().to_vec()), mark.clone())
+        .await
+    {
+        // The unlock's own write brings the old branch up to the number seen, with another
+        // change: a fork.
+        Err(ClientError::Rollback { got, seen }) => assert!(got <= seen, "{got} <= {seen}"),
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(u) => panic!("unlocked a rolled-back vault at {}", u.version()),
+    }
+    // An app that saw nothing newer (a fresh mark) opens the old state: the check is against
+    // what each app saw, which is why every app keeps its mark.
+    let (mut fresh, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
+    assert_eq!(item_names(&mut fresh).await.unwrap(), ["a"]);
 }
 
 /// Finding 7: a credential reply lost in transit; the app retries the same request.
