@@ -122,3 +122,40 @@ pub(crate) fn fast(max_failures: u32) -> crate::keys::KeyPolicy {
         },
     }
 }
+
+/// A vault enrolled in an in-memory manager and the proof of its unlock: what domain unit tests
+/// drive their handlers through ([`crate::manager::Manager::domain`], as a session does).
+pub(crate) struct Opened {
+    pub(crate) manager: crate::manager::Manager,
+    pub(crate) opening: crate::manager::Opening,
+}
+
+impl Opened {
+    /// Vault `alice`, enrolled (PIN `1111`) and unlocked by that enrollment.
+    pub(crate) fn new() -> Opened {
+        let (manager, _) = manager(fast(10));
+        let device = crate::manager::NewDevice {
+            session_key: [1; 32],
+            device_key: [9; 32],
+            name: "phone",
+        };
+        let opening = manager
+            .enroll("alice", b"1111", &[0; 32], device, 0)
+            .unwrap()
+            .opening;
+        Opened { manager, opening }
+    }
+
+    /// Runs `f` on the unlocked vault as one operation at `now_ms`; its answer.
+    pub(crate) fn run<T>(
+        &self,
+        now_ms: u64,
+        f: impl FnOnce(
+            &mut crate::manager::UnlockedVault<'_>,
+        ) -> Result<T, vettid_proto::enclave::VaultError>,
+    ) -> Result<T, vettid_proto::enclave::VaultError> {
+        self.manager
+            .domain("alice", &self.opening, now_ms, f)
+            .map(|(answer, _)| answer)
+    }
+}
