@@ -10,8 +10,8 @@ use vettid_crypto::SecretBytes;
 use vettid_proto::enclave::{HostReply, Invalid, ToHost, VaultError, VaultOp};
 use vettid_proto::secrets::{ItemContent, Secret, SecretData};
 use vettid_proto::session::{Channel, SessionError};
-use zeroize::Zeroizing;
 use vettid_testkit::{Action, Store};
+use zeroize::Zeroizing;
 
 fn is_alice(name: &str) -> bool {
     name.starts_with("vaults/alice/")
@@ -259,7 +259,10 @@ async fn the_sdk_refuses_a_rolled_back_vault_that_the_enclave_cannot_know_of() {
     adv.host.restart_enclave().unwrap();
     adv.host.store().restore_vault("alice", &old);
     // No anchor shown: the enclave serves the old state, the SDK refuses it.
-    let session = adv.session("alice", &alice, Channel::Session).await.unwrap();
+    let session = adv
+        .session("alice", &alice, Channel::Session)
+        .await
+        .unwrap();
     match session
         .unlock(Zeroizing::new(PIN.as_bytes().to_vec()), mark.clone())
         .await
