@@ -132,6 +132,14 @@ impl<S: Seen> Unlocked<S> {
         }
     }
 
+    /// How many live items each folder holds (`None`: in no folder), by folder name.
+    pub async fn folders(&mut self) -> Result<Vec<(Option<String>, u32)>, ClientError> {
+        match self.run(SecretOp::Folders).await? {
+            SecretReply::Folders(f) => Ok(f),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// The current TOTP code of a login item, and the seconds it stays valid.
     pub async fn totp(&mut self, id: ItemId) -> Result<(String, u64), ClientError> {
         match self.run(SecretOp::Totp { id }).await? {

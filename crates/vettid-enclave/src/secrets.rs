@@ -386,6 +386,18 @@ pub fn handle(
             let (code, valid_for) = totp(&key, now_ms / 1000);
             Ok(SecretReply::Totp { code, valid_for })
         }
+        SecretOp::Folders => Ok(SecretReply::Folders(
+            vault
+                .read(|conn| {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT folder, COUNT(*) FROM secret_items WHERE deleted = 0
+                         GROUP BY folder ORDER BY folder",
+                    )?;
+                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(db)?,
+        )),
     }
 }
 
@@ -410,6 +422,89 @@ pub fn totp(key: &[u8], unix_secs: u64) -> (String, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::Opened;
+
+    fn note(name: &str, folder: Option<&str>) -> ItemContent {
+        ItemContent {
+            name: name.into(),
+            folder: folder.map(Into::into),
+            tags: vec![],
+            data: SecretData::Note {
+                text: vettid_proto::secrets::Secret::new("x"),
+            },
+            fields: vec![],
+        }
+    }
+
+    fn create(v: &Opened, content: ItemContent) -> ItemSummary {
+        match v.run(0, |u| handle(u, SecretOp::Create(content))).unwrap() {
+            SecretReply::Changed { item, .. } => item,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn folders_count_live_items_only() {
+        let v = Opened::new();
+        let folders = |v: &Opened| match v.run(0, |u| handle(u, SecretOp::Folders)).unwrap() {
+            SecretReply::Folders(f) => f,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(folders(&v), []);
+        create(&v, note("a", Some("work")));
+        create(&v, note("b", Some("work")));
+        create(&v, note("c", None));
+        let gone = create(&v, note("d", Some("home")));
+        v.run(0, |u| handle(u, SecretOp::Delete { id: gone.id }))
+            .unwrap();
+        assert_eq!(folders(&v), [(None, 1), (Some("work".into()), 2)]);
+    }
+
+    #[test]
+    fn stale_edits_and_edits_of_tombstones_are_typed_and_change_nothing() {
+        let v = Opened::new();
+        let item = create(&v, note("a", None));
+        let update = |expected| SecretOp::Update {
+            id: item.id,
+            expected,
+            content: note("b", None),
+        };
+        v.run(0, |u| handle(u, update(Some(1)))).unwrap();
+        assert_eq!(
+            v.run(0, |u| handle(u, update(Some(1)))),
+            Err(SecretError::VersionMismatch {
+                expected: 1,
+                actual: 2
+            }
+            .into())
+        );
+        v.run(0, |u| handle(u, SecretOp::Delete { id: item.id }))
+            .unwrap();
+        assert_eq!(
+            v.run(0, |u| handle(u, update(None))),
+            Err(SecretError::Deleted.into())
+        );
+        let SecretReply::Versions(versions) = v
+            .run(0, |u| handle(u, SecretOp::Versions { id: item.id }))
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(versions.len(), 2, "the create and the update; nothing more");
+    }
+
+    #[test]
+    fn a_sync_from_the_future_is_refused_with_both_versions() {
+        let v = Opened::new();
+        let r = v.run(0, |u| handle(u, SecretOp::Sync { since: 1_000 }));
+        assert!(
+            matches!(
+                r,
+                Err(VaultError::Secrets(SecretError::SinceAhead { since: 1_000, current })) if current < 1_000
+            ),
+            "{r:?}"
+        );
+    }
 
     /// RFC 6238 appendix B, SHA-1 rows (8 digits there; the last 6 are ours).
     #[test]

@@ -346,6 +346,8 @@ pub enum SecretOp {
         /// Item.
         id: ItemId,
     },
+    /// How many live items each folder holds (`None`: items in no folder), by folder name.
+    Folders,
 }
 
 /// Why a secrets operation was refused (the caller's mistake; nothing changed).
@@ -440,6 +442,8 @@ pub enum SecretReply {
         /// Seconds left in its period.
         valid_for: u64,
     },
+    /// Live items per folder, in folder order (`None` first: items in no folder).
+    Folders(Vec<(Option<String>, u32)>),
 }
 
 #[cfg(test)]
