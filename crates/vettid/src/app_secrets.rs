@@ -119,6 +119,8 @@ pub(crate) enum SecretsCommand {
         /// Item id (hex).
         id: String,
     },
+    /// How many items each folder holds.
+    Folders,
 }
 
 fn item_id(hex_id: &str) -> anyhow::Result<ItemId> {
@@ -303,6 +305,13 @@ pub(crate) async fn run(dir: &std::path::Path, args: SecretsArgs) -> anyhow::Res
         SecretsCommand::Totp { id } => {
             let (code, valid_for) = s.totp(item_id(&id)?).await?;
             println!("{code}  (valid {valid_for} s more)");
+        }
+        SecretsCommand::Folders => {
+            let folders = s.folders().await?;
+            for (folder, n) in &folders {
+                println!("{n:>6}  {}", folder.as_deref().unwrap_or("(no folder)"));
+            }
+            println!("{} folder(s)", folders.len());
         }
     }
     Ok(ExitCode::SUCCESS)

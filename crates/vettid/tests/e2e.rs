@@ -1004,6 +1004,11 @@ async fn the_app_command_manages_secrets() {
         ok && out.contains("Bank") && out.contains("1 item(s)"),
         "{out}"
     );
+    let (ok, out) = run(&["folders"]);
+    assert!(
+        ok && out.contains("     1  (no folder)") && out.contains("1 folder(s)"),
+        "{out}"
+    );
     let (ok, out) = run(&["delete", &id]);
     assert!(ok && out.contains("deleted"), "{out}");
     let (ok, out) = run(&["restore", &id, "1"]);
