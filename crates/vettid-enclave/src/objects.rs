@@ -50,8 +50,13 @@ pub struct Objects<'a> {
     vault: &'a str,
 }
 
+/// A storage failure as the app sees it: in the enclave's words only (the host's own error text
+/// is not passed on, so a host cannot put words of its choosing in front of the member).
 fn storage(e: LinkError) -> VaultError {
-    VaultError::Storage(e.to_string())
+    VaultError::Storage(match e {
+        LinkError::Host(_) => "the host could not serve the request".into(),
+        e => e.to_string(),
+    })
 }
 
 impl<'a> Objects<'a> {
@@ -99,7 +104,9 @@ impl<'a> Objects<'a> {
                 n.strip_prefix(&prefix)
                     .filter(|s| s.len() == 20)
                     .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| VaultError::Tampered(format!("unexpected object {n}")))
+                    .ok_or_else(|| {
+                        VaultError::Tampered("a listing names an unexpected object".into())
+                    })
             })
             .collect::<Result<Vec<_>, _>>()?;
         numbers.sort_unstable();

@@ -50,6 +50,20 @@ pub(crate) struct PinArgs {
     pin: Option<String>,
 }
 
+/// Where the password comes from (a prompt when none is given).
+#[derive(clap::Args)]
+pub(crate) struct PasswordArgs {
+    /// Read the password from this environment variable.
+    #[arg(long)]
+    password_env: Option<String>,
+    /// Read the password from the first line of this file.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// The password itself (visible to other users of this machine; prefer the others).
+    #[arg(long)]
+    password: Option<String>,
+}
+
 #[derive(clap::Subcommand)]
 pub(crate) enum AppCommand {
     /// Enroll this profile with a code or QR payload from the web (PIN and password from
@@ -106,15 +120,8 @@ pub(crate) struct EnrollArgs {
     qr_stdin: bool,
     #[command(flatten)]
     pin: PinArgs,
-    /// Read the password from this environment variable.
-    #[arg(long)]
-    password_env: Option<String>,
-    /// Read the password from the first line of this file.
-    #[arg(long)]
-    password_file: Option<PathBuf>,
-    /// The password itself (visible to other users of this machine; prefer the others).
-    #[arg(long)]
-    password: Option<String>,
+    #[command(flatten)]
+    password: PasswordArgs,
     /// A name for this device.
     #[arg(long, default_value = "vettid-cli")]
     device_name: String,
@@ -191,6 +198,16 @@ pub(crate) fn pin(p: &PinArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
         p.pin.as_ref(),
         p.pin_env.as_ref(),
         p.pin_file.as_ref(),
+    )
+}
+
+/// The password from the arguments, or a prompt.
+pub(crate) fn password(p: &PasswordArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    read_secret(
+        "password",
+        p.password.as_ref(),
+        p.password_env.as_ref(),
+        p.password_file.as_ref(),
     )
 }
 
@@ -432,12 +449,7 @@ async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitC
         ),
     }
     let pin = pin(&args.pin)?;
-    let password = read_secret(
-        "password",
-        args.password.as_ref(),
-        args.password_env.as_ref(),
-        args.password_file.as_ref(),
-    )?;
+    let password = password(&args.password)?;
     println!("enrolling {} with {api_url}", dir.display());
     let api = Api::new(&api_url);
     let pending = vettid_client::app::begin(&mut profile, &api, &secret, &args.device_name).await?;

@@ -2,7 +2,7 @@
 //! Each command unlocks the vault in its session (PIN) and sends the profile's blob with the
 //! password's verifier; the vault answers with the next blob, which replaces the old one.
 
-use crate::app::{PinArgs, connect, pin, read_secret};
+use crate::app::{PasswordArgs, PinArgs, connect, password, pin, read_secret};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,12 +15,8 @@ use zeroize::Zeroizing;
 pub(crate) struct CredentialArgs {
     #[command(flatten)]
     pin: PinArgs,
-    /// Read the password from this environment variable.
-    #[arg(long)]
-    password_env: Option<String>,
-    /// Read the password from the first line of this file.
-    #[arg(long)]
-    password_file: Option<PathBuf>,
+    #[command(flatten)]
+    password: PasswordArgs,
     #[command(subcommand)]
     command: CredentialCommand,
 }
@@ -80,12 +76,7 @@ fn id(hex_id: &str) -> anyhow::Result<[u8; 16]> {
 
 pub(crate) async fn run(dir: &std::path::Path, args: CredentialArgs) -> anyhow::Result<ExitCode> {
     let pin = pin(&args.pin)?;
-    let password = read_secret(
-        "password",
-        None,
-        args.password_env.as_ref(),
-        args.password_file.as_ref(),
-    )?;
+    let password = password(&args.password)?;
     let op = match &args.command {
         CredentialCommand::List => CredentialOp::List,
         CredentialCommand::Add {

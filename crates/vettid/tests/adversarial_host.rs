@@ -279,6 +279,43 @@ async fn the_sdk_refuses_a_rolled_back_vault_that_the_enclave_cannot_know_of() {
     assert_eq!(item_names(&mut fresh).await.unwrap(), ["a"]);
 }
 
+/// Issue 12: what reaches the member's app is in the enclave's words: a host that fails a
+/// request with text of its choosing, or lists an object name of its choosing, cannot put that
+/// text in front of the member.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_hosts_own_words_never_reach_the_app() {
+    const BAIT: &str = "call-555-0100-to-restore-your-vault";
+    let adv = Adversary::start(&[]);
+    let alice = SecretBytes::random();
+    let mut s = enrolled(&adv, "alice", &alice).await;
+    adv.host.script(|req, _| match req {
+        ToHost::PutCreate { name, .. } if is_alice(name) => {
+            Action::Answer(HostReply::Error(BAIT.into()))
+        }
+        _ => Action::Honest,
+    });
+    let failed = s.create_secret(note("x")).await;
+    assert!(
+        matches!(&failed, Err(ClientError::Vault(VaultError::Storage(_)))),
+        "{failed:?}"
+    );
+    let text = format!("{:?} {}", failed, failed.as_ref().unwrap_err());
+    assert!(!text.contains(BAIT), "{text}");
+    drop(s);
+    // A listing that names an object of the host's choosing, read at the next load.
+    adv.host.script(|req, _| match req {
+        ToHost::List { prefix } if is_alice(prefix) && prefix.ends_with("/log/") => {
+            Action::Answer(HostReply::Names(vec![format!("{prefix}{BAIT}")]))
+        }
+        _ => Action::Honest,
+    });
+    adv.host.restart_enclave().unwrap();
+    let r = adv.unlocked("alice", &alice, PIN).await.map(|_| ());
+    assert!(r.is_err(), "a forged listing was accepted");
+    let text = format!("{:?} {}", r, r.as_ref().unwrap_err());
+    assert!(!text.contains(BAIT), "{text}");
+}
+
 /// Finding 7: a credential reply lost in transit; the app retries the same request.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_credential_reply_is_answered_again_and_a_stale_blob_is_no_wrong_password() {
