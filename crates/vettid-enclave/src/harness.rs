@@ -159,3 +159,141 @@ impl Opened {
             .map(|(answer, _)| answer)
     }
 }
+
+/// An attestor for unit tests: empty documents (the session's rules are under test here;
+/// documents are checked in `vettid-attest` and by the process-level suites).
+pub(crate) struct NoDocuments;
+
+impl vettid_attest::seal::Attestor for NoDocuments {
+    fn attest(&self, _: &vettid_attest::AttestRequest) -> Result<Vec<u8>, SealError> {
+        Ok(Vec::new())
+    }
+}
+
+/// An app in process: the enclave's [`crate::session::Sessions`] and manager driven with the
+/// messages an app sends, through the same `handle` the process serves (no NATS, no host).
+pub(crate) struct App<'a> {
+    sessions: &'a crate::session::Sessions,
+    manager: &'a crate::manager::Manager,
+    member: String,
+    channel: vettid_proto::session::Channel,
+    id: vettid_proto::session::SessionId,
+    transport: vettid_crypto::noise::StatelessTransportState,
+    counter: u64,
+}
+
+impl<'a> App<'a> {
+    /// Runs the handshake for `member` on `channel` with the static key `device`.
+    pub(crate) fn open(
+        sessions: &'a crate::session::Sessions,
+        manager: &'a crate::manager::Manager,
+        member: &str,
+        channel: vettid_proto::session::Channel,
+        device: &vettid_crypto::SecretBytes<32>,
+    ) -> Result<App<'a>, vettid_proto::session::SessionError> {
+        use vettid_crypto::noise;
+        use vettid_proto::session::{FromApp, ToApp, prologue};
+        let (noise_public, kem_public) = sessions.public_keys();
+        let (ciphertext, psk) = noise::encapsulate(&kem_public).unwrap();
+        let mut hs =
+            noise::initiator(&prologue(member, channel), device, &noise_public, &psk).unwrap();
+        let mut buf = vec![0u8; noise::MAX_MESSAGE];
+        let n = hs.write_message(&ciphertext, &mut buf).unwrap();
+        let send = |m: &FromApp| {
+            let body = postcard::to_allocvec(m).unwrap();
+            sessions.handle(manager, member, channel, now(), &body).0
+        };
+        let (id, msg) = match send(&FromApp::Hello {
+            msg: buf[..n].to_vec(),
+        }) {
+            ToApp::Accept { session, msg } => (session, msg),
+            ToApp::Refused(e) => return Err(e),
+            other => panic!("{other:?}"),
+        };
+        let mut payload = vec![0u8; noise::MAX_MESSAGE];
+        hs.read_message(&msg, &mut payload).unwrap();
+        let n = hs.write_message(&[], &mut buf).unwrap();
+        match send(&FromApp::Finish {
+            session: id,
+            msg: buf[..n].to_vec(),
+        }) {
+            ToApp::Established { .. } => {}
+            ToApp::Refused(e) => return Err(e),
+            other => panic!("{other:?}"),
+        }
+        Ok(App {
+            sessions,
+            manager,
+            member: member.to_owned(),
+            channel,
+            id,
+            transport: hs.into_stateless_transport_mode().unwrap(),
+            counter: 0,
+        })
+    }
+
+    /// Sends `op` with the next counter: the reply envelope, or the refusal outside it.
+    pub(crate) fn call(
+        &mut self,
+        op: vettid_proto::session::AppOp,
+    ) -> Result<vettid_proto::session::Reply, vettid_proto::session::SessionError> {
+        self.counter += 1;
+        self.send_at(self.counter, op)
+    }
+
+    /// Sends `op` with the chosen `counter` (to replay or reorder).
+    pub(crate) fn send_at(
+        &mut self,
+        counter: u64,
+        op: vettid_proto::session::AppOp,
+    ) -> Result<vettid_proto::session::Reply, vettid_proto::session::SessionError> {
+        use vettid_proto::session::{
+            FromApp, Request, ToApp, VERSION, open_plaintext, seal_plaintext,
+        };
+        let plain = seal_plaintext(&Request {
+            version: VERSION,
+            id: counter,
+            timestamp_ms: now(),
+            op,
+        });
+        let mut ciphertext = vec![0u8; plain.len() + vettid_crypto::noise::TAG_LEN];
+        let n = self
+            .transport
+            .write_message(counter, &plain, &mut ciphertext)
+            .unwrap();
+        ciphertext.truncate(n);
+        let body = postcard::to_allocvec(&FromApp::Request {
+            session: self.id,
+            counter,
+            ciphertext,
+        })
+        .unwrap();
+        let (answer, _) =
+            self.sessions
+                .handle(self.manager, &self.member, self.channel, now(), &body);
+        match answer {
+            ToApp::Reply {
+                counter: c,
+                ciphertext,
+            } => {
+                assert_eq!(c, counter);
+                let mut plain = vec![0u8; ciphertext.len()];
+                let n = self
+                    .transport
+                    .read_message(counter, &ciphertext, &mut plain)
+                    .unwrap();
+                Ok(open_plaintext(&plain[..n]).unwrap())
+            }
+            ToApp::Refused(e) => Err(e),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// The host's clock, as the process passes it (the tests' requests are stamped with it).
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

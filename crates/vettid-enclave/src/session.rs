@@ -102,6 +102,12 @@ impl Sessions {
         }
     }
 
+    /// The session keys (the attestation documents bind them; unit tests take them directly).
+    #[cfg(test)]
+    pub(crate) fn public_keys(&self) -> ([u8; 32], Vec<u8>) {
+        (self.noise_public, self.kem_public.clone())
+    }
+
     /// Handles one message an app sent on `OwnerSpace.<member>.forVault.<channel>`.
     pub fn handle(
         &self,
@@ -588,5 +594,172 @@ fn seal_event(member: &str, key: &SecretBytes<32>, at_ms: u64, kind: EventKind) 
         token: vettid_proto::session::EVENT_TOKEN.to_owned(),
         id: hex::encode(id),
         body: postcard::to_allocvec(&sealed).expect("sealed events always encode"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::{App, NoDocuments, fast, manager};
+    use vettid_proto::enclave::Invalid;
+    use vettid_proto::secrets::{ItemContent, SecretData, SecretOp, SecretReply};
+
+    const PIN: &[u8] = b"2468";
+
+    fn unlock() -> AppOp {
+        AppOp::Unlock {
+            pin: Zeroizing::new(PIN.to_vec()),
+        }
+    }
+
+    fn list() -> AppOp {
+        AppOp::Secrets(SecretOp::List {
+            after: None,
+            name: None,
+            tag: None,
+            folder: None,
+            deleted: false,
+        })
+    }
+
+    fn create(name: &str) -> AppOp {
+        AppOp::Secrets(SecretOp::Create(ItemContent {
+            name: name.into(),
+            folder: None,
+            tags: vec![],
+            data: SecretData::Note {
+                text: vettid_proto::secrets::Secret::new("x"),
+            },
+            fields: vec![],
+        }))
+    }
+
+    /// A manager and sessions with `alice` enrolled through the enroll channel by `device`.
+    fn enrolled(device: &SecretBytes<32>) -> (Manager, Sessions) {
+        let (m, _) = manager(fast(10));
+        let sessions = Sessions::new(Arc::new(NoDocuments));
+        let mut app = App::open(&sessions, &m, "alice", Channel::Enroll, device).unwrap();
+        let key = vettid_crypto::sign::SigningKey::generate();
+        let binding = vettid_proto::auth::DeviceBinding::sign(
+            "alice",
+            &vettid_crypto::noise::public_key(device),
+            &key,
+        );
+        let r = app
+            .call(AppOp::Enroll {
+                pin: Zeroizing::new(PIN.to_vec()),
+                password_verifier: Zeroizing::new([0; 32]),
+                device_name: "phone".into(),
+                device: binding,
+            })
+            .unwrap();
+        assert!(matches!(r.result, Ok(AppReply::Enrolled(_))), "{r:?}");
+        assert!(
+            r.vault_version.is_some(),
+            "enrollment shows the first version"
+        );
+        drop(app);
+        (m, sessions)
+    }
+
+    #[test]
+    fn every_answer_about_the_vault_carries_the_version_it_was_taken_at() {
+        let device = SecretBytes::random();
+        let (m, sessions) = enrolled(&device);
+        let mut app = App::open(&sessions, &m, "alice", Channel::Session, &device).unwrap();
+        // Before the PIN: refused, and nothing about the vault's state is shown.
+        let r = app.call(list()).unwrap();
+        assert_eq!(
+            (r.result, r.vault_version),
+            (Err(VaultError::NotUnlocked), None)
+        );
+        let r = app.call(unlock()).unwrap();
+        let Ok(AppReply::Unlocked { version, .. }) = r.result else {
+            panic!("{r:?}")
+        };
+        assert_eq!(r.vault_version.as_ref(), Some(&version));
+        let r = app.call(create("a")).unwrap();
+        let Ok(AppReply::Secrets(changed)) = r.result else {
+            panic!("{r:?}")
+        };
+        let SecretReply::Changed {
+            version: written, ..
+        } = *changed
+        else {
+            panic!()
+        };
+        assert!(written.version > version.version);
+        assert_eq!(
+            r.vault_version.as_ref(),
+            Some(&written),
+            "the write's own version"
+        );
+        // Reads show the version too (the app checks reads for rollback).
+        let r = app.call(list()).unwrap();
+        assert!(r.result.is_ok());
+        assert_eq!(r.vault_version.as_ref(), Some(&written));
+        // The session's own operations show none.
+        let r = app.call(AppOp::Ping).unwrap();
+        assert_eq!((r.result, r.vault_version), (Ok(AppReply::Pong), None));
+    }
+
+    #[test]
+    fn another_sessions_unlock_opens_nothing_here_and_the_newest_unlock_wins() {
+        let device = SecretBytes::random();
+        let (m, sessions) = enrolled(&device);
+        let mut a = App::open(&sessions, &m, "alice", Channel::Session, &device).unwrap();
+        let mut b = App::open(&sessions, &m, "alice", Channel::Session, &device).unwrap();
+        assert!(a.call(unlock()).unwrap().result.is_ok());
+        assert_eq!(b.call(list()).unwrap().result, Err(VaultError::NotUnlocked));
+        assert!(a.call(list()).unwrap().result.is_ok());
+        assert!(b.call(unlock()).unwrap().result.is_ok());
+        assert_eq!(a.call(list()).unwrap().result, Err(VaultError::NotUnlocked));
+        assert!(b.call(list()).unwrap().result.is_ok());
+        assert_eq!(b.call(AppOp::Lock).unwrap().result, Ok(AppReply::Locked));
+        assert_eq!(b.call(list()).unwrap().result, Err(VaultError::NotUnlocked));
+    }
+
+    #[test]
+    fn replayed_and_reordered_requests_are_refused_and_the_session_goes_on() {
+        let device = SecretBytes::random();
+        let (m, sessions) = enrolled(&device);
+        let mut app = App::open(&sessions, &m, "alice", Channel::Session, &device).unwrap();
+        assert!(app.call(unlock()).unwrap().result.is_ok());
+        assert!(app.send_at(5, create("five")).is_ok());
+        assert_eq!(app.send_at(5, create("again")), Err(SessionError::Replayed));
+        assert_eq!(app.send_at(3, create("older")), Err(SessionError::Replayed));
+        let r = app.send_at(6, list()).unwrap();
+        let Ok(AppReply::Secrets(items)) = r.result else {
+            panic!("{r:?}")
+        };
+        let SecretReply::Items { items, .. } = *items else {
+            panic!()
+        };
+        let names: Vec<_> = items.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["five"],
+            "neither the replay nor the reordered one ran"
+        );
+    }
+
+    #[test]
+    fn enrollment_sessions_only_enroll_and_unregistered_devices_get_no_session() {
+        let device = SecretBytes::random();
+        let (m, sessions) = enrolled(&device);
+        let mut enrolling = App::open(&sessions, &m, "alice", Channel::Enroll, &device).unwrap();
+        assert_eq!(
+            enrolling.call(unlock()).unwrap().result,
+            Err(Invalid::WrongChannel.into())
+        );
+        assert_eq!(
+            enrolling.call(list()).unwrap().result,
+            Err(Invalid::WrongChannel.into())
+        );
+        let stranger = SecretBytes::random();
+        assert_eq!(
+            App::open(&sessions, &m, "alice", Channel::Session, &stranger).err(),
+            Some(SessionError::DeviceNotRegistered)
+        );
     }
 }
