@@ -287,6 +287,10 @@ impl crate::vault::Seen for Profile {
     ) -> Result<(), ClientError> {
         observe(self, version)
     }
+
+    fn newest(&self) -> Option<vettid_proto::enclave::SignedVersion> {
+        self.state.highest_signed()
+    }
 }
 
 /// Records a signed version the vault showed, refusing rollback.
@@ -297,10 +301,7 @@ fn observe(
     let member = profile.member()?.to_owned();
     let identity = profile
         .state
-        .identity_public_key
-        .as_deref()
-        .and_then(|h| hex::decode(h).ok())
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .identity()
         .ok_or_else(|| ClientError::Profile("no identity key".into()))?;
     let seen_hash = profile
         .state

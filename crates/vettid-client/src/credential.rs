@@ -56,10 +56,10 @@ where
             let pending: Pending = postcard::from_bytes(&plain)
                 .map_err(|_| ClientError::Profile("credential.pending does not decode".into()))?;
             match self.send(&verifier, pending.op, pending.request).await {
-                // The answer is lost again: the next use will try once more.
-                Err(e) if e.is_transient() => return Err(e),
                 // Answered (now or before, or overtaken): nothing left to recover.
-                _ => self.seen().borrow_mut().remove(PENDING)?,
+                Ok(_) | Err(ClientError::Vault(_)) => self.seen().borrow_mut().remove(PENDING)?,
+                // Lost again, or not taken in: the next use will try once more.
+                Err(e) => return Err(e),
             }
         }
         // One id for this request and its retries: if the answer is lost, the vault answers
@@ -76,15 +76,18 @@ where
             .borrow_mut()
             .write_secret(PENDING, &key.seal(PENDING_AAD, &pending))?;
         let result = self.send(&verifier, op, request).await;
-        // Kept only while the answer is lost; a refusal rotated nothing.
-        if !matches!(&result, Err(e) if e.is_transient()) {
+        // Kept while the answer is lost, or arrived and could not be taken in (its blob is
+        // stored first, but a failed check or write must not lose the request); a refusal by
+        // the vault rotated nothing.
+        if matches!(&result, Ok(_) | Err(ClientError::Vault(_))) {
             self.seen().borrow_mut().remove(PENDING)?;
         }
         result
     }
 
-    /// Sends one credential request (retrying transport failures with the same id) and stores
-    /// the next blob (the version was checked and recorded with the answer).
+    /// Sends one credential request (retrying transport failures with the same id), stores the
+    /// next blob — first: the vault has already retired the one sent — and then checks and
+    /// records the version.
     async fn send(
         &mut self,
         verifier: &Zeroizing<[u8; 32]>,
@@ -98,20 +101,23 @@ where
             request,
         };
         let mut attempts = 0;
-        let reply = loop {
+        let (result, version) = loop {
             attempts += 1;
-            match self.call(message.clone()).await {
+            match self.exchange(message.clone()).await {
                 Err(e) if attempts < RETRIES && e.is_transient() => continue,
                 other => break other?,
             }
         };
-        let AppReply::Credential(reply) = reply else {
-            return Err(ClientError::Protocol(
+        if let Ok(AppReply::Credential(reply)) = &result {
+            self.seen().borrow_mut().write_secret(BLOB, &reply.blob)?;
+        }
+        self.record(&result, version)?;
+        match result.map_err(ClientError::Vault)? {
+            AppReply::Credential(reply) => Ok(reply.result),
+            _ => Err(ClientError::Protocol(
                 "unexpected answer to a credential operation".into(),
-            ));
-        };
-        self.seen().borrow_mut().write_secret(BLOB, &reply.blob)?;
-        Ok(reply.result)
+            )),
+        }
     }
 
     /// Changes the password: the vault replaces the verifier inside the credential.

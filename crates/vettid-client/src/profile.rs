@@ -67,6 +67,14 @@ fn err(path: &Path, e: impl std::fmt::Display) -> ClientError {
 }
 
 impl State {
+    /// The vault identity key pinned at enrollment.
+    pub fn identity(&self) -> Option<[u8; 32]> {
+        self.identity_public_key
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|b| b.try_into().ok())
+    }
+
     /// The highest version seen, as the vault signed it (if this profile has all of it).
     pub fn highest_signed(&self) -> Option<vettid_proto::enclave::SignedVersion> {
         let hex = |h: &Option<String>| h.as_deref().and_then(|h| hex::decode(h).ok());

@@ -17,7 +17,7 @@ fn unexpected() -> ClientError {
 impl<S: Seen> Unlocked<S> {
     async fn profile_change(&mut self, op: ProfileOp) -> Result<SignedVersion, ClientError> {
         match self.run(op).await? {
-            ProfileReply::Changed(v) => Ok(v),
+            ProfileReply::Changed(v) => self.checked(v),
             _ => Err(unexpected()),
         }
     }
@@ -178,7 +178,7 @@ impl<S: Seen> Unlocked<S> {
         let decoded = profile.verify().ok_or_else(|| {
             ClientError::Protocol("the public profile signature does not verify".into())
         })?;
-        Ok((profile, decoded, version))
+        Ok((profile, decoded, self.checked(version)?))
     }
 
     /// Sets the photo (JPEG or PNG, at most `MAX_PHOTO` bytes).

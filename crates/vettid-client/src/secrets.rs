@@ -15,7 +15,7 @@ fn unexpected() -> ClientError {
 impl<S: Seen> Unlocked<S> {
     async fn changed(&mut self, op: SecretOp) -> Result<(ItemSummary, SignedVersion), ClientError> {
         match self.run(op).await? {
-            SecretReply::Changed { item, version } => Ok((item, version)),
+            SecretReply::Changed { item, version } => Ok((item, self.checked(version)?)),
             _ => Err(unexpected()),
         }
     }
@@ -121,6 +121,11 @@ impl<S: Seen> Unlocked<S> {
             else {
                 return Err(unexpected());
             };
+            if upto > self.version() {
+                return Err(ClientError::Protocol(
+                    "sync reaches beyond the version its answer carries".into(),
+                ));
+            }
             all.extend(changes);
             if !more {
                 return Ok((all, upto));
@@ -134,9 +139,18 @@ impl<S: Seen> Unlocked<S> {
 
     /// How many live items each folder holds (`None`: in no folder), by folder name.
     pub async fn folders(&mut self) -> Result<Vec<(Option<String>, u32)>, ClientError> {
-        match self.run(SecretOp::Folders).await? {
-            SecretReply::Folders(f) => Ok(f),
-            _ => Err(unexpected()),
+        let (mut all, mut after) = (Vec::new(), None);
+        loop {
+            let SecretReply::Folders { folders, next } =
+                self.run(SecretOp::Folders { after }).await?
+            else {
+                return Err(unexpected());
+            };
+            all.extend(folders);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(all),
+            }
         }
     }
 

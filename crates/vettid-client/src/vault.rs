@@ -230,6 +230,7 @@ impl VaultClient {
             id: session,
             transport: hs.into_stateless_transport_mode().map_err(crypto)?,
             counter: 0,
+            anchored: false,
         })
     }
 }
@@ -282,14 +283,23 @@ pub struct Session {
     id: SessionId,
     transport: StatelessTransportState,
     counter: u64,
+    /// Whether this session showed the enclave the app's newest version ([`Session::anchor`]).
+    anchored: bool,
 }
 
 impl Session {
-    /// Sends `op` and waits for its reply: the low-level call (the typed methods are on
-    /// this type for the session's own operations and on [`Unlocked`] for vault data). The
-    /// vault version the reply carries is not checked here; [`Unlocked`] checks every one.
-    pub async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
+    /// Sends `op` and waits for its reply, without checking the vault version it carries: for
+    /// the session's own operations (the typed methods below); vault data goes through
+    /// [`Unlocked`], which checks every version.
+    pub(crate) async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
         self.exchange(op).await?.0.map_err(ClientError::Vault)
+    }
+
+    /// Test support (not for apps): sends any `op` as [`Session::call`] does, with no check of
+    /// the vault version its answer carries — to show what the enclave itself refuses.
+    #[doc(hidden)]
+    pub async fn unchecked_call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
+        self.call(op).await
     }
 
     /// Sends `op`: its outcome and the vault's signed version the reply carries.
@@ -333,6 +343,13 @@ impl Session {
         pin: Zeroizing<Vec<u8>>,
         mut seen: S,
     ) -> Result<Unlocked<S>, ClientError> {
+        // The enclave first learns the newest version this app saw, so that it checks the
+        // whole history extends it (a fork grown past that number is caught there).
+        if !self.anchored
+            && let Some(newest) = seen.newest()
+        {
+            self.anchor(newest).await?;
+        }
         let AppReply::Unlocked { version, event_key } = self.call(AppOp::Unlock { pin }).await?
         else {
             return Err(ClientError::Protocol("expected Unlocked".into()));
@@ -404,7 +421,10 @@ impl Session {
         seen: vettid_proto::enclave::SignedVersion,
     ) -> Result<(), ClientError> {
         match self.call(AppOp::Anchor { seen }).await? {
-            AppReply::Anchored => Ok(()),
+            AppReply::Anchored => {
+                self.anchored = true;
+                Ok(())
+            }
             _ => Err(ClientError::Protocol("expected Anchored".into())),
         }
     }
@@ -484,6 +504,10 @@ pub trait Seen {
     /// Checks `version` (signed by the vault, not older than the newest seen, the same change
     /// at the same number) and records it when newer; `Rollback` or `Protocol` otherwise.
     fn observe(&mut self, version: &SignedVersion) -> Result<(), ClientError>;
+
+    /// The newest version seen, as the vault signed it (what [`Session::unlock`] shows the
+    /// enclave first); `None` when nothing was seen yet.
+    fn newest(&self) -> Option<SignedVersion>;
 }
 
 /// The newest version seen, in memory (tools and tests; an app keeps it in its profile).
@@ -491,8 +515,7 @@ pub trait Seen {
 pub struct Mark {
     member: String,
     identity: [u8; 32],
-    highest: u64,
-    hash: Option<Vec<u8>>,
+    newest: Option<SignedVersion>,
 }
 
 impl Mark {
@@ -501,28 +524,31 @@ impl Mark {
         Mark {
             member: member.to_owned(),
             identity,
-            highest: 0,
-            hash: None,
+            newest: None,
         }
     }
 
-    /// The newest version seen.
+    /// The number of the newest version seen (0: none).
     pub fn highest(&self) -> u64 {
-        self.highest
+        self.newest.as_ref().map_or(0, |v| v.version)
     }
 }
 
 impl Seen for Mark {
     fn observe(&mut self, version: &SignedVersion) -> Result<(), ClientError> {
-        self.highest = check_version(
+        check_version(
             &self.member,
             &self.identity,
             version,
-            self.highest,
-            self.hash.as_deref(),
+            self.highest(),
+            self.newest.as_ref().map(|v| v.change_hash.as_slice()),
         )?;
-        self.hash = Some(version.change_hash.clone());
+        self.newest = Some(version.clone());
         Ok(())
+    }
+
+    fn newest(&self) -> Option<SignedVersion> {
+        self.newest.clone()
     }
 }
 
@@ -530,6 +556,10 @@ impl Seen for Mark {
 impl<T: Seen + ?Sized> Seen for &mut T {
     fn observe(&mut self, version: &SignedVersion) -> Result<(), ClientError> {
         (**self).observe(version)
+    }
+
+    fn newest(&self) -> Option<SignedVersion> {
+        (**self).newest()
     }
 }
 
@@ -550,24 +580,56 @@ impl<S: Seen> Unlocked<S> {
         O::reply(reply).ok_or_else(|| ClientError::Protocol("answer of another kind".into()))
     }
 
-    /// Sends any `op` (the typed methods are better); checks and records the version its
-    /// answer carries.
+    /// Sends an operation on the vault's state (data, credential, status, whoami; the typed
+    /// methods are better); checks and records the version its answer carries. Such an answer
+    /// always carries one; only a refusal may come without.
     pub async fn call(&mut self, op: AppOp) -> Result<AppReply, ClientError> {
+        if matches!(
+            op,
+            AppOp::Enroll { .. }
+                | AppOp::Unlock { .. }
+                | AppOp::Lock
+                | AppOp::Ping
+                | AppOp::Anchor { .. }
+        ) {
+            return Err(ClientError::Protocol(
+                "not an operation on the unlocked vault's state".into(),
+            ));
+        }
         let (result, version) = self.session.exchange(op).await?;
-        match (&result, version) {
+        self.record(&result, version)?;
+        result.map_err(ClientError::Vault)
+    }
+
+    /// Checks and records the version an answer carried (see [`Unlocked::call`]).
+    pub(crate) fn record(
+        &mut self,
+        result: &Result<AppReply, VaultError>,
+        version: Option<SignedVersion>,
+    ) -> Result<(), ClientError> {
+        match (result, version) {
             (_, Some(v)) => {
                 self.seen.observe(&v)?;
                 self.version = v;
+                Ok(())
             }
-            // Only a refusal may come without the version (the unlock was superseded).
-            (Ok(_), None) => {
-                return Err(ClientError::Protocol(
-                    "an unlocked vault's answer carries no version".into(),
-                ));
-            }
-            (Err(_), None) => {}
+            // Refusals carry it when the vault was open to take it (a domain's refusal always
+            // does, and it is checked then); not when the unlock was superseded, the vault
+            // locked out, a password was wrong or storage failed.
+            (Err(_), None) => Ok(()),
+            (Ok(_), None) => Err(ClientError::Protocol(
+                "an unlocked vault's answer carries no version".into(),
+            )),
         }
-        result.map_err(ClientError::Vault)
+    }
+
+    /// Sends `op` and returns what came back with its version, unchecked: for an answer that
+    /// must be kept before it is checked (a rotated credential blob).
+    pub(crate) async fn exchange(
+        &mut self,
+        op: AppOp,
+    ) -> Result<(Result<AppReply, VaultError>, Option<SignedVersion>), ClientError> {
+        self.session.exchange(op).await
     }
 
     /// The newest vault version this session was shown (checked).
@@ -580,6 +642,18 @@ impl<S: Seen> Unlocked<S> {
         &self.version
     }
 
+    /// `version`, named inside an answer, if it is the one the answer's envelope carried
+    /// (already checked): a reply that names another is refused.
+    pub(crate) fn checked(&self, version: SignedVersion) -> Result<SignedVersion, ClientError> {
+        if version == self.version {
+            Ok(version)
+        } else {
+            Err(ClientError::Protocol(
+                "the answer names another version than the one it carries".into(),
+            ))
+        }
+    }
+
     /// The key of the vault's events (from the unlock).
     pub fn event_key(&self) -> &Zeroizing<[u8; 32]> {
         &self.event_key
@@ -590,14 +664,23 @@ impl<S: Seen> Unlocked<S> {
         &mut self.seen
     }
 
-    /// The session underneath (its own operations: status, anchor, ping; raw requests).
-    pub fn session(&mut self) -> &mut Session {
-        &mut self.session
-    }
-
-    /// Who the vault is (its version checked like every other).
+    /// Who the vault is (its version checked and recorded like every other).
     pub async fn whoami(&mut self) -> Result<Whoami, ClientError> {
-        self.session.whoami(&mut self.seen).await
+        let AppReply::Whoami {
+            member,
+            identity_public_key,
+            device_public_key,
+            version,
+        } = self.call(AppOp::Whoami).await?
+        else {
+            return Err(ClientError::Protocol("expected Whoami".into()));
+        };
+        Ok(Whoami {
+            member,
+            identity_public_key,
+            device_public_key,
+            version: version.map(|v| v.version),
+        })
     }
 
     /// Locks the vault (every session needs the PIN again): the session, no longer unlocked.

@@ -156,7 +156,7 @@ impl Opened {
     ) -> Result<T, vettid_proto::enclave::VaultError> {
         self.manager
             .domain("alice", &self.opening, now_ms, f)
-            .map(|(answer, _)| answer)
+            .and_then(|(answer, _)| answer)
     }
 }
 

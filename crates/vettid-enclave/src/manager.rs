@@ -901,15 +901,17 @@ impl Manager {
     /// Runs a domain handler on vault `id` for the session whose unlock got `opening`: only
     /// while that unlock is current (no lock or later unlock since), checked under the vault's
     /// lock together with the work. The handler gets the [`UnlockedVault`] guard, nothing less.
-    /// Returns its answer with the vault's signed version after it, taken under the same lock
-    /// (what the app checks for rollback).
+    /// Returns its answer — or its refusal of the request ([`VaultError::is_refusal`]: nothing
+    /// changed) — with the vault's signed version after it, taken under the same lock (what the
+    /// app checks for rollback). Other failures are the `Err` of the whole.
+    #[allow(clippy::type_complexity)]
     pub fn domain<T>(
         &self,
         id: &str,
         opening: &Opening,
         now_ms: u64,
         f: impl FnOnce(&mut UnlockedVault<'_>) -> Result<T, VaultError>,
-    ) -> Result<(T, SignedVersion), VaultError> {
+    ) -> Result<(Result<T, VaultError>, SignedVersion), VaultError> {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
         let mut st = lock(&state);
@@ -918,12 +920,14 @@ impl Manager {
             return Err(VaultError::NotUnlocked);
         }
         self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
-            let answer = f(&mut UnlockedVault {
+            match f(&mut UnlockedVault {
                 vault,
                 objects,
                 now_ms,
-            })?;
-            Ok((answer, vault.signed_version(id)))
+            }) {
+                Err(e) if !e.is_refusal() => Err(e),
+                answer => Ok((answer, vault.signed_version(id))),
+            }
         })
     }
 

@@ -16,8 +16,8 @@ use vettid_proto::enclave::VaultError;
 use vettid_proto::feed::{Audience, Retention};
 use vettid_proto::secrets::SecretError;
 use vettid_proto::secrets::{
-    Change, ItemContent, ItemId, ItemSummary, ItemVersion, PAGE_BYTES, SecretData, SecretOp,
-    SecretReply, totp_secret,
+    Change, ItemContent, ItemId, ItemSummary, ItemVersion, MAX_NAME, PAGE_BYTES, SecretData,
+    SecretOp, SecretReply, totp_secret,
 };
 
 /// The domain's first tables.
@@ -386,18 +386,38 @@ pub fn handle(
             let (code, valid_for) = totp(&key, now_ms / 1000);
             Ok(SecretReply::Totp { code, valid_for })
         }
-        SecretOp::Folders => Ok(SecretReply::Folders(
-            vault
+        SecretOp::Folders { after } => {
+            if after
+                .as_deref()
+                .is_some_and(|f| f.is_empty() || f.len() > MAX_NAME)
+            {
+                return Err(SecretError::Folder.into());
+            }
+            let counts: Vec<(Option<String>, u32)> = vault
                 .read(|conn| {
                     let mut stmt = conn.prepare_cached(
-                        "SELECT folder, COUNT(*) FROM secret_items WHERE deleted = 0
+                        "SELECT folder, COUNT(*) FROM secret_items
+                         WHERE deleted = 0 AND (?1 IS NULL OR folder > ?1)
                          GROUP BY folder ORDER BY folder",
                     )?;
-                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    let rows = stmt.query_map([&after], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     rows.collect::<rusqlite::Result<Vec<_>>>()
                 })
-                .map_err(db)?,
-        )),
+                .map_err(db)?;
+            let (mut folders, mut bytes, mut next) = (Vec::new(), 0, None);
+            for entry in counts {
+                let size = encode(&entry).len();
+                if bytes + size > PAGE_BYTES {
+                    next = folders
+                        .last()
+                        .and_then(|(f, _): &(Option<String>, u32)| f.clone());
+                    break;
+                }
+                bytes += size;
+                folders.push(entry);
+            }
+            Ok(SecretReply::Folders { folders, next })
+        }
     }
 }
 
@@ -446,8 +466,14 @@ mod tests {
     #[test]
     fn folders_count_live_items_only() {
         let v = Opened::new();
-        let folders = |v: &Opened| match v.run(0, |u| handle(u, SecretOp::Folders)).unwrap() {
-            SecretReply::Folders(f) => f,
+        let folders = |v: &Opened| match v
+            .run(0, |u| handle(u, SecretOp::Folders { after: None }))
+            .unwrap()
+        {
+            SecretReply::Folders { folders, next } => {
+                assert_eq!(next, None);
+                folders
+            }
             other => panic!("{other:?}"),
         };
         assert_eq!(folders(&v), []);
@@ -458,6 +484,50 @@ mod tests {
         v.run(0, |u| handle(u, SecretOp::Delete { id: gone.id }))
             .unwrap();
         assert_eq!(folders(&v), [(None, 1), (Some("work".into()), 2)]);
+    }
+
+    #[test]
+    fn folders_come_in_pages_that_fit_a_session_message() {
+        let v = Opened::new();
+        // Long distinct folder names: more than one page's worth.
+        let name = |i: usize| format!("{i:04}{}", "f".repeat(MAX_NAME - 4));
+        let n = PAGE_BYTES / MAX_NAME + 20;
+        for i in 0..n {
+            create(&v, note("x", Some(&name(i))));
+        }
+        create(&v, note("loose", None));
+        let (mut all, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let SecretReply::Folders { folders, next } = v
+                .run(0, |u| {
+                    handle(
+                        u,
+                        SecretOp::Folders {
+                            after: after.clone(),
+                        },
+                    )
+                })
+                .unwrap()
+            else {
+                panic!()
+            };
+            assert!(encode(&folders).len() <= PAGE_BYTES);
+            pages += 1;
+            all.extend(folders);
+            match next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert!(pages > 1, "{pages} page(s)");
+        assert_eq!(all.len(), n + 1);
+        assert_eq!(all[0], (None, 1));
+        assert!(
+            all[1..]
+                .iter()
+                .enumerate()
+                .all(|(i, f)| f == &(Some(name(i)), 1))
+        );
     }
 
     #[test]

@@ -508,9 +508,9 @@ impl Sessions {
             // checks is still current under the vault's lock.
             (AppOp::Feed(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::feed::handle(u, op)))
-                .map(|(r, v)| {
+                .and_then(|(r, v)| {
                     version = Some(v);
-                    AppReply::Feed(Box::new(r))
+                    r.map(|r| AppReply::Feed(Box::new(r)))
                 }),
             (
                 AppOp::Credential {
@@ -536,15 +536,15 @@ impl Sessions {
             }
             (AppOp::Profile(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::profile::handle(u, op)))
-                .map(|(r, v)| {
+                .and_then(|(r, v)| {
                     version = Some(v);
-                    AppReply::Profile(Box::new(r))
+                    r.map(|r| AppReply::Profile(Box::new(r)))
                 }),
             (AppOp::Secrets(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::secrets::handle(u, op)))
-                .map(|(r, v)| {
+                .and_then(|(r, v)| {
                     version = Some(v);
-                    AppReply::Secrets(Box::new(r))
+                    r.map(|r| AppReply::Secrets(Box::new(r)))
                 }),
             (AppOp::Whoami, _) => manager.whoami(member).map(|(identity, v)| {
                 version.clone_from(&v);
@@ -697,6 +697,16 @@ mod tests {
         // Reads show the version too (the app checks reads for rollback).
         let r = app.call(list()).unwrap();
         assert!(r.result.is_ok());
+        assert_eq!(r.vault_version.as_ref(), Some(&written));
+        // A refusal of the request shows the (unchanged) version too: what it says about the
+        // vault's state is checked like an answer.
+        let r = app
+            .call(AppOp::Secrets(SecretOp::Get {
+                id: [9; 16],
+                version: None,
+            }))
+            .unwrap();
+        assert_eq!(r.result, Err(VaultError::NotFound));
         assert_eq!(r.vault_version.as_ref(), Some(&written));
         // The session's own operations show none.
         let r = app.call(AppOp::Ping).unwrap();

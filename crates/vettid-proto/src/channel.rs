@@ -13,8 +13,9 @@
 use serde::{Serialize, de::DeserializeOwned};
 use std::io::{self, Read, Write};
 
-/// The channel format version.
-pub const VERSION: u8 = 1;
+/// The channel format version (2: the typed errors of app protocol v2; host and enclave ship
+/// together, and a frame of another version is refused).
+pub const VERSION: u8 = 2;
 /// Largest frame (after the length prefix) a reader accepts.
 pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 const HEADER: usize = 1 + 1 + 8;
@@ -276,9 +277,9 @@ mod tests {
         stream.extend_from_slice(&7u64.to_be_bytes());
         stream.extend(std::iter::repeat_n(0u8, big - HEADER));
         // Wrong version.
-        let mut v2 = frame(8, b"x").encode();
-        v2[4] = 2;
-        stream.extend(v2);
+        let mut other = frame(8, b"x").encode();
+        other[4] = VERSION + 1;
+        stream.extend(other);
         // Too short for a header.
         stream.extend_from_slice(&[0, 0, 0, 3, 1, 1, 1]);
         stream.extend(frame(9, b"ok").encode());

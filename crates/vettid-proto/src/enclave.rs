@@ -247,6 +247,22 @@ pub enum VaultError {
     AppOwned,
 }
 
+impl VaultError {
+    /// Whether this refuses the request itself (the caller's mistake, or what it asked for does
+    /// not exist): nothing was changed or attempted, so the vault's state is the one before.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            VaultError::Invalid(_)
+                | VaultError::Secrets(_)
+                | VaultError::Profile(_)
+                | VaultError::Feed(_)
+                | VaultError::Credential(_)
+                | VaultError::NotFound
+        )
+    }
+}
+
 /// Requests refused whatever the domain: the caller sent something no vault accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum Invalid {

@@ -346,8 +346,12 @@ pub enum SecretOp {
         /// Item.
         id: ItemId,
     },
-    /// How many live items each folder holds (`None`: items in no folder), by folder name.
-    Folders,
+    /// How many live items each folder holds (`None`: items in no folder), by folder name, from
+    /// after `after` (one page of [`PAGE_BYTES`]; the answer names the next).
+    Folders {
+        /// Continue after this folder (`None`: from the start, items in no folder first).
+        after: Option<String>,
+    },
 }
 
 /// Why a secrets operation was refused (the caller's mistake; nothing changed).
@@ -443,7 +447,12 @@ pub enum SecretReply {
         valid_for: u64,
     },
     /// Live items per folder, in folder order (`None` first: items in no folder).
-    Folders(Vec<(Option<String>, u32)>),
+    Folders {
+        /// This page.
+        folders: Vec<(Option<String>, u32)>,
+        /// Pass as `after` for the next page.
+        next: Option<String>,
+    },
 }
 
 #[cfg(test)]

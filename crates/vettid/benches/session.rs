@@ -34,7 +34,7 @@ async fn main() {
         let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
         let r = c
             .session
-            .call(AppOp::Unlock {
+            .unchecked_call(AppOp::Unlock {
                 pin: zeroize::Zeroizing::new(b"4821".to_vec()),
             })
             .await
@@ -90,7 +90,11 @@ async fn main() {
             .request(echo_subject.clone(), payload.clone().into())
             .await
             .unwrap();
-        sessions[0].session.call(AppOp::Whoami).await.unwrap();
+        sessions[0]
+            .session
+            .unchecked_call(AppOp::Whoami)
+            .await
+            .unwrap();
     }
     // Interleave blocks so both see the same machine conditions.
     for _ in 0..rounds {
@@ -104,7 +108,11 @@ async fn main() {
         }
         for _ in 0..per_round {
             let t = Instant::now();
-            let r = sessions[0].session.call(AppOp::Whoami).await.unwrap();
+            let r = sessions[0]
+                .session
+                .unchecked_call(AppOp::Whoami)
+                .await
+                .unwrap();
             warm.push(t.elapsed());
             assert!(matches!(r, AppReply::Whoami { .. }));
         }
@@ -112,7 +120,11 @@ async fn main() {
     let mut ping = Vec::new();
     for _ in 0..2000 {
         let t = Instant::now();
-        sessions[0].session.call(AppOp::Ping).await.unwrap();
+        sessions[0]
+            .session
+            .unchecked_call(AppOp::Ping)
+            .await
+            .unwrap();
         ping.push(t.elapsed());
     }
     println!(
@@ -147,7 +159,7 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 let mut done = 0u64;
                 while Instant::now() < deadline {
-                    c.session.call(AppOp::Whoami).await.unwrap();
+                    c.session.unchecked_call(AppOp::Whoami).await.unwrap();
                     done += 1;
                 }
                 (c, done)

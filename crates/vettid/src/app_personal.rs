@@ -303,7 +303,12 @@ pub(crate) async fn run(dir: &std::path::Path, args: PersonalArgs) -> anyhow::Re
             if let Some(new) = publish_settings(current, display_name, bio, links, fields)? {
                 s.set_public_settings(new).await?;
             }
-            let identity = s.whoami().await?.identity_public_key;
+            // Verified against the identity pinned at enrollment, not one the vault states now.
+            let identity = s
+                .seen()
+                .state
+                .identity()
+                .context("the profile has no vault identity")?;
             let (signed, p, _) = s.publish_profile(&identity).await?;
             println!("public profile of {} (version {})", p.member, p.version);
             println!("  display name  {}", p.display_name);

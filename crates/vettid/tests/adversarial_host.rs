@@ -242,11 +242,23 @@ async fn a_device_that_saw_a_newer_history_is_told_of_a_fork_after_a_restart() {
     ));
 }
 
-/// Issue 12: the SDK checks the vault-signed version of every answer itself, so an app that
-/// skipped the anchor still notices storage rolled back behind a restarted enclave (which cannot
-/// know) and is shown none of the old state.
+/// Issue 12: the SDK checks the vault-signed version of every answer itself. Storage rolled
+/// back behind a restarted enclave (which cannot know) is refused by the enclave once the SDK
+/// anchors (it does before every unlock), and by the SDK's own check when no anchor was shown.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sdk_refuses_a_rolled_back_vault_that_the_enclave_cannot_know_of() {
+    use vettid_client::vault::{Mark, Seen};
+    use vettid_proto::enclave::SignedVersion;
+    /// A mark that never offers the enclave an anchor: only the SDK's check is left.
+    struct Unanchored(Mark);
+    impl Seen for Unanchored {
+        fn observe(&mut self, v: &SignedVersion) -> Result<(), ClientError> {
+            self.0.observe(v)
+        }
+        fn newest(&self) -> Option<SignedVersion> {
+            None
+        }
+    }
     let adv = Adversary::start(&[]);
     let alice = SecretBytes::random();
     let mut s = enrolled(&adv, "alice", &alice).await;
@@ -255,28 +267,32 @@ async fn the_sdk_refuses_a_rolled_back_vault_that_the_enclave_cannot_know_of() {
     s.create_secret(note("b")).await.unwrap();
     let mark = s.seen().clone();
     drop(s);
-
     adv.host.restart_enclave().unwrap();
     adv.host.store().restore_vault("alice", &old);
+    let pin = || Zeroizing::new(PIN.as_bytes().to_vec());
+
     // No anchor shown: the enclave serves the old state, the SDK refuses it.
     let session = adv
         .session("alice", &alice, Channel::Session)
         .await
         .unwrap();
-    match session
-        .unlock(Zeroizing::new(PIN.as_bytes().to_vec()), mark.clone())
-        .await
-    {
+    match session.unlock(pin(), Unanchored(mark.clone())).await {
         // The unlock's own write brings the old branch up to the number seen, with another
         // change: a fork.
         Err(ClientError::Rollback { got, seen }) => assert!(got <= seen, "{got} <= {seen}"),
         Err(e) => panic!("refused for the wrong reason: {e}"),
         Ok(u) => panic!("unlocked a rolled-back vault at {}", u.version()),
     }
-    // An app that saw nothing newer (a fresh mark) opens the old state: the check is against
-    // what each app saw, which is why every app keeps its mark.
-    let (mut fresh, _) = adv.unlocked("alice", &alice, PIN).await.unwrap();
-    assert_eq!(item_names(&mut fresh).await.unwrap(), ["a"]);
+    // The SDK's unlock anchors first: the enclave refuses the branch for good.
+    let session = adv
+        .session("alice", &alice, Channel::Session)
+        .await
+        .unwrap();
+    match session.unlock(pin(), mark).await {
+        Err(ClientError::Vault(VaultError::RolledBack { .. })) => {}
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(u) => panic!("unlocked a rolled-back vault at {}", u.version()),
+    }
 }
 
 /// Issue 12: what reaches the member's app is in the enclave's words: a host that fails a
@@ -783,7 +799,7 @@ async fn a_credential_survives_more_lost_replies_than_retries_and_an_app_restart
     let password = b"correct horse battery";
     let mut enrolling = adv.session("alice", &alice, Channel::Enroll).await.unwrap();
     let AppReply::Enrolled(enrolled) = enrolling
-        .call(AppOp::Enroll {
+        .unchecked_call(AppOp::Enroll {
             pin: zeroize::Zeroizing::new(PIN.as_bytes().to_vec()),
             password_verifier: zeroize::Zeroizing::new(vettid_client::password_verifier(
                 "alice", password,
@@ -873,7 +889,7 @@ async fn a_device_key_is_registered_only_with_its_holders_proof_for_this_session
     for_bob.device_key = binding("alice", &alice).device_key;
     for forged in [replayed, claimed, for_bob] {
         let mut session = adv.session("alice", &alice, Channel::Enroll).await.unwrap();
-        match session.call(enroll(forged)).await {
+        match session.unchecked_call(enroll(forged)).await {
             Err(ClientError::Vault(VaultError::Invalid(Invalid::DeviceBinding))) => {}
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
@@ -885,7 +901,8 @@ async fn a_device_key_is_registered_only_with_its_holders_proof_for_this_session
 
     let mut session = adv.session("alice", &alice, Channel::Enroll).await.unwrap();
     let proof = binding("alice", &alice);
-    let AppReply::Enrolled(enrolled) = session.call(enroll(proof.clone())).await.unwrap() else {
+    let AppReply::Enrolled(enrolled) = session.unchecked_call(enroll(proof.clone())).await.unwrap()
+    else {
         panic!("expected Enrolled");
     };
     // The enclave's document binds the member, this session's key, the proven device key

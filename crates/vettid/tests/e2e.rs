@@ -175,7 +175,7 @@ async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
     let mut profile = stack.enrolled("dave", "4321").await;
     let mut c = vettid_client::app::connect(&mut profile).await.unwrap();
     assert!(matches!(
-        c.session.call(AppOp::Ping).await,
+        c.session.unchecked_call(AppOp::Ping).await,
         Ok(AppReply::Pong)
     ));
     let now = || {
@@ -246,13 +246,13 @@ async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
     );
     // The session still works, above every counter seen.
     assert!(matches!(
-        c.session.call(AppOp::Ping).await,
+        c.session.unchecked_call(AppOp::Ping).await,
         Ok(AppReply::Pong)
     ));
     // Operations outside their channel are refused inside the session too.
     let r = c
         .session
-        .call(AppOp::Enroll {
+        .unchecked_call(AppOp::Enroll {
             pin: Zeroizing::new(b"1234".to_vec()),
             password_verifier: Zeroizing::new([0; 32]),
             device_name: "x".into(),
@@ -275,14 +275,14 @@ async fn replayed_reordered_stale_and_misrouted_requests_are_refused() {
     // Bad input to a vault operation changes nothing.
     let r = c
         .session
-        .call(AppOp::Unlock {
+        .unchecked_call(AppOp::Unlock {
             pin: zeroize::Zeroizing::new(vec![]),
         })
         .await;
     assert!(matches!(r, Err(ClientError::Vault(_))), "{r:?}");
     assert!(matches!(
         c.session
-            .call(AppOp::Unlock {
+            .unchecked_call(AppOp::Unlock {
                 pin: zeroize::Zeroizing::new(b"4321".to_vec())
             })
             .await,
@@ -523,7 +523,7 @@ async fn a_members_credentials_reach_only_its_own_subjects() {
     let mut bob_profile = bob;
     let mut c = vettid_client::app::connect(&mut bob_profile).await.unwrap();
     c.session
-        .call(AppOp::Unlock {
+        .unchecked_call(AppOp::Unlock {
             pin: zeroize::Zeroizing::new(b"2222".to_vec()),
         })
         .await
@@ -533,7 +533,7 @@ async fn a_members_credentials_reach_only_its_own_subjects() {
         .await
         .unwrap();
     assert!(matches!(
-        a.session.call(AppOp::Ping).await,
+        a.session.unchecked_call(AppOp::Ping).await,
         Ok(AppReply::Pong)
     ));
     assert!(
@@ -599,7 +599,7 @@ async fn the_hosts_debug_path_cannot_reach_an_enrolled_vault() {
     let member = hana.member().unwrap().to_owned();
     let mut c = vettid_client::app::connect(&mut hana).await.unwrap();
     c.session
-        .call(AppOp::Unlock {
+        .unchecked_call(AppOp::Unlock {
             pin: Zeroizing::new(b"8642".to_vec()),
         })
         .await
@@ -627,7 +627,7 @@ async fn the_hosts_debug_path_cannot_reach_an_enrolled_vault() {
         assert!(matches!(&r, Err(VaultError::AppOwned)), "{op:?}: {r:?}");
     }
     // The wrong PIN above was not counted, and the vault is still unlocked.
-    match c.session.call(AppOp::Status).await.unwrap() {
+    match c.session.unchecked_call(AppOp::Status).await.unwrap() {
         AppReply::Status {
             unlocked,
             attempts_left,
@@ -851,7 +851,7 @@ mod secrets {
         let mut other = vettid_client::app::connect(s.seen()).await.unwrap();
         let r = other
             .session
-            .call(AppOp::Secrets(vettid_proto::secrets::SecretOp::List {
+            .unchecked_call(AppOp::Secrets(vettid_proto::secrets::SecretOp::List {
                 after: None,
                 name: None,
                 tag: None,
@@ -1138,7 +1138,7 @@ mod credential {
             .to_vec();
         let r = other
             .session
-            .call(AppOp::Credential {
+            .unchecked_call(AppOp::Credential {
                 blob,
                 verifier: Zeroizing::new(vettid_client::password_verifier(
                     "lena",
@@ -1185,11 +1185,12 @@ mod credential {
             "{r:?}"
         );
         // The vault closed, and the right PIN no longer opens it (recovery only).
-        let r = s
-            .call(AppOp::Unlock {
-                pin: Zeroizing::new(b"2580".to_vec()),
-            })
-            .await;
+        let other = vettid_client::app::connect(s.seen()).await.unwrap();
+        let r = other
+            .session
+            .unlock(Zeroizing::new(b"2580".to_vec()), s.seen())
+            .await
+            .map(|_| ());
         assert!(
             matches!(r, Err(ClientError::Vault(VaultError::LockedOut))),
             "{r:?}"
@@ -1389,7 +1390,7 @@ mod feed {
         assert!(matches!(
             other
                 .session
-                .call(AppOp::Feed(FeedOp::List {
+                .unchecked_call(AppOp::Feed(FeedOp::List {
                     after: 0,
                     archived: true
                 }))

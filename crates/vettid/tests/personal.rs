@@ -489,7 +489,7 @@ async fn a_session_without_the_pin_gets_not_unlocked() {
         ProfileOp::Publish,
         ProfileOp::GetPhoto,
     ] {
-        let r = other.session.call(AppOp::Profile(op)).await;
+        let r = other.session.unchecked_call(AppOp::Profile(op)).await;
         assert!(
             matches!(r, Err(ClientError::Vault(VaultError::NotUnlocked))),
             "{r:?}"

@@ -78,7 +78,7 @@ impl Adversary {
     ) -> Result<Box<Enrolled>, ClientError> {
         let mut session = self.session(member, device, Channel::Enroll).await?;
         let reply = session
-            .call(AppOp::Enroll {
+            .unchecked_call(AppOp::Enroll {
                 pin: Zeroizing::new(PIN.as_bytes().to_vec()),
                 password_verifier: Zeroizing::new(VERIFIER),
                 device_name: "phone".into(),
@@ -105,7 +105,7 @@ impl Adversary {
         let AppReply::Whoami {
             identity_public_key,
             ..
-        } = session.call(AppOp::Whoami).await?
+        } = session.unchecked_call(AppOp::Whoami).await?
         else {
             panic!("expected Whoami")
         };
@@ -157,7 +157,7 @@ impl Adversary {
 /// Gives `pin` in `session`; the signed version.
 async fn unlock(session: &mut Session, pin: &str) -> Result<SignedVersion, ClientError> {
     let reply = session
-        .call(AppOp::Unlock {
+        .unchecked_call(AppOp::Unlock {
             pin: Zeroizing::new(pin.as_bytes().to_vec()),
         })
         .await?;
