@@ -240,9 +240,10 @@ pub struct Reply {
     pub id: u64,
     /// The outcome.
     pub result: Result<AppReply, VaultError>,
-    /// The vault's signed state version after this request, whenever this session holds the
-    /// vault's current unlock (and in the answers that open it): the app checks every one
-    /// against the highest it has seen (rollback and fork), reads as well as writes.
+    /// The vault's signed state version, taken with the answer under the vault's lock, in
+    /// every answer about the vault's state (enroll, unlock, each domain answer and domain
+    /// refusal, credential, status and whoami while the vault is open): the app checks every
+    /// one against the highest it has seen (rollback and fork), reads as well as writes.
     pub vault_version: Option<SignedVersion>,
 }
 
