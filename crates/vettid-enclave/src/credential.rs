@@ -214,6 +214,23 @@ impl Opened {
     }
 }
 
+/// Runs one credential use through the vault's password gate: which key opens the blob (no
+/// password evaluated yet, nothing counted), the password checked with the guess limit, then
+/// the operation and the rotation. A failure before the rotation leaves the blob good.
+pub(crate) fn use_credential(
+    gate: &mut crate::manager::Gate<'_>,
+    request: &Use<'_>,
+    now_ms: u64,
+) -> Result<CredentialReply, VaultError> {
+    let (id, seen) = (gate.id().to_owned(), gate.credential_generation());
+    let opened = gate.vault(|vault, _| open(vault, &id, request, seen))?;
+    gate.check_password(|| opened.verifier_matches(request.verifier))?;
+    let (reply, generation) =
+        gate.vault(|vault, objects| apply(vault, objects, opened, request, now_ms))?;
+    gate.saw_credential_generation(generation);
+    Ok(reply)
+}
+
 /// Opens the blob of `request` with the vault's current key — or, for a retry of the last
 /// rotation's request, with the key before it. Evaluates no password. `seen` is the newest
 /// credential generation this enclave has seen (an older one in the vault is a rollback).
@@ -413,6 +430,51 @@ pub fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::harness::Opened;
+
+    fn use_with(
+        v: &Opened,
+        blob: &[u8],
+        verifier: [u8; 32],
+        request: [u8; 16],
+    ) -> Result<CredentialReply, VaultError> {
+        let op = CredentialOp::List;
+        let request = Use {
+            blob,
+            verifier: &verifier,
+            op: &op,
+            request: &request,
+        };
+        v.manager.gated("alice", &v.opening, |gate| {
+            use_credential(gate, &request, 0)
+        })
+    }
+
+    #[test]
+    fn wrong_passwords_are_counted_a_right_one_resets_and_a_stale_blob_costs_nothing() {
+        let v = Opened::new();
+        assert_eq!(
+            use_with(&v, &v.credential, [1; 32], [1; 16]),
+            Err(VaultError::WrongPassword { attempts_left: 9 })
+        );
+        assert_eq!(
+            use_with(&v, &v.credential, [1; 32], [2; 16]),
+            Err(VaultError::WrongPassword { attempts_left: 8 })
+        );
+        // A wrong password rotated nothing: the same blob, the right password.
+        let next = use_with(&v, &v.credential, [0; 32], [3; 16]).unwrap();
+        assert!(matches!(next.result, CredentialResult::Listed(ref l) if l.is_empty()));
+        // The blob just used is dead, and trying it counts no attempt.
+        assert_eq!(
+            use_with(&v, &v.credential, [1; 32], [4; 16]),
+            Err(VaultError::StaleCredential)
+        );
+        assert_eq!(
+            use_with(&v, &next.blob, [1; 32], [5; 16]),
+            Err(VaultError::WrongPassword { attempts_left: 9 }),
+            "the right password reset the count; the stale blob counted nothing"
+        );
+    }
 
     #[test]
     fn a_credential_opens_only_for_its_member_generation_and_key() {

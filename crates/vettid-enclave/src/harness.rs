@@ -128,6 +128,8 @@ pub(crate) fn fast(max_failures: u32) -> crate::keys::KeyPolicy {
 pub(crate) struct Opened {
     pub(crate) manager: crate::manager::Manager,
     pub(crate) opening: crate::manager::Opening,
+    /// The credential blob enrollment made (password verifier: 32 zero bytes).
+    pub(crate) credential: Vec<u8>,
 }
 
 impl Opened {
@@ -139,11 +141,14 @@ impl Opened {
             device_key: [9; 32],
             name: "phone",
         };
-        let opening = manager
+        let enrolled = manager
             .enroll("alice", b"1111", &[0; 32], device, 0)
-            .unwrap()
-            .opening;
-        Opened { manager, opening }
+            .unwrap();
+        Opened {
+            manager,
+            opening: enrolled.opening,
+            credential: enrolled.credential,
+        }
     }
 
     /// Runs `f` on the unlocked vault as one operation at `now_ms`; its answer.

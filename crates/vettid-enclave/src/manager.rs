@@ -261,6 +261,68 @@ impl<'a> UnlockedVault<'a> {
     }
 }
 
+/// What a guarded domain operation may do (see [`Manager::gated`]): reach the unlocked vault,
+/// and count secrets it checks with the vault's durable guess limit — each attempt counted
+/// before the secret is compared, a wrong one at the limit closing the vault.
+pub(crate) struct Gate<'a> {
+    manager: &'a Manager,
+    st: &'a mut VaultState,
+    objects: &'a Objects<'a>,
+    id: &'a str,
+}
+
+impl Gate<'_> {
+    /// The vault id.
+    pub(crate) fn id(&self) -> &str {
+        self.id
+    }
+
+    /// Runs `f` on the unlocked vault.
+    pub(crate) fn vault<T>(
+        &mut self,
+        f: impl FnOnce(&mut Vault, &Objects<'_>) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        self.manager
+            .with_vault(self.st, self.objects, Owner::App, f)
+    }
+
+    /// The newest credential generation this enclave saw of the vault.
+    pub(crate) fn credential_generation(&self) -> u64 {
+        self.st.credential_generation
+    }
+
+    /// Records a credential generation the vault wrote.
+    pub(crate) fn saw_credential_generation(&mut self, generation: u64) {
+        self.st.credential_generation = self.st.credential_generation.max(generation);
+    }
+
+    /// Checks a password: the attempt is counted durably first (no count, no answer), then
+    /// `matches` is asked; a right one resets the count before this returns, a wrong one is
+    /// `WrongPassword` — or `LockedOut` at the limit, and the vault closes until recovery.
+    pub(crate) fn check_password(
+        &mut self,
+        matches: impl FnOnce() -> bool,
+    ) -> Result<(), VaultError> {
+        let policy = self.manager.policy();
+        let mut locked = self.manager.open_locked(self.st, self.objects)?;
+        let counted = locked.count_password_attempt(self.objects, policy);
+        Manager::note_guard(self.st, &locked);
+        counted?;
+        if !matches() {
+            if locked.locked_out() {
+                self.manager.lock_slot(self.st, self.objects);
+                return Err(VaultError::LockedOut);
+            }
+            return Err(VaultError::WrongPassword {
+                attempts_left: locked.password_attempts_left(policy),
+            });
+        }
+        let reset = locked.password_ok(self.objects, policy);
+        Manager::note_guard(self.st, &locked);
+        reset
+    }
+}
+
 /// What enrollment made.
 pub struct Enrollment {
     /// The vault's identity public key.
@@ -931,56 +993,32 @@ impl Manager {
         })
     }
 
-    /// Runs a credential operation for the session whose unlock got `opening` (see
-    /// `credential.rs`): all of it under the vault's lock.
-    pub fn credential(
+    /// Runs `f` — a domain operation that needs a secret checked against the vault's guess
+    /// limit (the credential's password) — for the session whose unlock got `opening`, all of
+    /// it under the vault's lock. `f` gets the [`Gate`]: the vault, and the durable count of
+    /// attempts, nothing more of the manager.
+    pub(crate) fn gated<T>(
         &self,
         id: &str,
         opening: &Opening,
-        request: &crate::credential::Use<'_>,
-        now_ms: u64,
-    ) -> Result<vettid_proto::credential::CredentialReply, VaultError> {
+        f: impl FnOnce(&mut Gate<'_>) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
         let mut st = lock(&state);
-        let st = &mut *st;
         st.check()?;
         if !opening.holds(id, st.opening) {
             return Err(VaultError::NotUnlocked);
         }
-        // Which key opens the blob (no password evaluated yet, nothing counted).
-        let seen = st.credential_generation;
-        let opened = self.with_vault(st, &objects, Owner::App, |vault, _| {
-            crate::credential::open(vault, id, request, seen)
-        })?;
-        // The password attempt is counted durably before the verifier is compared.
-        let mut locked = self.open_locked(st, &objects)?;
-        let counted = locked.count_password_attempt(&objects, self.policy());
-        Self::note_guard(st, &locked);
-        counted?;
-        if !opened.verifier_matches(request.verifier) {
-            // At the limit the vault closes until recovery.
-            if locked.locked_out() {
-                self.lock_slot(st, &objects);
-                return Err(VaultError::LockedOut);
-            }
-            return Err(VaultError::WrongPassword {
-                attempts_left: locked.password_attempts_left(self.policy()),
-            });
-        }
-        // A right password: the count starts over before anything else can fail, and before
-        // the key changes (so a failure here leaves the blob good).
-        let reset = locked.password_ok(&objects, self.policy());
-        Self::note_guard(st, &locked);
-        reset?;
-        let (reply, generation) = self.with_vault(st, &objects, Owner::App, |vault, objects| {
-            crate::credential::apply(vault, objects, opened, request, now_ms)
-        })?;
-        st.credential_generation = st.credential_generation.max(generation);
-        Ok(reply)
+        f(&mut Gate {
+            manager: self,
+            st: &mut st,
+            objects: &objects,
+            id,
+        })
     }
 
-    /// Locks; the event key if the vault was open (to tell the apps).
+    /// Locks; the event key if the vault was open (to tell the apps).    /// Locks; the event key if the vault was open (to tell the apps).
     pub fn lock_for_app(&self, id: &str) -> Result<Option<SecretBytes<32>>, VaultError> {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);

@@ -528,7 +528,11 @@ impl Sessions {
                     request: &request,
                 };
                 opened(unlocked)
-                    .and_then(|o| manager.credential(member, o, &request, now_ms))
+                    .and_then(|o| {
+                        manager.gated(member, o, |gate| {
+                            crate::credential::use_credential(gate, &request, now_ms)
+                        })
+                    })
                     .map(|r| {
                         version = Some(r.version.clone());
                         AppReply::Credential(Box::new(r))
