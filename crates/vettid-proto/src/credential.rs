@@ -47,6 +47,21 @@ pub enum CriticalKind {
 }
 
 impl CriticalKind {
+    /// Every kind.
+    pub const ALL: [CriticalKind; 6] = [
+        CriticalKind::SeedPhrase,
+        CriticalKind::PrivateKey,
+        CriticalKind::SigningKey,
+        CriticalKind::MasterPassword,
+        CriticalKind::RecoveryKey,
+        CriticalKind::Other,
+    ];
+
+    /// The kind named `name` (as [`CriticalKind::name`] spells it).
+    pub fn parse(name: &str) -> Option<CriticalKind> {
+        CriticalKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+
     /// Its name in listings.
     pub fn name(self) -> &'static str {
         match self {

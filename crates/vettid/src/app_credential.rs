@@ -21,14 +21,12 @@ pub(crate) struct CredentialArgs {
     command: CredentialCommand,
 }
 
-#[derive(clap::ValueEnum, Clone, Copy)]
-pub(crate) enum Kind {
-    SeedPhrase,
-    PrivateKey,
-    SigningKey,
-    MasterPassword,
-    RecoveryKey,
-    Other,
+/// A kind as the vault names it (`seed-phrase`, `private-key`, …).
+fn kind(name: &str) -> Result<CriticalKind, String> {
+    CriticalKind::parse(name).ok_or_else(|| {
+        let names: Vec<_> = CriticalKind::ALL.iter().map(|k| k.name()).collect();
+        format!("one of {}", names.join(", "))
+    })
 }
 
 #[derive(clap::Subcommand)]
@@ -37,9 +35,10 @@ pub(crate) enum CredentialCommand {
     List,
     /// Add a critical secret (value from --value-env or --value-file).
     Add {
-        /// What it is.
-        #[arg(long, value_enum)]
-        kind: Kind,
+        /// What it is: seed-phrase, private-key, signing-key, master-password, recovery-key
+        /// or other.
+        #[arg(long, value_parser = kind)]
+        kind: CriticalKind,
         /// A label.
         #[arg(long)]
         label: String,
@@ -87,14 +86,7 @@ pub(crate) async fn run(dir: &std::path::Path, args: CredentialArgs) -> anyhow::
         } => {
             let value = read_secret("value", None, value_env.as_ref(), value_file.as_ref())?;
             CredentialOp::Add {
-                kind: match kind {
-                    Kind::SeedPhrase => CriticalKind::SeedPhrase,
-                    Kind::PrivateKey => CriticalKind::PrivateKey,
-                    Kind::SigningKey => CriticalKind::SigningKey,
-                    Kind::MasterPassword => CriticalKind::MasterPassword,
-                    Kind::RecoveryKey => CriticalKind::RecoveryKey,
-                    Kind::Other => CriticalKind::Other,
-                },
+                kind: *kind,
                 label: label.clone(),
                 value: Secret(Zeroizing::new(
                     String::from_utf8(value.to_vec()).context("the value is not UTF-8")?,
