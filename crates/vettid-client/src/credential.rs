@@ -31,6 +31,14 @@ struct Pending {
     op: CredentialOp,
 }
 
+/// Whether the vault refused a credential request before writing anything (so it need not be
+/// sent again): its own refusals, a stale blob, a wrong password, no unlock, a locked vault.
+fn settled(e: &ClientError) -> bool {
+    use vettid_proto::enclave::VaultError as E;
+    matches!(e, ClientError::Vault(v) if v.is_refusal()
+        || matches!(v, E::StaleCredential | E::WrongPassword { .. } | E::LockedOut | E::NotUnlocked))
+}
+
 fn pending_key(member: &str, verifier: &[u8; 32]) -> vettid_crypto::aead::AeadKey {
     PENDING_KEY.derive(verifier, b"", member.as_bytes()).into()
 }
@@ -56,9 +64,10 @@ where
             let pending: Pending = postcard::from_bytes(&plain)
                 .map_err(|_| ClientError::Profile("credential.pending does not decode".into()))?;
             match self.send(&verifier, pending.op, pending.request).await {
-                // Answered (now or before, or overtaken): nothing left to recover.
-                Ok(_) | Err(ClientError::Vault(_)) => self.seen().borrow_mut().remove(PENDING)?,
-                // Lost again, or not taken in: the next use will try once more.
+                // Answered (now or before), or refused before anything was written.
+                Ok(_) => {}
+                Err(e) if settled(&e) => self.seen().borrow_mut().remove(PENDING)?,
+                // Lost again, or the vault may have written: the next use tries once more.
                 Err(e) => return Err(e),
             }
         }
@@ -76,10 +85,12 @@ where
             .borrow_mut()
             .write_secret(PENDING, &key.seal(PENDING_AAD, &pending))?;
         let result = self.send(&verifier, op, request).await;
-        // Kept while the answer is lost, or arrived and could not be taken in (its blob is
-        // stored first, but a failed check or write must not lose the request); a refusal by
-        // the vault rotated nothing.
-        if matches!(&result, Ok(_) | Err(ClientError::Vault(_))) {
+        // Kept while the answer is lost or the vault may have written the rotation (a
+        // conflict or storage failure after its log entry); gone once an answer's blob is
+        // stored (`send` removes it then) or the vault refused before writing anything.
+        if let Err(e) = &result
+            && settled(e)
+        {
             self.seen().borrow_mut().remove(PENDING)?;
         }
         result
@@ -109,9 +120,12 @@ where
             }
         };
         if let Ok(AppReply::Credential(reply)) = &result {
+            // The new blob first (the one sent is retired), and then the request is done: a
+            // failed check below must not send it again with the new blob (a second use).
             self.seen().borrow_mut().write_secret(BLOB, &reply.blob)?;
+            self.seen().borrow_mut().remove(PENDING)?;
         }
-        self.record(&result, version)?;
+        self.record(&result, version, true)?;
         match result.map_err(ClientError::Vault)? {
             AppReply::Credential(reply) => Ok(reply.result),
             _ => Err(ClientError::Protocol(

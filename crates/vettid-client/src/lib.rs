@@ -23,6 +23,7 @@ pub mod feed;
 pub mod http;
 pub mod profile;
 pub mod profile_data;
+pub mod recovery;
 pub mod secrets;
 pub mod vault;
 

@@ -230,7 +230,7 @@ impl VaultClient {
             id: session,
             transport: hs.into_stateless_transport_mode().map_err(crypto)?,
             counter: 0,
-            anchored: false,
+            anchored: 0,
         })
     }
 }
@@ -283,8 +283,8 @@ pub struct Session {
     id: SessionId,
     transport: StatelessTransportState,
     counter: u64,
-    /// Whether this session showed the enclave the app's newest version ([`Session::anchor`]).
-    anchored: bool,
+    /// The newest version this session showed the enclave ([`Session::anchor`]; 0: none).
+    anchored: u64,
 }
 
 impl Session {
@@ -339,19 +339,40 @@ impl Session {
     /// version is checked first: a rolled-back or forked vault opens nothing. (On a refusal
     /// the session is gone: connect again.)
     pub async fn unlock<S: Seen>(
-        mut self,
+        self,
         pin: Zeroizing<Vec<u8>>,
+        seen: S,
+    ) -> Result<Unlocked<S>, ClientError> {
+        self.open_vault(AppOp::Unlock { pin }, seen).await
+    }
+
+    /// For a member who forgot the PIN: sets `new_pin` with the recovery `phrase` (the enclave
+    /// counts the attempt with the PIN's), and the session becomes [`Unlocked`] as with
+    /// [`Session::unlock`].
+    pub async fn reset_pin<S: Seen>(
+        self,
+        phrase: &crate::recovery::RecoveryPhrase,
+        new_pin: Zeroizing<Vec<u8>>,
+        seen: S,
+    ) -> Result<Unlocked<S>, ClientError> {
+        let phrase = phrase.entropy();
+        self.open_vault(AppOp::ResetPin { phrase, new_pin }, seen)
+            .await
+    }
+
+    async fn open_vault<S: Seen>(
+        mut self,
+        op: AppOp,
         mut seen: S,
     ) -> Result<Unlocked<S>, ClientError> {
         // The enclave first learns the newest version this app saw, so that it checks the
         // whole history extends it (a fork grown past that number is caught there).
-        if !self.anchored
-            && let Some(newest) = seen.newest()
+        if let Some(newest) = seen.newest()
+            && newest.version > self.anchored
         {
             self.anchor(newest).await?;
         }
-        let AppReply::Unlocked { version, event_key } = self.call(AppOp::Unlock { pin }).await?
-        else {
+        let AppReply::Unlocked { version, event_key } = self.call(op).await? else {
             return Err(ClientError::Protocol("expected Unlocked".into()));
         };
         seen.observe(&version)?;
@@ -420,9 +441,10 @@ impl Session {
         &mut self,
         seen: vettid_proto::enclave::SignedVersion,
     ) -> Result<(), ClientError> {
+        let number = seen.version;
         match self.call(AppOp::Anchor { seen }).await? {
             AppReply::Anchored => {
-                self.anchored = true;
+                self.anchored = self.anchored.max(number);
                 Ok(())
             }
             _ => Err(ClientError::Protocol("expected Anchored".into())),
@@ -588,6 +610,7 @@ impl<S: Seen> Unlocked<S> {
             op,
             AppOp::Enroll { .. }
                 | AppOp::Unlock { .. }
+                | AppOp::ResetPin { .. }
                 | AppOp::Lock
                 | AppOp::Ping
                 | AppOp::Anchor { .. }
@@ -596,8 +619,11 @@ impl<S: Seen> Unlocked<S> {
                 "not an operation on the unlocked vault's state".into(),
             ));
         }
+        // Status and whoami answer without a version once the vault is locked (by another
+        // session, or the guess limit): their answers say so themselves.
+        let must_carry = !matches!(op, AppOp::Status | AppOp::Whoami);
         let (result, version) = self.session.exchange(op).await?;
-        self.record(&result, version)?;
+        self.record(&result, version, must_carry)?;
         result.map_err(ClientError::Vault)
     }
 
@@ -606,6 +632,7 @@ impl<S: Seen> Unlocked<S> {
         &mut self,
         result: &Result<AppReply, VaultError>,
         version: Option<SignedVersion>,
+        must_carry: bool,
     ) -> Result<(), ClientError> {
         match (result, version) {
             (_, Some(v)) => {
@@ -617,6 +644,7 @@ impl<S: Seen> Unlocked<S> {
             // does, and it is checked then); not when the unlock was superseded, the vault
             // locked out, a password was wrong or storage failed.
             (Err(_), None) => Ok(()),
+            (Ok(_), None) if !must_carry => Ok(()),
             (Ok(_), None) => Err(ClientError::Protocol(
                 "an unlocked vault's answer carries no version".into(),
             )),

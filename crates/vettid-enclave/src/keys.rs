@@ -29,7 +29,11 @@ const EXCHANGE: Label = Label::new("vault/exchange");
 const RECORD: Label = Label::new("vault/keys-record");
 const GUARD: Label = Label::new("vault/guard");
 const EVENTS: Label = Label::new("vault/app-events");
+const RECOVERY_KEK: Label = Label::new("vault/recovery-kek");
 const SEAL_CONTEXT: &[u8] = b"vettid/v1/vault-secret\0";
+
+/// Bytes of entropy in a recovery phrase (12 BIP-39 words in the app).
+pub const RECOVERY_BYTES: usize = vettid_proto::session::RECOVERY_BYTES;
 
 /// How many wrong PINs lock a vault, and how hard PINs are stretched. It comes from the
 /// enclave's *measured* configuration (never from the host), and each vault's keys record
@@ -134,10 +138,34 @@ struct KeysInner {
     devices: Vec<[u8; 32]>,
     /// The guess limit this vault was created under: no later enclave may loosen it.
     max_failures: u32,
+    /// The master key wrapped a second time, under a key stretched from the recovery phrase
+    /// and S (apps' vaults; the debug path's have none). Carried from generation to generation.
+    recovery: Option<RecoveryWrap>,
 }
 
-/// The keys object's format.
-const KEYS_FORMAT: u8 = 3;
+/// The VMK under `HKDF(Argon2id(phrase) ‖ S)`; its associated data names the vault, not a
+/// generation, so that it carries over when the PIN changes.
+#[derive(Serialize, Deserialize, Clone)]
+struct RecoveryWrap {
+    phc: String,
+    #[serde(with = "serde_bytes")]
+    wrapped_vmk: Vec<u8>,
+}
+
+/// Format 3, before recovery phrases: read, never written.
+#[derive(Deserialize)]
+struct KeysInnerV3 {
+    phc: String,
+    #[serde(with = "serde_bytes")]
+    wrapped_vmk: Vec<u8>,
+    #[serde(with = "serde_bytes")]
+    identity: Vec<u8>,
+    devices: Vec<[u8; 32]>,
+    max_failures: u32,
+}
+
+/// The keys object's format (4: with the recovery wrap).
+const KEYS_FORMAT: u8 = 4;
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct GuardState {
@@ -172,6 +200,32 @@ fn kek_aad(vault: &str, generation: u64) -> Vec<u8> {
     .concat()
 }
 
+fn recovery_kek(stretched: &SecretBytes<32>, secret: &SecretBytes<32>, vault: &str) -> AeadKey {
+    let ikm = Zeroizing::new([&stretched.expose()[..], &secret.expose()[..]].concat());
+    RECOVERY_KEK.derive(&ikm, b"", vault.as_bytes()).into()
+}
+
+fn recovery_aad(vault: &str) -> Vec<u8> {
+    [b"vettid/v1/recovery-kek\0".as_slice(), vault.as_bytes()].concat()
+}
+
+/// The recovery wrap of `vmk` under `phrase` (stretched with the vault's PIN cost).
+fn wrap_for_recovery(
+    phrase: &[u8; RECOVERY_BYTES],
+    secret: &SecretBytes<32>,
+    vmk: &MasterKey,
+    vault: &str,
+    policy: &KeyPolicy,
+) -> Result<RecoveryWrap, VaultError> {
+    let stretch = Stretch::generate(policy.cost, &Bounds::DEFAULT)
+        .map_err(|e| VaultError::Internal(e.to_string()))?;
+    let kek = recovery_kek(&stretch.derive(phrase), secret, vault);
+    Ok(RecoveryWrap {
+        phc: stretch.to_phc(),
+        wrapped_vmk: kek.seal(&recovery_aad(vault), vmk.0.expose()),
+    })
+}
+
 fn record_key(secret: &SecretBytes<32>, vault: &str) -> AeadKey {
     RECORD.derive(secret.expose(), b"", vault.as_bytes()).into()
 }
@@ -191,6 +245,7 @@ fn write_keys(
     pin: &[u8],
     policy: &KeyPolicy,
     devices: Vec<[u8; 32]>,
+    recovery: Option<RecoveryWrap>,
 ) -> Result<(), VaultError> {
     let vault = objects.vault();
     let stretch = Stretch::generate(policy.cost, &Bounds::DEFAULT)
@@ -202,6 +257,7 @@ fn write_keys(
         identity: vmk.identity(vault).verifying_key().to_bytes().to_vec(),
         devices,
         max_failures: policy.max_failures,
+        recovery,
     };
     let sealed_secret = sealer
         .seal(&[SEAL_CONTEXT, vault.as_bytes()].concat(), secret.expose())
@@ -215,12 +271,14 @@ fn write_keys(
     objects.create_raw(ObjectKind::Keys, generation, encode(&outer).to_vec())
 }
 
-/// Creates a vault: a new S and VMK, keys generation 0, with `devices` registered.
+/// Creates a vault: a new S and VMK, keys generation 0, with `devices` registered and, when
+/// given, a second wrap of the VMK under the recovery `phrase` (which is not kept).
 /// `AlreadyExists` if it exists.
 pub fn create(
     objects: &Objects<'_>,
     sealer: &dyn Sealer,
     pin: &[u8],
+    phrase: Option<&[u8; RECOVERY_BYTES]>,
     policy: &KeyPolicy,
     devices: Vec<[u8; 32]>,
 ) -> Result<MasterKey, VaultError> {
@@ -229,7 +287,13 @@ pub fn create(
     }
     let secret = SecretBytes::random();
     let vmk = MasterKey(SecretBytes::random());
-    write_keys(objects, sealer, &secret, 0, &vmk, pin, policy, devices).map_err(|e| match e {
+    let recovery = phrase
+        .map(|p| wrap_for_recovery(p, &secret, &vmk, objects.vault(), policy))
+        .transpose()?;
+    write_keys(
+        objects, sealer, &secret, 0, &vmk, pin, policy, devices, recovery,
+    )
+    .map_err(|e| match e {
         VaultError::Conflict => VaultError::AlreadyExists,
         e => e,
     })?;
@@ -248,7 +312,7 @@ impl LockedVault {
             .read_raw(ObjectKind::Keys, generation)?
             .ok_or_else(|| VaultError::Storage("keys object vanished".into()))?;
         let outer: KeysOuter = decode(&raw, "keys object")?;
-        if outer.format != KEYS_FORMAT {
+        if outer.format != KEYS_FORMAT && outer.format != 3 {
             return Err(VaultError::Tampered("unknown keys format".into()));
         }
         let secret = sealer
@@ -268,7 +332,19 @@ impl LockedVault {
         let inner = record_key(&secret, vault)
             .open(&objects.aad(ObjectKind::Keys, generation), &outer.inner)
             .map_err(|_| VaultError::Tampered("keys object does not authenticate".into()))?;
-        let inner: KeysInner = decode(&inner, "keys record")?;
+        let inner: KeysInner = if outer.format == 3 {
+            let old: KeysInnerV3 = decode(&inner, "keys record")?;
+            KeysInner {
+                phc: old.phc,
+                wrapped_vmk: old.wrapped_vmk,
+                identity: old.identity,
+                devices: old.devices,
+                max_failures: old.max_failures,
+                recovery: None,
+            }
+        } else {
+            decode(&inner, "keys record")?
+        };
         let (guard_seq, guard) = match objects.list(ObjectKind::Guard)?.last() {
             None => (0, GuardState::default()),
             Some(&seq) => {
@@ -484,23 +560,116 @@ impl LockedVault {
         policy: &KeyPolicy,
     ) -> Result<MasterKey, VaultError> {
         let vmk = self.unlock(objects, old, policy)?;
+        self.rekey(objects, sealer, &vmk, new, policy)?;
+        Ok(vmk)
+    }
+
+    /// Replaces the recovery wrap with one under a new `phrase` (an enrollment completed
+    /// after its first answer was lost: the phrase that answer carried never reached the
+    /// member), in a new keys generation under `pin`.
+    pub fn replace_recovery(
+        &mut self,
+        objects: &Objects<'_>,
+        sealer: &dyn Sealer,
+        vmk: &MasterKey,
+        pin: &[u8],
+        phrase: &[u8; RECOVERY_BYTES],
+        policy: &KeyPolicy,
+    ) -> Result<(), VaultError> {
+        let effective = self.effective(policy);
+        self.inner.recovery = Some(wrap_for_recovery(
+            phrase,
+            &self.secret,
+            vmk,
+            objects.vault(),
+            &effective,
+        )?);
+        self.rekey(objects, sealer, vmk, pin, policy)
+    }
+
+    /// Writes the next keys generation wrapping `vmk` under `pin`, keeping the devices and
+    /// the recovery wrap, and reads it back.
+    fn rekey(
+        &mut self,
+        objects: &Objects<'_>,
+        sealer: &dyn Sealer,
+        vmk: &MasterKey,
+        pin: &[u8],
+        policy: &KeyPolicy,
+    ) -> Result<(), VaultError> {
         let policy = &self.effective(policy);
         let next = self
             .generation
             .checked_add(1)
             .ok_or_else(|| VaultError::Tampered("keys generation exhausted".into()))?;
-        let devices = self.inner.devices.clone();
         write_keys(
             objects,
             sealer,
             &self.secret,
             next,
-            &vmk,
-            new,
+            vmk,
+            pin,
             policy,
-            devices,
+            self.inner.devices.clone(),
+            self.inner.recovery.clone(),
         )?;
         *self = LockedVault::open(objects, sealer)?;
+        Ok(())
+    }
+
+    /// Sets a new PIN with the recovery `phrase` (a member who forgot the PIN): the attempt is
+    /// counted with the PIN's, durably and before the phrase is evaluated, exactly as for a
+    /// PIN; a right phrase resets the count and writes a keys generation under `new_pin`. A
+    /// vault locked by the guess limit stays locked (staged recovery reopens it).
+    pub fn reset_pin(
+        &mut self,
+        objects: &Objects<'_>,
+        sealer: &dyn Sealer,
+        phrase: &[u8; RECOVERY_BYTES],
+        new_pin: &[u8],
+        policy: &KeyPolicy,
+    ) -> Result<MasterKey, VaultError> {
+        if self.guard.locked {
+            return Err(VaultError::LockedOut);
+        }
+        let Some(wrap) = self.inner.recovery.clone() else {
+            return Err(VaultError::NoRecoveryPhrase);
+        };
+        let effective = self.effective(policy);
+        let vault = objects.vault();
+        let stretch = Stretch::from_phc(&wrap.phc, &Bounds::DEFAULT)
+            .map_err(|_| VaultError::Tampered("recovery parameters out of bounds".into()))?;
+        let failures = self.guard.failures.saturating_add(1);
+        self.record_guard(
+            objects,
+            GuardState {
+                failures,
+                locked: failures >= effective.max_failures,
+                password_failures: self.guard.password_failures,
+            },
+        )?;
+        let kek = recovery_kek(&stretch.derive(phrase), &self.secret, vault);
+        let Ok(vmk) = kek.open(&recovery_aad(vault), &wrap.wrapped_vmk) else {
+            return Err(if self.guard.locked {
+                VaultError::LockedOut
+            } else {
+                VaultError::WrongRecoveryPhrase {
+                    attempts_left: effective.max_failures.saturating_sub(failures),
+                }
+            });
+        };
+        let vmk = MasterKey(
+            SecretBytes::try_from_slice(&vmk)
+                .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
+        );
+        self.record_guard(
+            objects,
+            GuardState {
+                password_failures: self.guard.password_failures,
+                ..GuardState::default()
+            },
+        )?;
+        self.rekey(objects, sealer, &vmk, new_pin, policy)?;
         Ok(vmk)
     }
 }
@@ -553,7 +722,7 @@ mod tests {
             },
             ..fast(3)
         };
-        create(&objects, &sealer, b"1111", &strict, Vec::new()).unwrap();
+        create(&objects, &sealer, b"1111", None, &strict, Vec::new()).unwrap();
         // A later enclave with a looser policy: the vault's own limit and cost hold.
         let loose = fast(10);
         let mut locked = LockedVault::open(&objects, &sealer).unwrap();

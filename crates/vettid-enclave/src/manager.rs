@@ -23,6 +23,7 @@ use vettid_crypto::aead::AeadKey;
 use vettid_proto::enclave::{
     EnclaveReply, Invalid, Residency, SignedVersion, VaultError, VaultOp, valid_vault_id,
 };
+use zeroize::Zeroizing;
 
 /// Largest record value of the debug table.
 const MAX_VALUE: usize = 1024 * 1024;
@@ -323,6 +324,21 @@ impl Gate<'_> {
     }
 }
 
+/// What opens a vault: its PIN, or — for a member who forgot it — the recovery phrase, which
+/// sets a new PIN. Both are counted with the same durable guess limit.
+#[derive(Clone, Copy)]
+pub enum Opener<'a> {
+    /// The PIN.
+    Pin(&'a [u8]),
+    /// The recovery phrase's entropy and the new PIN.
+    Phrase {
+        /// The phrase.
+        phrase: &'a [u8; keys::RECOVERY_BYTES],
+        /// The PIN from now on (4–64 bytes).
+        new_pin: &'a [u8],
+    },
+}
+
 /// What enrollment made.
 pub struct Enrollment {
     /// The vault's identity public key.
@@ -337,6 +353,8 @@ pub struct Enrollment {
     pub version: SignedVersion,
     /// The session's proof of this unlock (see [`Manager::domain`]).
     pub opening: Opening,
+    /// The recovery phrase's entropy, for the member's eyes only (the vault keeps a wrap).
+    pub recovery_phrase: Zeroizing<[u8; keys::RECOVERY_BYTES]>,
 }
 
 /// What an app's unlock gives its session.
@@ -563,7 +581,7 @@ impl Manager {
         &self,
         st: &mut VaultState,
         objects: &Objects<'_>,
-        pin: &[u8],
+        opener: Opener<'_>,
         device: Option<&[u8; 32]>,
     ) -> Result<SignedVersion, VaultError> {
         st.check()?;
@@ -574,7 +592,18 @@ impl Manager {
             None if !locked.devices().is_empty() => return Err(VaultError::AppOwned),
             None => Owner::Debug,
         };
-        let result = locked.unlock(objects, pin, self.policy());
+        let result = match opener {
+            Opener::Pin(pin) => locked.unlock(objects, pin, self.policy()),
+            Opener::Phrase { phrase, new_pin } => {
+                check_pin(new_pin)?;
+                let result =
+                    locked.reset_pin(objects, &*self.sealer, phrase, new_pin, self.policy());
+                if result.is_ok() {
+                    st.generation = Some(locked.generation());
+                }
+                result
+            }
+        };
         Self::note_guard(st, &locked);
         if result.is_err() && locked.locked_out() {
             // The limit was reached from this session: sessions still open lose the vault too.
@@ -601,13 +630,20 @@ impl Manager {
                 if st.known() {
                     return Err(VaultError::AlreadyExists);
                 }
-                let vmk = keys::create(&objects, &*self.sealer, &pin, self.policy(), Vec::new())?;
+                let vmk = keys::create(
+                    &objects,
+                    &*self.sealer,
+                    &pin,
+                    None,
+                    self.policy(),
+                    Vec::new(),
+                )?;
                 let vault = Vault::create(&objects, &vmk, self.limits(), crate::domains::schema())?;
                 st.same_identity(vault.identity_public_key())?;
                 Ok(self.open_for_debug(st, vault, &vmk, id))
             }
             VaultOp::Unlock { pin } => self
-                .unlock(st, &objects, &pin, None)
+                .unlock(st, &objects, Opener::Pin(&pin), None)
                 .map(EnclaveReply::Open),
             VaultOp::ChangePin { old, new } => {
                 check_pin(&new)?;
@@ -797,10 +833,19 @@ impl Manager {
         let state = self.state(id);
         let mut st = lock(&state);
         let st = &mut *st;
+        // The recovery phrase: made here, wrapped around the VMK, shown to the member once.
+        let phrase = Zeroizing::new(vettid_crypto::random_array::<{ keys::RECOVERY_BYTES }>());
         let created = if st.known() {
             Err(VaultError::AlreadyExists)
         } else {
-            keys::create(&objects, &*self.sealer, pin, self.policy(), vec![device])
+            keys::create(
+                &objects,
+                &*self.sealer,
+                pin,
+                Some(&phrase),
+                self.policy(),
+                vec![device],
+            )
         };
         let (vmk, mut vault) = match created {
             Ok(vmk) => {
@@ -823,6 +868,16 @@ impl Manager {
                 if vault.meta("credential/key")?.is_some() {
                     return Err(VaultError::AlreadyExists);
                 }
+                // The phrase of the first attempt never reached the member: wrap a new one.
+                locked.replace_recovery(
+                    &objects,
+                    &*self.sealer,
+                    &vmk,
+                    pin,
+                    &phrase,
+                    self.policy(),
+                )?;
+                st.generation = Some(locked.generation());
                 (vmk, vault)
             }
             Err(e) => return Err(e),
@@ -853,6 +908,7 @@ impl Manager {
             event_key: vault.event_key().clone(),
             version,
             opening: Opening::of(id, st.opening),
+            recovery_phrase: phrase,
         };
         self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(enrollment)
@@ -881,7 +937,7 @@ impl Manager {
     pub fn unlock_for_app(
         &self,
         id: &str,
-        pin: &[u8],
+        opener: Opener<'_>,
         device: &[u8; 32],
         seen: Option<Head>,
         now_ms: u64,
@@ -893,7 +949,14 @@ impl Manager {
         let state = self.state(id);
         let mut st = lock(&state);
         let st = &mut *st;
-        self.unlock(st, &objects, pin, Some(device))?;
+        let (kind, what) = match opener {
+            Opener::Pin(_) => ("vault.unlocked", "vault unlocked"),
+            Opener::Phrase { .. } => (
+                "vault.pin_reset",
+                "PIN reset with the recovery phrase; vault unlocked",
+            ),
+        };
+        self.unlock(st, &objects, opener, Some(device))?;
         let opening = Opening::of(id, st.opening);
         if let Some(seen) = seen {
             self.with_vault(st, &objects, Owner::App, |vault, objects| {
@@ -906,9 +969,9 @@ impl Manager {
             let event = crate::feed::event(
                 now_ms,
                 vettid_proto::feed::Audience::Feed,
-                "vault.unlocked",
+                kind,
                 vettid_proto::feed::Retention::Short,
-                format!("vault unlocked from device {}", hex::encode(&device[..8])),
+                format!("{what} from device {}", hex::encode(&device[..8])),
             );
             let mut statements = vec![crate::feed::prune(now_ms)];
             statements.extend(crate::feed::append(vault, &[event])?);
@@ -1018,7 +1081,7 @@ impl Manager {
         })
     }
 
-    /// Locks; the event key if the vault was open (to tell the apps).    /// Locks; the event key if the vault was open (to tell the apps).
+    /// Locks; the event key if the vault was open (to tell the apps).
     pub fn lock_for_app(&self, id: &str) -> Result<Option<SecretBytes<32>>, VaultError> {
         let objects = Objects::new(&self.link, id);
         let state = self.state(id);
@@ -1147,10 +1210,10 @@ mod tests {
     fn only_the_newest_unlock_opens_vault_data_and_a_lock_ends_it() {
         let m = enrolled();
         let a = m
-            .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+            .unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
             .unwrap();
         let b = m
-            .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+            .unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
             .unwrap();
         assert!(a.opening.number < b.opening.number);
         let touch = |opening: &Opening| m.domain("alice", opening, 0, |_| Ok(())).map(|_| ());
@@ -1164,9 +1227,11 @@ mod tests {
     fn one_vaults_unlock_opens_no_other_vault() {
         let m = enrolled();
         m.enroll("bob", b"2222", &[0; 32], new_device(), 0).unwrap();
-        let bob = m.unlock_for_app("bob", b"2222", &DEVICE, None, 0).unwrap();
+        let bob = m
+            .unlock_for_app("bob", Opener::Pin(b"2222"), &DEVICE, None, 0)
+            .unwrap();
         let alice = m
-            .unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+            .unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
             .unwrap();
         // Same opening numbers by construction (each vault: enroll, then one unlock).
         assert_eq!(alice.opening.number, bob.opening.number);
@@ -1185,7 +1250,7 @@ mod tests {
                 .map(|_| {
                     let m = m.clone();
                     std::thread::spawn(move || {
-                        m.unlock_for_app("alice", b"1111", &DEVICE, None, 0)
+                        m.unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
                             .unwrap()
                             .opening
                     })
@@ -1215,11 +1280,87 @@ mod tests {
         };
         let before = guards(&store);
         assert_eq!(
-            m.unlock_for_app("alice", b"1111", &[2; 32], None, 0).err(),
+            m.unlock_for_app("alice", Opener::Pin(b"1111"), &[2; 32], None, 0)
+                .err(),
             Some(VaultError::DeviceNotRegistered)
         );
         assert_eq!(guards(&store), before);
         assert!(!m.has_device("alice", &[2; 32]).unwrap());
         assert!(m.has_device("alice", &DEVICE).unwrap());
+    }
+
+    #[test]
+    fn the_recovery_phrase_sets_a_new_pin_counted_like_one_and_never_reaches_storage() {
+        let (m, store) = manager(fast(10));
+        let phrase = m
+            .enroll("alice", b"1111", &[0; 32], new_device(), 0)
+            .unwrap()
+            .recovery_phrase;
+        let reset = |phrase: &[u8; keys::RECOVERY_BYTES], new_pin: &[u8]| {
+            m.unlock_for_app(
+                "alice",
+                Opener::Phrase { phrase, new_pin },
+                &DEVICE,
+                None,
+                0,
+            )
+            .map(|_| ())
+        };
+        let mut wrong = *phrase;
+        wrong[0] ^= 1;
+        assert_eq!(
+            reset(&wrong, b"2222"),
+            Err(VaultError::WrongRecoveryPhrase { attempts_left: 9 })
+        );
+        assert_eq!(reset(&phrase, b"12"), Err(Invalid::Pin.into()));
+        assert_eq!(reset(&phrase, b"2222"), Ok(()));
+        // The old PIN is gone, the new one opens, and the count started over.
+        let unlock = |pin: &[u8]| {
+            m.unlock_for_app("alice", Opener::Pin(pin), &DEVICE, None, 0)
+                .map(|_| ())
+        };
+        assert_eq!(
+            unlock(b"1111"),
+            Err(VaultError::WrongPin { attempts_left: 9 })
+        );
+        assert_eq!(unlock(b"2222"), Ok(()));
+        // The phrase keeps working after the PIN changed (its wrap carries over).
+        assert_eq!(reset(&phrase, b"3333"), Ok(()));
+        assert_eq!(unlock(b"3333"), Ok(()));
+        // Nothing stored holds the phrase.
+        for bytes in store.lock().unwrap().values() {
+            assert!(!bytes.windows(phrase.len()).any(|w| w == &phrase[..]));
+        }
+        // At the limit, neither the PIN nor the phrase opens the vault (staged recovery does).
+        for _ in 0..10 {
+            let _ = unlock(b"0000");
+        }
+        assert_eq!(unlock(b"3333"), Err(VaultError::LockedOut));
+        assert_eq!(reset(&phrase, b"4444"), Err(VaultError::LockedOut));
+    }
+
+    #[test]
+    fn a_refused_second_enrollment_leaves_the_phrase_the_member_was_shown() {
+        let (m, _) = manager(fast(10));
+        let first = m
+            .enroll("alice", b"1111", &[0; 32], new_device(), 0)
+            .unwrap()
+            .recovery_phrase;
+        assert_eq!(
+            m.enroll("alice", b"1111", &[0; 32], new_device(), 0)
+                .map(|_| ()),
+            Err(VaultError::AlreadyExists)
+        );
+        let reset = m.unlock_for_app(
+            "alice",
+            Opener::Phrase {
+                phrase: &first,
+                new_pin: b"2222",
+            },
+            &DEVICE,
+            None,
+            0,
+        );
+        assert!(reset.is_ok(), "the phrase the member was shown still works");
     }
 }

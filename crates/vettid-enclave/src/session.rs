@@ -464,32 +464,46 @@ impl Sessions {
                         credential: e.credential,
                         event_key: Zeroizing::new(*e.event_key.expose()),
                         version: e.version,
+                        recovery_phrase: e.recovery_phrase,
                         device_attestation,
                     })))
                 }),
             (AppOp::Ping, _) => Ok(AppReply::Pong),
             (_, Channel::Enroll) | (AppOp::Enroll { .. }, _) => Err(Invalid::WrongChannel.into()),
-            (AppOp::Unlock { pin }, _) => manager
-                .unlock_for_app(member, &pin, &device, *seen, now_ms)
-                .inspect_err(|_| *unlocked = None)
-                .map(|u| {
-                    *unlocked = Some(u.opening);
-                    version = Some(u.version.clone());
-                    events.push(seal_event(
-                        member,
-                        &u.event_key,
-                        now_ms,
-                        EventKind::Unlocked {
-                            device_public_key: device,
-                        },
-                    ));
-                    AppReply::Unlocked {
-                        version: u.version,
-                        event_key: Zeroizing::new(*u.event_key.expose()),
-                    }
-                }),
+            (AppOp::Unlock { pin }, _) => {
+                let opener = crate::manager::Opener::Pin(&pin);
+                let u = manager.unlock_for_app(member, opener, &device, *seen, now_ms);
+                opened_by(
+                    u,
+                    member,
+                    device,
+                    now_ms,
+                    unlocked,
+                    &mut version,
+                    &mut events,
+                )
+            }
+            (AppOp::ResetPin { phrase, new_pin }, _) => {
+                let opener = crate::manager::Opener::Phrase {
+                    phrase: &phrase,
+                    new_pin: &new_pin,
+                };
+                let u = manager.unlock_for_app(member, opener, &device, *seen, now_ms);
+                opened_by(
+                    u,
+                    member,
+                    device,
+                    now_ms,
+                    unlocked,
+                    &mut version,
+                    &mut events,
+                )
+            }
             (AppOp::Anchor { seen: version }, _) => manager.anchor(member, &version).map(|head| {
-                *seen = Some(head);
+                // The session keeps the highest anchor it was shown (a lower one adds nothing).
+                if seen.is_none_or(|s| head.version > s.version) {
+                    *seen = Some(head);
+                }
                 AppReply::Anchored
             }),
             (AppOp::Lock, _) => manager.lock_for_app(member).map(|key| {
@@ -580,6 +594,34 @@ impl Sessions {
 }
 
 /// This session's proof of unlock, or `NotUnlocked`.
+/// What an unlock (by PIN or recovery phrase) gives the session: its proof of the unlock, the
+/// version, the event telling the member's apps, and the answer.
+fn opened_by(
+    result: Result<crate::manager::Unlocked, VaultError>,
+    member: &str,
+    device: [u8; 32],
+    now_ms: u64,
+    unlocked: &mut Option<crate::manager::Opening>,
+    version: &mut Option<SignedVersion>,
+    events: &mut Vec<Outbound>,
+) -> Result<AppReply, VaultError> {
+    let u = result.inspect_err(|_| *unlocked = None)?;
+    *unlocked = Some(u.opening);
+    *version = Some(u.version.clone());
+    events.push(seal_event(
+        member,
+        &u.event_key,
+        now_ms,
+        EventKind::Unlocked {
+            device_public_key: device,
+        },
+    ));
+    Ok(AppReply::Unlocked {
+        version: u.version,
+        event_key: Zeroizing::new(*u.event_key.expose()),
+    })
+}
+
 fn opened(
     unlocked: &Option<crate::manager::Opening>,
 ) -> Result<&crate::manager::Opening, VaultError> {

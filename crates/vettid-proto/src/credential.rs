@@ -57,13 +57,16 @@ impl CriticalKind {
         CriticalKind::Other,
     ];
 
-    /// The kind named `name` (as [`CriticalKind::name`] spells it).
+    /// The kind named `name` (as [`CriticalKind::name`] spells it; every kind is in
+    /// [`CriticalKind::ALL`], which the match below keeps honest).
     pub fn parse(name: &str) -> Option<CriticalKind> {
         CriticalKind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     /// Its name in listings.
     pub fn name(self) -> &'static str {
+        // A kind added to the enum fails to compile here until it is named, and
+        // `every_kind_is_listed_once` fails until it is in `ALL`.
         match self {
             CriticalKind::SeedPhrase => "seed-phrase",
             CriticalKind::PrivateKey => "private-key",
@@ -150,4 +153,33 @@ pub struct CredentialReply {
     pub blob: Vec<u8>,
     /// The signed vault version of the rotation.
     pub version: crate::enclave::SignedVersion,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_once_and_parses_back() {
+        for k in CriticalKind::ALL {
+            assert_eq!(CriticalKind::parse(k.name()), Some(k));
+            let exhaustive = match k {
+                CriticalKind::SeedPhrase
+                | CriticalKind::PrivateKey
+                | CriticalKind::SigningKey
+                | CriticalKind::MasterPassword
+                | CriticalKind::RecoveryKey
+                | CriticalKind::Other => k,
+            };
+            assert_eq!(
+                CriticalKind::ALL
+                    .iter()
+                    .filter(|x| **x == exhaustive)
+                    .count(),
+                1
+            );
+        }
+        assert_eq!(CriticalKind::ALL.len(), 6);
+        assert_eq!(CriticalKind::parse("seed"), None);
+    }
 }

@@ -245,6 +245,16 @@ pub enum VaultError {
     /// The debug path was asked to touch a vault that an app owns.
     #[error("this vault belongs to an app: only its attested session reaches it")]
     AppOwned,
+    /// Wrong recovery phrase; counted with wrong PINs: the vault locks after `attempts_left`
+    /// more.
+    #[error("wrong recovery phrase ({attempts_left} attempts left)")]
+    WrongRecoveryPhrase {
+        /// Wrong PINs or phrases left before the vault locks.
+        attempts_left: u32,
+    },
+    /// This vault has no recovery phrase (made before phrases existed, or on the debug path).
+    #[error("this vault has no recovery phrase")]
+    NoRecoveryPhrase,
 }
 
 impl VaultError {

@@ -22,6 +22,8 @@ use zeroize::Zeroizing;
 pub const VERSION: u16 = 2;
 /// How far a request's timestamp may be from the host's clock.
 pub const MAX_SKEW_MS: u64 = 5 * 60 * 1000;
+/// Bytes of entropy in a recovery phrase (128 bits: 12 BIP-39 words with their checksum).
+pub const RECOVERY_BYTES: usize = 16;
 /// The event subject token: `OwnerSpace.<member>.forApp.vault`.
 pub const EVENT_TOKEN: &str = "vault";
 
@@ -339,6 +341,14 @@ pub enum AppOp {
         /// The version, as the vault signed it.
         seen: SignedVersion,
     },
+    /// A member who forgot the PIN sets a new one with the recovery phrase (counted with the
+    /// PIN's attempts); the vault is then open in this session ([`AppReply::Unlocked`]).
+    ResetPin {
+        /// The phrase's entropy (the app decodes the words).
+        phrase: Zeroizing<[u8; RECOVERY_BYTES]>,
+        /// The new PIN.
+        new_pin: Zeroizing<Vec<u8>>,
+    },
 }
 
 // Never print PINs, verifiers or content: the variant name only.
@@ -410,6 +420,9 @@ pub struct Enrolled {
     pub event_key: Zeroizing<[u8; 32]>,
     /// The vault's first signed version.
     pub version: SignedVersion,
+    /// The recovery phrase's entropy, made in the enclave and shown to the member once (the
+    /// vault keeps only the master key wrapped under it).
+    pub recovery_phrase: Zeroizing<[u8; RECOVERY_BYTES]>,
     /// An attestation document of this enclave whose `user_data` is
     /// [`crate::auth::enrolled_device_binding`] for the member, this session's key, the
     /// enrolled device key and the identity key: the API registers the device with it.

@@ -50,6 +50,19 @@ pub(crate) struct PinArgs {
     pin: Option<String>,
 }
 
+#[derive(clap::Args)]
+pub(crate) struct ResetPinArgs {
+    /// Read the recovery phrase (12 words) from this environment variable.
+    #[arg(long)]
+    phrase_env: Option<String>,
+    /// Read the recovery phrase from the first line of this file.
+    #[arg(long)]
+    phrase_file: Option<PathBuf>,
+    /// The new PIN.
+    #[command(flatten)]
+    pin: PinArgs,
+}
+
 /// Where the password comes from (a prompt when none is given).
 #[derive(clap::Args)]
 pub(crate) struct PasswordArgs {
@@ -71,6 +84,9 @@ pub(crate) enum AppCommand {
     Enroll(Box<EnrollArgs>),
     /// Open the vault with the PIN.
     Unlock(PinArgs),
+    /// Forgot the PIN: set a new one with the recovery phrase shown at enrollment (counted
+    /// like a PIN attempt). The new PIN from --pin-env/--pin-file or a prompt.
+    ResetPin(ResetPinArgs),
     /// Lock the vault (the enclave forgets its keys).
     Lock,
     /// Show whether the vault is unlocked and how many PIN attempts are left.
@@ -268,6 +284,27 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
             println!("✓ vault unlocked at version {version}");
             Ok(ExitCode::SUCCESS)
         }
+        AppCommand::ResetPin(r) => {
+            let typed = read_secret(
+                "recovery phrase",
+                None,
+                r.phrase_env.as_ref(),
+                r.phrase_file.as_ref(),
+            )?;
+            let phrase = vettid_client::recovery::RecoveryPhrase::parse(
+                std::str::from_utf8(&typed).context("the recovery phrase is not UTF-8")?,
+            )?;
+            let pin = pin(&r.pin)?;
+            let mut profile = Profile::open_enrolled(&args.profile)?;
+            let c = connect(&mut profile).await?;
+            println!("  checking the phrase in the enclave (counted like a PIN attempt)…");
+            let s = c.session.reset_pin(&phrase, pin, &mut profile).await?;
+            println!(
+                "✓ new PIN set; vault unlocked at version {} (the old PIN no longer opens it)",
+                s.version()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         AppCommand::Lock => {
             let mut profile = Profile::open_enrolled(&args.profile)?;
             let mut c = connect(&mut profile).await?;
@@ -463,7 +500,7 @@ async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitC
         password,
         nats_url: args.nats_url.clone(),
     };
-    vettid_client::app::finish(&mut profile, &api, pending, input, |phase, detail| {
+    let phrase = vettid_client::app::finish(&mut profile, &api, pending, input, |phase, detail| {
         println!("  ✓ {phase:<22} {detail}");
     })
     .await?;
@@ -472,5 +509,25 @@ async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitC
         profile.member()?,
         dir.display()
     );
+    println!();
+    println!("  Your recovery phrase (made in the enclave; shown this once, stored nowhere):");
+    println!();
+    for (i, chunk) in phrase
+        .words()
+        .split(' ')
+        .collect::<Vec<_>>()
+        .chunks(4)
+        .enumerate()
+    {
+        let numbered: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, w)| format!("{:>2}. {w:<10}", i * 4 + j + 1))
+            .collect();
+        println!("    {}", numbered.join(" "));
+    }
+    println!();
+    println!("  Write it down and keep it safe: with it you can set a new PIN");
+    println!("  (`vettid app reset-pin`) if you forget yours.");
     Ok(ExitCode::SUCCESS)
 }

@@ -133,6 +133,24 @@ async fn the_app_command_enrolls_unlocks_and_catches_up_on_events() {
     for phase in vettid_client::api::PHASES {
         assert!(out.contains(phase), "phase {phase} not shown:\n{out}");
     }
+    // The recovery phrase, shown once as 12 numbered words.
+    let tokens: Vec<&str> = out
+        .split("recovery phrase")
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let phrase: Vec<&str> = tokens
+        .windows(2)
+        .filter(|w| w[0].ends_with('.') && w[0].trim_end_matches('.').parse::<u8>().is_ok())
+        .map(|w| w[1])
+        .collect();
+    assert_eq!(phrase.len(), 12, "{out}");
+    let phrase = phrase.join(" ");
+    assert!(
+        vettid_client::recovery::RecoveryPhrase::parse(&phrase).is_ok(),
+        "{phrase}"
+    );
     let pin_file = secrets.to_str().unwrap();
     let (ok, out) = vettid(&["app", "--profile", p, "unlock", "--pin-file", pin_file]);
     assert!(ok && out.contains("vault unlocked"), "{out}");
@@ -163,10 +181,111 @@ async fn the_app_command_enrolls_unlocks_and_catches_up_on_events() {
     assert!(ok && out.contains("new NATS credentials"), "{out}");
     let (ok, out) = vettid(&["app", "--profile", p, "whoami"]);
     assert!(ok, "renewed credentials work: {out}");
+    // Forgot the PIN: the phrase sets a new one; the old one no longer opens the vault.
+    let reset = |phrase: &str| {
+        vettid_with(
+            &[
+                "app",
+                "--profile",
+                p,
+                "reset-pin",
+                "--phrase-env",
+                "PHRASE",
+                "--pin-env",
+                "NEW",
+            ],
+            &[("PHRASE", phrase), ("NEW", "731642")],
+        )
+    };
+    let (ok, out) = reset("abandon abandon abandon");
+    assert!(!ok && out.contains("12 words"), "{out}");
+    let (ok, out) = reset(&phrase);
+    assert!(ok && out.contains("new PIN set"), "{out}");
+    std::fs::write(&secrets, "582913\n").unwrap();
+    let (ok, out) = vettid(&["app", "--profile", p, "unlock", "--pin-file", pin_file]);
+    assert!(!ok && out.contains("wrong PIN"), "{out}");
+    std::fs::write(&secrets, "731642\n").unwrap();
+    let (ok, out) = vettid(&["app", "--profile", p, "unlock", "--pin-file", pin_file]);
+    assert!(ok && out.contains("vault unlocked"), "{out}");
 
-    // Zero knowledge: neither the PIN nor the password appears in any byte the operator
-    // holds (objects, JetStream, logs, metadata DB, NATS resolver).
-    stack_files_containing(&data, &[b"582913", password.as_bytes()]);
+    // Zero knowledge: neither the PIN, the password nor the recovery phrase appears in any
+    // byte the operator holds (objects, JetStream, logs, metadata DB, NATS resolver).
+    stack_files_containing(
+        &data,
+        &[b"582913", b"731642", password.as_bytes(), phrase.as_bytes()],
+    );
+}
+
+/// The recovery phrase: a wrong one is counted with the PIN's attempts and typed; the right
+/// one sets a new PIN and opens the vault; the data is all there; the phrase is nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forgotten_pin_is_reset_with_the_recovery_phrase() {
+    use vettid_client::recovery::RecoveryPhrase;
+    let stack = UpStack::start();
+    let (mut profile, phrase) = stack.enrolled_with_phrase("rita", "1357").await;
+    let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
+    let c = vettid_client::app::connect(&mut profile).await.unwrap();
+    let mut s = c.session.unlock(pin("1357"), &mut profile).await.unwrap();
+    s.create_secret(vettid_proto::secrets::ItemContent {
+        name: "kept".into(),
+        folder: None,
+        tags: vec![],
+        data: vettid_proto::secrets::SecretData::Note {
+            text: vettid_proto::secrets::Secret::new("marker-kept-8e1d"),
+        },
+        fields: vec![],
+    })
+    .await
+    .unwrap();
+    s.lock().await.unwrap();
+    // A phrase of another vault: refused, typed, counted.
+    let other = RecoveryPhrase::from_entropy(&[7; 16]);
+    let c = vettid_client::app::connect(&mut profile).await.unwrap();
+    let r = c
+        .session
+        .reset_pin(&other, pin("2468"), &mut profile)
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Vault(VaultError::WrongRecoveryPhrase {
+                attempts_left: 9
+            }))
+        ),
+        "{r:?}"
+    );
+    let c = vettid_client::app::connect(&mut profile).await.unwrap();
+    let mut s = c
+        .session
+        .reset_pin(&phrase, pin("2468"), &mut profile)
+        .await
+        .unwrap();
+    let items = s.list_secrets(None, None, None, false).await.unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["kept"]
+    );
+    drop(s);
+    let c = vettid_client::app::connect(&mut profile).await.unwrap();
+    let r = c
+        .session
+        .unlock(pin("1357"), &mut profile)
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Vault(VaultError::WrongPin {
+                attempts_left: 9
+            }))
+        ),
+        "the count started over after the reset, and the old PIN is gone: {r:?}"
+    );
+    let c = vettid_client::app::connect(&mut profile).await.unwrap();
+    assert!(c.session.unlock(pin("2468"), &mut profile).await.is_ok());
+    let words = phrase.words().to_owned();
+    stack_files_containing(&stack.data(), &[words.as_bytes(), b"marker-kept-8e1d"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

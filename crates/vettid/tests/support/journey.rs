@@ -280,13 +280,22 @@ impl UpStack {
 
     /// Registers, signs in and enrolls `name` with `pin`: the enrolled profile.
     pub async fn enrolled(&self, name: &str, pin: &str) -> Profile {
+        self.enrolled_with_phrase(name, pin).await.0
+    }
+
+    /// [`UpStack::enrolled`], and the recovery phrase the member was shown.
+    pub async fn enrolled_with_phrase(
+        &self,
+        name: &str,
+        pin: &str,
+    ) -> (Profile, vettid_client::recovery::RecoveryPhrase) {
         let (_, session) = self.member(name).await;
         let enrollment = self.enrollment_session(&session).await;
         let mut profile = self.profile(name);
         let pending = self
             .begin_confirmed(name, &mut profile, &session, enrollment)
             .await;
-        vettid_client::app::finish(
+        let phrase = vettid_client::app::finish(
             &mut profile,
             &Api::new(&self.api),
             pending,
@@ -295,7 +304,7 @@ impl UpStack {
         )
         .await
         .unwrap();
-        profile
+        (profile, phrase)
     }
 }
 
