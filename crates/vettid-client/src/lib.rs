@@ -16,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod backup;
 pub mod credential;
 mod error;
 pub mod events;

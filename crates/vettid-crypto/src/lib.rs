@@ -45,6 +45,7 @@ pub mod noise;
 pub mod password;
 mod secret;
 pub mod sign;
+pub mod stream;
 
 pub use aead::DecryptionFailed;
 pub use kdf::Label;

@@ -1,6 +1,6 @@
 //! The registry of vault domains: the one list the storage engine's schema comes from.
 //!
-//! A domain is one module (`secrets`, `profile`, `feed`; `credential` keeps its rows in the
+//! A domain is one module (`secrets`, `profile`, `feed`, `backup`; `credential` keeps its rows in the
 //! engine's `meta` table) holding its tables as append-only [`Migration`]s, its handler and
 //! its tests. Its handler takes the [`crate::manager::UnlockedVault`] guard, which only the
 //! manager makes after checking the session's proof of unlock: a domain cannot reach a vault
@@ -36,6 +36,10 @@ pub const REGISTRY: &[Domain] = &[
     Domain {
         name: "feed",
         migrations: crate::feed::MIGRATIONS,
+    },
+    Domain {
+        name: "backup",
+        migrations: crate::backup::MIGRATIONS,
     },
 ];
 
@@ -93,6 +97,7 @@ mod tests {
             "2cd3f66ff758f2f120614adffea252b045c1371fb5722231d63f19e41974f85c",
             "5ee6c582586fe3fd8a9b17bf0bb7082be11073ea84e0b9bda40f2634c41a8b73",
             "a27d550728c432aa8bd790f7ffc541ecb5e2ae4c5ca42b211e32e8baa6922250",
+            "a1077cc53fe7404ad9bc7c94f1b0b78f9d722a4b782d72384aaa0748a8c96934",
         ];
         let now: Vec<String> = schema()
             .iter()

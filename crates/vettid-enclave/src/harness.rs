@@ -130,12 +130,14 @@ pub(crate) struct Opened {
     pub(crate) opening: crate::manager::Opening,
     /// The credential blob enrollment made (password verifier: 32 zero bytes).
     pub(crate) credential: Vec<u8>,
+    /// The in-memory host's objects (a test may play the hostile host with them).
+    pub(crate) store: Store,
 }
 
 impl Opened {
     /// Vault `alice`, enrolled (PIN `1111`) and unlocked by that enrollment.
     pub(crate) fn new() -> Opened {
-        let (manager, _) = manager(fast(10));
+        let (manager, store) = manager(fast(10));
         let device = crate::manager::NewDevice {
             session_key: [1; 32],
             device_key: [9; 32],
@@ -148,6 +150,7 @@ impl Opened {
             manager,
             opening: enrolled.opening,
             credential: enrolled.credential,
+            store,
         }
     }
 

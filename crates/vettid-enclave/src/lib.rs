@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unreachable_pub)]
 
+pub mod backup;
 pub mod credential;
 pub mod device;
 pub mod domains;

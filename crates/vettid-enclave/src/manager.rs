@@ -884,6 +884,11 @@ impl Manager {
         };
         let (credential, statements) = crate::credential::enroll(id, verifier, now_ms);
         let mut statements = statements;
+        statements.extend(crate::backup::enroll_statements(
+            id,
+            &phrase,
+            self.policy().cost,
+        )?);
         statements.push(Statement {
             sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
             params: vec![

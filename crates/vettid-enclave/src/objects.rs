@@ -28,6 +28,10 @@ pub enum ObjectKind {
     /// The statement digests of the versions a snapshot compacted away; numbered by the
     /// snapshot's version. With them the vault proves that its head extends an older version.
     History,
+    /// A backup's header (`backup.rs`); numbered by the backup.
+    Backup,
+    /// One chunk of a backup, sealed with STREAM; numbered `backup << 24 | index`.
+    BackupChunk,
 }
 
 impl ObjectKind {
@@ -40,6 +44,8 @@ impl ObjectKind {
             ObjectKind::SnapshotChunk => "snapc",
             ObjectKind::Epoch => "epoch",
             ObjectKind::History => "hist",
+            ObjectKind::Backup => "backup",
+            ObjectKind::BackupChunk => "backupc",
         }
     }
 }

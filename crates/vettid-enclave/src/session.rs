@@ -558,6 +558,12 @@ impl Sessions {
                     version = Some(v);
                     r.map(|r| AppReply::Profile(Box::new(r)))
                 }),
+            (AppOp::Backup(op), _) => opened(unlocked)
+                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::backup::handle(u, op)))
+                .and_then(|(r, v)| {
+                    version = Some(v);
+                    r.map(|r| AppReply::Backup(Box::new(r)))
+                }),
             (AppOp::Secrets(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::secrets::handle(u, op)))
                 .and_then(|(r, v)| {

@@ -599,6 +599,27 @@ impl Vault {
             || self.log_bytes >= SNAPSHOT_BYTES.max(db / 2)
     }
 
+    /// The whole database as bytes (for a backup).
+    pub fn serialized(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError> {
+        let db = self.conn.serialize(MAIN_DB).map_err(sql_err)?;
+        Ok(zeroize::Zeroizing::new(db.to_vec()))
+    }
+
+    /// Whether `bytes` are a sound database (opened in memory, `PRAGMA integrity_check`).
+    pub fn database_is_sound(bytes: &[u8]) -> bool {
+        let Ok(mut conn) = Connection::open_in_memory() else {
+            return false;
+        };
+        if conn
+            .deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
+            .is_err()
+        {
+            return false;
+        }
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0))
+            .is_ok_and(|r| r == "ok")
+    }
+
     /// Writes a snapshot at the current version (chunks, then the manifest that names them)
     /// and deletes what it makes redundant.
     pub fn snapshot(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {

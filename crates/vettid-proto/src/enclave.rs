@@ -255,6 +255,9 @@ pub enum VaultError {
     /// This vault has no recovery phrase (made before phrases existed, or on the debug path).
     #[error("this vault has no recovery phrase")]
     NoRecoveryPhrase,
+    /// A backup operation was refused, or a backup does not open.
+    #[error("{0}")]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 impl VaultError {
@@ -268,6 +271,7 @@ impl VaultError {
                 | VaultError::Profile(_)
                 | VaultError::Feed(_)
                 | VaultError::Credential(_)
+                | VaultError::Backup(_)
                 | VaultError::NotFound
         )
     }

@@ -8,6 +8,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod auth;
+pub mod backup;
 pub mod channel;
 pub mod credential;
 pub mod enclave;

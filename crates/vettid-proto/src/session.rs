@@ -284,6 +284,7 @@ domain_operations!(
     Secrets(crate::secrets::SecretOp) => crate::secrets::SecretReply,
     Feed(crate::feed::FeedOp) => crate::feed::FeedReply,
     Profile(crate::profile::ProfileOp) => crate::profile::ProfileReply,
+    Backup(crate::backup::BackupOp) => crate::backup::BackupReply,
 );
 
 /// Operations an app asks of its vault.
@@ -341,6 +342,8 @@ pub enum AppOp {
         /// The version, as the vault signed it.
         seen: SignedVersion,
     },
+    /// Backups (the vault must have been unlocked in this session).
+    Backup(crate::backup::BackupOp),
     /// A member who forgot the PIN sets a new one with the recovery phrase (counted with the
     /// PIN's attempts); the vault is then open in this session ([`AppReply::Unlocked`]).
     ResetPin {
@@ -401,6 +404,8 @@ pub enum AppReply {
     /// Answer to [`AppOp::Anchor`]: the vault's state extends it (checked now if the vault is
     /// open, else at the unlock).
     Anchored,
+    /// Answer to [`AppOp::Backup`].
+    Backup(Box<crate::backup::BackupReply>),
 }
 
 // Never print the event key, the credential or vault data: the variant name only.

@@ -13,6 +13,7 @@
 mod admin;
 mod api;
 mod app;
+mod app_backup;
 mod app_credential;
 mod app_feed;
 mod app_personal;

@@ -1067,6 +1067,98 @@ mod secrets {
     }
 }
 
+/// `vettid app backup …`: the vault backs itself up through the host, lists, verifies in the
+/// enclave; a backup the operator altered is refused; nothing in it is readable outside.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_command_backs_up_and_a_tampered_backup_is_refused() {
+    let stack = UpStack::start();
+    let mut profile = stack.enrolled("bea", "2580").await;
+    let member = profile.member().unwrap().to_owned();
+    {
+        let c = vettid_client::app::connect(&mut profile).await.unwrap();
+        let mut s = c
+            .session
+            .unlock(Zeroizing::new(b"2580".to_vec()), &mut profile)
+            .await
+            .unwrap();
+        s.create_secret(vettid_proto::secrets::ItemContent {
+            name: "in the backup".into(),
+            folder: None,
+            tags: vec![],
+            data: vettid_proto::secrets::SecretData::Note {
+                text: vettid_proto::secrets::Secret::new("marker-backup-e2e-71f0"),
+            },
+            fields: vec![],
+        })
+        .await
+        .unwrap();
+    }
+    let dir = profile.dir().to_path_buf();
+    drop(profile);
+    let p = dir.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = ["app", "--profile", p, "backup", "--pin-env", "BEA_PIN"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        vettid_with(&all, &[("BEA_PIN", "2580")])
+    };
+    let (ok, out) = run(&["status"]);
+    assert!(ok && out.contains("no backup yet"), "{out}");
+    let (ok, out) = run(&["now"]);
+    assert!(ok && out.contains("✓ backup #1"), "{out}");
+    assert!(out.contains("opens with the recovery phrase"), "{out}");
+    let (ok, out) = run(&["now"]);
+    assert!(ok && out.contains("✓ backup #2"), "{out}");
+    let (ok, out) = run(&["list"]);
+    assert!(ok && out.contains("2 backup(s)"), "{out}");
+    let (ok, out) = run(&["verify"]);
+    assert!(ok && out.contains("#2") && out.contains("opens"), "{out}");
+    // The operator alters a byte of backup 1 where it stores it.
+    let chunks: Vec<std::path::PathBuf> = walk(&stack.data())
+        .into_iter()
+        .filter(|f| {
+            let f = f.to_string_lossy();
+            f.contains(&format!("vaults/{member}/backupc/"))
+                && f.ends_with(&format!("{:020}", 1u64 << 24))
+        })
+        .collect();
+    assert_eq!(chunks.len(), 1, "{chunks:?}");
+    let mut bytes = std::fs::read(&chunks[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&chunks[0], bytes).unwrap();
+    let (ok, out) = run(&["verify", "1"]);
+    assert!(
+        !ok && out.contains("chunk 0 of the backup does not authenticate"),
+        "{out}"
+    );
+    let (ok, out) = run(&["verify", "2"]);
+    assert!(ok, "the other backup is untouched: {out}");
+    stack_files_containing(
+        &stack.data(),
+        &[b"marker-backup-e2e-71f0", b"in the backup"],
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// `vettid app secrets …`, each command its own process (and its own unlocked session).
 #[tokio::test(flavor = "multi_thread")]
 async fn the_app_command_manages_secrets() {

@@ -1,0 +1,526 @@
+//! Backups made by the vault (`vettid_proto::backup`).
+//!
+//! Each vault has one backup key `K_b` (random, in its `meta` table: openable with the master
+//! key) and, when it was enrolled by an app, `K_b` wrapped under the recovery phrase
+//! (`HKDF(Argon2id(phrase))`, *without* the sealed secret S, so a member can open a backup
+//! even if the operator's sealing keys are gone; the phrase's 128 bits make that wrap as
+//! strong as the key). A backup `n` is:
+//!
+//! - chunk objects `backupc/(n << 24 | i)`: the database, [`CHUNK`] bytes at a time, sealed
+//!   with STREAM under `K_d = HKDF(K_b, "vault/backup-data", vault ‖ n)`, every chunk bound to
+//!   `SHA-256("vettid/v1/backup\0" ‖ header)`;
+//! - then the header object `backup/n` (plain: it names the vault, the number, the version,
+//!   sizes, the STREAM nonce prefix and the phrase wrap; any change to it fails every chunk);
+//! - then a row in this domain's `backups` table.
+//!
+//! A backup cut short, reordered, extended, altered, or mixed with chunks of another backup or
+//! vault fails to open, with a typed [`BackupError`].
+
+use crate::manager::UnlockedVault;
+use crate::objects::{ObjectKind, decode, encode};
+use crate::vault::{SqlValue, Statement, Vault};
+use serde::{Deserialize, Serialize};
+use vettid_crypto::aead::AeadKey;
+use vettid_crypto::password::{Bounds, Cost, Stretch};
+use vettid_crypto::stream::{PREFIX_LEN, StreamOpener, StreamSealer};
+use vettid_crypto::{Label, SecretBytes};
+use vettid_proto::backup::{BackupError, BackupInfo, BackupOp, BackupReply, CHUNK};
+use vettid_proto::enclave::VaultError;
+use vettid_proto::session::RECOVERY_BYTES;
+use zeroize::Zeroizing;
+
+/// The domain's table.
+pub const SCHEMA: &str = "
+CREATE TABLE backups (
+    id INTEGER PRIMARY KEY, created_ms INTEGER NOT NULL, vault_version INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, chunks INTEGER NOT NULL, phrase INTEGER NOT NULL);";
+
+/// This domain's migrations, append-only (see `domains.rs`).
+pub const MIGRATIONS: &[crate::vault::Migration] = &[crate::vault::Migration {
+    seq: 6,
+    sql: SCHEMA,
+}];
+
+const DATA_KEY: Label = Label::new("vault/backup-data");
+const PHRASE_KEY: Label = Label::new("vault/backup-phrase");
+const FORMAT: u8 = 1;
+/// Chunks of one backup at most (numbered below `1 << 24`).
+const MAX_CHUNKS: u64 = 1 << 24;
+
+/// `K_b` wrapped under the recovery phrase.
+#[derive(Clone, Serialize, Deserialize)]
+struct PhraseWrap {
+    phc: String,
+    #[serde(with = "serde_bytes")]
+    wrapped: Vec<u8>,
+}
+
+/// A backup's header object.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    format: u8,
+    vault: String,
+    id: u64,
+    created_ms: u64,
+    vault_version: u64,
+    bytes: u64,
+    chunks: u32,
+    prefix: [u8; PREFIX_LEN],
+    phrase: Option<PhraseWrap>,
+}
+
+fn db(e: rusqlite::Error) -> VaultError {
+    VaultError::Internal(format!("database: {e}"))
+}
+
+fn phrase_aad(vault: &str) -> Vec<u8> {
+    [b"vettid/v1/backup-key\0".as_slice(), vault.as_bytes()].concat()
+}
+
+fn chunk_aad(header: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::new()
+        .chain_update(b"vettid/v1/backup\0")
+        .chain_update(header)
+        .finalize()
+        .to_vec()
+}
+
+fn data_key(backup_key: &SecretBytes<32>, vault: &str, id: u64) -> AeadKey {
+    let info = [vault.as_bytes(), &[0], &id.to_be_bytes()].concat();
+    DATA_KEY.derive(backup_key.expose(), b"", &info).into()
+}
+
+fn chunk_number(id: u64, index: u32) -> u64 {
+    id << 24 | u64::from(index)
+}
+
+/// The statements enrollment adds: a backup key, and (the phrase being in memory only now)
+/// its wrap under the phrase, stretched at `cost`.
+pub fn enroll_statements(
+    vault: &str,
+    phrase: &[u8; RECOVERY_BYTES],
+    cost: Cost,
+) -> Result<Vec<Statement>, VaultError> {
+    let key = SecretBytes::<32>::random();
+    let stretch = Stretch::generate(cost, &Bounds::DEFAULT)
+        .map_err(|e| VaultError::Internal(e.to_string()))?;
+    let kek: AeadKey = PHRASE_KEY
+        .derive(stretch.derive(phrase).expose(), b"", vault.as_bytes())
+        .into();
+    let wrap = PhraseWrap {
+        phc: stretch.to_phc(),
+        wrapped: kek.seal(&phrase_aad(vault), key.expose()),
+    };
+    let meta = |k: &str, v: Vec<u8>| Statement {
+        sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
+        params: vec![SqlValue::Text(k.into()), SqlValue::Blob(v)],
+    };
+    Ok(vec![
+        meta("backup/key", key.expose().to_vec()),
+        meta("backup/phrase", encode(&wrap).to_vec()),
+    ])
+}
+
+/// The vault's backup key and phrase wrap; a key is made (without a phrase wrap) for a vault
+/// that has none yet (the statements to store it are returned).
+#[allow(clippy::type_complexity)]
+fn backup_key(
+    vault: &Vault,
+) -> Result<(SecretBytes<32>, Option<PhraseWrap>, Vec<Statement>), VaultError> {
+    let tampered = || VaultError::Tampered("backup key record".into());
+    match vault.meta("backup/key")? {
+        Some(k) => {
+            let key = SecretBytes::try_from_slice(&k).ok_or_else(tampered)?;
+            let wrap = vault
+                .meta("backup/phrase")?
+                .map(|w| decode::<PhraseWrap>(&w, "backup phrase wrap"))
+                .transpose()?;
+            Ok((key, wrap, Vec::new()))
+        }
+        None => {
+            let key = SecretBytes::<32>::random();
+            let store = Statement {
+                sql: "INSERT INTO meta (key, value) VALUES ('backup/key', ?1)".into(),
+                params: vec![SqlValue::Blob(key.expose().to_vec())],
+            };
+            Ok((key, None, vec![store]))
+        }
+    }
+}
+
+/// Runs one backup operation on an unlocked vault.
+pub fn handle(unlocked: &mut UnlockedVault<'_>, op: BackupOp) -> Result<BackupReply, VaultError> {
+    let (vault, objects, now_ms) = unlocked.parts();
+    match op {
+        BackupOp::Now => make(vault, objects, now_ms).map(BackupReply::Made),
+        BackupOp::List => list(vault).map(BackupReply::Backups),
+        BackupOp::Verify { id } => verify(vault, objects, id).map(BackupReply::Verified),
+    }
+}
+
+fn make(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    now_ms: u64,
+) -> Result<BackupInfo, VaultError> {
+    let name = objects.vault().to_owned();
+    let (key, phrase, mut statements) = backup_key(vault)?;
+    let id = vault
+        .read(|c| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM backups", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .map_err(db)? as u64;
+    let bytes = vault.serialized()?;
+    let chunks: Vec<&[u8]> = if bytes.is_empty() {
+        vec![&[][..]]
+    } else {
+        bytes.chunks(CHUNK).collect()
+    };
+    if chunks.len() as u64 >= MAX_CHUNKS {
+        return Err(VaultError::Internal(
+            "the vault is too large to back up".into(),
+        ));
+    }
+    let header = Header {
+        format: FORMAT,
+        vault: name.clone(),
+        id,
+        created_ms: now_ms,
+        vault_version: vault.version(),
+        bytes: bytes.len() as u64,
+        chunks: chunks.len() as u32,
+        prefix: vettid_crypto::random_array(),
+        phrase: phrase.clone(),
+    };
+    let header_bytes = encode(&header);
+    let mut sealer = StreamSealer::new(
+        &data_key(&key, &name, id),
+        &header.prefix,
+        &chunk_aad(&header_bytes),
+    );
+    let (last, rest) = chunks.split_last().expect("at least one chunk");
+    for (i, chunk) in rest.iter().enumerate() {
+        let sealed = sealer
+            .next(chunk)
+            .map_err(|_| VaultError::Internal("backup stream too long".into()))?;
+        objects.create_raw(ObjectKind::BackupChunk, chunk_number(id, i as u32), sealed)?;
+    }
+    objects.create_raw(
+        ObjectKind::BackupChunk,
+        chunk_number(id, rest.len() as u32),
+        sealer.last(last),
+    )?;
+    // The header last: a backup cut short while being written has none, and is not listed.
+    objects.create_raw(ObjectKind::Backup, id, header_bytes.to_vec())?;
+    let info = info(&header);
+    statements.push(Statement {
+        sql: "INSERT INTO backups (id, created_ms, vault_version, bytes, chunks, phrase)
+              VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            .into(),
+        params: vec![
+            SqlValue::Int(id as i64),
+            SqlValue::Int(now_ms as i64),
+            SqlValue::Int(info.vault_version as i64),
+            SqlValue::Int(info.bytes as i64),
+            SqlValue::Int(i64::from(info.chunks)),
+            SqlValue::Int(i64::from(info.phrase)),
+        ],
+    });
+    vault.write(objects, statements)?;
+    Ok(info)
+}
+
+fn info(h: &Header) -> BackupInfo {
+    BackupInfo {
+        id: h.id,
+        created_ms: h.created_ms,
+        vault_version: h.vault_version,
+        bytes: h.bytes,
+        chunks: h.chunks,
+        phrase: h.phrase.is_some(),
+    }
+}
+
+fn list(vault: &Vault) -> Result<Vec<BackupInfo>, VaultError> {
+    vault
+        .read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, created_ms, vault_version, bytes, chunks, phrase FROM backups
+                 ORDER BY id",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(BackupInfo {
+                    id: r.get::<_, i64>(0)? as u64,
+                    created_ms: r.get::<_, i64>(1)? as u64,
+                    vault_version: r.get::<_, i64>(2)? as u64,
+                    bytes: r.get::<_, i64>(3)? as u64,
+                    chunks: r.get(4)?,
+                    phrase: r.get(5)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db)
+}
+
+/// Opens backup `id` of this vault: its header, every chunk in order, and the database.
+fn verify(
+    vault: &Vault,
+    objects: &crate::objects::Objects<'_>,
+    id: u64,
+) -> Result<BackupInfo, VaultError> {
+    let name = objects.vault();
+    let raw = objects
+        .read_raw(ObjectKind::Backup, id)?
+        .ok_or(BackupError::NoSuchBackup)?;
+    let header: Header = decode(&raw, "backup header").map_err(|_| BackupError::UnknownFormat)?;
+    if header.format != FORMAT {
+        return Err(BackupError::UnknownFormat.into());
+    }
+    if header.vault != name || header.id != id {
+        return Err(BackupError::OtherVault.into());
+    }
+    let (key, _, _) = backup_key(vault)?;
+    let database = open_chunks(objects, &header, &raw, &data_key(&key, name, id))?;
+    check_database(&database)?;
+    Ok(info(&header))
+}
+
+/// The database a backup holds, chunk by chunk in order; typed errors for what is missing,
+/// extra or does not authenticate.
+fn open_chunks(
+    objects: &crate::objects::Objects<'_>,
+    header: &Header,
+    header_bytes: &[u8],
+    key: &AeadKey,
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let id = header.id;
+    let present: Vec<u32> = objects
+        .list(ObjectKind::BackupChunk)?
+        .into_iter()
+        .filter(|n| n >> 24 == id)
+        .map(|n| (n & (MAX_CHUNKS - 1)) as u32)
+        .collect();
+    if let Some(extra) = present.iter().find(|i| **i >= header.chunks) {
+        return Err(BackupError::Trailing { index: *extra }.into());
+    }
+    let mut opener = Some(StreamOpener::new(
+        key,
+        &header.prefix,
+        &chunk_aad(header_bytes),
+    ));
+    let mut out = Zeroizing::new(Vec::with_capacity(header.bytes as usize));
+    for index in 0..header.chunks {
+        let sealed = objects
+            .read_raw(ObjectKind::BackupChunk, chunk_number(id, index))?
+            .ok_or(BackupError::Missing { index })?;
+        let corrupt = || VaultError::from(BackupError::Corrupt { index });
+        let plain = if index + 1 == header.chunks {
+            opener.take().expect("one last chunk").last(&sealed)
+        } else {
+            opener.as_mut().expect("not after the last").next(&sealed)
+        }
+        .map_err(|_| corrupt())?;
+        out.extend_from_slice(&plain);
+    }
+    if out.len() as u64 != header.bytes {
+        return Err(BackupError::Database.into());
+    }
+    Ok(out)
+}
+
+/// Whether `bytes` are a sound SQLite database (opened in memory, integrity-checked).
+fn check_database(bytes: &[u8]) -> Result<(), VaultError> {
+    if Vault::database_is_sound(bytes) {
+        Ok(())
+    } else {
+        Err(BackupError::Database.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harness::Opened;
+
+    fn backup(v: &Opened) -> BackupInfo {
+        match v.run(5, |u| handle(u, BackupOp::Now)).unwrap() {
+            BackupReply::Made(info) => info,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn verify(v: &Opened, id: u64) -> Result<BackupInfo, VaultError> {
+        v.run(0, |u| handle(u, BackupOp::Verify { id }))
+            .map(|r| match r {
+                BackupReply::Verified(info) => info,
+                other => panic!("{other:?}"),
+            })
+    }
+
+    /// Names of a backup's chunk objects, in order.
+    fn chunk_names(v: &Opened, id: u64) -> Vec<String> {
+        let prefix = "vaults/alice/backupc/";
+        let mut names: Vec<String> = v
+            .store
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| {
+                k.strip_prefix(prefix)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .is_some_and(|n| n >> 24 == id)
+            })
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A vault with enough data for a backup of several chunks.
+    fn big() -> Opened {
+        let v = Opened::new();
+        v.run(0, |u| {
+            let (vault, objects, _) = u.parts();
+            let blob = vec![0x5a; 900 * 1024];
+            for i in 0..3 {
+                vault.write(
+                    objects,
+                    vec![Statement {
+                        sql: "INSERT INTO kv (key, value) VALUES (?1, ?2)".into(),
+                        params: vec![
+                            SqlValue::Text(format!("k{i}")),
+                            SqlValue::Blob(blob.clone()),
+                        ],
+                    }],
+                )?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        v
+    }
+
+    #[test]
+    fn a_backup_is_made_listed_and_opens_and_carries_the_phrase_wrap() {
+        let v = big();
+        let made = backup(&v);
+        assert!(made.chunks >= 3, "{made:?}");
+        assert!(made.phrase, "an app's vault can be opened with its phrase");
+        assert_eq!(verify(&v, made.id), Ok(made.clone()));
+        let second = backup(&v);
+        assert_eq!(second.id, made.id + 1);
+        let BackupReply::Backups(all) = v.run(0, |u| handle(u, BackupOp::List)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(all, [made, second]);
+        assert_eq!(verify(&v, 99), Err(BackupError::NoSuchBackup.into()));
+    }
+
+    #[test]
+    fn truncated_reordered_extended_altered_and_mixed_backups_are_refused() {
+        let v = big();
+        let a = backup(&v);
+        let b = backup(&v);
+        let names = chunk_names(&v, a.id);
+        let other = chunk_names(&v, b.id);
+        let n = names.len();
+        let store = v.store.clone();
+        let get = |k: &str| store.lock().unwrap().get(k).cloned().unwrap();
+        let put = |k: &str, bytes: Vec<u8>| {
+            store.lock().unwrap().insert(k.to_owned(), bytes);
+        };
+        let original: Vec<Vec<u8>> = names.iter().map(|k| get(k)).collect();
+        let restore = || {
+            for (k, bytes) in names.iter().zip(&original) {
+                put(k, bytes.clone());
+            }
+        };
+        // Truncated: the last chunk gone.
+        store.lock().unwrap().remove(&names[n - 1]);
+        assert_eq!(
+            verify(&v, a.id),
+            Err(BackupError::Missing {
+                index: n as u32 - 1
+            }
+            .into())
+        );
+        restore();
+        // Reordered: two chunks swapped.
+        put(&names[0], original[1].clone());
+        put(&names[1], original[0].clone());
+        assert_eq!(
+            verify(&v, a.id),
+            Err(BackupError::Corrupt { index: 0 }.into())
+        );
+        restore();
+        // Extended: a chunk after the last.
+        let extra = format!("vaults/alice/backupc/{:020}", chunk_number(a.id, n as u32));
+        put(&extra, original[0].clone());
+        assert_eq!(
+            verify(&v, a.id),
+            Err(BackupError::Trailing { index: n as u32 }.into())
+        );
+        store.lock().unwrap().remove(&extra);
+        // Altered: one byte of a middle chunk.
+        let mut flipped = original[1].clone();
+        flipped[40] ^= 1;
+        put(&names[1], flipped);
+        assert_eq!(
+            verify(&v, a.id),
+            Err(BackupError::Corrupt { index: 1 }.into())
+        );
+        restore();
+        // Mixed: a chunk of the other backup at the same position.
+        put(&names[1], get(&other[1]));
+        assert_eq!(
+            verify(&v, a.id),
+            Err(BackupError::Corrupt { index: 1 }.into())
+        );
+        restore();
+        // The header changed (a claimed other version): every chunk fails.
+        let header_name = format!("vaults/alice/backup/{:020}", a.id);
+        let mut header: Header = decode(&get(&header_name), "h").unwrap();
+        header.vault_version += 1;
+        put(&header_name, encode(&header).to_vec());
+        assert_eq!(
+            verify(&v, a.id),
+            Err(BackupError::Corrupt { index: 0 }.into())
+        );
+        // A header naming another vault.
+        header.vault_version -= 1;
+        header.vault = "bob".into();
+        put(&header_name, encode(&header).to_vec());
+        assert_eq!(verify(&v, a.id), Err(BackupError::OtherVault.into()));
+        put(&header_name, b"junk".to_vec());
+        assert_eq!(verify(&v, a.id), Err(BackupError::UnknownFormat.into()));
+        // The other backup was never touched.
+        assert_eq!(verify(&v, b.id), Ok(b));
+    }
+
+    #[test]
+    fn nothing_stored_for_a_backup_is_readable() {
+        let v = Opened::new();
+        v.run(0, |u| {
+            let (vault, objects, _) = u.parts();
+            vault.write(
+                objects,
+                vec![Statement {
+                    sql: "INSERT INTO kv (key, value) VALUES ('m', 'marker-backup-3c7a')".into(),
+                    params: vec![],
+                }],
+            )
+        })
+        .unwrap();
+        backup(&v);
+        for (name, bytes) in v.store.lock().unwrap().iter() {
+            assert!(
+                !bytes.windows(18).any(|w| w == b"marker-backup-3c7a"),
+                "{name} holds the marker"
+            );
+        }
+    }
+}
