@@ -3,7 +3,7 @@
 
 use crate::ClientError;
 use crate::vault::{Seen, Unlocked};
-use vettid_proto::backup::{BackupInfo, BackupOp, BackupReply};
+use vettid_proto::backup::{BackupInfo, BackupOp, BackupReply, Schedule, Status};
 
 fn unexpected() -> ClientError {
     ClientError::Protocol("unexpected answer to a backup operation".into())
@@ -30,6 +30,25 @@ impl<S: Seen> Unlocked<S> {
     pub async fn verify_backup(&mut self, id: u64) -> Result<BackupInfo, ClientError> {
         match self.run(BackupOp::Verify { id }).await? {
             BackupReply::Verified(info) => Ok(info),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Sets when the vault backs itself up and which backups it keeps.
+    pub async fn set_backup_schedule(
+        &mut self,
+        schedule: Schedule,
+    ) -> Result<Schedule, ClientError> {
+        match self.run(BackupOp::SetSchedule(schedule)).await? {
+            BackupReply::Scheduled(s) => Ok(s),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The schedule, the newest backup, the newest one proven to open, the next due.
+    pub async fn backup_status(&mut self) -> Result<Status, ClientError> {
+        match self.run(BackupOp::Status).await? {
+            BackupReply::Status(s) => Ok(s),
             _ => Err(unexpected()),
         }
     }

@@ -24,7 +24,9 @@ use vettid_crypto::aead::AeadKey;
 use vettid_crypto::password::{Bounds, Cost, Stretch};
 use vettid_crypto::stream::{PREFIX_LEN, StreamOpener, StreamSealer};
 use vettid_crypto::{Label, SecretBytes};
-use vettid_proto::backup::{BackupError, BackupInfo, BackupOp, BackupReply, CHUNK};
+use vettid_proto::backup::{
+    BackupError, BackupInfo, BackupOp, BackupReply, CHUNK, MAX_KEEP, Schedule, Status,
+};
 use vettid_proto::enclave::VaultError;
 use vettid_proto::session::RECOVERY_BYTES;
 use zeroize::Zeroizing;
@@ -153,10 +155,140 @@ fn backup_key(
 pub fn handle(unlocked: &mut UnlockedVault<'_>, op: BackupOp) -> Result<BackupReply, VaultError> {
     let (vault, objects, now_ms) = unlocked.parts();
     match op {
-        BackupOp::Now => make(vault, objects, now_ms).map(BackupReply::Made),
+        BackupOp::Now => made(vault, objects, now_ms).map(BackupReply::Made),
         BackupOp::List => list(vault).map(BackupReply::Backups),
-        BackupOp::Verify { id } => verify(vault, objects, id).map(BackupReply::Verified),
+        BackupOp::Verify { id } => {
+            let info = verify(vault, objects, id)?;
+            record_verified(vault, objects, id, now_ms)?;
+            Ok(BackupReply::Verified(info))
+        }
+        BackupOp::SetSchedule(schedule) => {
+            if !(1..=MAX_KEEP).contains(&schedule.keep) {
+                return Err(BackupError::Keep.into());
+            }
+            vault.write(
+                objects,
+                vec![put_meta("backup/schedule", encode(&schedule).to_vec())],
+            )?;
+            Ok(BackupReply::Scheduled(schedule))
+        }
+        BackupOp::Status => status(vault).map(BackupReply::Status),
     }
+}
+
+fn put_meta(key: &str, value: Vec<u8>) -> Statement {
+    Statement {
+        sql: "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)".into(),
+        params: vec![SqlValue::Text(key.into()), SqlValue::Blob(value)],
+    }
+}
+
+fn schedule(vault: &Vault) -> Result<Schedule, VaultError> {
+    vault
+        .meta("backup/schedule")?
+        .map(|b| decode(&b, "backup schedule"))
+        .transpose()
+        .map(Option::unwrap_or_default)
+}
+
+fn status(vault: &Vault) -> Result<Status, VaultError> {
+    let schedule = schedule(vault)?;
+    let newest = list(vault)?.pop();
+    let verified = vault
+        .meta("backup/verified")?
+        .map(|b| decode::<(u64, u64)>(&b, "backup verified"))
+        .transpose()?;
+    let next_due_ms = schedule.every.period_ms().map(|p| {
+        newest
+            .as_ref()
+            .map_or(0, |b| b.created_ms.saturating_add(p))
+    });
+    Ok(Status {
+        schedule,
+        newest,
+        verified,
+        next_due_ms,
+    })
+}
+
+fn record_verified(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    id: u64,
+    now_ms: u64,
+) -> Result<(), VaultError> {
+    vault
+        .write(
+            objects,
+            vec![put_meta("backup/verified", encode(&(id, now_ms)).to_vec())],
+        )
+        .map(|_| ())
+}
+
+/// A backup made now, opened in the enclave at once (the restore test), then the schedule's
+/// retention applied.
+fn made(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    now_ms: u64,
+) -> Result<BackupInfo, VaultError> {
+    let info = make(vault, objects, now_ms)?;
+    verify(vault, objects, info.id)?;
+    record_verified(vault, objects, info.id, now_ms)?;
+    retain(vault, objects, now_ms)?;
+    Ok(info)
+}
+
+/// A scheduled backup, if one is due at `now_ms` (the host's clock: a host can delay a
+/// backup, as it can refuse any service, but not make the vault skip its restore test or
+/// keep fewer than it should).
+pub fn scheduled(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    now_ms: u64,
+) -> Result<Option<BackupInfo>, VaultError> {
+    match status(vault)?.next_due_ms {
+        Some(due) if due <= now_ms => made(vault, objects, now_ms).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// Deletes the oldest backups beyond the schedule's `keep`, and those older than its age
+/// limit — never the newest.
+fn retain(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    now_ms: u64,
+) -> Result<(), VaultError> {
+    let schedule = schedule(vault)?;
+    let all = list(vault)?;
+    let keep_from = all.len().saturating_sub(schedule.keep as usize);
+    let max_age = u64::from(schedule.max_age_days) * 24 * 60 * 60 * 1000;
+    let gone: Vec<&BackupInfo> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, b)| {
+            *i + 1 < all.len()
+                && (*i < keep_from
+                    || (max_age > 0 && now_ms.saturating_sub(b.created_ms) > max_age))
+        })
+        .map(|(_, b)| b)
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let mut statements = Vec::new();
+    for b in &gone {
+        let chunks: Vec<u64> = (0..b.chunks).map(|i| chunk_number(b.id, i)).collect();
+        // The header first: what is left of a deletion cut short is not listed as a backup.
+        objects.delete(ObjectKind::Backup, &[b.id])?;
+        objects.delete(ObjectKind::BackupChunk, &chunks)?;
+        statements.push(Statement {
+            sql: "DELETE FROM backups WHERE id = ?1".into(),
+            params: vec![SqlValue::Int(b.id as i64)],
+        });
+    }
+    vault.write(objects, statements).map(|_| ())
 }
 
 fn make(
@@ -499,6 +631,76 @@ mod tests {
         assert_eq!(verify(&v, a.id), Err(BackupError::UnknownFormat.into()));
         // The other backup was never touched.
         assert_eq!(verify(&v, b.id), Ok(b));
+    }
+
+    #[test]
+    fn scheduled_backups_come_when_due_are_proven_to_open_and_old_ones_go() {
+        let v = Opened::new();
+        const H: u64 = 60 * 60 * 1000;
+        let t0 = 1_000 * H;
+        let set = |s: Schedule| v.run(t0, |u| handle(u, BackupOp::SetSchedule(s)));
+        assert_eq!(
+            set(Schedule {
+                keep: 0,
+                ..Schedule::default()
+            }),
+            Err(BackupError::Keep.into())
+        );
+        let due = |at: u64| {
+            v.run(at, |u| {
+                let (vault, objects, now) = u.parts();
+                scheduled(vault, objects, now)
+            })
+        };
+        // Off: nothing is ever due.
+        assert_eq!(due(t0), Ok(None));
+        set(Schedule {
+            every: vettid_proto::backup::Every::Daily,
+            keep: 2,
+            max_age_days: 0,
+        })
+        .unwrap();
+        let first = due(t0).unwrap().expect("the first is due at once");
+        assert_eq!(due(t0 + H), Ok(None));
+        let second = due(t0 + 25 * H).unwrap().expect("a day later");
+        let third = due(t0 + 50 * H).unwrap().expect("another day");
+        let ids: Vec<u64> = list_all(&v).iter().map(|b| b.id).collect();
+        assert_eq!(ids, [second.id, third.id], "keep 2: the oldest went");
+        assert!(chunk_names(&v, first.id).is_empty(), "its objects are gone");
+        assert!(
+            !v.store
+                .lock()
+                .unwrap()
+                .contains_key(&format!("vaults/alice/backup/{:020}", first.id))
+        );
+        let BackupReply::Status(st) = v.run(0, |u| handle(u, BackupOp::Status)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            st.verified.map(|(id, _)| id),
+            Some(third.id),
+            "the restore test ran"
+        );
+        assert_eq!(st.next_due_ms, Some(third.created_ms + 24 * H));
+        // An age limit: older than a day goes, the newest always stays.
+        set(Schedule {
+            every: vettid_proto::backup::Every::Weekly,
+            keep: 10,
+            max_age_days: 1,
+        })
+        .unwrap();
+        let later = due(t0 + 50 * H + 8 * 24 * H)
+            .unwrap()
+            .expect("a week later");
+        let ids: Vec<u64> = list_all(&v).iter().map(|b| b.id).collect();
+        assert_eq!(ids, [later.id]);
+    }
+
+    fn list_all(v: &Opened) -> Vec<BackupInfo> {
+        match v.run(0, |u| handle(u, BackupOp::List)).unwrap() {
+            BackupReply::Backups(all) => all,
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

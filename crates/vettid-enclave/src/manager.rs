@@ -742,6 +742,32 @@ impl Manager {
         }
     }
 
+    /// Makes the scheduled backups due at `now_ms` (the host's clock) of the apps' vaults whose
+    /// keys this enclave holds (resident or evicted); a busy or failing vault waits for the
+    /// next pass. The number made.
+    pub fn scheduled_backups(&self, now_ms: u64) -> usize {
+        let states: Vec<(String, Arc<Mutex<VaultState>>)> = lock(&self.vaults)
+            .iter()
+            .map(|(id, st)| (id.clone(), st.clone()))
+            .collect();
+        let mut made = 0;
+        for (id, state) in states {
+            let Ok(mut st) = state.try_lock() else {
+                continue;
+            };
+            if st.check().is_err() || st.slot.owner() != Some(Owner::App) {
+                continue;
+            }
+            let objects = Objects::new(&self.link, &id);
+            if let Ok(Some(_)) = self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
+                crate::backup::scheduled(vault, objects, now_ms)
+            }) {
+                made += 1;
+            }
+        }
+        made
+    }
+
     /// Evicts vaults idle longer than the timeout, then the least recently used beyond the
     /// budget. Busy vaults (locked by a worker) are skipped. Records of vaults the enclave
     /// knows nothing about (a name someone merely sent) are forgotten.
@@ -1367,5 +1393,35 @@ mod tests {
             0,
         );
         assert!(reset.is_ok(), "the phrase the member was shown still works");
+    }
+
+    #[test]
+    fn due_backups_are_made_by_the_enclave_itself() {
+        use vettid_proto::backup::{BackupOp, Every, Schedule};
+        let m = enrolled();
+        let opening = m
+            .unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
+            .unwrap()
+            .opening;
+        assert_eq!(m.scheduled_backups(1_000), 0, "no schedule: nothing due");
+        let (r, _) = m
+            .domain("alice", &opening, 0, |u| {
+                crate::backup::handle(
+                    u,
+                    BackupOp::SetSchedule(Schedule {
+                        every: Every::Daily,
+                        keep: 3,
+                        max_age_days: 0,
+                    }),
+                )
+            })
+            .unwrap();
+        r.unwrap();
+        assert_eq!(m.scheduled_backups(1_000), 1);
+        assert_eq!(m.scheduled_backups(2_000), 0, "made an instant ago");
+        assert_eq!(m.scheduled_backups(1_000 + 24 * 3_600_000), 1);
+        // Locked: the enclave has no key, and makes none.
+        m.lock_for_app("alice").unwrap();
+        assert_eq!(m.scheduled_backups(1_000 + 72 * 3_600_000), 0);
     }
 }

@@ -9,10 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use vettid_attest::seal::Attestor;
 use vettid_proto::channel::{from_body, to_body};
-use vettid_proto::enclave::{EnclaveReply, Invalid, ToEnclave, VaultError};
+use vettid_proto::enclave::{EnclaveReply, HostReply, Invalid, ToEnclave, ToHost, VaultError};
 
 /// Worker threads answering host requests.
 const WORKERS: usize = 8;
+/// Janitor passes (500 ms each) between checks for scheduled backups.
+const BACKUP_PASSES: u64 = 120;
 
 /// Serves the host over a connected stream (its read and write halves) until it closes.
 /// Documents come from `device`; sealing keys from the key service that `trust` names, over
@@ -33,10 +35,19 @@ pub fn serve(
     let sessions = Arc::new(Sessions::new(device));
     let janitor = {
         let (manager, sessions) = (Arc::downgrade(&manager), Arc::downgrade(&sessions));
+        let link_for_janitor = link.clone();
         std::thread::Builder::new()
             .name("evictor".into())
             .spawn(move || {
+                let mut pass: u64 = 0;
                 while let (Some(m), Some(s)) = (manager.upgrade(), sessions.upgrade()) {
+                    // Scheduled backups about once a minute, by the host's clock.
+                    if pass.is_multiple_of(BACKUP_PASSES)
+                        && let Ok(HostReply::Now(now_ms)) = link_for_janitor.call(&ToHost::Now)
+                    {
+                        m.scheduled_backups(now_ms);
+                    }
+                    pass += 1;
                     m.evict_idle();
                     s.sweep();
                     drop((m, s));

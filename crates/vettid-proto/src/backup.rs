@@ -25,6 +25,75 @@ pub enum BackupOp {
         /// Its number.
         id: u64,
     },
+    /// Sets when the vault backs itself up and which backups it keeps.
+    SetSchedule(Schedule),
+    /// The schedule, the newest backup and the newest one proven to open.
+    Status,
+}
+
+/// How often scheduled backups are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Every {
+    /// Only on demand.
+    Off,
+    /// Once a day.
+    Daily,
+    /// Once a week.
+    Weekly,
+    /// Once every 30 days.
+    Monthly,
+}
+
+impl Every {
+    /// The period in milliseconds (`None`: off).
+    pub fn period_ms(self) -> Option<u64> {
+        const DAY: u64 = 24 * 60 * 60 * 1000;
+        match self {
+            Every::Off => None,
+            Every::Daily => Some(DAY),
+            Every::Weekly => Some(7 * DAY),
+            Every::Monthly => Some(30 * DAY),
+        }
+    }
+}
+
+/// Most backups a vault keeps.
+pub const MAX_KEEP: u32 = 100;
+
+/// When backups are made and how long they are kept. Every new backup (scheduled or not) is
+/// opened in the enclave right away (the restore test), then the oldest beyond `keep`, and
+/// those older than `max_age_days` (never the newest), are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schedule {
+    /// How often.
+    pub every: Every,
+    /// How many to keep (1–[`MAX_KEEP`]).
+    pub keep: u32,
+    /// Delete backups older than this many days (0: no age limit).
+    pub max_age_days: u32,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Schedule {
+            every: Every::Off,
+            keep: 10,
+            max_age_days: 0,
+        }
+    }
+}
+
+/// What [`BackupOp::Status`] shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// The schedule.
+    pub schedule: Schedule,
+    /// The newest backup.
+    pub newest: Option<BackupInfo>,
+    /// The newest backup proven to open, and when (ms).
+    pub verified: Option<(u64, u64)>,
+    /// When the next scheduled backup is due (ms), if scheduled.
+    pub next_due_ms: Option<u64>,
 }
 
 /// What a backup is, as the vault lists it.
@@ -53,6 +122,10 @@ pub enum BackupReply {
     Backups(Vec<BackupInfo>),
     /// It opened, every chunk and the database.
     Verified(BackupInfo),
+    /// The schedule is set.
+    Scheduled(Schedule),
+    /// Answer to [`BackupOp::Status`].
+    Status(Status),
 }
 
 /// Why a backup does not open (or an operation on backups was refused).
@@ -88,4 +161,7 @@ pub enum BackupError {
     /// Every chunk opened but what they hold is not a sound database.
     #[error("the backup's database does not open")]
     Database,
+    /// A schedule keeps 1 to [`MAX_KEEP`] backups.
+    #[error("keep 1 to {MAX_KEEP} backups")]
+    Keep,
 }

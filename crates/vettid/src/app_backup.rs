@@ -4,7 +4,7 @@
 use crate::app::{PinArgs, connect, pin};
 use std::process::ExitCode;
 use vettid_client::profile::Profile;
-use vettid_proto::backup::BackupInfo;
+use vettid_proto::backup::{BackupInfo, Every, Schedule};
 
 #[derive(clap::Args)]
 pub(crate) struct BackupArgs {
@@ -20,13 +20,35 @@ pub(crate) enum BackupCommand {
     Now,
     /// The backups made.
     List,
-    /// The newest backup and how many there are.
+    /// The schedule, the newest backup, the newest one proven to open, the next due.
     Status,
+    /// When the vault backs itself up, and which backups it keeps (every new backup is
+    /// opened in the enclave at once; the oldest beyond --keep and those older than
+    /// --max-age-days go, never the newest).
+    Schedule {
+        /// off, daily, weekly or monthly.
+        #[arg(long, value_enum)]
+        every: Cadence,
+        /// How many backups to keep (1–100).
+        #[arg(long, default_value_t = 10)]
+        keep: u32,
+        /// Delete backups older than this many days (0: no age limit).
+        #[arg(long, default_value_t = 0)]
+        max_age_days: u32,
+    },
     /// Have the enclave open a backup end to end (every chunk, the database in it).
     Verify {
         /// Its number (the newest when left out).
         id: Option<u64>,
     },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy)]
+pub(crate) enum Cadence {
+    Off,
+    Daily,
+    Weekly,
+    Monthly,
 }
 
 fn show(b: &BackupInfo) -> String {
@@ -62,10 +84,52 @@ pub(crate) async fn run(dir: &std::path::Path, args: BackupArgs) -> anyhow::Resu
             }
             println!("{} backup(s)", all.len());
         }
-        BackupCommand::Status => match s.backups().await?.last() {
-            Some(b) => println!("newest {}", show(b)),
-            None => println!("no backup yet (vettid app backup now)"),
-        },
+        BackupCommand::Status => {
+            let st = s.backup_status().await?;
+            println!(
+                "schedule   {:?}, keep {}{}",
+                st.schedule.every,
+                st.schedule.keep,
+                match st.schedule.max_age_days {
+                    0 => String::new(),
+                    d => format!(", at most {d} day(s) old"),
+                }
+            );
+            match &st.newest {
+                Some(b) => println!("newest     {}", show(b)),
+                None => println!("newest     no backup yet (vettid app backup now)"),
+            }
+            match st.verified {
+                Some((id, at)) => println!("verified   #{id} opened in the enclave at {at} ms"),
+                None => println!("verified   none yet"),
+            }
+            if let Some(due) = st.next_due_ms {
+                println!("next due   {due} ms");
+            }
+        }
+        BackupCommand::Schedule {
+            every,
+            keep,
+            max_age_days,
+        } => {
+            let every = match every {
+                Cadence::Off => Every::Off,
+                Cadence::Daily => Every::Daily,
+                Cadence::Weekly => Every::Weekly,
+                Cadence::Monthly => Every::Monthly,
+            };
+            let set = s
+                .set_backup_schedule(Schedule {
+                    every,
+                    keep,
+                    max_age_days,
+                })
+                .await?;
+            println!(
+                "✓ backups {:?}, keeping {} (the enclave makes them itself while it holds the vault's keys)",
+                set.every, set.keep
+            );
+        }
         BackupCommand::Verify { id } => {
             let id = match id {
                 Some(id) => id,

@@ -1106,6 +1106,10 @@ async fn the_app_command_backs_up_and_a_tampered_backup_is_refused() {
     };
     let (ok, out) = run(&["status"]);
     assert!(ok && out.contains("no backup yet"), "{out}");
+    let (ok, out) = run(&["schedule", "--every", "daily", "--keep", "0"]);
+    assert!(!ok && out.contains("keep 1 to 100 backups"), "{out}");
+    let (ok, out) = run(&["schedule", "--every", "weekly", "--keep", "5"]);
+    assert!(ok && out.contains("Weekly, keeping 5"), "{out}");
     let (ok, out) = run(&["now"]);
     assert!(ok && out.contains("✓ backup #1"), "{out}");
     assert!(out.contains("opens with the recovery phrase"), "{out}");
@@ -1115,6 +1119,11 @@ async fn the_app_command_backs_up_and_a_tampered_backup_is_refused() {
     assert!(ok && out.contains("2 backup(s)"), "{out}");
     let (ok, out) = run(&["verify"]);
     assert!(ok && out.contains("#2") && out.contains("opens"), "{out}");
+    let (ok, out) = run(&["status"]);
+    assert!(
+        ok && out.contains("verified   #2") && out.contains("next due"),
+        "{out}"
+    );
     // The operator alters a byte of backup 1 where it stores it.
     let chunks: Vec<std::path::PathBuf> = walk(&stack.data())
         .into_iter()
