@@ -292,10 +292,15 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
             password: Zeroizing::new(format!("{name}'s long passphrase").into_bytes()),
             nats_url: Some(stack.nats.clone()),
         };
-        vettid_client::app::finish(&mut profile, &app_api, pending, input, |phase, detail| {
-            println!("   ✓ {phase:<22} {detail}");
-        })
-        .await?;
+        let phrase =
+            vettid_client::app::finish(&mut profile, &app_api, pending, input, |phase, detail| {
+                println!("   ✓ {phase:<22} {detail}");
+            })
+            .await?;
+        println!(
+            "   ✓ recovery phrase made in the enclave: {} … (12 words, shown to {name} once)",
+            phrase.words().split(' ').next().unwrap_or("")
+        );
         let status = http::json(
             api,
             "GET",
@@ -311,10 +316,10 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
             "   web portal shows phase: {}",
             status["phase"].as_str().unwrap_or("?")
         );
-        members.push((name, pin, dir));
+        members.push((name, pin, dir, phrase));
     }
 
-    for (name, pin, dir) in &members {
+    for (name, pin, dir, _) in &members {
         step(n, &format!("{name} unlocks the vault from the app"));
         let mut profile = Profile::open_enrolled(dir)?;
         let c = vettid_client::app::connect(&mut profile).await?;
@@ -338,7 +343,7 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         n,
         "Someone tries a wrong PIN on bob's vault: the enclave counts it",
     );
-    let (_, _, bob_dir) = &members[1];
+    let (_, _, bob_dir, bob_phrase) = &members[1];
     let mut profile = Profile::open_enrolled(bob_dir)?;
     let mut c = vettid_client::app::connect(&mut profile).await?;
     c.session.lock().await?;
@@ -374,6 +379,47 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         .await
         .context("bob's right PIN did not unlock")?;
     println!("   ✓ the right PIN unlocks again and resets the count");
+
+    step(n, "Bob forgets his PIN: his recovery phrase sets a new one");
+    let c = vettid_client::app::connect(&mut profile).await?;
+    let s = c
+        .session
+        .reset_pin(
+            bob_phrase,
+            zeroize::Zeroizing::new(b"97531".to_vec()),
+            &mut profile,
+        )
+        .await
+        .context("bob's recovery phrase did not reset his PIN")?;
+    println!(
+        "   ✓ new PIN set in the enclave (counted like a PIN attempt); vault open at version {}",
+        s.version()
+    );
+
+    step(
+        n,
+        "Alice backs up her vault: sealed in the enclave, stored by the operator, proven to open",
+    );
+    let (_, alice_pin, alice_dir, _) = &members[0];
+    let mut profile = Profile::open_enrolled(alice_dir)?;
+    let c = vettid_client::app::connect(&mut profile).await?;
+    let mut s = c
+        .session
+        .unlock(
+            zeroize::Zeroizing::new(alice_pin.as_bytes().to_vec()),
+            &mut profile,
+        )
+        .await?;
+    let made = s.backup_now().await?;
+    println!(
+        "   ✓ backup #{}: {} bytes of database in {} STREAM chunk(s) (also opens with her phrase)",
+        made.id, made.bytes, made.chunks
+    );
+    let checked = s.verify_backup(made.id).await?;
+    println!(
+        "   ✓ the enclave opened backup #{} again: every chunk authenticated, database sound",
+        checked.id
+    );
     Ok(())
 }
 

@@ -58,6 +58,9 @@ fn the_demo_tells_the_whole_story_and_succeeds() {
         "✓ completed",
         "alice unlocks",
         "9 attempts left",
+        "recovery phrase made in the enclave",
+        "new PIN set in the enclave",
+        "the enclave opened backup #1 again",
         "Demo complete",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
