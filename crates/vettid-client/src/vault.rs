@@ -692,6 +692,14 @@ impl<S: Seen> Unlocked<S> {
         &mut self.seen
     }
 
+    /// Does nothing in the enclave: the session's round trip.
+    pub async fn ping(&mut self) -> Result<(), ClientError> {
+        match self.session.call(AppOp::Ping).await? {
+            AppReply::Pong => Ok(()),
+            _ => Err(ClientError::Protocol("expected Pong".into())),
+        }
+    }
+
     /// Who the vault is (its version checked and recorded like every other).
     pub async fn whoami(&mut self) -> Result<Whoami, ClientError> {
         let AppReply::Whoami {

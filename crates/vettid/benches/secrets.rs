@@ -9,7 +9,6 @@ mod support;
 use std::time::{Duration, Instant};
 use support::journey::UpStack;
 use vettid_proto::secrets::{ItemContent, Secret, SecretData};
-use vettid_proto::session::AppOp;
 use zeroize::Zeroizing;
 
 fn note(i: usize) -> ItemContent {
@@ -121,7 +120,7 @@ async fn main() {
         sync.push(t.elapsed());
         assert_eq!(changes.len(), 100);
         let t = Instant::now();
-        s.call(AppOp::Ping).await.unwrap();
+        s.ping().await.unwrap();
         ping.push(t.elapsed());
     }
     let (sync, ping) = (median(sync), median(ping));
