@@ -100,14 +100,16 @@ async fn await_confirmation(api: &Api, e: &Enrollment) -> Result<(), ClientError
 /// Finishes an enrollment begun with [`begin`]: waits for the member's confirmation, then
 /// NATS, attestation, the vault's creation (PIN and password), and registration of the
 /// device with the vault's receipt. `phase` is called as each phase passes (`api::PHASES`).
-/// Returns the recovery phrase the vault made, for the member's eyes once (nothing keeps it).
+/// `show_phrase` gets the recovery phrase the vault made as soon as it arrives (before the
+/// steps that could still fail): show it to the member once; nothing keeps it.
 pub async fn finish(
     profile: &mut Profile,
     api: &Api,
     pending: Pending,
     input: EnrollInput,
     mut phase: impl FnMut(&str, &str),
-) -> Result<crate::recovery::RecoveryPhrase, ClientError> {
+    show_phrase: impl FnOnce(crate::recovery::RecoveryPhrase),
+) -> Result<(), ClientError> {
     let trust = profile.trust()?;
     let enrollment = pending.enrollment;
     let member = enrollment.member_id.clone();
@@ -175,7 +177,9 @@ pub async fn finish(
     )?;
     profile.state.highest_change_hash = Some(hex::encode(&enrolled.version.change_hash));
     profile.state.highest_signature = Some(hex::encode(&enrolled.version.signature));
-    let phrase = crate::recovery::RecoveryPhrase::from_entropy(&enrolled.recovery_phrase);
+    show_phrase(crate::recovery::RecoveryPhrase::from_entropy(
+        &enrolled.recovery_phrase,
+    ));
     profile.write_secret("credential.blob", &enrolled.credential)?;
     profile.store_event_key(&enrolled.event_key)?;
     profile.state.highest_version = highest;
@@ -206,7 +210,7 @@ pub async fn finish(
     profile.state.enrolled = true;
     profile.save()?;
     phase(PHASES[6], "member credentials stored in nats.creds");
-    Ok(phrase)
+    Ok(())
 }
 
 /// The API this profile enrolled with.

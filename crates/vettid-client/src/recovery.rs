@@ -1,6 +1,8 @@
 //! The recovery phrase as the member sees it: 12 BIP-39 English words (the 128 bits the
 //! enclave made at enrollment, and a 4-bit checksum that catches a mistyped word). The app
-//! shows it once; the vault keeps only its master key wrapped under it; nothing else keeps it.
+//! shows it once. Nothing keeps the phrase itself: the vault keeps its master key wrapped
+//! under it (with the sealed secret S) and its backup key wrapped under it (without S, in
+//! every backup's header too, so a backup opens with the phrase even without the operator).
 
 use crate::ClientError;
 use vettid_proto::session::RECOVERY_BYTES;
@@ -22,10 +24,14 @@ impl RecoveryPhrase {
     /// Parses what the member typed: 12 words of the English list, in any case and spacing,
     /// whose checksum holds; a typed error otherwise (nothing is sent).
     pub fn parse(typed: &str) -> Result<RecoveryPhrase, ClientError> {
+        let words: Vec<Zeroizing<String>> = typed
+            .split_whitespace()
+            .map(|w| Zeroizing::new(w.to_lowercase()))
+            .collect();
         let normalized = Zeroizing::new(
-            typed
-                .split_whitespace()
-                .map(str::to_lowercase)
+            words
+                .iter()
+                .map(|w| w.as_str())
                 .collect::<Vec<_>>()
                 .join(" "),
         );
@@ -98,7 +104,9 @@ mod tests {
         let eleven: Vec<&str> = phrase.words().split(' ').take(11).collect();
         assert!(RecoveryPhrase::parse(&eleven.join(" ")).is_err());
         // 24 valid words are a phrase of another size: refused.
-        let long = RecoveryPhrase::from_entropy(&[1; RECOVERY_BYTES]);
-        assert!(format!("{phrase:?}") == "RecoveryPhrase(..)" && !long.words().is_empty());
+        let long = bip39::Mnemonic::from_entropy(&[1; 32]).unwrap().to_string();
+        assert_eq!(long.split(' ').count(), 24);
+        assert!(RecoveryPhrase::parse(&long).is_err());
+        assert_eq!(format!("{phrase:?}"), "RecoveryPhrase(..)");
     }
 }

@@ -38,10 +38,17 @@ CREATE TABLE backups (
     bytes INTEGER NOT NULL, chunks INTEGER NOT NULL, phrase INTEGER NOT NULL);";
 
 /// This domain's migrations, append-only (see `domains.rs`).
-pub const MIGRATIONS: &[crate::vault::Migration] = &[crate::vault::Migration {
-    seq: 6,
-    sql: SCHEMA,
-}];
+pub const MIGRATIONS: &[crate::vault::Migration] = &[
+    crate::vault::Migration {
+        seq: 6,
+        sql: SCHEMA,
+    },
+    // The header's hash: a backup verifies only as the very one the vault made.
+    crate::vault::Migration {
+        seq: 7,
+        sql: "ALTER TABLE backups ADD COLUMN header_hash BLOB;",
+    },
+];
 
 const DATA_KEY: Label = Label::new("vault/backup-data");
 const PHRASE_KEY: Label = Label::new("vault/backup-phrase");
@@ -114,10 +121,8 @@ pub fn enroll_statements(
         phc: stretch.to_phc(),
         wrapped: kek.seal(&phrase_aad(vault), key.expose()),
     };
-    let meta = |k: &str, v: Vec<u8>| Statement {
-        sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
-        params: vec![SqlValue::Text(k.into()), SqlValue::Blob(v)],
-    };
+    // (Replacing: an enrollment resumed after its answer was lost makes them anew.)
+    let meta = |k: &str, v: Vec<u8>| put_meta(k, v);
     Ok(vec![
         meta("backup/key", key.expose().to_vec()),
         meta("backup/phrase", encode(&wrap).to_vec()),
@@ -298,13 +303,23 @@ fn make(
 ) -> Result<BackupInfo, VaultError> {
     let name = objects.vault().to_owned();
     let (key, phrase, mut statements) = backup_key(vault)?;
-    let id = vault
+    // Past every number the vault recorded and every one storage holds objects of (a backup
+    // cut short leaves chunks behind, which create-only names would refuse to overwrite).
+    let recorded = vault
         .read(|c| {
-            c.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM backups", [], |r| {
+            c.query_row("SELECT COALESCE(MAX(id), 0) FROM backups", [], |r| {
                 r.get::<_, i64>(0)
             })
         })
         .map_err(db)? as u64;
+    let stored = objects
+        .list(ObjectKind::BackupChunk)?
+        .into_iter()
+        .map(|n| n >> 24)
+        .chain(objects.list(ObjectKind::Backup)?)
+        .max()
+        .unwrap_or(0);
+    let id = recorded.max(stored) + 1;
     let bytes = vault.serialized()?;
     let chunks: Vec<&[u8]> = if bytes.is_empty() {
         vec![&[][..]]
@@ -349,9 +364,10 @@ fn make(
     objects.create_raw(ObjectKind::Backup, id, header_bytes.to_vec())?;
     let info = info(&header);
     statements.push(Statement {
-        sql: "INSERT INTO backups (id, created_ms, vault_version, bytes, chunks, phrase)
-              VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-            .into(),
+        sql:
+            "INSERT INTO backups (id, created_ms, vault_version, bytes, chunks, phrase, header_hash)
+              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                .into(),
         params: vec![
             SqlValue::Int(id as i64),
             SqlValue::Int(now_ms as i64),
@@ -359,6 +375,7 @@ fn make(
             SqlValue::Int(info.bytes as i64),
             SqlValue::Int(i64::from(info.chunks)),
             SqlValue::Int(i64::from(info.phrase)),
+            SqlValue::Blob(chunk_aad(&header_bytes)),
         ],
     });
     vault.write(objects, statements)?;
@@ -415,6 +432,32 @@ fn verify(
     if header.vault != name || header.id != id {
         return Err(BackupError::OtherVault.into());
     }
+    // The very backup the vault made under this number (not another one a host kept).
+    let recorded: Option<Vec<u8>> = vault
+        .read(|c| {
+            use rusqlite::OptionalExtension;
+            c.query_row(
+                "SELECT header_hash FROM backups WHERE id = ?1",
+                [id as i64],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(db)?
+        .flatten();
+    match recorded {
+        None => return Err(BackupError::NoSuchBackup.into()),
+        Some(h) if !vettid_crypto::ct_eq(&h, &chunk_aad(&raw)) => {
+            return Err(BackupError::Replaced.into());
+        }
+        Some(_) => {}
+    }
+    if header.chunks == 0
+        || u64::from(header.chunks) >= MAX_CHUNKS
+        || header.bytes > u64::from(header.chunks) * CHUNK as u64
+    {
+        return Err(BackupError::UnknownFormat.into());
+    }
     let (key, _, _) = backup_key(vault)?;
     let database = open_chunks(objects, &header, &raw, &data_key(&key, name, id))?;
     check_database(&database)?;
@@ -444,7 +487,8 @@ fn open_chunks(
         &header.prefix,
         &chunk_aad(header_bytes),
     ));
-    let mut out = Zeroizing::new(Vec::with_capacity(header.bytes as usize));
+    // Grown as chunks authenticate (never sized by what the header claims).
+    let mut out = Zeroizing::new(Vec::new());
     for index in 0..header.chunks {
         let sealed = objects
             .read_raw(ObjectKind::BackupChunk, chunk_number(id, index))?
@@ -613,15 +657,18 @@ mod tests {
             Err(BackupError::Corrupt { index: 1 }.into())
         );
         restore();
-        // The header changed (a claimed other version): every chunk fails.
+        // The header changed (a claimed other version): not the one the vault recorded.
         let header_name = format!("vaults/alice/backup/{:020}", a.id);
         let mut header: Header = decode(&get(&header_name), "h").unwrap();
         header.vault_version += 1;
         put(&header_name, encode(&header).to_vec());
-        assert_eq!(
-            verify(&v, a.id),
-            Err(BackupError::Corrupt { index: 0 }.into())
-        );
+        assert_eq!(verify(&v, a.id), Err(BackupError::Replaced.into()));
+        // A header claiming more bytes than its chunks can hold: refused before reading.
+        let mut huge: Header = decode(&get(&header_name), "h").unwrap();
+        huge.vault_version -= 1;
+        huge.bytes = u64::MAX;
+        put(&header_name, encode(&huge).to_vec());
+        assert_eq!(verify(&v, a.id), Err(BackupError::Replaced.into()));
         // A header naming another vault.
         header.vault_version -= 1;
         header.vault = "bob".into();
@@ -629,6 +676,12 @@ mod tests {
         assert_eq!(verify(&v, a.id), Err(BackupError::OtherVault.into()));
         put(&header_name, b"junk".to_vec());
         assert_eq!(verify(&v, a.id), Err(BackupError::UnknownFormat.into()));
+        // Another backup's header and chunks moved under this number: not the one made here.
+        let other_header = get(&format!("vaults/alice/backup/{:020}", b.id));
+        let mut moved: Header = decode(&other_header, "h").unwrap();
+        moved.id = a.id;
+        put(&header_name, encode(&moved).to_vec());
+        assert_eq!(verify(&v, a.id), Err(BackupError::Replaced.into()));
         // The other backup was never touched.
         assert_eq!(verify(&v, b.id), Ok(b));
     }
@@ -701,6 +754,20 @@ mod tests {
             BackupReply::Backups(all) => all,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_backup_cut_short_leaves_no_number_in_the_way() {
+        let v = Opened::new();
+        // Chunks of a backup 1 that never got its header or row (a crash, a failed write).
+        v.store.lock().unwrap().insert(
+            format!("vaults/alice/backupc/{:020}", chunk_number(1, 0)),
+            b"orphan".to_vec(),
+        );
+        let made = backup(&v);
+        assert_eq!(made.id, 2);
+        assert_eq!(verify(&v, 2), Ok(made));
+        assert_eq!(verify(&v, 1), Err(BackupError::NoSuchBackup.into()));
     }
 
     #[test]

@@ -98,6 +98,7 @@ mod tests {
             "5ee6c582586fe3fd8a9b17bf0bb7082be11073ea84e0b9bda40f2634c41a8b73",
             "a27d550728c432aa8bd790f7ffc541ecb5e2ae4c5ca42b211e32e8baa6922250",
             "a1077cc53fe7404ad9bc7c94f1b0b78f9d722a4b782d72384aaa0748a8c96934",
+            "883e0b8fc1d624da9c47a3946daf27c683eb061e9ce2246b933a999acd01db9b",
         ];
         let now: Vec<String> = schema()
             .iter()

@@ -614,6 +614,12 @@ impl LockedVault {
             self.inner.recovery.clone(),
         )?;
         *self = LockedVault::open(objects, sealer)?;
+        // A host that hides the generation just written would have the old PIN work again.
+        if self.generation != next {
+            return Err(VaultError::Tampered(
+                "the keys generation just written is not the newest listed".into(),
+            ));
+        }
         Ok(())
     }
 

@@ -204,6 +204,8 @@ pub struct Manager {
     instance_key: AeadKey,
     config: Config,
     vaults: Mutex<HashMap<String, Arc<Mutex<VaultState>>>>,
+    /// The newest time an app's request carried, and when it arrived (see [`Manager::app_time`]).
+    clock: Mutex<Option<(u64, Instant)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -376,6 +378,7 @@ impl Manager {
             instance_key: AeadKey::generate(),
             config,
             vaults: Mutex::new(HashMap::new()),
+            clock: Mutex::new(None),
         }
     }
 
@@ -599,7 +602,7 @@ impl Manager {
                 let result =
                     locked.reset_pin(objects, &*self.sealer, phrase, new_pin, self.policy());
                 if result.is_ok() {
-                    st.generation = Some(locked.generation());
+                    st.generation = st.generation.max(Some(locked.generation()));
                 }
                 result
             }
@@ -742,7 +745,26 @@ impl Manager {
         }
     }
 
-    /// Makes the scheduled backups due at `now_ms` (the host's clock) of the apps' vaults whose
+    /// Records the time an app's request carried (its own clock, which the host's was within
+    /// the session's skew of): the background work's clock runs from the newest one on this
+    /// enclave's monotonic clock, so a host cannot move it.
+    pub fn app_time(&self, at_ms: u64) {
+        let mut clock = lock(&self.clock);
+        let now = clock.map_or(0, |(at, since): (u64, Instant)| {
+            at.saturating_add(since.elapsed().as_millis() as u64)
+        });
+        if at_ms > now {
+            *clock = Some((at_ms, Instant::now()));
+        }
+    }
+
+    /// The time by the newest app request and the monotonic clock since (`None` before the
+    /// first request).
+    pub fn trusted_now(&self) -> Option<u64> {
+        lock(&self.clock).map(|(at, since)| at.saturating_add(since.elapsed().as_millis() as u64))
+    }
+
+    /// Makes the scheduled backups due at `now_ms` ([`Manager::trusted_now`]) of the apps' vaults whose
     /// keys this enclave holds (resident or evicted); a busy or failing vault waits for the
     /// next pass. The number made.
     pub fn scheduled_backups(&self, now_ms: u64) -> usize {
@@ -1423,5 +1445,23 @@ mod tests {
         // Locked: the enclave has no key, and makes none.
         m.lock_for_app("alice").unwrap();
         assert_eq!(m.scheduled_backups(1_000 + 72 * 3_600_000), 0);
+    }
+
+    #[test]
+    fn the_background_clock_runs_from_the_apps_time_and_never_back() {
+        let (m, _) = manager(fast(10));
+        assert_eq!(
+            m.trusted_now(),
+            None,
+            "no app request yet: no background clock"
+        );
+        m.app_time(1_000_000);
+        let t = m.trusted_now().unwrap();
+        assert!(t >= 1_000_000);
+        m.app_time(5);
+        assert!(
+            m.trusted_now().unwrap() >= t,
+            "an older time does not move it back"
+        );
     }
 }

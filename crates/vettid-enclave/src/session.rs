@@ -363,6 +363,7 @@ impl Sessions {
         if request.timestamp_ms.abs_diff(now_ms) > MAX_SKEW_MS {
             return Err(SessionError::Stale);
         }
+        manager.app_time(request.timestamp_ms);
         let device = open.device;
         let open = &mut *open;
         let (result, events, vault_version) = self.run(

@@ -3,9 +3,10 @@
 //! A backup is the vault's whole database at one version, sealed with STREAM
 //! (`vettid_crypto::stream`: chunked XChaCha20-Poly1305 with a last-chunk flag) under a key
 //! only the vault derives, and written through the host as a header object and chunk objects.
-//! The vault opens its backups with its master key, and a member can open one with the
-//! recovery phrase alone (the header carries the backup key wrapped under the phrase, without
-//! the operator's sealed secret), so a member is never locked in.
+//! The vault opens its backups with its master key. Each header also carries the backup key
+//! wrapped under the recovery phrase, without the operator's sealed secret, so that a backup
+//! can be opened with the phrase alone even if the operator's sealing keys are gone (the
+//! restore that uses it, and export to the member's own file, are not built yet).
 
 use serde::{Deserialize, Serialize};
 
@@ -109,7 +110,8 @@ pub struct BackupInfo {
     pub bytes: u64,
     /// Its chunks.
     pub chunks: u32,
-    /// Whether it also opens with the recovery phrase.
+    /// Whether its key is also wrapped under the recovery phrase (for a restore without the
+    /// operator).
     pub phrase: bool,
 }
 
@@ -161,6 +163,10 @@ pub enum BackupError {
     /// Every chunk opened but what they hold is not a sound database.
     #[error("the backup's database does not open")]
     Database,
+    /// The header under this number is not the one the vault made (another backup, or one a
+    /// host kept from before).
+    #[error("this is not the backup the vault made under that number")]
+    Replaced,
     /// A schedule keeps 1 to [`MAX_KEEP`] backups.
     #[error("keep 1 to {MAX_KEEP} backups")]
     Keep,

@@ -426,7 +426,7 @@ pub struct Enrolled {
     /// The vault's first signed version.
     pub version: SignedVersion,
     /// The recovery phrase's entropy, made in the enclave and shown to the member once (the
-    /// vault keeps only the master key wrapped under it).
+    /// vault keeps only keys wrapped under it: the master key, and the backup key).
     pub recovery_phrase: Zeroizing<[u8; RECOVERY_BYTES]>,
     /// An attestation document of this enclave whose `user_data` is
     /// [`crate::auth::enrolled_device_binding`] for the member, this session's key, the

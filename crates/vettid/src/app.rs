@@ -219,6 +219,31 @@ pub(crate) fn pin(p: &PinArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     )
 }
 
+/// Shows the recovery phrase once, as numbered words.
+fn show_phrase(phrase: &vettid_client::recovery::RecoveryPhrase) {
+    println!();
+    println!("  Your recovery phrase (made in the enclave; shown this once, kept by nobody):");
+    println!();
+    for (i, chunk) in phrase
+        .words()
+        .split(' ')
+        .collect::<Vec<_>>()
+        .chunks(4)
+        .enumerate()
+    {
+        let numbered: Vec<String> = chunk
+            .iter()
+            .enumerate()
+            .map(|(j, w)| format!("{:>2}. {w:<10}", i * 4 + j + 1))
+            .collect();
+        println!("    {}", numbered.join(" "));
+    }
+    println!();
+    println!("  Write it down and keep it safe: with it you can set a new PIN");
+    println!("  (`vettid app reset-pin`) if you forget yours.");
+    println!();
+}
+
 /// The password from the arguments, or a prompt.
 pub(crate) fn password(p: &PasswordArgs) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     read_secret(
@@ -503,34 +528,19 @@ async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitC
         password,
         nats_url: args.nats_url.clone(),
     };
-    let phrase = vettid_client::app::finish(&mut profile, &api, pending, input, |phase, detail| {
-        println!("  ✓ {phase:<22} {detail}");
-    })
+    vettid_client::app::finish(
+        &mut profile,
+        &api,
+        pending,
+        input,
+        |phase, detail| println!("  ✓ {phase:<22} {detail}"),
+        |phrase| show_phrase(&phrase),
+    )
     .await?;
     println!(
         "enrolled: member {} — profile {}",
         profile.member()?,
         dir.display()
     );
-    println!();
-    println!("  Your recovery phrase (made in the enclave; shown this once, stored nowhere):");
-    println!();
-    for (i, chunk) in phrase
-        .words()
-        .split(' ')
-        .collect::<Vec<_>>()
-        .chunks(4)
-        .enumerate()
-    {
-        let numbered: Vec<String> = chunk
-            .iter()
-            .enumerate()
-            .map(|(j, w)| format!("{:>2}. {w:<10}", i * 4 + j + 1))
-            .collect();
-        println!("    {}", numbered.join(" "));
-    }
-    println!();
-    println!("  Write it down and keep it safe: with it you can set a new PIN");
-    println!("  (`vettid app reset-pin`) if you forget yours.");
     Ok(ExitCode::SUCCESS)
 }

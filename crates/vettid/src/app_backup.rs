@@ -59,7 +59,7 @@ fn show(b: &BackupInfo) -> String {
         b.bytes,
         b.chunks,
         if b.phrase {
-            "  (opens with the recovery phrase too)"
+            "  (its key is also wrapped under the recovery phrase)"
         } else {
             ""
         }

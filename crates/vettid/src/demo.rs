@@ -292,11 +292,17 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
             password: Zeroizing::new(format!("{name}'s long passphrase").into_bytes()),
             nats_url: Some(stack.nats.clone()),
         };
-        let phrase =
-            vettid_client::app::finish(&mut profile, &app_api, pending, input, |phase, detail| {
-                println!("   ✓ {phase:<22} {detail}");
-            })
-            .await?;
+        let mut shown = None;
+        vettid_client::app::finish(
+            &mut profile,
+            &app_api,
+            pending,
+            input,
+            |phase, detail| println!("   ✓ {phase:<22} {detail}"),
+            |phrase| shown = Some(phrase),
+        )
+        .await?;
+        let phrase = shown.context("the enrollment showed no recovery phrase")?;
         println!(
             "   ✓ recovery phrase made in the enclave: {} … (12 words, shown to {name} once)",
             phrase.words().split(' ').next().unwrap_or("")
@@ -412,7 +418,7 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         .await?;
     let made = s.backup_now().await?;
     println!(
-        "   ✓ backup #{}: {} bytes of database in {} STREAM chunk(s) (also opens with her phrase)",
+        "   ✓ backup #{}: {} bytes of database in {} STREAM chunk(s) (its key also wrapped under her phrase)",
         made.id, made.bytes, made.chunks
     );
     let checked = s.verify_backup(made.id).await?;

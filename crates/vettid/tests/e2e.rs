@@ -564,6 +564,7 @@ async fn attestation_failures_abort_before_anything_secret() {
         pending,
         stack.enroll_input("135790"),
         |p, _| phases.push(p.to_owned()),
+        |_| panic!("no vault, no phrase"),
     )
     .await;
     assert!(matches!(r, Err(ClientError::Untrusted(_))), "{:?}", r.err());
@@ -583,6 +584,7 @@ async fn attestation_failures_abort_before_anything_secret() {
         pending,
         stack.enroll_input("135790"),
         |_, _| {},
+        drop,
     )
     .await
     .expect("no vault was created by the refused attempt");
@@ -1115,7 +1117,7 @@ async fn the_app_command_backs_up_and_a_tampered_backup_is_refused() {
     assert!(ok && out.contains("Weekly, keeping 5"), "{out}");
     let (ok, out) = run(&["now"]);
     assert!(ok && out.contains("✓ backup #1"), "{out}");
-    assert!(out.contains("opens with the recovery phrase"), "{out}");
+    assert!(out.contains("wrapped under the recovery phrase"), "{out}");
     let (ok, out) = run(&["now"]);
     assert!(ok && out.contains("✓ backup #2"), "{out}");
     let (ok, out) = run(&["list"]);

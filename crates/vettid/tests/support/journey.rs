@@ -295,16 +295,21 @@ impl UpStack {
         let pending = self
             .begin_confirmed(name, &mut profile, &session, enrollment)
             .await;
-        let phrase = vettid_client::app::finish(
+        let mut shown = None;
+        vettid_client::app::finish(
             &mut profile,
             &Api::new(&self.api),
             pending,
             self.enroll_input(pin),
             |_, _| {},
+            |phrase| shown = Some(phrase),
         )
         .await
         .unwrap();
-        (profile, phrase)
+        (
+            profile,
+            shown.expect("the enrollment showed its recovery phrase"),
+        )
     }
 }
 
