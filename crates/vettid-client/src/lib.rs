@@ -18,6 +18,7 @@ pub mod api;
 pub mod app;
 pub mod backup;
 pub mod credential;
+pub mod devices;
 mod error;
 pub mod events;
 pub mod feed;

@@ -1,8 +1,8 @@
 //! The registry of vault domains: the one list the storage engine's schema comes from.
 //!
-//! A domain is one module (`secrets`, `profile`, `feed`, `backup`; `credential` keeps its rows in the
-//! engine's `meta` table) holding its tables as append-only [`Migration`]s, its handler and
-//! its tests. Its handler takes the [`crate::manager::UnlockedVault`] guard, which only the
+//! A domain is one module (`secrets`, `profile`, `feed`, `backup`; `credential` and `devices`
+//! keep their rows in the engine's `meta` table) holding its tables as append-only
+//! [`Migration`]s, its handler and its tests. Its handler takes the [`crate::manager::UnlockedVault`] guard, which only the
 //! manager makes after checking the session's proof of unlock: a domain cannot reach a vault
 //! any other way. `docs/ARCHITECTURE.md` ("How to add a vault domain") says what a new one
 //! touches.
@@ -40,6 +40,10 @@ pub const REGISTRY: &[Domain] = &[
     Domain {
         name: "backup",
         migrations: crate::backup::MIGRATIONS,
+    },
+    Domain {
+        name: "devices",
+        migrations: crate::devices::MIGRATIONS,
     },
 ];
 

@@ -34,6 +34,7 @@
 pub mod backup;
 pub mod credential;
 pub mod device;
+pub mod devices;
 pub mod domains;
 pub mod feed;
 pub mod keys;

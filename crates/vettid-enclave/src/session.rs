@@ -559,6 +559,12 @@ impl Sessions {
                     version = Some(v);
                     r.map(|r| AppReply::Profile(Box::new(r)))
                 }),
+            (AppOp::Devices(op), _) => opened(unlocked)
+                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::devices::handle(u, op)))
+                .and_then(|(r, v)| {
+                    version = Some(v);
+                    r.map(|r| AppReply::Devices(Box::new(r)))
+                }),
             (AppOp::Backup(op), _) => opened(unlocked)
                 .and_then(|o| manager.domain(member, o, now_ms, |u| crate::backup::handle(u, op)))
                 .and_then(|(r, v)| {

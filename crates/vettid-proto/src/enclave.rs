@@ -258,6 +258,9 @@ pub enum VaultError {
     /// A backup operation was refused, or a backup does not open.
     #[error("{0}")]
     Backup(#[from] crate::backup::BackupError),
+    /// A device operation was refused: nothing changed.
+    #[error("{0}")]
+    Devices(#[from] crate::devices::DeviceError),
 }
 
 impl VaultError {
@@ -272,6 +275,7 @@ impl VaultError {
                 | VaultError::Feed(_)
                 | VaultError::Credential(_)
                 | VaultError::Backup(_)
+                | VaultError::Devices(_)
                 | VaultError::NotFound
         )
     }

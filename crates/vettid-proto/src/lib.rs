@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup;
 pub mod channel;
 pub mod credential;
+pub mod devices;
 pub mod enclave;
 pub mod feed;
 pub mod platform;

@@ -285,6 +285,7 @@ domain_operations!(
     Feed(crate::feed::FeedOp) => crate::feed::FeedReply,
     Profile(crate::profile::ProfileOp) => crate::profile::ProfileReply,
     Backup(crate::backup::BackupOp) => crate::backup::BackupReply,
+    Devices(crate::devices::DeviceOp) => crate::devices::DeviceReply,
 );
 
 /// Operations an app asks of its vault.
@@ -344,6 +345,8 @@ pub enum AppOp {
     },
     /// Backups (the vault must have been unlocked in this session).
     Backup(crate::backup::BackupOp),
+    /// The member's devices (the vault must have been unlocked in this session).
+    Devices(crate::devices::DeviceOp),
     /// A member who forgot the PIN sets a new one with the recovery phrase (counted with the
     /// PIN's attempts); the vault is then open in this session ([`AppReply::Unlocked`]).
     ResetPin {
@@ -406,6 +409,8 @@ pub enum AppReply {
     Anchored,
     /// Answer to [`AppOp::Backup`].
     Backup(Box<crate::backup::BackupReply>),
+    /// Answer to [`AppOp::Devices`].
+    Devices(Box<crate::devices::DeviceReply>),
 }
 
 // Never print the event key, the credential or vault data: the variant name only.

@@ -99,8 +99,10 @@ pub(crate) enum AppCommand {
     Credential(Box<crate::app_credential::CredentialArgs>),
     /// The feed and audit log: list, read, archive, delete, verify, audit, export.
     Feed(Box<crate::app_feed::FeedArgs>),
-    /// Backups made by the vault: now, list, status, verify.
+    /// Backups made by the vault: now, list, status, verify, schedule.
     Backup(Box<crate::app_backup::BackupArgs>),
+    /// The devices registered with the vault: list, rename.
+    Devices(Box<crate::app_devices::DevicesArgs>),
     /// The secrets store: add, get, list, update, delete, versions, restore, sync, totp.
     Secrets(Box<crate::app_secrets::SecretsArgs>),
     /// Personal data, sharing, the public profile and the photo.
@@ -390,6 +392,7 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
         AppCommand::Credential(c) => crate::app_credential::run(&args.profile, *c).await,
         AppCommand::Feed(f) => crate::app_feed::run(&args.profile, *f).await,
         AppCommand::Backup(b) => crate::app_backup::run(&args.profile, *b).await,
+        AppCommand::Devices(d) => crate::app_devices::run(&args.profile, *d).await,
         AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, *s).await,
         AppCommand::Personal(p) => crate::app_personal::run(&args.profile, *p).await,
         AppCommand::Events { wait_secs } => {

@@ -15,6 +15,7 @@ mod api;
 mod app;
 mod app_backup;
 mod app_credential;
+mod app_devices;
 mod app_feed;
 mod app_personal;
 mod app_secrets;

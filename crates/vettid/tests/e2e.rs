@@ -1156,6 +1156,42 @@ async fn the_app_command_backs_up_and_a_tampered_backup_is_refused() {
     );
 }
 
+/// `vettid app devices …`: the registered devices, this one marked; a rename; bad input refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_app_command_lists_and_renames_devices() {
+    let stack = UpStack::start();
+    let profile = stack.enrolled("dora", "8642").await;
+    let dir = profile.dir().to_path_buf();
+    drop(profile);
+    let p = dir.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = ["app", "--profile", p, "devices", "--pin-env", "DORA_PIN"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        vettid_with(&all, &[("DORA_PIN", "8642")])
+    };
+    let (ok, out) = run(&["list"]);
+    assert!(
+        ok && out.contains("(this device)") && out.contains("1 device(s)"),
+        "{out}"
+    );
+    let key = out
+        .split_whitespace()
+        .find(|w| w.len() == 64 && w.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap()
+        .to_owned();
+    let (ok, out) = run(&["rename", &key, "dora's old phone"]);
+    assert!(ok && out.contains("is now “dora's old phone”"), "{out}");
+    let (ok, out) = run(&["list"]);
+    assert!(ok && out.contains("dora's old phone"), "{out}");
+    let (ok, out) = run(&["rename", "zz", "x"]);
+    assert!(!ok && out.contains("64 hex digits"), "{out}");
+    let (ok, out) = run(&["rename", &"0".repeat(64), "x"]);
+    assert!(!ok && out.contains("no such device"), "{out}");
+}
+
 /// Every file below `dir`.
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
