@@ -510,13 +510,36 @@ impl LockedVault {
         pin: &[u8],
         policy: &KeyPolicy,
     ) -> Result<MasterKey, VaultError> {
+        let stretch = Stretch::from_phc(&self.inner.phc, &Bounds::DEFAULT)
+            .map_err(|_| VaultError::Tampered("PIN parameters out of bounds".into()))?;
+        let (vault, generation) = (objects.vault(), self.generation);
+        let wrapped = self.inner.wrapped_vmk.clone();
+        self.attempt(
+            objects,
+            policy,
+            |secret| {
+                kek(&stretch.derive(pin), secret, vault)
+                    .open(&kek_aad(vault, generation), &wrapped)
+                    .ok()
+            },
+            |attempts_left| VaultError::WrongPin { attempts_left },
+        )
+    }
+
+    /// One attempt at the guess limit: `LockedOut` if locked; else the attempt is counted
+    /// durably, *then* `open` (given S) evaluates the secret; a right one resets the count, a
+    /// wrong one is `wrong(attempts left)` — or `LockedOut` at the limit.
+    fn attempt(
+        &mut self,
+        objects: &Objects<'_>,
+        policy: &KeyPolicy,
+        open: impl FnOnce(&SecretBytes<32>) -> Option<Zeroizing<Vec<u8>>>,
+        wrong: impl FnOnce(u32) -> VaultError,
+    ) -> Result<MasterKey, VaultError> {
         if self.guard.locked {
             return Err(VaultError::LockedOut);
         }
-        let policy = &self.effective(policy);
-        let vault = objects.vault();
-        let stretch = Stretch::from_phc(&self.inner.phc, &Bounds::DEFAULT)
-            .map_err(|_| VaultError::Tampered("PIN parameters out of bounds".into()))?;
+        let policy = self.effective(policy);
         let failures = self.guard.failures.saturating_add(1);
         self.record_guard(
             objects,
@@ -526,27 +549,25 @@ impl LockedVault {
                 password_failures: self.guard.password_failures,
             },
         )?;
-        let kek = kek(&stretch.derive(pin), &self.secret, vault);
-        match kek.open(&kek_aad(vault, self.generation), &self.inner.wrapped_vmk) {
-            Ok(vmk) => {
-                let vmk = MasterKey(
-                    SecretBytes::try_from_slice(&vmk)
-                        .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
-                );
-                self.record_guard(
-                    objects,
-                    GuardState {
-                        password_failures: self.guard.password_failures,
-                        ..GuardState::default()
-                    },
-                )?;
-                Ok(vmk)
-            }
-            Err(_) if self.guard.locked => Err(VaultError::LockedOut),
-            Err(_) => Err(VaultError::WrongPin {
-                attempts_left: policy.max_failures.saturating_sub(failures),
-            }),
-        }
+        let Some(vmk) = open(&self.secret) else {
+            return Err(if self.guard.locked {
+                VaultError::LockedOut
+            } else {
+                wrong(policy.max_failures.saturating_sub(failures))
+            });
+        };
+        let vmk = MasterKey(
+            SecretBytes::try_from_slice(&vmk)
+                .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
+        );
+        self.record_guard(
+            objects,
+            GuardState {
+                password_failures: self.guard.password_failures,
+                ..GuardState::default()
+            },
+        )?;
+        Ok(vmk)
     }
 
     /// Changes the PIN: checks `old` (counted like [`Self::unlock`]), then writes a new keys
@@ -641,39 +662,18 @@ impl LockedVault {
         let Some(wrap) = self.inner.recovery.clone() else {
             return Err(VaultError::NoRecoveryPhrase);
         };
-        let effective = self.effective(policy);
-        let vault = objects.vault();
         let stretch = Stretch::from_phc(&wrap.phc, &Bounds::DEFAULT)
             .map_err(|_| VaultError::Tampered("recovery parameters out of bounds".into()))?;
-        let failures = self.guard.failures.saturating_add(1);
-        self.record_guard(
+        let vault = objects.vault();
+        let vmk = self.attempt(
             objects,
-            GuardState {
-                failures,
-                locked: failures >= effective.max_failures,
-                password_failures: self.guard.password_failures,
+            policy,
+            |secret| {
+                recovery_kek(&stretch.derive(phrase), secret, vault)
+                    .open(&recovery_aad(vault), &wrap.wrapped_vmk)
+                    .ok()
             },
-        )?;
-        let kek = recovery_kek(&stretch.derive(phrase), &self.secret, vault);
-        let Ok(vmk) = kek.open(&recovery_aad(vault), &wrap.wrapped_vmk) else {
-            return Err(if self.guard.locked {
-                VaultError::LockedOut
-            } else {
-                VaultError::WrongRecoveryPhrase {
-                    attempts_left: effective.max_failures.saturating_sub(failures),
-                }
-            });
-        };
-        let vmk = MasterKey(
-            SecretBytes::try_from_slice(&vmk)
-                .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
-        );
-        self.record_guard(
-            objects,
-            GuardState {
-                password_failures: self.guard.password_failures,
-                ..GuardState::default()
-            },
+            |attempts_left| VaultError::WrongRecoveryPhrase { attempts_left },
         )?;
         self.rekey(objects, sealer, &vmk, new_pin, policy)?;
         Ok(vmk)

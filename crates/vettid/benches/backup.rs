@@ -11,7 +11,6 @@ mod support;
 use std::time::{Duration, Instant};
 use support::journey::UpStack;
 use vettid_proto::secrets::{ItemContent, Secret, SecretData};
-use zeroize::Zeroizing;
 
 /// Items of ~16 KiB each (random hex: nothing compresses).
 const ITEMS: usize = 3_000;
@@ -61,18 +60,8 @@ fn raw_limits(bytes: usize) -> (Duration, Duration) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let stack = UpStack::start();
-    let mut profile = stack.enrolled("bench", "4821").await;
-    let member = profile.member().unwrap().to_owned();
-    let identity = profile.state.identity().unwrap();
-    let c = vettid_client::app::connect(&mut profile).await.unwrap();
-    let s = &mut c
-        .session
-        .unlock(
-            Zeroizing::new(b"4821".to_vec()),
-            vettid_client::vault::Mark::new(&member, identity),
-        )
-        .await
-        .unwrap();
+    let (_, mut s) = stack.unlocked_in_memory("bench", "4821").await;
+    let s = &mut s;
     eprintln!("filling the vault with {ITEMS} items of ~16 KiB…");
     for i in 0..ITEMS {
         s.create_secret(item(i)).await.unwrap();

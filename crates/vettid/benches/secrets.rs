@@ -9,7 +9,6 @@ mod support;
 use std::time::{Duration, Instant};
 use support::journey::UpStack;
 use vettid_proto::secrets::{ItemContent, Secret, SecretData};
-use zeroize::Zeroizing;
 
 fn note(i: usize) -> ItemContent {
     ItemContent {
@@ -49,22 +48,9 @@ fn newest_log(objects: &std::path::Path, member: &str) -> (String, u64) {
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let stack = UpStack::start();
-    let mut profile = stack.enrolled("bench", "4821").await;
-    let member = profile.member().unwrap().to_owned();
-    let c = vettid_client::app::connect(&mut profile).await.unwrap();
     // Versions checked in memory: the vault's path is measured, not the profile's file writes.
-    let identity: [u8; 32] = hex::decode(profile.state.identity_public_key.as_deref().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let s = &mut c
-        .session
-        .unlock(
-            Zeroizing::new(b"4821".to_vec()),
-            vettid_client::vault::Mark::new(&member, identity),
-        )
-        .await
-        .unwrap();
+    let (member, mut s) = stack.unlocked_in_memory("bench", "4821").await;
+    let s = &mut s;
     let n = 10_000;
     eprintln!("creating {n} items…");
     let began = Instant::now();

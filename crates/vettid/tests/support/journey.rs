@@ -283,6 +283,29 @@ impl UpStack {
         self.enrolled_with_phrase(name, pin).await.0
     }
 
+    /// [`UpStack::enrolled`], then an unlocked session whose versions are checked against an
+    /// in-memory mark rather than written to the profile (what the benches measure); and the
+    /// member id.
+    #[allow(dead_code)] // used by the benches, not every test binary
+    pub async fn unlocked_in_memory(
+        &self,
+        name: &str,
+        pin: &str,
+    ) -> (String, Unlocked<vettid_client::vault::Mark>) {
+        let mut profile = self.enrolled(name, pin).await;
+        let mark = vettid_client::vault::Mark::new(
+            profile.member().unwrap(),
+            profile.state.identity().unwrap(),
+        );
+        let c = vettid_client::app::connect(&mut profile).await.unwrap();
+        let unlocked = c
+            .session
+            .unlock(Zeroizing::new(pin.as_bytes().to_vec()), mark)
+            .await
+            .unwrap();
+        (profile.member().unwrap().to_owned(), unlocked)
+    }
+
     /// [`UpStack::enrolled`], and the recovery phrase the member was shown.
     pub async fn enrolled_with_phrase(
         &self,
