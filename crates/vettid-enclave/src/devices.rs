@@ -5,7 +5,7 @@
 
 use crate::manager::UnlockedVault;
 use crate::vault::{SqlValue, Statement, Vault};
-use vettid_proto::devices::{Device, DeviceError, DeviceOp, DeviceReply, MAX_NAME};
+use vettid_proto::devices::{Device, DeviceError, DeviceOp, DeviceReply, valid_name};
 use vettid_proto::enclave::VaultError;
 use vettid_proto::feed::{Audience, Retention};
 
@@ -16,11 +16,12 @@ fn db(e: rusqlite::Error) -> VaultError {
     VaultError::Internal(format!("database: {e}"))
 }
 
-fn devices(vault: &Vault) -> Result<Vec<Device>, VaultError> {
+/// The registered devices, each with the `meta` key its name is stored under.
+fn devices(vault: &Vault) -> Result<Vec<(String, Device)>, VaultError> {
     let rows: Vec<(String, Vec<u8>)> = vault
         .read(|c| {
             let mut stmt = c.prepare_cached(
-                "SELECT key, value FROM meta WHERE key LIKE 'device/%' ORDER BY key",
+                "SELECT key, value FROM meta WHERE key >= 'device/' AND key < 'device0' ORDER BY key",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
@@ -36,11 +37,15 @@ fn devices(vault: &Vault) -> Result<Vec<Device>, VaultError> {
                 .meta(&format!("device-key/{hex_key}"))?
                 .map(|k| <[u8; 32]>::try_from(k.as_slice()).map_err(|_| tampered()))
                 .transpose()?;
-            Ok(Device {
-                session_key,
-                device_key,
-                name: String::from_utf8(name).map_err(|_| tampered())?,
-            })
+            let name = String::from_utf8(name).map_err(|_| tampered())?;
+            Ok((
+                key,
+                Device {
+                    session_key,
+                    device_key,
+                    name,
+                },
+            ))
         })
         .collect()
 }
@@ -49,14 +54,15 @@ fn devices(vault: &Vault) -> Result<Vec<Device>, VaultError> {
 pub fn handle(unlocked: &mut UnlockedVault<'_>, op: DeviceOp) -> Result<DeviceReply, VaultError> {
     let (vault, objects, now_ms) = unlocked.parts();
     match op {
-        DeviceOp::List => devices(vault).map(DeviceReply::Devices),
+        DeviceOp::List => devices(vault)
+            .map(|all| DeviceReply::Devices(all.into_iter().map(|(_, d)| d).collect())),
         DeviceOp::Rename { device, name } => {
-            if name.is_empty() || name.len() > MAX_NAME {
+            if !valid_name(&name) {
                 return Err(DeviceError::Name.into());
             }
-            let mut found = devices(vault)?
+            let (key, mut found) = devices(vault)?
                 .into_iter()
-                .find(|d| vettid_crypto::ct_eq(&d.session_key, &device))
+                .find(|(_, d)| vettid_crypto::ct_eq(&d.session_key, &device))
                 .ok_or(DeviceError::NoSuchDevice)?;
             let event = crate::feed::event(
                 now_ms,
@@ -69,7 +75,7 @@ pub fn handle(unlocked: &mut UnlockedVault<'_>, op: DeviceOp) -> Result<DeviceRe
                 sql: "UPDATE meta SET value = ?1 WHERE key = ?2".into(),
                 params: vec![
                     SqlValue::Blob(name.as_bytes().to_vec()),
-                    SqlValue::Text(format!("device/{}", hex::encode(device))),
+                    SqlValue::Text(key),
                 ],
             }];
             statements.extend(crate::feed::append(vault, &[event])?);
@@ -111,7 +117,11 @@ mod tests {
         };
         assert_eq!(rename([1; 32], ""), Err(DeviceError::Name.into()));
         assert_eq!(
-            rename([1; 32], &"x".repeat(MAX_NAME + 1)),
+            rename([1; 32], &"x".repeat(vettid_proto::devices::MAX_NAME + 1)),
+            Err(DeviceError::Name.into())
+        );
+        assert_eq!(
+            rename([1; 32], "evil\u{1b}[2J"),
             Err(DeviceError::Name.into())
         );
         assert_eq!(

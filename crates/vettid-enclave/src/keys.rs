@@ -510,6 +510,9 @@ impl LockedVault {
         pin: &[u8],
         policy: &KeyPolicy,
     ) -> Result<MasterKey, VaultError> {
+        if self.guard.locked {
+            return Err(VaultError::LockedOut);
+        }
         let stretch = Stretch::from_phc(&self.inner.phc, &Bounds::DEFAULT)
             .map_err(|_| VaultError::Tampered("PIN parameters out of bounds".into()))?;
         let (vault, generation) = (objects.vault(), self.generation);

@@ -874,7 +874,7 @@ impl Manager {
             name: device_name,
         } = device;
         check_pin(pin)?;
-        if device_name.is_empty() || device_name.len() > 64 {
+        if !vettid_proto::devices::valid_name(device_name) {
             return Err(Invalid::DeviceName.into());
         }
         let objects = Objects::new(&self.link, id);

@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 /// Longest device name (bytes).
 pub const MAX_NAME: usize = 64;
 
+/// Whether `name` is an acceptable device name: 1–[`MAX_NAME`] bytes, no control characters
+/// (it is printed in the member's lists and terminals).
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME).contains(&name.len()) && !name.chars().any(char::is_control)
+}
+
 /// Device operations.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceOp {
@@ -46,7 +52,7 @@ pub enum DeviceError {
     /// No registered device has that key.
     #[error("no such device")]
     NoSuchDevice,
-    /// A name is 1–[`MAX_NAME`] bytes.
-    #[error("a device name is 1-{MAX_NAME} bytes")]
+    /// A name is 1–[`MAX_NAME`] bytes without control characters.
+    #[error("a device name is 1-{MAX_NAME} bytes, without control characters")]
     Name,
 }

@@ -290,8 +290,8 @@ pub enum Invalid {
     /// A PIN is 4–64 bytes.
     #[error("PIN must be 4 to 64 bytes")]
     Pin,
-    /// A device name is 1–64 bytes.
-    #[error("device name must be 1-64 bytes")]
+    /// A device name is 1–64 bytes without control characters.
+    #[error("device name must be 1-64 bytes, without control characters")]
     DeviceName,
     /// A debug record's key is 1–256 bytes and its value at most 1 MiB.
     #[error("key must be 1-256 bytes and value at most 1 MiB")]
