@@ -295,6 +295,38 @@ async fn the_sdk_refuses_a_rolled_back_vault_that_the_enclave_cannot_know_of() {
     }
 }
 
+/// Issue 13: a host that hides the keys generation a PIN reset just wrote (so that the old PIN
+/// would go on working) is refused: the reset fails as tampering instead of seeming done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_hiding_the_generation_a_pin_reset_wrote_is_refused() {
+    let adv = Adversary::start(&[]);
+    let alice = SecretBytes::random();
+    let enrolled = adv.enroll("alice", &alice).await.unwrap();
+    let phrase = vettid_client::recovery::RecoveryPhrase::from_entropy(&enrolled.recovery_phrase);
+    adv.host.script(|req, store| match req {
+        ToHost::List { prefix } if prefix == "vaults/alice/keys/" => Action::Answer(
+            HostReply::Names(store.names(prefix).into_iter().take(1).collect()),
+        ),
+        _ => Action::Honest,
+    });
+    let session = adv
+        .session("alice", &alice, Channel::Session)
+        .await
+        .unwrap();
+    let r = session
+        .reset_pin(
+            &phrase,
+            Zeroizing::new(b"97531".to_vec()),
+            vettid_client::vault::Mark::new("alice", enrolled.identity_public_key),
+        )
+        .await
+        .map(|_| ());
+    assert!(
+        matches!(r, Err(ClientError::Vault(VaultError::Tampered(_)))),
+        "{r:?}"
+    );
+}
+
 /// Issue 12: what reaches the member's app is in the enclave's words: a host that fails a
 /// request with text of its choosing, or lists an object name of its choosing, cannot put that
 /// text in front of the member.
