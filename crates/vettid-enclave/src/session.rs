@@ -521,12 +521,10 @@ impl Sessions {
             }),
             // Vault data: only with the proof of this session's unlock, which the manager
             // checks is still current under the vault's lock.
-            (AppOp::Feed(op), _) => opened(unlocked)
-                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::feed::handle(u, op)))
-                .and_then(|(r, v)| {
-                    version = Some(v);
-                    r.map(|r| AppReply::Feed(Box::new(r)))
-                }),
+            (AppOp::Feed(op), _) => domain(manager, member, unlocked, now_ms, &mut version, |u| {
+                crate::feed::handle(u, op)
+            })
+            .map(|r| AppReply::Feed(Box::new(r))),
             (
                 AppOp::Credential {
                     blob,
@@ -553,30 +551,30 @@ impl Sessions {
                         AppReply::Credential(Box::new(r))
                     })
             }
-            (AppOp::Profile(op), _) => opened(unlocked)
-                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::profile::handle(u, op)))
-                .and_then(|(r, v)| {
-                    version = Some(v);
-                    r.map(|r| AppReply::Profile(Box::new(r)))
-                }),
-            (AppOp::Devices(op), _) => opened(unlocked)
-                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::devices::handle(u, op)))
-                .and_then(|(r, v)| {
-                    version = Some(v);
-                    r.map(|r| AppReply::Devices(Box::new(r)))
-                }),
-            (AppOp::Backup(op), _) => opened(unlocked)
-                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::backup::handle(u, op)))
-                .and_then(|(r, v)| {
-                    version = Some(v);
-                    r.map(|r| AppReply::Backup(Box::new(r)))
-                }),
-            (AppOp::Secrets(op), _) => opened(unlocked)
-                .and_then(|o| manager.domain(member, o, now_ms, |u| crate::secrets::handle(u, op)))
-                .and_then(|(r, v)| {
-                    version = Some(v);
-                    r.map(|r| AppReply::Secrets(Box::new(r)))
-                }),
+            (AppOp::Profile(op), _) => {
+                domain(manager, member, unlocked, now_ms, &mut version, |u| {
+                    crate::profile::handle(u, op)
+                })
+                .map(|r| AppReply::Profile(Box::new(r)))
+            }
+            (AppOp::Devices(op), _) => {
+                domain(manager, member, unlocked, now_ms, &mut version, |u| {
+                    crate::devices::handle(u, op)
+                })
+                .map(|r| AppReply::Devices(Box::new(r)))
+            }
+            (AppOp::Backup(op), _) => {
+                domain(manager, member, unlocked, now_ms, &mut version, |u| {
+                    crate::backup::handle(u, op)
+                })
+                .map(|r| AppReply::Backup(Box::new(r)))
+            }
+            (AppOp::Secrets(op), _) => {
+                domain(manager, member, unlocked, now_ms, &mut version, |u| {
+                    crate::secrets::handle(u, op)
+                })
+                .map(|r| AppReply::Secrets(Box::new(r)))
+            }
             (AppOp::Whoami, _) => manager.whoami(member).map(|(identity, v)| {
                 version.clone_from(&v);
                 AppReply::Whoami {
@@ -607,6 +605,21 @@ impl Sessions {
 }
 
 /// This session's proof of unlock, or `NotUnlocked`.
+/// Runs a domain handler with the session's proof of unlock (see `Manager::domain`); the
+/// vault's signed version taken with the answer or refusal goes into `version`.
+fn domain<T>(
+    manager: &Manager,
+    member: &str,
+    unlocked: &Option<crate::manager::Opening>,
+    now_ms: u64,
+    version: &mut Option<SignedVersion>,
+    handler: impl FnOnce(&mut crate::manager::UnlockedVault<'_>) -> Result<T, VaultError>,
+) -> Result<T, VaultError> {
+    let (answer, v) = manager.domain(member, opened(unlocked)?, now_ms, handler)?;
+    *version = Some(v);
+    answer
+}
+
 /// What an unlock (by PIN or recovery phrase) gives the session: its proof of the unlock, the
 /// version, the event telling the member's apps, and the answer.
 fn opened_by(
