@@ -169,6 +169,42 @@ pub fn enroll(member: &str, verifier: &[u8; 32], created_ms: u64) -> (Vec<u8>, V
     (blob, statements)
 }
 
+/// A new credential holding `verifier` to replace the one a lost device held (staged
+/// recovery): a new random key at the next generation, so the lost blob — and any retry of
+/// its last use — no longer opens. Returns the blob, the statements and the generation.
+pub fn reissue(
+    vault: &Vault,
+    member: &str,
+    verifier: &[u8; 32],
+    created_ms: u64,
+) -> Result<(Vec<u8>, Vec<Statement>, u64), VaultError> {
+    let generation = match current(vault) {
+        Ok(c) => c.generation,
+        Err(VaultError::Credential(CredentialError::Missing)) => 0,
+        Err(e) => return Err(e),
+    };
+    let next = generation
+        .checked_add(1)
+        .ok_or_else(|| VaultError::Tampered("credential generation exhausted".into()))?;
+    let key = SecretBytes::<32>::random();
+    let credential = Credential {
+        format: 1,
+        verifier: Zeroizing::new(*verifier),
+        created_ms,
+        secrets: Vec::new(),
+    };
+    let blob = seal_credential(member, next, &key, &credential);
+    let statements = vec![
+        set("credential/key", key.expose().to_vec()),
+        set("credential/generation", next.to_be_bytes().to_vec()),
+        Statement {
+            sql: "DELETE FROM meta WHERE key = 'credential/previous'".into(),
+            params: vec![],
+        },
+    ];
+    Ok((blob, statements, next))
+}
+
 struct Current {
     generation: u64,
     key: SecretBytes<32>,

@@ -101,7 +101,7 @@ pub(crate) fn manager(policy: crate::keys::KeyPolicy) -> (crate::manager::Manage
     let config = crate::manager::Config {
         policy: crate::manager::Policy {
             keys: policy,
-            limits: Default::default(),
+            ..Default::default()
         },
         ..Default::default()
     };

@@ -152,6 +152,20 @@ struct RecoveryWrap {
     wrapped_vmk: Vec<u8>,
 }
 
+/// What a member proves in staged recovery ([`LockedVault::recover`]).
+#[derive(Clone, Copy)]
+pub enum RecoveryProof<'a> {
+    /// The PIN, kept.
+    Pin(&'a [u8]),
+    /// The recovery phrase, and the PIN from now on.
+    Phrase {
+        /// The phrase's entropy.
+        phrase: &'a [u8; RECOVERY_BYTES],
+        /// The new PIN.
+        new_pin: &'a [u8],
+    },
+}
+
 /// Format 3, before recovery phrases: read, never written.
 #[derive(Deserialize)]
 struct KeysInnerV3 {
@@ -174,6 +188,34 @@ struct GuardState {
     locked: bool,
     /// Consecutive wrong passwords (credential operations), under the same limit.
     password_failures: u32,
+    /// Consecutive wrong recovery phrases in staged recovery, under the same limit; they are
+    /// counted even in a vault the PINs locked (the phrase is the way back into it).
+    recovery_failures: u32,
+    /// When an enrolled device last unlocked the vault (the enclave's request time, ms): a
+    /// recovery to a new device waits until this is the recovery delay in the past.
+    last_device_unlock_ms: u64,
+}
+
+/// The guard record before staged recovery: read, never written.
+#[derive(Deserialize)]
+struct GuardStateV1 {
+    failures: u32,
+    locked: bool,
+    password_failures: u32,
+}
+
+impl GuardState {
+    /// Decodes either format (each decodes only exactly, so one of them at most).
+    fn decode(bytes: &[u8]) -> Result<GuardState, VaultError> {
+        decode::<GuardState>(bytes, "guard record").or_else(|_| {
+            decode::<GuardStateV1>(bytes, "guard record").map(|v1| GuardState {
+                failures: v1.failures,
+                locked: v1.locked,
+                password_failures: v1.password_failures,
+                ..GuardState::default()
+            })
+        })
+    }
 }
 
 /// A vault whose sealed secret is open but whose master key is not: what the enclave holds
@@ -351,7 +393,7 @@ impl LockedVault {
                 let bytes = objects
                     .read(&guard_key(&secret, vault), ObjectKind::Guard, seq)?
                     .ok_or_else(|| VaultError::Storage("guard object vanished".into()))?;
-                (seq, decode(&bytes, "guard record")?)
+                (seq, GuardState::decode(&bytes)?)
             }
         };
         Ok(Self {
@@ -495,7 +537,7 @@ impl LockedVault {
             GuardState {
                 password_failures: 0,
                 locked: self.guard.failures >= policy.max_failures,
-                failures: self.guard.failures,
+                ..self.guard
             },
         )
     }
@@ -504,11 +546,15 @@ impl LockedVault {
     /// host that refuses to store the count gets no answer at all, and a crash at any point
     /// leaves the attempt counted); a right PIN then resets the count. At the limit the vault
     /// locks.
+    ///
+    /// `device_use`: the time of an enrolled device's unlock, recorded with the reset count
+    /// (what holds off a staged recovery; see [`Self::recover`]).
     pub fn unlock(
         &mut self,
         objects: &Objects<'_>,
         pin: &[u8],
         policy: &KeyPolicy,
+        device_use: Option<u64>,
     ) -> Result<MasterKey, VaultError> {
         if self.guard.locked {
             return Err(VaultError::LockedOut);
@@ -520,6 +566,7 @@ impl LockedVault {
         self.attempt(
             objects,
             policy,
+            device_use,
             |secret| {
                 kek(&stretch.derive(pin), secret, vault)
                     .open(&kek_aad(vault, generation), &wrapped)
@@ -536,6 +583,7 @@ impl LockedVault {
         &mut self,
         objects: &Objects<'_>,
         policy: &KeyPolicy,
+        device_use: Option<u64>,
         open: impl FnOnce(&SecretBytes<32>) -> Option<Zeroizing<Vec<u8>>>,
         wrong: impl FnOnce(u32) -> VaultError,
     ) -> Result<MasterKey, VaultError> {
@@ -549,7 +597,7 @@ impl LockedVault {
             GuardState {
                 failures,
                 locked: failures >= policy.max_failures,
-                password_failures: self.guard.password_failures,
+                ..self.guard
             },
         )?;
         let Some(vmk) = open(&self.secret) else {
@@ -566,8 +614,13 @@ impl LockedVault {
         self.record_guard(
             objects,
             GuardState {
-                password_failures: self.guard.password_failures,
-                ..GuardState::default()
+                failures: 0,
+                locked: false,
+                last_device_unlock_ms: device_use
+                    .map_or(self.guard.last_device_unlock_ms, |at| {
+                        at.max(self.guard.last_device_unlock_ms)
+                    }),
+                ..self.guard
             },
         )?;
         Ok(vmk)
@@ -583,7 +636,7 @@ impl LockedVault {
         new: &[u8],
         policy: &KeyPolicy,
     ) -> Result<MasterKey, VaultError> {
-        let vmk = self.unlock(objects, old, policy)?;
+        let vmk = self.unlock(objects, old, policy, None)?;
         self.rekey(objects, sealer, &vmk, new, policy)?;
         Ok(vmk)
     }
@@ -658,27 +711,114 @@ impl LockedVault {
         phrase: &[u8; RECOVERY_BYTES],
         new_pin: &[u8],
         policy: &KeyPolicy,
+        device_use: Option<u64>,
     ) -> Result<MasterKey, VaultError> {
         if self.guard.locked {
             return Err(VaultError::LockedOut);
         }
+        let vault = objects.vault();
+        let open = self.phrase_opener(vault, phrase)?;
+        let vmk = self.attempt(objects, policy, device_use, open, |attempts_left| {
+            VaultError::WrongRecoveryPhrase { attempts_left }
+        })?;
+        self.rekey(objects, sealer, &vmk, new_pin, policy)?;
+        Ok(vmk)
+    }
+
+    /// What opens the recovery wrap with `phrase` (given S): `NoRecoveryPhrase` if the vault
+    /// has none.
+    fn phrase_opener<'p>(
+        &self,
+        vault: &'p str,
+        phrase: &'p [u8; RECOVERY_BYTES],
+    ) -> Result<impl FnOnce(&SecretBytes<32>) -> Option<Zeroizing<Vec<u8>>> + 'p, VaultError> {
         let Some(wrap) = self.inner.recovery.clone() else {
             return Err(VaultError::NoRecoveryPhrase);
         };
         let stretch = Stretch::from_phc(&wrap.phc, &Bounds::DEFAULT)
             .map_err(|_| VaultError::Tampered("recovery parameters out of bounds".into()))?;
-        let vault = objects.vault();
-        let vmk = self.attempt(
+        Ok(move |secret: &SecretBytes<32>| {
+            recovery_kek(&stretch.derive(phrase), secret, vault)
+                .open(&recovery_aad(vault), &wrap.wrapped_vmk)
+                .ok()
+        })
+    }
+
+    /// Staged recovery's last step: re-keys the vault to `device` (the only device from now
+    /// on) after `proof`, and returns the master key.
+    ///
+    /// Refused with [`VaultError::RecentlyUsed`] — before anything is counted — while an
+    /// enrolled device unlocked the vault less than `delay_ms` before `now_ms`: whoever holds
+    /// that device is using it. A PIN is counted as in [`Self::unlock`] and refused in a
+    /// locked vault. A phrase is counted durably *before* it is evaluated against its own
+    /// limit (`recovery_failures`), also in a locked vault, which it reopens: a right phrase
+    /// clears every count and the lock. The new keys generation wraps the master key under
+    /// the PIN (the proven one, or the phrase's new one) and lists only `device`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn recover(
+        &mut self,
+        objects: &Objects<'_>,
+        sealer: &dyn Sealer,
+        proof: RecoveryProof<'_>,
+        device: [u8; 32],
+        policy: &KeyPolicy,
+        delay_ms: u64,
+        now_ms: u64,
+    ) -> Result<MasterKey, VaultError> {
+        if now_ms.saturating_sub(self.guard.last_device_unlock_ms) < delay_ms {
+            return Err(VaultError::RecentlyUsed);
+        }
+        let (vmk, pin) = match proof {
+            RecoveryProof::Pin(pin) => (self.unlock(objects, pin, policy, None)?, pin),
+            RecoveryProof::Phrase { phrase, new_pin } => {
+                (self.recover_with_phrase(objects, phrase, policy)?, new_pin)
+            }
+        };
+        self.inner.devices = vec![device];
+        self.rekey(objects, sealer, &vmk, pin, policy)?;
+        Ok(vmk)
+    }
+
+    /// One phrase attempt of staged recovery, counted against its own limit.
+    fn recover_with_phrase(
+        &mut self,
+        objects: &Objects<'_>,
+        phrase: &[u8; RECOVERY_BYTES],
+        policy: &KeyPolicy,
+    ) -> Result<MasterKey, VaultError> {
+        let limit = self.effective(policy).max_failures;
+        if self.guard.recovery_failures >= limit {
+            return Err(VaultError::LockedOut);
+        }
+        let open = self.phrase_opener(objects.vault(), phrase)?;
+        let recovery_failures = self.guard.recovery_failures.saturating_add(1);
+        self.record_guard(
             objects,
-            policy,
-            |secret| {
-                recovery_kek(&stretch.derive(phrase), secret, vault)
-                    .open(&recovery_aad(vault), &wrap.wrapped_vmk)
-                    .ok()
+            GuardState {
+                recovery_failures,
+                ..self.guard
             },
-            |attempts_left| VaultError::WrongRecoveryPhrase { attempts_left },
         )?;
-        self.rekey(objects, sealer, &vmk, new_pin, policy)?;
+        let Some(vmk) = open(&self.secret) else {
+            return Err(if recovery_failures >= limit {
+                VaultError::LockedOut
+            } else {
+                VaultError::WrongRecoveryPhrase {
+                    attempts_left: limit - recovery_failures,
+                }
+            });
+        };
+        let vmk = MasterKey(
+            SecretBytes::try_from_slice(&vmk)
+                .ok_or_else(|| VaultError::Tampered("master key length".into()))?,
+        );
+        self.record_guard(
+            objects,
+            GuardState {
+                last_device_unlock_ms: self.guard.last_device_unlock_ms,
+                ..GuardState::default()
+            },
+        )?;
         Ok(vmk)
     }
 }
@@ -686,6 +826,41 @@ impl LockedVault {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn guard_records_of_the_first_format_still_read_and_garbage_is_tampering() {
+        #[derive(Serialize)]
+        struct V1 {
+            failures: u32,
+            locked: bool,
+            password_failures: u32,
+        }
+        let old = encode(&V1 {
+            failures: 3,
+            locked: false,
+            password_failures: 1,
+        });
+        assert_eq!(
+            GuardState::decode(&old).unwrap(),
+            GuardState {
+                failures: 3,
+                password_failures: 1,
+                ..GuardState::default()
+            }
+        );
+        let new = GuardState {
+            recovery_failures: 2,
+            last_device_unlock_ms: 1 << 40,
+            ..GuardState::default()
+        };
+        assert_eq!(GuardState::decode(&encode(&new)).unwrap(), new);
+        let mut trailing = encode(&new).to_vec();
+        trailing.push(0);
+        assert!(matches!(
+            GuardState::decode(&trailing),
+            Err(VaultError::Tampered(_))
+        ));
+    }
 
     #[test]
     fn derived_keys_are_distinct_per_purpose_and_vault_and_stable() {
@@ -739,18 +914,18 @@ mod tests {
         assert_eq!(locked.effective(&loose).cost.passes, 3);
         for left in [2, 1] {
             assert_eq!(
-                locked.unlock(&objects, b"0000", &loose).err(),
+                locked.unlock(&objects, b"0000", &loose, None).err(),
                 Some(VaultError::WrongPin {
                     attempts_left: left
                 })
             );
         }
         assert_eq!(
-            locked.unlock(&objects, b"0000", &loose).err(),
+            locked.unlock(&objects, b"0000", &loose, None).err(),
             Some(VaultError::LockedOut)
         );
         assert_eq!(
-            locked.unlock(&objects, b"1111", &loose).err(),
+            locked.unlock(&objects, b"1111", &loose, None).err(),
             Some(VaultError::LockedOut)
         );
     }

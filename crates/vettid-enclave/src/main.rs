@@ -87,6 +87,7 @@ fn policy(config: &EnclaveConfig) -> Policy {
             versions_per_item: p.versions_per_item,
             feed_rows: p.feed_rows,
         },
+        recovery_delay_ms: p.recovery_delay_secs.saturating_mul(1000),
     }
 }
 

@@ -30,12 +30,25 @@ const MAX_VALUE: usize = 1024 * 1024;
 
 /// What the enclave's measured configuration decides: the guess limit and stretching, and the
 /// per-vault quotas. Never taken from the host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     /// Guess limit and PIN stretching.
     pub keys: KeyPolicy,
     /// Per-vault quotas.
     pub limits: Limits,
+    /// Staged recovery waits until no enrolled device has unlocked the vault for this long
+    /// (ms; default 24 h).
+    pub recovery_delay_ms: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            keys: KeyPolicy::default(),
+            limits: Limits::default(),
+            recovery_delay_ms: vettid_proto::platform::DEFAULT_RECOVERY_DELAY_SECS * 1000,
+        }
+    }
 }
 
 /// Tunables of the enclave: its policy, and resource settings the host may choose (they can
@@ -359,6 +372,24 @@ pub struct Enrollment {
     pub recovery_phrase: Zeroizing<[u8; keys::RECOVERY_BYTES]>,
 }
 
+/// What a staged recovery made for the new device.
+pub struct Recovery {
+    /// The vault's identity public key.
+    pub identity: [u8; 32],
+    /// The vault's exchange public key.
+    pub exchange: [u8; 32],
+    /// The new credential blob.
+    pub credential: Vec<u8>,
+    /// The key of the vault's events.
+    pub event_key: SecretBytes<32>,
+    /// The signed version after the recovery.
+    pub version: SignedVersion,
+    /// The session's proof of this unlock.
+    pub opening: Opening,
+    /// Devices removed.
+    pub removed: u32,
+}
+
 /// What an app's unlock gives its session.
 pub struct Unlocked {
     /// The signed version.
@@ -585,22 +616,30 @@ impl Manager {
         st: &mut VaultState,
         objects: &Objects<'_>,
         opener: Opener<'_>,
-        device: Option<&[u8; 32]>,
+        device: Option<(&[u8; 32], u64)>,
     ) -> Result<SignedVersion, VaultError> {
         st.check()?;
         let mut locked = self.open_locked(st, objects)?;
         let owner = match device {
-            Some(d) if !locked.has_device(d) => return Err(VaultError::DeviceNotRegistered),
+            Some((d, _)) if !locked.has_device(d) => return Err(VaultError::DeviceNotRegistered),
             Some(_) => Owner::App,
             None if !locked.devices().is_empty() => return Err(VaultError::AppOwned),
             None => Owner::Debug,
         };
+        // An enrolled device's unlock is recorded: it holds off a staged recovery.
+        let used = device.map(|(_, at)| at);
         let result = match opener {
-            Opener::Pin(pin) => locked.unlock(objects, pin, self.policy()),
+            Opener::Pin(pin) => locked.unlock(objects, pin, self.policy(), used),
             Opener::Phrase { phrase, new_pin } => {
                 check_pin(new_pin)?;
-                let result =
-                    locked.reset_pin(objects, &*self.sealer, phrase, new_pin, self.policy());
+                let result = locked.reset_pin(
+                    objects,
+                    &*self.sealer,
+                    phrase,
+                    new_pin,
+                    self.policy(),
+                    used,
+                );
                 if result.is_ok() {
                     st.generation = st.generation.max(Some(locked.generation()));
                 }
@@ -909,7 +948,7 @@ impl Manager {
                 if locked.devices() != [device] {
                     return Err(VaultError::AlreadyExists);
                 }
-                let result = locked.unlock(&objects, pin, self.policy());
+                let result = locked.unlock(&objects, pin, self.policy(), Some(now_ms));
                 Self::note_guard(st, &locked);
                 let vmk = result?;
                 let vault = self.load(st, &objects, &vmk)?;
@@ -937,20 +976,11 @@ impl Manager {
             &phrase,
             self.policy().cost,
         )?);
-        statements.push(Statement {
-            sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
-            params: vec![
-                SqlValue::Text(format!("device/{}", hex::encode(device))),
-                SqlValue::Blob(device_name.as_bytes().to_vec()),
-            ],
-        });
-        statements.push(Statement {
-            sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
-            params: vec![
-                SqlValue::Text(format!("device-key/{}", hex::encode(device))),
-                SqlValue::Blob(device_key.to_vec()),
-            ],
-        });
+        statements.extend(device_rows(&NewDevice {
+            session_key: device,
+            device_key,
+            name: device_name,
+        }));
         let version = vault.write(&objects, statements)?;
         st.credential_generation = 1;
         st.opening += 1;
@@ -965,6 +995,94 @@ impl Manager {
         };
         self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(enrollment)
+    }
+
+    /// Staged recovery's last step, from a device vault `id` does not know: after `proof`
+    /// (see [`LockedVault::recover`]: refused while an enrolled device unlocked the vault
+    /// within the recovery delay), the vault is re-keyed to `device` alone — every other
+    /// device removed, their sessions' unlocks void — with a new credential around
+    /// `verifier`, and left unlocked for the new device's session. The feed tells the member.
+    pub fn recover(
+        &self,
+        id: &str,
+        proof: keys::RecoveryProof<'_>,
+        verifier: &[u8; 32],
+        device: NewDevice<'_>,
+        now_ms: u64,
+    ) -> Result<Recovery, VaultError> {
+        if !valid_vault_id(id) {
+            return Err(Invalid::VaultId.into());
+        }
+        match proof {
+            keys::RecoveryProof::Pin(pin) => check_pin(pin)?,
+            keys::RecoveryProof::Phrase { new_pin, .. } => check_pin(new_pin)?,
+        }
+        if !vettid_proto::devices::valid_name(device.name) {
+            return Err(Invalid::DeviceName.into());
+        }
+        let objects = Objects::new(&self.link, id);
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        st.check()?;
+        let mut locked = self.open_locked(st, &objects)?;
+        if locked.devices().is_empty() {
+            return Err(VaultError::AppOwned);
+        }
+        let removed = locked
+            .devices()
+            .iter()
+            .filter(|d| !vettid_crypto::ct_eq(*d, &device.session_key))
+            .count();
+        let result = locked.recover(
+            &objects,
+            &*self.sealer,
+            proof,
+            device.session_key,
+            self.policy(),
+            self.config.policy.recovery_delay_ms,
+            now_ms,
+        );
+        Self::note_guard(st, &locked);
+        let vmk = result?;
+        st.generation = st.generation.max(Some(locked.generation()));
+        st.devices = Some(locked.devices().to_vec());
+        // Whatever the old devices' sessions had open is closed.
+        self.lock_slot(st, &objects);
+        let mut vault = self.load(st, &objects, &vmk)?;
+        let (credential, mut statements, generation) =
+            crate::credential::reissue(&vault, id, verifier, now_ms)?;
+        statements.push(Statement {
+            sql: "DELETE FROM meta WHERE key LIKE 'device/%' OR key LIKE 'device-key/%'".into(),
+            params: vec![],
+        });
+        statements.extend(device_rows(&device));
+        let event = crate::feed::event(
+            now_ms,
+            vettid_proto::feed::Audience::Feed,
+            "vault.recovered",
+            vettid_proto::feed::Retention::Standard,
+            format!(
+                "vault recovered to device {} ({}); {removed} other device(s) removed",
+                hex::encode(&device.session_key[..8]),
+                device.name,
+            ),
+        );
+        statements.extend(crate::feed::append(&vault, &[event])?);
+        let version = vault.write(&objects, statements)?;
+        st.credential_generation = generation;
+        st.opening += 1;
+        let recovery = Recovery {
+            identity: vault.identity_public_key(),
+            exchange: vmk.exchange(id).public_key().to_bytes(),
+            credential,
+            event_key: vault.event_key().clone(),
+            version,
+            opening: Opening::of(id, st.opening),
+            removed: u32::try_from(removed).unwrap_or(u32::MAX),
+        };
+        self.make_resident(st, vault, &vmk, id, Owner::App);
+        Ok(recovery)
     }
 
     /// Whether `device` is registered with vault `id` (constant-time comparison), from the
@@ -1009,7 +1127,7 @@ impl Manager {
                 "PIN reset with the recovery phrase; vault unlocked",
             ),
         };
-        self.unlock(st, &objects, opener, Some(device))?;
+        self.unlock(st, &objects, opener, Some((device, now_ms)))?;
         let opening = Opening::of(id, st.opening);
         if let Some(seen) = seen {
             self.with_vault(st, &objects, Owner::App, |vault, objects| {
@@ -1189,6 +1307,27 @@ impl Manager {
             .map_err(|_| VaultError::Tampered("identity key length".into()))?;
         Ok((identity, None))
     }
+}
+
+/// The `meta` rows naming a registered device (see `devices.rs`).
+fn device_rows(device: &NewDevice<'_>) -> [Statement; 2] {
+    let key = hex::encode(device.session_key);
+    [
+        Statement {
+            sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
+            params: vec![
+                SqlValue::Text(format!("device/{key}")),
+                SqlValue::Blob(device.name.as_bytes().to_vec()),
+            ],
+        },
+        Statement {
+            sql: "INSERT INTO meta (key, value) VALUES (?1, ?2)".into(),
+            params: vec![
+                SqlValue::Text(format!("device-key/{key}")),
+                SqlValue::Blob(device.device_key.to_vec()),
+            ],
+        },
+    ]
 }
 
 fn residency(slot: &Slot) -> Residency {
@@ -1390,6 +1529,207 @@ mod tests {
         }
         assert_eq!(unlock(b"3333"), Err(VaultError::LockedOut));
         assert_eq!(reset(&phrase, b"4444"), Err(VaultError::LockedOut));
+    }
+
+    const HOUR: u64 = 3600 * 1000;
+    const NEW: [u8; 32] = [2; 32];
+
+    fn new_phone() -> NewDevice<'static> {
+        NewDevice {
+            session_key: NEW,
+            device_key: [8; 32],
+            name: "new phone",
+        }
+    }
+
+    fn names(m: &Manager, opening: &Opening) -> Vec<String> {
+        let devices = m
+            .domain("alice", opening, 0, |u| {
+                crate::devices::handle(u, vettid_proto::devices::DeviceOp::List)
+            })
+            .unwrap()
+            .0
+            .unwrap();
+        match devices {
+            vettid_proto::devices::DeviceReply::Devices(d) => {
+                d.into_iter().map(|d| d.name).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn recovery_waits_out_the_delay_after_any_device_unlock_and_rekeys_to_the_new_device() {
+        let (m, _) = manager(fast(10));
+        let phrase = m
+            .enroll("alice", b"1111", &[0; 32], new_device(), 0)
+            .unwrap()
+            .recovery_phrase;
+        let day = 24 * HOUR;
+        // The enrolled phone unlocks at hour 5.
+        let phone = m
+            .unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 5 * HOUR)
+            .unwrap();
+        let recover = |proof, at| {
+            m.recover("alice", proof, &[7; 32], new_phone(), at)
+                .map(|r| r.opening)
+        };
+        let by_phrase = keys::RecoveryProof::Phrase {
+            phrase: &phrase,
+            new_pin: b"2222",
+        };
+        // Within the delay after that unlock: refused, and nothing counted.
+        assert_eq!(
+            recover(by_phrase, 5 * HOUR + day - 1).err(),
+            Some(VaultError::RecentlyUsed)
+        );
+        let status = m.status_for_app("alice").unwrap();
+        assert!(
+            matches!(
+                status,
+                vettid_proto::session::AppReply::Status {
+                    attempts_left: 10,
+                    ..
+                }
+            ),
+            "{status:?}"
+        );
+        // A wrong PIN is counted as usual; a bad new PIN is refused before anything.
+        assert_eq!(
+            recover(keys::RecoveryProof::Pin(b"9999"), 5 * HOUR + day).err(),
+            Some(VaultError::WrongPin { attempts_left: 9 })
+        );
+        let short = keys::RecoveryProof::Phrase {
+            phrase: &phrase,
+            new_pin: b"12",
+        };
+        assert_eq!(
+            recover(short, 5 * HOUR + day).err(),
+            Some(Invalid::Pin.into())
+        );
+        // After the delay: the vault is the new phone's alone, under the new PIN.
+        let opening = recover(by_phrase, 5 * HOUR + day).unwrap();
+        assert_eq!(names(&m, &opening), ["new phone"]);
+        assert!(!m.has_device("alice", &DEVICE).unwrap());
+        assert!(m.has_device("alice", &NEW).unwrap());
+        assert_eq!(
+            m.domain("alice", &phone.opening, 0, |_| Ok(())).map(|_| ()),
+            Err(VaultError::NotUnlocked),
+            "the old phone's unlock is void"
+        );
+        assert_eq!(
+            m.unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
+                .map(|_| ())
+                .err(),
+            Some(VaultError::DeviceNotRegistered)
+        );
+        assert!(
+            m.unlock_for_app("alice", Opener::Pin(b"2222"), &NEW, None, 0)
+                .is_ok()
+        );
+        // The member's feed says what happened.
+        let opening = m
+            .unlock_for_app("alice", Opener::Pin(b"2222"), &NEW, None, 0)
+            .unwrap()
+            .opening;
+        let feed = m
+            .domain("alice", &opening, 0, |u| {
+                crate::feed::handle(
+                    u,
+                    vettid_proto::feed::FeedOp::List {
+                        after: 0,
+                        archived: false,
+                    },
+                )
+            })
+            .unwrap()
+            .0
+            .unwrap();
+        let vettid_proto::feed::FeedReply::Events { events, .. } = feed else {
+            panic!("{feed:?}")
+        };
+        assert!(
+            events
+                .iter()
+                .any(|e| e.content.as_ref().is_some_and(|c| c.kind == "vault.recovered")),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn a_vault_the_guess_limit_locked_reopens_only_by_recovery_with_the_phrase() {
+        let (m, _) = manager(fast(10));
+        let phrase = m
+            .enroll("alice", b"1111", &[0; 32], new_device(), 0)
+            .unwrap()
+            .recovery_phrase;
+        for _ in 0..10 {
+            let _ = m.unlock_for_app("alice", Opener::Pin(b"0000"), &DEVICE, None, 0);
+        }
+        let day = 24 * HOUR;
+        let recover = |proof| {
+            m.recover("alice", proof, &[7; 32], new_phone(), day)
+                .map(|r| r.opening)
+        };
+        assert_eq!(
+            recover(keys::RecoveryProof::Pin(b"1111")).err(),
+            Some(VaultError::LockedOut),
+            "the PIN does not reopen a locked vault"
+        );
+        let mut wrong = *phrase;
+        wrong[3] ^= 0x40;
+        let by = |phrase| keys::RecoveryProof::Phrase {
+            phrase,
+            new_pin: b"2222",
+        };
+        assert_eq!(
+            recover(by(&wrong)).err(),
+            Some(VaultError::WrongRecoveryPhrase { attempts_left: 9 })
+        );
+        let opening = recover(by(&phrase)).unwrap();
+        assert_eq!(names(&m, &opening), ["new phone"]);
+        // Every count starts over: ten wrong PINs are needed to lock it again.
+        assert_eq!(
+            m.unlock_for_app("alice", Opener::Pin(b"0000"), &NEW, None, day)
+                .map(|_| ())
+                .err(),
+            Some(VaultError::WrongPin { attempts_left: 9 })
+        );
+    }
+
+    #[test]
+    fn wrong_recovery_phrases_are_limited_even_in_a_locked_vault() {
+        let (m, _) = manager(fast(3));
+        let phrase = m
+            .enroll("alice", b"1111", &[0; 32], new_device(), 0)
+            .unwrap()
+            .recovery_phrase;
+        let mut wrong = *phrase;
+        wrong[0] ^= 1;
+        let recover = |phrase| {
+            m.recover(
+                "alice",
+                keys::RecoveryProof::Phrase {
+                    phrase,
+                    new_pin: b"2222",
+                },
+                &[7; 32],
+                new_phone(),
+                48 * HOUR,
+            )
+            .map(|_| ())
+        };
+        assert_eq!(
+            recover(&wrong),
+            Err(VaultError::WrongRecoveryPhrase { attempts_left: 2 })
+        );
+        assert_eq!(
+            recover(&wrong),
+            Err(VaultError::WrongRecoveryPhrase { attempts_left: 1 })
+        );
+        assert_eq!(recover(&wrong), Err(VaultError::LockedOut));
+        assert_eq!(recover(&phrase), Err(VaultError::LockedOut));
+        assert!(m.has_device("alice", &DEVICE).unwrap(), "nothing re-keyed");
     }
 
     #[test]

@@ -22,8 +22,9 @@ use vettid_crypto::aead::AeadKey;
 use vettid_crypto::noise::{self, HandshakeState, KemSecret, StatelessTransportState};
 use vettid_proto::enclave::{Invalid, Outbound, SignedVersion, VaultError, valid_vault_id};
 use vettid_proto::session::{
-    AppOp, AppReply, Channel, Enrolled, Event, EventKind, FromApp, MAX_SKEW_MS, Reply, Request,
-    SealedEvent, SessionError, SessionId, ToApp, VERSION, decode_exact, event_aad, kem_binding,
+    AppOp, AppReply, Channel, Enrolled, Event, EventKind, FromApp, MAX_SKEW_MS, Recovered,
+    RecoveryProof, Reply, Request, SealedEvent, SessionError, SessionId, ToApp, VERSION,
+    decode_exact, event_aad, kem_binding,
     open_plaintext, prologue, seal_plaintext,
 };
 use zeroize::Zeroizing;
@@ -184,15 +185,24 @@ impl Sessions {
         device_key: &[u8; 32],
         identity: &[u8; 32],
     ) -> Result<Vec<u8>, VaultError> {
-        let binding =
-            vettid_proto::auth::enrolled_device_binding(member, session_key, device_key, identity);
+        self.document(vettid_proto::auth::enrolled_device_binding(
+            member,
+            session_key,
+            device_key,
+            identity,
+        ))
+    }
+
+    /// A document from the enclave's own device with `binding` as `user_data` and no nonce or
+    /// key (the documents for apps always carry both): the enclave's word to the API.
+    fn document(&self, binding: [u8; 32]) -> Result<Vec<u8>, VaultError> {
         self.attestor
             .attest(&vettid_attest::AttestRequest {
                 nonce: None,
                 public_key: None,
                 user_data: Some(binding.to_vec()),
             })
-            .map_err(|_| VaultError::Internal("no attestation document for the enrollment".into()))
+            .map_err(|_| VaultError::Internal("no attestation document for the device".into()))
     }
 
     fn hello(&self, member: &str, channel: Channel, msg: &[u8]) -> Result<ToApp, SessionError> {
@@ -343,6 +353,17 @@ impl Sessions {
         if open.channel != channel {
             return Err(SessionError::WrongChannel);
         }
+        // A device removed since the handshake (a recovery re-keyed the vault to another)
+        // has no session any more: checked on every request, against the newest keys record.
+        if channel == Channel::Session && !manager.has_device(member, &open.device).unwrap_or(false)
+        {
+            drop(open);
+            self.open
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(member.to_owned(), session));
+            return Err(SessionError::DeviceNotRegistered);
+        }
         if counter <= open.last_counter {
             return Err(SessionError::Replayed);
         }
@@ -469,8 +490,61 @@ impl Sessions {
                         device_attestation,
                     })))
                 }),
+            (
+                AppOp::Recover {
+                    device: binding, ..
+                },
+                Channel::Enroll,
+            ) if !binding.verify(member, &device) => Err(Invalid::DeviceBinding.into()),
+            (
+                AppOp::Recover {
+                    proof,
+                    password_verifier,
+                    device_name,
+                    device: binding,
+                },
+                Channel::Enroll,
+            ) => {
+                let proof = match &proof {
+                    RecoveryProof::Pin(pin) => crate::keys::RecoveryProof::Pin(pin),
+                    RecoveryProof::Phrase { phrase, new_pin } => crate::keys::RecoveryProof::Phrase {
+                        phrase,
+                        new_pin,
+                    },
+                };
+                let new_device = crate::manager::NewDevice {
+                    session_key: device,
+                    device_key: binding.device_key,
+                    name: &device_name,
+                };
+                manager
+                    .recover(member, proof, &password_verifier, new_device, now_ms)
+                    .and_then(|r| {
+                        *unlocked = Some(r.opening);
+                        version = Some(r.version.clone());
+                        let device_attestation = self.document(
+                            vettid_proto::auth::recovered_device_binding(
+                                member,
+                                &device,
+                                &binding.device_key,
+                                &r.identity,
+                            ),
+                        )?;
+                        Ok(AppReply::Recovered(Box::new(Recovered {
+                            identity_public_key: r.identity,
+                            exchange_public_key: r.exchange,
+                            credential: r.credential,
+                            event_key: Zeroizing::new(*r.event_key.expose()),
+                            version: r.version,
+                            removed_devices: r.removed,
+                            device_attestation,
+                        })))
+                    })
+            }
             (AppOp::Ping, _) => Ok(AppReply::Pong),
-            (_, Channel::Enroll) | (AppOp::Enroll { .. }, _) => Err(Invalid::WrongChannel.into()),
+            (_, Channel::Enroll) | (AppOp::Enroll { .. } | AppOp::Recover { .. }, _) => {
+                Err(Invalid::WrongChannel.into())
+            }
             (AppOp::Unlock { pin }, _) => {
                 let opener = crate::manager::Opener::Pin(&pin);
                 let u = manager.unlock_for_app(member, opener, &device, *seen, now_ms);

@@ -61,6 +61,41 @@ pub fn enrolled_device_binding(
         .into()
 }
 
+/// The `user_data` of the attestation document an enclave gives when it has re-keyed
+/// `member`'s vault (identity key `identity_key`) to a new device by staged recovery, removing
+/// every other device: `SHA-256("vettid/v1/device-recovered\0" ‖ member ‖ 0 ‖ session key ‖
+/// device key ‖ identity key)`. A label of its own, so an enrollment's document never passes
+/// for a recovery's, or the other way round.
+pub fn recovered_device_binding(
+    member: &str,
+    session_key: &[u8; 32],
+    device_key: &[u8; 32],
+    identity_key: &[u8; 32],
+) -> [u8; 32] {
+    Sha256::new()
+        .chain_update(b"vettid/v1/device-recovered\0")
+        .chain_update(member.as_bytes())
+        .chain_update([0])
+        .chain_update(session_key)
+        .chain_update(device_key)
+        .chain_update(identity_key)
+        .finalize()
+        .into()
+}
+
+/// What the device key signs to ask the API about (or cancel) a recovery of its vault:
+/// `"vettid/v1/recovery-device\0" ‖ member ‖ 0 ‖ timestamp (u64 BE) ‖ cancel (1 byte)`.
+pub fn recovery_device_message(member: &str, timestamp: u64, cancel: bool) -> Vec<u8> {
+    [
+        b"vettid/v1/recovery-device\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        &timestamp.to_be_bytes(),
+        &[u8::from(cancel)],
+    ]
+    .concat()
+}
+
 /// The app's proof, sent with its enrollment, that it holds `device_key`.
 /// Public keys and a signature: nothing secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -261,6 +261,11 @@ pub enum VaultError {
     /// A device operation was refused: nothing changed.
     #[error("{0}")]
     Devices(#[from] crate::devices::DeviceError),
+    /// A recovery was refused because an enrolled device unlocked the vault within the
+    /// enclave's recovery delay: whoever holds that device is using it, so the recovery is
+    /// cancelled (nothing was counted or changed). Request a new one if it was you.
+    #[error("an enrolled device unlocked this vault during the recovery delay: recovery cancelled")]
+    RecentlyUsed,
 }
 
 impl VaultError {

@@ -52,6 +52,20 @@ pub struct PolicyConfig {
     pub versions_per_item: u32,
     /// Feed and audit events kept per vault (100 – 1,000,000).
     pub feed_rows: u32,
+    /// Staged recovery: the enclave refuses to re-key a vault to a new device while an
+    /// enrolled device has unlocked it within this many seconds (0 – 30 days; 0 leaves the
+    /// delay to the API alone). Match the API's recovery delay.
+    #[serde(default = "default_recovery_delay")]
+    pub recovery_delay_secs: u64,
+}
+
+/// The recovery delay when a configuration names none: 24 hours.
+pub const DEFAULT_RECOVERY_DELAY_SECS: u64 = 24 * 3600;
+/// The longest recovery delay a configuration may set.
+pub const MAX_RECOVERY_DELAY_SECS: u64 = 30 * 24 * 3600;
+
+fn default_recovery_delay() -> u64 {
+    DEFAULT_RECOVERY_DELAY_SECS
 }
 
 impl Default for PolicyConfig {
@@ -64,6 +78,7 @@ impl Default for PolicyConfig {
             vault_quota_bytes: 64 << 20,
             versions_per_item: 32,
             feed_rows: 10_000,
+            recovery_delay_secs: DEFAULT_RECOVERY_DELAY_SECS,
         }
     }
 }
@@ -156,6 +171,10 @@ impl EnclaveConfig {
             "versions_per_item",
         )?;
         range((100..=1_000_000).contains(&p.feed_rows), "feed_rows")?;
+        range(
+            p.recovery_delay_secs <= MAX_RECOVERY_DELAY_SECS,
+            "recovery_delay_secs",
+        )?;
         let k = &self.key_service;
         range(
             (1..=253).contains(&k.server_name.len()),
@@ -307,6 +326,10 @@ mod tests {
                 "vault_quota_bytes",
             ),
             (|c| c.format = 2, "format"),
+            (
+                |c| c.policy.recovery_delay_secs = MAX_RECOVERY_DELAY_SECS + 1,
+                "recovery_delay_secs",
+            ),
             (
                 |c| c.key_service.server_name.clear(),
                 "key_service.server_name",

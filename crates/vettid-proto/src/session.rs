@@ -355,7 +355,39 @@ pub enum AppOp {
         /// The new PIN.
         new_pin: Zeroizing<Vec<u8>>,
     },
+    /// Staged recovery's last step (channel [`Channel::Enroll`] only, from a device the vault
+    /// does not know, after the API's delay): prove the PIN or the recovery phrase, and the
+    /// vault re-keys to this session's device — every other device is removed — and makes a
+    /// new credential around `password_verifier`. Refused while an enrolled device has
+    /// unlocked the vault within the enclave's recovery delay.
+    Recover {
+        /// What the member knows.
+        proof: RecoveryProof,
+        /// Argon2id of the password of the new credential.
+        password_verifier: Zeroizing<[u8; 32]>,
+        /// A name for the new device.
+        device_name: String,
+        /// The new device's key, proven held for this session's key.
+        device: crate::auth::DeviceBinding,
+    },
 }
+
+/// What a member proves to recover their vault on a new device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecoveryProof {
+    /// The PIN (kept): not accepted once the guess limit has locked the vault.
+    Pin(Zeroizing<Vec<u8>>),
+    /// The recovery phrase, and the PIN from now on: the only way back into a vault the guess
+    /// limit locked. Wrong phrases are counted against their own limit.
+    Phrase {
+        /// The phrase's entropy (the app decodes the words).
+        phrase: Zeroizing<[u8; RECOVERY_BYTES]>,
+        /// The new PIN.
+        new_pin: Zeroizing<Vec<u8>>,
+    },
+}
+
+crate::redact::redacted_debug!(RecoveryProof);
 
 // Never print PINs, verifiers or content: the variant name only.
 crate::redact::redacted_debug!(AppOp);
@@ -411,6 +443,8 @@ pub enum AppReply {
     Backup(Box<crate::backup::BackupReply>),
     /// Answer to [`AppOp::Devices`].
     Devices(Box<crate::devices::DeviceReply>),
+    /// Answer to [`AppOp::Recover`]: the vault is this device's now, and open in this session.
+    Recovered(Box<Recovered>),
 }
 
 // Never print the event key, the credential or vault data: the variant name only.
@@ -439,6 +473,32 @@ pub struct Enrolled {
     #[serde(with = "serde_bytes")]
     pub device_attestation: Vec<u8>,
 }
+
+/// What a recovery gives the new device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recovered {
+    /// The vault's Ed25519 identity public key (unchanged by the recovery).
+    pub identity_public_key: [u8; 32],
+    /// The vault's X25519 exchange public key.
+    pub exchange_public_key: [u8; 32],
+    /// A new split-custody credential around the new password (the lost device's blob no
+    /// longer opens).
+    #[serde(with = "serde_bytes")]
+    pub credential: Vec<u8>,
+    /// The key of [`SealedEvent`]s.
+    pub event_key: Zeroizing<[u8; 32]>,
+    /// The vault's signed version after the recovery.
+    pub version: SignedVersion,
+    /// How many devices the recovery removed.
+    pub removed_devices: u32,
+    /// An attestation document of this enclave whose `user_data` is
+    /// [`crate::auth::recovered_device_binding`] for the member, this session's key, the new
+    /// device key and the identity key: the API replaces the member's devices with it.
+    #[serde(with = "serde_bytes")]
+    pub device_attestation: Vec<u8>,
+}
+
+crate::redact::redacted_debug!(Recovered);
 
 /// An event as published: sealed under the vault's event key with
 /// `vettid/v1/event ‖ member ‖ id` as associated data.

@@ -77,6 +77,10 @@ pub(crate) struct PolicyArgs {
     /// Feed and audit events kept per vault.
     #[arg(long, default_value_t = PolicyConfig::default().feed_rows)]
     feed_rows: u32,
+    /// Staged recovery: seconds since an enrolled device last unlocked a vault before the
+    /// enclave lets a new device take it over (match the API's `--recovery-delay-secs`).
+    #[arg(long, default_value_t = PolicyConfig::default().recovery_delay_secs)]
+    recovery_delay_secs: u64,
 }
 
 impl PolicyArgs {
@@ -89,6 +93,7 @@ impl PolicyArgs {
             vault_quota_bytes: self.vault_quota_mib.saturating_mul(1 << 20),
             versions_per_item: self.versions_per_item,
             feed_rows: self.feed_rows,
+            recovery_delay_secs: self.recovery_delay_secs,
         }
     }
 }
