@@ -155,6 +155,7 @@ impl App {
             .merge(auth::routes())
             .merge(enroll::routes())
             .merge(nats::routes())
+            .merge(crate::recovery::routes())
             .fallback(|| async { ApiError::NotFound("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(
@@ -204,6 +205,37 @@ impl App {
         let mut handles = self.lock_background();
         handles.retain(|h| !h.is_finished());
         handles.push(tokio::spawn(work));
+    }
+
+    /// Sends `mail` to `member`'s registered address through the configured mailer
+    /// (`greeting` gets the first name and returns the mail). Nothing happens for an unknown
+    /// member.
+    pub(crate) async fn mail_member(
+        &self,
+        member: &str,
+        mail: impl FnOnce(&str) -> (String, String),
+    ) -> Result<(), ApiError> {
+        let to: Option<(String, String)> =
+            sqlx::query_as("SELECT email, first_name FROM registrations WHERE member_id = ?")
+                .bind(member)
+                .fetch_optional(self.db())
+                .await?;
+        let Some((to, first_name)) = to else {
+            return Ok(());
+        };
+        let (subject, body) = mail(&first_name);
+        let mail = crate::mail::Mail {
+            from: self.state.mail_from.clone(),
+            to,
+            subject,
+            body,
+        };
+        let mailer = self.state.mailer.clone();
+        let date = self.state.clock.now();
+        tokio::task::spawn_blocking(move || mailer.send(&mail, date))
+            .await
+            .map_err(|e| ApiError::internal("mail task", e))?
+            .map_err(|e| ApiError::internal("sending mail", e))
     }
 
     /// Now, in unix seconds, from the injected clock.

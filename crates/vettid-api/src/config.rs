@@ -149,6 +149,9 @@ pub struct Limits {
     pub member_jwt_lifetime: Duration,
     /// Largest request body accepted (default 16 KiB; larger is 413).
     pub max_body_bytes: usize,
+    /// Staged recovery: how long after a request the recovery QR can be had (default 24 h;
+    /// the enclave enforces its own measured delay since an enrolled device's last unlock).
+    pub recovery_delay: Duration,
 }
 
 impl Default for Limits {
@@ -162,6 +165,7 @@ impl Default for Limits {
             refresh_per_ip: Rate::per_hour(120),
             member_jwt_lifetime: Duration::from_secs(24 * 3600),
             max_body_bytes: 16 * 1024,
+            recovery_delay: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -63,6 +63,7 @@ mod mail;
 mod nats;
 mod public;
 mod ratelimit;
+mod recovery;
 mod registration;
 mod secret;
 mod validate;

@@ -424,15 +424,38 @@ pub(crate) async fn revoke_issued(
     member: &str,
     scope: Option<MemberScope>,
 ) -> Result<usize, ApiError> {
+    revoke_keys(app, member, scope, None).await
+}
+
+/// As [`revoke_issued`], for every key of `member` except those issued to `keep_device`
+/// (staged recovery: the new device keeps its credentials, every other device loses them).
+pub(crate) async fn revoke_other_devices(
+    app: &App,
+    member: &str,
+    keep_device: &str,
+) -> Result<usize, ApiError> {
+    revoke_keys(app, member, None, Some(keep_device)).await
+}
+
+async fn revoke_keys(
+    app: &App,
+    member: &str,
+    scope: Option<MemberScope>,
+    keep_device: Option<&str>,
+) -> Result<usize, ApiError> {
     let nats = app.nats()?;
     let scope = scope.map(scope_name);
     let keys: Vec<(String, i64)> = sqlx::query_as(
         "SELECT user_public_key, last_expires_at FROM nats_user_keys WHERE member_id = ? \
-         AND (? IS NULL OR scope = ?) ORDER BY user_public_key",
+         AND (? IS NULL OR scope = ?) \
+         AND (? IS NULL OR device_public_key IS NULL OR device_public_key != ?) \
+         ORDER BY user_public_key",
     )
     .bind(member)
     .bind(scope)
     .bind(scope)
+    .bind(keep_device)
+    .bind(keep_device)
     .fetch_all(app.db())
     .await?;
     let now = app.now();

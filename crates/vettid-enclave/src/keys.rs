@@ -616,10 +616,9 @@ impl LockedVault {
             GuardState {
                 failures: 0,
                 locked: false,
-                last_device_unlock_ms: device_use
-                    .map_or(self.guard.last_device_unlock_ms, |at| {
-                        at.max(self.guard.last_device_unlock_ms)
-                    }),
+                last_device_unlock_ms: device_use.map_or(self.guard.last_device_unlock_ms, |at| {
+                    at.max(self.guard.last_device_unlock_ms)
+                }),
                 ..self.guard
             },
         )?;

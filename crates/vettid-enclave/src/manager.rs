@@ -632,14 +632,8 @@ impl Manager {
             Opener::Pin(pin) => locked.unlock(objects, pin, self.policy(), used),
             Opener::Phrase { phrase, new_pin } => {
                 check_pin(new_pin)?;
-                let result = locked.reset_pin(
-                    objects,
-                    &*self.sealer,
-                    phrase,
-                    new_pin,
-                    self.policy(),
-                    used,
-                );
+                let result =
+                    locked.reset_pin(objects, &*self.sealer, phrase, new_pin, self.policy(), used);
                 if result.is_ok() {
                     st.generation = st.generation.max(Some(locked.generation()));
                 }
@@ -1649,9 +1643,10 @@ mod tests {
             panic!("{feed:?}")
         };
         assert!(
-            events
-                .iter()
-                .any(|e| e.content.as_ref().is_some_and(|c| c.kind == "vault.recovered")),
+            events.iter().any(|e| e
+                .content
+                .as_ref()
+                .is_some_and(|c| c.kind == "vault.recovered")),
             "{events:?}"
         );
     }

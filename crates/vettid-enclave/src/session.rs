@@ -24,8 +24,7 @@ use vettid_proto::enclave::{Invalid, Outbound, SignedVersion, VaultError, valid_
 use vettid_proto::session::{
     AppOp, AppReply, Channel, Enrolled, Event, EventKind, FromApp, MAX_SKEW_MS, Recovered,
     RecoveryProof, Reply, Request, SealedEvent, SessionError, SessionId, ToApp, VERSION,
-    decode_exact, event_aad, kem_binding,
-    open_plaintext, prologue, seal_plaintext,
+    decode_exact, event_aad, kem_binding, open_plaintext, prologue, seal_plaintext,
 };
 use zeroize::Zeroizing;
 
@@ -507,10 +506,9 @@ impl Sessions {
             ) => {
                 let proof = match &proof {
                     RecoveryProof::Pin(pin) => crate::keys::RecoveryProof::Pin(pin),
-                    RecoveryProof::Phrase { phrase, new_pin } => crate::keys::RecoveryProof::Phrase {
-                        phrase,
-                        new_pin,
-                    },
+                    RecoveryProof::Phrase { phrase, new_pin } => {
+                        crate::keys::RecoveryProof::Phrase { phrase, new_pin }
+                    }
                 };
                 let new_device = crate::manager::NewDevice {
                     session_key: device,
@@ -522,14 +520,13 @@ impl Sessions {
                     .and_then(|r| {
                         *unlocked = Some(r.opening);
                         version = Some(r.version.clone());
-                        let device_attestation = self.document(
-                            vettid_proto::auth::recovered_device_binding(
+                        let device_attestation =
+                            self.document(vettid_proto::auth::recovered_device_binding(
                                 member,
                                 &device,
                                 &binding.device_key,
                                 &r.identity,
-                            ),
-                        )?;
+                            ))?;
                         Ok(AppReply::Recovered(Box::new(Recovered {
                             identity_public_key: r.identity,
                             exchange_public_key: r.exchange,

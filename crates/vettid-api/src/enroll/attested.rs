@@ -6,7 +6,6 @@
 //! the API registers exactly the keys the vault registered, and learns the vault's identity
 //! key from the enclave rather than from the app.
 
-use super::{EnrollmentGrant, stored_hex};
 use crate::ApiError;
 use crate::app::App;
 use base64::Engine;
@@ -54,16 +53,12 @@ async fn enclave_trust(app: &App) -> Result<EnclaveTrust, ApiError> {
     Ok(EnclaveTrust { root, manifest })
 }
 
-/// Checks `document` (base64) for the grant's member and confirmed keys and `identity`. 400
-/// for a document that is malformed, from another root or release, more than an enrollment
-/// token's lifetime (10 min) old, carrying a nonce or key (as documents for apps do), or
-/// binding anything else; 503 if this deployment has no attestation trust configured.
-pub(super) async fn check(
-    app: &App,
-    grant: &EnrollmentGrant,
-    identity: &[u8; 32],
-    document: &str,
-) -> Result<(), ApiError> {
+/// Checks that `document` (base64) binds `expected` (the grant's member, confirmed keys and
+/// identity key, under the label of an enrollment or a recovery). 400 for a document that is
+/// malformed, from another root or release, more than an enrollment token's lifetime (10 min)
+/// old, carrying a nonce or key (as documents for apps do), or binding anything else; 503 if
+/// this deployment has no attestation trust configured.
+pub(super) async fn check(app: &App, expected: &[u8; 32], document: &str) -> Result<(), ApiError> {
     let refused = |why: &str| {
         ApiError::bad_request(format!(
             "device_attestation is not an enclave's word for this enrollment: {why}"
@@ -86,17 +81,11 @@ pub(super) async fn check(
         .manifest
         .trusts(&verified.pcrs, now)
         .map_err(|_| refused("its PCRs are not a release of the signed manifest"))?;
-    let expected = vettid_proto::auth::enrolled_device_binding(
-        &grant.member_id,
-        &stored_hex(&grant.session_key)?,
-        &stored_hex(&grant.device_key)?,
-        identity,
-    );
     if verified.nonce.is_some() || verified.public_key.is_some() {
         return Err(refused("it is a document for an app's session"));
     }
     let bound = verified.user_data.as_deref().unwrap_or_default();
-    if !vettid_crypto::ct_eq(bound, &expected) {
+    if !vettid_crypto::ct_eq(bound, expected) {
         return Err(refused(
             "it does not bind this member, the confirmed device's keys and this identity key",
         ));

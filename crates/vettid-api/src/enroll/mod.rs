@@ -129,8 +129,8 @@ impl EnrollmentPhase {
 /// An app holding a valid, unspent enrollment token (from `Authorization: Bearer`) of an
 /// enrollment the member has not cancelled.
 pub(crate) struct EnrollmentGrant {
-    session_id: String,
-    member_id: String,
+    pub(crate) session_id: String,
+    pub(crate) member_id: String,
     /// Whether the member confirmed this app's device on the web page.
     confirmed: bool,
     /// The device key (hex Ed25519) the app named when it authenticated.
@@ -139,6 +139,8 @@ pub(crate) struct EnrollmentGrant {
     session_key: String,
     /// When the enrollment token expires.
     expires_at: i64,
+    /// The recovery request this enrollment finishes, if it is a recovery's.
+    pub(crate) recovery: Option<String>,
 }
 
 /// An enrollment session row as a grant reads it.
@@ -152,6 +154,7 @@ struct GrantRow {
     cancelled_at: Option<i64>,
     device_public_key: Option<String>,
     session_public_key: Option<String>,
+    recovery_request_id: Option<String>,
 }
 
 impl FromRequestParts<App> for EnrollmentGrant {
@@ -161,7 +164,7 @@ impl FromRequestParts<App> for EnrollmentGrant {
         let token = bearer(parts)?;
         let row: Option<GrantRow> = sqlx::query_as(
             "SELECT session_id, member_id, token_expires_at, token_used_at, confirmed_at, \
-             cancelled_at, device_public_key, session_public_key \
+             cancelled_at, device_public_key, session_public_key, recovery_request_id \
              FROM enrollment_sessions WHERE token_hash = ?",
         )
         .bind(app.digest(&token))
@@ -192,6 +195,10 @@ impl FromRequestParts<App> for EnrollmentGrant {
         // Every use of an enrollment token (NATS credentials, phases, finalize) stops here
         // for a suspended member.
         crate::auth::ensure_not_suspended(app, &row.member_id).await?;
+        // A recovery's enrollment lives only as long as its request.
+        if let Some(request) = &row.recovery_request_id {
+            crate::recovery::ensure_live(app, request).await?;
+        }
         Ok(EnrollmentGrant {
             session_id: row.session_id,
             member_id: row.member_id,
@@ -199,20 +206,21 @@ impl FromRequestParts<App> for EnrollmentGrant {
             device_key,
             session_key,
             expires_at,
+            recovery: row.recovery_request_id,
         })
     }
 }
 
 /// Bytes the API stored as hex itself (keys and salts of enrollment rows); a row that does not
 /// decode is the server's fault.
-fn stored_hex<const N: usize>(hex_text: &str) -> Result<[u8; N], ApiError> {
+pub(crate) fn stored_hex<const N: usize>(hex_text: &str) -> Result<[u8; N], ApiError> {
     validate::hex_bytes::<N>("stored value", hex_text)
         .map_err(|_| ApiError::internal("enrollment row", "a stored value is not hex of its size"))
 }
 
 impl EnrollmentGrant {
     /// `Conflict` until the member has confirmed this device.
-    fn ensure_confirmed(&self) -> Result<(), ApiError> {
+    pub(crate) fn ensure_confirmed(&self) -> Result<(), ApiError> {
         if self.confirmed {
             Ok(())
         } else {
@@ -238,7 +246,7 @@ pub(crate) fn routes() -> Router<App> {
 
 /// Whether `member` ever finalized an enrollment: the enclave then holds their vault, revoked
 /// devices or not, and a new device can only come through recovery.
-async fn has_vault(app: &App, member: &str) -> Result<bool, ApiError> {
+pub(crate) async fn has_vault(app: &App, member: &str) -> Result<bool, ApiError> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE member_id = ?")
         .bind(member)
         .fetch_one(app.db())
@@ -247,13 +255,25 @@ async fn has_vault(app: &App, member: &str) -> Result<bool, ApiError> {
 }
 
 #[derive(Serialize)]
-struct QrPayload<'a> {
+pub(crate) struct QrPayload<'a> {
     #[serde(rename = "type")]
-    kind: &'static str,
-    version: u32,
-    api_url: &'a str,
-    session_token: &'a Secret,
-    member_id: &'a str,
+    pub(crate) kind: &'static str,
+    pub(crate) version: u32,
+    pub(crate) api_url: &'a str,
+    pub(crate) session_token: &'a Secret,
+    pub(crate) member_id: &'a str,
+}
+
+impl QrPayload<'_> {
+    /// The payload as JSON, its text, and that text as a terminal QR code.
+    pub(crate) fn rendered(&self) -> Result<(serde_json::Value, Secret, Secret), ApiError> {
+        let text = serde_json::to_string(self).map_err(|e| ApiError::internal("qr", e))?;
+        Ok((
+            serde_json::to_value(self).map_err(|e| ApiError::internal("qr", e))?,
+            Secret::from_client(render_terminal_qr(&text)?),
+            Secret::from_client(text),
+        ))
+    }
 }
 
 #[derive(Serialize)]
@@ -307,14 +327,14 @@ async fn create_session(
         session_token: &qr_token,
         member_id: &member.member_id,
     };
-    let qr_text = serde_json::to_string(&payload).map_err(|e| ApiError::internal("qr", e))?;
+    let (qr, qr_terminal, qr_text) = payload.rendered()?;
     let created = SessionCreated {
         session_id,
         code,
         expires_at: now + CODE_SECS,
-        qr: serde_json::to_value(&payload).map_err(|e| ApiError::internal("qr", e))?,
-        qr_terminal: Secret::from_client(render_terminal_qr(&qr_text)?),
-        qr_text: Secret::from_client(qr_text),
+        qr,
+        qr_terminal,
+        qr_text,
     };
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -351,7 +371,7 @@ fn render_terminal_qr(text: &str) -> Result<String, ApiError> {
         .build())
 }
 
-async fn record_phase(
+pub(crate) async fn record_phase(
     tx: &mut sqlx::SqliteConnection,
     session_id: &str,
     phase: EnrollmentPhase,
@@ -621,6 +641,7 @@ async fn find_session(app: &App, presented: &Presented) -> Result<(String, Strin
             };
             let live: Option<(String, String)> = sqlx::query_as(
                 "SELECT session_id, code_hash FROM enrollment_sessions WHERE member_id = ? \
+                 AND recovery_request_id IS NULL \
                  AND authenticated_at IS NULL AND cancelled_at IS NULL AND expires_at > ? \
                  AND code_failures < ? ORDER BY created_at DESC LIMIT 1",
             )
@@ -809,15 +830,15 @@ async fn report_phase(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FinalizeRequest {
+pub(crate) struct FinalizeRequest {
     /// The device key the member confirmed (hex Ed25519).
-    device_public_key: String,
-    nats_public_key: String,
-    /// The new vault's identity key (hex Ed25519).
-    identity_public_key: String,
+    pub(crate) device_public_key: String,
+    pub(crate) nats_public_key: String,
+    /// The vault's identity key (hex Ed25519).
+    pub(crate) identity_public_key: String,
     /// The enclave's attestation document for the enrollment (base64), binding the member,
     /// both confirmed keys and the identity key (see [`attested`]).
-    device_attestation: String,
+    pub(crate) device_attestation: String,
 }
 
 /// `POST /v1/enroll/finalize {device_public_key, nats_public_key, identity_public_key,
@@ -834,26 +855,24 @@ async fn finalize(
     grant: EnrollmentGrant,
     ApiJson(req): ApiJson<FinalizeRequest>,
 ) -> Result<Json<crate::nats::NatsCreds>, ApiError> {
-    grant.ensure_confirmed()?;
-    let device_key = validate::device_public_key(&req.device_public_key)?;
-    if !vettid_crypto::ct_eq(device_key.as_bytes(), grant.device_key.as_bytes()) {
-        return Err(ApiError::bad_request(
-            "device_public_key is not the device the member confirmed",
+    if grant.recovery.is_some() {
+        return Err(ApiError::Conflict(
+            "this enrollment finishes a recovery: use /v1/recovery/finalize",
         ));
     }
-    let nats_key = validate::nats_user_key(&req.nats_public_key)?;
-    let identity = validate::hex_bytes::<32>("identity_public_key", &req.identity_public_key)?;
+    let Finalizing {
+        device_key,
+        identity,
+        issued,
+    } = Finalizing::check(
+        &app,
+        &grant,
+        &req,
+        vettid_proto::auth::enrolled_device_binding,
+    )
+    .await?;
     let nats = app.nats()?;
-    attested::check(&app, &grant, &identity, &req.device_attestation).await?;
     let identity = hex::encode(identity);
-    let lifetime = app.state.config.limits.member_jwt_lifetime;
-    let issued = nats.sign(
-        &grant.member_id,
-        &nats_key,
-        MemberScope::Member,
-        lifetime,
-        app.clock_now(),
-    )?;
 
     let now = app.now();
     let mut tx = app.db().begin().await?;
@@ -890,8 +909,59 @@ async fn finalize(
     Ok(Json(nats.creds(&grant.member_id, &issued)))
 }
 
+/// What a finalize (of an enrollment or a recovery) has checked before its transaction: the
+/// confirmed device's key, the vault's identity key the enclave's document names, and member
+/// credentials for the app's NATS key, signed but not yet handed out.
+pub(crate) struct Finalizing {
+    pub(crate) device_key: String,
+    pub(crate) identity: [u8; 32],
+    pub(crate) issued: vettid_nats::IssuedJwt,
+}
+
+impl Finalizing {
+    /// 409 before the member confirmed; 400 unless the device key is the confirmed one and
+    /// the document is a trusted enclave's word binding (`binding` of) the member, the
+    /// confirmed keys and the identity key.
+    pub(crate) async fn check(
+        app: &App,
+        grant: &EnrollmentGrant,
+        req: &FinalizeRequest,
+        binding: fn(&str, &[u8; 32], &[u8; 32], &[u8; 32]) -> [u8; 32],
+    ) -> Result<Finalizing, ApiError> {
+        grant.ensure_confirmed()?;
+        let device_key = validate::device_public_key(&req.device_public_key)?;
+        if !vettid_crypto::ct_eq(device_key.as_bytes(), grant.device_key.as_bytes()) {
+            return Err(ApiError::bad_request(
+                "device_public_key is not the device the member confirmed",
+            ));
+        }
+        let nats_key = validate::nats_user_key(&req.nats_public_key)?;
+        let identity = validate::hex_bytes::<32>("identity_public_key", &req.identity_public_key)?;
+        let nats = app.nats()?;
+        let expected = binding(
+            &grant.member_id,
+            &stored_hex(&grant.session_key)?,
+            &stored_hex(&grant.device_key)?,
+            &identity,
+        );
+        attested::check(app, &expected, &req.device_attestation).await?;
+        let issued = nats.sign(
+            &grant.member_id,
+            &nats_key,
+            MemberScope::Member,
+            app.state.config.limits.member_jwt_lifetime,
+            app.clock_now(),
+        )?;
+        Ok(Finalizing {
+            device_key,
+            identity,
+            issued,
+        })
+    }
+}
+
 /// Spends the enrollment token and completes the session (only one finalize can).
-async fn spend_enrollment_token(
+pub(crate) async fn spend_enrollment_token(
     tx: &mut sqlx::SqliteConnection,
     grant: &EnrollmentGrant,
     now: i64,
@@ -917,7 +987,7 @@ async fn spend_enrollment_token(
     }
 }
 
-async fn register_device(
+pub(crate) async fn register_device(
     tx: &mut sqlx::SqliteConnection,
     grant: &EnrollmentGrant,
     device_key: &str,

@@ -147,6 +147,8 @@ impl Harness {
             "SELECT 'phases ' || COUNT(*) FROM enrollment_phases",
             "SELECT 'devices ' || COUNT(*) || ' ' || COALESCE(group_concat(COALESCE(last_refresh_ts, '-') || COALESCE(revoked_at, '-')), '') FROM devices",
             "SELECT 'keys ' || COUNT(*) || ' ' || COALESCE(group_concat(last_issued_at || COALESCE(revoked_at, '-')), '') FROM nats_user_keys",
+            "SELECT 'recoveries ' || COUNT(*) || ' ' || COALESCE(group_concat(COALESCE(cancel_reason, '-') || COALESCE(completed_at, '-')), '') FROM recovery_requests",
+            "SELECT 'cancelled ' || COUNT(*) FROM enrollment_sessions WHERE cancelled_at IS NOT NULL",
         ];
         let mut out = Vec::new();
         for q in queries {
@@ -395,6 +397,23 @@ impl TestEnclave {
     /// path asks for.
     pub(crate) fn document(&self, user_data: &[u8; 32]) -> String {
         document_of(&self.attestor, user_data)
+    }
+
+    /// As [`TestEnclave::document`], made at `now` (unix seconds: a harness's moved clock).
+    pub(crate) fn document_at(&self, user_data: &[u8; 32], now: u64) -> String {
+        use base64::Engine;
+        let doc = self
+            .attestor
+            .attest(
+                &vettid_attest::AttestRequest {
+                    nonce: None,
+                    public_key: None,
+                    user_data: Some(user_data.to_vec()),
+                },
+                now,
+            )
+            .unwrap();
+        base64::engine::general_purpose::STANDARD.encode(doc)
     }
 }
 

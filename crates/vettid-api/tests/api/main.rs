@@ -8,5 +8,6 @@ mod enroll;
 mod flow;
 mod harness;
 mod limits;
+mod recovery;
 mod registration;
 mod suspend;
