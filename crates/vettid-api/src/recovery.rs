@@ -200,11 +200,14 @@ pub(crate) fn routes() -> Router<App> {
 const COLUMNS: &str = "request_id, member_id, requested_at, ready_at, expires_at, cancelled_at, \
                        cancel_reason, completed_at";
 
-/// The member's newest request, with a live one past its expiry recorded as expired.
+/// The member's live request if there is one (at most one: the index), else the newest;
+/// a live one past its expiry is recorded as expired.
 async fn latest(app: &App, member: &str) -> Result<Option<Row>, ApiError> {
+    // Live first: requests made in the same second are otherwise not ordered.
     let q = format!(
         "SELECT {COLUMNS} FROM recovery_requests WHERE member_id = ? \
-         ORDER BY requested_at DESC, request_id DESC LIMIT 1"
+         ORDER BY CASE WHEN cancelled_at IS NULL AND completed_at IS NULL THEN 0 ELSE 1 END, \
+         requested_at DESC, COALESCE(cancelled_at, completed_at) DESC LIMIT 1"
     );
     let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(q))
         .bind(member)
