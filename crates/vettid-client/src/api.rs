@@ -33,17 +33,43 @@ pub struct QrPayload {
 }
 
 impl QrPayload {
-    /// Parses and checks a scanned payload.
+    /// Parses and checks a scanned enrollment payload (a recovery's is refused: it belongs to
+    /// `vettid app recover`).
     pub fn parse(text: &str) -> Result<QrPayload, ClientError> {
+        Self::parse_kind(text, "vettid_enrollment")
+    }
+
+    /// Parses and checks a scanned recovery payload (from the web page, after the delay).
+    pub fn parse_recovery(text: &str) -> Result<QrPayload, ClientError> {
+        Self::parse_kind(text, "vettid_recovery")
+    }
+
+    fn parse_kind(text: &str, kind: &str) -> Result<QrPayload, ClientError> {
         let qr: QrPayload = serde_json::from_str(text)
-            .map_err(|e| ClientError::Protocol(format!("not an enrollment QR payload: {e}")))?;
-        if qr.kind != "vettid_enrollment" || qr.version != 1 {
-            return Err(ClientError::Protocol(
-                "not a VettID enrollment QR code (type/version)".into(),
-            ));
+            .map_err(|e| ClientError::Protocol(format!("not a VettID QR payload: {e}")))?;
+        if qr.kind != kind || qr.version != 1 {
+            return Err(ClientError::Protocol(format!(
+                "not a VettID {} QR code (it is a {:?} of version {})",
+                kind.trim_start_matches("vettid_"),
+                qr.kind,
+                qr.version
+            )));
         }
         Ok(qr)
     }
+}
+
+/// A recovery of the member's vault under way, as an enrolled device is told of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryNotice {
+    /// `waiting`, `ready`, or (just cancelled) `cancelled`.
+    pub stage: String,
+    /// When it was requested (Unix seconds).
+    pub requested_at: i64,
+    /// When the delay ends.
+    pub ready_at: i64,
+    /// Why it ended, if it did.
+    pub cancel_reason: Option<String>,
 }
 
 /// How the app proves it may enroll.
@@ -283,6 +309,96 @@ impl Api {
         identity_public_key: &[u8; 32],
         device_attestation: &[u8],
     ) -> Result<IssuedCreds, ClientError> {
+        self.finalize_at(
+            "/v1/enroll/finalize",
+            e,
+            device,
+            nats_public_key,
+            identity_public_key,
+            device_attestation,
+        )
+        .await
+    }
+
+    /// Completes a recovery: the API replaces the member's devices with this one on the
+    /// enclave's attestation that it re-keyed the vault of `identity_public_key` to it.
+    pub async fn finalize_recovery(
+        &self,
+        e: &Enrollment,
+        device: &SigningKey,
+        nats_public_key: &str,
+        identity_public_key: &[u8; 32],
+        device_attestation: &[u8],
+    ) -> Result<IssuedCreds, ClientError> {
+        self.finalize_at(
+            "/v1/recovery/finalize",
+            e,
+            device,
+            nats_public_key,
+            identity_public_key,
+            device_attestation,
+        )
+        .await
+    }
+
+    /// Tells the API the enclave refused this recovery because an enrolled device unlocked
+    /// the vault during the delay: the request is cancelled.
+    pub async fn recovery_used(&self, e: &Enrollment) -> Result<(), ClientError> {
+        http::json(
+            &self.base,
+            "POST",
+            "/v1/recovery/used",
+            Some(&e.token),
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// What an enrolled device is told about a recovery of its vault (signed with its device
+    /// key); with `cancel`, the recovery is cancelled. `None` when none is under way.
+    pub async fn recovery_notice(
+        &self,
+        member: &str,
+        device: &SigningKey,
+        cancel: bool,
+    ) -> Result<Option<RecoveryNotice>, ClientError> {
+        let timestamp = crate::now_ms() / 1000;
+        let message = vettid_proto::auth::recovery_device_message(member, timestamp, cancel);
+        let body = json!({
+            "member_id": member,
+            "device_public_key": hex::encode(device.verifying_key().to_bytes()),
+            "timestamp": timestamp,
+            "signature": hex::encode(device.sign(&message).to_bytes()),
+            "cancel": cancel,
+        });
+        let v = http::json(&self.base, "POST", "/v1/recovery/device", None, Some(&body)).await?;
+        let r = &v["recovery"];
+        if r.is_null() {
+            return Ok(None);
+        }
+        let number = |name: &str| {
+            r[name]
+                .as_i64()
+                .ok_or_else(|| ClientError::Protocol(format!("no {name} in the recovery")))
+        };
+        Ok(Some(RecoveryNotice {
+            stage: r["stage"].as_str().unwrap_or_default().to_owned(),
+            requested_at: number("requested_at")?,
+            ready_at: number("ready_at")?,
+            cancel_reason: r["cancel_reason"].as_str().map(str::to_owned),
+        }))
+    }
+
+    async fn finalize_at(
+        &self,
+        path: &str,
+        e: &Enrollment,
+        device: &SigningKey,
+        nats_public_key: &str,
+        identity_public_key: &[u8; 32],
+        device_attestation: &[u8],
+    ) -> Result<IssuedCreds, ClientError> {
         use base64::Engine;
         let body = json!({
             "device_public_key": hex::encode(device.verifying_key().to_bytes()),
@@ -291,14 +407,7 @@ impl Api {
             "device_attestation":
                 base64::engine::general_purpose::STANDARD.encode(device_attestation),
         });
-        let v = http::json(
-            &self.base,
-            "POST",
-            "/v1/enroll/finalize",
-            Some(&e.token),
-            Some(&body),
-        )
-        .await?;
+        let v = http::json(&self.base, "POST", path, Some(&e.token), Some(&body)).await?;
         creds_from(&v)
     }
 

@@ -110,51 +110,19 @@ pub async fn finish(
     mut phase: impl FnMut(&str, &str),
     show_phrase: impl FnOnce(crate::recovery::RecoveryPhrase),
 ) -> Result<(), ClientError> {
-    let trust = profile.trust()?;
     let enrollment = pending.enrollment;
     let member = enrollment.member_id.clone();
-    phase(PHASES[0], &format!("member {member}"));
-    await_confirmation(api, &enrollment).await?;
-    phase(
-        PHASES[1],
-        "the member confirmed this device on the web page",
-    );
-
-    let nats_key = profile.nats_key()?;
-    let issued = api
-        .enrollment_creds(&enrollment, &nats_key.public_key())
-        .await?;
-    profile.store_jwt(&issued.jwt)?;
-    let url = input
-        .nats_url
-        .clone()
-        .or(issued.nats_url.clone())
-        .ok_or_else(|| ClientError::Protocol("the API gave no NATS URL; pass one".into()))?;
-    profile.state.nats_url = Some(url.clone());
-    profile.save()?;
-    let client = vault::connect(&url, &profile.creds()?, &member).await?;
-    api.report(&enrollment, PHASES[2]).await?;
-    phase(PHASES[2], &url);
-
-    let manifest = trust.manifest(&api.pcr_manifest().await?, profile.state.manifest_serial)?;
-    let enclave = client.attest(&trust, &manifest).await?;
-    profile.state.manifest_serial = manifest.serial;
-    profile.save()?;
-    api.report(&enrollment, PHASES[3]).await?;
-    phase(
-        PHASES[3],
-        &format!(
-            "release {} (manifest serial {})",
-            enclave.release, manifest.serial
-        ),
-    );
-
-    let noise_key = profile.noise_key()?;
-    let session_key = vettid_crypto::noise::public_key(&noise_key);
+    let mut session = enrollment_session(
+        profile,
+        api,
+        &enrollment,
+        input.nats_url.clone(),
+        &mut phase,
+    )
+    .await?;
+    let session_key = vettid_crypto::noise::public_key(&profile.noise_key()?);
     let device = profile.device_key()?;
-    let mut session = client
-        .open_session(Channel::Enroll, &noise_key, &enclave)
-        .await?;
+    let nats_key = profile.nats_key()?;
     let verifier = password_verifier(&member, &input.password);
     let device_name = profile.state.device_name.clone().unwrap_or_default();
     let reply = session
@@ -211,6 +179,203 @@ pub async fn finish(
     profile.save()?;
     phase(PHASES[6], "member credentials stored in nats.creds");
     Ok(())
+}
+
+/// The first steps of an enrollment or a recovery: the member's confirmation of this device,
+/// enrollment-scoped NATS credentials, the enclave's attestation, and the session on the
+/// enroll channel. Each phase is reported to the API (for the web page) and to `phase`.
+async fn enrollment_session(
+    profile: &mut Profile,
+    api: &Api,
+    enrollment: &Enrollment,
+    nats_url: Option<String>,
+    phase: &mut impl FnMut(&str, &str),
+) -> Result<Session, ClientError> {
+    let trust = profile.trust()?;
+    let member = enrollment.member_id.clone();
+    phase(PHASES[0], &format!("member {member}"));
+    await_confirmation(api, enrollment).await?;
+    phase(
+        PHASES[1],
+        "the member confirmed this device on the web page",
+    );
+
+    let nats_key = profile.nats_key()?;
+    let issued = api
+        .enrollment_creds(enrollment, &nats_key.public_key())
+        .await?;
+    profile.store_jwt(&issued.jwt)?;
+    let url = nats_url
+        .or(issued.nats_url.clone())
+        .ok_or_else(|| ClientError::Protocol("the API gave no NATS URL; pass one".into()))?;
+    profile.state.nats_url = Some(url.clone());
+    profile.save()?;
+    let client = vault::connect(&url, &profile.creds()?, &member).await?;
+    api.report(enrollment, PHASES[2]).await?;
+    phase(PHASES[2], &url);
+
+    let manifest = trust.manifest(&api.pcr_manifest().await?, profile.state.manifest_serial)?;
+    let enclave = client.attest(&trust, &manifest).await?;
+    profile.state.manifest_serial = manifest.serial;
+    profile.save()?;
+    api.report(enrollment, PHASES[3]).await?;
+    phase(
+        PHASES[3],
+        &format!(
+            "release {} (manifest serial {})",
+            enclave.release, manifest.serial
+        ),
+    );
+    let noise_key = profile.noise_key()?;
+    client
+        .open_session(Channel::Enroll, &noise_key, &enclave)
+        .await
+}
+
+/// What the member proves to recover their vault on this new device.
+pub enum Proof {
+    /// The PIN (kept).
+    Pin(Zeroizing<Vec<u8>>),
+    /// The recovery phrase and a new PIN: also reopens a vault the guess limit locked.
+    Phrase {
+        /// The phrase shown at enrollment.
+        phrase: crate::recovery::RecoveryPhrase,
+        /// The PIN from now on.
+        new_pin: Zeroizing<Vec<u8>>,
+    },
+}
+
+/// What the member gives a recovery.
+pub struct RecoverInput {
+    /// The PIN or the recovery phrase.
+    pub proof: Proof,
+    /// The password of the new credential (only its Argon2id verifier leaves the app).
+    pub password: Zeroizing<Vec<u8>>,
+    /// NATS URL to use instead of the one the API reports.
+    pub nats_url: Option<String>,
+}
+
+/// What a recovery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// Devices the vault no longer knows.
+    pub removed_devices: u32,
+    /// The vault's version after it.
+    pub version: u64,
+}
+
+/// Finishes a recovery begun with [`begin`] on a fresh profile with the recovery QR the web
+/// page showed after the delay: the member's confirmation, NATS, attestation, then the proof
+/// in the enclave, which re-keys the vault to this device (every other device removed) and
+/// makes a new credential; then the API replaces the member's devices on the enclave's word.
+/// When the enclave refuses because an enrolled device unlocked the vault during the delay
+/// ([`vettid_proto::enclave::VaultError::RecentlyUsed`]), the API is told (the request ends)
+/// and that error is returned.
+pub async fn recover(
+    profile: &mut Profile,
+    api: &Api,
+    pending: Pending,
+    input: RecoverInput,
+    mut phase: impl FnMut(&str, &str),
+) -> Result<Recovered, ClientError> {
+    let enrollment = pending.enrollment;
+    let member = enrollment.member_id.clone();
+    let mut session = enrollment_session(
+        profile,
+        api,
+        &enrollment,
+        input.nats_url.clone(),
+        &mut phase,
+    )
+    .await?;
+    let session_key = vettid_crypto::noise::public_key(&profile.noise_key()?);
+    let device = profile.device_key()?;
+    let proof = match input.proof {
+        Proof::Pin(pin) => vettid_proto::session::RecoveryProof::Pin(pin),
+        Proof::Phrase { phrase, new_pin } => vettid_proto::session::RecoveryProof::Phrase {
+            phrase: phrase.entropy(),
+            new_pin,
+        },
+    };
+    let reply = session
+        .call(AppOp::Recover {
+            proof,
+            password_verifier: Zeroizing::new(password_verifier(&member, &input.password)),
+            device_name: profile.state.device_name.clone().unwrap_or_default(),
+            device: DeviceBinding::sign(&member, &session_key, &device),
+        })
+        .await;
+    let reply = match reply {
+        Err(ClientError::Vault(vettid_proto::enclave::VaultError::RecentlyUsed)) => {
+            api.recovery_used(&enrollment).await?;
+            return Err(ClientError::Vault(
+                vettid_proto::enclave::VaultError::RecentlyUsed,
+            ));
+        }
+        other => other?,
+    };
+    let AppReply::Recovered(recovered) = reply else {
+        return Err(ClientError::Protocol("expected Recovered".into()));
+    };
+    // A new device has seen nothing of this vault: the version it starts from is the one
+    // the vault signs now.
+    let highest = check_version(
+        &member,
+        &recovered.identity_public_key,
+        &recovered.version,
+        profile.state.highest_version,
+        None,
+    )?;
+    profile.state.highest_change_hash = Some(hex::encode(&recovered.version.change_hash));
+    profile.state.highest_signature = Some(hex::encode(&recovered.version.signature));
+    profile.write_secret("credential.blob", &recovered.credential)?;
+    profile.store_event_key(&recovered.event_key)?;
+    profile.state.highest_version = highest;
+    profile.state.identity_public_key = Some(hex::encode(recovered.identity_public_key));
+    profile.state.exchange_public_key = Some(hex::encode(recovered.exchange_public_key));
+    profile.save()?;
+    api.report(&enrollment, PHASES[4]).await?;
+    phase(
+        PHASES[4],
+        &format!(
+            "the enclave re-keyed the vault to this device ({} other device(s) removed)",
+            recovered.removed_devices
+        ),
+    );
+    api.report(&enrollment, PHASES[5]).await?;
+    phase(PHASES[5], "a new credential sealed by the vault");
+    let nats_key = profile.nats_key()?;
+    let issued = api
+        .finalize_recovery(
+            &enrollment,
+            &device,
+            &nats_key.public_key(),
+            &recovered.identity_public_key,
+            &recovered.device_attestation,
+        )
+        .await?;
+    profile.store_jwt(&issued.jwt)?;
+    profile.state.enrolled = true;
+    profile.save()?;
+    phase(
+        PHASES[6],
+        "member credentials stored; the old devices' are revoked",
+    );
+    Ok(Recovered {
+        removed_devices: recovered.removed_devices,
+        version: recovered.version.version,
+    })
+}
+
+/// What this enrolled device is told about a recovery of its vault under way (`None`: there
+/// is none); with `cancel`, it is cancelled (the member's "this was not me").
+pub async fn recovery_notice(
+    profile: &Profile,
+    cancel: bool,
+) -> Result<Option<crate::api::RecoveryNotice>, ClientError> {
+    api_of(profile)?
+        .recovery_notice(profile.member()?, &profile.device_key()?, cancel)
+        .await
 }
 
 /// The API this profile enrolled with.

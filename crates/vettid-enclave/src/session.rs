@@ -897,6 +897,55 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_device_loses_its_open_session() {
+        let device = SecretBytes::random();
+        let (m, sessions) = enrolled(&device);
+        let mut phone = App::open(&sessions, &m, "alice", Channel::Session, &device).unwrap();
+        assert_eq!(phone.call(AppOp::Ping).unwrap().result, Ok(AppReply::Pong));
+        // A new device recovers the vault (the old one never unlocked: no delay to wait).
+        let laptop = SecretBytes::random();
+        let mut new = App::open(&sessions, &m, "alice", Channel::Enroll, &laptop).unwrap();
+        let recover = |binding| AppOp::Recover {
+            proof: RecoveryProof::Pin(Zeroizing::new(PIN.to_vec())),
+            password_verifier: Zeroizing::new([1; 32]),
+            device_name: "laptop".into(),
+            device: binding,
+        };
+        let key = vettid_crypto::sign::SigningKey::generate();
+        let for_other_key = vettid_proto::auth::DeviceBinding::sign("alice", &[7; 32], &key);
+        assert_eq!(
+            new.call(recover(for_other_key)).unwrap().result,
+            Err(Invalid::DeviceBinding.into())
+        );
+        assert_eq!(
+            phone.call(AppOp::Ping).unwrap().result,
+            Ok(AppReply::Pong),
+            "a refused recovery changed nothing"
+        );
+        let binding = vettid_proto::auth::DeviceBinding::sign(
+            "alice",
+            &vettid_crypto::noise::public_key(&laptop),
+            &key,
+        );
+        let r = new.call(recover(binding)).unwrap();
+        assert!(matches!(r.result, Ok(AppReply::Recovered(_))), "{r:?}");
+        assert_eq!(
+            phone.call(AppOp::Ping).err(),
+            Some(SessionError::DeviceNotRegistered),
+            "the old device's open session ends at once"
+        );
+        assert_eq!(
+            App::open(&sessions, &m, "alice", Channel::Session, &device).err(),
+            Some(SessionError::DeviceNotRegistered)
+        );
+        let mut laptop = App::open(&sessions, &m, "alice", Channel::Session, &laptop).unwrap();
+        assert!(matches!(
+            laptop.call(unlock()).unwrap().result,
+            Ok(AppReply::Unlocked { .. })
+        ));
+    }
+
+    #[test]
     fn enrollment_sessions_only_enroll_and_unregistered_devices_get_no_session() {
         let device = SecretBytes::random();
         let (m, sessions) = enrolled(&device);

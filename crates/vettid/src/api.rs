@@ -44,6 +44,10 @@ pub(crate) struct ApiArgs {
     /// Lifetime of members' NATS credentials, in seconds (default 24 h).
     #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
     member_jwt_lifetime_secs: u64,
+    /// Staged recovery: seconds between a request and its QR (default 24 h; match the
+    /// enclave's `--recovery-delay-secs`).
+    #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
+    recovery_delay_secs: u64,
     /// Multiply every rate limit by this (for load tests from one address; default 1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     rate_limit_scale: u32,
@@ -83,6 +87,7 @@ impl ApiArgs {
         });
         config.limits.member_jwt_lifetime =
             std::time::Duration::from_secs(self.member_jwt_lifetime_secs);
+        config.limits.recovery_delay = std::time::Duration::from_secs(self.recovery_delay_secs);
         let scale = self.rate_limit_scale;
         for rate in [
             &mut config.limits.register_per_ip,

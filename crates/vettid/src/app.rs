@@ -87,6 +87,12 @@ pub(crate) enum AppCommand {
     /// Forgot the PIN: set a new one with the recovery phrase shown at enrollment (counted
     /// like a PIN attempt). The new PIN from --pin-env/--pin-file or a prompt.
     ResetPin(ResetPinArgs),
+    /// Lost your device? On a new one, with the recovery QR the web page shows after the
+    /// delay: prove your PIN or recovery phrase and the vault moves to this device (every
+    /// other device is removed). Run with a new --profile.
+    Recover(Box<crate::app_recovery::RecoverArgs>),
+    /// A recovery of this vault requested on the web: see it, or cancel it ("not me").
+    Recovery(crate::app_recovery::RecoveryArgs),
     /// Lock the vault (the enclave forgets its keys).
     Lock,
     /// Show whether the vault is unlocked and how many PIN attempts are left.
@@ -145,6 +151,16 @@ pub(crate) struct EnrollArgs {
     /// A name for this device.
     #[arg(long, default_value = "vettid-cli")]
     device_name: String,
+    #[command(flatten)]
+    trust_args: TrustArgs,
+    /// Connect to this NATS URL instead of the one the API reports.
+    #[arg(long)]
+    nats_url: Option<String>,
+}
+
+/// The trust anchors a new profile pins before it talks to an enclave.
+#[derive(clap::Args)]
+pub(crate) struct TrustArgs {
     /// Pin the trust anchors of a local stack: its data directory's dev root
     /// (`dev-attestor/root.pem`) and manifest key (`manifest/signing.pub`).
     #[arg(long)]
@@ -155,9 +171,29 @@ pub(crate) struct EnrollArgs {
     /// Pin this PCR-manifest key (hex Ed25519) instead.
     #[arg(long, requires = "root")]
     manifest_key: Option<String>,
-    /// Connect to this NATS URL instead of the one the API reports.
-    #[arg(long)]
-    nats_url: Option<String>,
+}
+
+/// Pins the anchors `args` name in `profile` (or keeps those pinned already).
+pub(crate) fn pin_trust(profile: &mut Profile, args: &TrustArgs) -> anyhow::Result<()> {
+    match (&args.trust, &args.root, &args.manifest_key) {
+        (Some(data), _, _) => {
+            let root = std::fs::read_to_string(data.join("dev-attestor/root.pem"))
+                .with_context(|| format!("no dev root in {}", data.display()))?;
+            let key = std::fs::read_to_string(data.join("manifest/signing.pub"))
+                .with_context(|| format!("no manifest key in {}", data.display()))?;
+            profile.pin_trust(&root, &key)?;
+        }
+        (None, Some(root), Some(key)) => {
+            let root = std::fs::read_to_string(root)
+                .with_context(|| format!("reading {}", root.display()))?;
+            profile.pin_trust(&root, key)?;
+        }
+        _ if profile.dir().join("trust/root.pem").exists() => {}
+        _ => bail!(
+            "no trust anchors pinned: pass --trust DATA_DIR (a local stack) or --root PEM --manifest-key HEX"
+        ),
+    }
+    Ok(())
 }
 
 pub(crate) fn read_secret(
@@ -276,7 +312,10 @@ fn explain(e: &anyhow::Error) -> String {
             format!("wrong PIN; {attempts_left} attempt(s) left before the vault locks")
         }
         Some(ClientError::Vault(VaultError::LockedOut)) => {
-            "the vault is locked after too many wrong PINs; only recovery can reopen it".into()
+            "the vault is locked after too many wrong PINs; only recovery can reopen it: request one on the web, then `vettid app recover` with your recovery phrase".into()
+        }
+        Some(ClientError::Vault(VaultError::RecentlyUsed)) => {
+            "an enrolled device unlocked the vault during the recovery delay, so the enclave refused and the recovery is cancelled; if that device is yours, use it — otherwise request a new recovery".into()
         }
         Some(ClientError::Vault(VaultError::NotUnlocked)) => {
             "the vault is locked: run `vettid app --profile … unlock` first".into()
@@ -311,8 +350,11 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
             let (version, event_key) = (s.version(), s.event_key().clone());
             s.seen().store_event_key(&event_key)?;
             println!("✓ vault unlocked at version {version}");
+            crate::app_recovery::after_unlock(&profile).await;
             Ok(ExitCode::SUCCESS)
         }
+        AppCommand::Recover(r) => crate::app_recovery::recover(&args.profile, *r).await,
+        AppCommand::Recovery(r) => crate::app_recovery::run(&args.profile, r).await,
         AppCommand::ResetPin(r) => {
             let typed = read_secret(
                 "recovery phrase",
@@ -443,14 +485,14 @@ pub(crate) async fn connect(
 
 /// The code or QR token the member gives, and the API to present it to. A QR payload names
 /// its API; a code needs `--api` and `--email`. With neither, the code is prompted for.
-fn enrollment_secret(args: &EnrollArgs) -> anyhow::Result<(EnrollmentSecret, String)> {
-    let text = |bytes: Zeroizing<Vec<u8>>| -> anyhow::Result<Zeroizing<String>> {
-        String::from_utf8(bytes.to_vec())
-            .map(Zeroizing::new)
-            .context("the code or QR payload is not UTF-8")
-    };
-    // The QR payload is JSON, possibly over several lines: read whole.
-    let qr = match (&args.qr_env, &args.qr_file, args.qr_stdin) {
+/// A QR payload from an environment variable, a file or standard input (`None`: none named).
+/// The payload is JSON, possibly over several lines: it is read whole.
+pub(crate) fn read_qr(
+    env: Option<&String>,
+    file: Option<&PathBuf>,
+    stdin: bool,
+) -> anyhow::Result<Option<Zeroizing<String>>> {
+    Ok(match (env, file, stdin) {
         (Some(var), _, _) => {
             Some(Zeroizing::new(std::env::var(var).with_context(|| {
                 format!("environment variable {var} is not set")
@@ -466,7 +508,16 @@ fn enrollment_secret(args: &EnrollArgs) -> anyhow::Result<(EnrollmentSecret, Str
             Some(all)
         }
         (None, None, false) => None,
+    })
+}
+
+fn enrollment_secret(args: &EnrollArgs) -> anyhow::Result<(EnrollmentSecret, String)> {
+    let text = |bytes: Zeroizing<Vec<u8>>| -> anyhow::Result<Zeroizing<String>> {
+        String::from_utf8(bytes.to_vec())
+            .map(Zeroizing::new)
+            .context("the code or QR payload is not UTF-8")
     };
+    let qr = read_qr(args.qr_env.as_ref(), args.qr_file.as_ref(), args.qr_stdin)?;
     if let Some(qr) = qr {
         let qr = QrPayload::parse(qr.trim())?;
         let api = args.api.clone().unwrap_or_else(|| qr.api_url.clone());
@@ -498,24 +549,7 @@ fn enrollment_secret(args: &EnrollArgs) -> anyhow::Result<(EnrollmentSecret, Str
 async fn enroll(dir: &std::path::Path, args: EnrollArgs) -> anyhow::Result<ExitCode> {
     let (secret, api_url) = enrollment_secret(&args)?;
     let mut profile = Profile::open_or_create(dir)?;
-    match (&args.trust, &args.root, &args.manifest_key) {
-        (Some(data), _, _) => {
-            let root = std::fs::read_to_string(data.join("dev-attestor/root.pem"))
-                .with_context(|| format!("no dev root in {}", data.display()))?;
-            let key = std::fs::read_to_string(data.join("manifest/signing.pub"))
-                .with_context(|| format!("no manifest key in {}", data.display()))?;
-            profile.pin_trust(&root, &key)?;
-        }
-        (None, Some(root), Some(key)) => {
-            let root = std::fs::read_to_string(root)
-                .with_context(|| format!("reading {}", root.display()))?;
-            profile.pin_trust(&root, key)?;
-        }
-        _ if profile.dir().join("trust/root.pem").exists() => {}
-        _ => bail!(
-            "no trust anchors pinned: pass --trust DATA_DIR (a local stack) or --root PEM --manifest-key HEX"
-        ),
-    }
+    pin_trust(&mut profile, &args.trust_args)?;
     let pin = pin(&args.pin)?;
     let password = password(&args.password)?;
     println!("enrolling {} with {api_url}", dir.display());

@@ -18,6 +18,7 @@ mod app_credential;
 mod app_devices;
 mod app_feed;
 mod app_personal;
+mod app_recovery;
 mod app_secrets;
 mod attest;
 mod demo;

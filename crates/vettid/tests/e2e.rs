@@ -1722,3 +1722,171 @@ async fn one_member_cannot_take_the_host_from_the_others() {
         "the other member was served: {bobs:?}"
     );
 }
+
+/// Staged recovery against the real stack (its delay set to 0 here; the delay itself and
+/// expiry are tested with a moved clock in the API's tests, the enclave's own delay in its
+/// unit tests): an enrolled device sees and cancels a request; a vault locked by ten wrong
+/// PINs does not reopen with the PIN on a new device, only with the phrase; the lost device
+/// is shut out at once; the data is all there; the phrase is nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_device_is_replaced_by_staged_recovery_and_a_locked_vault_reopens_with_the_phrase() {
+    use vettid_client::api::QrPayload;
+    use vettid_client::app::{Proof, RecoverInput};
+    let stack = UpStack::start_with(&["--recovery-delay-secs", "0"]);
+    let api = Api::new(&stack.api);
+    let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
+    let (member, web) = stack.member("lena").await;
+    let enrollment = stack.enrollment_session(&web).await;
+    let mut old = stack.profile("lena");
+    let pending = stack
+        .begin_confirmed("lena", &mut old, &web, enrollment)
+        .await;
+    let mut shown = None;
+    vettid_client::app::finish(
+        &mut old,
+        &api,
+        pending,
+        stack.enroll_input("1357"),
+        |_, _| {},
+        |p| shown = Some(p),
+    )
+    .await
+    .unwrap();
+    let phrase = shown.unwrap();
+    let mark = vettid_client::vault::Mark::new(&member, old.state.identity().unwrap());
+    let c = vettid_client::app::connect(&mut old).await.unwrap();
+    let mut kept = c.session.unlock(pin("1357"), mark).await.unwrap();
+    kept.create_secret(support::adversary::note("kept-by-lena-7d3e"))
+        .await
+        .unwrap();
+    let web_call = |method: &'static str, path: &'static str| {
+        vettid_client::http::json(&stack.api, method, path, Some(&web), None)
+    };
+
+    // The enrolled device is told of a request and cancels it ("not me").
+    let r = web_call("POST", "/v1/recovery").await.unwrap();
+    assert_eq!(r["stage"], "ready", "{r}");
+    let old_dir = old.dir().to_path_buf();
+    drop(old); // (the command takes the profile's lock)
+    let p = old_dir.to_str().unwrap();
+    let (ok, out) = vettid(&["app", "--profile", p, "recovery", "status"]);
+    assert!(ok && out.contains("can complete now"), "{out}");
+    let (ok, out) = vettid(&["app", "--profile", p, "recovery", "cancel"]);
+    assert!(ok && out.contains("cancelled"), "{out}");
+    let r = web_call("GET", "/v1/recovery").await.unwrap();
+    assert_eq!(r["cancel_reason"], "cancelled_on_device", "{r}");
+    let (ok, out) = vettid(&["app", "--profile", p, "recovery", "cancel"]);
+    assert!(!ok && out.contains("nothing to cancel"), "{out}");
+    let mut old = vettid_client::profile::Profile::open_enrolled(&old_dir).unwrap();
+
+    // Ten wrong PINs lock the vault.
+    let mut last = None;
+    for _ in 0..10 {
+        let c = vettid_client::app::connect(&mut old).await.unwrap();
+        last = c.session.unlock(pin("0000"), &mut old).await.err();
+    }
+    assert!(
+        matches!(last, Some(ClientError::Vault(VaultError::LockedOut))),
+        "{last:?}"
+    );
+
+    // A new device with the PIN: refused, the vault stays locked.
+    web_call("POST", "/v1/recovery").await.unwrap();
+    let qr = web_call("POST", "/v1/recovery/qr").await.unwrap();
+    let payload = QrPayload::parse_recovery(qr["qr_text"].as_str().unwrap()).unwrap();
+    assert!(QrPayload::parse(qr["qr_text"].as_str().unwrap()).is_err());
+    let mut new = stack.profile("lena-new");
+    let pending = vettid_client::app::begin(&mut new, &api, &payload.into(), "lena-laptop")
+        .await
+        .unwrap();
+    stack
+        .confirm(
+            &web,
+            qr["session_id"].as_str().unwrap(),
+            pending.comparison_code(),
+        )
+        .await
+        .unwrap();
+    let input = RecoverInput {
+        proof: Proof::Pin(pin("1357")),
+        password: pin("a new long password"),
+        nats_url: Some(stack.nats.clone()),
+    };
+    let r = vettid_client::app::recover(&mut new, &api, pending, input, |_, _| {}).await;
+    assert!(
+        matches!(r, Err(ClientError::Vault(VaultError::LockedOut))),
+        "{r:?}"
+    );
+
+    // With the phrase, through the command, on another new device.
+    let qr = web_call("POST", "/v1/recovery/qr").await.unwrap();
+    let dir = stack.dir.path().join("profiles/lena-cli");
+    let data = stack.data();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vettid"))
+        .args(["app", "--profile", dir.to_str().unwrap(), "recover"])
+        .args([
+            "--qr-env",
+            "QR",
+            "--phrase-env",
+            "PHRASE",
+            "--pin-env",
+            "PIN",
+        ])
+        .args([
+            "--password-env",
+            "PASSWORD",
+            "--trust",
+            data.to_str().unwrap(),
+        ])
+        .args(["--nats-url", &stack.nats, "--device-name", "lena-cli"])
+        .env("QR", qr["qr_text"].as_str().unwrap())
+        .env("PHRASE", phrase.words())
+        .env("PIN", "2468")
+        .env("PASSWORD", "a new long password")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let code = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("comparison code:")
+                .map(|c| c.trim().to_owned())
+        })
+        .expect("the command shows a comparison code");
+    stack
+        .confirm(&web, qr["session_id"].as_str().unwrap(), &code)
+        .await
+        .unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    let out = rest.join("\n");
+    assert!(
+        status.success() && out.contains("1 other device(s) removed"),
+        "{out}"
+    );
+
+    // The lost device is shut out: its NATS credentials are revoked (and the enclave no
+    // longer knows it, which ends its open sessions at once:
+    // `session::tests::a_removed_device_loses_its_open_session`).
+    drop(kept);
+    let r = vettid_client::app::connect(&mut old).await.map(|_| ());
+    assert!(matches!(r, Err(ClientError::Nats(_))), "{r:?}");
+
+    // The new device has the vault, under the new PIN, with everything in it.
+    let mut recovered = vettid_client::profile::Profile::open_enrolled(&dir).unwrap();
+    let c = vettid_client::app::connect(&mut recovered).await.unwrap();
+    let mut s = c.session.unlock(pin("2468"), &mut recovered).await.unwrap();
+    let items = s.list_secrets(None, None, None, false).await.unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["kept-by-lena-7d3e"]
+    );
+    let web_state = web_call("GET", "/v1/recovery").await.unwrap();
+    assert_eq!(web_state["stage"], "completed", "{web_state}");
+    let words = phrase.words().to_owned();
+    stack_files_containing(&stack.data(), &[words.as_bytes()]);
+}

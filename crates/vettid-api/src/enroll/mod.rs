@@ -909,6 +909,11 @@ async fn finalize(
     Ok(Json(nats.creds(&grant.member_id, &issued)))
 }
 
+/// What an enclave's document binds for a device: (member, session key, device key, identity
+/// key) → `user_data` ([`vettid_proto::auth::enrolled_device_binding`] or
+/// [`vettid_proto::auth::recovered_device_binding`]).
+pub(crate) type Binding = fn(&str, &[u8; 32], &[u8; 32], &[u8; 32]) -> [u8; 32];
+
 /// What a finalize (of an enrollment or a recovery) has checked before its transaction: the
 /// confirmed device's key, the vault's identity key the enclave's document names, and member
 /// credentials for the app's NATS key, signed but not yet handed out.
@@ -926,7 +931,7 @@ impl Finalizing {
         app: &App,
         grant: &EnrollmentGrant,
         req: &FinalizeRequest,
-        binding: fn(&str, &[u8; 32], &[u8; 32], &[u8; 32]) -> [u8; 32],
+        binding: Binding,
     ) -> Result<Finalizing, ApiError> {
         grant.ensure_confirmed()?;
         let device_key = validate::device_public_key(&req.device_public_key)?;

@@ -6,6 +6,9 @@ use crate::harness::{Enrolling, Harness, TestDevice, salt_of, test_enclave};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+/// (member, session key, device key, identity key) → a document's `user_data`.
+type Binding = fn(&str, &[u8; 32], &[u8; 32], &[u8; 32]) -> [u8; 32];
+
 const DAY: u64 = 24 * 3600;
 
 /// A member whose first device finalized its enrollment (the member has a vault).
@@ -58,7 +61,7 @@ impl NewDevice {
     fn finalize_body(
         &self,
         h: &Harness,
-        binding: fn(&str, &[u8; 32], &[u8; 32], &[u8; 32]) -> [u8; 32],
+        binding: Binding,
         identity: [u8; 32],
     ) -> Value {
         let device_key = self.keys.device.verifying_key().to_bytes();

@@ -47,6 +47,10 @@ pub(crate) struct UpArgs {
     /// Multiply the API's rate limits by this (load tests from one address).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     api_rate_limit_scale: u32,
+    /// Staged recovery's delay, in seconds (default 24 h): the API's wait before the recovery
+    /// QR, and the enclave's measured wait since an enrolled device last unlocked the vault.
+    #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
+    recovery_delay_secs: u64,
 }
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -79,6 +83,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
         port_or_free(args.api_addr.port(), "--api-addr")?,
     );
     let rate_limit_scale = args.api_rate_limit_scale.to_string();
+    let recovery_delay = args.recovery_delay_secs.to_string();
     let nats_files = nats::write_config(&data_dir, ports)?;
     let nats_url = format!("nats://127.0.0.1:{}", ports.client);
 
@@ -119,6 +124,8 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                     data,
                     OsStr::new("--enclave"),
                     enclave.as_os_str(),
+                    OsStr::new("--recovery-delay-secs"),
+                    OsStr::new(&recovery_delay),
                 ],
                 logs.join("dev-platform.log"),
                 exited_tx.clone(),
@@ -171,6 +178,8 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                     OsStr::new(&public_url),
                     OsStr::new("--rate-limit-scale"),
                     OsStr::new(&rate_limit_scale),
+                    OsStr::new("--recovery-delay-secs"),
+                    OsStr::new(&recovery_delay),
                 ],
                 logs.join("api.log"),
                 exited_tx.clone(),
