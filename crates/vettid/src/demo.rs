@@ -4,7 +4,10 @@
 //! invite, signs them in by magic link (read from the outbox), opens an enrollment session
 //! for each (alice scans the QR code, bob types the short code), enrolls both apps
 //! (profiles in `DIR/demo/alice` and `DIR/demo/bob`), unlocks both vaults, shows a wrong PIN
-//! being counted by the enclave, and stops the stack. Exits 0 only if every step worked.
+//! being counted by the enclave, resets bob's PIN with his recovery phrase, backs alice's
+//! vault up, then has alice lose her phone and recover onto a new laptop by staged recovery
+//! (a delay of seconds instead of 24 h), and stops the stack. Exits 0 only if every step
+//! worked.
 
 use anyhow::{Context, bail, ensure};
 use serde_json::json;
@@ -50,6 +53,7 @@ fn start_stack(data_dir: &Path, nats_server: Option<&Path>) -> anyhow::Result<St
     let exe = std::env::current_exe().context("locating the vettid binary")?;
     let mut cmd = Command::new(exe);
     cmd.args(["up", "--nats-port", "0"])
+        .args(["--recovery-delay-secs", &RECOVERY_DELAY_SECS.to_string()])
         .args(["--api-addr", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
         .stdout(Stdio::piped())
@@ -88,6 +92,9 @@ fn start_stack(data_dir: &Path, nats_server: Option<&Path>) -> anyhow::Result<St
     };
     Ok(stack)
 }
+
+/// The demo's staged-recovery delay (24 h by default; seconds here, so the story fits).
+const RECOVERY_DELAY_SECS: u64 = 3;
 
 fn step(n: &mut u32, text: &str) {
     *n += 1;
@@ -322,10 +329,10 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
             "   web portal shows phase: {}",
             status["phase"].as_str().unwrap_or("?")
         );
-        members.push((name, pin, dir, phrase));
+        members.push((name, pin, dir, phrase, session_token));
     }
 
-    for (name, pin, dir, _) in &members {
+    for (name, pin, dir, _, _) in &members {
         step(n, &format!("{name} unlocks the vault from the app"));
         let mut profile = Profile::open_enrolled(dir)?;
         let c = vettid_client::app::connect(&mut profile).await?;
@@ -349,7 +356,7 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         n,
         "Someone tries a wrong PIN on bob's vault: the enclave counts it",
     );
-    let (_, _, bob_dir, bob_phrase) = &members[1];
+    let (_, _, bob_dir, bob_phrase, _) = &members[1];
     let mut profile = Profile::open_enrolled(bob_dir)?;
     let mut c = vettid_client::app::connect(&mut profile).await?;
     c.session.lock().await?;
@@ -406,7 +413,7 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         n,
         "Alice backs up her vault: sealed in the enclave, stored by the operator, proven to open",
     );
-    let (_, alice_pin, alice_dir, _) = &members[0];
+    let (_, alice_pin, alice_dir, _, alice_web) = &members[0];
     let mut profile = Profile::open_enrolled(alice_dir)?;
     let c = vettid_client::app::connect(&mut profile).await?;
     let mut s = c
@@ -416,6 +423,17 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
             &mut profile,
         )
         .await?;
+    s.create_secret(vettid_proto::secrets::ItemContent {
+        name: "bank login".into(),
+        folder: None,
+        tags: vec![],
+        data: vettid_proto::secrets::SecretData::Note {
+            text: vettid_proto::secrets::Secret::new("alice's demo secret"),
+        },
+        fields: vec![],
+    })
+    .await?;
+    println!("   ✓ stored a secret, “bank login”, encrypted in her vault");
     let made = s.backup_now().await?;
     println!(
         "   ✓ backup #{}: {} bytes of database in {} STREAM chunk(s) (its key also wrapped under her phrase)",
@@ -425,6 +443,123 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
     println!(
         "   ✓ the enclave opened backup #{} again: every chunk authenticated, database sound",
         checked.id
+    );
+    drop(s);
+    drop(profile);
+    recover_alice(api, &stack.nats, data_dir, alice_pin, alice_web, n).await
+}
+
+/// Alice loses her phone and moves her vault to a new device by staged recovery.
+async fn recover_alice(
+    api: &str,
+    nats: &str,
+    data_dir: &Path,
+    pin: &str,
+    web: &str,
+    n: &mut u32,
+) -> anyhow::Result<()> {
+    step(
+        n,
+        "Alice loses her phone; signed in on the web, she asks to recover her vault",
+    );
+    let r = http::json(api, "POST", "/v1/recovery", Some(web), None).await?;
+    println!(
+        "   request {} — stage {}; her devices are told and she is mailed (outbox)",
+        r["request_id"].as_str().unwrap_or("?"),
+        r["stage"].as_str().unwrap_or("?")
+    );
+    println!(
+        "   the delay is {RECOVERY_DELAY_SECS} s here (24 h by default); using the vault from an enrolled"
+    );
+    println!("   device meanwhile would cancel it — the enclave itself refuses then");
+    step(
+        n,
+        "The delay passes; the web page shows a one-time recovery QR",
+    );
+    let ready = loop {
+        let r = http::json(api, "GET", "/v1/recovery", Some(web), None).await?;
+        match r["stage"].as_str() {
+            Some("ready") => break r,
+            Some("waiting") => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+            other => bail!("the recovery is {other:?}, not waiting or ready"),
+        }
+    };
+    // (The enclave's own delay counts from the phone's last unlock, which came before the
+    // request: it has passed too.)
+    println!(
+        "   ready since {} (the enclave, too, waits {RECOVERY_DELAY_SECS} s past her phone's last unlock)",
+        ready["ready_at"]
+    );
+    let qr = http::json(api, "POST", "/v1/recovery/qr", Some(web), None).await?;
+    let qr_text = qr["qr_text"].as_str().context("no recovery QR")?;
+    render_qr(qr_text);
+    println!("   valid 10 minutes; asking for another voids this one");
+
+    step(
+        n,
+        "Her new laptop scans it, and she confirms the laptop's comparison code on the web page",
+    );
+    let dir = data_dir.join("demo").join("alice-laptop");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut profile = Profile::open_or_create(&dir)?;
+    let root = std::fs::read_to_string(data_dir.join("dev-attestor/root.pem"))?;
+    let key = std::fs::read_to_string(data_dir.join("manifest/signing.pub"))?;
+    profile.pin_trust(&root, &key)?;
+    let app_api = Api::new(api);
+    let payload = QrPayload::parse_recovery(qr_text)?;
+    let pending =
+        vettid_client::app::begin(&mut profile, &app_api, &payload.into(), "alice-laptop").await?;
+    let session_id = qr["session_id"].as_str().context("no session id")?;
+    http::json(
+        api,
+        "POST",
+        &format!("/v1/enroll/sessions/{session_id}/confirm"),
+        Some(web),
+        Some(&json!({ "comparison_code": pending.comparison_code() })),
+    )
+    .await?;
+    println!("   the laptop shows {}", pending.comparison_code());
+
+    step(
+        n,
+        "The laptop attests the enclave and proves her PIN: the vault re-keys to the laptop",
+    );
+    let input = vettid_client::app::RecoverInput {
+        proof: vettid_client::app::Proof::Pin(Zeroizing::new(pin.as_bytes().to_vec())),
+        password: Zeroizing::new(b"alice's new long passphrase".to_vec()),
+        nats_url: Some(nats.to_owned()),
+    };
+    let done =
+        vettid_client::app::recover(&mut profile, &app_api, pending, input, |phase, detail| {
+            println!("   ✓ {phase:<22} {detail}")
+        })
+        .await?;
+    println!(
+        "   ✓ {} old device removed; its NATS credentials are revoked and the enclave refuses it",
+        done.removed_devices
+    );
+    let mut phone = Profile::open_enrolled(&data_dir.join("demo").join("alice"))?;
+    ensure!(
+        vettid_client::app::connect(&mut phone).await.is_err(),
+        "the lost phone still reached the vault"
+    );
+    println!("   ✓ the lost phone can no longer connect");
+
+    step(n, "Alice unlocks on the laptop: her secret is there");
+    let c = vettid_client::app::connect(&mut profile).await?;
+    let mut s = c
+        .session
+        .unlock(Zeroizing::new(pin.as_bytes().to_vec()), &mut profile)
+        .await?;
+    let items = s.list_secrets(None, None, None, false).await?;
+    ensure!(
+        items.iter().any(|i| i.name == "bank login"),
+        "her secret did not survive the recovery"
+    );
+    println!(
+        "   ✓ {} item(s), “bank login” among them, at version {}",
+        items.len(),
+        s.version()
     );
     Ok(())
 }

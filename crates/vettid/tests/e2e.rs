@@ -61,12 +61,17 @@ fn the_demo_tells_the_whole_story_and_succeeds() {
         "recovery phrase made in the enclave",
         "new PIN set in the enclave",
         "the enclave opened backup #1 again",
+        "asks to recover her vault",
+        "1 old device removed",
+        "the lost phone can no longer connect",
+        "“bank login” among them",
         "Demo complete",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
     assert!(dir.path().join("demo/alice/nats.creds").exists());
     assert!(dir.path().join("demo/bob/credential.blob").exists());
+    assert!(dir.path().join("demo/alice-laptop/nats.creds").exists());
 }
 
 /// The `vettid app` commands, each a separate process (an app that comes and goes): enroll

@@ -58,12 +58,7 @@ impl NewDevice {
     }
 
     /// A finalize body whose document binds `binding` of this device's keys and `identity`.
-    fn finalize_body(
-        &self,
-        h: &Harness,
-        binding: Binding,
-        identity: [u8; 32],
-    ) -> Value {
+    fn finalize_body(&self, h: &Harness, binding: Binding, identity: [u8; 32]) -> Value {
         let device_key = self.keys.device.verifying_key().to_bytes();
         json!({
             "device_public_key": hex::encode(device_key),
