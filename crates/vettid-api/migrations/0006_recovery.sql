@@ -18,3 +18,6 @@ CREATE UNIQUE INDEX recovery_requests_one_live ON recovery_requests (member_id)
 -- A recovery's QR is an enrollment session of its own kind: the new device authenticates and
 -- is confirmed like an enrolling one, and finalizes through /v1/recovery/finalize.
 ALTER TABLE enrollment_sessions ADD COLUMN recovery_request_id TEXT REFERENCES recovery_requests (request_id);
+
+-- The newest timestamp (ms) of a device's signed question about recovery: each is spent once.
+ALTER TABLE devices ADD COLUMN last_recovery_ts BIGINT;

@@ -116,7 +116,7 @@ mod tests {
             "f3651d02d2ced973c13a2ac2c73788db48eeea57dccf96bb35382cefee1c3643",
             "f51dc29bcd0adffecc78b0fcbf3b891752ed773b6b7a9a06104f9eda8ef70a1a",
             "dafe8510e0ccb8804ce4a2f8d4fe7fc789420bef80a913eb4a2e09cc710d9141",
-            "5341051b443a937be1caa8a2a80ee4fb18d83e688c021ac710fa5a8d41ad1b1a",
+            "3b94466984bdf3ef5c2e9cd7fe9fc946ea9a218e869688306e41a4e7cb719787",
         ];
         let now: Vec<String> = MIGRATIONS
             .iter()

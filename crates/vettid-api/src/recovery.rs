@@ -24,6 +24,7 @@
 use crate::ApiError;
 use crate::app::App;
 use crate::auth::Member;
+use crate::enroll::confirm::CancelReason;
 use crate::enroll::{EnrollmentGrant, EnrollmentPhase, FinalizeRequest, Finalizing, QrPayload};
 use crate::extract::{ApiJson, ClientIp};
 use crate::ratelimit::ip_key;
@@ -70,6 +71,8 @@ enum Ended {
     DeviceUsed,
     /// Noticed past its expiry.
     Expired,
+    /// The member's mail could not be sent, so the request did not start.
+    NotNotified,
 }
 
 impl Ended {
@@ -79,6 +82,7 @@ impl Ended {
             Ended::Device => "cancelled_on_device",
             Ended::DeviceUsed => "device_used",
             Ended::Expired => "expired",
+            Ended::NotNotified => "member_not_notified",
         }
     }
 }
@@ -161,8 +165,16 @@ impl Live {
         if ended.rows_affected() != 1 {
             return Err(ApiError::Conflict("this recovery has already ended"));
         }
-        void_sessions(&mut tx, &self.0.request_id, now, "recovery_ended").await?;
+        void_sessions(
+            &mut tx,
+            &self.0.request_id,
+            now,
+            CancelReason::RecoveryEnded,
+        )
+        .await?;
         tx.commit().await?;
+        // Enrollment credentials a QR of it gave would still reach the enclave: revoked.
+        crate::enroll::confirm::revoke_enrollment_keys(app, &self.0.member_id).await?;
         Ok(Row {
             cancelled_at: Some(now),
             cancel_reason: Some(why.as_str().to_owned()),
@@ -245,19 +257,25 @@ pub(crate) async fn ensure_live(app: &App, request_id: &str) -> Result<(), ApiEr
         ))
 }
 
-/// Cancels every enrollment of `request`'s QRs that has not completed.
+/// Cancels every enrollment of `request`'s QRs that has not completed: their QRs and tokens
+/// stop working (the caller revokes their NATS keys after committing).
 async fn void_sessions(
     tx: &mut sqlx::SqliteConnection,
     request: &str,
     now: i64,
-    reason: &str,
+    reason: CancelReason,
 ) -> Result<(), ApiError> {
     sqlx::query(
-        "UPDATE enrollment_sessions SET cancelled_at = ?, cancel_reason = ? \
+        "UPDATE enrollment_sessions SET cancelled_at = ?, cancel_reason = ?, \
+         expires_at = MIN(expires_at, ?), \
+         token_expires_at = CASE WHEN token_expires_at IS NULL THEN NULL \
+         ELSE MIN(token_expires_at, ?) END \
          WHERE recovery_request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
     )
     .bind(now)
-    .bind(reason)
+    .bind(reason.as_str())
+    .bind(now)
+    .bind(now)
     .bind(request)
     .execute(&mut *tx)
     .await?;
@@ -312,7 +330,7 @@ async fn request(
         other => other?,
     };
     let ready = when(row.ready_at);
-    app.mail_member(&member.member_id, |name| {
+    let told = app.mail_member(&member.member_id, |name| {
         (
             "A recovery of your VettID vault was requested".into(),
             format!(
@@ -323,8 +341,20 @@ async fn request(
                  of your devices before then cancels it too.\n"
             ),
         )
-    })
-    .await?;
+    });
+    // A recovery the member was not told of does not run.
+    if let Err(e) = told.await {
+        sqlx::query(
+            "UPDATE recovery_requests SET cancelled_at = ?, cancel_reason = ? \
+             WHERE request_id = ? AND cancelled_at IS NULL",
+        )
+        .bind(now)
+        .bind(Ended::NotNotified.as_str())
+        .bind(&row.request_id)
+        .execute(app.db())
+        .await?;
+        return Err(e);
+    }
     Ok((StatusCode::CREATED, Json(row.view(now))))
 }
 
@@ -388,7 +418,7 @@ async fn qr(
     let session_id = new_uuid();
     let expires_at = now.saturating_add(QR_SECS).min(row.expires_at);
     let mut tx = app.db().begin().await?;
-    void_sessions(&mut tx, &row.request_id, now, "superseded").await?;
+    void_sessions(&mut tx, &row.request_id, now, CancelReason::Superseded).await?;
     sqlx::query(
         "INSERT INTO enrollment_sessions (session_id, member_id, code_hash, qr_token_hash, phase, \
          created_at, expires_at, recovery_request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -405,6 +435,10 @@ async fn qr(
     .await?;
     crate::enroll::record_phase(&mut tx, &session_id, EnrollmentPhase::Created, now).await?;
     tx.commit().await?;
+    // The voided QRs' enrollment credentials; best effort (their tokens are dead already).
+    if let Err(e) = crate::enroll::confirm::revoke_enrollment_keys(&app, &member.member_id).await {
+        tracing::warn!(error = %e, "recovery QR: earlier enrollment keys not yet revoked on the server");
+    }
     let (qr, qr_terminal, qr_text) = QrPayload {
         kind: "vettid_recovery",
         version: 1,
@@ -430,7 +464,8 @@ async fn qr(
 struct DeviceQuestion {
     member_id: String,
     device_public_key: String,
-    /// Unix seconds, within two minutes of the server's clock.
+    /// Unix milliseconds, within two minutes of the server's clock, and later than this
+    /// device's previous question (each signature is good once).
     timestamp: i64,
     /// Ed25519 (hex) over [`vettid_proto::auth::recovery_device_message`].
     signature: String,
@@ -448,7 +483,8 @@ struct DeviceAnswer {
 /// `POST /v1/recovery/device {member_id, device_public_key, timestamp, signature, cancel}` →
 /// what an enrolled device (signing with its device key) is told: the live request, if any;
 /// with `cancel`, it is cancelled (and the member mailed). 401 for an unknown or revoked
-/// device, a bad signature or a timestamp off by more than two minutes. Rate-limited per IP.
+/// device, a bad signature, a timestamp off by more than two minutes or not newer than the
+/// device's last question (a replay). Rate-limited per IP.
 async fn device(
     State(app): State<App>,
     ClientIp(ip): ClientIp,
@@ -483,9 +519,24 @@ async fn device(
         &vettid_crypto::sign::Signature::from_bytes(signature),
     )
     .map_err(|_| refused)?;
-    if (q.timestamp - app.now()).abs() > DEVICE_WINDOW_SECS {
+    if (q.timestamp / 1000 - app.now()).abs() > DEVICE_WINDOW_SECS {
         return Err(ApiError::Unauthorized(
             "timestamp is more than 120 s from the server's clock",
+        ));
+    }
+    let spent = sqlx::query(
+        "UPDATE devices SET last_recovery_ts = ? WHERE device_public_key = ? AND member_id = ? \
+         AND revoked_at IS NULL AND (last_recovery_ts IS NULL OR last_recovery_ts < ?)",
+    )
+    .bind(q.timestamp)
+    .bind(&device_key)
+    .bind(&member)
+    .bind(q.timestamp)
+    .execute(app.db())
+    .await?;
+    if spent.rows_affected() != 1 {
+        return Err(ApiError::Unauthorized(
+            "timestamp is not newer than this device's last question (replayed?)",
         ));
     }
     let now = app.now();
@@ -517,6 +568,7 @@ fn request_of(grant: &EnrollmentGrant) -> Result<&str, ApiError> {
 /// the vault during the delay. (It can only end its own recovery.)
 async fn used(State(app): State<App>, grant: EnrollmentGrant) -> Result<Json<View>, ApiError> {
     request_of(&grant)?;
+    grant.ensure_confirmed()?;
     let row = live(&app, &grant.member_id)
         .await?
         .end(&app, Ended::DeviceUsed)
@@ -580,7 +632,7 @@ async fn finalize(
             "this recovery was cancelled, completed or has expired",
         ));
     }
-    void_sessions(&mut tx, &request_id, now, "recovery_completed").await?;
+    void_sessions(&mut tx, &request_id, now, CancelReason::RecoveryCompleted).await?;
     sqlx::query("UPDATE devices SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL")
         .bind(now)
         .bind(&grant.member_id)
@@ -601,15 +653,20 @@ async fn finalize(
     if let Err(e) = crate::nats::revoke_other_devices(&app, &grant.member_id, &device_key).await {
         tracing::warn!(error = %e, "recovery: old devices revoked here, not yet on the server");
     }
-    app.mail_member(&grant.member_id, |name| {
-        (
-            "Your VettID vault moved to a new device".into(),
-            format!(
-                "Hello {name},\n\nYour vault was recovered to a new device. Your other devices \
-                 were removed and can no longer reach it.\n"
-            ),
-        )
-    })
-    .await?;
+    // The device holds the vault now: a mail that fails is logged, not the device's problem.
+    if let Err(e) = app
+        .mail_member(&grant.member_id, |name| {
+            (
+                "Your VettID vault moved to a new device".into(),
+                format!(
+                    "Hello {name},\n\nYour vault was recovered to a new device. Your other \
+                     devices were removed and can no longer reach it.\n"
+                ),
+            )
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "recovery completed; the member's mail failed");
+    }
     Ok(Json(nats.creds(&grant.member_id, &issued)))
 }

@@ -363,7 +363,7 @@ impl Api {
         device: &SigningKey,
         cancel: bool,
     ) -> Result<Option<RecoveryNotice>, ClientError> {
-        let timestamp = crate::now_ms() / 1000;
+        let timestamp = crate::now_ms();
         let message = vettid_proto::auth::recovery_device_message(member, timestamp, cancel);
         let body = json!({
             "member_id": member,

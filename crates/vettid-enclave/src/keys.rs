@@ -616,6 +616,7 @@ impl LockedVault {
             GuardState {
                 failures: 0,
                 locked: false,
+                recovery_failures: 0,
                 last_device_unlock_ms: device_use.map_or(self.guard.last_device_unlock_ms, |at| {
                     at.max(self.guard.last_device_unlock_ms)
                 }),
@@ -743,39 +744,62 @@ impl LockedVault {
         })
     }
 
-    /// Staged recovery's last step: re-keys the vault to `device` (the only device from now
-    /// on) after `proof`, and returns the master key.
+    /// Staged recovery's proof, from the new session's `device`: the master key.
     ///
     /// Refused with [`VaultError::RecentlyUsed`] — before anything is counted — while an
-    /// enrolled device unlocked the vault less than `delay_ms` before `now_ms`: whoever holds
-    /// that device is using it. A PIN is counted as in [`Self::unlock`] and refused in a
-    /// locked vault. A phrase is counted durably *before* it is evaluated against its own
-    /// limit (`recovery_failures`), also in a locked vault, which it reopens: a right phrase
-    /// clears every count and the lock. The new keys generation wraps the master key under
-    /// the PIN (the proven one, or the phrase's new one) and lists only `device`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn recover(
+    /// enrolled device unlocked the vault less than `delay_ms` before `now_ms` (by the record;
+    /// the manager also checks its own monotonic clock), unless `device` is already the only
+    /// one registered (a retry whose answer was lost). A PIN is counted as in
+    /// [`Self::unlock`] and refused in a locked vault. A phrase is counted durably *before* it
+    /// is evaluated against its own limit (`recovery_failures`), also in a locked vault, which
+    /// it reopens: a right phrase clears every count and the lock. Nothing is re-keyed yet:
+    /// see [`Self::rekey_to_device`].
+    pub fn prove_for_recovery(
         &mut self,
         objects: &Objects<'_>,
-        sealer: &dyn Sealer,
         proof: RecoveryProof<'_>,
-        device: [u8; 32],
+        device: &[u8; 32],
         policy: &KeyPolicy,
         delay_ms: u64,
         now_ms: u64,
     ) -> Result<MasterKey, VaultError> {
-        if now_ms.saturating_sub(self.guard.last_device_unlock_ms) < delay_ms {
+        let sole = self.inner.devices.len() == 1 && self.has_device(device);
+        if !sole && now_ms.saturating_sub(self.guard.last_device_unlock_ms) < delay_ms {
             return Err(VaultError::RecentlyUsed);
         }
-        let (vmk, pin) = match proof {
-            RecoveryProof::Pin(pin) => (self.unlock(objects, pin, policy, None)?, pin),
-            RecoveryProof::Phrase { phrase, new_pin } => {
-                (self.recover_with_phrase(objects, phrase, policy)?, new_pin)
+        match proof {
+            RecoveryProof::Pin(pin) => self.unlock(objects, pin, policy, None),
+            RecoveryProof::Phrase { phrase, .. } => {
+                self.recover_with_phrase(objects, phrase, policy)
             }
-        };
+        }
+    }
+
+    /// Writes the next keys generation wrapping `vmk` under `pin`, with `device` the only
+    /// registered device (staged recovery, after the vault's own records were written).
+    pub fn rekey_to_device(
+        &mut self,
+        objects: &Objects<'_>,
+        sealer: &dyn Sealer,
+        vmk: &MasterKey,
+        pin: &[u8],
+        device: [u8; 32],
+        policy: &KeyPolicy,
+    ) -> Result<(), VaultError> {
         self.inner.devices = vec![device];
-        self.rekey(objects, sealer, &vmk, pin, policy)?;
-        Ok(vmk)
+        self.rekey(objects, sealer, vmk, pin, policy)
+    }
+
+    /// Records a use of the vault by a registered device at `at_ms` (enrollment, recovery):
+    /// a later recovery to another device waits the delay from it.
+    pub fn note_device_use(&mut self, objects: &Objects<'_>, at_ms: u64) -> Result<(), VaultError> {
+        self.record_guard(
+            objects,
+            GuardState {
+                last_device_unlock_ms: at_ms.max(self.guard.last_device_unlock_ms),
+                ..self.guard
+            },
+        )
     }
 
     /// One phrase attempt of staged recovery, counted against its own limit.

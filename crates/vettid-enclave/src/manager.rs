@@ -148,14 +148,21 @@ struct VaultState {
     /// Set once storage is proven rolled back or forked (`RolledBack`): the vault is refused
     /// for the rest of this enclave's life, to every session.
     refused: Option<VaultError>,
+    /// By the enclave's monotonic clock: when it first dealt with this vault, and when a
+    /// registered device last unlocked it. Staged recovery waits the delay from the later of
+    /// the two, whatever the host says the time is (a restart only makes the wait longer).
+    watched_since_ms: u64,
+    last_unlock_ms: Option<u64>,
 }
 
 /// Anchors kept for a vault not in memory at most (the newest).
 const MAX_ANCHORS: usize = 16;
 
 impl VaultState {
-    fn new() -> Self {
+    fn new(uptime_ms: u64) -> Self {
         Self {
+            watched_since_ms: uptime_ms,
+            last_unlock_ms: None,
             slot: Slot::Cold,
             opening: 0,
             guard_seq: 0,
@@ -219,6 +226,11 @@ pub struct Manager {
     vaults: Mutex<HashMap<String, Arc<Mutex<VaultState>>>>,
     /// The newest time an app's request carried, and when it arrived (see [`Manager::app_time`]).
     clock: Mutex<Option<(u64, Instant)>>,
+    /// When this enclave started: its own monotonic clock, which the host cannot set.
+    started: Instant,
+    /// Tests move the monotonic clock forward.
+    #[cfg(test)]
+    skipped_ms: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -410,7 +422,25 @@ impl Manager {
             config,
             vaults: Mutex::new(HashMap::new()),
             clock: Mutex::new(None),
+            started: Instant::now(),
+            #[cfg(test)]
+            skipped_ms: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// Milliseconds since this enclave started, by its own monotonic clock.
+    fn uptime_ms(&self) -> u64 {
+        let up = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        #[cfg(test)]
+        let up = up.saturating_add(self.skipped_ms.load(std::sync::atomic::Ordering::Relaxed));
+        up
+    }
+
+    /// Moves the monotonic clock forward (tests).
+    #[cfg(test)]
+    pub(crate) fn skip(&self, ms: u64) {
+        self.skipped_ms
+            .fetch_add(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn policy(&self) -> &KeyPolicy {
@@ -424,7 +454,7 @@ impl Manager {
     fn state(&self, vault: &str) -> Arc<Mutex<VaultState>> {
         lock(&self.vaults)
             .entry(vault.to_owned())
-            .or_insert_with(|| Arc::new(Mutex::new(VaultState::new())))
+            .or_insert_with(|| Arc::new(Mutex::new(VaultState::new(self.uptime_ms()))))
             .clone()
     }
 
@@ -646,6 +676,9 @@ impl Manager {
             self.lock_slot(st, objects);
         }
         let vmk = result?;
+        if used.is_some() {
+            st.last_unlock_ms = Some(self.uptime_ms());
+        }
         let vault = self.load(st, objects, &vmk)?;
         st.opening += 1;
         Ok(self.make_resident(st, vault, &vmk, objects.vault(), owner))
@@ -977,6 +1010,8 @@ impl Manager {
         }));
         let version = vault.write(&objects, statements)?;
         st.credential_generation = 1;
+        // Enrollment is the first device's use: a recovery to another waits the delay from it.
+        st.last_unlock_ms = Some(self.uptime_ms());
         st.opening += 1;
         let enrollment = Enrollment {
             identity: vault.identity_public_key(),
@@ -1028,22 +1063,27 @@ impl Manager {
             .iter()
             .filter(|d| !vettid_crypto::ct_eq(*d, &device.session_key))
             .count();
-        let result = locked.recover(
+        // The enclave's own clock first: the host chooses `now_ms`.
+        let delay = self.config.policy.recovery_delay_ms;
+        let since = st.last_unlock_ms.unwrap_or(0).max(st.watched_since_ms);
+        if removed > 0 && self.uptime_ms().saturating_sub(since) < delay {
+            return Err(VaultError::RecentlyUsed);
+        }
+        let result = locked.prove_for_recovery(
             &objects,
-            &*self.sealer,
             proof,
-            device.session_key,
+            &device.session_key,
             self.policy(),
-            self.config.policy.recovery_delay_ms,
+            delay,
             now_ms,
         );
         Self::note_guard(st, &locked);
         let vmk = result?;
-        st.generation = st.generation.max(Some(locked.generation()));
-        st.devices = Some(locked.devices().to_vec());
         // Whatever the old devices' sessions had open is closed.
         self.lock_slot(st, &objects);
         let mut vault = self.load(st, &objects, &vmk)?;
+        // The vault's records first, the keys record last: a failure in between leaves the
+        // old devices registered and the same recovery able to run again.
         let (credential, mut statements, generation) =
             crate::credential::reissue(&vault, id, verifier, now_ms)?;
         statements.push(Statement {
@@ -1064,7 +1104,28 @@ impl Manager {
         );
         statements.extend(crate::feed::append(&vault, &[event])?);
         let version = vault.write(&objects, statements)?;
+        st.saw(vault.head());
         st.credential_generation = generation;
+        let pin = match proof {
+            keys::RecoveryProof::Pin(pin) => pin,
+            keys::RecoveryProof::Phrase { new_pin, .. } => new_pin,
+        };
+        let rekeyed = locked.rekey_to_device(
+            &objects,
+            &*self.sealer,
+            &vmk,
+            pin,
+            device.session_key,
+            self.policy(),
+        );
+        st.generation = st.generation.max(Some(locked.generation()));
+        rekeyed?;
+        st.devices = Some(locked.devices().to_vec());
+        // The new device's recovery is a use: another one waits the delay from it.
+        let noted = locked.note_device_use(&objects, now_ms);
+        Self::note_guard(st, &locked);
+        noted?;
+        st.last_unlock_ms = Some(self.uptime_ms());
         st.opening += 1;
         let recovery = Recovery {
             identity: vault.identity_public_key(),
@@ -1572,7 +1633,14 @@ mod tests {
             phrase: &phrase,
             new_pin: b"2222",
         };
-        // Within the delay after that unlock: refused, and nothing counted.
+        // A host that says a hundred days have passed: the enclave's own clock says not.
+        assert_eq!(
+            recover(by_phrase, 5 * HOUR + 100 * day).err(),
+            Some(VaultError::RecentlyUsed)
+        );
+        // A day passes on the enclave's clock, but the host's time is within a day of the
+        // recorded unlock: refused too, and nothing counted.
+        m.skip(day);
         assert_eq!(
             recover(by_phrase, 5 * HOUR + day - 1).err(),
             Some(VaultError::RecentlyUsed)
@@ -1621,6 +1689,8 @@ mod tests {
             m.unlock_for_app("alice", Opener::Pin(b"2222"), &NEW, None, 0)
                 .is_ok()
         );
+        // The new device's answer lost: it may recover again at once (it is the only device).
+        assert!(recover(by_phrase, 5 * HOUR + day).is_ok());
         // The member's feed says what happened.
         let opening = m
             .unlock_for_app("alice", Opener::Pin(b"2222"), &NEW, None, 0)
@@ -1662,6 +1732,7 @@ mod tests {
             let _ = m.unlock_for_app("alice", Opener::Pin(b"0000"), &DEVICE, None, 0);
         }
         let day = 24 * HOUR;
+        m.skip(day);
         let recover = |proof| {
             m.recover("alice", proof, &[7; 32], new_phone(), day)
                 .map(|r| r.opening)
@@ -1701,6 +1772,7 @@ mod tests {
             .recovery_phrase;
         let mut wrong = *phrase;
         wrong[0] ^= 1;
+        m.skip(48 * HOUR);
         let recover = |phrase| {
             m.recover(
                 "alice",
@@ -1714,6 +1786,21 @@ mod tests {
             )
             .map(|_| ())
         };
+        assert_eq!(
+            recover(&wrong),
+            Err(VaultError::WrongRecoveryPhrase { attempts_left: 2 })
+        );
+        assert_eq!(
+            recover(&wrong),
+            Err(VaultError::WrongRecoveryPhrase { attempts_left: 1 })
+        );
+        // The member's right PIN starts that count over too (no one can use up the phrase's
+        // attempts of a member who still uses the vault).
+        assert!(
+            m.unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
+                .is_ok()
+        );
+        m.skip(48 * HOUR);
         assert_eq!(
             recover(&wrong),
             Err(VaultError::WrongRecoveryPhrase { attempts_left: 2 })

@@ -902,7 +902,8 @@ mod tests {
         let (m, sessions) = enrolled(&device);
         let mut phone = App::open(&sessions, &m, "alice", Channel::Session, &device).unwrap();
         assert_eq!(phone.call(AppOp::Ping).unwrap().result, Ok(AppReply::Pong));
-        // A new device recovers the vault (the old one never unlocked: no delay to wait).
+        // A day later (the enclave's clock), a new device recovers the vault.
+        m.skip(24 * 3600 * 1000);
         let laptop = SecretBytes::random();
         let mut new = App::open(&sessions, &m, "alice", Channel::Enroll, &laptop).unwrap();
         let recover = |binding| AppOp::Recover {

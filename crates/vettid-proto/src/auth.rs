@@ -84,7 +84,7 @@ pub fn recovered_device_binding(
 }
 
 /// What the device key signs to ask the API about (or cancel) a recovery of its vault:
-/// `"vettid/v1/recovery-device\0" ‖ member ‖ 0 ‖ timestamp (u64 BE) ‖ cancel (1 byte)`.
+/// `"vettid/v1/recovery-device\0" ‖ member ‖ 0 ‖ timestamp (Unix ms, u64 BE) ‖ cancel (1 byte)`.
 pub fn recovery_device_message(member: &str, timestamp: u64, cancel: bool) -> Vec<u8> {
     [
         b"vettid/v1/recovery-device\0".as_slice(),

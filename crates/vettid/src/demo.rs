@@ -484,8 +484,9 @@ async fn recover_alice(
             other => bail!("the recovery is {other:?}, not waiting or ready"),
         }
     };
-    // (The enclave's own delay counts from the phone's last unlock, which came before the
-    // request: it has passed too.)
+    // The enclave's own delay counts from the phone's last unlock, by its own clock; the
+    // API counts whole seconds from the request: a second more covers the difference.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     println!(
         "   ready since {} (the enclave, too, waits {RECOVERY_DELAY_SECS} s past her phone's last unlock)",
         ready["ready_at"]

@@ -29,6 +29,12 @@ pub(crate) enum CancelReason {
     Member,
     /// The member typed [`CONFIRM_ATTEMPTS`] wrong comparison codes.
     WrongComparison,
+    /// A newer recovery QR voided this one's enrollment.
+    Superseded,
+    /// The recovery it belonged to was cancelled or expired.
+    RecoveryEnded,
+    /// The recovery it belonged to was completed by another of its enrollments.
+    RecoveryCompleted,
 }
 
 impl CancelReason {
@@ -37,14 +43,23 @@ impl CancelReason {
         match self {
             CancelReason::Member => "member",
             CancelReason::WrongComparison => "wrong_comparison",
+            CancelReason::Superseded => "superseded",
+            CancelReason::RecoveryEnded => "recovery_ended",
+            CancelReason::RecoveryCompleted => "recovery_completed",
         }
     }
 
     /// Parses a stored name.
     pub(crate) fn parse(s: &str) -> Option<CancelReason> {
-        [CancelReason::Member, CancelReason::WrongComparison]
-            .into_iter()
-            .find(|r| r.as_str() == s)
+        [
+            CancelReason::Member,
+            CancelReason::WrongComparison,
+            CancelReason::Superseded,
+            CancelReason::RecoveryEnded,
+            CancelReason::RecoveryCompleted,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
     }
 }
 
@@ -206,7 +221,7 @@ async fn end(
 /// Revokes every enrollment-scoped NATS key of `member` (only an enrollment in progress has
 /// live ones: a member has one live enrollment at a time), and pushes the account to the
 /// server. Returns how many were revoked; 0 without NATS.
-async fn revoke_enrollment_keys(app: &App, member: &str) -> Result<usize, ApiError> {
+pub(crate) async fn revoke_enrollment_keys(app: &App, member: &str) -> Result<usize, ApiError> {
     if app.state.nats.is_none() {
         return Ok(0);
     }

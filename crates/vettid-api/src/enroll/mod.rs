@@ -30,7 +30,7 @@
 //! page to show.
 
 mod attested;
-mod confirm;
+pub(crate) mod confirm;
 
 use crate::ApiError;
 use crate::app::App;

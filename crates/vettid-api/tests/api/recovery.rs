@@ -162,6 +162,16 @@ async fn a_recovery_waits_out_its_delay_then_one_time_qrs_move_the_vault_to_a_ne
     let device = present(&h, &second)
         .await
         .unwrap_or_else(|r| panic!("{}", r.body));
+    // The web page still shows the voided one, and why.
+    let r = h
+        .get(&format!(
+            "/v1/enroll/sessions/{}",
+            first.body["session_id"].as_str().unwrap()
+        ))
+        .bearer(&e.session)
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     present(&h, &second)
         .await
         .err()
@@ -330,7 +340,7 @@ async fn a_recovery_is_cancelled_on_the_web_from_a_device_or_by_the_vaults_use()
     let ask = |body: Value| h.post("/v1/recovery/device").json(&body).send();
 
     // Nothing under way: the device is told so; the web has nothing to cancel.
-    let r = ask(device_question(&e, h.now(), false)).await;
+    let r = ask(device_question(&e, h.now() * 1000 + 1, false)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["recovery"], Value::Null);
     h.post("/v1/recovery/cancel")
@@ -363,22 +373,23 @@ async fn a_recovery_is_cancelled_on_the_web_from_a_device_or_by_the_vaults_use()
 
     // From an enrolled device, which sees it first; forged and stale questions are refused.
     assert_eq!(request(&h, &e).await.status, StatusCode::CREATED);
-    let r = ask(device_question(&e, h.now(), false)).await;
+    let r = ask(device_question(&e, h.now() * 1000 + 2, false)).await;
     assert_eq!(r.body["recovery"]["stage"], "waiting", "{}", r.body);
-    let mut forged = device_question(&e, h.now(), false);
+    let mut forged = device_question(&e, h.now() * 1000 + 3, false);
     forged["cancel"] = json!(true);
     ask(forged)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    ask(device_question(&e, h.now() - 121, true))
+    ask(device_question(&e, (h.now() - 121) * 1000, true))
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     // Another member's registered device cannot speak for this member.
-    let message = vettid_proto::auth::recovery_device_message(&e.member_id, h.now(), true);
+    let message =
+        vettid_proto::auth::recovery_device_message(&e.member_id, h.now() * 1000 + 4, true);
     let theirs = json!({
         "member_id": e.member_id,
         "device_public_key": stranger.device.device_hex(),
-        "timestamp": h.now(),
+        "timestamp": h.now() * 1000 + 4,
         "signature": hex::encode(stranger.device.device.sign(&message).to_bytes()),
         "cancel": true,
     });
@@ -388,9 +399,20 @@ async fn a_recovery_is_cancelled_on_the_web_from_a_device_or_by_the_vaults_use()
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
     assert_eq!(h.snapshot().await, before);
     assert_eq!(stage(&h, &e).await["stage"], "waiting");
-    let r = ask(device_question(&e, h.now(), true)).await;
+    let cancel = device_question(&e, h.now() * 1000 + 5, true);
+    let r = ask(cancel.clone()).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!(r.body["recovery"]["cancel_reason"], "cancelled_on_device");
+    // The same signed question again: refused (each is good once).
+    assert_eq!(request(&h, &e).await.status, StatusCode::CREATED);
+    ask(cancel)
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(stage(&h, &e).await["stage"], "waiting");
+    h.post("/v1/recovery/cancel")
+        .bearer(&e.session)
+        .send()
+        .await;
 
     // By use: the new device reports the enclave's refusal.
     assert_eq!(request(&h, &e).await.status, StatusCode::CREATED);
@@ -399,6 +421,22 @@ async fn a_recovery_is_cancelled_on_the_web_from_a_device_or_by_the_vaults_use()
     let device = present(&h, &qr(&h, &e).await.body)
         .await
         .unwrap_or_else(|r| panic!("{}", r.body));
+    // (Only once the member confirmed the new device: whoever only scanned the QR cannot.)
+    h.post("/v1/recovery/used")
+        .bearer(&device.token)
+        .send()
+        .await
+        .assert_error(StatusCode::CONFLICT, "conflict");
+    let r = h
+        .post(&format!(
+            "/v1/enroll/sessions/{}/confirm",
+            device.session_id
+        ))
+        .bearer(&e.session)
+        .json(&json!({ "comparison_code": device.comparison_code() }))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     h.take_mails("kept@example.com");
     let r = h
         .post("/v1/recovery/used")
