@@ -24,7 +24,7 @@
 use crate::ApiError;
 use crate::app::App;
 use crate::auth::Member;
-use crate::enroll::confirm::CancelReason;
+use crate::enroll::confirm::{CancelReason, Sessions};
 use crate::enroll::{EnrollmentGrant, EnrollmentPhase, FinalizeRequest, Finalizing, QrPayload};
 use crate::extract::{ApiJson, ClientIp};
 use crate::ratelimit::ip_key;
@@ -257,29 +257,14 @@ pub(crate) async fn ensure_live(app: &App, request_id: &str) -> Result<(), ApiEr
         ))
 }
 
-/// Cancels every enrollment of `request`'s QRs that has not completed: their QRs and tokens
-/// stop working (the caller revokes their NATS keys after committing).
+/// Cancels every enrollment of `request`'s QRs that has not completed.
 async fn void_sessions(
     tx: &mut sqlx::SqliteConnection,
     request: &str,
     now: i64,
     reason: CancelReason,
 ) -> Result<(), ApiError> {
-    sqlx::query(
-        "UPDATE enrollment_sessions SET cancelled_at = ?, cancel_reason = ?, \
-         expires_at = MIN(expires_at, ?), \
-         token_expires_at = CASE WHEN token_expires_at IS NULL THEN NULL \
-         ELSE MIN(token_expires_at, ?) END \
-         WHERE recovery_request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
-    )
-    .bind(now)
-    .bind(reason.as_str())
-    .bind(now)
-    .bind(now)
-    .bind(request)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
+    crate::enroll::confirm::end_sessions(tx, Sessions::OfRecovery(request), reason, now).await
 }
 
 fn when(unix: i64) -> String {

@@ -143,17 +143,20 @@ pub async fn finish(
         profile.state.highest_version,
         None,
     )?;
-    profile.state.highest_change_hash = Some(hex::encode(&enrolled.version.change_hash));
-    profile.state.highest_signature = Some(hex::encode(&enrolled.version.signature));
     show_phrase(crate::recovery::RecoveryPhrase::from_entropy(
         &enrolled.recovery_phrase,
     ));
-    profile.write_secret("credential.blob", &enrolled.credential)?;
-    profile.store_event_key(&enrolled.event_key)?;
-    profile.state.highest_version = highest;
-    profile.state.identity_public_key = Some(hex::encode(enrolled.identity_public_key));
-    profile.state.exchange_public_key = Some(hex::encode(enrolled.exchange_public_key));
-    profile.save()?;
+    remember_vault(
+        profile,
+        VaultKeys {
+            identity: enrolled.identity_public_key,
+            exchange: enrolled.exchange_public_key,
+            version: &enrolled.version,
+            highest,
+            credential: &enrolled.credential,
+            event_key: &enrolled.event_key,
+        },
+    )?;
     api.report(&enrollment, PHASES[4]).await?;
     phase(
         PHASES[4],
@@ -230,6 +233,30 @@ async fn enrollment_session(
     client
         .open_session(Channel::Enroll, &noise_key, &enclave)
         .await
+}
+
+/// What an enrollment or a recovery gave this device of its vault.
+struct VaultKeys<'a> {
+    identity: [u8; 32],
+    exchange: [u8; 32],
+    /// The signed version, already checked ([`check_version`]) to give `highest`.
+    version: &'a vettid_proto::enclave::SignedVersion,
+    highest: u64,
+    credential: &'a [u8],
+    event_key: &'a Zeroizing<[u8; 32]>,
+}
+
+/// Stores in the profile what the vault gave this device: its keys, the credential blob,
+/// the event key, and the newest version seen.
+fn remember_vault(profile: &mut Profile, keys: VaultKeys<'_>) -> Result<(), ClientError> {
+    profile.state.highest_change_hash = Some(hex::encode(&keys.version.change_hash));
+    profile.state.highest_signature = Some(hex::encode(&keys.version.signature));
+    profile.write_secret("credential.blob", keys.credential)?;
+    profile.store_event_key(keys.event_key)?;
+    profile.state.highest_version = keys.highest;
+    profile.state.identity_public_key = Some(hex::encode(keys.identity));
+    profile.state.exchange_public_key = Some(hex::encode(keys.exchange));
+    profile.save()
 }
 
 /// What the member proves to recover their vault on this new device.
@@ -326,14 +353,17 @@ pub async fn recover(
         profile.state.highest_version,
         None,
     )?;
-    profile.state.highest_change_hash = Some(hex::encode(&recovered.version.change_hash));
-    profile.state.highest_signature = Some(hex::encode(&recovered.version.signature));
-    profile.write_secret("credential.blob", &recovered.credential)?;
-    profile.store_event_key(&recovered.event_key)?;
-    profile.state.highest_version = highest;
-    profile.state.identity_public_key = Some(hex::encode(recovered.identity_public_key));
-    profile.state.exchange_public_key = Some(hex::encode(recovered.exchange_public_key));
-    profile.save()?;
+    remember_vault(
+        profile,
+        VaultKeys {
+            identity: recovered.identity_public_key,
+            exchange: recovered.exchange_public_key,
+            version: &recovered.version,
+            highest,
+            credential: &recovered.credential,
+            event_key: &recovered.event_key,
+        },
+    )?;
     // The vault is this device's now: progress reports for the web page must not stop the
     // finalize that gets its credentials.
     let _ = api.report(&enrollment, PHASES[4]).await;

@@ -50,15 +50,13 @@ pub fn enrolled_device_binding(
     device_key: &[u8; 32],
     identity_key: &[u8; 32],
 ) -> [u8; 32] {
-    Sha256::new()
-        .chain_update(b"vettid/v1/device-enrolled\0")
-        .chain_update(member.as_bytes())
-        .chain_update([0])
-        .chain_update(session_key)
-        .chain_update(device_key)
-        .chain_update(identity_key)
-        .finalize()
-        .into()
+    labelled_binding(
+        b"vettid/v1/device-enrolled\0",
+        member,
+        session_key,
+        device_key,
+        identity_key,
+    )
 }
 
 /// The `user_data` of the attestation document an enclave gives when it has re-keyed
@@ -72,8 +70,26 @@ pub fn recovered_device_binding(
     device_key: &[u8; 32],
     identity_key: &[u8; 32],
 ) -> [u8; 32] {
+    labelled_binding(
+        b"vettid/v1/device-recovered\0",
+        member,
+        session_key,
+        device_key,
+        identity_key,
+    )
+}
+
+/// `SHA-256(label ‖ member ‖ 0 ‖ session key ‖ device key ‖ identity key)`: the bindings
+/// above, one label each.
+fn labelled_binding(
+    label: &[u8],
+    member: &str,
+    session_key: &[u8; 32],
+    device_key: &[u8; 32],
+    identity_key: &[u8; 32],
+) -> [u8; 32] {
     Sha256::new()
-        .chain_update(b"vettid/v1/device-recovered\0")
+        .chain_update(label)
         .chain_update(member.as_bytes())
         .chain_update([0])
         .chain_update(session_key)

@@ -194,6 +194,15 @@ pub(crate) async fn confirm(
     }))
 }
 
+/// Which enrollment sessions [`end_sessions`] ends.
+#[derive(Clone, Copy)]
+pub(crate) enum Sessions<'a> {
+    /// One, by id.
+    Id(&'a str),
+    /// Every one of a recovery request's QRs.
+    OfRecovery(&'a str),
+}
+
 /// Ends session `id`: its code and token stop working, with `reason` recorded.
 async fn end(
     tx: &mut sqlx::SqliteConnection,
@@ -201,20 +210,36 @@ async fn end(
     reason: CancelReason,
     now: i64,
 ) -> Result<(), ApiError> {
-    sqlx::query(
+    end_sessions(tx, Sessions::Id(id), reason, now).await
+}
+
+/// Ends the `which` sessions not ended or completed yet: their codes, QRs and tokens stop
+/// working, with `reason` recorded (the caller revokes their NATS keys after committing).
+pub(crate) async fn end_sessions(
+    tx: &mut sqlx::SqliteConnection,
+    which: Sessions<'_>,
+    reason: CancelReason,
+    now: i64,
+) -> Result<(), ApiError> {
+    let (column, value) = match which {
+        Sessions::Id(id) => ("session_id", id),
+        Sessions::OfRecovery(request) => ("recovery_request_id", request),
+    };
+    let q = format!(
         "UPDATE enrollment_sessions SET cancelled_at = ?, cancel_reason = ?, \
          expires_at = MIN(expires_at, ?), \
          token_expires_at = CASE WHEN token_expires_at IS NULL THEN NULL \
          ELSE MIN(token_expires_at, ?) END \
-         WHERE session_id = ? AND cancelled_at IS NULL AND token_used_at IS NULL",
-    )
-    .bind(now)
-    .bind(reason.as_str())
-    .bind(now)
-    .bind(now)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
+         WHERE {column} = ? AND cancelled_at IS NULL AND token_used_at IS NULL"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(q))
+        .bind(now)
+        .bind(reason.as_str())
+        .bind(now)
+        .bind(now)
+        .bind(value)
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
