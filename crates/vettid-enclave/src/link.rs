@@ -238,6 +238,14 @@ impl Link {
             }
             // Nobody reading? Read for ourselves (this blocks until a frame arrives).
             if let Ok(mut reader) = self.reader.try_lock() {
+                // Answers are handed over only by the reader's holder: the one that held it
+                // before us may have delivered ours since we looked, and no frame may follow
+                // to wake a blocking read. Look again now that nobody else can deliver.
+                match rx.try_recv() {
+                    Ok(body) => return Ok(body),
+                    Err(mpsc::TryRecvError::Disconnected) => return Err(LinkError::Closed),
+                    Err(mpsc::TryRecvError::Empty) => {}
+                }
                 match self.read_one(&mut reader) {
                     Step::Request(r) => self.queue(r),
                     Step::Other => {}
@@ -402,6 +410,56 @@ mod tests {
         for id in 0..QUEUE as u64 {
             assert_eq!(link.next_request().unwrap().id, id);
         }
+    }
+
+    /// An answer that another worker hands over just before the caller takes the reader is not
+    /// lost: the caller does not then block on a channel that has nothing more to say (the
+    /// host sends one answer per call and nothing else here, so a lost answer hangs a call).
+    #[test]
+    fn an_answer_handed_over_while_the_caller_takes_the_reader_is_not_lost() {
+        let (enclave_end, host_end) = UnixStream::pair().unwrap();
+        let link = Link::new(
+            Box::new(enclave_end.try_clone().unwrap()),
+            Box::new(enclave_end),
+        );
+        let host = std::thread::spawn(move || {
+            let mut r = host_end.try_clone().unwrap();
+            let mut w = host_end;
+            while let Ok(call) = Frame::read_from(&mut r) {
+                Frame {
+                    kind: Kind::Response,
+                    id: call.id,
+                    body: to_body(&HostReply::Now(call.id)),
+                }
+                .write_to(&mut w)
+                .unwrap();
+            }
+        });
+        // Idle workers hold the reader in turn, so most answers are handed over by them; one
+        // caller, so that nothing else on the channel would wake a caller that missed its answer.
+        const CALLS: usize = 20_000;
+        for _ in 0..4 {
+            let link = link.clone();
+            std::thread::spawn(move || while link.next_request().is_some() {});
+        }
+        let (done, finished) = mpsc::channel();
+        {
+            let (link, done) = (link.clone(), done.clone());
+            std::thread::spawn(move || {
+                for _ in 0..CALLS {
+                    assert!(matches!(link.call(&ToHost::Now), Ok(HostReply::Now(_))));
+                    done.send(()).unwrap();
+                }
+            });
+        }
+        drop(done);
+        for _ in 0..CALLS {
+            finished
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a call's answer was lost: the caller blocks on a silent channel");
+        }
+        drop(link);
+        let _ = host;
     }
 
     /// Workers read in turn; the channel closing ends every worker and fails every call.

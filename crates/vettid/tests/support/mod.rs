@@ -128,8 +128,23 @@ impl Platform {
     }
 }
 
+/// After a failed test, the end of a process's log (what CI keeps is the test's output).
+pub fn show_log_if_failing(name: &str, log: &Path) {
+    if !std::thread::panicking() {
+        return;
+    }
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(40)..];
+    eprintln!("--- last lines of the {name} log ({}):", log.display());
+    for line in tail {
+        eprintln!("{line}");
+    }
+}
+
 impl Drop for Platform {
     fn drop(&mut self) {
+        show_log_if_failing("platform (and its enclaves)", &self.log());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -236,6 +251,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        show_log_if_failing("host", &self.log());
         let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
         let _ = self.child.wait();
     }
