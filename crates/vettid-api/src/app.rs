@@ -156,6 +156,7 @@ impl App {
             .merge(enroll::routes())
             .merge(nats::routes())
             .merge(crate::recovery::routes())
+            .merge(crate::deletion::routes())
             .fallback(|| async { ApiError::NotFound("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(

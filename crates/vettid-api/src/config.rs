@@ -152,6 +152,8 @@ pub struct Limits {
     /// Staged recovery: how long after a request the recovery QR can be had (default 24 h;
     /// the enclave enforces its own measured delay since an enrolled device's last unlock).
     pub recovery_delay: Duration,
+    /// Vault deletion: how long after a request it can be confirmed (default 24 h).
+    pub deletion_delay: Duration,
 }
 
 impl Default for Limits {
@@ -166,6 +168,7 @@ impl Default for Limits {
             member_jwt_lifetime: Duration::from_secs(24 * 3600),
             max_body_bytes: 16 * 1024,
             recovery_delay: Duration::from_secs(24 * 3600),
+            deletion_delay: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -42,6 +42,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "staged recovery",
         include_str!("../migrations/0006_recovery.sql"),
     ),
+    (
+        7,
+        "deletion",
+        include_str!("../migrations/0007_deletion.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -117,6 +122,7 @@ mod tests {
             "f51dc29bcd0adffecc78b0fcbf3b891752ed773b6b7a9a06104f9eda8ef70a1a",
             "dafe8510e0ccb8804ce4a2f8d4fe7fc789420bef80a913eb4a2e09cc710d9141",
             "3b94466984bdf3ef5c2e9cd7fe9fc946ea9a218e869688306e41a4e7cb719787",
+            "7ed68283e84704c72af0e10d3d212624b7c3ec02dea08ec06c00c96964ad0d7e",
         ];
         let now: Vec<String> = MIGRATIONS
             .iter()

@@ -54,6 +54,7 @@ mod auth;
 mod clock;
 mod config;
 mod db;
+mod deletion;
 mod enroll;
 mod error;
 mod extract;

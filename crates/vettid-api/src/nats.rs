@@ -29,6 +29,9 @@ pub const REFRESH_CONTEXT: &[u8] = b"vettid/v1/nats-refresh\0";
 /// How far a refresh timestamp may be from the server's clock.
 pub(crate) const REFRESH_WINDOW_SECS: i64 = 120;
 
+/// How long the API waits for the hosts to shred a vault.
+const SHRED_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long the API waits for the NATS server to accept an account update.
 const PUSH_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -49,6 +52,8 @@ pub fn refresh_message(member_id: &str, nats_public_key: &str, timestamp: u64) -
 pub(crate) struct NatsIssuing {
     issuer: Arc<Mutex<Issuer>>,
     sys_creds: PathBuf,
+    /// The platform's `api` user: asks the hosts to shred deleted vaults.
+    api_creds: PathBuf,
     nats_url: String,
 }
 
@@ -59,8 +64,33 @@ impl NatsIssuing {
         Ok(NatsIssuing {
             issuer: Arc::new(Mutex::new(setup.issuer()?)),
             sys_creds: setup.sys_creds(),
+            api_creds: setup.api_creds(),
             nats_url: nats_url.to_owned(),
         })
+    }
+
+    /// Has the hosts shred `member`'s vault in the enclave (the member's confirmed deletion);
+    /// the number of objects deleted. 503 when no host answers or the enclave could not
+    /// finish (a retry finishes it: shredding is idempotent).
+    pub(crate) async fn shred(&self, member: &str) -> Result<u64, ApiError> {
+        use vettid_proto::enclave::{EnclaveReply, VaultError};
+        let unavailable = || {
+            ApiError::ServiceUnavailable("the vault could not be shredded now; try again shortly")
+        };
+        let answer =
+            vettid_nats::request_shred(&self.nats_url, &self.api_creds, member, SHRED_TIMEOUT)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "shred request failed");
+                    unavailable()
+                })?;
+        match vettid_proto::channel::from_body::<Result<EnclaveReply, VaultError>>(&answer) {
+            Ok(Ok(EnclaveReply::Shredded { objects })) => Ok(objects),
+            other => {
+                tracing::warn!(answer = ?other.map(|r| r.map(|_| ()).map_err(|e| e.to_string())), "shred refused");
+                Err(unavailable())
+            }
+        }
     }
 
     /// Signs a user JWT for `user_key` of `member` (both already validated), issued `now`

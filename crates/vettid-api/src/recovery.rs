@@ -73,6 +73,8 @@ enum Ended {
     Expired,
     /// The member's mail could not be sent, so the request did not start.
     NotNotified,
+    /// The member deleted the vault.
+    VaultDeleted,
 }
 
 impl Ended {
@@ -83,6 +85,7 @@ impl Ended {
             Ended::DeviceUsed => "device_used",
             Ended::Expired => "expired",
             Ended::NotNotified => "member_not_notified",
+            Ended::VaultDeleted => "vault_deleted",
         }
     }
 }
@@ -232,6 +235,17 @@ async fn latest(app: &App, member: &str) -> Result<Option<Row>, ApiError> {
         }
         other => Ok(other),
     }
+}
+
+/// Ends `member`'s recovery under way, if any: their vault was deleted.
+pub(crate) async fn end_for_deletion(app: &App, member: &str) -> Result<(), ApiError> {
+    if let Some(live) = latest(app, member).await?.and_then(|r| r.live(app.now())) {
+        match live.end(app, Ended::VaultDeleted).await {
+            Ok(_) | Err(ApiError::Conflict(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The member's live request, or 409.

@@ -237,7 +237,13 @@ impl Link {
                 return Err(LinkError::Timeout);
             }
             // Nobody reading? Read for ourselves (this blocks until a frame arrives).
-            if let Ok(mut reader) = self.reader.try_lock() {
+            let reader = match self.reader.try_lock() {
+                Ok(r) => Some(r),
+                // A panic elsewhere while reading must not stop callers reading for themselves.
+                Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            };
+            if let Some(mut reader) = reader {
                 // Answers are handed over only by the reader's holder: the one that held it
                 // before us may have delivered ours since we looked, and no frame may follow
                 // to wake a blocking read. Look again now that nobody else can deliver.

@@ -12,7 +12,7 @@
 
 use crate::keys::{self, KeyPolicy, LockedVault, MasterKey};
 use crate::link::Link;
-use crate::objects::Objects;
+use crate::objects::{ObjectKind, Objects};
 use crate::vault::{Head, Limits, SqlValue, Statement, Vault};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -682,6 +682,47 @@ impl Manager {
         let vault = self.load(st, objects, &vmk)?;
         st.opening += 1;
         Ok(self.make_resident(st, vault, &vmk, objects.vault(), owner))
+    }
+
+    /// Shreds vault `id` ([`ToEnclave::Shred`](vettid_proto::enclave::ToEnclave::Shred)):
+    /// forgets it in memory (the resident database and the master key sealed for reloads are
+    /// dropped, and zeroized with them), deletes every keys record (the VMK's wraps under the
+    /// PIN and the recovery phrase, and the sealed secret S) and then every other object,
+    /// backups included, and checks that the listing shows none left. Once the keys records
+    /// are gone no backup of the vault opens in any enclave; an export the member keeps opens
+    /// only with the phrase. The number of objects deleted.
+    ///
+    /// The host asks for this on the API's word: it is the operator who could always delete
+    /// the objects; what the enclave adds is forgetting the keys it holds, deleting the wraps
+    /// first, and that an interrupted shred is finished by the next one.
+    pub fn shred(&self, id: &str) -> Result<u64, VaultError> {
+        if !valid_vault_id(id) {
+            return Err(Invalid::VaultId.into());
+        }
+        let objects = Objects::new(&self.link, id);
+        let state = self.state(id);
+        let mut st = lock(&state);
+        // Whatever happens below, this enclave no longer holds the vault: a fresh state, with
+        // the opening number moved on so that no session's proof of unlock holds.
+        let opening = st.opening.wrapping_add(1);
+        *st = VaultState::new(self.uptime_ms());
+        st.opening = opening;
+        let mut deleted = 0;
+        for kind in ObjectKind::SHRED_ORDER {
+            let numbers = objects.list(kind)?;
+            for batch in numbers.chunks(256) {
+                objects.delete(kind, batch)?;
+                deleted += batch.len() as u64;
+            }
+        }
+        for kind in ObjectKind::SHRED_ORDER {
+            if !objects.list(kind)?.is_empty() {
+                return Err(VaultError::Storage(
+                    "the host still lists objects of a shredded vault".into(),
+                ));
+            }
+        }
+        Ok(deleted)
     }
 
     /// The debug path (`ToEnclave::Vault`, the host's control socket): vaults no app owns.

@@ -35,6 +35,21 @@ pub enum ObjectKind {
 }
 
 impl ObjectKind {
+    /// Every kind, in the order a shredded vault's objects are deleted: the keys records
+    /// (every wrap of the master key, and the sealed secret) first, so that a shred cut
+    /// short has already made the rest unreadable; the writer's claim last.
+    pub const SHRED_ORDER: [ObjectKind; 9] = [
+        ObjectKind::Keys,
+        ObjectKind::Guard,
+        ObjectKind::Backup,
+        ObjectKind::BackupChunk,
+        ObjectKind::Log,
+        ObjectKind::Snapshot,
+        ObjectKind::SnapshotChunk,
+        ObjectKind::History,
+        ObjectKind::Epoch,
+    ];
+
     fn dir(self) -> &'static str {
         match self {
             ObjectKind::Keys => "keys",

@@ -83,6 +83,16 @@ fn debug_path() -> Result<(), VaultError> {
     Ok(())
 }
 
+/// Ends `vault`'s sessions and shreds it ([`Manager::shred`]); the objects deleted.
+pub(crate) fn shred(
+    manager: &Manager,
+    sessions: &Sessions,
+    vault: &str,
+) -> Result<u64, VaultError> {
+    sessions.end_member(vault);
+    manager.shred(vault)
+}
+
 fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
     while let Some(Incoming { id, body }) = link.next_request() {
         let (reply, follow_up) = match body
@@ -120,11 +130,21 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
                 // A vault operation may have written: snapshot after answering, if due.
                 (r, Some(member))
             }
+            Ok(ToEnclave::Shred { vault }) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    shred(manager, sessions, &vault)
+                }))
+                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())))
+                .map(|objects| EnclaveReply::Shredded { objects });
+                (r, None)
+            }
             Err(e) => (Err(e), None),
         };
         link.respond(id, to_body(&reply));
         if let Some(vault) = follow_up {
-            manager.maintain(&vault);
+            // A bug here too must cost this snapshot, not a worker.
+            let _ =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| manager.maintain(&vault)));
         }
     }
 }

@@ -659,6 +659,19 @@ impl Sessions {
         (result, events, version)
     }
 
+    /// Ends every session and handshake of `member` (its vault was shredded): their next
+    /// message finds no session.
+    pub fn end_member(&self, member: &str) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(m, _), _| m != member);
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|(m, _), _| m != member);
+    }
+
     /// Forgets expired handshakes and idle sessions.
     pub fn sweep(&self) {
         self.pending
@@ -781,7 +794,13 @@ mod tests {
     fn enrolled(device: &SecretBytes<32>) -> (Manager, Sessions) {
         let (m, _) = manager(fast(10));
         let sessions = Sessions::new(Arc::new(NoDocuments));
-        let mut app = App::open(&sessions, &m, "alice", Channel::Enroll, device).unwrap();
+        enroll(&m, &sessions, device);
+        (m, sessions)
+    }
+
+    /// Enrolls `device` into a new vault "alice".
+    fn enroll(m: &Manager, sessions: &Sessions, device: &SecretBytes<32>) {
+        let mut app = App::open(sessions, m, "alice", Channel::Enroll, device).unwrap();
         let key = vettid_crypto::sign::SigningKey::generate();
         let binding = vettid_proto::auth::DeviceBinding::sign(
             "alice",
@@ -801,8 +820,45 @@ mod tests {
             r.vault_version.is_some(),
             "enrollment shows the first version"
         );
-        drop(app);
-        (m, sessions)
+    }
+
+    /// A shredded vault leaves no object behind, its open sessions end at once, its devices
+    /// are no longer registered, a second shred finds nothing (a lost answer can be retried),
+    /// and the member can enroll again into a new vault.
+    #[test]
+    fn a_shredded_vault_is_gone_and_its_sessions_end() {
+        let (m, store) = manager(fast(10));
+        let sessions = Sessions::new(Arc::new(NoDocuments));
+        let device = SecretBytes::random();
+        enroll(&m, &sessions, &device);
+        let mut phone = App::open(&sessions, &m, "alice", Channel::Session, &device).unwrap();
+        assert!(matches!(
+            phone.call(unlock()).unwrap().result,
+            Ok(AppReply::Unlocked { .. })
+        ));
+        let before = store.lock().unwrap().len() as u64;
+        assert_eq!(
+            crate::server::shred(&m, &sessions, "alice"),
+            Ok(before),
+            "every object deleted"
+        );
+        assert!(store.lock().unwrap().is_empty());
+        assert_eq!(
+            phone.call(AppOp::Ping).err(),
+            Some(SessionError::UnknownSession)
+        );
+        assert_eq!(
+            App::open(&sessions, &m, "alice", Channel::Session, &device).err(),
+            Some(SessionError::DeviceNotRegistered)
+        );
+        assert_eq!(crate::server::shred(&m, &sessions, "alice"), Ok(0));
+        let laptop = SecretBytes::random();
+        enroll(&m, &sessions, &laptop);
+        let mut laptop = App::open(&sessions, &m, "alice", Channel::Session, &laptop).unwrap();
+        assert!(matches!(
+            laptop.call(unlock()).unwrap().result,
+            Ok(AppReply::Unlocked { .. })
+        ));
     }
 
     #[test]

@@ -22,6 +22,9 @@ use vettid_proto::enclave::{EnclaveReply, HostReply, ToEnclave, ToHost, VaultErr
 
 /// How long a client operation may wait for the enclave.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the host works on one of the enclave's requests before answering it with an
+/// error (under the enclave's own 30 s wait).
+const SERVE_TIMEOUT: Duration = Duration::from_secs(25);
 /// Client operations waiting for the enclave at most; beyond, callers are told it is busy
 /// (each holds at most one app message, ≤ 4 MiB: the enclave refuses longer requests).
 const MAX_IN_FLIGHT: usize = 1024;
@@ -219,16 +222,25 @@ impl Host {
             id,
             body: to_body(request),
         };
-        if write_frame(&mut *conn.writer.lock().await, &frame)
-            .await
-            .is_err()
-        {
-            return Err(HostError::Unavailable("enclave connection lost".into()));
+        let exchange = async {
+            if write_frame(&mut *conn.writer.lock().await, &frame)
+                .await
+                .is_err()
+            {
+                return Err(HostError::Unavailable("enclave connection lost".into()));
+            }
+            rx.await
+                .map_err(|_| HostError::Unavailable("enclave restarted during the call".into()))
+        };
+        let answer = tokio::time::timeout(CALL_TIMEOUT, exchange).await;
+        if answer.is_err() {
+            conn.pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
-        let body = tokio::time::timeout(CALL_TIMEOUT, rx)
-            .await
-            .map_err(|_| HostError::Unavailable("enclave did not answer in time".into()))?
-            .map_err(|_| HostError::Unavailable("enclave restarted during the call".into()))?;
+        let body = answer
+            .map_err(|_| HostError::Unavailable("enclave did not answer in time".into()))??;
         from_body(&body).map_err(|_| HostError::Malformed)
     }
 }
@@ -353,7 +365,20 @@ async fn supervise(
                         (storage.clone(), current.writer.clone(), relays.clone());
                     tokio::spawn(async move {
                         let reply = match body.map(|b| from_body::<ToHost>(&b)) {
-                            Ok(Ok(req)) => serve(&storage, &relays, req).await,
+                            // Every request is answered, in time and even if serving it
+                            // panicked: the enclave's caller may be the one reading the channel,
+                            // and only an answer wakes it.
+                            Ok(Ok(req)) => {
+                                let served =
+                                    tokio::spawn(
+                                        async move { serve(&storage, &relays, req).await },
+                                    );
+                                match tokio::time::timeout(SERVE_TIMEOUT, served).await {
+                                    Ok(Ok(reply)) => reply,
+                                    Ok(Err(_)) => HostReply::Error("request failed".into()),
+                                    Err(_) => HostReply::Error("request timed out".into()),
+                                }
+                            }
                             Ok(Err(_)) => HostReply::Error("malformed request".into()),
                             Err(e) => HostReply::Error(e.to_string()),
                         };

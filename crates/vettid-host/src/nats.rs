@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vettid_nats::EVENTS_STREAM;
 use vettid_proto::channel::to_body;
-use vettid_proto::enclave::{EnclaveReply, ToEnclave};
+use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
 use vettid_proto::session::{
     Channel, EVENTS_CHANNEL, FetchEvents, FetchedEvents, MAX_FETCH, MAX_FETCH_WAIT_MS,
     SessionError, ToApp,
@@ -99,9 +99,14 @@ impl Router {
             .client
             .queue_subscribe("OwnerSpace.*.forVault.*", QUEUE_GROUP.into())
             .await?;
+        let shreds = self
+            .client
+            .queue_subscribe(vettid_nats::SHRED_SUBJECT, QUEUE_GROUP.into())
+            .await?;
         self.client.flush().await?;
         tracing::info!("routing OwnerSpace.*.forVault.* to the enclave");
         let this = Arc::new(self);
+        tokio::spawn(this.clone().serve_shreds(host.clone(), shreds));
         while let Some(msg) = requests.next().await {
             let member = msg.subject.split('.').nth(1).unwrap_or_default().to_owned();
             let Some((permit, slot)) = this.claim(&member) else {
@@ -115,6 +120,60 @@ impl Router {
             });
         }
         Ok(())
+    }
+
+    /// Answers the API's shred requests ([`vettid_nats::SHRED_SUBJECT`]: only the platform's
+    /// `api` user may publish there), one at a time: the enclave destroys the vault, then the
+    /// member's events and events consumer go from JetStream.
+    async fn serve_shreds(self: Arc<Self>, host: Arc<Host>, mut requests: async_nats::Subscriber) {
+        while let Some(msg) = requests.next().await {
+            let Some(reply_to) = msg.reply.clone() else {
+                continue;
+            };
+            let answer = match std::str::from_utf8(&msg.payload) {
+                Ok(member) if vettid_proto::enclave::valid_vault_id(member) => {
+                    let shredded = host
+                        .call(&ToEnclave::Shred {
+                            vault: member.into(),
+                        })
+                        .await
+                        .unwrap_or_else(|e| Err(VaultError::Internal(e.to_string())));
+                    if shredded.is_ok() {
+                        self.forget_events(member).await;
+                    }
+                    tracing::info!(member, ok = shredded.is_ok(), "vault shredded on request");
+                    shredded
+                }
+                _ => Err(VaultError::Invalid(vettid_proto::enclave::Invalid::VaultId)),
+            };
+            if let Err(e) = self.client.publish(reply_to, to_body(&answer).into()).await {
+                tracing::warn!(error = %e, "shred answer not sent");
+            }
+        }
+    }
+
+    /// Purges a shredded member's events and deletes their events consumer.
+    async fn forget_events(&self, member: &str) {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(member);
+        let Ok(stream) = self.js.get_stream(EVENTS_STREAM).await else {
+            tracing::warn!(member, "events stream not reachable: events not purged");
+            return;
+        };
+        if let Err(e) = stream
+            .purge()
+            .filter(format!("OwnerSpace.{member}.forApp.>"))
+            .await
+        {
+            tracing::warn!(member, error = %e, "events not purged");
+        }
+        if let Ok(config) = vettid_nats::member_consumer_config(member)
+            && let Some(name) = config.durable_name
+        {
+            let _ = stream.delete_consumer(&name).await;
+        }
     }
 
     /// A place for one more message of `member`'s, if the global and the member's bounds allow.

@@ -310,7 +310,13 @@ fn write_new_setup(dir: &Path) -> Result<(), NatsError> {
             Some(&*acc_pub),
             host_permissions(),
         ),
-        (API_CREDS, "api", &signing, Some(&*acc_pub), nothing()),
+        (
+            API_CREDS,
+            "api",
+            &signing,
+            Some(&*acc_pub),
+            api_permissions(),
+        ),
     ];
     for (file, name, signer, issuer_account, perms) in users {
         let user = KeyPair::new_user();
@@ -324,11 +330,30 @@ fn write_new_setup(dir: &Path) -> Result<(), NatsError> {
 fn host_permissions() -> Permissions {
     Permissions {
         publish: strings(&["OwnerSpace.*.forApp.>", "$JS.API.>"]),
-        subscribe: strings(&["OwnerSpace.*.forVault.>", "_INBOX.>"]),
+        subscribe: strings(&["OwnerSpace.*.forVault.>", "_INBOX.>", SHRED_SUBJECT]),
         nothing: false,
         // Replies go to each member's own inbox prefix, which host may not publish to otherwise.
         responses: true,
         limits: None,
+    }
+}
+
+/// Where the API asks the hosts to shred a confirmed deletion's vault: the payload is the
+/// member id, the answer a postcard `Result<EnclaveReply, VaultError>` (the enclave's
+/// `ToEnclave::Shred`). Only the platform's `api` user may publish here, and `host` users
+/// subscribe.
+pub const SHRED_SUBJECT: &str = "vettid.platform.shred";
+
+/// The inbox prefix of the platform's `api` user (its requests' answers come there).
+pub const API_INBOX_PREFIX: &str = "_INBOX_api";
+
+/// The API asks the hosts to shred a deleted member's vault, and hears the answer; nothing
+/// else.
+fn api_permissions() -> Permissions {
+    Permissions {
+        publish: strings(&[SHRED_SUBJECT]),
+        subscribe: strings(&[&format!("{API_INBOX_PREFIX}.>")]),
+        ..Permissions::default()
     }
 }
 
@@ -337,13 +362,6 @@ fn sys_permissions() -> Permissions {
     Permissions {
         publish: strings(&["$SYS.REQ.CLAIMS.UPDATE"]),
         subscribe: strings(&["_INBOX.>"]),
-        ..Permissions::default()
-    }
-}
-
-fn nothing() -> Permissions {
-    Permissions {
-        nothing: true,
         ..Permissions::default()
     }
 }
@@ -688,6 +706,31 @@ pub async fn push_account(
         .and_then(|d| d.as_str())
         .unwrap_or("no reason given");
     Err(NatsError::Server(format!("account JWT refused: {why}")))
+}
+
+/// Asks the hosts (as the platform's `api` user, `api_creds`) to shred `member`'s vault
+/// ([`SHRED_SUBJECT`]) and returns the host's answer unread: a postcard
+/// `Result<EnclaveReply, VaultError>`. An error when no host answers within `timeout`.
+pub async fn request_shred(
+    nats_url: &str,
+    api_creds: &Path,
+    member: &str,
+    timeout: Duration,
+) -> Result<Vec<u8>, NatsError> {
+    check_member(member)?;
+    let client = async_nats::ConnectOptions::with_credentials_file(api_creds)
+        .await?
+        .custom_inbox_prefix(API_INBOX_PREFIX)
+        .connection_timeout(Duration::from_secs(5))
+        .request_timeout(Some(timeout))
+        .connect(nats_url)
+        .await
+        .map_err(|e| NatsError::Server(format!("connecting to {nats_url}: {e}")))?;
+    let answer = client
+        .request(SHRED_SUBJECT, member.to_owned().into())
+        .await
+        .map_err(|e| NatsError::Server(format!("asking the hosts to shred: {e}")))?;
+    Ok(answer.payload.to_vec())
 }
 
 /// The standard creds-file text (`-----BEGIN NATS USER JWT-----` … seed …).

@@ -42,6 +42,15 @@ pub enum ToEnclave {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// Destroy vault `vault` (the member's confirmed deletion, relayed by the host from
+    /// `vettid_nats::SHRED_SUBJECT`): every wrap of its master key and its sealed secret first,
+    /// then every other object, backups included; the enclave forgets it and ends its
+    /// sessions. Answered with [`EnclaveReply::Shredded`]; a vault that does not exist is
+    /// shredded with nothing to delete, so a retry after a lost answer succeeds.
+    Shred {
+        /// Which vault.
+        vault: VaultId,
+    },
 }
 
 /// An event for the host to publish to `OwnerSpace.<member>.forApp.<token>` (JetStream).
@@ -148,6 +157,11 @@ pub enum EnclaveReply {
         failed_attempts: u32,
         /// Wrong PINs left before the vault locks (0: locked out).
         attempts_left: u32,
+    },
+    /// Answer to [`ToEnclave::Shred`]: how many objects were deleted.
+    Shredded {
+        /// Objects deleted (0: there was no such vault, or it was already shredded).
+        objects: u64,
     },
 }
 

@@ -48,6 +48,9 @@ pub(crate) struct ApiArgs {
     /// enclave's `--recovery-delay-secs`).
     #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
     recovery_delay_secs: u64,
+    /// Vault deletion: seconds between a request and its confirmation (default 24 h).
+    #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
+    deletion_delay_secs: u64,
     /// Multiply every rate limit by this (for load tests from one address; default 1).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     rate_limit_scale: u32,
@@ -88,6 +91,7 @@ impl ApiArgs {
         config.limits.member_jwt_lifetime =
             std::time::Duration::from_secs(self.member_jwt_lifetime_secs);
         config.limits.recovery_delay = std::time::Duration::from_secs(self.recovery_delay_secs);
+        config.limits.deletion_delay = std::time::Duration::from_secs(self.deletion_delay_secs);
         let scale = self.rate_limit_scale;
         for rate in [
             &mut config.limits.register_per_ip,

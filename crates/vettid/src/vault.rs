@@ -142,7 +142,9 @@ pub(crate) fn run(args: VaultArgs) -> anyhow::Result<ExitCode> {
                     args.vault
                 ),
                 EnclaveReply::Pong => println!("pong"),
-                EnclaveReply::App { .. } => bail!("unexpected answer from the enclave"),
+                EnclaveReply::App { .. } | EnclaveReply::Shredded { .. } => {
+                    bail!("unexpected answer from the enclave")
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

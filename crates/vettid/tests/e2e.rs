@@ -1197,12 +1197,12 @@ async fn the_app_command_lists_and_renames_devices() {
     assert!(!ok && out.contains("no such device"), "{out}");
 }
 
-/// Every file below `dir`.
+/// Every file below `dir` (none if it does not exist).
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.is_dir() {
                 todo.push(path);
@@ -1894,4 +1894,115 @@ async fn a_lost_device_is_replaced_by_staged_recovery_and_a_locked_vault_reopens
     assert_eq!(web_state["stage"], "completed", "{web_state}");
     let words = phrase.words().to_owned();
     stack_files_containing(&stack.data(), &[words.as_bytes()]);
+}
+
+/// Vault deletion, end to end: requested and confirmed on the web, the hosts shred the vault
+/// in the enclave (keys records first, backups included), the old device is shut out, and the
+/// member enrolls again into a new, empty vault — also how a member takes back an account
+/// whose enrollment code someone else used first. A hostile operator who kept the old backup
+/// objects and puts them back cannot have them opened: the old keys are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deleted_vault_is_shredded_its_old_backups_no_longer_open_and_the_member_enrolls_again() {
+    let stack = UpStack::start_with(&["--deletion-delay-secs", "0"]);
+    let api = Api::new(&stack.api);
+    let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
+    let (member, web) = stack.member("dora").await;
+    let enrollment = stack.enrollment_session(&web).await;
+    let mut old = stack.profile("dora");
+    let pending = stack
+        .begin_confirmed("dora", &mut old, &web, enrollment)
+        .await;
+    vettid_client::app::finish(
+        &mut old,
+        &api,
+        pending,
+        stack.enroll_input("1357"),
+        |_, _| {},
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let mark = vettid_client::vault::Mark::new(&member, old.state.identity().unwrap());
+    let c = vettid_client::app::connect(&mut old).await.unwrap();
+    let mut s = c.session.unlock(pin("1357"), mark).await.unwrap();
+    s.create_secret(support::adversary::note("shredded-note-51c0"))
+        .await
+        .unwrap();
+    let backup = s.backup_now().await.unwrap();
+    let vault_dir = stack.data().join("objects/vaults").join(&member);
+    let kept = stack.dir.path().join("kept-by-the-operator");
+    copy_tree(&vault_dir, &kept);
+    let web_call = |method: &'static str, path: &'static str| {
+        vettid_client::http::json(&stack.api, method, path, Some(&web), None)
+    };
+
+    // Requested, cancelled, requested again and confirmed.
+    let r = web_call("POST", "/v1/vault/deletion").await.unwrap();
+    assert_eq!(r["stage"], "ready", "{r}");
+    let r = web_call("POST", "/v1/vault/deletion/cancel").await.unwrap();
+    assert_eq!(r["stage"], "cancelled", "{r}");
+    web_call("POST", "/v1/vault/deletion").await.unwrap();
+    let r = web_call("POST", "/v1/vault/deletion/confirm")
+        .await
+        .unwrap();
+    assert_eq!(r["stage"], "completed", "{r}");
+    let left = walk(&vault_dir);
+    assert!(left.is_empty(), "objects left after the shred: {left:?}");
+
+    // The device is shut out (its NATS credentials are revoked; the enclave ended its
+    // sessions: `manager::tests::a_shredded_vault_is_gone_and_its_sessions_end`).
+    drop(s);
+    let r = vettid_client::app::connect(&mut old).await.map(|_| ());
+    assert!(matches!(r, Err(ClientError::Nats(_))), "{r:?}");
+
+    // A new enrollment makes a new, empty vault.
+    let enrollment = stack.enrollment_session(&web).await;
+    let mut new = stack.profile("dora-again");
+    let pending = stack
+        .begin_confirmed("dora", &mut new, &web, enrollment)
+        .await;
+    vettid_client::app::finish(
+        &mut new,
+        &api,
+        pending,
+        stack.enroll_input("2468"),
+        |_, _| {},
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let mark = vettid_client::vault::Mark::new(&member, new.state.identity().unwrap());
+    let c = vettid_client::app::connect(&mut new).await.unwrap();
+    let mut s = c.session.unlock(pin("2468"), mark).await.unwrap();
+    assert!(
+        s.list_secrets(None, None, None, false)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The operator puts the old backup back: it does not open.
+    for kind in ["backup", "backupc"] {
+        copy_tree(&kept.join(kind), &vault_dir.join(kind));
+    }
+    let r = s.verify_backup(backup.id).await;
+    assert!(
+        matches!(
+            r,
+            Err(ClientError::Vault(VaultError::Backup(
+                vettid_proto::backup::BackupError::NoSuchBackup
+            )))
+        ),
+        "{r:?}"
+    );
+    let r = web_call("GET", "/v1/vault/deletion").await.unwrap();
+    assert_eq!(r["stage"], "completed", "{r}");
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    for file in walk(from) {
+        let target = to.join(file.strip_prefix(from).unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&file, &target).unwrap();
+    }
 }

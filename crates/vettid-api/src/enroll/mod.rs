@@ -247,10 +247,12 @@ pub(crate) fn routes() -> Router<App> {
 /// Whether `member` ever finalized an enrollment: the enclave then holds their vault, revoked
 /// devices or not, and a new device can only come through recovery.
 pub(crate) async fn has_vault(app: &App, member: &str) -> Result<bool, ApiError> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE member_id = ?")
-        .bind(member)
-        .fetch_one(app.db())
-        .await?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM devices WHERE member_id = ? AND vault_deleted_at IS NULL",
+    )
+    .bind(member)
+    .fetch_one(app.db())
+    .await?;
     Ok(n > 0)
 }
 
@@ -886,10 +888,12 @@ async fn finalize(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let enrolled: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE member_id = ?")
-        .bind(&grant.member_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let enrolled: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM devices WHERE member_id = ? AND vault_deleted_at IS NULL",
+    )
+    .bind(&grant.member_id)
+    .fetch_one(&mut *tx)
+    .await?;
     if vault.rows_affected() != 1 || enrolled > 0 {
         return Err(ApiError::Conflict(
             "this member already has a vault; a new device comes through recovery",

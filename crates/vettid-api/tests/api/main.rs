@@ -4,6 +4,7 @@
 
 mod auth;
 mod bad_input;
+mod deletion;
 mod enroll;
 mod flow;
 mod harness;

@@ -51,6 +51,10 @@ pub(crate) struct UpArgs {
     /// QR, and the enclave's measured wait since an enrolled device last unlocked the vault.
     #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
     recovery_delay_secs: u64,
+    /// Vault deletion's delay, in seconds (default 24 h): between the request and its
+    /// confirmation.
+    #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
+    deletion_delay_secs: u64,
 }
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -84,6 +88,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
     );
     let rate_limit_scale = args.api_rate_limit_scale.to_string();
     let recovery_delay = args.recovery_delay_secs.to_string();
+    let deletion_delay = args.deletion_delay_secs.to_string();
     let nats_files = nats::write_config(&data_dir, ports)?;
     let nats_url = format!("nats://127.0.0.1:{}", ports.client);
 
@@ -180,6 +185,8 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                     OsStr::new(&rate_limit_scale),
                     OsStr::new("--recovery-delay-secs"),
                     OsStr::new(&recovery_delay),
+                    OsStr::new("--deletion-delay-secs"),
+                    OsStr::new(&deletion_delay),
                 ],
                 logs.join("api.log"),
                 exited_tx.clone(),

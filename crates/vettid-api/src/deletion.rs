@@ -1,0 +1,343 @@
+//! Vault deletion: the member destroys their vault for good.
+//!
+//! ```text
+//!  web (member)  POST /v1/vault/deletion ──► Waiting ──(delay, default 24 h)──► Ready
+//!                  mail to the member            │                                │
+//!                                                │       POST /v1/vault/deletion/confirm
+//!                                                │         the hosts shred the vault in
+//!                                                │         the enclave ──► Completed
+//!  cancelled:    on the web (POST /v1/vault/deletion/cancel), at any stage before completion
+//!  expired:      7 days after the delay ended without a confirmation
+//! ```
+//!
+//! On completion every NATS key the member's devices and enrollments were ever given is
+//! revoked, the devices stop counting as a vault, any recovery under way ends, and the member
+//! may enroll a new device into a new, empty vault: this is also how a member takes back an
+//! account whose enrollment code someone else used first. A device cannot cancel a deletion
+//! (a device in the wrong hands would keep the vault); it is the web account's decision, with
+//! the delay and the mail as the member's warning that someone else signed in as them.
+
+use crate::ApiError;
+use crate::app::App;
+use crate::auth::Member;
+use crate::secret::new_uuid;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Serialize;
+
+/// A request not confirmed this long after its delay ended expires.
+pub(crate) const CONFIRM_WINDOW_SECS: i64 = 7 * 24 * 3600;
+
+/// Where a deletion request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Stage {
+    /// The delay is running; the member has been mailed.
+    Waiting,
+    /// The delay has passed: the member can confirm.
+    Ready,
+    /// The vault was shredded.
+    Completed,
+    /// Cancelled by the member.
+    Cancelled,
+    /// Not confirmed within [`CONFIRM_WINDOW_SECS`] of becoming ready.
+    Expired,
+}
+
+/// Why a request ended without completing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// The member, on the web.
+    Member,
+    /// Noticed past its expiry.
+    Expired,
+    /// The member's mail could not be sent, so the request did not start.
+    NotNotified,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Ended::Member => "cancelled_by_member",
+            Ended::Expired => "expired",
+            Ended::NotNotified => "member_not_notified",
+        }
+    }
+}
+
+/// A deletion request as stored.
+#[derive(sqlx::FromRow)]
+struct Row {
+    request_id: String,
+    member_id: String,
+    requested_at: i64,
+    ready_at: i64,
+    expires_at: i64,
+    cancelled_at: Option<i64>,
+    cancel_reason: Option<String>,
+    completed_at: Option<i64>,
+}
+
+impl Row {
+    fn stage(&self, now: i64) -> Stage {
+        match (self.completed_at, &self.cancel_reason) {
+            (Some(_), _) => Stage::Completed,
+            (None, Some(r)) if r == Ended::Expired.as_str() => Stage::Expired,
+            (None, Some(_)) => Stage::Cancelled,
+            (None, None) if now >= self.expires_at => Stage::Expired,
+            (None, None) if now >= self.ready_at => Stage::Ready,
+            (None, None) => Stage::Waiting,
+        }
+    }
+
+    fn view(&self, now: i64) -> View {
+        View {
+            request_id: self.request_id.clone(),
+            stage: self.stage(now),
+            requested_at: self.requested_at,
+            ready_at: self.ready_at,
+            expires_at: self.expires_at,
+            cancelled_at: self.cancelled_at,
+            cancel_reason: self.cancel_reason.clone(),
+            completed_at: self.completed_at,
+        }
+    }
+}
+
+/// A request as the web page sees it.
+#[derive(Serialize)]
+struct View {
+    request_id: String,
+    stage: Stage,
+    requested_at: i64,
+    ready_at: i64,
+    expires_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancelled_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancel_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<i64>,
+}
+
+/// A request that is waiting or ready: only it can be cancelled or confirmed.
+struct Live(Row);
+
+impl Live {
+    /// Ends the request; the row as it is now. Only one ending wins: 409 for the others.
+    async fn end(self, app: &App, why: Ended) -> Result<Row, ApiError> {
+        let now = app.now();
+        let ended = sqlx::query(
+            "UPDATE deletion_requests SET cancelled_at = ?, cancel_reason = ? \
+             WHERE request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
+        )
+        .bind(now)
+        .bind(why.as_str())
+        .bind(&self.0.request_id)
+        .execute(app.db())
+        .await?;
+        if ended.rows_affected() != 1 {
+            return Err(ApiError::Conflict("this deletion has already ended"));
+        }
+        Ok(Row {
+            cancelled_at: Some(now),
+            cancel_reason: Some(why.as_str().to_owned()),
+            ..self.0
+        })
+    }
+}
+
+pub(crate) fn routes() -> Router<App> {
+    Router::new()
+        .route("/v1/vault/deletion", post(request).get(status))
+        .route("/v1/vault/deletion/cancel", post(cancel))
+        .route("/v1/vault/deletion/confirm", post(confirm))
+}
+
+const COLUMNS: &str = "request_id, member_id, requested_at, ready_at, expires_at, cancelled_at, \
+                       cancel_reason, completed_at";
+
+/// The member's live request if there is one (at most one: the index), else the newest; a
+/// live one past its expiry is recorded as expired.
+async fn latest(app: &App, member: &str) -> Result<Option<Row>, ApiError> {
+    let q = format!(
+        "SELECT {COLUMNS} FROM deletion_requests WHERE member_id = ? \
+         ORDER BY CASE WHEN cancelled_at IS NULL AND completed_at IS NULL THEN 0 ELSE 1 END, \
+         requested_at DESC, CASE WHEN completed_at IS NULL THEN 1 ELSE 0 END, \
+         COALESCE(cancelled_at, completed_at) DESC LIMIT 1"
+    );
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(q))
+        .bind(member)
+        .fetch_optional(app.db())
+        .await?;
+    match row {
+        Some(r) if r.stage(app.now()) == Stage::Expired && r.cancel_reason.is_none() => {
+            Live(r).end(app, Ended::Expired).await.map(Some)
+        }
+        other => Ok(other),
+    }
+}
+
+/// The member's live request, or 409.
+async fn live(app: &App, member: &str) -> Result<Live, ApiError> {
+    let now = app.now();
+    latest(app, member)
+        .await?
+        .filter(|r| matches!(r.stage(now), Stage::Waiting | Stage::Ready))
+        .map(Live)
+        .ok_or(ApiError::Conflict("no deletion is under way"))
+}
+
+/// `POST /v1/vault/deletion` (member) → 201 with the new request. 409 if the member has no
+/// vault or a deletion is already under way. The member is mailed; a request whose mail
+/// could not be sent does not start.
+async fn request(
+    State(app): State<App>,
+    member: Member,
+) -> Result<(StatusCode, Json<View>), ApiError> {
+    if !crate::enroll::has_vault(&app, &member.member_id).await? {
+        return Err(ApiError::Conflict("this member has no vault to delete"));
+    }
+    latest(&app, &member.member_id).await?;
+    let now = app.now();
+    let delay = i64::try_from(app.state.config.limits.deletion_delay.as_secs()).unwrap_or(i64::MAX);
+    let ready_at = now.saturating_add(delay);
+    let row = Row {
+        request_id: new_uuid(),
+        member_id: member.member_id.clone(),
+        requested_at: now,
+        ready_at,
+        expires_at: ready_at.saturating_add(CONFIRM_WINDOW_SECS),
+        cancelled_at: None,
+        cancel_reason: None,
+        completed_at: None,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO deletion_requests (request_id, member_id, requested_at, ready_at, expires_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&row.request_id)
+    .bind(&row.member_id)
+    .bind(row.requested_at)
+    .bind(row.ready_at)
+    .bind(row.expires_at)
+    .execute(app.db())
+    .await;
+    match inserted {
+        Err(e) if crate::db::is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(
+                "a deletion is already under way; cancel it first",
+            ));
+        }
+        other => other?,
+    };
+    let ready = crate::mail::rfc5322_date(row.ready_at);
+    let told = app.mail_member(&member.member_id, |name| {
+        (
+            "Deletion of your VettID vault was requested".into(),
+            format!(
+                "Hello {name},\n\n\
+                 Someone signed in as you asked to delete your vault. From {ready} it can be\n\
+                 confirmed, and then the vault and every backup of it are destroyed for good\n\
+                 (a file you exported yourself still opens with your recovery phrase).\n\n\
+                 If this was not you, sign in and cancel it.\n"
+            ),
+        )
+    });
+    if let Err(e) = told.await {
+        Live(row).end(&app, Ended::NotNotified).await?;
+        return Err(e);
+    }
+    Ok((StatusCode::CREATED, Json(row.view(now))))
+}
+
+/// `GET /v1/vault/deletion` (member) → the newest request; 404 if there never was one.
+async fn status(State(app): State<App>, member: Member) -> Result<Json<View>, ApiError> {
+    let row = latest(&app, &member.member_id)
+        .await?
+        .ok_or(ApiError::NotFound("no deletion was requested"))?;
+    Ok(Json(row.view(app.now())))
+}
+
+/// `POST /v1/vault/deletion/cancel` (member) → the cancelled request; 409 if none is under
+/// way. The member is mailed.
+async fn cancel(State(app): State<App>, member: Member) -> Result<Json<View>, ApiError> {
+    let row = live(&app, &member.member_id)
+        .await?
+        .end(&app, Ended::Member)
+        .await?;
+    app.mail_member(&member.member_id, |name| {
+        (
+            "The deletion of your VettID vault was cancelled".into(),
+            format!("Hello {name},\n\nThe deletion of your vault was cancelled; it stays.\n"),
+        )
+    })
+    .await?;
+    Ok(Json(row.view(app.now())))
+}
+
+/// `POST /v1/vault/deletion/confirm` (member) → the completed request. 409 while the delay
+/// runs or when no deletion is under way; 503 when the hosts could not shred the vault now
+/// (nothing changes: confirm again). Then: the devices stop counting as a vault and lose
+/// every NATS key, enrollments and any recovery under way end, and the member is mailed.
+async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, ApiError> {
+    let Live(row) = live(&app, &member.member_id).await?;
+    let now = app.now();
+    if row.stage(now) != Stage::Ready {
+        return Err(ApiError::Conflict(
+            "the deletion delay has not passed yet (see ready_at)",
+        ));
+    }
+    let nats = app.nats()?;
+    let objects = nats.shred(&member.member_id).await?;
+    let mut tx = app.db().begin().await?;
+    // The vault is gone now: the request completes even if a cancel came in meanwhile.
+    let done = sqlx::query(
+        "UPDATE deletion_requests SET completed_at = ?, cancelled_at = NULL, cancel_reason = NULL \
+         WHERE request_id = ? AND completed_at IS NULL",
+    )
+    .bind(now)
+    .bind(&row.request_id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() != 1 {
+        return Err(ApiError::Conflict("this deletion has already completed"));
+    }
+    sqlx::query("DELETE FROM vaults WHERE member_id = ?")
+        .bind(&member.member_id)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE devices SET vault_deleted_at = ?, revoked_at = COALESCE(revoked_at, ?) \
+         WHERE member_id = ? AND vault_deleted_at IS NULL",
+    )
+    .bind(now)
+    .bind(now)
+    .bind(&member.member_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    tracing::info!(objects, "vault shredded on the member's confirmation");
+    crate::recovery::end_for_deletion(&app, &member.member_id).await?;
+    crate::nats::revoke_member(&app, &member.member_id).await?;
+    app.mail_member(&member.member_id, |name| {
+        (
+            "Your VettID vault was deleted".into(),
+            format!(
+                "Hello {name},\n\nYour vault and its backups were destroyed. You can enroll a \
+                 device again to start a new, empty vault, and restore a file you exported \
+                 into it with your recovery phrase.\n"
+            ),
+        )
+    })
+    .await?;
+    Ok(Json(
+        Row {
+            completed_at: Some(now),
+            ..row
+        }
+        .view(now),
+    ))
+}

@@ -1,0 +1,133 @@
+//! Vault deletion through the router: the delay, cancellation, expiry, one request at a time,
+//! and a confirmation that changes nothing when no host can shred the vault (the shred itself,
+//! against the real stack: `vettid/tests/e2e.rs`
+//! `a_deleted_vault_is_shredded_its_old_backups_no_longer_open_and_the_member_enrolls_again`).
+
+use crate::harness::{Enrolling, Harness};
+use axum::http::StatusCode;
+use serde_json::Value;
+
+const DAY: u64 = 24 * 3600;
+
+async fn with_vault(h: &Harness, email: &str) -> Enrolling {
+    let e = h.enrolling_member(email).await;
+    let r = h
+        .post("/v1/enroll/finalize")
+        .bearer(&e.token)
+        .json(&e.finalize_body(&nkeys::KeyPair::new_user().public_key()))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    e
+}
+
+async fn call(h: &Harness, session: &str, path: &str) -> crate::harness::Resp {
+    h.post(path).bearer(session).send().await
+}
+
+async fn stage(h: &Harness, session: &str) -> Value {
+    let r = h.get("/v1/vault/deletion").bearer(session).send().await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    r.body
+}
+
+#[tokio::test]
+async fn a_deletion_waits_out_its_delay_is_cancelled_and_one_runs_at_a_time() {
+    let h = Harness::new().await;
+    let email = "leaving@example.com";
+    let e = with_vault(&h, email).await;
+    h.take_mails(email);
+    let s = e.session.clone();
+
+    assert_eq!(
+        h.get("/v1/vault/deletion").bearer(&s).send().await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&h, &s, "/v1/vault/deletion/cancel").await.status,
+        StatusCode::CONFLICT,
+        "nothing to cancel"
+    );
+    let r = call(&h, &s, "/v1/vault/deletion").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    assert_eq!(r.body["stage"], "waiting");
+    assert_eq!(
+        r.body["ready_at"].as_i64().unwrap() - r.body["requested_at"].as_i64().unwrap(),
+        DAY as i64
+    );
+    let mails = h.take_mails(email);
+    assert!(
+        mails.len() == 1 && mails[0].contains("delete your vault"),
+        "{mails:?}"
+    );
+    assert_eq!(
+        call(&h, &s, "/v1/vault/deletion").await.status,
+        StatusCode::CONFLICT,
+        "one at a time"
+    );
+    let r = call(&h, &s, "/v1/vault/deletion/confirm").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    assert_eq!(
+        stage(&h, &s).await["stage"],
+        "waiting",
+        "a refused confirm changed nothing"
+    );
+
+    let r = call(&h, &s, "/v1/vault/deletion/cancel").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["stage"], "cancelled");
+    assert_eq!(r.body["cancel_reason"], "cancelled_by_member");
+    assert!(h.take_mails(email)[0].contains("cancelled"));
+    assert_eq!(
+        call(&h, &s, "/v1/vault/deletion/confirm").await.status,
+        StatusCode::CONFLICT,
+        "a cancelled deletion cannot be confirmed"
+    );
+
+    // Again, past the delay: no host answers the shred here, so the confirmation is refused
+    // (503) and nothing changes: still ready, the vault still there, the device still good.
+    call(&h, &s, "/v1/vault/deletion").await;
+    h.advance(DAY);
+    h.take_mails(email);
+    let s = h.sign_in(email).await;
+    assert_eq!(stage(&h, &s).await["stage"], "ready");
+    let r = call(&h, &s, "/v1/vault/deletion/confirm").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    assert_eq!(stage(&h, &s).await["stage"], "ready");
+    let r = h.post("/v1/enroll/sessions").bearer(&s).send().await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "the member still has a vault: {}",
+        r.body
+    );
+
+    // Not confirmed within a week of becoming ready: expired, and a new one may start.
+    h.advance(7 * DAY);
+    h.take_mails(email);
+    let s = h.sign_in(email).await;
+    assert_eq!(stage(&h, &s).await["stage"], "expired");
+    assert_eq!(
+        call(&h, &s, "/v1/vault/deletion").await.status,
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
+async fn only_a_member_with_a_vault_can_ask_and_only_when_signed_in() {
+    let h = Harness::new().await;
+    let e = h.enrolling_member("novault@example.com").await;
+    let r = call(&h, &e.session, "/v1/vault/deletion").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    for path in [
+        "/v1/vault/deletion",
+        "/v1/vault/deletion/cancel",
+        "/v1/vault/deletion/confirm",
+    ] {
+        assert_eq!(
+            h.post(path).send().await.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}"
+        );
+    }
+}
