@@ -25,7 +25,7 @@ use vettid_crypto::password::{Bounds, Cost, Stretch};
 use vettid_crypto::stream::{PREFIX_LEN, StreamOpener, StreamSealer};
 use vettid_crypto::{Label, SecretBytes};
 use vettid_proto::backup::{
-    BackupError, BackupInfo, BackupOp, BackupReply, CHUNK, MAX_KEEP, Schedule, Status,
+    BackupError, BackupInfo, BackupOp, BackupReply, CHUNK, MAX_KEEP, PIECE, Part, Schedule, Status,
 };
 use vettid_proto::enclave::VaultError;
 use vettid_proto::session::RECOVERY_BYTES;
@@ -156,10 +156,58 @@ fn backup_key(
     }
 }
 
-/// Runs one backup operation on an unlocked vault.
-pub fn handle(unlocked: &mut UnlockedVault<'_>, op: BackupOp) -> Result<BackupReply, VaultError> {
+/// Sealed bytes a STREAM chunk adds (the Poly1305 tag).
+const TAG: usize = 16;
+/// Statement parameter bytes per write of a restore (each write is one logged version).
+const RESTORE_BATCH_BYTES: usize = 4 << 20;
+
+/// A restore this session began ([`BackupOp::RestoreBegin`]): the header, the opener of its
+/// chunks, the sealed bytes of the chunk being received, and the database opened so far.
+pub struct Restoring {
+    header: Header,
+    opener: Option<StreamOpener>,
+    next: u32,
+    pending: Vec<u8>,
+    out: Zeroizing<Vec<u8>>,
+}
+
+impl Restoring {
+    /// Sealed bytes of chunk `index`.
+    fn sealed_len(&self, index: u32) -> usize {
+        let before = u64::from(index) * CHUNK as u64;
+        (self.header.bytes.saturating_sub(before)).min(CHUNK as u64) as usize + TAG
+    }
+}
+
+/// Runs one backup operation on an unlocked vault; `restoring` is the session's restore in
+/// progress, if any (any refusal of a restore step ends it).
+pub fn handle(
+    unlocked: &mut UnlockedVault<'_>,
+    op: BackupOp,
+    restoring: &mut Option<Box<Restoring>>,
+) -> Result<BackupReply, VaultError> {
     let (vault, objects, now_ms) = unlocked.parts();
     match op {
+        BackupOp::Read { id, part, offset } => read(vault, objects, id, part, offset),
+        BackupOp::RestoreBegin { header, phrase } => {
+            *restoring = None;
+            let r = begin_restore(vault, &header, &phrase)?;
+            let info = info(&r.header);
+            *restoring = Some(Box::new(r));
+            Ok(BackupReply::RestoreReady(info))
+        }
+        BackupOp::RestorePiece { chunk, bytes } => {
+            let r = restoring.as_mut().ok_or(BackupError::OutOfOrder)?;
+            let answer = restore_piece(r, chunk, &bytes);
+            if answer.is_err() {
+                *restoring = None;
+            }
+            answer.map(|chunks| BackupReply::RestoreProgress { chunks })
+        }
+        BackupOp::RestoreFinish => {
+            let r = restoring.take().ok_or(BackupError::OutOfOrder)?;
+            finish_restore(vault, objects, *r).map(|rows| BackupReply::Restored { rows })
+        }
         BackupOp::Now => made(vault, objects, now_ms).map(BackupReply::Made),
         BackupOp::List => list(vault).map(BackupReply::Backups),
         BackupOp::Verify { id } => {
@@ -464,6 +512,158 @@ fn verify(
     Ok(info(&header))
 }
 
+/// Up to [`vettid_proto::backup::PIECE`] bytes of one of this vault's recorded backups'
+/// objects, as stored.
+fn read(
+    vault: &Vault,
+    objects: &crate::objects::Objects<'_>,
+    id: u64,
+    part: Part,
+    offset: u32,
+) -> Result<BackupReply, VaultError> {
+    if !list(vault)?.iter().any(|b| b.id == id) {
+        return Err(BackupError::NoSuchBackup.into());
+    }
+    let object = match part {
+        Part::Header => objects.read_raw(ObjectKind::Backup, id)?,
+        Part::Chunk(index) => {
+            if u64::from(index) >= MAX_CHUNKS {
+                return Err(BackupError::Missing { index }.into());
+            }
+            objects.read_raw(ObjectKind::BackupChunk, chunk_number(id, index))?
+        }
+    };
+    let object = object.ok_or(match part {
+        Part::Header => BackupError::NoSuchBackup,
+        Part::Chunk(index) => BackupError::Missing { index },
+    })?;
+    let total = u32::try_from(object.len()).map_err(|_| BackupError::UnknownFormat)?;
+    let from = (offset as usize).min(object.len());
+    let to = (from + PIECE).min(object.len());
+    Ok(BackupReply::Piece {
+        bytes: object[from..to].to_vec(),
+        total,
+    })
+}
+
+/// Checks an exported header and opens its backup key with `phrase`: the restore's start.
+fn begin_restore(
+    vault: &Vault,
+    header_bytes: &[u8],
+    phrase: &[u8; RECOVERY_BYTES],
+) -> Result<Restoring, VaultError> {
+    let header: Header =
+        decode(header_bytes, "backup header").map_err(|_| BackupError::UnknownFormat)?;
+    if header.format != FORMAT
+        || header.chunks == 0
+        || u64::from(header.chunks) >= MAX_CHUNKS
+        || header.bytes > u64::from(header.chunks) * CHUNK as u64
+        || header.bytes <= u64::from(header.chunks - 1) * CHUNK as u64
+    {
+        return Err(BackupError::UnknownFormat.into());
+    }
+    if header.bytes > vault.limits().vault_bytes {
+        return Err(BackupError::TooLarge.into());
+    }
+    let wrap = header.phrase.as_ref().ok_or(BackupError::WrongPhrase)?;
+    // The stretching parameters come from the file: bounded like every stored PHC string.
+    let stretch =
+        Stretch::from_phc(&wrap.phc, &Bounds::DEFAULT).map_err(|_| BackupError::UnknownFormat)?;
+    let kek: AeadKey = PHRASE_KEY
+        .derive(
+            stretch.derive(phrase).expose(),
+            b"",
+            header.vault.as_bytes(),
+        )
+        .into();
+    let key = kek
+        .open(&phrase_aad(&header.vault), &wrap.wrapped)
+        .map_err(|_| BackupError::WrongPhrase)?;
+    let key = SecretBytes::<32>::try_from_slice(&key).ok_or(BackupError::WrongPhrase)?;
+    let opener = StreamOpener::new(
+        &data_key(&key, &header.vault, header.id),
+        &header.prefix,
+        &chunk_aad(header_bytes),
+    );
+    Ok(Restoring {
+        header,
+        opener: Some(opener),
+        next: 0,
+        pending: Vec::new(),
+        out: Zeroizing::new(Vec::new()),
+    })
+}
+
+/// Takes the next piece of chunk `chunk`; the chunks opened so far.
+fn restore_piece(r: &mut Restoring, chunk: u32, bytes: &[u8]) -> Result<u32, VaultError> {
+    if chunk >= r.header.chunks {
+        return Err(BackupError::Trailing { index: chunk }.into());
+    }
+    if chunk != r.next || bytes.is_empty() || bytes.len() > PIECE {
+        return Err(BackupError::OutOfOrder.into());
+    }
+    let want = r.sealed_len(chunk);
+    if r.pending.len() + bytes.len() > want {
+        return Err(BackupError::Corrupt { index: chunk }.into());
+    }
+    r.pending.extend_from_slice(bytes);
+    if r.pending.len() == want {
+        let sealed = std::mem::take(&mut r.pending);
+        let corrupt = || VaultError::from(BackupError::Corrupt { index: chunk });
+        let plain = if chunk + 1 == r.header.chunks {
+            r.opener.take().ok_or_else(corrupt)?.last(&sealed)
+        } else {
+            r.opener.as_mut().ok_or_else(corrupt)?.next(&sealed)
+        }
+        .map_err(|_| corrupt())?;
+        r.out.extend_from_slice(&plain);
+        r.next += 1;
+    }
+    Ok(r.next)
+}
+
+/// Every chunk in, the database sound: the member's tables replaced by the backup's, in
+/// writes of about [`RESTORE_BATCH_BYTES`] (the first one also empties them). The rows
+/// written.
+fn finish_restore(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    r: Restoring,
+) -> Result<u64, VaultError> {
+    if r.next < r.header.chunks {
+        return Err(BackupError::Missing { index: r.next }.into());
+    }
+    if r.out.len() as u64 != r.header.bytes {
+        return Err(BackupError::Database.into());
+    }
+    check_database(&r.out)?;
+    let statements = Vault::copy_statements(&r.out, &crate::domains::restored_tables())
+        .map_err(|_| BackupError::Database)?;
+    let rows = statements.iter().filter(|s| !s.params.is_empty()).count() as u64;
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for statement in statements {
+        size += statement
+            .params
+            .iter()
+            .map(|p| match p {
+                SqlValue::Text(t) => t.len(),
+                SqlValue::Blob(b) => b.len(),
+                _ => 8,
+            })
+            .sum::<usize>();
+        batch.push(statement);
+        if size >= RESTORE_BATCH_BYTES {
+            vault.write(objects, std::mem::take(&mut batch))?;
+            size = 0;
+        }
+    }
+    if !batch.is_empty() {
+        vault.write(objects, batch)?;
+    }
+    Ok(rows)
+}
+
 /// The database a backup holds, chunk by chunk in order; typed errors for what is missing,
 /// extra or does not authenticate.
 fn open_chunks(
@@ -523,14 +723,14 @@ mod tests {
     use crate::harness::Opened;
 
     fn backup(v: &Opened) -> BackupInfo {
-        match v.run(5, |u| handle(u, BackupOp::Now)).unwrap() {
+        match v.run(5, |u| handle(u, BackupOp::Now, &mut None)).unwrap() {
             BackupReply::Made(info) => info,
             other => panic!("{other:?}"),
         }
     }
 
     fn verify(v: &Opened, id: u64) -> Result<BackupInfo, VaultError> {
-        v.run(0, |u| handle(u, BackupOp::Verify { id }))
+        v.run(0, |u| handle(u, BackupOp::Verify { id }, &mut None))
             .map(|r| match r {
                 BackupReply::Verified(info) => info,
                 other => panic!("{other:?}"),
@@ -580,6 +780,208 @@ mod tests {
         v
     }
 
+    /// A vault whose member data (secrets) spans several chunks, and one kv row (engine data,
+    /// not carried by a restore).
+    fn with_secrets() -> Opened {
+        let v = Opened::new();
+        v.run(0, |u| {
+            let (vault, objects, _) = u.parts();
+            let mut statements = vec![Statement {
+                sql: "INSERT INTO kv (key, value) VALUES ('engine', x'00')".into(),
+                params: vec![],
+            }];
+            for i in 0..3u8 {
+                statements.push(Statement {
+                    sql: "INSERT INTO secret_items VALUES (?1, 'note', ?2, NULL, x'', 1, 0, 0)"
+                        .into(),
+                    params: vec![SqlValue::Blob(vec![i; 16]), SqlValue::Text(format!("s{i}"))],
+                });
+                statements.push(Statement {
+                    sql: "INSERT INTO secret_versions VALUES (?1, 1, 0, ?2)".into(),
+                    params: vec![
+                        SqlValue::Blob(vec![i; 16]),
+                        SqlValue::Blob(vec![i; 700 << 10]),
+                    ],
+                });
+            }
+            vault.write(objects, statements)
+        })
+        .unwrap();
+        v
+    }
+
+    /// A backup's objects as an export reads them: its header and its sealed chunks.
+    fn export(v: &Opened, info: &BackupInfo) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let read = |part: Part| {
+            let mut out = Vec::new();
+            loop {
+                let op = BackupOp::Read {
+                    id: info.id,
+                    part,
+                    offset: out.len() as u32,
+                };
+                let BackupReply::Piece { bytes, total } =
+                    v.run(0, |u| handle(u, op, &mut None)).unwrap()
+                else {
+                    panic!()
+                };
+                assert!(bytes.len() <= PIECE && !bytes.is_empty());
+                out.extend_from_slice(&bytes);
+                if out.len() == total as usize {
+                    return out;
+                }
+            }
+        };
+        let chunks = (0..info.chunks).map(|i| read(Part::Chunk(i))).collect();
+        (read(Part::Header), chunks)
+    }
+
+    /// Restores `header` and `chunks` (in the order given, each under the index given) into
+    /// `into` with `phrase`.
+    fn restore(
+        into: &Opened,
+        phrase: &[u8; RECOVERY_BYTES],
+        header: &[u8],
+        chunks: &[(u32, Vec<u8>)],
+    ) -> Result<u64, VaultError> {
+        let mut r = None;
+        let begin = BackupOp::RestoreBegin {
+            header: header.to_vec(),
+            phrase: Zeroizing::new(*phrase),
+        };
+        into.run(0, |u| handle(u, begin, &mut r))?;
+        for (index, sealed) in chunks {
+            for piece in sealed.chunks(PIECE) {
+                let op = BackupOp::RestorePiece {
+                    chunk: *index,
+                    bytes: piece.to_vec(),
+                };
+                into.run(0, |u| handle(u, op, &mut r))?;
+            }
+        }
+        match into.run(0, |u| handle(u, BackupOp::RestoreFinish, &mut r))? {
+            BackupReply::Restored { rows } => Ok(rows),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn secret_bytes(v: &Opened) -> (i64, i64) {
+        v.run(0, |u| {
+            let (vault, _, _) = u.parts();
+            vault
+                .read(|c| {
+                    c.query_row(
+                        "SELECT COUNT(*), COALESCE(SUM(length(content)), 0) FROM secret_versions",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                })
+                .map_err(db)
+        })
+        .unwrap()
+    }
+
+    /// The member's own file restores with the phrase into another vault (a new enrollment,
+    /// as after the first was deleted): the member's data comes back, the engine's does not.
+    #[test]
+    fn an_export_restores_with_the_phrase_into_another_vault() {
+        let old = with_secrets();
+        let made = backup(&old);
+        assert!(made.chunks >= 2, "{made:?}");
+        let (header, chunks) = export(&old, &made);
+        let numbered: Vec<(u32, Vec<u8>)> = (0..).zip(chunks).collect();
+        let new = Opened::new();
+        assert_eq!(secret_bytes(&new), (0, 0));
+        assert_eq!(restore(&new, &old.phrase, &header, &numbered), Ok(6));
+        assert_eq!(secret_bytes(&new), (3, 3 * (700 << 10)));
+        let kv = new.run(0, |u| {
+            let (vault, _, _) = u.parts();
+            vault
+                .read(|c| c.query_row("SELECT COUNT(*) FROM kv", [], |r| r.get::<_, i64>(0)))
+                .map_err(db)
+        });
+        assert_eq!(kv, Ok(0), "engine rows stay the new vault's");
+        // Restored twice: replaced, not doubled.
+        assert_eq!(restore(&new, &old.phrase, &header, &numbered), Ok(6));
+        assert_eq!(secret_bytes(&new).0, 3);
+    }
+
+    /// A file truncated, reordered, extended, altered, with a wrong phrase or another
+    /// backup's header is refused with a typed error, and the vault is unchanged.
+    #[test]
+    fn a_tampered_export_or_a_wrong_phrase_is_refused_and_changes_nothing() {
+        let old = with_secrets();
+        let a = backup(&old);
+        let b = backup(&old);
+        let (header, chunks) = export(&old, &a);
+        let (other_header, other_chunks) = export(&old, &b);
+        let n = chunks.len() as u32;
+        let numbered: Vec<(u32, Vec<u8>)> = (0..).zip(chunks.clone()).collect();
+        let new = Opened::new();
+        let err = |e: BackupError| Err(VaultError::from(e));
+        let wrong = [7u8; RECOVERY_BYTES];
+        assert_eq!(
+            restore(&new, &wrong, &header, &numbered),
+            err(BackupError::WrongPhrase)
+        );
+        let truncated = &numbered[..numbered.len() - 1];
+        assert_eq!(
+            restore(&new, &old.phrase, &header, truncated),
+            err(BackupError::Missing { index: n - 1 })
+        );
+        let mut swapped = numbered.clone();
+        swapped[0].1 = chunks[1].clone();
+        swapped[1].1 = chunks[0].clone();
+        assert!(matches!(
+            restore(&new, &old.phrase, &header, &swapped),
+            Err(VaultError::Backup(BackupError::Corrupt { index: 0 }))
+        ));
+        let mut extended = numbered.clone();
+        extended.push((n, chunks[0].clone()));
+        assert_eq!(
+            restore(&new, &old.phrase, &header, &extended),
+            err(BackupError::Trailing { index: n })
+        );
+        let mut altered = numbered.clone();
+        let last = altered.len() - 1;
+        altered[last].1[5] ^= 1;
+        assert_eq!(
+            restore(&new, &old.phrase, &header, &altered),
+            err(BackupError::Corrupt { index: n - 1 })
+        );
+        let mut longer = numbered.clone();
+        longer[0].1.push(0);
+        assert_eq!(
+            restore(&new, &old.phrase, &header, &longer),
+            err(BackupError::Corrupt { index: 0 })
+        );
+        // Another backup's chunks under this header, and this one's under another header.
+        let mixed: Vec<(u32, Vec<u8>)> = (0..).zip(other_chunks).collect();
+        assert!(matches!(
+            restore(&new, &old.phrase, &header, &mixed),
+            Err(VaultError::Backup(BackupError::Corrupt { index: 0 }))
+        ));
+        let mut header_altered = header.clone();
+        let at = header_altered.len() - 40;
+        header_altered[at] ^= 1;
+        assert!(restore(&new, &old.phrase, &header_altered, &numbered).is_err());
+        assert!(matches!(
+            restore(&new, &old.phrase, &other_header, &numbered),
+            Err(VaultError::Backup(BackupError::Corrupt { index: 0 }))
+        ));
+        // Pieces without a begun restore, or out of order.
+        let mut none = None;
+        let piece = BackupOp::RestorePiece {
+            chunk: 1,
+            bytes: vec![0; 8],
+        };
+        assert_eq!(
+            new.run(0, |u| handle(u, piece, &mut none)).err(),
+            Some(BackupError::OutOfOrder.into())
+        );
+        assert_eq!(secret_bytes(&new), (0, 0), "nothing was written");
+    }
+
     #[test]
     fn a_backup_is_made_listed_and_opens_and_carries_the_phrase_wrap() {
         let v = big();
@@ -589,7 +991,8 @@ mod tests {
         assert_eq!(verify(&v, made.id), Ok(made.clone()));
         let second = backup(&v);
         assert_eq!(second.id, made.id + 1);
-        let BackupReply::Backups(all) = v.run(0, |u| handle(u, BackupOp::List)).unwrap() else {
+        let BackupReply::Backups(all) = v.run(0, |u| handle(u, BackupOp::List, &mut None)).unwrap()
+        else {
             panic!()
         };
         assert_eq!(all, [made, second]);
@@ -691,7 +1094,7 @@ mod tests {
         let v = Opened::new();
         const H: u64 = 60 * 60 * 1000;
         let t0 = 1_000 * H;
-        let set = |s: Schedule| v.run(t0, |u| handle(u, BackupOp::SetSchedule(s)));
+        let set = |s: Schedule| v.run(t0, |u| handle(u, BackupOp::SetSchedule(s), &mut None));
         assert_eq!(
             set(Schedule {
                 keep: 0,
@@ -726,7 +1129,10 @@ mod tests {
                 .unwrap()
                 .contains_key(&format!("vaults/alice/backup/{:020}", first.id))
         );
-        let BackupReply::Status(st) = v.run(0, |u| handle(u, BackupOp::Status)).unwrap() else {
+        let BackupReply::Status(st) = v
+            .run(0, |u| handle(u, BackupOp::Status, &mut None))
+            .unwrap()
+        else {
             panic!()
         };
         assert_eq!(
@@ -750,7 +1156,7 @@ mod tests {
     }
 
     fn list_all(v: &Opened) -> Vec<BackupInfo> {
-        match v.run(0, |u| handle(u, BackupOp::List)).unwrap() {
+        match v.run(0, |u| handle(u, BackupOp::List, &mut None)).unwrap() {
             BackupReply::Backups(all) => all,
             other => panic!("{other:?}"),
         }

@@ -17,6 +17,18 @@ pub struct Domain {
     pub name: &'static str,
     /// Its migrations, in the order they were added.
     pub migrations: &'static [Migration],
+    /// The tables a restore of the member's exported backup carries into another vault (the
+    /// member's data; not what belongs to the vault that made the backup: its keys, devices,
+    /// credential, backup history).
+    pub restored: &'static [&'static str],
+}
+
+/// Every table a restore carries over, in registry order.
+pub fn restored_tables() -> Vec<&'static str> {
+    REGISTRY
+        .iter()
+        .flat_map(|d| d.restored.iter().copied())
+        .collect()
 }
 
 /// Every domain whose tables a vault holds, the engine's own first.
@@ -24,26 +36,38 @@ pub const REGISTRY: &[Domain] = &[
     Domain {
         name: "vault",
         migrations: crate::vault::MIGRATIONS,
+        restored: &[],
     },
     Domain {
         name: "secrets",
         migrations: crate::secrets::MIGRATIONS,
+        restored: &["secret_items", "secret_versions"],
     },
     Domain {
         name: "profile",
         migrations: crate::profile::MIGRATIONS,
+        restored: &[
+            "personal_fields",
+            "sharing_defaults",
+            "sharing_overrides",
+            "public_profile",
+            "profile_photo",
+        ],
     },
     Domain {
         name: "feed",
         migrations: crate::feed::MIGRATIONS,
+        restored: &["events"],
     },
     Domain {
         name: "backup",
         migrations: crate::backup::MIGRATIONS,
+        restored: &[],
     },
     Domain {
         name: "devices",
         migrations: crate::devices::MIGRATIONS,
+        restored: &[],
     },
 ];
 

@@ -132,6 +132,8 @@ pub(crate) struct Opened {
     pub(crate) credential: Vec<u8>,
     /// The in-memory host's objects (a test may play the hostile host with them).
     pub(crate) store: Store,
+    /// The recovery phrase enrollment showed.
+    pub(crate) phrase: Zeroizing<[u8; vettid_proto::session::RECOVERY_BYTES]>,
 }
 
 impl Opened {
@@ -151,6 +153,7 @@ impl Opened {
             opening: enrolled.opening,
             credential: enrolled.credential,
             store,
+            phrase: enrolled.recovery_phrase,
         }
     }
 

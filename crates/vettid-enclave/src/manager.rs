@@ -1898,6 +1898,7 @@ mod tests {
                         keep: 3,
                         max_age_days: 0,
                     }),
+                    &mut None,
                 )
             })
             .unwrap();

@@ -620,6 +620,63 @@ impl Vault {
             .is_ok_and(|r| r == "ok")
     }
 
+    /// The statements that replace the rows of `tables` in a vault with those of the database
+    /// image `bytes` (a backup's): for each table a `DELETE`, then one `INSERT` per row under
+    /// the image's own column names (a column this release no longer has fails the write).
+    /// `tables` are names from the domain registry, never input.
+    pub fn copy_statements(bytes: &[u8], tables: &[&str]) -> Result<Vec<Statement>, VaultError> {
+        let bad = |e: rusqlite::Error| VaultError::Internal(format!("restore: {e}"));
+        let mut conn = Connection::open_in_memory().map_err(bad)?;
+        conn.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
+            .map_err(bad)?;
+        let mut out = Vec::new();
+        for table in tables {
+            out.push(Statement {
+                sql: format!("DELETE FROM {table}"),
+                params: Vec::new(),
+            });
+            let mut stmt = conn
+                .prepare(&format!("SELECT * FROM {table}"))
+                .map_err(bad)?;
+            let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+            let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT INTO {table} ({}) VALUES ({})",
+                columns.join(", "),
+                marks.join(", ")
+            );
+            let mut rows = stmt.query([]).map_err(bad)?;
+            while let Some(row) = rows.next().map_err(bad)? {
+                let params = (0..columns.len())
+                    .map(|i| {
+                        use rusqlite::types::ValueRef;
+                        Ok(match row.get_ref(i)? {
+                            ValueRef::Null => SqlValue::Null,
+                            ValueRef::Integer(v) => SqlValue::Int(v),
+                            ValueRef::Text(t) => {
+                                SqlValue::Text(String::from_utf8_lossy(t).into_owned())
+                            }
+                            ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+                            ValueRef::Real(_) => {
+                                return Err(rusqlite::Error::InvalidColumnType(
+                                    i,
+                                    columns[i].clone(),
+                                    rusqlite::types::Type::Real,
+                                ));
+                            }
+                        })
+                    })
+                    .collect::<rusqlite::Result<Vec<_>>>()
+                    .map_err(bad)?;
+                out.push(Statement {
+                    sql: sql.clone(),
+                    params,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes a snapshot at the current version (chunks, then the manifest that names them)
     /// and deletes what it makes redundant.
     pub fn snapshot(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {

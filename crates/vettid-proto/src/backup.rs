@@ -5,16 +5,27 @@
 //! only the vault derives, and written through the host as a header object and chunk objects.
 //! The vault opens its backups with its master key. Each header also carries the backup key
 //! wrapped under the recovery phrase, without the operator's sealed secret, so that a backup
-//! can be opened with the phrase alone even if the operator's sealing keys are gone (the
-//! restore that uses it, and export to the member's own file, are not built yet).
+//! can be opened with the phrase alone even if the operator's sealing keys are gone: an export
+//! to the member's own file ([`BackupOp::Read`], [`EXPORT_MAGIC`]) restores with the phrase
+//! into any vault of theirs ([`BackupOp::RestoreBegin`] … [`BackupOp::RestoreFinish`]).
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+/// The first bytes of an export file. Then: the backup's header (`u32` big-endian length, the
+/// bytes), then each sealed chunk in order (the same framing). Nothing in it is readable
+/// without the recovery phrase, and any change to it fails the restore.
+pub const EXPORT_MAGIC: &[u8; 16] = b"vettid-export\x00v1";
+
+/// Largest piece of an object in one [`BackupOp::Read`] answer or [`BackupOp::RestorePiece`]
+/// (a session message is under 64 KiB).
+pub const PIECE: usize = 48 * 1024;
 
 /// Bytes of database per chunk (the last one may be shorter).
 pub const CHUNK: usize = 1024 * 1024;
 
 /// Backup operations.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackupOp {
     /// Back the vault up now.
     Now,
@@ -30,6 +41,48 @@ pub enum BackupOp {
     SetSchedule(Schedule),
     /// The schedule, the newest backup and the newest one proven to open.
     Status,
+    /// Up to [`PIECE`] bytes at `offset` of one of backup `id`'s objects, as stored (sealed):
+    /// for an export to the member's own file.
+    Read {
+        /// The backup.
+        id: u64,
+        /// Which of its objects.
+        part: Part,
+        /// Where in it.
+        offset: u32,
+    },
+    /// Starts restoring an exported backup into this vault: its header, and the recovery
+    /// phrase that opens its key (of the vault that made it, which may be an earlier vault of
+    /// this member's). Replaces a restore this session had begun.
+    RestoreBegin {
+        /// The header object, as exported.
+        #[serde(with = "serde_bytes")]
+        header: Vec<u8>,
+        /// The recovery phrase's entropy of the vault that made the backup.
+        phrase: Zeroizing<[u8; crate::session::RECOVERY_BYTES]>,
+    },
+    /// The next piece of the restore: chunks in order, each chunk's pieces in order.
+    RestorePiece {
+        /// The chunk it belongs to.
+        chunk: u32,
+        /// Up to [`PIECE`] sealed bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Ends the restore: every chunk opened, the database sound; the member's data (secrets,
+    /// personal data, feed) in this vault is replaced by the backup's.
+    RestoreFinish,
+}
+
+crate::redact::redacted_debug!(BackupOp);
+
+/// One of a backup's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Part {
+    /// Its header.
+    Header,
+    /// Its sealed chunk of this index.
+    Chunk(u32),
 }
 
 /// How often scheduled backups are made.
@@ -128,6 +181,26 @@ pub enum BackupReply {
     Scheduled(Schedule),
     /// Answer to [`BackupOp::Status`].
     Status(Status),
+    /// Answer to [`BackupOp::Read`].
+    Piece {
+        /// The bytes (fewer than asked at the object's end; none past it).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// The object's whole length.
+        total: u32,
+    },
+    /// Answer to [`BackupOp::RestoreBegin`]: what the header says is coming.
+    RestoreReady(BackupInfo),
+    /// Answer to [`BackupOp::RestorePiece`]: chunks opened so far.
+    RestoreProgress {
+        /// Chunks complete and authenticated.
+        chunks: u32,
+    },
+    /// Answer to [`BackupOp::RestoreFinish`]: rows restored.
+    Restored {
+        /// Rows written into the vault's tables.
+        rows: u64,
+    },
 }
 
 /// Why a backup does not open (or an operation on backups was refused).
@@ -170,4 +243,13 @@ pub enum BackupError {
     /// A schedule keeps 1 to [`MAX_KEEP`] backups.
     #[error("keep 1 to {MAX_KEEP} backups")]
     Keep,
+    /// The phrase does not open this backup (a wrong phrase, or a backup made without one).
+    #[error("the recovery phrase does not open this backup")]
+    WrongPhrase,
+    /// A restore piece out of order, too long, or with no restore begun.
+    #[error("restore pieces must come in order, after RestoreBegin")]
+    OutOfOrder,
+    /// The backup holds more than this vault may (its quota).
+    #[error("the backup is larger than this vault may hold")]
+    TooLarge,
 }
