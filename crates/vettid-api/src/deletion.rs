@@ -190,16 +190,15 @@ async fn live(app: &App, member: &str) -> Result<Live, ApiError> {
         .ok_or(ApiError::Conflict("no deletion is under way"))
 }
 
-/// `POST /v1/vault/deletion` (member) → 201 with the new request. 409 if the member has no
-/// vault or a deletion is already under way. The member is mailed; a request whose mail
+/// `POST /v1/vault/deletion` (member) → 201 with the new request. 409 if a deletion is
+/// already under way. The member is mailed; a request whose mail
 /// could not be sent does not start.
 async fn request(
     State(app): State<App>,
     member: Member,
 ) -> Result<(StatusCode, Json<View>), ApiError> {
-    if !crate::enroll::has_vault(&app, &member.member_id).await? {
-        return Err(ApiError::Conflict("this member has no vault to delete"));
-    }
+    // No check that the API knows of a vault: the enclave may hold one the member never
+    // finalized (someone else's enrollment, a lost answer); shredding nothing is harmless.
     latest(&app, &member.member_id).await?;
     let now = app.now();
     let delay = i64::try_from(app.state.config.limits.deletion_delay.as_secs()).unwrap_or(i64::MAX);
@@ -279,9 +278,12 @@ async fn cancel(State(app): State<App>, member: Member) -> Result<Json<View>, Ap
 }
 
 /// `POST /v1/vault/deletion/confirm` (member) → the completed request. 409 while the delay
-/// runs or when no deletion is under way; 503 when the hosts could not shred the vault now
-/// (nothing changes: confirm again). Then: the devices stop counting as a vault and lose
-/// every NATS key, enrollments and any recovery under way end, and the member is mailed.
+/// runs or when no deletion is under way. The request is claimed first (a cancel can no longer
+/// win), then the member is cut off — any recovery ends, every device and NATS key is revoked
+/// (pushed to the server), so nobody holding a device can enroll a vault again in the moment
+/// the shred frees the slot — and then the hosts shred the vault. If the revocation or the
+/// shred fails (502/503) the request is ready again and confirming again finishes it; the
+/// devices stay revoked. Then the devices stop counting as a vault and the member is mailed.
 async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, ApiError> {
     let Live(row) = live(&app, &member.member_id).await?;
     let now = app.now();
@@ -291,20 +293,34 @@ async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, A
         ));
     }
     let nats = app.nats()?;
-    let objects = nats.shred(&member.member_id).await?;
-    let mut tx = app.db().begin().await?;
-    // The vault is gone now: the request completes even if a cancel came in meanwhile.
-    let done = sqlx::query(
-        "UPDATE deletion_requests SET completed_at = ?, cancelled_at = NULL, cancel_reason = NULL \
-         WHERE request_id = ? AND completed_at IS NULL",
+    let claimed = sqlx::query(
+        "UPDATE deletion_requests SET completed_at = ? \
+         WHERE request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
     )
     .bind(now)
     .bind(&row.request_id)
-    .execute(&mut *tx)
+    .execute(app.db())
     .await?;
-    if done.rows_affected() != 1 {
-        return Err(ApiError::Conflict("this deletion has already completed"));
+    if claimed.rows_affected() != 1 {
+        return Err(ApiError::Conflict("this deletion has already ended"));
     }
+    let shredded = async {
+        crate::recovery::end_for_deletion(&app, &member.member_id).await?;
+        crate::nats::revoke_member(&app, &member.member_id).await?;
+        nats.shred(&member.member_id).await
+    }
+    .await;
+    let objects = match shredded {
+        Ok(objects) => objects,
+        Err(e) => {
+            sqlx::query("UPDATE deletion_requests SET completed_at = NULL WHERE request_id = ?")
+                .bind(&row.request_id)
+                .execute(app.db())
+                .await?;
+            return Err(e);
+        }
+    };
+    let mut tx = app.db().begin().await?;
     sqlx::query("DELETE FROM vaults WHERE member_id = ?")
         .bind(&member.member_id)
         .execute(&mut *tx)
@@ -320,8 +336,6 @@ async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, A
     .await?;
     tx.commit().await?;
     tracing::info!(objects, "vault shredded on the member's confirmation");
-    crate::recovery::end_for_deletion(&app, &member.member_id).await?;
-    crate::nats::revoke_member(&app, &member.member_id).await?;
     app.mail_member(&member.member_id, |name| {
         (
             "Your VettID vault was deleted".into(),

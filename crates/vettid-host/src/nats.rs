@@ -99,10 +99,9 @@ impl Router {
             .client
             .queue_subscribe("OwnerSpace.*.forVault.*", QUEUE_GROUP.into())
             .await?;
-        let shreds = self
-            .client
-            .queue_subscribe(vettid_nats::SHRED_SUBJECT, QUEUE_GROUP.into())
-            .await?;
+        // Every host, not one of the queue group: each enclave that holds the vault forgets
+        // it (the API takes the first answer).
+        let shreds = self.client.subscribe(vettid_nats::SHRED_SUBJECT).await?;
         self.client.flush().await?;
         tracing::info!("routing OwnerSpace.*.forVault.* to the enclave");
         let this = Arc::new(self);

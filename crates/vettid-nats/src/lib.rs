@@ -223,8 +223,11 @@ impl Setup {
         self.dir.join(HOST_CREDS)
     }
 
-    /// Creds file of the platform user `api`. It may neither publish nor subscribe: the API
-    /// pushes revocations with [`Setup::sys_creds`].
+    /// Creds file of the platform user `api`: it may only ask the hosts to shred a deleted
+    /// vault ([`SHRED_SUBJECT`]) and hear their answers; the API pushes revocations with
+    /// [`Setup::sys_creds`]. (A setup made before deletion existed has an `api` user with no
+    /// rights and a `host` user without the shred subscription: deletion then answers 503
+    /// until the setup is made anew.)
     pub fn api_creds(&self) -> PathBuf {
         self.dir.join(API_CREDS)
     }

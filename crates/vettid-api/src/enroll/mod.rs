@@ -1002,6 +1002,15 @@ pub(crate) async fn register_device(
     device_key: &str,
     now: i64,
 ) -> Result<(), ApiError> {
+    // A device of this member's deleted vault may enroll again with the same key.
+    sqlx::query(
+        "DELETE FROM devices WHERE device_public_key = ? AND member_id = ? \
+         AND vault_deleted_at IS NOT NULL",
+    )
+    .bind(device_key)
+    .bind(&grant.member_id)
+    .execute(&mut *tx)
+    .await?;
     let inserted = sqlx::query(
         "INSERT INTO devices (device_public_key, member_id, enrollment_session_id, \
          session_public_key, created_at) VALUES (?, ?, ?, ?, ?)",
