@@ -45,6 +45,9 @@ pub enum ClientError {
     /// The profile directory is missing something or could not be written.
     #[error("profile: {0}")]
     Profile(String),
+    /// A file given as an export is not one, or could not be read or written.
+    #[error("export file: {0}")]
+    Export(String),
 }
 
 impl ClientError {

@@ -107,6 +107,12 @@ pub(crate) enum AppCommand {
     Feed(Box<crate::app_feed::FeedArgs>),
     /// Backups made by the vault: now, list, status, verify, schedule.
     Backup(Box<crate::app_backup::BackupArgs>),
+    /// Write a backup (a new one, or --id) to your own file: sealed, it opens only with the
+    /// recovery phrase, in any vault of yours, even without this operator.
+    Export(Box<crate::app_backup::ExportArgs>),
+    /// Restore your exported file into this vault with the phrase of the vault that made it
+    /// (its secrets, personal data and feed replace this vault's).
+    Restore(Box<crate::app_backup::RestoreArgs>),
     /// The devices registered with the vault: list, rename.
     Devices(Box<crate::app_devices::DevicesArgs>),
     /// The secrets store: add, get, list, update, delete, versions, restore, sync, totp.
@@ -434,6 +440,8 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
         AppCommand::Credential(c) => crate::app_credential::run(&args.profile, *c).await,
         AppCommand::Feed(f) => crate::app_feed::run(&args.profile, *f).await,
         AppCommand::Backup(b) => crate::app_backup::run(&args.profile, *b).await,
+        AppCommand::Export(e) => crate::app_backup::export(&args.profile, *e).await,
+        AppCommand::Restore(r) => crate::app_backup::restore(&args.profile, *r).await,
         AppCommand::Devices(d) => crate::app_devices::run(&args.profile, *d).await,
         AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, *s).await,
         AppCommand::Personal(p) => crate::app_personal::run(&args.profile, *p).await,

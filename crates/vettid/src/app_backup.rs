@@ -1,7 +1,11 @@
 //! `vettid app --profile DIR backup …`: backups made by the vault (each command unlocks the
 //! vault in its session with the PIN, like the other data commands).
 
-use crate::app::{PinArgs, connect, pin};
+use crate::app::{PinArgs, connect, pin, read_secret};
+use anyhow::Context;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use vettid_client::profile::Profile;
 use vettid_proto::backup::{BackupInfo, Every, Schedule};
@@ -146,5 +150,131 @@ pub(crate) async fn run(dir: &std::path::Path, args: BackupArgs) -> anyhow::Resu
             );
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ExportArgs {
+    #[command(flatten)]
+    pin: PinArgs,
+    /// The file to write (refused if it exists).
+    #[arg(long)]
+    out: PathBuf,
+    /// Export this backup instead of making a new one.
+    #[arg(long)]
+    id: Option<u64>,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct RestoreArgs {
+    #[command(flatten)]
+    pin: PinArgs,
+    /// The exported file.
+    #[arg(long)]
+    from: PathBuf,
+    /// Read the recovery phrase (12 words) of the vault that made the file from this
+    /// environment variable.
+    #[arg(long)]
+    phrase_env: Option<String>,
+    /// Read that recovery phrase from the first line of this file.
+    #[arg(long)]
+    phrase_file: Option<PathBuf>,
+}
+
+/// Shows `done/total` chunks on one line.
+fn progress(verb: &'static str) -> impl FnMut(u32, u32) {
+    move |done, total| {
+        print!("\r  {verb} chunk {done}/{total}");
+        if done == total {
+            println!();
+        }
+        let _ = std::io::stdout().flush();
+    }
+}
+
+pub(crate) async fn export(dir: &std::path::Path, args: ExportArgs) -> anyhow::Result<ExitCode> {
+    if args.out.exists() {
+        anyhow::bail!(
+            "{} exists; choose another --out (an export is never overwritten)",
+            args.out.display()
+        );
+    }
+    let pin = pin(&args.pin)?;
+    let mut profile = Profile::open_enrolled(dir)?;
+    let c = connect(&mut profile).await?;
+    let s = &mut c.session.unlock(pin, &mut profile).await?;
+    let backup = match args.id {
+        Some(id) => s
+            .backups()
+            .await?
+            .into_iter()
+            .find(|b| b.id == id)
+            .with_context(|| format!("there is no backup {id} (vettid app backup list)"))?,
+        None => {
+            println!("  sealing the vault's database in the enclave…");
+            s.backup_now().await?
+        }
+    };
+    if !backup.phrase {
+        anyhow::bail!(
+            "backup {} has no key wrapped under a recovery phrase: it could not be restored elsewhere",
+            backup.id
+        );
+    }
+    // Written beside the target and renamed into place: a cut-short export leaves no file
+    // that looks complete.
+    let partial = args.out.with_extension("partial");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let written = s
+        .export_backup(&backup, &mut file, progress("exported"))
+        .await;
+    let written = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e.into());
+        }
+    };
+    file.sync_all()?;
+    std::fs::rename(&partial, &args.out)?;
+    println!(
+        "✓ backup {} exported to {} ({written} bytes; it opens only with your recovery phrase)",
+        show(&backup),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn restore(dir: &std::path::Path, args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let mut file = std::io::BufReader::new(
+        std::fs::File::open(&args.from)
+            .with_context(|| format!("opening {}", args.from.display()))?,
+    );
+    let typed = read_secret(
+        "recovery phrase of the vault that made the file",
+        None,
+        args.phrase_env.as_ref(),
+        args.phrase_file.as_ref(),
+    )?;
+    let phrase = vettid_client::recovery::RecoveryPhrase::parse(
+        std::str::from_utf8(&typed).context("the recovery phrase is not UTF-8")?,
+    )?;
+    let pin = pin(&args.pin)?;
+    let mut profile = Profile::open_enrolled(dir)?;
+    let c = connect(&mut profile).await?;
+    let s = &mut c.session.unlock(pin, &mut profile).await?;
+    println!("  opening the file's key with the phrase in the enclave and checking every chunk…");
+    let (backup, rows) = s
+        .restore_export(&mut file, &phrase, progress("restored"))
+        .await?;
+    println!(
+        "✓ restored backup {} ({rows} rows: secrets, personal data and feed)",
+        show(&backup)
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -1902,7 +1902,8 @@ async fn a_lost_device_is_replaced_by_staged_recovery_and_a_locked_vault_reopens
 /// whose enrollment code someone else used first. A hostile operator who kept the old backup
 /// objects and puts them back cannot have them opened: the old keys are gone.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_deleted_vault_is_shredded_its_old_backups_no_longer_open_and_the_member_enrolls_again() {
+async fn a_deleted_vault_is_shredded_old_backups_no_longer_open_and_the_members_export_restores_into_a_new_vault()
+ {
     let stack = UpStack::start_with(&["--deletion-delay-secs", "0"]);
     let api = Api::new(&stack.api);
     let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
@@ -1912,16 +1913,18 @@ async fn a_deleted_vault_is_shredded_its_old_backups_no_longer_open_and_the_memb
     let pending = stack
         .begin_confirmed("dora", &mut old, &web, enrollment)
         .await;
+    let mut shown = None;
     vettid_client::app::finish(
         &mut old,
         &api,
         pending,
         stack.enroll_input("1357"),
         |_, _| {},
-        |_| {},
+        |p| shown = Some(p),
     )
     .await
     .unwrap();
+    let phrase = shown.unwrap();
     let mark = vettid_client::vault::Mark::new(&member, old.state.identity().unwrap());
     let c = vettid_client::app::connect(&mut old).await.unwrap();
     let mut s = c.session.unlock(pin("1357"), mark).await.unwrap();
@@ -1929,6 +1932,46 @@ async fn a_deleted_vault_is_shredded_its_old_backups_no_longer_open_and_the_memb
         .await
         .unwrap();
     let backup = s.backup_now().await.unwrap();
+    drop(s);
+
+    // The member exports to their own file first (a new backup, through the command).
+    let export = stack.dir.path().join("dora.vettid-export");
+    let old_dir = old.dir().to_path_buf();
+    drop(old);
+    let profile = old_dir.to_str().unwrap();
+    let file = export.to_str().unwrap();
+    let pin_env = [("PIN", "1357")];
+    let (ok, out) = vettid_with(
+        &[
+            "app",
+            "--profile",
+            profile,
+            "export",
+            "--out",
+            file,
+            "--pin-env",
+            "PIN",
+        ],
+        &pin_env,
+    );
+    assert!(ok && out.contains("exported to"), "{out}");
+    let (ok, out) = vettid_with(
+        &[
+            "app",
+            "--profile",
+            profile,
+            "export",
+            "--out",
+            file,
+            "--pin-env",
+            "PIN",
+        ],
+        &pin_env,
+    );
+    assert!(!ok && out.contains("never overwritten"), "{out}");
+    let mut old = vettid_client::profile::Profile::open_enrolled(&old_dir).unwrap();
+    let c = vettid_client::app::connect(&mut old).await.unwrap();
+    let s = c.session.unlock(pin("1357"), &mut old).await.unwrap();
     let vault_dir = stack.data().join("objects/vaults").join(&member);
     let kept = stack.dir.path().join("kept-by-the-operator");
     copy_tree(&vault_dir, &kept);
@@ -1997,6 +2040,60 @@ async fn a_deleted_vault_is_shredded_its_old_backups_no_longer_open_and_the_memb
     );
     let r = web_call("GET", "/v1/vault/deletion").await.unwrap();
     assert_eq!(r["stage"], "completed", "{r}");
+    drop(s);
+
+    // The member's own file restores with the old vault's phrase into the new vault; a file
+    // cut short or altered is refused and restores nothing.
+    let new_dir = new.dir().to_path_buf();
+    drop(new);
+    let profile = new_dir.to_str().unwrap();
+    let bytes = std::fs::read(&export).unwrap();
+    assert!(
+        !bytes
+            .windows(b"shredded-note-51c0".len())
+            .any(|w| w == b"shredded-note-51c0"),
+        "the export is sealed"
+    );
+    let restore = |path: &std::path::Path| {
+        vettid_with(
+            &[
+                "app",
+                "--profile",
+                profile,
+                "restore",
+                "--from",
+                path.to_str().unwrap(),
+                "--phrase-env",
+                "PHRASE",
+                "--pin-env",
+                "PIN",
+            ],
+            &[("PIN", "2468"), ("PHRASE", phrase.words())],
+        )
+    };
+    let cut = stack.dir.path().join("cut.vettid-export");
+    std::fs::write(&cut, &bytes[..bytes.len() - 100]).unwrap();
+    let (ok, out) = restore(&cut);
+    assert!(!ok && out.contains("ends in the middle"), "{out}");
+    let altered = stack.dir.path().join("altered.vettid-export");
+    let mut changed = bytes.clone();
+    let at = changed.len() - 50;
+    changed[at] ^= 1;
+    std::fs::write(&altered, &changed).unwrap();
+    let (ok, out) = restore(&altered);
+    assert!(!ok && out.contains("does not authenticate"), "{out}");
+    let (ok, out) = restore(&export);
+    assert!(ok && out.contains("restored backup"), "{out}");
+    let mut new = vettid_client::profile::Profile::open_enrolled(&new_dir).unwrap();
+    let c = vettid_client::app::connect(&mut new).await.unwrap();
+    let mut s = c.session.unlock(pin("2468"), &mut new).await.unwrap();
+    let items = s.list_secrets(None, None, None, false).await.unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["shredded-note-51c0"]
+    );
+    let words = phrase.words().to_owned();
+    stack_files_containing(&stack.data(), &[words.as_bytes(), b"shredded-note-51c0"]);
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) {

@@ -1,7 +1,7 @@
 //! Vault deletion through the router: the delay, cancellation, expiry, one request at a time,
 //! and a confirmation that changes nothing when no host can shred the vault (the shred itself,
 //! against the real stack: `vettid/tests/e2e.rs`
-//! `a_deleted_vault_is_shredded_its_old_backups_no_longer_open_and_the_member_enrolls_again`).
+//! `a_deleted_vault_is_shredded_old_backups_no_longer_open_and_the_members_export_restores_into_a_new_vault`).
 
 use crate::harness::{Enrolling, Harness};
 use axum::http::StatusCode;
