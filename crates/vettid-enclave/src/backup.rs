@@ -161,8 +161,28 @@ const TAG: usize = 16;
 /// Statement parameter bytes per write of a restore (each write is one logged version).
 const RESTORE_BATCH_BYTES: usize = 4 << 20;
 
-/// A restore this session began ([`BackupOp::RestoreBegin`]): the header, the opener of its
-/// chunks, the sealed bytes of the chunk being received, and the database opened so far.
+/// An export or a restore in progress: at most one per vault, ending with the unlock it
+/// began under (the manager keeps it with the vault's state).
+pub enum Transfer {
+    /// An export: every chunk is opened here before a byte of it is handed out.
+    Export(Exporting),
+    /// A restore of an exported backup.
+    Restore(Restoring),
+}
+
+/// An export ([`BackupOp::Read`]): the backup, the opener of its chunks, and the chunk
+/// being handed out (opened, so a host that altered it is caught before the member's file
+/// is written).
+pub struct Exporting {
+    id: u64,
+    chunks: u32,
+    next: u32,
+    opener: Option<StreamOpener>,
+    current: Option<(u32, Vec<u8>)>,
+}
+
+/// A restore ([`BackupOp::RestoreBegin`]): the header, the opener of its chunks, the sealed
+/// bytes of the chunk being received, and the database opened so far.
 pub struct Restoring {
     header: Header,
     opener: Option<StreamOpener>,
@@ -179,35 +199,63 @@ impl Restoring {
     }
 }
 
-/// Runs one backup operation on an unlocked vault; `restoring` is the session's restore in
-/// progress, if any (any refusal of a restore step ends it).
-pub fn handle(
-    unlocked: &mut UnlockedVault<'_>,
-    op: BackupOp,
-    restoring: &mut Option<Box<Restoring>>,
-) -> Result<BackupReply, VaultError> {
-    let (vault, objects, now_ms) = unlocked.parts();
-    match op {
-        BackupOp::Read { id, part, offset } => read(vault, objects, id, part, offset),
+/// Opens chunk `index` of `chunks` with `opener` (taken for the last one).
+fn open_chunk(
+    opener: &mut Option<StreamOpener>,
+    index: u32,
+    chunks: u32,
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+    let corrupt = || VaultError::from(BackupError::Corrupt { index });
+    if index + 1 == chunks {
+        opener.take().ok_or_else(corrupt)?.last(sealed)
+    } else {
+        opener.as_mut().ok_or_else(corrupt)?.next(sealed)
+    }
+    .map_err(|_| corrupt())
+}
+
+/// Runs one backup operation on an unlocked vault. An export or restore in progress is
+/// ended by any refusal of one of its steps, and by starting another.
+pub fn handle(unlocked: &mut UnlockedVault<'_>, op: BackupOp) -> Result<BackupReply, VaultError> {
+    let (vault, objects, now_ms, transfer) = unlocked.with_transfer();
+    let result = match op {
+        BackupOp::Read { id, part, offset } => read(vault, objects, transfer, id, part, offset),
         BackupOp::RestoreBegin { header, phrase } => {
-            *restoring = None;
-            let r = begin_restore(vault, &header, &phrase)?;
-            let info = info(&r.header);
-            *restoring = Some(Box::new(r));
-            Ok(BackupReply::RestoreReady(info))
+            *transfer = None;
+            begin_restore(vault, &header, &phrase).map(|r| {
+                let info = info(&r.header);
+                *transfer = Some(Box::new(Transfer::Restore(r)));
+                BackupReply::RestoreReady(info)
+            })
         }
-        BackupOp::RestorePiece { chunk, bytes } => {
-            let r = restoring.as_mut().ok_or(BackupError::OutOfOrder)?;
-            let answer = restore_piece(r, chunk, &bytes);
-            if answer.is_err() {
-                *restoring = None;
+        BackupOp::RestorePiece { chunk, bytes } => match transfer.as_deref_mut() {
+            Some(Transfer::Restore(r)) => restore_piece(r, chunk, &bytes)
+                .map(|chunks| BackupReply::RestoreProgress { chunks }),
+            _ => Err(BackupError::OutOfOrder.into()),
+        },
+        BackupOp::RestoreFinish => match transfer.take().map(|t| *t) {
+            Some(Transfer::Restore(r)) => {
+                finish_restore(vault, objects, r, now_ms).map(|rows| BackupReply::Restored { rows })
             }
-            answer.map(|chunks| BackupReply::RestoreProgress { chunks })
-        }
-        BackupOp::RestoreFinish => {
-            let r = restoring.take().ok_or(BackupError::OutOfOrder)?;
-            finish_restore(vault, objects, *r).map(|rows| BackupReply::Restored { rows })
-        }
+            _ => Err(BackupError::OutOfOrder.into()),
+        },
+        other => return plain(vault, objects, now_ms, other),
+    };
+    if result.is_err() {
+        *transfer = None;
+    }
+    result
+}
+
+/// The operations that keep no state between requests.
+fn plain(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    now_ms: u64,
+    op: BackupOp,
+) -> Result<BackupReply, VaultError> {
+    match op {
         BackupOp::Now => made(vault, objects, now_ms).map(BackupReply::Made),
         BackupOp::List => list(vault).map(BackupReply::Backups),
         BackupOp::Verify { id } => {
@@ -226,6 +274,10 @@ pub fn handle(
             Ok(BackupReply::Scheduled(schedule))
         }
         BackupOp::Status => status(vault).map(BackupReply::Status),
+        BackupOp::Read { .. }
+        | BackupOp::RestoreBegin { .. }
+        | BackupOp::RestorePiece { .. }
+        | BackupOp::RestoreFinish => Err(BackupError::OutOfOrder.into()),
     }
 }
 
@@ -463,13 +515,13 @@ fn list(vault: &Vault) -> Result<Vec<BackupInfo>, VaultError> {
         .map_err(db)
 }
 
-/// Opens backup `id` of this vault: its header, every chunk in order, and the database.
-fn verify(
+/// Backup `id`'s header object and header, if it is the very one this vault recorded under
+/// that number (not another one a host kept) and its sizes are sound.
+fn recorded_header(
     vault: &Vault,
     objects: &crate::objects::Objects<'_>,
     id: u64,
-) -> Result<BackupInfo, VaultError> {
-    let name = objects.vault();
+) -> Result<(Vec<u8>, Header), VaultError> {
     let raw = objects
         .read_raw(ObjectKind::Backup, id)?
         .ok_or(BackupError::NoSuchBackup)?;
@@ -477,10 +529,9 @@ fn verify(
     if header.format != FORMAT {
         return Err(BackupError::UnknownFormat.into());
     }
-    if header.vault != name || header.id != id {
+    if header.vault != objects.vault() || header.id != id {
         return Err(BackupError::OtherVault.into());
     }
-    // The very backup the vault made under this number (not another one a host kept).
     let recorded: Option<Vec<u8>> = vault
         .read(|c| {
             use rusqlite::OptionalExtension;
@@ -506,44 +557,86 @@ fn verify(
     {
         return Err(BackupError::UnknownFormat.into());
     }
+    Ok((raw, header))
+}
+
+/// Opens backup `id` of this vault: its header, every chunk in order, and the database.
+fn verify(
+    vault: &Vault,
+    objects: &crate::objects::Objects<'_>,
+    id: u64,
+) -> Result<BackupInfo, VaultError> {
+    let (raw, header) = recorded_header(vault, objects, id)?;
     let (key, _, _) = backup_key(vault)?;
-    let database = open_chunks(objects, &header, &raw, &data_key(&key, name, id))?;
+    let database = open_chunks(objects, &header, &raw, &data_key(&key, objects.vault(), id))?;
     check_database(&database)?;
     Ok(info(&header))
 }
 
-/// Up to [`vettid_proto::backup::PIECE`] bytes of one of this vault's recorded backups'
-/// objects, as stored.
+/// Up to [`PIECE`] bytes at `offset` of one of this vault's backup objects, as stored. The
+/// header first (it must be the one the vault recorded: `Replaced` otherwise), then the
+/// chunks in order, each opened here before any of it is handed out: a host that serves
+/// altered bytes fails the export, not the member's restore later.
 fn read(
     vault: &Vault,
     objects: &crate::objects::Objects<'_>,
+    transfer: &mut Option<Box<Transfer>>,
     id: u64,
     part: Part,
     offset: u32,
 ) -> Result<BackupReply, VaultError> {
-    if !list(vault)?.iter().any(|b| b.id == id) {
-        return Err(BackupError::NoSuchBackup.into());
-    }
-    let object = match part {
-        Part::Header => objects.read_raw(ObjectKind::Backup, id)?,
-        Part::Chunk(index) => {
-            if u64::from(index) >= MAX_CHUNKS {
-                return Err(BackupError::Missing { index }.into());
-            }
-            objects.read_raw(ObjectKind::BackupChunk, chunk_number(id, index))?
-        }
+    let piece = |object: &[u8]| {
+        let total = u32::try_from(object.len()).map_err(|_| BackupError::UnknownFormat)?;
+        let from = (offset as usize).min(object.len());
+        let to = (from + PIECE).min(object.len());
+        Ok::<_, VaultError>(BackupReply::Piece {
+            bytes: object[from..to].to_vec(),
+            total,
+        })
     };
-    let object = object.ok_or(match part {
-        Part::Header => BackupError::NoSuchBackup,
-        Part::Chunk(index) => BackupError::Missing { index },
-    })?;
-    let total = u32::try_from(object.len()).map_err(|_| BackupError::UnknownFormat)?;
-    let from = (offset as usize).min(object.len());
-    let to = (from + PIECE).min(object.len());
-    Ok(BackupReply::Piece {
-        bytes: object[from..to].to_vec(),
-        total,
-    })
+    match part {
+        Part::Header => {
+            let (raw, header) = recorded_header(vault, objects, id)?;
+            let (key, _, _) = backup_key(vault)?;
+            let opener = StreamOpener::new(
+                &data_key(&key, objects.vault(), id),
+                &header.prefix,
+                &chunk_aad(&raw),
+            );
+            *transfer = Some(Box::new(Transfer::Export(Exporting {
+                id,
+                chunks: header.chunks,
+                next: 0,
+                opener: Some(opener),
+                current: None,
+            })));
+            piece(&raw)
+        }
+        Part::Chunk(index) => {
+            let Some(Transfer::Export(e)) = transfer.as_deref_mut() else {
+                return Err(BackupError::OutOfOrder.into());
+            };
+            if e.id != id {
+                return Err(BackupError::OutOfOrder.into());
+            }
+            if !matches!(&e.current, Some((i, _)) if *i == index) {
+                if index != e.next {
+                    return Err(BackupError::OutOfOrder.into());
+                }
+                if index >= e.chunks {
+                    return Err(BackupError::Trailing { index }.into());
+                }
+                let sealed = objects
+                    .read_raw(ObjectKind::BackupChunk, chunk_number(id, index))?
+                    .ok_or(BackupError::Missing { index })?;
+                open_chunk(&mut e.opener, index, e.chunks, &sealed)?;
+                e.current = Some((index, sealed));
+                e.next += 1;
+            }
+            let (_, sealed) = e.current.as_ref().expect("just set");
+            piece(sealed)
+        }
+    }
 }
 
 /// Checks an exported header and opens its backup key with `phrase`: the restore's start.
@@ -585,12 +678,14 @@ fn begin_restore(
         &header.prefix,
         &chunk_aad(header_bytes),
     );
+    // Sized once (bounded by the quota above): no reallocation leaves copies behind.
+    let out = Zeroizing::new(Vec::with_capacity(header.bytes as usize));
     Ok(Restoring {
         header,
         opener: Some(opener),
         next: 0,
         pending: Vec::new(),
-        out: Zeroizing::new(Vec::new()),
+        out,
     })
 }
 
@@ -609,26 +704,26 @@ fn restore_piece(r: &mut Restoring, chunk: u32, bytes: &[u8]) -> Result<u32, Vau
     r.pending.extend_from_slice(bytes);
     if r.pending.len() == want {
         let sealed = std::mem::take(&mut r.pending);
-        let corrupt = || VaultError::from(BackupError::Corrupt { index: chunk });
-        let plain = if chunk + 1 == r.header.chunks {
-            r.opener.take().ok_or_else(corrupt)?.last(&sealed)
-        } else {
-            r.opener.as_mut().ok_or_else(corrupt)?.next(&sealed)
+        let plain = open_chunk(&mut r.opener, chunk, r.header.chunks, &sealed)?;
+        if r.out.len() + plain.len() > r.out.capacity() {
+            return Err(BackupError::Database.into());
         }
-        .map_err(|_| corrupt())?;
         r.out.extend_from_slice(&plain);
         r.next += 1;
     }
     Ok(r.next)
 }
 
-/// Every chunk in, the database sound: the member's tables replaced by the backup's, in
-/// writes of about [`RESTORE_BATCH_BYTES`] (the first one also empties them). The rows
-/// written.
+/// Every chunk in, the database sound and shaped exactly as this release's (the restored
+/// tables have this vault's own definitions, no views, no other columns): the member's
+/// tables replaced by the backup's, with a `vault.restored` audit event, in writes of about
+/// [`RESTORE_BATCH_BYTES`] (the first one also empties them). Checked before the first write:
+/// the rows fit the quota beside what the vault keeps. The rows written.
 fn finish_restore(
     vault: &mut Vault,
     objects: &crate::objects::Objects<'_>,
     r: Restoring,
+    now_ms: u64,
 ) -> Result<u64, VaultError> {
     if r.next < r.header.chunks {
         return Err(BackupError::Missing { index: r.next }.into());
@@ -637,21 +732,28 @@ fn finish_restore(
         return Err(BackupError::Database.into());
     }
     check_database(&r.out)?;
-    let statements = Vault::copy_statements(&r.out, &crate::domains::restored_tables())
-        .map_err(|_| BackupError::Database)?;
+    let tables = crate::domains::restored_tables();
+    let budget = vault.limits().vault_bytes;
+    let statements = vault.copy_statements(&r.out, &tables, budget)?;
+    let bytes: u64 = statements.iter().map(|s| s.param_bytes() as u64).sum();
+    if bytes.saturating_add(vault.db_bytes()) > budget {
+        return Err(BackupError::TooLarge.into());
+    }
     let rows = statements.iter().filter(|s| !s.params.is_empty()).count() as u64;
-    let mut batch = Vec::new();
+    let event = crate::feed::event(
+        now_ms,
+        vettid_proto::feed::Audience::Audit,
+        "vault.restored",
+        vettid_proto::feed::Retention::Standard,
+        format!(
+            "backup {} (vault version {}) restored from an export: {rows} rows",
+            r.header.id, r.header.vault_version
+        ),
+    );
+    let mut batch = crate::feed::append(vault, &[event])?;
     let mut size = 0;
     for statement in statements {
-        size += statement
-            .params
-            .iter()
-            .map(|p| match p {
-                SqlValue::Text(t) => t.len(),
-                SqlValue::Blob(b) => b.len(),
-                _ => 8,
-            })
-            .sum::<usize>();
+        size += statement.param_bytes();
         batch.push(statement);
         if size >= RESTORE_BATCH_BYTES {
             vault.write(objects, std::mem::take(&mut batch))?;
@@ -723,14 +825,14 @@ mod tests {
     use crate::harness::Opened;
 
     fn backup(v: &Opened) -> BackupInfo {
-        match v.run(5, |u| handle(u, BackupOp::Now, &mut None)).unwrap() {
+        match v.run(5, |u| handle(u, BackupOp::Now)).unwrap() {
             BackupReply::Made(info) => info,
             other => panic!("{other:?}"),
         }
     }
 
     fn verify(v: &Opened, id: u64) -> Result<BackupInfo, VaultError> {
-        v.run(0, |u| handle(u, BackupOp::Verify { id }, &mut None))
+        v.run(0, |u| handle(u, BackupOp::Verify { id }))
             .map(|r| match r {
                 BackupReply::Verified(info) => info,
                 other => panic!("{other:?}"),
@@ -820,8 +922,7 @@ mod tests {
                     part,
                     offset: out.len() as u32,
                 };
-                let BackupReply::Piece { bytes, total } =
-                    v.run(0, |u| handle(u, op, &mut None)).unwrap()
+                let BackupReply::Piece { bytes, total } = v.run(0, |u| handle(u, op)).unwrap()
                 else {
                     panic!()
                 };
@@ -832,8 +933,9 @@ mod tests {
                 }
             }
         };
+        let header = read(Part::Header);
         let chunks = (0..info.chunks).map(|i| read(Part::Chunk(i))).collect();
-        (read(Part::Header), chunks)
+        (header, chunks)
     }
 
     /// Restores `header` and `chunks` (in the order given, each under the index given) into
@@ -844,25 +946,141 @@ mod tests {
         header: &[u8],
         chunks: &[(u32, Vec<u8>)],
     ) -> Result<u64, VaultError> {
-        let mut r = None;
         let begin = BackupOp::RestoreBegin {
             header: header.to_vec(),
             phrase: Zeroizing::new(*phrase),
         };
-        into.run(0, |u| handle(u, begin, &mut r))?;
+        into.run(0, |u| handle(u, begin))?;
         for (index, sealed) in chunks {
             for piece in sealed.chunks(PIECE) {
                 let op = BackupOp::RestorePiece {
                     chunk: *index,
                     bytes: piece.to_vec(),
                 };
-                into.run(0, |u| handle(u, op, &mut r))?;
+                into.run(0, |u| handle(u, op))?;
             }
         }
-        match into.run(0, |u| handle(u, BackupOp::RestoreFinish, &mut r))? {
+        match into.run(0, |u| handle(u, BackupOp::RestoreFinish))? {
             BackupReply::Restored { rows } => Ok(rows),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// An export of `db` sealed as a vault of `phrase` would seal it (what a member with a
+    /// phrase of their own can make of any database).
+    fn crafted(db: &[u8], phrase: &[u8; RECOVERY_BYTES]) -> (Vec<u8>, Vec<(u32, Vec<u8>)>) {
+        let key = SecretBytes::<32>::random();
+        let stretch = Stretch::generate(crate::harness::fast(10).cost, &Bounds::DEFAULT).unwrap();
+        let kek: AeadKey = PHRASE_KEY
+            .derive(stretch.derive(phrase).expose(), b"", b"alice")
+            .into();
+        let parts: Vec<&[u8]> = db.chunks(CHUNK).collect();
+        let header = Header {
+            format: FORMAT,
+            vault: "alice".into(),
+            id: 1,
+            created_ms: 0,
+            vault_version: 1,
+            bytes: db.len() as u64,
+            chunks: parts.len() as u32,
+            prefix: [3; PREFIX_LEN],
+            phrase: Some(PhraseWrap {
+                phc: stretch.to_phc(),
+                wrapped: kek.seal(&phrase_aad("alice"), key.expose()),
+            }),
+        };
+        let raw = encode(&header).to_vec();
+        let mut sealer = StreamSealer::new(
+            &data_key(&key, "alice", 1),
+            &header.prefix,
+            &chunk_aad(&raw),
+        );
+        let (last, rest) = parts.split_last().unwrap();
+        let mut chunks: Vec<(u32, Vec<u8>)> = (0..)
+            .zip(rest.iter().map(|c| sealer.next(c).unwrap()))
+            .collect();
+        chunks.push((rest.len() as u32, sealer.last(last)));
+        (raw, chunks)
+    }
+
+    /// A database with this release's schema, then `change` applied to it.
+    fn database_with(change: &str) -> Vec<u8> {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        for sql in crate::domains::schema() {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch(change).unwrap();
+        c.serialize(rusqlite::MAIN_DB).unwrap().to_vec()
+    }
+
+    /// A database the member made themselves, sealed under their own phrase: tables shaped
+    /// otherwise than this vault's (a column named to smuggle SQL, a view in a table's place,
+    /// a negative number) are refused before anything is written; a sound one restores.
+    #[test]
+    fn a_crafted_database_cannot_reach_beyond_the_members_own_tables() {
+        let v = with_secrets();
+        let phrase = [5u8; RECOVERY_BYTES];
+        let before = secret_bytes(&v);
+        for change in [
+            "DROP TABLE secret_items; CREATE TABLE secret_items (id BLOB PRIMARY KEY, kind TEXT, \
+             name TEXT, folder TEXT, tags BLOB, version INTEGER, deleted INTEGER, changed_at \
+             INTEGER, \"x) SELECT value FROM meta --\" BLOB);",
+            "DROP TABLE secret_versions; CREATE VIEW secret_versions AS \
+             SELECT key AS item, 1 AS version, 0 AS created_ms, value AS content FROM meta;",
+            "INSERT INTO secret_items VALUES (x'01', 'note', 'n', NULL, x'', -1, 0, 0);",
+        ] {
+            let (header, chunks) = crafted(&database_with(change), &phrase);
+            assert_eq!(
+                restore(&v, &phrase, &header, &chunks),
+                Err(BackupError::Database.into()),
+                "{change}"
+            );
+            assert_eq!(secret_bytes(&v), before, "nothing was written");
+        }
+        let sound = database_with(
+            "INSERT INTO secret_items VALUES (x'01', 'note', 'n', NULL, x'', 1, 0, 0); \
+             INSERT INTO secret_versions VALUES (x'01', 1, 0, x'aa');",
+        );
+        let (header, chunks) = crafted(&sound, &phrase);
+        assert_eq!(restore(&v, &phrase, &header, &chunks), Ok(2));
+        assert_eq!(secret_bytes(&v), (1, 1));
+    }
+
+    /// An export opens every chunk before handing it out: a host that altered one fails the
+    /// export at once; chunks must be read in order, after the header.
+    #[test]
+    fn an_export_is_checked_as_it_is_read() {
+        let v = with_secrets();
+        let made = backup(&v);
+        let read = |part: Part, offset: u32| {
+            v.run(0, |u| {
+                handle(
+                    u,
+                    BackupOp::Read {
+                        id: made.id,
+                        part,
+                        offset,
+                    },
+                )
+            })
+        };
+        assert_eq!(
+            read(Part::Chunk(0), 0).err(),
+            Some(BackupError::OutOfOrder.into()),
+            "the header first"
+        );
+        read(Part::Header, 0).unwrap();
+        assert_eq!(
+            read(Part::Chunk(1), 0).err(),
+            Some(BackupError::OutOfOrder.into())
+        );
+        let names = chunk_names(&v, made.id);
+        v.store.lock().unwrap().get_mut(&names[0]).unwrap()[9] ^= 1;
+        read(Part::Header, 0).unwrap();
+        assert_eq!(
+            read(Part::Chunk(0), 0).err(),
+            Some(BackupError::Corrupt { index: 0 }.into())
+        );
     }
 
     fn secret_bytes(v: &Opened) -> (i64, i64) {
@@ -917,7 +1135,9 @@ mod tests {
         let (other_header, other_chunks) = export(&old, &b);
         let n = chunks.len() as u32;
         let numbered: Vec<(u32, Vec<u8>)> = (0..).zip(chunks.clone()).collect();
-        let new = Opened::new();
+        // Into a vault that has data of its own, which no refusal may touch.
+        let new = with_secrets();
+        let before = secret_bytes(&new);
         let err = |e: BackupError| Err(VaultError::from(e));
         let wrong = [7u8; RECOVERY_BYTES];
         assert_eq!(
@@ -969,17 +1189,16 @@ mod tests {
             restore(&new, &old.phrase, &other_header, &numbered),
             Err(VaultError::Backup(BackupError::Corrupt { index: 0 }))
         ));
-        // Pieces without a begun restore, or out of order.
-        let mut none = None;
+        // Pieces without a begun restore (every refusal above ended it).
         let piece = BackupOp::RestorePiece {
-            chunk: 1,
+            chunk: 0,
             bytes: vec![0; 8],
         };
         assert_eq!(
-            new.run(0, |u| handle(u, piece, &mut none)).err(),
+            new.run(0, |u| handle(u, piece)).err(),
             Some(BackupError::OutOfOrder.into())
         );
-        assert_eq!(secret_bytes(&new), (0, 0), "nothing was written");
+        assert_eq!(secret_bytes(&new), before, "nothing was written");
     }
 
     #[test]
@@ -991,8 +1210,7 @@ mod tests {
         assert_eq!(verify(&v, made.id), Ok(made.clone()));
         let second = backup(&v);
         assert_eq!(second.id, made.id + 1);
-        let BackupReply::Backups(all) = v.run(0, |u| handle(u, BackupOp::List, &mut None)).unwrap()
-        else {
+        let BackupReply::Backups(all) = v.run(0, |u| handle(u, BackupOp::List)).unwrap() else {
             panic!()
         };
         assert_eq!(all, [made, second]);
@@ -1094,7 +1312,7 @@ mod tests {
         let v = Opened::new();
         const H: u64 = 60 * 60 * 1000;
         let t0 = 1_000 * H;
-        let set = |s: Schedule| v.run(t0, |u| handle(u, BackupOp::SetSchedule(s), &mut None));
+        let set = |s: Schedule| v.run(t0, |u| handle(u, BackupOp::SetSchedule(s)));
         assert_eq!(
             set(Schedule {
                 keep: 0,
@@ -1129,10 +1347,7 @@ mod tests {
                 .unwrap()
                 .contains_key(&format!("vaults/alice/backup/{:020}", first.id))
         );
-        let BackupReply::Status(st) = v
-            .run(0, |u| handle(u, BackupOp::Status, &mut None))
-            .unwrap()
-        else {
+        let BackupReply::Status(st) = v.run(0, |u| handle(u, BackupOp::Status)).unwrap() else {
             panic!()
         };
         assert_eq!(
@@ -1156,7 +1371,7 @@ mod tests {
     }
 
     fn list_all(v: &Opened) -> Vec<BackupInfo> {
-        match v.run(0, |u| handle(u, BackupOp::List, &mut None)).unwrap() {
+        match v.run(0, |u| handle(u, BackupOp::List)).unwrap() {
             BackupReply::Backups(all) => all,
             other => panic!("{other:?}"),
         }

@@ -18,8 +18,9 @@ pub struct Domain {
     /// Its migrations, in the order they were added.
     pub migrations: &'static [Migration],
     /// The tables a restore of the member's exported backup carries into another vault (the
-    /// member's data; not what belongs to the vault that made the backup: its keys, devices,
-    /// credential, backup history).
+    /// member's data; not what belongs to the vault that made the backup or records this
+    /// one's history: keys, devices, credential, backups, the feed and audit chain, the
+    /// signed public profile).
     pub restored: &'static [&'static str],
 }
 
@@ -46,18 +47,20 @@ pub const REGISTRY: &[Domain] = &[
     Domain {
         name: "profile",
         migrations: crate::profile::MIGRATIONS,
+        // Not `public_profile`: its signed versions belong to the vault that published it.
         restored: &[
             "personal_fields",
             "sharing_defaults",
             "sharing_overrides",
-            "public_profile",
             "profile_photo",
         ],
     },
     Domain {
         name: "feed",
         migrations: crate::feed::MIGRATIONS,
-        restored: &["events"],
+        // Not `events`: the feed and the audit chain stay this vault's (a restore adds an
+        // audit event of its own).
+        restored: &[],
     },
     Domain {
         name: "backup",

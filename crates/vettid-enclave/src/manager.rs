@@ -153,6 +153,9 @@ struct VaultState {
     /// the two, whatever the host says the time is (a restart only makes the wait longer).
     watched_since_ms: u64,
     last_unlock_ms: Option<u64>,
+    /// An export or restore in progress, and the opening it belongs to: it ends with that
+    /// unlock (a lock, a newer unlock, an eviction), so at most one per vault is held.
+    transfer: Option<(u64, Box<crate::backup::Transfer>)>,
 }
 
 /// Anchors kept for a vault not in memory at most (the newest).
@@ -173,6 +176,7 @@ impl VaultState {
             credential_generation: 0,
             anchors: Vec::new(),
             refused: None,
+            transfer: None,
         }
     }
 
@@ -280,12 +284,26 @@ pub struct UnlockedVault<'a> {
     vault: &'a mut Vault,
     objects: &'a Objects<'a>,
     now_ms: u64,
+    transfer: &'a mut Option<Box<crate::backup::Transfer>>,
 }
 
 impl<'a> UnlockedVault<'a> {
     /// The unlocked vault, the storage it writes through, and the host's clock (timestamps only).
     pub fn parts(&mut self) -> (&mut Vault, &Objects<'a>, u64) {
         (self.vault, self.objects, self.now_ms)
+    }
+
+    /// The vault's export or restore in progress under this unlock (backups only), with the
+    /// parts.
+    pub(crate) fn with_transfer(
+        &mut self,
+    ) -> (
+        &mut Vault,
+        &Objects<'a>,
+        u64,
+        &mut Option<Box<crate::backup::Transfer>>,
+    ) {
+        (self.vault, self.objects, self.now_ms, self.transfer)
     }
 }
 
@@ -924,6 +942,7 @@ impl Manager {
             {
                 if last_used.elapsed() >= self.config.idle {
                     st.slot.evict();
+                    st.transfer = None;
                     evicted += 1;
                 } else {
                     resident.push((*last_used, vault.db_bytes(), state.clone()));
@@ -943,6 +962,7 @@ impl Manager {
             };
             if matches!(st.slot, Slot::Resident { .. }) {
                 st.slot.evict();
+                st.transfer = None;
                 evicted += 1;
                 count -= 1;
                 bytes = bytes.saturating_sub(size);
@@ -1311,16 +1331,27 @@ impl Manager {
         if !opening.holds(id, st.opening) {
             return Err(VaultError::NotUnlocked);
         }
-        self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
+        let current = st.opening;
+        let mut transfer = st
+            .transfer
+            .take()
+            .filter(|(opening, _)| *opening == current)
+            .map(|(_, t)| t);
+        let result = self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
             match f(&mut UnlockedVault {
                 vault,
                 objects,
                 now_ms,
+                transfer: &mut transfer,
             }) {
                 Err(e) if !e.is_refusal() => Err(e),
                 answer => Ok((answer, vault.signed_version(id))),
             }
-        })
+        });
+        if st.opening == current && matches!(st.slot, Slot::Resident { .. }) {
+            st.transfer = transfer.map(|t| (current, t));
+        }
+        result
     }
 
     /// Runs `f` — a domain operation that needs a secret checked against the vault's guess
@@ -1898,7 +1929,6 @@ mod tests {
                         keep: 3,
                         max_age_days: 0,
                     }),
-                    &mut None,
                 )
             })
             .unwrap();

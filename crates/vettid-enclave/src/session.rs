@@ -62,8 +62,6 @@ struct Open {
     /// The highest counter accepted so far (0: none; counters start at 1).
     last_counter: u64,
     last_used: Instant,
-    /// A restore of an exported backup this session began.
-    restoring: Option<Box<crate::backup::Restoring>>,
 }
 
 /// Every session of this enclave instance.
@@ -85,7 +83,6 @@ struct SessionState<'a> {
     device: [u8; 32],
     unlocked: &'a mut Option<crate::manager::Opening>,
     seen: &'a mut Option<crate::vault::Head>,
-    restoring: &'a mut Option<Box<crate::backup::Restoring>>,
 }
 
 impl Sessions {
@@ -328,7 +325,6 @@ impl Sessions {
                 seen: None,
                 last_counter: 0,
                 last_used: Instant::now(),
-                restoring: None,
             })),
         );
         Ok(ToApp::Established { session })
@@ -398,7 +394,6 @@ impl Sessions {
                 device,
                 unlocked: &mut open.unlocked,
                 seen: &mut open.seen,
-                restoring: &mut open.restoring,
             },
             now_ms,
             request.op,
@@ -442,7 +437,6 @@ impl Sessions {
             device,
             unlocked,
             seen,
-            restoring,
         } = session;
         let mut events = Vec::new();
         // Every answer about the vault's state shows the app its signed version (taken with the
@@ -642,7 +636,7 @@ impl Sessions {
             }
             (AppOp::Backup(op), _) => {
                 domain(manager, member, unlocked, now_ms, &mut version, |u| {
-                    crate::backup::handle(u, op, restoring)
+                    crate::backup::handle(u, op)
                 })
                 .map(|r| AppReply::Backup(Box::new(r)))
             }

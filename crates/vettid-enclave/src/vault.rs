@@ -108,6 +108,20 @@ pub enum SqlValue {
     Blob(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
+impl Statement {
+    /// Bytes its parameters carry (text and blobs; 8 per other value).
+    pub fn param_bytes(&self) -> usize {
+        self.params
+            .iter()
+            .map(|p| match p {
+                SqlValue::Text(t) => t.len(),
+                SqlValue::Blob(b) => b.len(),
+                SqlValue::Null | SqlValue::Int(_) => 8,
+            })
+            .sum()
+    }
+}
+
 impl rusqlite::ToSql for SqlValue {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
         use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -620,58 +634,90 @@ impl Vault {
             .is_ok_and(|r| r == "ok")
     }
 
-    /// The statements that replace the rows of `tables` in a vault with those of the database
-    /// image `bytes` (a backup's): for each table a `DELETE`, then one `INSERT` per row under
-    /// the image's own column names (a column this release no longer has fails the write).
-    /// `tables` are names from the domain registry, never input.
-    pub fn copy_statements(bytes: &[u8], tables: &[&str]) -> Result<Vec<Statement>, VaultError> {
-        let bad = |e: rusqlite::Error| VaultError::Internal(format!("restore: {e}"));
-        let mut conn = Connection::open_in_memory().map_err(bad)?;
-        conn.deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
+    /// The statements that replace the rows of `tables` in this vault with those of the
+    /// database image `bytes` (a backup's, which the member's phrase authenticates but which
+    /// the member may have made themselves): for each table a `DELETE`, then one `INSERT` per
+    /// row. Names never come from the image: each table must be a plain table whose
+    /// definition is exactly this vault's (`Database` otherwise), and it is read and written
+    /// under this vault's own column names; integers must not be negative (no column here
+    /// holds one), and the rows' bytes are counted against `budget` as they are read
+    /// (`TooLarge` beyond). `tables` are names from the domain registry, never input.
+    pub fn copy_statements(
+        &self,
+        bytes: &[u8],
+        tables: &[&str],
+        budget: u64,
+    ) -> Result<Vec<Statement>, VaultError> {
+        use vettid_proto::backup::BackupError;
+        let bad = |_: rusqlite::Error| VaultError::from(BackupError::Database);
+        let mut image = Connection::open_in_memory().map_err(bad)?;
+        image
+            .deserialize_read_exact(MAIN_DB, bytes, bytes.len(), true)
             .map_err(bad)?;
+        let definition = |c: &Connection, table: &str| -> Result<Option<String>, VaultError> {
+            use rusqlite::OptionalExtension;
+            c.query_row(
+                "SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(bad)
+        };
         let mut out = Vec::new();
+        let mut used: u64 = 0;
         for table in tables {
-            out.push(Statement {
-                sql: format!("DELETE FROM {table}"),
-                params: Vec::new(),
-            });
-            let mut stmt = conn
-                .prepare(&format!("SELECT * FROM {table}"))
-                .map_err(bad)?;
-            let columns: Vec<String> = stmt.column_names().iter().map(|c| c.to_string()).collect();
+            let ours = definition(&self.conn, table)?.ok_or(BackupError::Database)?;
+            if definition(&image, table)?.as_deref() != Some(ours.as_str()) {
+                return Err(BackupError::Database.into());
+            }
+            let columns: Vec<String> = self
+                .conn
+                .prepare(&format!("SELECT * FROM \"{table}\" LIMIT 0"))
+                .map_err(bad)?
+                .column_names()
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect();
+            let list = columns.join(", ");
             let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!(
-                "INSERT INTO {table} ({}) VALUES ({})",
-                columns.join(", "),
+            let insert = format!(
+                "INSERT INTO \"{table}\" ({list}) VALUES ({})",
                 marks.join(", ")
             );
+            out.push(Statement {
+                sql: format!("DELETE FROM \"{table}\""),
+                params: Vec::new(),
+            });
+            let mut stmt = image
+                .prepare(&format!("SELECT {list} FROM \"{table}\""))
+                .map_err(bad)?;
             let mut rows = stmt.query([]).map_err(bad)?;
             while let Some(row) = rows.next().map_err(bad)? {
-                let params = (0..columns.len())
-                    .map(|i| {
-                        use rusqlite::types::ValueRef;
-                        Ok(match row.get_ref(i)? {
-                            ValueRef::Null => SqlValue::Null,
-                            ValueRef::Integer(v) => SqlValue::Int(v),
-                            ValueRef::Text(t) => {
-                                SqlValue::Text(String::from_utf8_lossy(t).into_owned())
-                            }
-                            ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
-                            ValueRef::Real(_) => {
-                                return Err(rusqlite::Error::InvalidColumnType(
-                                    i,
-                                    columns[i].clone(),
-                                    rusqlite::types::Type::Real,
-                                ));
-                            }
-                        })
-                    })
-                    .collect::<rusqlite::Result<Vec<_>>>()
-                    .map_err(bad)?;
-                out.push(Statement {
-                    sql: sql.clone(),
+                let mut params = Vec::with_capacity(columns.len());
+                for i in 0..columns.len() {
+                    use rusqlite::types::ValueRef;
+                    params.push(match row.get_ref(i).map_err(bad)? {
+                        ValueRef::Null => SqlValue::Null,
+                        ValueRef::Integer(v) if v >= 0 => SqlValue::Int(v),
+                        ValueRef::Text(t) => SqlValue::Text(
+                            String::from_utf8(t.to_vec()).map_err(|_| BackupError::Database)?,
+                        ),
+                        ValueRef::Blob(b) => SqlValue::Blob(b.to_vec()),
+                        ValueRef::Integer(_) | ValueRef::Real(_) => {
+                            return Err(BackupError::Database.into());
+                        }
+                    });
+                }
+                let statement = Statement {
+                    sql: insert.clone(),
                     params,
-                });
+                };
+                used = used.saturating_add(statement.param_bytes() as u64);
+                if used > budget {
+                    return Err(BackupError::TooLarge.into());
+                }
+                out.push(statement);
             }
         }
         Ok(out)

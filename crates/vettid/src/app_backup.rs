@@ -221,33 +221,49 @@ pub(crate) async fn export(dir: &std::path::Path, args: ExportArgs) -> anyhow::R
             backup.id
         );
     }
-    // Written beside the target and renamed into place: a cut-short export leaves no file
-    // that looks complete.
-    let partial = args.out.with_extension("partial");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&partial)
-        .with_context(|| format!("creating {}", partial.display()))?;
-    let written = s
-        .export_backup(&backup, &mut file, progress("exported"))
-        .await;
-    let written = match written {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
-        }
-    };
-    file.sync_all()?;
-    std::fs::rename(&partial, &args.out)?;
+    // Written beside the target, then linked into place (a link never replaces a file that
+    // appeared meanwhile): a cut-short export leaves no file that looks complete.
+    let mut partial = args.out.clone().into_os_string();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let written = write_export(s, &backup, &partial, &args.out).await;
+    let _ = std::fs::remove_file(&partial);
+    let written = written?;
     println!(
         "✓ backup {} exported to {} ({written} bytes; it opens only with your recovery phrase)",
         show(&backup),
         args.out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the export to `partial`, makes it durable, and links it in as `out`.
+async fn write_export(
+    s: &mut vettid_client::vault::Unlocked<&mut Profile>,
+    backup: &BackupInfo,
+    partial: &std::path::Path,
+    out: &std::path::Path,
+) -> anyhow::Result<u64> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let written = s
+        .export_backup(backup, &mut file, progress("exported"))
+        .await?;
+    file.sync_all()?;
+    std::fs::hard_link(partial, out).with_context(|| {
+        format!(
+            "{} appeared meanwhile; the export was not written over it",
+            out.display()
+        )
+    })?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(written)
 }
 
 pub(crate) async fn restore(dir: &std::path::Path, args: RestoreArgs) -> anyhow::Result<ExitCode> {

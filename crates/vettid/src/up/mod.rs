@@ -55,6 +55,9 @@ pub(crate) struct UpArgs {
     /// confirmation.
     #[arg(long, default_value_t = 24 * 3600, value_parser = clap::value_parser!(u64).range(0..=30 * 24 * 3600))]
     deletion_delay_secs: u64,
+    /// Each vault's quota in MiB (measured into the enclave's configuration; default 64).
+    #[arg(long, default_value_t = vettid_proto::platform::PolicyConfig::default().vault_quota_bytes >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    vault_quota_mib: u64,
 }
 
 pub(crate) fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -89,6 +92,7 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
     let rate_limit_scale = args.api_rate_limit_scale.to_string();
     let recovery_delay = args.recovery_delay_secs.to_string();
     let deletion_delay = args.deletion_delay_secs.to_string();
+    let vault_quota = args.vault_quota_mib.to_string();
     let nats_files = nats::write_config(&data_dir, ports)?;
     let nats_url = format!("nats://127.0.0.1:{}", ports.client);
 
@@ -131,6 +135,8 @@ async fn supervise(args: UpArgs) -> anyhow::Result<ExitCode> {
                     enclave.as_os_str(),
                     OsStr::new("--recovery-delay-secs"),
                     OsStr::new(&recovery_delay),
+                    OsStr::new("--vault-quota-mib"),
+                    OsStr::new(&vault_quota),
                 ],
                 logs.join("dev-platform.log"),
                 exited_tx.clone(),
