@@ -83,6 +83,11 @@ pub fn handle(unlocked: &mut UnlockedVault<'_>, op: DeviceOp) -> Result<DeviceRe
             found.name = name;
             Ok(DeviceReply::Renamed(found))
         }
+        // They re-key the vault, which only the manager does (`Manager::change_devices`,
+        // reached from the session).
+        DeviceOp::Add { .. } | DeviceOp::Remove { .. } => Err(VaultError::Invalid(
+            vettid_proto::enclave::Invalid::Malformed,
+        )),
     }
 }
 

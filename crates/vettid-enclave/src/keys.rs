@@ -790,6 +790,21 @@ impl LockedVault {
         self.rekey(objects, sealer, vmk, pin, policy)
     }
 
+    /// Writes the next keys generation wrapping `vmk` under `pin` with `devices` the
+    /// registered devices (a device added or removed, after the vault's own records).
+    pub fn set_devices(
+        &mut self,
+        objects: &Objects<'_>,
+        sealer: &dyn Sealer,
+        vmk: &MasterKey,
+        pin: &[u8],
+        devices: Vec<[u8; 32]>,
+        policy: &KeyPolicy,
+    ) -> Result<(), VaultError> {
+        self.inner.devices = devices;
+        self.rekey(objects, sealer, vmk, pin, policy)
+    }
+
     /// Records a use of the vault by a registered device at `at_ms` (enrollment, recovery):
     /// a later recovery to another device waits the delay from it.
     pub fn note_device_use(&mut self, objects: &Objects<'_>, at_ms: u64) -> Result<(), VaultError> {

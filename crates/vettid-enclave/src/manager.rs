@@ -972,6 +972,14 @@ impl Manager {
     }
 }
 
+/// A change to a vault's devices ([`Manager::change_devices`]).
+pub enum DeviceChange<'a> {
+    /// Register this device.
+    Add(NewDevice<'a>),
+    /// Remove the device of this session key.
+    Remove([u8; 32]),
+}
+
 /// The device an enrollment registers.
 pub struct NewDevice<'a> {
     /// The static key of its sessions (what later sessions are checked against).
@@ -1199,6 +1207,134 @@ impl Manager {
         };
         self.make_resident(st, vault, &vmk, id, Owner::App);
         Ok(recovery)
+    }
+
+    /// Adds or removes a device of vault `id` for the session whose unlock got `opening`,
+    /// proven again with the PIN (counted like an unlock: a wrong one is `WrongPin` and
+    /// changes nothing else). The vault's records first (names, device keys, an audit event),
+    /// the keys generation listing the devices last: a failure in between leaves the old
+    /// list in force and the same change able to run again. The device as registered (for a
+    /// removal: as it was) and the vault's identity key.
+    pub fn change_devices(
+        &self,
+        id: &str,
+        opening: &Opening,
+        pin: &[u8],
+        change: DeviceChange<'_>,
+        now_ms: u64,
+    ) -> Result<(vettid_proto::devices::Device, [u8; 32]), VaultError> {
+        use vettid_proto::devices::{Device, DeviceError, MAX_DEVICES};
+        let objects = Objects::new(&self.link, id);
+        let state = self.state(id);
+        let mut st = lock(&state);
+        let st = &mut *st;
+        st.check()?;
+        if !opening.holds(id, st.opening) {
+            return Err(VaultError::NotUnlocked);
+        }
+        let mut locked = self.open_locked(st, &objects)?;
+        let registered = locked.devices().to_vec();
+        let known = |key: &[u8; 32]| registered.iter().any(|d| vettid_crypto::ct_eq(d, key));
+        // What is asked must make sense before the PIN is even counted.
+        let devices = match &change {
+            DeviceChange::Add(new) => {
+                if !vettid_proto::devices::valid_name(new.name) {
+                    return Err(DeviceError::Name.into());
+                }
+                if known(&new.session_key) {
+                    return Err(DeviceError::AlreadyRegistered.into());
+                }
+                if registered.len() >= MAX_DEVICES {
+                    return Err(DeviceError::TooMany.into());
+                }
+                let mut all = registered.clone();
+                all.push(new.session_key);
+                all
+            }
+            DeviceChange::Remove(device) => {
+                if !known(device) {
+                    return Err(DeviceError::NoSuchDevice.into());
+                }
+                if registered.len() == 1 {
+                    return Err(DeviceError::LastDevice.into());
+                }
+                registered
+                    .iter()
+                    .filter(|d| !vettid_crypto::ct_eq(*d, device))
+                    .copied()
+                    .collect()
+            }
+        };
+        let result = locked.unlock(&objects, pin, self.policy(), None);
+        Self::note_guard(st, &locked);
+        let vmk = result?;
+        let vault = self.resident(st, &objects, Owner::App)?;
+        let hex_key = |k: &[u8; 32]| hex::encode(k);
+        let (device, mut statements, what) = match &change {
+            DeviceChange::Add(new) => {
+                let key = hex_key(&new.session_key);
+                let mut statements = vec![Statement {
+                    sql: "DELETE FROM meta WHERE key = ?1 OR key = ?2".into(),
+                    params: vec![
+                        SqlValue::Text(format!("device/{key}")),
+                        SqlValue::Text(format!("device-key/{key}")),
+                    ],
+                }];
+                statements.extend(device_rows(new));
+                let device = Device {
+                    session_key: new.session_key,
+                    device_key: Some(new.device_key),
+                    name: new.name.to_owned(),
+                };
+                (device, statements, "added")
+            }
+            DeviceChange::Remove(session_key) => {
+                let key = hex_key(session_key);
+                let name = vault
+                    .meta(&format!("device/{key}"))?
+                    .map(|n| String::from_utf8_lossy(&n).into_owned())
+                    .unwrap_or_default();
+                let device_key = vault
+                    .meta(&format!("device-key/{key}"))?
+                    .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
+                    .ok_or(DeviceError::NoDeviceKey)?;
+                let statements = vec![Statement {
+                    sql: "DELETE FROM meta WHERE key = ?1 OR key = ?2".into(),
+                    params: vec![
+                        SqlValue::Text(format!("device/{key}")),
+                        SqlValue::Text(format!("device-key/{key}")),
+                    ],
+                }];
+                let device = Device {
+                    session_key: *session_key,
+                    device_key: Some(device_key),
+                    name,
+                };
+                (device, statements, "removed")
+            }
+        };
+        let event = crate::feed::event(
+            now_ms,
+            vettid_proto::feed::Audience::Feed,
+            &format!("devices.{what}"),
+            vettid_proto::feed::Retention::Standard,
+            format!(
+                "device {} ({}) {what}",
+                hex::encode(&device.session_key[..8]),
+                device.name
+            ),
+        );
+        statements.extend(crate::feed::append(vault, &[event])?);
+        vault.write(&objects, statements)?;
+        let identity = vault.identity_public_key();
+        let head = vault.head();
+        st.saw(head);
+        let rekeyed =
+            locked.set_devices(&objects, &*self.sealer, &vmk, pin, devices, self.policy());
+        st.generation = st.generation.max(Some(locked.generation()));
+        rekeyed?;
+        st.devices = Some(locked.devices().to_vec());
+        Ok((device, identity))
     }
 
     /// Whether `device` is registered with vault `id` (constant-time comparison), from the

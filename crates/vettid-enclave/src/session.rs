@@ -628,6 +628,67 @@ impl Sessions {
                 })
                 .map(|r| AppReply::Profile(Box::new(r)))
             }
+            // Adding or removing a device re-keys the vault: the PIN again, and the enclave's
+            // document for the API.
+            (
+                AppOp::Devices(vettid_proto::devices::DeviceOp::Add {
+                    pin,
+                    session_key,
+                    device_key,
+                    name,
+                }),
+                _,
+            ) => opened(unlocked).and_then(|o| {
+                let new = crate::manager::NewDevice {
+                    session_key,
+                    device_key,
+                    name: &name,
+                };
+                let change = crate::manager::DeviceChange::Add(new);
+                let (device, identity) = manager.change_devices(member, o, &pin, change, now_ms)?;
+                let binding = vettid_proto::auth::added_device_binding(
+                    member,
+                    &session_key,
+                    &device_key,
+                    &identity,
+                );
+                let device_attestation = self.document(binding)?;
+                let (_, v) = manager.domain(member, o, now_ms, |_| Ok(()))?;
+                version = Some(v);
+                Ok(AppReply::Devices(Box::new(
+                    vettid_proto::devices::DeviceReply::Added {
+                        device,
+                        device_attestation,
+                    },
+                )))
+            }),
+            (AppOp::Devices(vettid_proto::devices::DeviceOp::Remove { pin, device }), _) => {
+                opened(unlocked).and_then(|o| {
+                    let change = crate::manager::DeviceChange::Remove(device);
+                    let (device, identity) =
+                        manager.change_devices(member, o, &pin, change, now_ms)?;
+                    let device_key = device
+                        .device_key
+                        .ok_or(vettid_proto::devices::DeviceError::NoDeviceKey)?;
+                    let binding = vettid_proto::auth::removed_device_binding(
+                        member,
+                        &device.session_key,
+                        &device_key,
+                        &identity,
+                    );
+                    let device_attestation = self.document(binding)?;
+                    // (This session's own device may be the one removed: the version is the
+                    // vault's, taken before its next request is refused.)
+                    let (_, v) = manager.domain(member, o, now_ms, |_| Ok(()))?;
+                    version = Some(v);
+                    Ok(AppReply::Devices(Box::new(
+                        vettid_proto::devices::DeviceReply::Removed {
+                            device,
+                            device_attestation,
+                        },
+                    )))
+                })
+            }
             (AppOp::Devices(op), _) => {
                 domain(manager, member, unlocked, now_ms, &mut version, |u| {
                     crate::devices::handle(u, op)
@@ -819,6 +880,121 @@ mod tests {
         assert!(
             r.vault_version.is_some(),
             "enrollment shows the first version"
+        );
+    }
+
+    /// A registered device adds another with the PIN (a wrong PIN changes nothing, and is
+    /// counted), the new device then has sessions and unlocks; a device is removed with the
+    /// PIN and its open session ends at once; the last device stays; at most eight.
+    #[test]
+    fn a_device_adds_another_with_the_pin_and_a_removed_one_loses_its_session() {
+        use vettid_proto::devices::{DeviceError, DeviceOp, DeviceReply, MAX_DEVICES};
+        let phone_key = SecretBytes::random();
+        let (m, sessions) = enrolled(&phone_key);
+        let mut phone = App::open(&sessions, &m, "alice", Channel::Session, &phone_key).unwrap();
+        let laptop_key = SecretBytes::random();
+        let laptop_public = vettid_crypto::noise::public_key(&laptop_key);
+        let add = |pin: &[u8], session_key: [u8; 32], name: &str| {
+            AppOp::Devices(DeviceOp::Add {
+                pin: Zeroizing::new(pin.to_vec()),
+                session_key,
+                device_key: [7; 32],
+                name: name.into(),
+            })
+        };
+        assert_eq!(
+            phone
+                .call(add(PIN, laptop_public, "laptop"))
+                .unwrap()
+                .result,
+            Err(VaultError::NotUnlocked),
+            "only in an unlocked session"
+        );
+        assert!(matches!(
+            phone.call(unlock()).unwrap().result,
+            Ok(AppReply::Unlocked { .. })
+        ));
+        assert!(matches!(
+            phone
+                .call(add(b"0000", laptop_public, "laptop"))
+                .unwrap()
+                .result,
+            Err(VaultError::WrongPin { .. })
+        ));
+        assert_eq!(
+            App::open(&sessions, &m, "alice", Channel::Session, &laptop_key).err(),
+            Some(SessionError::DeviceNotRegistered),
+            "a refused add registers nothing"
+        );
+        assert_eq!(
+            phone
+                .call(add(PIN, laptop_public, "bad\u{7}"))
+                .unwrap()
+                .result,
+            Err(DeviceError::Name.into())
+        );
+        let r = phone.call(add(PIN, laptop_public, "laptop")).unwrap();
+        assert!(
+            matches!(&r.result, Ok(AppReply::Devices(d)) if matches!(**d, DeviceReply::Added { .. })),
+            "{r:?}"
+        );
+        assert!(r.vault_version.is_some());
+        assert_eq!(
+            phone
+                .call(add(PIN, laptop_public, "laptop"))
+                .unwrap()
+                .result,
+            Err(DeviceError::AlreadyRegistered.into())
+        );
+        let mut laptop = App::open(&sessions, &m, "alice", Channel::Session, &laptop_key).unwrap();
+        assert!(matches!(
+            laptop.call(unlock()).unwrap().result,
+            Ok(AppReply::Unlocked { .. })
+        ));
+        // (The laptop's unlock is now the vault's current one: the phone gives the PIN again.)
+        assert!(matches!(
+            phone.call(unlock()).unwrap().result,
+            Ok(AppReply::Unlocked { .. })
+        ));
+        // Up to eight devices.
+        for i in 2..MAX_DEVICES {
+            let r = phone.call(add(PIN, [i as u8; 32], "spare")).unwrap();
+            assert!(r.result.is_ok(), "{i}: {r:?}");
+        }
+        assert_eq!(
+            phone
+                .call(add(PIN, [99; 32], "one too many"))
+                .unwrap()
+                .result,
+            Err(DeviceError::TooMany.into())
+        );
+        // The phone removes the laptop: its open session ends at its next request.
+        let remove = |device: [u8; 32]| {
+            AppOp::Devices(DeviceOp::Remove {
+                pin: Zeroizing::new(PIN.to_vec()),
+                device,
+            })
+        };
+        let r = phone.call(remove(laptop_public)).unwrap();
+        assert!(
+            matches!(&r.result, Ok(AppReply::Devices(d)) if matches!(&**d, DeviceReply::Removed { device, .. } if device.name == "laptop")),
+            "{r:?}"
+        );
+        assert_eq!(
+            laptop.call(AppOp::Ping).err(),
+            Some(SessionError::DeviceNotRegistered)
+        );
+        assert_eq!(
+            phone.call(remove(laptop_public)).unwrap().result,
+            Err(DeviceError::NoSuchDevice.into())
+        );
+        for i in 2..MAX_DEVICES {
+            phone.call(remove([i as u8; 32])).unwrap().result.unwrap();
+        }
+        let phone_public = vettid_crypto::noise::public_key(&phone_key);
+        assert_eq!(
+            phone.call(remove(phone_public)).unwrap().result,
+            Err(DeviceError::LastDevice.into())
         );
     }
 

@@ -79,6 +79,43 @@ pub fn recovered_device_binding(
     )
 }
 
+/// The `user_data` of the attestation document an enclave gives when a registered device,
+/// with the PIN, has added another device to `member`'s vault (identity key `identity_key`):
+/// `SHA-256("vettid/v1/device-added\0" ‖ member ‖ 0 ‖ session key ‖ device key ‖ identity
+/// key)` of the added device.
+pub fn added_device_binding(
+    member: &str,
+    session_key: &[u8; 32],
+    device_key: &[u8; 32],
+    identity_key: &[u8; 32],
+) -> [u8; 32] {
+    labelled_binding(
+        b"vettid/v1/device-added\0",
+        member,
+        session_key,
+        device_key,
+        identity_key,
+    )
+}
+
+/// The `user_data` of the attestation document an enclave gives when a device was removed
+/// from `member`'s vault: `SHA-256("vettid/v1/device-removed\0" ‖ member ‖ 0 ‖ session key ‖
+/// device key ‖ identity key)` of the removed device.
+pub fn removed_device_binding(
+    member: &str,
+    session_key: &[u8; 32],
+    device_key: &[u8; 32],
+    identity_key: &[u8; 32],
+) -> [u8; 32] {
+    labelled_binding(
+        b"vettid/v1/device-removed\0",
+        member,
+        session_key,
+        device_key,
+        identity_key,
+    )
+}
+
 /// `SHA-256(label ‖ member ‖ 0 ‖ session key ‖ device key ‖ identity key)`: the bindings
 /// above, one label each.
 fn labelled_binding(
