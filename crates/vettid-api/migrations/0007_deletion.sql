@@ -18,3 +18,8 @@ CREATE UNIQUE INDEX deletion_requests_one_live ON deletion_requests (member_id)
 -- Devices of a shredded vault stay listed (their keys stay revoked) but no longer count as a
 -- vault: the member may enroll again.
 ALTER TABLE devices ADD COLUMN vault_deleted_at BIGINT;
+
+-- A device joining alongside the others: an enrollment session the member's registered device
+-- approved (`joined_by`, its device key) after the enclave added the new device; its token is
+-- spent only by /v1/devices/join/finalize.
+ALTER TABLE enrollment_sessions ADD COLUMN joined_by TEXT;

@@ -157,6 +157,7 @@ impl App {
             .merge(nats::routes())
             .merge(crate::recovery::routes())
             .merge(crate::deletion::routes())
+            .merge(crate::devices::routes())
             .fallback(|| async { ApiError::NotFound("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(

@@ -44,7 +44,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         7,
-        "deletion",
+        "deletion and joined devices",
         include_str!("../migrations/0007_deletion.sql"),
     ),
 ];
@@ -122,7 +122,7 @@ mod tests {
             "f51dc29bcd0adffecc78b0fcbf3b891752ed773b6b7a9a06104f9eda8ef70a1a",
             "dafe8510e0ccb8804ce4a2f8d4fe7fc789420bef80a913eb4a2e09cc710d9141",
             "3b94466984bdf3ef5c2e9cd7fe9fc946ea9a218e869688306e41a4e7cb719787",
-            "7ed68283e84704c72af0e10d3d212624b7c3ec02dea08ec06c00c96964ad0d7e",
+            "38c9ba854b32085f2ffd604741ac6253806140da15c51b671cb25981ae84ea71",
         ];
         let now: Vec<String> = MIGRATIONS
             .iter()

@@ -171,8 +171,15 @@ fn hop_address(hop: &str) -> Option<IpAddr> {
 
 /// The token of an `Authorization: Bearer <token>` header, or 401.
 pub(crate) fn bearer(parts: &Parts) -> Result<crate::secret::Secret, ApiError> {
+    bearer_of(&parts.headers)
+}
+
+/// As [`bearer`], from the headers.
+pub(crate) fn bearer_of(
+    headers: &axum::http::HeaderMap,
+) -> Result<crate::secret::Secret, ApiError> {
     let missing = ApiError::Unauthorized("missing bearer token");
-    let value = parts.headers.get(AUTHORIZATION).ok_or(missing)?;
+    let value = headers.get(AUTHORIZATION).ok_or(missing)?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::Unauthorized("malformed Authorization header"))?;

@@ -55,6 +55,7 @@ mod clock;
 mod config;
 mod db;
 mod deletion;
+mod devices;
 mod enroll;
 mod error;
 mod extract;

@@ -454,7 +454,7 @@ pub(crate) async fn revoke_issued(
     member: &str,
     scope: Option<MemberScope>,
 ) -> Result<usize, ApiError> {
-    revoke_keys(app, member, scope, None).await
+    revoke_keys(app, member, scope, Devices::All).await
 }
 
 /// As [`revoke_issued`], for every key of `member` except those issued to `keep_device`
@@ -464,28 +464,54 @@ pub(crate) async fn revoke_other_devices(
     member: &str,
     keep_device: &str,
 ) -> Result<usize, ApiError> {
-    revoke_keys(app, member, None, Some(keep_device)).await
+    revoke_keys(app, member, None, Devices::AllBut(keep_device)).await
+}
+
+/// As [`revoke_issued`], for the keys issued to `device` alone (a device removed from the
+/// vault by another).
+pub(crate) async fn revoke_device(
+    app: &App,
+    member: &str,
+    device: &str,
+) -> Result<usize, ApiError> {
+    revoke_keys(app, member, None, Devices::Only(device)).await
+}
+
+/// Whose keys a revocation takes.
+#[derive(Clone, Copy)]
+enum Devices<'a> {
+    All,
+    AllBut(&'a str),
+    Only(&'a str),
 }
 
 async fn revoke_keys(
     app: &App,
     member: &str,
     scope: Option<MemberScope>,
-    keep_device: Option<&str>,
+    devices: Devices<'_>,
 ) -> Result<usize, ApiError> {
     let nats = app.nats()?;
     let scope = scope.map(scope_name);
+    let (keep, only) = match devices {
+        Devices::All => (None, None),
+        Devices::AllBut(d) => (Some(d), None),
+        Devices::Only(d) => (None, Some(d)),
+    };
     let keys: Vec<(String, i64)> = sqlx::query_as(
         "SELECT user_public_key, last_expires_at FROM nats_user_keys WHERE member_id = ? \
          AND (? IS NULL OR scope = ?) \
          AND (? IS NULL OR device_public_key IS NULL OR device_public_key != ?) \
+         AND (? IS NULL OR device_public_key = ?) \
          ORDER BY user_public_key",
     )
     .bind(member)
     .bind(scope)
     .bind(scope)
-    .bind(keep_device)
-    .bind(keep_device)
+    .bind(keep)
+    .bind(keep)
+    .bind(only)
+    .bind(only)
     .fetch_all(app.db())
     .await?;
     let now = app.now();

@@ -41,8 +41,6 @@ use vettid_nats::MemberScope;
 pub(crate) const EXPIRY_SECS: i64 = 7 * 24 * 3600;
 /// A recovery QR can be used this long.
 pub(crate) const QR_SECS: i64 = 10 * 60;
-/// A device's signed question may be this far from the server's clock.
-const DEVICE_WINDOW_SECS: i64 = 120;
 
 /// Where a recovery request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -491,53 +489,22 @@ async fn device(
 ) -> Result<Json<DeviceAnswer>, ApiError> {
     let member = validate::member_id(&q.member_id)?;
     let device_key = validate::device_public_key(&q.device_public_key)?;
-    let signature = validate::hex_bytes::<64>("signature", &q.signature)?;
     app.rate_limit(
         "recovery_device",
         &ip_key(ip),
         app.state.config.limits.refresh_per_ip,
     )?;
-    let refused = ApiError::Unauthorized("unknown device or bad signature");
-    let registered: Option<(String, Option<i64>)> =
-        sqlx::query_as("SELECT member_id, revoked_at FROM devices WHERE device_public_key = ?")
-            .bind(&device_key)
-            .fetch_optional(app.db())
-            .await?;
-    if !matches!(&registered, Some((m, None)) if *m == member) {
-        return Err(refused);
-    }
-    let key = vettid_crypto::sign::VerifyingKey::from_bytes(&validate::hex_bytes::<32>(
-        "device_public_key",
-        &device_key,
-    )?)
-    .map_err(|_| refused.clone())?;
     let message =
         vettid_proto::auth::recovery_device_message(&member, q.timestamp.unsigned_abs(), q.cancel);
-    key.verify(
+    crate::devices::signed_by_device(
+        &app,
+        &member,
+        &device_key,
+        &q.signature,
+        q.timestamp,
         &message,
-        &vettid_crypto::sign::Signature::from_bytes(signature),
     )
-    .map_err(|_| refused)?;
-    if (q.timestamp / 1000 - app.now()).abs() > DEVICE_WINDOW_SECS {
-        return Err(ApiError::Unauthorized(
-            "timestamp is more than 120 s from the server's clock",
-        ));
-    }
-    let spent = sqlx::query(
-        "UPDATE devices SET last_recovery_ts = ? WHERE device_public_key = ? AND member_id = ? \
-         AND revoked_at IS NULL AND (last_recovery_ts IS NULL OR last_recovery_ts < ?)",
-    )
-    .bind(q.timestamp)
-    .bind(&device_key)
-    .bind(&member)
-    .bind(q.timestamp)
-    .execute(app.db())
     .await?;
-    if spent.rows_affected() != 1 {
-        return Err(ApiError::Unauthorized(
-            "timestamp is not newer than this device's last question (replayed?)",
-        ));
-    }
     let now = app.now();
     let Some(live) = latest(&app, &member).await?.and_then(|r| r.live(now)) else {
         return Ok(Json(DeviceAnswer { recovery: None }));

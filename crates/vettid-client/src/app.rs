@@ -411,7 +411,7 @@ pub async fn recovery_notice(
 }
 
 /// The API this profile enrolled with.
-fn api_of(profile: &Profile) -> Result<Api, ClientError> {
+pub(crate) fn api_of(profile: &Profile) -> Result<Api, ClientError> {
     profile
         .state
         .api_url

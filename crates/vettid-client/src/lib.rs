@@ -23,6 +23,7 @@ mod error;
 pub mod events;
 pub mod feed;
 pub mod http;
+pub mod join;
 pub mod profile;
 pub mod profile_data;
 pub mod recovery;

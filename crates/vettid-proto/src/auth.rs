@@ -136,6 +136,53 @@ fn labelled_binding(
         .into()
 }
 
+/// What a registered device's key signs to have the API let a new device join `member`'s
+/// vault (after the enclave added it): `"vettid/v1/device-join\0" ‖ member ‖ 0 ‖ timestamp
+/// (Unix ms, u64 BE) ‖ the new device's device key ‖ its session key`.
+pub fn device_join_message(
+    member: &str,
+    timestamp: u64,
+    device_key: &[u8; 32],
+    session_key: &[u8; 32],
+) -> Vec<u8> {
+    [
+        b"vettid/v1/device-join\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        &timestamp.to_be_bytes(),
+        device_key,
+        session_key,
+    ]
+    .concat()
+}
+
+/// What a registered device's key signs to have the API revoke a device the enclave removed:
+/// `"vettid/v1/device-remove\0" ‖ member ‖ 0 ‖ timestamp (Unix ms, u64 BE) ‖ the removed
+/// device's device key`.
+pub fn device_remove_message(member: &str, timestamp: u64, device_key: &[u8; 32]) -> Vec<u8> {
+    [
+        b"vettid/v1/device-remove\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        &timestamp.to_be_bytes(),
+        device_key,
+    ]
+    .concat()
+}
+
+/// What a joining device's key signs to take its member credentials with the join token:
+/// `"vettid/v1/device-joined\0" ‖ member ‖ 0 ‖ its NATS public key` (proof that the holder
+/// of the token holds the device key the member's other device approved).
+pub fn device_joined_message(member: &str, nats_public_key: &str) -> Vec<u8> {
+    [
+        b"vettid/v1/device-joined\0".as_slice(),
+        member.as_bytes(),
+        &[0],
+        nats_public_key.as_bytes(),
+    ]
+    .concat()
+}
+
 /// What the device key signs to ask the API about (or cancel) a recovery of its vault:
 /// `"vettid/v1/recovery-device\0" ‖ member ‖ 0 ‖ timestamp (Unix ms, u64 BE) ‖ cancel (1 byte)`.
 pub fn recovery_device_message(member: &str, timestamp: u64, cancel: bool) -> Vec<u8> {

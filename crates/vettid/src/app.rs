@@ -113,8 +113,11 @@ pub(crate) enum AppCommand {
     /// Restore your exported file into this vault with the phrase of the vault that made it
     /// (its secrets, personal data and feed replace this vault's).
     Restore(Box<crate::app_backup::RestoreArgs>),
-    /// The devices registered with the vault: list, rename.
+    /// The devices registered with the vault: list, rename, add (approve a joining device),
+    /// remove.
     Devices(Box<crate::app_devices::DevicesArgs>),
+    /// On a new device: join the vault with a device's approval (request, then finish).
+    Join(Box<crate::app_devices::JoinArgs>),
     /// The secrets store: add, get, list, update, delete, versions, restore, sync, totp.
     Secrets(Box<crate::app_secrets::SecretsArgs>),
     /// Personal data, sharing, the public profile and the photo.
@@ -443,6 +446,7 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
         AppCommand::Export(e) => crate::app_backup::export(&args.profile, *e).await,
         AppCommand::Restore(r) => crate::app_backup::restore(&args.profile, *r).await,
         AppCommand::Devices(d) => crate::app_devices::run(&args.profile, *d).await,
+        AppCommand::Join(j) => crate::app_devices::join(&args.profile, *j).await,
         AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, *s).await,
         AppCommand::Personal(p) => crate::app_personal::run(&args.profile, *p).await,
         AppCommand::Events { wait_secs } => {

@@ -617,7 +617,7 @@ fn find_token(dir: &Path, before: &[PathBuf], email: &str) -> anyhow::Result<Opt
 }
 
 /// Prints a QR code with half-block characters (two rows per line).
-fn render_qr(text: &str) {
+pub(crate) fn render_qr(text: &str) {
     let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
         println!("   (payload too long for a QR code)");
         return;

@@ -2103,3 +2103,157 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         std::fs::copy(&file, &target).unwrap();
     }
 }
+
+/// A second device joins with the first one's approval, through the commands: the new device
+/// shows its keys, the first has the enclave add them (PIN) and shows a one-time invite, the
+/// new device finishes with it and has the vault under its own keys and credentials; the
+/// invite works once; the first device removes it (its credentials revoked), and the last
+/// device cannot be removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_device_joins_with_the_first_ones_approval_and_is_removed() {
+    let stack = UpStack::start();
+    let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
+    let mut phone = stack.enrolled("bob", "2580").await;
+    let c = vettid_client::app::connect(&mut phone).await.unwrap();
+    let mut s = c.session.unlock(pin("2580"), &mut phone).await.unwrap();
+    s.create_secret(support::adversary::note("bobs-note-9e1a"))
+        .await
+        .unwrap();
+    drop(s);
+    let phone_dir = phone.dir().to_path_buf();
+    drop(phone);
+    let phone_path = phone_dir.to_str().unwrap();
+    let laptop_dir = stack.dir.path().join("profiles/bob-laptop");
+    let laptop_path = laptop_dir.to_str().unwrap();
+    let data = stack.data();
+    let env = [("PIN", "2580")];
+    let line_of = |out: &str, kind: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("{{\"type\":\"{kind}\"")))
+            .unwrap_or_else(|| panic!("no {kind} in {out}"))
+            .to_owned()
+    };
+
+    let (ok, out) = vettid(&[
+        "app",
+        "--profile",
+        laptop_path,
+        "join",
+        "request",
+        "--api",
+        &stack.api,
+        "--device-name",
+        "bob-laptop",
+        "--trust",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    let request = line_of(&out, "vettid_join_request");
+    let (ok, out) = vettid_with(
+        &[
+            "app",
+            "--profile",
+            phone_path,
+            "devices",
+            "--pin-env",
+            "PIN",
+            "add",
+            "--request-env",
+            "REQ",
+        ],
+        &[("PIN", "2580"), ("REQ", &request)],
+    );
+    assert!(ok && out.contains("bob-laptop added"), "{out}");
+    let invite = line_of(&out, "vettid_join");
+    let finish = |invite: &str| {
+        vettid_with(
+            &[
+                "app",
+                "--profile",
+                laptop_path,
+                "join",
+                "finish",
+                "--invite-env",
+                "INVITE",
+                "--pin-env",
+                "PIN",
+                "--nats-url",
+                &stack.nats,
+            ],
+            &[("PIN", "2580"), ("INVITE", invite)],
+        )
+    };
+    let (ok, out) = finish(&invite);
+    assert!(ok && out.contains("joined"), "{out}");
+
+    // The laptop has the vault under its own keys: the phone's note is there.
+    let mut laptop = vettid_client::profile::Profile::open_enrolled(&laptop_dir).unwrap();
+    let c = vettid_client::app::connect(&mut laptop).await.unwrap();
+    let mut s = c.session.unlock(pin("2580"), &mut laptop).await.unwrap();
+    let items = s.list_secrets(None, None, None, false).await.unwrap();
+    assert_eq!(
+        items.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
+        ["bobs-note-9e1a"]
+    );
+    let devices = s.devices().await.unwrap();
+    assert_eq!(devices.len(), 2, "{devices:?}");
+    drop(s);
+    let laptop_key = vettid_crypto::noise::public_key(&laptop.noise_key().unwrap());
+    drop(laptop);
+    // The invite worked once.
+    let again = stack.dir.path().join("profiles/bob-other");
+    let (ok, out) = vettid_with(
+        &[
+            "app",
+            "--profile",
+            again.to_str().unwrap(),
+            "join",
+            "finish",
+            "--invite-env",
+            "INVITE",
+            "--pin-env",
+            "PIN",
+        ],
+        &[("PIN", "2580"), ("INVITE", &invite)],
+    );
+    assert!(!ok && out.contains("join token"), "{out}");
+
+    // The phone removes the laptop: it can no longer reach the vault.
+    let (ok, out) = vettid_with(
+        &[
+            "app",
+            "--profile",
+            phone_path,
+            "devices",
+            "--pin-env",
+            "PIN",
+            "remove",
+            &hex::encode(laptop_key),
+        ],
+        &env,
+    );
+    assert!(ok && out.contains("removed"), "{out}");
+    let (ok, out) = vettid_with(&["app", "--profile", laptop_path, "status"], &env);
+    assert!(!ok, "a removed device still reaches the vault: {out}");
+    let mut phone = vettid_client::profile::Profile::open_enrolled(&phone_dir).unwrap();
+    let this = vettid_crypto::noise::public_key(&phone.noise_key().unwrap());
+    drop(phone);
+    let (ok, out) = vettid_with(
+        &[
+            "app",
+            "--profile",
+            phone_path,
+            "devices",
+            "--pin-env",
+            "PIN",
+            "remove",
+            &hex::encode(this),
+        ],
+        &env,
+    );
+    assert!(!ok && out.contains("last device"), "{out}");
+    phone = vettid_client::profile::Profile::open_enrolled(&phone_dir).unwrap();
+    let c = vettid_client::app::connect(&mut phone).await.unwrap();
+    let mut s = c.session.unlock(pin("2580"), &mut phone).await.unwrap();
+    assert_eq!(s.devices().await.unwrap().len(), 1);
+}

@@ -58,7 +58,7 @@ async fn enclave_trust(app: &App) -> Result<EnclaveTrust, ApiError> {
 /// malformed, from another root or release, more than an enrollment token's lifetime (10 min)
 /// old, carrying a nonce or key (as documents for apps do), or binding anything else; 503 if
 /// this deployment has no attestation trust configured.
-pub(super) async fn check(app: &App, expected: &[u8; 32], document: &str) -> Result<(), ApiError> {
+pub(crate) async fn check(app: &App, expected: &[u8; 32], document: &str) -> Result<(), ApiError> {
     let refused = |why: &str| {
         ApiError::bad_request(format!(
             "device_attestation is not an enclave's word for this enrollment: {why}"

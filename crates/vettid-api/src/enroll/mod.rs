@@ -29,7 +29,7 @@
 //! only move forward ([`EnrollmentPhase`]); the API records what the app reports, for the web
 //! page to show.
 
-mod attested;
+pub(crate) mod attested;
 pub(crate) mod confirm;
 
 use crate::ApiError;
@@ -155,6 +155,7 @@ struct GrantRow {
     device_public_key: Option<String>,
     session_public_key: Option<String>,
     recovery_request_id: Option<String>,
+    joined_by: Option<String>,
 }
 
 impl FromRequestParts<App> for EnrollmentGrant {
@@ -164,8 +165,8 @@ impl FromRequestParts<App> for EnrollmentGrant {
         let token = bearer(parts)?;
         let row: Option<GrantRow> = sqlx::query_as(
             "SELECT session_id, member_id, token_expires_at, token_used_at, confirmed_at, \
-             cancelled_at, device_public_key, session_public_key, recovery_request_id \
-             FROM enrollment_sessions WHERE token_hash = ?",
+             cancelled_at, device_public_key, session_public_key, recovery_request_id, \
+             joined_by FROM enrollment_sessions WHERE token_hash = ?",
         )
         .bind(app.digest(&token))
         .fetch_optional(app.db())
@@ -176,6 +177,12 @@ impl FromRequestParts<App> for EnrollmentGrant {
         if row.cancelled_at.is_some() {
             return Err(ApiError::Gone(
                 "this enrollment was cancelled on the web page",
+            ));
+        }
+        // A join's token is spent by its own finalize, never by an enrollment's routes.
+        if row.joined_by.is_some() {
+            return Err(ApiError::Unauthorized(
+                "this token finishes a device join: use /v1/devices/join/finalize",
             ));
         }
         if row.token_used_at.is_some() {
