@@ -5,6 +5,7 @@
 mod auth;
 mod bad_input;
 mod deletion;
+mod devices;
 mod enroll;
 mod flow;
 mod harness;
