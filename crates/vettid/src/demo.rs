@@ -4,8 +4,9 @@
 //! invite, signs them in by magic link (read from the outbox), opens an enrollment session
 //! for each (alice scans the QR code, bob types the short code), enrolls both apps
 //! (profiles in `DIR/demo/alice` and `DIR/demo/bob`), unlocks both vaults, shows a wrong PIN
-//! being counted by the enclave, resets bob's PIN with his recovery phrase, backs alice's
-//! vault up, then has alice lose her phone and recover onto a new laptop by staged recovery
+//! being counted by the enclave, resets bob's PIN with his recovery phrase, has bob add his
+//! laptop as a second device with his phone's approval, backs alice's vault up, then has
+//! alice lose her phone and recover onto a new laptop by staged recovery
 //! (a delay of seconds instead of 24 h), and stops the stack. Exits 0 only if every step
 //! worked.
 
@@ -408,6 +409,9 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         "   ✓ new PIN set in the enclave (counted like a PIN attempt); vault open at version {}",
         s.version()
     );
+    let mut s = s;
+    bob_adds_a_laptop(data_dir, api, &stack.nats, &mut s, n).await?;
+    drop(s);
 
     step(
         n,
@@ -561,6 +565,61 @@ async fn recover_alice(
         "   ✓ {} item(s), “bank login” among them, at version {}",
         items.len(),
         s.version()
+    );
+    Ok(())
+}
+
+/// Bob's second device: the laptop shows its keys, his phone (unlocked, with the PIN again)
+/// has the enclave add them and gets a one-time invite from the API, the laptop finishes with
+/// it and opens the vault under its own keys.
+async fn bob_adds_a_laptop(
+    data_dir: &Path,
+    api: &str,
+    nats: &str,
+    phone: &mut vettid_client::vault::Unlocked<&mut Profile>,
+    n: &mut u32,
+) -> anyhow::Result<()> {
+    step(
+        n,
+        "Bob adds his laptop as a second device: the laptop shows its keys as a QR code",
+    );
+    let dir = data_dir.join("demo").join("bob-laptop");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut laptop = Profile::open_or_create(&dir)?;
+    let root = std::fs::read_to_string(data_dir.join("dev-attestor/root.pem"))?;
+    let key = std::fs::read_to_string(data_dir.join("manifest/signing.pub"))?;
+    laptop.pin_trust(&root, &key)?;
+    let request = vettid_client::join::request(&mut laptop, api, "bob-laptop")?;
+    render_qr(&request.text());
+
+    step(
+        n,
+        "His phone scans it and approves with the PIN: the enclave adds the laptop's keys",
+    );
+    let pin = Zeroizing::new(b"97531".to_vec());
+    let (device, document) = phone.add_device(pin.clone(), &request).await?;
+    let invite = vettid_client::join::approve(phone.seen(), &request, &document).await?;
+    let devices = phone.devices().await?;
+    ensure!(devices.len() == 2, "the vault does not list two devices");
+    println!(
+        "   ✓ “{}” registered in a new keys generation; one-time invite for the laptop (15 min); bob's devices: {}",
+        device.name,
+        devices
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    step(
+        n,
+        "The laptop finishes: its own credentials, its own session keys, the vault unlocked",
+    );
+    let version = vettid_client::join::finish(&mut laptop, &invite, pin, Some(nats.to_owned()))
+        .await
+        .context("the laptop did not join")?;
+    println!(
+        "   ✓ the laptop opened the vault at version {version} (its unlock is now the vault's current one)"
     );
     Ok(())
 }

@@ -60,6 +60,8 @@ fn the_demo_tells_the_whole_story_and_succeeds() {
         "9 attempts left",
         "recovery phrase made in the enclave",
         "new PIN set in the enclave",
+        "one-time invite for the laptop",
+        "the laptop opened the vault",
         "the enclave opened backup #1 again",
         "asks to recover her vault",
         "1 old device removed",
@@ -72,6 +74,7 @@ fn the_demo_tells_the_whole_story_and_succeeds() {
     assert!(dir.path().join("demo/alice/nats.creds").exists());
     assert!(dir.path().join("demo/bob/credential.blob").exists());
     assert!(dir.path().join("demo/alice-laptop/nats.creds").exists());
+    assert!(dir.path().join("demo/bob-laptop/nats.creds").exists());
 }
 
 /// The `vettid app` commands, each a separate process (an app that comes and goes): enroll
