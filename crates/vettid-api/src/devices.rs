@@ -240,6 +240,7 @@ struct JoinRow {
     token_expires_at: Option<i64>,
     token_used_at: Option<i64>,
     cancelled_at: Option<i64>,
+    joined_by: Option<String>,
 }
 
 /// `POST /v1/devices/join/finalize {device_public_key, nats_public_key, signature}` (bearer:
@@ -254,7 +255,7 @@ async fn finalize(
     let token = crate::extract::bearer_of(&headers)?;
     let row: Option<JoinRow> = sqlx::query_as(
         "SELECT session_id, member_id, device_public_key, session_public_key, token_expires_at, \
-         token_used_at, cancelled_at FROM enrollment_sessions \
+         token_used_at, cancelled_at, joined_by FROM enrollment_sessions \
          WHERE token_hash = ? AND joined_by IS NOT NULL",
     )
     .bind(app.digest(&token))
@@ -270,6 +271,18 @@ async fn finalize(
         return Err(refused);
     }
     crate::auth::ensure_not_suspended(&app, &row.member_id).await?;
+    // The approval stands only while the device that gave it does.
+    let approver_live: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM devices WHERE device_public_key = ? AND member_id = ? \
+         AND revoked_at IS NULL AND vault_deleted_at IS NULL",
+    )
+    .bind(row.joined_by.as_deref().unwrap_or_default())
+    .bind(&row.member_id)
+    .fetch_optional(app.db())
+    .await?;
+    if approver_live.is_none() {
+        return Err(refused);
+    }
     let device = validate::device_public_key(&q.device_public_key)?;
     let approved = row.device_public_key.unwrap_or_default();
     if !vettid_crypto::ct_eq(device.as_bytes(), approved.as_bytes()) {
@@ -298,12 +311,14 @@ async fn finalize(
     let mut tx = app.db().begin().await?;
     let spent = sqlx::query(
         "UPDATE enrollment_sessions SET token_used_at = ?, completed_at = ?, phase = ? \
-         WHERE session_id = ? AND token_used_at IS NULL AND cancelled_at IS NULL",
+         WHERE session_id = ? AND token_used_at IS NULL AND cancelled_at IS NULL \
+         AND token_expires_at > ?",
     )
     .bind(now)
     .bind(now)
     .bind(EnrollmentPhase::Completed.as_str())
     .bind(&row.session_id)
+    .bind(now)
     .execute(&mut *tx)
     .await?;
     if spent.rows_affected() != 1 {
@@ -392,12 +407,22 @@ async fn remove(
     .bind(&member)
     .fetch_optional(app.db())
     .await?;
-    let session = session
-        .ok_or(ApiError::NotFound("this member has no such device"))?
-        .ok_or(ApiError::Conflict(
-            "this device was registered before session keys were recorded",
-        ))?;
     let identity = identity_of(&app, &member).await?;
+    let Some(session) = session else {
+        // Removed before it finished joining: its join ends, so its token gets nothing.
+        return end_join(
+            &app,
+            &member,
+            &removed,
+            &removed_key,
+            &identity,
+            &q.device_attestation,
+        )
+        .await;
+    };
+    let session = session.ok_or(ApiError::Conflict(
+        "this device was registered before session keys were recorded",
+    ))?;
     let expected = vettid_proto::auth::removed_device_binding(
         &member,
         &crate::enroll::stored_hex(&session)?,
@@ -416,5 +441,52 @@ async fn remove(
     Ok(Json(Removed {
         device_public_key: removed,
         nats_keys_revoked,
+    }))
+}
+
+/// A removal of a device that has not finished joining: the enclave's document must name the
+/// keys its join was approved for; the join is cancelled. 404 when there is no such join.
+async fn end_join(
+    app: &App,
+    member: &str,
+    removed: &str,
+    removed_key: &[u8; 32],
+    identity: &[u8; 32],
+    document: &str,
+) -> Result<Json<Removed>, ApiError> {
+    let join: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT session_id, session_public_key FROM enrollment_sessions \
+         WHERE member_id = ? AND device_public_key = ? AND joined_by IS NOT NULL \
+         AND token_used_at IS NULL AND cancelled_at IS NULL \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(member)
+    .bind(removed)
+    .fetch_optional(app.db())
+    .await?;
+    let (session_id, Some(session_key)) =
+        join.ok_or(ApiError::NotFound("this member has no such device"))?
+    else {
+        return Err(ApiError::NotFound("this member has no such device"));
+    };
+    let expected = vettid_proto::auth::removed_device_binding(
+        member,
+        &crate::enroll::stored_hex(&session_key)?,
+        removed_key,
+        identity,
+    );
+    crate::enroll::attested::check(app, &expected, document).await?;
+    let mut tx = app.db().begin().await?;
+    crate::enroll::confirm::end_sessions(
+        &mut tx,
+        crate::enroll::confirm::Sessions::Id(&session_id),
+        crate::enroll::confirm::CancelReason::DeviceRemoved,
+        app.now(),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(Removed {
+        device_public_key: removed.to_owned(),
+        nats_keys_revoked: 0,
     }))
 }

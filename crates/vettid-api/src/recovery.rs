@@ -599,6 +599,14 @@ async fn finalize(
         ));
     }
     void_sessions(&mut tx, &request_id, now, CancelReason::RecoveryCompleted).await?;
+    // Joins the old devices approved would bring a device the vault no longer admits.
+    crate::enroll::confirm::end_sessions(
+        &mut tx,
+        Sessions::JoinsOf(&grant.member_id),
+        CancelReason::RecoveryCompleted,
+        now,
+    )
+    .await?;
     sqlx::query("UPDATE devices SET revoked_at = ? WHERE member_id = ? AND revoked_at IS NULL")
         .bind(now)
         .bind(&grant.member_id)

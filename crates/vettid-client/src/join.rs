@@ -80,7 +80,32 @@ impl JoinRequest {
         if r.kind != "vettid_join_request" || r.version != 1 {
             return Err(ClientError::Protocol("not a VettID join request".into()));
         }
+        r.keys()?;
+        if !vettid_proto::devices::valid_name(&r.device_name) {
+            return Err(ClientError::Protocol(
+                "the join request's device name is not acceptable".into(),
+            ));
+        }
         Ok(r)
+    }
+
+    /// What both devices show, for the member to compare before approving: the first bytes
+    /// of the new device's two keys.
+    pub fn fingerprint(&self) -> String {
+        let short = |k: &str| {
+            k.get(..8)
+                .unwrap_or_default()
+                .as_bytes()
+                .chunks(4)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>()
+                .join("-")
+        };
+        format!(
+            "{} {}",
+            short(&self.device_public_key),
+            short(&self.session_public_key)
+        )
     }
 
     /// As text to show (JSON).

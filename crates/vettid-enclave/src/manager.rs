@@ -1211,10 +1211,12 @@ impl Manager {
 
     /// Adds or removes a device of vault `id` for the session whose unlock got `opening`,
     /// proven again with the PIN (counted like an unlock: a wrong one is `WrongPin` and
-    /// changes nothing else). The vault's records first (names, device keys, an audit event),
-    /// the keys generation listing the devices last: a failure in between leaves the old
-    /// list in force and the same change able to run again. The device as registered (for a
-    /// removal: as it was) and the vault's identity key.
+    /// changes nothing else; at the limit the vault locks). An added device's records (name,
+    /// device key, a feed event) come before the keys generation that admits it; a removed
+    /// device leaves the keys generation first, then its records go and a tombstone keeps its
+    /// device key: either way a failure in between can run again, and a removal can be asked
+    /// for again (nothing changes then) to have the document for the API once more. The
+    /// device as registered (for a removal: as it was) and the vault's identity key.
     pub fn change_devices(
         &self,
         id: &str,
@@ -1235,9 +1237,29 @@ impl Manager {
         let mut locked = self.open_locked(st, &objects)?;
         let registered = locked.devices().to_vec();
         let known = |key: &[u8; 32]| registered.iter().any(|d| vettid_crypto::ct_eq(d, key));
-        // What is asked must make sense before the PIN is even counted.
-        let devices = match &change {
-            DeviceChange::Add(new) => {
+        // What the vault's records say of a device being removed: its name and device key,
+        // from its rows or (removed before) its tombstone.
+        let removing = match &change {
+            DeviceChange::Remove(device) => {
+                let key = hex::encode(device);
+                let vault = self.resident(st, &objects, Owner::App)?;
+                let name = vault
+                    .meta(&format!("device/{key}"))?
+                    .map(|n| String::from_utf8_lossy(&n).into_owned())
+                    .unwrap_or_default();
+                let device_key = match vault.meta(&format!("device-key/{key}"))? {
+                    Some(k) => Some(k),
+                    None => vault.meta(&format!("device-removed/{key}"))?,
+                }
+                .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok());
+                Some((name, device_key))
+            }
+            DeviceChange::Add(_) => None,
+        };
+        // What is asked must make sense before the PIN is even counted. `None`: the keys
+        // generation stays as it is (a removal asked again).
+        let devices: Option<Vec<[u8; 32]>> = match (&change, &removing) {
+            (DeviceChange::Add(new), _) => {
                 if !vettid_proto::devices::valid_name(new.name) {
                     return Err(DeviceError::Name.into());
                 }
@@ -1249,35 +1271,45 @@ impl Manager {
                 }
                 let mut all = registered.clone();
                 all.push(new.session_key);
-                all
+                Some(all)
             }
-            DeviceChange::Remove(device) => {
-                if !known(device) {
+            (DeviceChange::Remove(device), Some((_, device_key))) => {
+                if known(device) {
+                    if registered.len() == 1 {
+                        return Err(DeviceError::LastDevice.into());
+                    }
+                    device_key.ok_or(DeviceError::NoDeviceKey)?;
+                    Some(
+                        registered
+                            .iter()
+                            .filter(|d| !vettid_crypto::ct_eq(*d, device))
+                            .copied()
+                            .collect(),
+                    )
+                } else if device_key.is_some() {
+                    None
+                } else {
                     return Err(DeviceError::NoSuchDevice.into());
                 }
-                if registered.len() == 1 {
-                    return Err(DeviceError::LastDevice.into());
-                }
-                registered
-                    .iter()
-                    .filter(|d| !vettid_crypto::ct_eq(*d, device))
-                    .copied()
-                    .collect()
             }
+            (DeviceChange::Remove(_), None) => unreachable!("read above"),
         };
         let result = locked.unlock(&objects, pin, self.policy(), None);
         Self::note_guard(st, &locked);
+        if result.is_err() && locked.locked_out() {
+            // The limit was reached from this session: it loses the vault, as on an unlock.
+            self.lock_slot(st, &objects);
+        }
         let vmk = result?;
-        let vault = self.resident(st, &objects, Owner::App)?;
-        let hex_key = |k: &[u8; 32]| hex::encode(k);
-        let (device, mut statements, what) = match &change {
-            DeviceChange::Add(new) => {
-                let key = hex_key(&new.session_key);
+        let (device, statements, what) = match (&change, removing) {
+            (DeviceChange::Add(new), _) => {
+                let key = hex::encode(new.session_key);
                 let mut statements = vec![Statement {
-                    sql: "DELETE FROM meta WHERE key = ?1 OR key = ?2".into(),
+                    sql: "DELETE FROM meta WHERE key = ?1 OR key = ?2 OR key = ?3".into(),
                     params: vec![
                         SqlValue::Text(format!("device/{key}")),
                         SqlValue::Text(format!("device-key/{key}")),
+                        SqlValue::Text(format!("device-removed/{key}")),
                     ],
                 }];
                 statements.extend(device_rows(new));
@@ -1288,23 +1320,25 @@ impl Manager {
                 };
                 (device, statements, "added")
             }
-            DeviceChange::Remove(session_key) => {
-                let key = hex_key(session_key);
-                let name = vault
-                    .meta(&format!("device/{key}"))?
-                    .map(|n| String::from_utf8_lossy(&n).into_owned())
-                    .unwrap_or_default();
-                let device_key = vault
-                    .meta(&format!("device-key/{key}"))?
-                    .and_then(|k| <[u8; 32]>::try_from(k.as_slice()).ok())
-                    .ok_or(DeviceError::NoDeviceKey)?;
-                let statements = vec![Statement {
-                    sql: "DELETE FROM meta WHERE key = ?1 OR key = ?2".into(),
-                    params: vec![
-                        SqlValue::Text(format!("device/{key}")),
-                        SqlValue::Text(format!("device-key/{key}")),
-                    ],
-                }];
+            (DeviceChange::Remove(session_key), Some((name, device_key))) => {
+                let key = hex::encode(session_key);
+                let device_key = device_key.ok_or(DeviceError::NoDeviceKey)?;
+                let statements = vec![
+                    Statement {
+                        sql: "DELETE FROM meta WHERE key = ?1 OR key = ?2".into(),
+                        params: vec![
+                            SqlValue::Text(format!("device/{key}")),
+                            SqlValue::Text(format!("device-key/{key}")),
+                        ],
+                    },
+                    Statement {
+                        sql: "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)".into(),
+                        params: vec![
+                            SqlValue::Text(format!("device-removed/{key}")),
+                            SqlValue::Blob(device_key.to_vec()),
+                        ],
+                    },
+                ];
                 let device = Device {
                     session_key: *session_key,
                     device_key: Some(device_key),
@@ -1312,6 +1346,21 @@ impl Manager {
                 };
                 (device, statements, "removed")
             }
+            (DeviceChange::Remove(_), None) => unreachable!("read above"),
+        };
+        let vault = self.resident(st, &objects, Owner::App)?;
+        let identity = vault.identity_public_key();
+        let Some(devices) = devices else {
+            // Asked again: the same answer, nothing changed (the rows may still need to go).
+            if vault
+                .meta(&format!("device-key/{}", hex::encode(device.session_key)))?
+                .is_some()
+            {
+                vault.write(&objects, statements)?;
+                let head = vault.head();
+                st.saw(head);
+            }
+            return Ok((device, identity));
         };
         let event = crate::feed::event(
             now_ms,
@@ -1324,16 +1373,25 @@ impl Manager {
                 device.name
             ),
         );
+        let mut statements = statements;
         statements.extend(crate::feed::append(vault, &[event])?);
-        vault.write(&objects, statements)?;
-        let identity = vault.identity_public_key();
-        let head = vault.head();
-        st.saw(head);
+        let adding = matches!(change, DeviceChange::Add(_));
+        if adding {
+            vault.write(&objects, std::mem::take(&mut statements))?;
+            let head = vault.head();
+            st.saw(head);
+        }
         let rekeyed =
             locked.set_devices(&objects, &*self.sealer, &vmk, pin, devices, self.policy());
         st.generation = st.generation.max(Some(locked.generation()));
         rekeyed?;
         st.devices = Some(locked.devices().to_vec());
+        if !adding {
+            let vault = self.resident(st, &objects, Owner::App)?;
+            vault.write(&objects, statements)?;
+            let head = vault.head();
+            st.saw(head);
+        }
         Ok((device, identity))
     }
 

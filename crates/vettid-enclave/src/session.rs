@@ -914,13 +914,14 @@ mod tests {
             phone.call(unlock()).unwrap().result,
             Ok(AppReply::Unlocked { .. })
         ));
-        assert!(matches!(
+        assert_eq!(
             phone
                 .call(add(b"0000", laptop_public, "laptop"))
                 .unwrap()
                 .result,
-            Err(VaultError::WrongPin { .. })
-        ));
+            Err(VaultError::WrongPin { attempts_left: 9 }),
+            "the PIN is counted"
+        );
         assert_eq!(
             App::open(&sessions, &m, "alice", Channel::Session, &laptop_key).err(),
             Some(SessionError::DeviceNotRegistered),
@@ -984,8 +985,14 @@ mod tests {
             laptop.call(AppOp::Ping).err(),
             Some(SessionError::DeviceNotRegistered)
         );
+        // Asked again (the API may not have heard of it): the same document, nothing changed.
+        let again = phone.call(remove(laptop_public)).unwrap();
+        assert!(
+            matches!(&again.result, Ok(AppReply::Devices(d)) if matches!(&**d, DeviceReply::Removed { device, .. } if device.device_key == Some([7; 32]))),
+            "{again:?}"
+        );
         assert_eq!(
-            phone.call(remove(laptop_public)).unwrap().result,
+            phone.call(remove([42; 32])).unwrap().result,
             Err(DeviceError::NoSuchDevice.into())
         );
         for i in 2..MAX_DEVICES {

@@ -98,7 +98,10 @@ pub(crate) async fn join(dir: &std::path::Path, args: JoinArgs) -> anyhow::Resul
             pin_trust(&mut profile, &trust)?;
             let request = vettid_client::join::request(&mut profile, &api, &device_name)?;
             let text = request.text();
-            println!("join request for the member's device (scan it, or copy the line below):");
+            println!(
+                "join request for the member's device (scan it, or copy the line below); fingerprint {}:",
+                request.fingerprint()
+            );
             crate::demo::render_qr(&text);
             println!("{text}");
             println!(
@@ -172,9 +175,9 @@ pub(crate) async fn run(dir: &std::path::Path, args: DevicesArgs) -> anyhow::Res
                 )?;
             let request = JoinRequest::parse(&text)?;
             println!(
-                "  registering “{}” (device key {}…) in the enclave…",
+                "  registering “{}” in the enclave; it must show the fingerprint {} (compare before you go on with it)…",
                 request.device_name,
-                &request.device_public_key[..16]
+                request.fingerprint()
             );
             let (device, document) = s.add_device(the_pin.clone(), &request).await?;
             let invite = vettid_client::join::approve(s.seen(), &request, &document).await?;

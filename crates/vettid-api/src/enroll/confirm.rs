@@ -33,8 +33,11 @@ pub(crate) enum CancelReason {
     Superseded,
     /// The recovery it belonged to was cancelled or expired.
     RecoveryEnded,
-    /// The recovery it belonged to was completed by another of its enrollments.
+    /// The recovery it belonged to was completed by another of its enrollments; or, for a
+    /// device's join, a recovery moved the vault to another device.
     RecoveryCompleted,
+    /// The joining device was removed from the vault before it finished.
+    DeviceRemoved,
 }
 
 impl CancelReason {
@@ -46,6 +49,7 @@ impl CancelReason {
             CancelReason::Superseded => "superseded",
             CancelReason::RecoveryEnded => "recovery_ended",
             CancelReason::RecoveryCompleted => "recovery_completed",
+            CancelReason::DeviceRemoved => "device_removed",
         }
     }
 
@@ -57,6 +61,7 @@ impl CancelReason {
             CancelReason::Superseded,
             CancelReason::RecoveryEnded,
             CancelReason::RecoveryCompleted,
+            CancelReason::DeviceRemoved,
         ]
         .into_iter()
         .find(|r| r.as_str() == s)
@@ -201,6 +206,8 @@ pub(crate) enum Sessions<'a> {
     Id(&'a str),
     /// Every one of a recovery request's QRs.
     OfRecovery(&'a str),
+    /// Every device join of a member not yet finished.
+    JoinsOf(&'a str),
 }
 
 /// Ends session `id`: its code and token stop working, with `reason` recorded.
@@ -221,16 +228,17 @@ pub(crate) async fn end_sessions(
     reason: CancelReason,
     now: i64,
 ) -> Result<(), ApiError> {
-    let (column, value) = match which {
-        Sessions::Id(id) => ("session_id", id),
-        Sessions::OfRecovery(request) => ("recovery_request_id", request),
+    let (column, value, only_joins) = match which {
+        Sessions::Id(id) => ("session_id", id, ""),
+        Sessions::OfRecovery(request) => ("recovery_request_id", request, ""),
+        Sessions::JoinsOf(member) => ("member_id", member, " AND joined_by IS NOT NULL"),
     };
     let q = format!(
         "UPDATE enrollment_sessions SET cancelled_at = ?, cancel_reason = ?, \
          expires_at = MIN(expires_at, ?), \
          token_expires_at = CASE WHEN token_expires_at IS NULL THEN NULL \
          ELSE MIN(token_expires_at, ?) END \
-         WHERE {column} = ? AND cancelled_at IS NULL AND token_used_at IS NULL"
+         WHERE {column} = ?{only_joins} AND cancelled_at IS NULL AND token_used_at IS NULL"
     );
     sqlx::query(sqlx::AssertSqlSafe(q))
         .bind(now)

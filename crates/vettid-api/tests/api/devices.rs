@@ -191,6 +191,22 @@ async fn a_removal_needs_the_enclaves_word_for_that_device_and_revokes_it() {
         .send()
         .await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+    // Nor renew its NATS credentials.
+    let nats = nkeys::KeyPair::new_user().public_key();
+    let secs = h.now() + 1;
+    let message = vettid_proto::auth::nats_refresh_message(&e.member_id, &nats, secs);
+    let r = h
+        .post("/v1/nats/refresh")
+        .json(&json!({
+            "member_id": e.member_id,
+            "device_public_key": hex::encode(new.device.verifying_key().to_bytes()),
+            "nats_public_key": nats,
+            "timestamp": secs,
+            "signature": hex::encode(new.device.sign(&message).to_bytes()),
+        }))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     // The removed device can no longer sign anything for the member.
     let message =
         vettid_proto::auth::device_join_message(&e.member_id, now_ms(&h) + 3, &[1; 32], &[2; 32]);
@@ -206,6 +222,49 @@ async fn a_removal_needs_the_enclaves_word_for_that_device_and_revokes_it() {
             "device_name": "x",
             "device_attestation": "",
         }))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+}
+
+/// A device removed before it finished joining: its join ends, and its token gets nothing.
+#[tokio::test]
+async fn a_device_removed_before_it_finished_joining_gets_nothing() {
+    let h = Harness::new().await;
+    let e = with_vault(&h, "four@example.com").await;
+    let new = TestDevice::new();
+    let r = h
+        .post("/v1/devices/join")
+        .json(&join_body(&h, &e, &e.device, &new, &new, now_ms(&h)))
+        .send()
+        .await;
+    let token = r.body["join_token"].as_str().unwrap().to_owned();
+    let removed = new.device.verifying_key().to_bytes();
+    let ts = now_ms(&h) + 1;
+    let message = vettid_proto::auth::device_remove_message(&e.member_id, ts, &removed);
+    let binding = vettid_proto::auth::removed_device_binding(
+        &e.member_id,
+        &new.session_key,
+        &removed,
+        &e.device.vault.verifying_key().to_bytes(),
+    );
+    let r = h
+        .post("/v1/devices/remove")
+        .json(&json!({
+            "member_id": e.member_id,
+            "device_public_key": hex::encode(e.device.device.verifying_key().to_bytes()),
+            "timestamp": ts,
+            "signature": hex::encode(e.device.device.sign(&message).to_bytes()),
+            "removed_device_public_key": hex::encode(removed),
+            "device_attestation": test_enclave().document_at(&binding, h.now()),
+        }))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = h
+        .post("/v1/devices/join/finalize")
+        .bearer(&token)
+        .json(&finalize_body(&e.member_id, &new))
         .send()
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
