@@ -20,31 +20,14 @@
 use crate::ApiError;
 use crate::app::App;
 use crate::auth::Member;
-use crate::secret::new_uuid;
+use crate::delayed::{self, Kind, Row, Stage, View};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Serialize;
 
 /// A request not confirmed this long after its delay ended expires.
 pub(crate) const CONFIRM_WINDOW_SECS: i64 = 7 * 24 * 3600;
-
-/// Where a deletion request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Stage {
-    /// The delay is running; the member has been mailed.
-    Waiting,
-    /// The delay has passed: the member can confirm.
-    Ready,
-    /// The vault was shredded.
-    Completed,
-    /// Cancelled by the member.
-    Cancelled,
-    /// Not confirmed within [`CONFIRM_WINDOW_SECS`] of becoming ready.
-    Expired,
-}
 
 /// Why a request ended without completing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,65 +44,10 @@ impl Ended {
     fn as_str(self) -> &'static str {
         match self {
             Ended::Member => "cancelled_by_member",
-            Ended::Expired => "expired",
+            Ended::Expired => delayed::EXPIRED,
             Ended::NotNotified => "member_not_notified",
         }
     }
-}
-
-/// A deletion request as stored.
-#[derive(sqlx::FromRow)]
-struct Row {
-    request_id: String,
-    member_id: String,
-    requested_at: i64,
-    ready_at: i64,
-    expires_at: i64,
-    cancelled_at: Option<i64>,
-    cancel_reason: Option<String>,
-    completed_at: Option<i64>,
-}
-
-impl Row {
-    fn stage(&self, now: i64) -> Stage {
-        match (self.completed_at, &self.cancel_reason) {
-            (Some(_), _) => Stage::Completed,
-            (None, Some(r)) if r == Ended::Expired.as_str() => Stage::Expired,
-            (None, Some(_)) => Stage::Cancelled,
-            (None, None) if now >= self.expires_at => Stage::Expired,
-            (None, None) if now >= self.ready_at => Stage::Ready,
-            (None, None) => Stage::Waiting,
-        }
-    }
-
-    fn view(&self, now: i64) -> View {
-        View {
-            request_id: self.request_id.clone(),
-            stage: self.stage(now),
-            requested_at: self.requested_at,
-            ready_at: self.ready_at,
-            expires_at: self.expires_at,
-            cancelled_at: self.cancelled_at,
-            cancel_reason: self.cancel_reason.clone(),
-            completed_at: self.completed_at,
-        }
-    }
-}
-
-/// A request as the web page sees it.
-#[derive(Serialize)]
-struct View {
-    request_id: String,
-    stage: Stage,
-    requested_at: i64,
-    ready_at: i64,
-    expires_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cancelled_at: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cancel_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completed_at: Option<i64>,
 }
 
 /// A request that is waiting or ready: only it can be cancelled or confirmed.
@@ -129,23 +57,19 @@ impl Live {
     /// Ends the request; the row as it is now. Only one ending wins: 409 for the others.
     async fn end(self, app: &App, why: Ended) -> Result<Row, ApiError> {
         let now = app.now();
-        let ended = sqlx::query(
-            "UPDATE deletion_requests SET cancelled_at = ?, cancel_reason = ? \
-             WHERE request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
+        let mut db = app.db().acquire().await?;
+        if !delayed::end(
+            &mut db,
+            Kind::Deletion,
+            &self.0.request_id,
+            now,
+            why.as_str(),
         )
-        .bind(now)
-        .bind(why.as_str())
-        .bind(&self.0.request_id)
-        .execute(app.db())
-        .await?;
-        if ended.rows_affected() != 1 {
+        .await?
+        {
             return Err(ApiError::Conflict("this deletion has already ended"));
         }
-        Ok(Row {
-            cancelled_at: Some(now),
-            cancel_reason: Some(why.as_str().to_owned()),
-            ..self.0
-        })
+        Ok(self.0.ended(now, why.as_str()))
     }
 }
 
@@ -156,24 +80,11 @@ pub(crate) fn routes() -> Router<App> {
         .route("/v1/vault/deletion/confirm", post(confirm))
 }
 
-const COLUMNS: &str = "request_id, member_id, requested_at, ready_at, expires_at, cancelled_at, \
-                       cancel_reason, completed_at";
-
-/// The member's live request if there is one (at most one: the index), else the newest; a
-/// live one past its expiry is recorded as expired.
+/// The member's live request if there is one, else the newest; a live one past its expiry is
+/// recorded as expired.
 async fn latest(app: &App, member: &str) -> Result<Option<Row>, ApiError> {
-    let q = format!(
-        "SELECT {COLUMNS} FROM deletion_requests WHERE member_id = ? \
-         ORDER BY CASE WHEN cancelled_at IS NULL AND completed_at IS NULL THEN 0 ELSE 1 END, \
-         requested_at DESC, CASE WHEN completed_at IS NULL THEN 1 ELSE 0 END, \
-         COALESCE(cancelled_at, completed_at) DESC LIMIT 1"
-    );
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(q))
-        .bind(member)
-        .fetch_optional(app.db())
-        .await?;
-    match row {
-        Some(r) if r.stage(app.now()) == Stage::Expired && r.cancel_reason.is_none() => {
+    match delayed::latest(app, Kind::Deletion, member).await? {
+        Some(r) if r.expired_unrecorded(app.now()) => {
             Live(r).end(app, Ended::Expired).await.map(Some)
         }
         other => Ok(other),
@@ -185,7 +96,7 @@ async fn live(app: &App, member: &str) -> Result<Live, ApiError> {
     let now = app.now();
     latest(app, member)
         .await?
-        .filter(|r| matches!(r.stage(now), Stage::Waiting | Stage::Ready))
+        .filter(|r| r.is_live(now))
         .map(Live)
         .ok_or(ApiError::Conflict("no deletion is under way"))
 }
@@ -203,35 +114,19 @@ async fn request(
     let now = app.now();
     let delay = i64::try_from(app.state.config.limits.deletion_delay.as_secs()).unwrap_or(i64::MAX);
     let ready_at = now.saturating_add(delay);
-    let row = Row {
-        request_id: new_uuid(),
-        member_id: member.member_id.clone(),
-        requested_at: now,
-        ready_at,
-        expires_at: ready_at.saturating_add(CONFIRM_WINDOW_SECS),
-        cancelled_at: None,
-        cancel_reason: None,
-        completed_at: None,
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO deletion_requests (request_id, member_id, requested_at, ready_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?)",
+    let row = Row::new(
+        &member.member_id,
+        now,
+        delay,
+        ready_at.saturating_add(CONFIRM_WINDOW_SECS),
+    );
+    delayed::insert(
+        &app,
+        Kind::Deletion,
+        &row,
+        "a deletion is already under way; cancel it first",
     )
-    .bind(&row.request_id)
-    .bind(&row.member_id)
-    .bind(row.requested_at)
-    .bind(row.ready_at)
-    .bind(row.expires_at)
-    .execute(app.db())
-    .await;
-    match inserted {
-        Err(e) if crate::db::is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(
-                "a deletion is already under way; cancel it first",
-            ));
-        }
-        other => other?,
-    };
+    .await?;
     let ready = crate::mail::rfc5322_date(row.ready_at);
     let told = app.mail_member(&member.member_id, |name| {
         (

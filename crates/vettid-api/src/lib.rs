@@ -54,6 +54,7 @@ mod auth;
 mod clock;
 mod config;
 mod db;
+mod delayed;
 mod deletion;
 mod devices;
 mod enroll;

@@ -24,6 +24,7 @@
 use crate::ApiError;
 use crate::app::App;
 use crate::auth::Member;
+use crate::delayed::{self, Kind, Row, Stage, View};
 use crate::enroll::confirm::{CancelReason, Sessions};
 use crate::enroll::{EnrollmentGrant, EnrollmentPhase, FinalizeRequest, Finalizing, QrPayload};
 use crate::extract::{ApiJson, ClientIp};
@@ -41,22 +42,6 @@ use vettid_nats::MemberScope;
 pub(crate) const EXPIRY_SECS: i64 = 7 * 24 * 3600;
 /// A recovery QR can be used this long.
 pub(crate) const QR_SECS: i64 = 10 * 60;
-
-/// Where a recovery request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum Stage {
-    /// The delay is running; the member's devices and mail have been told.
-    Waiting,
-    /// The delay has passed: the member can have a recovery QR.
-    Ready,
-    /// A new device holds the vault.
-    Completed,
-    /// Cancelled (see the reason).
-    Cancelled,
-    /// Not completed within [`EXPIRY_SECS`].
-    Expired,
-}
 
 /// Why a request ended without completing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,55 +66,16 @@ impl Ended {
             Ended::Member => "cancelled_by_member",
             Ended::Device => "cancelled_on_device",
             Ended::DeviceUsed => "device_used",
-            Ended::Expired => "expired",
+            Ended::Expired => delayed::EXPIRED,
             Ended::NotNotified => "member_not_notified",
             Ended::VaultDeleted => "vault_deleted",
         }
     }
 }
 
-/// A recovery request as stored.
-#[derive(sqlx::FromRow)]
-struct Row {
-    request_id: String,
-    member_id: String,
-    requested_at: i64,
-    ready_at: i64,
-    expires_at: i64,
-    cancelled_at: Option<i64>,
-    cancel_reason: Option<String>,
-    completed_at: Option<i64>,
-}
-
-impl Row {
-    fn stage(&self, now: i64) -> Stage {
-        match (self.completed_at, &self.cancel_reason) {
-            (Some(_), _) => Stage::Completed,
-            (None, Some(r)) if r == Ended::Expired.as_str() => Stage::Expired,
-            (None, Some(_)) => Stage::Cancelled,
-            (None, None) if now >= self.expires_at => Stage::Expired,
-            (None, None) if now >= self.ready_at => Stage::Ready,
-            (None, None) => Stage::Waiting,
-        }
-    }
-
-    /// The request as a live one, if it is (waiting or ready).
-    fn live(self, now: i64) -> Option<Live> {
-        matches!(self.stage(now), Stage::Waiting | Stage::Ready).then_some(Live(self))
-    }
-
-    fn view(&self, now: i64) -> View {
-        View {
-            request_id: self.request_id.clone(),
-            stage: self.stage(now),
-            requested_at: self.requested_at,
-            ready_at: self.ready_at,
-            expires_at: self.expires_at,
-            cancelled_at: self.cancelled_at,
-            cancel_reason: self.cancel_reason.clone(),
-            completed_at: self.completed_at,
-        }
-    }
+/// The request as a live one, if it is (waiting or ready).
+fn as_live(row: Row, now: i64) -> Option<Live> {
+    row.is_live(now).then_some(Live(row))
 }
 
 /// A request that is waiting or ready: only it can be cancelled or give a QR.
@@ -154,16 +100,15 @@ impl Live {
     async fn end(self, app: &App, why: Ended) -> Result<Row, ApiError> {
         let now = app.now();
         let mut tx = app.db().begin().await?;
-        let ended = sqlx::query(
-            "UPDATE recovery_requests SET cancelled_at = ?, cancel_reason = ? \
-             WHERE request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
+        if !delayed::end(
+            &mut tx,
+            Kind::Recovery,
+            &self.0.request_id,
+            now,
+            why.as_str(),
         )
-        .bind(now)
-        .bind(why.as_str())
-        .bind(&self.0.request_id)
-        .execute(&mut *tx)
-        .await?;
-        if ended.rows_affected() != 1 {
+        .await?
+        {
             return Err(ApiError::Conflict("this recovery has already ended"));
         }
         void_sessions(
@@ -176,28 +121,8 @@ impl Live {
         tx.commit().await?;
         // Enrollment credentials a QR of it gave would still reach the enclave: revoked.
         crate::enroll::confirm::revoke_enrollment_keys(app, &self.0.member_id).await?;
-        Ok(Row {
-            cancelled_at: Some(now),
-            cancel_reason: Some(why.as_str().to_owned()),
-            ..self.0
-        })
+        Ok(self.0.ended(now, why.as_str()))
     }
-}
-
-/// A request as the web page and the devices see it.
-#[derive(Serialize)]
-struct View {
-    request_id: String,
-    stage: Stage,
-    requested_at: i64,
-    ready_at: i64,
-    expires_at: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cancelled_at: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    cancel_reason: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completed_at: Option<i64>,
 }
 
 pub(crate) fn routes() -> Router<App> {
@@ -210,25 +135,11 @@ pub(crate) fn routes() -> Router<App> {
         .route("/v1/recovery/finalize", post(finalize))
 }
 
-const COLUMNS: &str = "request_id, member_id, requested_at, ready_at, expires_at, cancelled_at, \
-                       cancel_reason, completed_at";
-
 /// The member's live request if there is one (at most one: the index), else the newest;
-/// a live one past its expiry is recorded as expired.
+/// a live one past its expiry is recorded as expired (so that the index admits a new one).
 async fn latest(app: &App, member: &str) -> Result<Option<Row>, ApiError> {
-    // Live first: requests made in the same second are otherwise not ordered.
-    let q = format!(
-        "SELECT {COLUMNS} FROM recovery_requests WHERE member_id = ? \
-         ORDER BY CASE WHEN cancelled_at IS NULL AND completed_at IS NULL THEN 0 ELSE 1 END, \
-         requested_at DESC, COALESCE(cancelled_at, completed_at) DESC LIMIT 1"
-    );
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(q))
-        .bind(member)
-        .fetch_optional(app.db())
-        .await?;
-    match row {
-        // Recorded, so that the one-live-request index admits a new one.
-        Some(r) if r.stage(app.now()) == Stage::Expired && r.cancel_reason.is_none() => {
+    match delayed::latest(app, Kind::Recovery, member).await? {
+        Some(r) if r.expired_unrecorded(app.now()) => {
             Live(r).end(app, Ended::Expired).await.map(Some)
         }
         other => Ok(other),
@@ -237,7 +148,10 @@ async fn latest(app: &App, member: &str) -> Result<Option<Row>, ApiError> {
 
 /// Ends `member`'s recovery under way, if any: their vault was deleted.
 pub(crate) async fn end_for_deletion(app: &App, member: &str) -> Result<(), ApiError> {
-    if let Some(live) = latest(app, member).await?.and_then(|r| r.live(app.now())) {
+    if let Some(live) = latest(app, member)
+        .await?
+        .and_then(|r| as_live(r, app.now()))
+    {
         match live.end(app, Ended::VaultDeleted).await {
             Ok(_) | Err(ApiError::Conflict(_)) => {}
             Err(e) => return Err(e),
@@ -250,19 +164,15 @@ pub(crate) async fn end_for_deletion(app: &App, member: &str) -> Result<(), ApiE
 async fn live(app: &App, member: &str) -> Result<Live, ApiError> {
     latest(app, member)
         .await?
-        .and_then(|r| r.live(app.now()))
+        .and_then(|r| as_live(r, app.now()))
         .ok_or(ApiError::Conflict("no recovery is under way"))
 }
 
 /// `Gone` unless recovery request `request_id` is live (an enrollment of its QR is usable only
 /// while it is).
 pub(crate) async fn ensure_live(app: &App, request_id: &str) -> Result<(), ApiError> {
-    let q = format!("SELECT {COLUMNS} FROM recovery_requests WHERE request_id = ?");
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(q))
-        .bind(request_id)
-        .fetch_optional(app.db())
-        .await?;
-    row.and_then(|r| r.live(app.now()))
+    let row = delayed::by_id(app, Kind::Recovery, request_id).await?;
+    row.and_then(|r| as_live(r, app.now()))
         .map(|_| ())
         .ok_or(ApiError::Gone(
             "this recovery was cancelled, completed or has expired",
@@ -297,35 +207,19 @@ async fn request(
     latest(&app, &member.member_id).await?;
     let now = app.now();
     let delay = i64::try_from(app.state.config.limits.recovery_delay.as_secs()).unwrap_or(i64::MAX);
-    let row = Row {
-        request_id: new_uuid(),
-        member_id: member.member_id.clone(),
-        requested_at: now,
-        ready_at: now.saturating_add(delay),
-        expires_at: now.saturating_add(EXPIRY_SECS),
-        cancelled_at: None,
-        cancel_reason: None,
-        completed_at: None,
-    };
-    let inserted = sqlx::query(
-        "INSERT INTO recovery_requests (request_id, member_id, requested_at, ready_at, expires_at) \
-         VALUES (?, ?, ?, ?, ?)",
+    let row = Row::new(
+        &member.member_id,
+        now,
+        delay,
+        now.saturating_add(EXPIRY_SECS),
+    );
+    delayed::insert(
+        &app,
+        Kind::Recovery,
+        &row,
+        "a recovery is already under way; cancel it first",
     )
-    .bind(&row.request_id)
-    .bind(&row.member_id)
-    .bind(row.requested_at)
-    .bind(row.ready_at)
-    .bind(row.expires_at)
-    .execute(app.db())
-    .await;
-    match inserted {
-        Err(e) if crate::db::is_unique_violation(&e) => {
-            return Err(ApiError::Conflict(
-                "a recovery is already under way; cancel it first",
-            ));
-        }
-        other => other?,
-    };
+    .await?;
     let ready = when(row.ready_at);
     let told = app.mail_member(&member.member_id, |name| {
         (
@@ -506,7 +400,7 @@ async fn device(
     )
     .await?;
     let now = app.now();
-    let Some(live) = latest(&app, &member).await?.and_then(|r| r.live(now)) else {
+    let Some(live) = latest(&app, &member).await?.and_then(|r| as_live(r, now)) else {
         return Ok(Json(DeviceAnswer { recovery: None }));
     };
     if !q.cancel {
