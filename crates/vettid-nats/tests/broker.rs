@@ -478,3 +478,56 @@ async fn member_connections_are_limited_in_payload_and_subscriptions() {
         "a message over the payload limit was refused"
     );
 }
+
+/// Vault-to-vault subjects (`MessageSpace`) are the hosts' alone, and asking for a vault's
+/// shred is the API's: a member's real credentials can neither publish nor subscribe on
+/// `MessageSpace` nor ask for a shred; the API's user can ask (and hears the answer in its own
+/// inbox) but can touch no member's subjects.
+#[tokio::test]
+async fn members_cannot_reach_messagespace_or_ask_for_a_shred_and_the_api_can_only_ask() {
+    let b = Broker::start().await;
+    let host = b.connect_creds(&b.setup.host_creds()).await;
+    let mut shreds = host.subscribe(vettid_nats::SHRED_SUBJECT).await.unwrap();
+    host.flush().await.unwrap();
+    let (alice, mut events, _) = b.member("alice", MemberScope::Member).await;
+    for subject in [
+        "MessageSpace.bob.forOwner.msg.c1",
+        "MessageSpace.alice.forOwner.msg.c1",
+        vettid_nats::SHRED_SUBJECT,
+    ] {
+        alice.publish(subject, "forged".into()).await.unwrap();
+        expect_violation(&mut events, subject).await;
+    }
+    alice.subscribe("MessageSpace.>").await.unwrap();
+    expect_violation(&mut events, "MessageSpace.>").await;
+
+    let api_creds = std::fs::read_to_string(b.setup.api_creds()).unwrap();
+    let (api, mut api_events) = b.connect_member("api", &api_creds).await.unwrap();
+    let asking = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            api.request(vettid_nats::SHRED_SUBJECT, "alice".into())
+                .await
+                .map(|m| m.payload.to_vec())
+        })
+    };
+    let request = tokio::time::timeout(WITHIN, shreds.next())
+        .await
+        .expect("the host hears the API")
+        .unwrap();
+    assert_eq!(
+        &request.payload[..],
+        b"alice",
+        "the member's forged request never reached the host"
+    );
+    host.publish(request.reply.unwrap(), "shredded".into())
+        .await
+        .unwrap();
+    assert_eq!(asking.await.unwrap().unwrap(), b"shredded");
+    api.publish("OwnerSpace.alice.forVault.session", "x".into())
+        .await
+        .unwrap();
+    expect_violation(&mut api_events, "OwnerSpace.alice.forVault.session").await;
+    api.subscribe("OwnerSpace.>").await.unwrap();
+    expect_violation(&mut api_events, "OwnerSpace.>").await;
+}
