@@ -9,7 +9,10 @@ CREATE TABLE deletion_requests (
     expires_at     BIGINT NOT NULL,
     cancelled_at   BIGINT,
     cancel_reason  TEXT,
-    completed_at   BIGINT
+    completed_at   BIGINT,
+    -- Set while a confirmation is shredding the vault: no cancel then (a stale one, left by
+    -- a process that died, stops counting after a few minutes).
+    confirming_at  BIGINT
 );
 CREATE INDEX deletion_requests_by_member ON deletion_requests (member_id, requested_at);
 CREATE UNIQUE INDEX deletion_requests_one_live ON deletion_requests (member_id)

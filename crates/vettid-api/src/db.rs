@@ -122,7 +122,7 @@ mod tests {
             "f51dc29bcd0adffecc78b0fcbf3b891752ed773b6b7a9a06104f9eda8ef70a1a",
             "dafe8510e0ccb8804ce4a2f8d4fe7fc789420bef80a913eb4a2e09cc710d9141",
             "3b94466984bdf3ef5c2e9cd7fe9fc946ea9a218e869688306e41a4e7cb719787",
-            "38c9ba854b32085f2ffd604741ac6253806140da15c51b671cb25981ae84ea71",
+            "e2819bbf09445ea9496ee664c69f10d204561d4f553f84e40f2394c0f64926fb",
         ];
         let now: Vec<String> = MIGRATIONS
             .iter()

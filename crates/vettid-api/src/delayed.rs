@@ -146,10 +146,16 @@ pub(crate) struct View {
 /// The member's live request of `kind` if there is one, else the newest (completed first
 /// among those made in the same second).
 pub(crate) async fn latest(app: &App, kind: Kind, member: &str) -> Result<Option<Row>, ApiError> {
+    // (A completed deletion is what a member wants to see after it, even beside a request of
+    // the same second; for recovery the latest ending comes first.)
+    let completed_first = match kind {
+        Kind::Deletion => "CASE WHEN completed_at IS NULL THEN 1 ELSE 0 END, ",
+        Kind::Recovery => "",
+    };
     let q = format!(
         "SELECT {COLUMNS} FROM {} WHERE member_id = ? \
          ORDER BY CASE WHEN cancelled_at IS NULL AND completed_at IS NULL THEN 0 ELSE 1 END, \
-         requested_at DESC, CASE WHEN completed_at IS NULL THEN 1 ELSE 0 END, \
+         requested_at DESC, {completed_first}\
          COALESCE(cancelled_at, completed_at) DESC LIMIT 1",
         kind.table()
     );
@@ -201,8 +207,12 @@ pub(crate) async fn insert(
     }
 }
 
+/// How long a deletion's confirmation holds off a cancel (its shred answers within a minute;
+/// a mark older than this was left by a process that died).
+pub(crate) const CONFIRMING_SECS: i64 = 5 * 60;
+
 /// Ends live request `request_id` of `kind` at `now` for `reason`; `false` if it was no
-/// longer live (another ending won).
+/// longer live (another ending won) or, for a deletion, a confirmation is shredding it.
 pub(crate) async fn end(
     db: &mut sqlx::SqliteConnection,
     kind: Kind,
@@ -210,16 +220,22 @@ pub(crate) async fn end(
     now: i64,
     reason: &str,
 ) -> Result<bool, ApiError> {
+    let not_confirming = match kind {
+        Kind::Deletion => " AND (confirming_at IS NULL OR confirming_at < ?)",
+        Kind::Recovery => "",
+    };
     let q = format!(
         "UPDATE {} SET cancelled_at = ?, cancel_reason = ? \
-         WHERE request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
+         WHERE request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL{not_confirming}",
         kind.table()
     );
-    let ended = sqlx::query(sqlx::AssertSqlSafe(q))
+    let mut update = sqlx::query(sqlx::AssertSqlSafe(q))
         .bind(now)
         .bind(reason)
-        .bind(request_id)
-        .execute(&mut *db)
-        .await?;
+        .bind(request_id);
+    if kind == Kind::Deletion {
+        update = update.bind(now - CONFIRMING_SECS);
+    }
+    let ended = update.execute(&mut *db).await?;
     Ok(ended.rows_affected() == 1)
 }

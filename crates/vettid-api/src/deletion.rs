@@ -187,28 +187,48 @@ async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, A
             "the deletion delay has not passed yet (see ready_at)",
         ));
     }
-    let nats = app.nats()?;
+    app.nats()?;
+    // Claimed: a cancel now gets 409 and the request stays the member's live one (so no new
+    // one starts beside it); a claim left by a process that died stops counting after
+    // `CONFIRMING_SECS`.
     let claimed = sqlx::query(
-        "UPDATE deletion_requests SET completed_at = ? \
-         WHERE request_id = ? AND cancelled_at IS NULL AND completed_at IS NULL",
+        "UPDATE deletion_requests SET confirming_at = ? WHERE request_id = ? \
+         AND cancelled_at IS NULL AND completed_at IS NULL \
+         AND (confirming_at IS NULL OR confirming_at < ?)",
     )
     .bind(now)
     .bind(&row.request_id)
+    .bind(now - delayed::CONFIRMING_SECS)
     .execute(app.db())
     .await?;
     if claimed.rows_affected() != 1 {
-        return Err(ApiError::Conflict("this deletion has already ended"));
+        return Err(ApiError::Conflict(
+            "this deletion has already ended, or is being confirmed",
+        ));
     }
+    // The rest runs to its end even if the member's connection drops.
+    let work = {
+        let (app, member_id, row) = (app.clone(), member.member_id.clone(), row.clone());
+        tokio::spawn(async move { complete(&app, &member_id, row, now).await })
+    };
+    work.await
+        .map_err(|e| ApiError::internal("deletion task", e))?
+        .map(Json)
+}
+
+/// The confirmed deletion's work: cut the member off, shred, record. A failed revocation push
+/// or shred releases the claim (ready again; the devices stay revoked).
+async fn complete(app: &App, member: &str, row: Row, now: i64) -> Result<View, ApiError> {
     let shredded = async {
-        crate::recovery::end_for_deletion(&app, &member.member_id).await?;
-        crate::nats::revoke_member(&app, &member.member_id).await?;
-        nats.shred(&member.member_id).await
+        crate::recovery::end_for_deletion(app, member).await?;
+        crate::nats::revoke_member(app, member).await?;
+        app.nats()?.shred(member).await
     }
     .await;
     let objects = match shredded {
         Ok(objects) => objects,
         Err(e) => {
-            sqlx::query("UPDATE deletion_requests SET completed_at = NULL WHERE request_id = ?")
+            sqlx::query("UPDATE deletion_requests SET confirming_at = NULL WHERE request_id = ?")
                 .bind(&row.request_id)
                 .execute(app.db())
                 .await?;
@@ -216,8 +236,13 @@ async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, A
         }
     };
     let mut tx = app.db().begin().await?;
+    sqlx::query("UPDATE deletion_requests SET completed_at = ? WHERE request_id = ?")
+        .bind(now)
+        .bind(&row.request_id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("DELETE FROM vaults WHERE member_id = ?")
-        .bind(&member.member_id)
+        .bind(member)
         .execute(&mut *tx)
         .await?;
     sqlx::query(
@@ -226,12 +251,12 @@ async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, A
     )
     .bind(now)
     .bind(now)
-    .bind(&member.member_id)
+    .bind(member)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     tracing::info!(objects, "vault shredded on the member's confirmation");
-    app.mail_member(&member.member_id, |name| {
+    app.mail_member(member, |name| {
         (
             "Your VettID vault was deleted".into(),
             format!(
@@ -242,11 +267,9 @@ async fn confirm(State(app): State<App>, member: Member) -> Result<Json<View>, A
         )
     })
     .await?;
-    Ok(Json(
-        Row {
-            completed_at: Some(now),
-            ..row
-        }
-        .view(now),
-    ))
+    Ok(Row {
+        completed_at: Some(now),
+        ..row
+    }
+    .view(now))
 }

@@ -240,7 +240,6 @@ struct JoinRow {
     token_expires_at: Option<i64>,
     token_used_at: Option<i64>,
     cancelled_at: Option<i64>,
-    joined_by: Option<String>,
 }
 
 /// `POST /v1/devices/join/finalize {device_public_key, nats_public_key, signature}` (bearer:
@@ -255,7 +254,7 @@ async fn finalize(
     let token = crate::extract::bearer_of(&headers)?;
     let row: Option<JoinRow> = sqlx::query_as(
         "SELECT session_id, member_id, device_public_key, session_public_key, token_expires_at, \
-         token_used_at, cancelled_at, joined_by FROM enrollment_sessions \
+         token_used_at, cancelled_at FROM enrollment_sessions \
          WHERE token_hash = ? AND joined_by IS NOT NULL",
     )
     .bind(app.digest(&token))
@@ -271,18 +270,6 @@ async fn finalize(
         return Err(refused);
     }
     crate::auth::ensure_not_suspended(&app, &row.member_id).await?;
-    // The approval stands only while the device that gave it does.
-    let approver_live: Option<i64> = sqlx::query_scalar(
-        "SELECT 1 FROM devices WHERE device_public_key = ? AND member_id = ? \
-         AND revoked_at IS NULL AND vault_deleted_at IS NULL",
-    )
-    .bind(row.joined_by.as_deref().unwrap_or_default())
-    .bind(&row.member_id)
-    .fetch_optional(app.db())
-    .await?;
-    if approver_live.is_none() {
-        return Err(refused);
-    }
     let device = validate::device_public_key(&q.device_public_key)?;
     let approved = row.device_public_key.unwrap_or_default();
     if !vettid_crypto::ct_eq(device.as_bytes(), approved.as_bytes()) {
@@ -309,10 +296,18 @@ async fn finalize(
         app.clock_now(),
     )?;
     let mut tx = app.db().begin().await?;
+    // Spent only while unexpired (an ending sets the expiry to its own time) and while the
+    // device that approved it is still registered — checked in the same write, so a
+    // revocation or deletion either comes first and wins, or comes after and takes this
+    // device and its key with the others.
+    let now = app.now();
     let spent = sqlx::query(
         "UPDATE enrollment_sessions SET token_used_at = ?, completed_at = ?, phase = ? \
          WHERE session_id = ? AND token_used_at IS NULL AND cancelled_at IS NULL \
-         AND token_expires_at > ?",
+         AND token_expires_at > ? AND EXISTS (SELECT 1 FROM devices d \
+         WHERE d.device_public_key = enrollment_sessions.joined_by \
+         AND d.member_id = enrollment_sessions.member_id \
+         AND d.revoked_at IS NULL AND d.vault_deleted_at IS NULL)",
     )
     .bind(now)
     .bind(now)
@@ -322,7 +317,9 @@ async fn finalize(
     .execute(&mut *tx)
     .await?;
     if spent.rows_affected() != 1 {
-        return Err(ApiError::Unauthorized("join token already used"));
+        return Err(ApiError::Unauthorized(
+            "join token already used or expired, or the device that approved it was removed",
+        ));
     }
     let inserted = sqlx::query(
         "INSERT INTO devices (device_public_key, member_id, enrollment_session_id, \
@@ -445,7 +442,8 @@ async fn remove(
 }
 
 /// A removal of a device that has not finished joining: the enclave's document must name the
-/// keys its join was approved for; the join is cancelled. 404 when there is no such join.
+/// keys one of its live joins was approved for; that join is cancelled. 404 when there is no
+/// such join; 409 when it finished meanwhile (ask again: the device is registered now).
 async fn end_join(
     app: &App,
     member: &str,
@@ -454,37 +452,53 @@ async fn end_join(
     identity: &[u8; 32],
     document: &str,
 ) -> Result<Json<Removed>, ApiError> {
-    let join: Option<(String, Option<String>)> = sqlx::query_as(
+    let joins: Vec<(String, Option<String>)> = sqlx::query_as(
         "SELECT session_id, session_public_key FROM enrollment_sessions \
          WHERE member_id = ? AND device_public_key = ? AND joined_by IS NOT NULL \
-         AND token_used_at IS NULL AND cancelled_at IS NULL \
-         ORDER BY created_at DESC LIMIT 1",
+         AND token_used_at IS NULL AND cancelled_at IS NULL",
     )
     .bind(member)
     .bind(removed)
-    .fetch_optional(app.db())
+    .fetch_all(app.db())
     .await?;
-    let (session_id, Some(session_key)) =
-        join.ok_or(ApiError::NotFound("this member has no such device"))?
-    else {
-        return Err(ApiError::NotFound("this member has no such device"));
-    };
-    let expected = vettid_proto::auth::removed_device_binding(
-        member,
-        &crate::enroll::stored_hex(&session_key)?,
-        removed_key,
-        identity,
-    );
-    crate::enroll::attested::check(app, &expected, document).await?;
-    let mut tx = app.db().begin().await?;
-    crate::enroll::confirm::end_sessions(
-        &mut tx,
-        crate::enroll::confirm::Sessions::Id(&session_id),
-        crate::enroll::confirm::CancelReason::DeviceRemoved,
-        app.now(),
+    let mut found = None;
+    for (session_id, session_key) in joins {
+        let Some(session_key) = session_key else {
+            continue;
+        };
+        let expected = vettid_proto::auth::removed_device_binding(
+            member,
+            &crate::enroll::stored_hex(&session_key)?,
+            removed_key,
+            identity,
+        );
+        if crate::enroll::attested::check(app, &expected, document)
+            .await
+            .is_ok()
+        {
+            found = Some(session_id);
+            break;
+        }
+    }
+    let session_id = found.ok_or(ApiError::NotFound("this member has no such device"))?;
+    let now = app.now();
+    let ended = sqlx::query(
+        "UPDATE enrollment_sessions SET cancelled_at = ?, cancel_reason = ?, \
+         token_expires_at = MIN(COALESCE(token_expires_at, ?), ?) \
+         WHERE session_id = ? AND cancelled_at IS NULL AND token_used_at IS NULL",
     )
+    .bind(now)
+    .bind(crate::enroll::confirm::CancelReason::DeviceRemoved.as_str())
+    .bind(now)
+    .bind(now)
+    .bind(&session_id)
+    .execute(app.db())
     .await?;
-    tx.commit().await?;
+    if ended.rows_affected() != 1 {
+        return Err(ApiError::Conflict(
+            "the device finished joining meanwhile: ask to remove it again",
+        ));
+    }
     Ok(Json(Removed {
         device_public_key: removed.to_owned(),
         nats_keys_revoked: 0,

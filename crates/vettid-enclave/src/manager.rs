@@ -1350,18 +1350,15 @@ impl Manager {
         };
         let vault = self.resident(st, &objects, Owner::App)?;
         let identity = vault.identity_public_key();
-        let Some(devices) = devices else {
-            // Asked again: the same answer, nothing changed (the rows may still need to go).
-            if vault
+        // Asked again after the keys generation already left the device out: the same answer;
+        // if its records were not removed then (a failure in between), they go now, audited.
+        let unfinished = devices.is_none()
+            && vault
                 .meta(&format!("device-key/{}", hex::encode(device.session_key)))?
-                .is_some()
-            {
-                vault.write(&objects, statements)?;
-                let head = vault.head();
-                st.saw(head);
-            }
+                .is_some();
+        if devices.is_none() && !unfinished {
             return Ok((device, identity));
-        };
+        }
         let event = crate::feed::event(
             now_ms,
             vettid_proto::feed::Audience::Feed,
@@ -1375,6 +1372,12 @@ impl Manager {
         );
         let mut statements = statements;
         statements.extend(crate::feed::append(vault, &[event])?);
+        let Some(devices) = devices else {
+            vault.write(&objects, statements)?;
+            let head = vault.head();
+            st.saw(head);
+            return Ok((device, identity));
+        };
         let adding = matches!(change, DeviceChange::Add(_));
         if adding {
             vault.write(&objects, std::mem::take(&mut statements))?;

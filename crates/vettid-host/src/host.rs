@@ -222,25 +222,28 @@ impl Host {
             id,
             body: to_body(request),
         };
-        let exchange = async {
-            if write_frame(&mut *conn.writer.lock().await, &frame)
-                .await
-                .is_err()
-            {
-                return Err(HostError::Unavailable("enclave connection lost".into()));
-            }
-            rx.await
-                .map_err(|_| HostError::Unavailable("enclave restarted during the call".into()))
-        };
-        let answer = tokio::time::timeout(CALL_TIMEOUT, exchange).await;
-        if answer.is_err() {
+        let forget = || {
             conn.pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&id);
+        };
+        // The write is never cut short (half a frame would desynchronise the channel for
+        // every call); only the wait for the answer is timed.
+        if write_frame(&mut *conn.writer.lock().await, &frame)
+            .await
+            .is_err()
+        {
+            forget();
+            return Err(HostError::Unavailable("enclave connection lost".into()));
+        }
+        let answer = tokio::time::timeout(CALL_TIMEOUT, rx).await;
+        if answer.is_err() {
+            forget();
         }
         let body = answer
-            .map_err(|_| HostError::Unavailable("enclave did not answer in time".into()))??;
+            .map_err(|_| HostError::Unavailable("enclave did not answer in time".into()))?
+            .map_err(|_| HostError::Unavailable("enclave restarted during the call".into()))?;
         from_body(&body).map_err(|_| HostError::Malformed)
     }
 }
@@ -369,14 +372,19 @@ async fn supervise(
                             // panicked: the enclave's caller may be the one reading the channel,
                             // and only an answer wakes it.
                             Ok(Ok(req)) => {
-                                let served =
+                                let mut served =
                                     tokio::spawn(
                                         async move { serve(&storage, &relays, req).await },
                                     );
-                                match tokio::time::timeout(SERVE_TIMEOUT, served).await {
+                                match tokio::time::timeout(SERVE_TIMEOUT, &mut served).await {
                                     Ok(Ok(reply)) => reply,
                                     Ok(Err(_)) => HostReply::Error("request failed".into()),
-                                    Err(_) => HostReply::Error("request timed out".into()),
+                                    Err(_) => {
+                                        // Stopped, not left running: a late relay read must
+                                        // not take bytes nobody reads.
+                                        served.abort();
+                                        HostReply::Error("request timed out".into())
+                                    }
                                 }
                             }
                             Ok(Err(_)) => HostReply::Error("malformed request".into()),
