@@ -138,3 +138,38 @@ async fn a_member_the_api_knows_no_vault_of_can_ask_and_only_signed_in_members_c
         );
     }
 }
+
+/// While a confirmation is shredding the vault (its mark set, as `confirm` sets it before it
+/// asks the hosts), the member cannot cancel or start another deletion; a mark left by a
+/// process that died stops counting after five minutes.
+#[tokio::test]
+async fn a_deletion_being_confirmed_cannot_be_cancelled_until_its_mark_goes_stale() {
+    let h = Harness::new().await;
+    let email = "confirming@example.com";
+    let e = with_vault(&h, email).await;
+    call(&h, &e.session, "/v1/vault/deletion").await;
+    h.advance(DAY);
+    h.take_mails(email);
+    let s = h.sign_in(email).await;
+    sqlx::query("UPDATE deletion_requests SET confirming_at = ?")
+        .bind(h.now() as i64)
+        .execute(&h.db)
+        .await
+        .unwrap();
+    let r = call(&h, &s, "/v1/vault/deletion/cancel").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let r = call(&h, &s, "/v1/vault/deletion/confirm").await;
+    assert_eq!(
+        r.status,
+        StatusCode::CONFLICT,
+        "a second confirmation: {}",
+        r.body
+    );
+    let r = call(&h, &s, "/v1/vault/deletion").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    h.advance(5 * 60 + 1);
+    h.take_mails(email);
+    let s = h.sign_in(email).await;
+    let r = call(&h, &s, "/v1/vault/deletion/cancel").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
