@@ -369,10 +369,15 @@ struct DeviceQuestion {
 struct DeviceAnswer {
     /// The live request, or the one just cancelled; `null` when none is under way.
     recovery: Option<View>,
+    /// A deletion of the vault under way (the device cannot cancel it: the member can, on
+    /// the web), so that every device hears of it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletion: Option<View>,
 }
 
 /// `POST /v1/recovery/device {member_id, device_public_key, timestamp, signature, cancel}` →
-/// what an enrolled device (signing with its device key) is told: the live request, if any;
+/// what an enrolled device (signing with its device key) is told: the live request, if any,
+/// and a vault deletion under way, if any;
 /// with `cancel`, it is cancelled (and the member mailed). 401 for an unknown or revoked
 /// device, a bad signature, a timestamp off by more than two minutes or not newer than the
 /// device's last question (a replay). Rate-limited per IP.
@@ -400,18 +405,27 @@ async fn device(
     )
     .await?;
     let now = app.now();
+    let deletion = delayed::latest(&app, Kind::Deletion, &member)
+        .await?
+        .filter(|r| r.is_live(now))
+        .map(|r| r.view(now));
     let Some(live) = latest(&app, &member).await?.and_then(|r| as_live(r, now)) else {
-        return Ok(Json(DeviceAnswer { recovery: None }));
+        return Ok(Json(DeviceAnswer {
+            recovery: None,
+            deletion,
+        }));
     };
     if !q.cancel {
         return Ok(Json(DeviceAnswer {
             recovery: Some(live.0.view(now)),
+            deletion,
         }));
     }
     let row = live.end(&app, Ended::Device).await?;
     mail_ended(&app, &row).await?;
     Ok(Json(DeviceAnswer {
         recovery: Some(row.view(now)),
+        deletion,
     }))
 }
 

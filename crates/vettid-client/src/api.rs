@@ -363,6 +363,20 @@ impl Api {
         device: &SigningKey,
         cancel: bool,
     ) -> Result<Option<RecoveryNotice>, ClientError> {
+        self.device_notices(member, device, cancel)
+            .await
+            .map(|(recovery, _)| recovery)
+    }
+
+    /// What an enrolled device is told (signing with its device key): the recovery under way
+    /// (cancelled first with `cancel`), and a deletion of the vault under way — which only the
+    /// member, on the web, can cancel.
+    pub async fn device_notices(
+        &self,
+        member: &str,
+        device: &SigningKey,
+        cancel: bool,
+    ) -> Result<(Option<RecoveryNotice>, Option<RecoveryNotice>), ClientError> {
         let timestamp = crate::now_ms();
         let message = vettid_proto::auth::recovery_device_message(member, timestamp, cancel);
         let body = json!({
@@ -373,21 +387,23 @@ impl Api {
             "cancel": cancel,
         });
         let v = http::json(&self.base, "POST", "/v1/recovery/device", None, Some(&body)).await?;
-        let r = &v["recovery"];
-        if r.is_null() {
-            return Ok(None);
-        }
-        let number = |name: &str| {
-            r[name]
-                .as_i64()
-                .ok_or_else(|| ClientError::Protocol(format!("no {name} in the recovery")))
+        let notice = |r: &Value| -> Result<Option<RecoveryNotice>, ClientError> {
+            if r.is_null() {
+                return Ok(None);
+            }
+            let number = |name: &str| {
+                r[name]
+                    .as_i64()
+                    .ok_or_else(|| ClientError::Protocol(format!("no {name} in the notice")))
+            };
+            Ok(Some(RecoveryNotice {
+                stage: r["stage"].as_str().unwrap_or_default().to_owned(),
+                requested_at: number("requested_at")?,
+                ready_at: number("ready_at")?,
+                cancel_reason: r["cancel_reason"].as_str().map(str::to_owned),
+            }))
         };
-        Ok(Some(RecoveryNotice {
-            stage: r["stage"].as_str().unwrap_or_default().to_owned(),
-            requested_at: number("requested_at")?,
-            ready_at: number("ready_at")?,
-            cancel_reason: r["cancel_reason"].as_str().map(str::to_owned),
-        }))
+        Ok((notice(&v["recovery"])?, notice(&v["deletion"])?))
     }
 
     async fn finalize_at(

@@ -410,6 +410,22 @@ pub async fn recovery_notice(
         .await
 }
 
+/// What this enrolled device is told of its vault: a recovery under way and a deletion under
+/// way (see [`Api::device_notices`]).
+pub async fn device_notices(
+    profile: &Profile,
+) -> Result<
+    (
+        Option<crate::api::RecoveryNotice>,
+        Option<crate::api::RecoveryNotice>,
+    ),
+    ClientError,
+> {
+    api_of(profile)?
+        .device_notices(profile.member()?, &profile.device_key()?, false)
+        .await
+}
+
 /// The API this profile enrolled with.
 pub(crate) fn api_of(profile: &Profile) -> Result<Api, ClientError> {
     profile

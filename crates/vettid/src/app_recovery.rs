@@ -95,19 +95,32 @@ fn print_notice(n: &RecoveryNotice) {
 /// would refuse it anyway, since this device just used the vault) and the member is told.
 /// Best effort: an API that cannot be reached leaves the enclave's refusal to do the work.
 pub(crate) async fn after_unlock(profile: &Profile) {
-    match vettid_client::app::recovery_notice(profile, false).await {
-        Ok(Some(n)) => {
-            print_notice(&n);
-            println!("  unlocking from this device cancels it (if it was not you, it is stopped):");
-            match vettid_client::app::recovery_notice(profile, true).await {
-                Ok(_) => println!("✓ recovery cancelled; the member is mailed"),
-                Err(e) => {
-                    eprintln!("  could not tell the API ({e}); the enclave refuses it anyway")
-                }
+    match vettid_client::app::device_notices(profile).await {
+        Ok((recovery, deletion)) => {
+            if let Some(d) = deletion {
+                println!(
+                    "! a DELETION of this vault was requested on the web at {}; it can be confirmed from {}.",
+                    d.requested_at, d.ready_at
+                );
+                println!(
+                    "  If this was not you, sign in on the web and cancel it (a device cannot)."
+                );
+            }
+            if let Some(n) = recovery {
+                cancel_seen_recovery(profile, &n).await;
             }
         }
-        Ok(None) => {}
-        Err(e) => eprintln!("  (could not ask the API about recoveries: {e})"),
+        Err(e) => eprintln!("  (could not ask the API about recoveries or deletions: {e})"),
+    }
+}
+
+/// A recovery this device saw when it unlocked: shown, then cancelled (the unlock is its use).
+async fn cancel_seen_recovery(profile: &Profile, n: &vettid_client::api::RecoveryNotice) {
+    print_notice(n);
+    println!("  unlocking from this device cancels it (if it was not you, it is stopped):");
+    match vettid_client::app::recovery_notice(profile, true).await {
+        Ok(_) => println!("✓ recovery cancelled; the member is mailed"),
+        Err(e) => eprintln!("  could not tell the API ({e}); the enclave refuses it anyway"),
     }
 }
 

@@ -173,3 +173,41 @@ async fn a_deletion_being_confirmed_cannot_be_cancelled_until_its_mark_goes_stal
     let r = call(&h, &s, "/v1/vault/deletion/cancel").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
 }
+
+/// The member's devices hear of a deletion under way when they ask about recoveries (signed
+/// with their device key), and can do nothing about it there.
+#[tokio::test]
+async fn devices_hear_of_a_deletion_under_way() {
+    let h = Harness::new().await;
+    let e = with_vault(&h, "told@example.com").await;
+    let ask = |ts: u64, cancel: bool| {
+        let message = vettid_proto::auth::recovery_device_message(&e.member_id, ts, cancel);
+        serde_json::json!({
+            "member_id": e.member_id,
+            "device_public_key": hex::encode(e.device.device.verifying_key().to_bytes()),
+            "timestamp": ts,
+            "signature": hex::encode(e.device.device.sign(&message).to_bytes()),
+            "cancel": cancel,
+        })
+    };
+    let r = h
+        .post("/v1/recovery/device")
+        .json(&ask(h.now() * 1000, false))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body["deletion"].is_null(), "{}", r.body);
+    call(&h, &e.session, "/v1/vault/deletion").await;
+    let r = h
+        .post("/v1/recovery/device")
+        .json(&ask(h.now() * 1000 + 1, true))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["deletion"]["stage"], "waiting", "{}", r.body);
+    assert_eq!(
+        stage(&h, &e.session).await["stage"],
+        "waiting",
+        "a device's cancel is for recoveries only"
+    );
+}
