@@ -631,64 +631,13 @@ impl Sessions {
             // Adding or removing a device re-keys the vault: the PIN again, and the enclave's
             // document for the API.
             (
-                AppOp::Devices(vettid_proto::devices::DeviceOp::Add {
-                    pin,
-                    session_key,
-                    device_key,
-                    name,
-                }),
+                AppOp::Devices(
+                    op @ (vettid_proto::devices::DeviceOp::Add { .. }
+                    | vettid_proto::devices::DeviceOp::Remove { .. }),
+                ),
                 _,
-            ) => opened(unlocked).and_then(|o| {
-                let new = crate::manager::NewDevice {
-                    session_key,
-                    device_key,
-                    name: &name,
-                };
-                let change = crate::manager::DeviceChange::Add(new);
-                let (device, identity) = manager.change_devices(member, o, &pin, change, now_ms)?;
-                let binding = vettid_proto::auth::added_device_binding(
-                    member,
-                    &session_key,
-                    &device_key,
-                    &identity,
-                );
-                let device_attestation = self.document(binding)?;
-                let (_, v) = manager.domain(member, o, now_ms, |_| Ok(()))?;
-                version = Some(v);
-                Ok(AppReply::Devices(Box::new(
-                    vettid_proto::devices::DeviceReply::Added {
-                        device,
-                        device_attestation,
-                    },
-                )))
-            }),
-            (AppOp::Devices(vettid_proto::devices::DeviceOp::Remove { pin, device }), _) => {
-                opened(unlocked).and_then(|o| {
-                    let change = crate::manager::DeviceChange::Remove(device);
-                    let (device, identity) =
-                        manager.change_devices(member, o, &pin, change, now_ms)?;
-                    let device_key = device
-                        .device_key
-                        .ok_or(vettid_proto::devices::DeviceError::NoDeviceKey)?;
-                    let binding = vettid_proto::auth::removed_device_binding(
-                        member,
-                        &device.session_key,
-                        &device_key,
-                        &identity,
-                    );
-                    let device_attestation = self.document(binding)?;
-                    // (This session's own device may be the one removed: the version is the
-                    // vault's, taken before its next request is refused.)
-                    let (_, v) = manager.domain(member, o, now_ms, |_| Ok(()))?;
-                    version = Some(v);
-                    Ok(AppReply::Devices(Box::new(
-                        vettid_proto::devices::DeviceReply::Removed {
-                            device,
-                            device_attestation,
-                        },
-                    )))
-                })
-            }
+            ) => opened(unlocked)
+                .and_then(|o| self.change_device(manager, member, o, op, now_ms, &mut version)),
             (AppOp::Devices(op), _) => {
                 domain(manager, member, unlocked, now_ms, &mut version, |u| {
                     crate::devices::handle(u, op)
@@ -718,6 +667,66 @@ impl Sessions {
             }),
         };
         (result, events, version)
+    }
+
+    /// Adds or removes a device of `member`'s vault for the session whose unlock is `opening`
+    /// ([`Manager::change_devices`], the PIN again) and answers with the device, the
+    /// enclave's document naming it for the API (`device-added` or `device-removed`), and in
+    /// `version` the vault's version after it (the removed device may be this session's own:
+    /// its next request is refused).
+    fn change_device(
+        &self,
+        manager: &Manager,
+        member: &str,
+        opening: &crate::manager::Opening,
+        op: vettid_proto::devices::DeviceOp,
+        now_ms: u64,
+        version: &mut Option<SignedVersion>,
+    ) -> Result<AppReply, VaultError> {
+        use crate::manager::{DeviceChange, NewDevice};
+        use vettid_proto::devices::{DeviceError, DeviceOp, DeviceReply};
+        let added = matches!(op, DeviceOp::Add { .. });
+        let (device, identity) = match op {
+            DeviceOp::Add {
+                pin,
+                session_key,
+                device_key,
+                name,
+            } => {
+                let new = NewDevice {
+                    session_key,
+                    device_key,
+                    name: &name,
+                };
+                manager.change_devices(member, opening, &pin, DeviceChange::Add(new), now_ms)?
+            }
+            DeviceOp::Remove { pin, device } => {
+                let change = DeviceChange::Remove(device);
+                manager.change_devices(member, opening, &pin, change, now_ms)?
+            }
+            DeviceOp::List | DeviceOp::Rename { .. } => return Err(Invalid::Malformed.into()),
+        };
+        let device_key = device.device_key.ok_or(DeviceError::NoDeviceKey)?;
+        let binding = if added {
+            vettid_proto::auth::added_device_binding
+        } else {
+            vettid_proto::auth::removed_device_binding
+        };
+        let device_attestation =
+            self.document(binding(member, &device.session_key, &device_key, &identity))?;
+        let (_, v) = manager.domain(member, opening, now_ms, |_| Ok(()))?;
+        *version = Some(v);
+        Ok(AppReply::Devices(Box::new(if added {
+            DeviceReply::Added {
+                device,
+                device_attestation,
+            }
+        } else {
+            DeviceReply::Removed {
+                device,
+                device_attestation,
+            }
+        })))
     }
 
     /// Ends every session and handshake of `member` (its vault was shredded): their next

@@ -3,23 +3,11 @@
 //! against the real stack: `vettid/tests/e2e.rs`
 //! `a_deleted_vault_is_shredded_old_backups_no_longer_open_and_the_members_export_restores_into_a_new_vault`).
 
-use crate::harness::{Enrolling, Harness};
+use crate::harness::Harness;
 use axum::http::StatusCode;
 use serde_json::Value;
 
 const DAY: u64 = 24 * 3600;
-
-async fn with_vault(h: &Harness, email: &str) -> Enrolling {
-    let e = h.enrolling_member(email).await;
-    let r = h
-        .post("/v1/enroll/finalize")
-        .bearer(&e.token)
-        .json(&e.finalize_body(&nkeys::KeyPair::new_user().public_key()))
-        .send()
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    e
-}
 
 async fn call(h: &Harness, session: &str, path: &str) -> crate::harness::Resp {
     h.post(path).bearer(session).send().await
@@ -35,7 +23,7 @@ async fn stage(h: &Harness, session: &str) -> Value {
 async fn a_deletion_waits_out_its_delay_is_cancelled_and_one_runs_at_a_time() {
     let h = Harness::new().await;
     let email = "leaving@example.com";
-    let e = with_vault(&h, email).await;
+    let e = h.with_vault(email).await;
     h.take_mails(email);
     let s = e.session.clone();
 
@@ -146,7 +134,7 @@ async fn a_member_the_api_knows_no_vault_of_can_ask_and_only_signed_in_members_c
 async fn a_deletion_being_confirmed_cannot_be_cancelled_until_its_mark_goes_stale() {
     let h = Harness::new().await;
     let email = "confirming@example.com";
-    let e = with_vault(&h, email).await;
+    let e = h.with_vault(email).await;
     call(&h, &e.session, "/v1/vault/deletion").await;
     h.advance(DAY);
     h.take_mails(email);
@@ -179,7 +167,7 @@ async fn a_deletion_being_confirmed_cannot_be_cancelled_until_its_mark_goes_stal
 #[tokio::test]
 async fn devices_hear_of_a_deletion_under_way() {
     let h = Harness::new().await;
-    let e = with_vault(&h, "told@example.com").await;
+    let e = h.with_vault("told@example.com").await;
     let ask = |ts: u64, cancel: bool| {
         let message = vettid_proto::auth::recovery_device_message(&e.member_id, ts, cancel);
         serde_json::json!({

@@ -7,18 +7,6 @@ use crate::harness::{Enrolling, Harness, TestDevice, test_enclave};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-async fn with_vault(h: &Harness, email: &str) -> Enrolling {
-    let e = h.enrolling_member(email).await;
-    let r = h
-        .post("/v1/enroll/finalize")
-        .bearer(&e.token)
-        .json(&e.finalize_body(&nkeys::KeyPair::new_user().public_key()))
-        .send()
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    e
-}
-
 fn now_ms(h: &Harness) -> u64 {
     h.now() * 1000
 }
@@ -68,7 +56,7 @@ fn finalize_body(member: &str, device: &TestDevice) -> Value {
 async fn a_join_needs_a_registered_devices_signature_and_the_enclaves_word_and_its_token_works_once()
  {
     let h = Harness::new().await;
-    let e = with_vault(&h, "two@example.com").await;
+    let e = h.with_vault("two@example.com").await;
     let new = TestDevice::new();
     let stranger = TestDevice::new();
     let join = |body: Value| {
@@ -144,7 +132,7 @@ async fn a_join_needs_a_registered_devices_signature_and_the_enclaves_word_and_i
 #[tokio::test]
 async fn a_removal_needs_the_enclaves_word_for_that_device_and_revokes_it() {
     let h = Harness::new().await;
-    let e = with_vault(&h, "three@example.com").await;
+    let e = h.with_vault("three@example.com").await;
     let new = TestDevice::new();
     let r = h
         .post("/v1/devices/join")
@@ -231,7 +219,7 @@ async fn a_removal_needs_the_enclaves_word_for_that_device_and_revokes_it() {
 #[tokio::test]
 async fn a_device_removed_before_it_finished_joining_gets_nothing() {
     let h = Harness::new().await;
-    let e = with_vault(&h, "four@example.com").await;
+    let e = h.with_vault("four@example.com").await;
     let new = TestDevice::new();
     let r = h
         .post("/v1/devices/join")

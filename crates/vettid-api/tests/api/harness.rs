@@ -214,6 +214,19 @@ impl Harness {
     }
 
     /// Signs `email` in by magic link; returns the member session token.
+    /// A member whose first device finalized its enrollment (the member has a vault).
+    pub(crate) async fn with_vault(&self, email: &str) -> Enrolling {
+        let e = self.enrolling_member(email).await;
+        let r = self
+            .post("/v1/enroll/finalize")
+            .bearer(&e.token)
+            .json(&e.finalize_body(&nkeys::KeyPair::new_user().public_key()))
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        e
+    }
+
     pub(crate) async fn sign_in(&self, email: &str) -> String {
         let token = self.magic_link_token(email).await;
         let r = self

@@ -11,19 +11,6 @@ type Binding = fn(&str, &[u8; 32], &[u8; 32], &[u8; 32]) -> [u8; 32];
 
 const DAY: u64 = 24 * 3600;
 
-/// A member whose first device finalized its enrollment (the member has a vault).
-async fn with_vault(h: &Harness, email: &str) -> Enrolling {
-    let e = h.enrolling_member(email).await;
-    let r = h
-        .post("/v1/enroll/finalize")
-        .bearer(&e.token)
-        .json(&e.finalize_body(&nkeys::KeyPair::new_user().public_key()))
-        .send()
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    e
-}
-
 async fn request(h: &Harness, e: &Enrolling) -> crate::harness::Resp {
     h.post("/v1/recovery").bearer(&e.session).send().await
 }
@@ -110,7 +97,7 @@ fn identity_of(e: &Enrolling) -> [u8; 32] {
 async fn a_recovery_waits_out_its_delay_then_one_time_qrs_move_the_vault_to_a_new_device() {
     let h = Harness::new().await;
     let email = "lost@example.com";
-    let mut e = with_vault(&h, email).await;
+    let mut e = h.with_vault(email).await;
     h.take_mails(email);
 
     let r = request(&h, &e).await;
@@ -281,7 +268,7 @@ async fn a_recovery_waits_out_its_delay_then_one_time_qrs_move_the_vault_to_a_ne
 #[tokio::test]
 async fn a_recovery_qr_lasts_ten_minutes_and_a_request_seven_days() {
     let h = Harness::new().await;
-    let mut e = with_vault(&h, "slow@example.com").await;
+    let mut e = h.with_vault("slow@example.com").await;
     assert_eq!(request(&h, &e).await.status, StatusCode::CREATED);
     h.advance(DAY);
     e.session = sign_in_again(&h, "slow@example.com").await;
@@ -328,8 +315,8 @@ fn device_question(e: &Enrolling, timestamp: u64, cancel: bool) -> Value {
 #[tokio::test]
 async fn a_recovery_is_cancelled_on_the_web_from_a_device_or_by_the_vaults_use() {
     let h = Harness::new().await;
-    let mut e = with_vault(&h, "kept@example.com").await;
-    let stranger = with_vault(&h, "other@example.com").await;
+    let mut e = h.with_vault("kept@example.com").await;
+    let stranger = h.with_vault("other@example.com").await;
     let enrolling = h.enrolling_member("new@example.com").await;
     // An ordinary enrollment has no recovery to report on.
     h.post("/v1/recovery/used")
