@@ -51,10 +51,45 @@ impl From<snow::Error> for NoiseError {
     }
 }
 
+/// The Noise protocol between vaults: the invitee knows the inviter's static key from the
+/// invitation (IK), and a secret from the X-Wing KEM (mixed with the invitation's secret) is
+/// the PSK of message 2. The responder keeps no state between messages, so a vault that locks
+/// or restarts between them loses nothing.
+pub const PEER_PROTOCOL: &str = "Noise_IKpsk2_25519_ChaChaPoly_SHA256";
+
 /// Builds a handshake with the standard resolver.
 fn builder(prologue: &[u8]) -> Result<snow::Builder<'_>, NoiseError> {
-    let params = PROTOCOL.parse().map_err(|_| NoiseError("protocol name"))?;
+    builder_for(PROTOCOL, prologue)
+}
+
+fn builder_for<'a>(protocol: &str, prologue: &'a [u8]) -> Result<snow::Builder<'a>, NoiseError> {
+    let params = protocol.parse().map_err(|_| NoiseError("protocol name"))?;
     Ok(snow::Builder::with_resolver(params, Box::new(Resolver)).prologue(prologue)?)
+}
+
+/// A vault's side of a connection handshake as the invitee ([`PEER_PROTOCOL`]), before
+/// message 1: `local` is its static secret, `remote` the inviter's static key from the
+/// invitation, `psk` the secret it encapsulated to the invitation's KEM key (mixed with the
+/// invitation's secret).
+pub fn peer_initiator(
+    prologue: &[u8],
+    local: &SecretBytes<32>,
+    remote: &[u8; 32],
+    psk: &SecretBytes<32>,
+) -> Result<HandshakeState, NoiseError> {
+    Ok(builder_for(PEER_PROTOCOL, prologue)?
+        .local_private_key(local.expose())?
+        .remote_public_key(remote)?
+        .psk(2, psk.expose())?
+        .build_initiator()?)
+}
+
+/// A vault's side of a connection handshake as the inviter, before message 1; the PSK is set
+/// with [`HandshakeState::set_psk`] (location 2) once message 1 delivered the KEM ciphertext.
+pub fn peer_responder(prologue: &[u8], local: &SecretBytes<32>) -> Result<HandshakeState, NoiseError> {
+    Ok(builder_for(PEER_PROTOCOL, prologue)?
+        .local_private_key(local.expose())?
+        .build_responder()?)
 }
 
 /// The app's side of the handshake, before message 1.
@@ -111,6 +146,14 @@ pub fn responder_with_ephemeral(
         .local_private_key(local.expose())?
         .fixed_ephemeral_key_for_testing_only(ephemeral.expose())
         .build_responder()?)
+}
+
+/// The two keys of a finished handshake (initiator → responder, responder → initiator), for
+/// a caller that derives its own keys from them (a connection's epochs: messages between
+/// vaults are asynchronous and at-least-once, which Noise's transport nonces do not suit).
+pub fn split_keys(handshake: &mut HandshakeState) -> (SecretBytes<32>, SecretBytes<32>) {
+    let (a, b) = handshake.dangerously_get_raw_split();
+    (SecretBytes::from_array(a), SecretBytes::from_array(b))
 }
 
 /// The enclave's X-Wing decapsulation key. Non-contributory X25519 halves are refused.

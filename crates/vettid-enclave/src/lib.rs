@@ -32,6 +32,7 @@
 #![deny(missing_docs, unreachable_pub)]
 
 pub mod backup;
+pub mod connections;
 pub mod credential;
 pub mod device;
 pub mod devices;
@@ -40,6 +41,7 @@ pub mod feed;
 pub mod keys;
 pub mod link;
 pub mod manager;
+pub mod messages;
 pub mod objects;
 pub mod profile;
 pub mod secrets;

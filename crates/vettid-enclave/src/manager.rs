@@ -156,6 +156,9 @@ struct VaultState {
     /// An export or restore in progress, and the opening it belongs to: it ends with that
     /// unlock (a lock, a newer unlock, an eviction), so at most one per vault is held.
     transfer: Option<(u64, Box<crate::backup::Transfer>)>,
+    /// Connection handshakes this vault started and waits on (memory only; a lock forgets
+    /// them).
+    handshakes: crate::connections::Handshakes,
 }
 
 /// Anchors kept for a vault not in memory at most (the newest).
@@ -177,6 +180,7 @@ impl VaultState {
             anchors: Vec::new(),
             refused: None,
             transfer: None,
+            handshakes: Default::default(),
         }
     }
 
@@ -285,6 +289,7 @@ pub struct UnlockedVault<'a> {
     objects: &'a Objects<'a>,
     now_ms: u64,
     transfer: &'a mut Option<Box<crate::backup::Transfer>>,
+    handshakes: &'a mut crate::connections::Handshakes,
 }
 
 impl<'a> UnlockedVault<'a> {
@@ -304,6 +309,18 @@ impl<'a> UnlockedVault<'a> {
         &mut Option<Box<crate::backup::Transfer>>,
     ) {
         (self.vault, self.objects, self.now_ms, self.transfer)
+    }
+
+    /// The connection handshakes this vault waits on (connections only), with the parts.
+    pub(crate) fn with_handshakes(
+        &mut self,
+    ) -> (
+        &mut Vault,
+        &Objects<'a>,
+        u64,
+        &mut crate::connections::Handshakes,
+    ) {
+        (self.vault, self.objects, self.now_ms, self.handshakes)
     }
 }
 
@@ -852,6 +869,7 @@ impl Manager {
         }
         st.slot = Slot::Cold;
         st.opening += 1;
+        st.handshakes.clear();
     }
 
     /// Work after an acknowledged write: snapshot and compact if due. Errors are not fatal
@@ -1534,12 +1552,14 @@ impl Manager {
             .take()
             .filter(|(opening, _)| *opening == current)
             .map(|(_, t)| t);
+        let mut handshakes = std::mem::take(&mut st.handshakes);
         let result = self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
             match f(&mut UnlockedVault {
                 vault,
                 objects,
                 now_ms,
                 transfer: &mut transfer,
+                handshakes: &mut handshakes,
             }) {
                 Err(e) if !e.is_refusal() => Err(e),
                 answer => Ok((answer, vault.signed_version(id))),
@@ -1547,6 +1567,59 @@ impl Manager {
         });
         if st.opening == current && matches!(st.slot, Slot::Resident { .. }) {
             st.transfer = transfer.map(|t| (current, t));
+            st.handshakes = handshakes;
+        }
+        result
+    }
+
+    /// Whether vault `id` is open to its peers: unlocked by its member's app since this
+    /// enclave started and not locked since (in memory, or evicted and reloadable).
+    pub fn accepts_peers(&self, id: &str) -> bool {
+        let Some(state) = lock(&self.vaults).get(id).cloned() else {
+            return false;
+        };
+        let st = lock(&state);
+        st.refused.is_none() && st.slot.owner() == Some(Owner::App)
+    }
+
+    /// Runs `f` — a domain's handling of a message from another vault — on vault `id` while it
+    /// is open to its peers ([`Manager::accepts_peers`]); `NotUnlocked` otherwise (the host
+    /// keeps the message for later). No session is involved: what a peer's message may do is
+    /// the domain's to check (it must authenticate under the vault's own keys).
+    pub fn peer<T>(
+        &self,
+        id: &str,
+        now_ms: u64,
+        f: impl FnOnce(&mut UnlockedVault<'_>) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
+        if !valid_vault_id(id) {
+            return Err(Invalid::VaultId.into());
+        }
+        let objects = Objects::new(&self.link, id);
+        let Some(state) = lock(&self.vaults).get(id).cloned() else {
+            return Err(VaultError::NotUnlocked);
+        };
+        let mut st = lock(&state);
+        st.check()?;
+        let current = st.opening;
+        let mut transfer = st
+            .transfer
+            .take()
+            .filter(|(opening, _)| *opening == current)
+            .map(|(_, t)| t);
+        let mut handshakes = std::mem::take(&mut st.handshakes);
+        let result = self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
+            f(&mut UnlockedVault {
+                vault,
+                objects,
+                now_ms,
+                transfer: &mut transfer,
+                handshakes: &mut handshakes,
+            })
+        });
+        if st.opening == current && st.slot.owner() == Some(Owner::App) {
+            st.transfer = transfer.map(|t| (current, t));
+            st.handshakes = handshakes;
         }
         result
     }

@@ -315,6 +315,20 @@ fn effective(vault: &Vault, connection: &str) -> Result<Vec<String>, VaultError>
         .collect())
 }
 
+/// The fields and values `connection` would see, in key order (what the vault sends a
+/// connection as its profile).
+pub(crate) fn shared_with(
+    vault: &Vault,
+    connection: &str,
+) -> Result<Vec<(String, String)>, VaultError> {
+    let keys = effective(vault, connection)?;
+    Ok(fields(vault)?
+        .into_iter()
+        .filter(|f| keys.binary_search(&f.key).is_ok())
+        .filter_map(|f| Some((f.key, f.value?.0.as_str().to_owned())))
+        .collect())
+}
+
 fn public(vault: &Vault) -> Result<(PublicSettings, u64), VaultError> {
     let row: Option<(Vec<u8>, i64)> = vault
         .read(|conn| {

@@ -93,6 +93,28 @@ pub(crate) fn shred(
     manager.shred(vault)
 }
 
+/// A message from another vault for `member`'s ([`ToEnclave::Peer`]): handled while the vault
+/// is open to its peers, else kept for later by the host.
+pub(crate) fn peer(
+    manager: &Manager,
+    member: &str,
+    now_ms: u64,
+    body: &[u8],
+) -> Result<EnclaveReply, VaultError> {
+    use vettid_proto::enclave::PeerDisposition;
+    match manager.peer(member, now_ms, |u| crate::connections::receive(u, body)) {
+        Ok(out) => Ok(EnclaveReply::Peer {
+            disposition: PeerDisposition::Done,
+            out,
+        }),
+        Err(VaultError::NotUnlocked) => Ok(EnclaveReply::Peer {
+            disposition: PeerDisposition::Later,
+            out: Vec::new(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
 fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
     while let Some(Incoming { id, body }) = link.next_request() {
         let (reply, follow_up) = match body
@@ -124,6 +146,7 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
                     Ok((answer, events)) => Ok(EnclaveReply::App {
                         body: to_body(&answer),
                         events,
+                        open: manager.accepts_peers(&member),
                     }),
                     Err(_) => Err(VaultError::Internal("request failed".into())),
                 };
@@ -137,6 +160,17 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
                 .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())))
                 .map(|objects| EnclaveReply::Shredded { objects });
                 (r, None)
+            }
+            Ok(ToEnclave::Peer {
+                member,
+                now_ms,
+                body,
+            }) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    peer(manager, &member, now_ms, &body)
+                }))
+                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
+                (r, Some(member))
             }
             Err(e) => (Err(e), None),
         };

@@ -656,6 +656,26 @@ impl Sessions {
                 })
                 .map(|r| AppReply::Secrets(Box::new(r)))
             }
+            // What a connection or message operation sends other vaults goes out with the
+            // events, before the answer.
+            (AppOp::Connections(op), _) => {
+                domain(manager, member, unlocked, now_ms, &mut version, |u| {
+                    crate::connections::handle(u, op)
+                })
+                .map(|(r, out)| {
+                    events.extend(out);
+                    AppReply::Connections(Box::new(r))
+                })
+            }
+            (AppOp::Messages(op), _) => {
+                domain(manager, member, unlocked, now_ms, &mut version, |u| {
+                    crate::messages::handle(u, op)
+                })
+                .map(|(r, out)| {
+                    events.extend(out);
+                    AppReply::Messages(Box::new(r))
+                })
+            }
             (AppOp::Whoami, _) => manager.whoami(member).map(|(identity, v)| {
                 version.clone_from(&v);
                 AppReply::Whoami {
@@ -809,7 +829,7 @@ fn opened(
 }
 
 /// Seals an event for the member's apps.
-fn seal_event(member: &str, key: &SecretBytes<32>, at_ms: u64, kind: EventKind) -> Outbound {
+pub(crate) fn seal_event(member: &str, key: &SecretBytes<32>, at_ms: u64, kind: EventKind) -> Outbound {
     let id: [u8; 16] = vettid_crypto::random_array();
     let plain = seal_plaintext(&Event { at_ms, kind });
     let sealed = SealedEvent {
@@ -817,7 +837,9 @@ fn seal_event(member: &str, key: &SecretBytes<32>, at_ms: u64, kind: EventKind) 
         ciphertext: AeadKey::from(key.clone()).seal(&event_aad(member, &id), &plain),
     };
     Outbound {
-        token: vettid_proto::session::EVENT_TOKEN.to_owned(),
+        to: vettid_proto::enclave::Destination::App {
+            token: vettid_proto::session::EVENT_TOKEN.to_owned(),
+        },
         id: hex::encode(id),
         body: postcard::to_allocvec(&sealed).expect("sealed events always encode"),
     }

@@ -207,6 +207,8 @@ pub struct Vault {
     /// The signature of the current version, made once per version.
     signed: Option<SignedVersion>,
     event_key: SecretBytes<32>,
+    /// The vault's X25519 exchange secret: its Noise static key towards other vaults.
+    exchange: SecretBytes<32>,
     epoch: u64,
     version: u64,
     hash: [u8; 32],
@@ -285,6 +287,7 @@ impl Vault {
             identity_public: vmk.identity(vault).verifying_key().to_bytes(),
             signed: None,
             event_key: vmk.event_key(vault),
+            exchange: vmk.exchange(vault).to_bytes(),
             epoch: 0,
             version: 0,
             hash: [0; 32],
@@ -812,6 +815,11 @@ impl Vault {
     /// The key that seals events for the member's apps.
     pub fn event_key(&self) -> &SecretBytes<32> {
         &self.event_key
+    }
+
+    /// The vault's X25519 exchange secret (its Noise static key towards other vaults).
+    pub(crate) fn exchange_secret(&self) -> &SecretBytes<32> {
+        &self.exchange
     }
 
     /// Runs read-only queries (domains read here; every change goes through [`Vault::write`],

@@ -1,9 +1,16 @@
-//! NATS routing: `OwnerSpace.<member>.forVault.<channel>` → enclave → reply inbox, and the
-//! enclave's events → JetStream `OwnerSpace.<member>.forApp.<token>`.
+//! NATS routing: `OwnerSpace.<member>.forVault.<channel>` → enclave → reply inbox, the
+//! enclave's events → JetStream `OwnerSpace.<member>.forApp.<token>`, and vault-to-vault
+//! messages → JetStream `MessageSpace.<peer>.forOwner.sealed` → the peer vault's enclave.
 //!
 //! The host reads only the subject (member and channel) and passes bodies through unread:
-//! they are Noise messages for the enclave. Events are made durable in JetStream *before*
-//! the reply goes out, so an app that saw its reply can always find the events it caused.
+//! they are Noise messages for the enclave, or sealed for a peer vault. Events and peer
+//! messages are made durable in JetStream *before* the reply goes out, so an app that saw its
+//! reply can always find the events it caused, and a message it sent is on its way.
+//!
+//! Peer messages wait in JetStream (a durable per recipient, [`vettid_nats::peer_consumer_config`])
+//! until the recipient's vault is open: when an answer to one of its apps says so, the host
+//! takes them to the enclave one by one, in order, acknowledging each once the vault dealt
+//! with it; one the vault cannot take yet (locked meanwhile) goes back for later.
 
 use crate::host::Host;
 use async_nats::jetstream;
@@ -11,9 +18,11 @@ use futures::StreamExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use vettid_nats::EVENTS_STREAM;
+use vettid_nats::{EVENTS_STREAM, PEERS_STREAM};
 use vettid_proto::channel::to_body;
-use vettid_proto::enclave::{EnclaveReply, ToEnclave, VaultError};
+use vettid_proto::enclave::{
+    Destination, EnclaveReply, Outbound, PeerDisposition, ToEnclave, VaultError,
+};
 use vettid_proto::session::{
     Channel, EVENTS_CHANNEL, FetchEvents, FetchedEvents, MAX_FETCH, MAX_FETCH_WAIT_MS,
     SessionError, ToApp,
@@ -31,6 +40,15 @@ const EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Events kept per member subject at most (the oldest go first): no member's events can
 /// crowd out the others' in the shared stream.
 const EVENTS_PER_MEMBER: i64 = 10_000;
+/// How long vault-to-vault messages wait for a locked vault.
+const PEER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Peer messages kept per recipient at most (the newest are refused beyond: a sender learns
+/// its message was not taken, rather than the recipient losing old ones).
+const PEERS_PER_MEMBER: i64 = 20_000;
+/// Peer messages taken from JetStream at once.
+const PEER_BATCH: usize = 64;
+/// How long one fetch of peer messages waits for the first.
+const PEER_WAIT: Duration = Duration::from_secs(5);
 
 /// Connects to NATS with the host's creds, makes sure the events stream exists, and serves
 /// `OwnerSpace.*.forVault.*` until the connection closes.
@@ -55,7 +73,22 @@ pub async fn connect(url: &str, creds: &Path) -> Result<Router, async_nats::Erro
     js.get_or_create_stream(config.clone()).await?;
     // A stream made by an older host gets the per-member limit too.
     js.update_stream(config).await?;
+    let peers = jetstream::stream::Config {
+        name: PEERS_STREAM.into(),
+        subjects: vec!["MessageSpace.*.forOwner.>".into()],
+        max_age: PEER_RETENTION,
+        max_bytes: 4 << 30,
+        max_messages_per_subject: PEERS_PER_MEMBER,
+        discard: jetstream::stream::DiscardPolicy::New,
+        discard_new_per_subject: true,
+        storage: jetstream::stream::StorageType::File,
+        duplicate_window: Duration::from_secs(120),
+        ..Default::default()
+    };
+    js.get_or_create_stream(peers).await?;
     Ok(Router {
+        draining: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
+        next_drain: std::sync::atomic::AtomicU64::new(1),
         client,
         js,
         consumers: std::sync::Mutex::new(std::collections::HashSet::new()),
@@ -90,6 +123,18 @@ pub struct Router {
     consumers: std::sync::Mutex<std::collections::HashSet<String>>,
     in_flight: Arc<tokio::sync::Semaphore>,
     per_member: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
+    /// Members whose peer messages a task is taking to the enclave, with how often it was
+    /// woken (an answer said the vault is open) since it started.
+    draining: Arc<std::sync::Mutex<std::collections::HashMap<String, Drain>>>,
+    next_drain: std::sync::atomic::AtomicU64,
+}
+
+/// The task taking one member's peer messages to the enclave.
+struct Drain {
+    /// Which task (a newer one replaces it).
+    task: u64,
+    /// How often an answer said the vault is open since the task started.
+    wakes: u64,
 }
 
 impl Router {
@@ -173,6 +218,19 @@ impl Router {
         {
             let _ = stream.delete_consumer(&name).await;
         }
+        // And the messages other vaults sent it, which nobody can open any more.
+        self.sleep(member);
+        if let Ok(peers) = self.js.get_stream(PEERS_STREAM).await {
+            let _ = peers
+                .purge()
+                .filter(format!("MessageSpace.{member}.forOwner.>"))
+                .await;
+            if let Ok(config) = vettid_nats::peer_consumer_config(member)
+                && let Some(name) = config.durable_name
+            {
+                let _ = peers.delete_consumer(&name).await;
+            }
+        }
     }
 
     /// A place for one more message of `member`'s, if the global and the member's bounds allow.
@@ -208,7 +266,7 @@ impl Router {
         let _ = self.client.publish(reply_to, answer.into()).await;
     }
 
-    async fn route(&self, host: &Host, msg: async_nats::Message) {
+    async fn route(self: &Arc<Self>, host: &Arc<Host>, msg: async_nats::Message) {
         // Without a reply subject there is nobody to answer.
         let Some(reply_to) = msg.reply.clone() else {
             return;
@@ -315,8 +373,15 @@ impl Router {
         }
     }
 
-    /// Passes one app message to the enclave; publishes its events; returns the answer.
-    async fn forward(&self, host: &Host, member: &str, channel: Channel, body: Vec<u8>) -> Vec<u8> {
+    /// Passes one app message to the enclave; publishes its events and peer messages; returns
+    /// the answer (and, when the vault is open, takes its waiting peer messages to it).
+    async fn forward(
+        self: &Arc<Self>,
+        host: &Arc<Host>,
+        member: &str,
+        channel: Channel,
+        body: Vec<u8>,
+    ) -> Vec<u8> {
         let request = ToEnclave::App {
             member: member.to_owned(),
             channel,
@@ -325,24 +390,17 @@ impl Router {
         };
         let unavailable = to_body(&ToApp::Refused(SessionError::Unavailable));
         match host.call(&request).await {
-            Ok(Ok(EnclaveReply::App { body, events })) => {
-                for event in events {
-                    let subject = format!("OwnerSpace.{member}.forApp.{}", event.token);
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert("Nats-Msg-Id", event.id.as_str());
-                    let acked = match self
-                        .js
-                        .publish_with_headers(subject, headers, event.body.into())
-                        .await
-                    {
-                        Ok(ack) => ack.await.is_ok(),
-                        Err(_) => false,
-                    };
-                    if !acked {
-                        // The operation happened; its event could not be kept. Say so in the
-                        // log (it holds no content: events are sealed) and answer anyway.
-                        tracing::warn!(member, "event not stored in JetStream");
-                    }
+            Ok(Ok(EnclaveReply::App { body, events, open })) => {
+                if !self.publish(member, events).await {
+                    // The operation happened; something it sent could not be kept. Say so in
+                    // the log (it holds no content: all is sealed) and answer anyway: a retry
+                    // of the operation sends it again.
+                    tracing::warn!(member, "event or peer message not stored in JetStream");
+                }
+                if open {
+                    self.wake(host, member);
+                } else {
+                    self.sleep(member);
                 }
                 body
             }
@@ -355,6 +413,166 @@ impl Router {
                 unavailable
             }
         }
+    }
+
+    /// Publishes what the enclave sent for `member` into JetStream, each waiting for its
+    /// acknowledgement; whether all were stored.
+    async fn publish(&self, member: &str, out: Vec<Outbound>) -> bool {
+        let mut all = true;
+        for o in out {
+            let subject = match &o.to {
+                Destination::App { token } => format!("OwnerSpace.{member}.forApp.{token}"),
+                Destination::Peer { member: to } if vettid_proto::enclave::valid_vault_id(to) => {
+                    vettid_proto::peer::peer_subject(to)
+                }
+                Destination::Peer { .. } => {
+                    all = false;
+                    continue;
+                }
+            };
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Nats-Msg-Id", o.id.as_str());
+            let acked = match self
+                .js
+                .publish_with_headers(subject, headers, o.body.into())
+                .await
+            {
+                Ok(ack) => ack.await.is_ok(),
+                Err(_) => false,
+            };
+            all &= acked;
+        }
+        all
+    }
+
+    /// `member`'s vault is open: make sure a task takes its waiting peer messages to it.
+    fn wake(self: &Arc<Self>, host: &Arc<Host>, member: &str) {
+        let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = draining.get_mut(member) {
+            d.wakes += 1;
+            return;
+        }
+        let task = self.next_drain.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        draining.insert(member.to_owned(), Drain { task, wakes: 0 });
+        let (this, host, member) = (self.clone(), host.clone(), member.to_owned());
+        tokio::spawn(async move { this.drain(&host, &member, task).await });
+    }
+
+    /// `member`'s vault is closed (an answer said so): its task stops after its fetch.
+    fn sleep(&self, member: &str) {
+        self.draining
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(member);
+    }
+
+    /// Takes `member`'s peer messages from JetStream to the enclave, in order, while the vault
+    /// is open: until it cannot take one (locked) and no wake-up came meanwhile, or an answer
+    /// to its app said it closed.
+    async fn drain(&self, host: &Host, member: &str, task: u64) {
+        let mut seen = 0;
+        let mut consumer = None;
+        loop {
+            let ours = |d: Option<&Drain>| d.is_some_and(|d| d.task == task);
+            if !ours(
+                self.draining
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(member),
+            ) {
+                return;
+            }
+            let stop = match self.drain_once(host, member, &mut consumer).await {
+                Ok(open) => !open,
+                Err(e) => {
+                    tracing::warn!(member, error = %e, "peer messages not fetched");
+                    consumer = None;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+            };
+            if stop {
+                let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+                match draining.get(member) {
+                    Some(d) if d.task == task && d.wakes != seen => seen = d.wakes,
+                    Some(d) if d.task == task => {
+                        draining.remove(member);
+                        return;
+                    }
+                    _ => return,
+                }
+            }
+        }
+    }
+
+    /// One fetch of `member`'s peer messages, each taken to the enclave; whether the vault is
+    /// still open.
+    async fn drain_once(
+        &self,
+        host: &Host,
+        member: &str,
+        consumer: &mut Option<jetstream::consumer::PullConsumer>,
+    ) -> Result<bool, async_nats::Error> {
+        if consumer.is_none() {
+            let config = vettid_nats::peer_consumer_config(member)?;
+            *consumer = Some(
+                self.js
+                    .create_consumer_on_stream(config, PEERS_STREAM)
+                    .await?,
+            );
+        }
+        let Some(consumer) = consumer.as_ref() else {
+            return Ok(true);
+        };
+        let mut batch = consumer
+            .fetch()
+            .max_messages(PEER_BATCH)
+            .expires(PEER_WAIT)
+            .messages()
+            .await?;
+        let mut open = true;
+        while let Some(msg) = batch.next().await {
+            let msg = msg?;
+            if !open {
+                // The vault closed earlier in this batch: the rest goes back, in order.
+                let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+                continue;
+            }
+            let request = ToEnclave::Peer {
+                member: member.to_owned(),
+                now_ms: now_ms(),
+                body: msg.payload.to_vec(),
+            };
+            match host.call(&request).await {
+                Ok(Ok(EnclaveReply::Peer {
+                    disposition: PeerDisposition::Done,
+                    out,
+                })) => {
+                    if self.publish(member, out).await {
+                        msg.ack().await?;
+                    } else {
+                        // What it sends back is not stored: the message comes again, and the
+                        // vault (which keeps it once) sends again.
+                        let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+                    }
+                }
+                Ok(Ok(EnclaveReply::Peer {
+                    disposition: PeerDisposition::Later,
+                    ..
+                })) => {
+                    let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+                    open = false;
+                }
+                other => {
+                    tracing::warn!(member, ok = other.is_ok(), "enclave did not take a peer message");
+                    let _ = msg
+                        .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
+                        .await;
+                    open = false;
+                }
+            }
+        }
+        Ok(open)
     }
 }
 

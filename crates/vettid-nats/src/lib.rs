@@ -28,7 +28,7 @@
 //!
 //! | user | publish | subscribe |
 //! |---|---|---|
-//! | `host` | `OwnerSpace.*.forApp.>`, `$JS.API.>` (the events stream and every member's durable), one reply per request received | `OwnerSpace.*.forVault.>`, `_INBOX.>` |
+//! | `host` | `OwnerSpace.*.forApp.>`, `MessageSpace.*.forOwner.>` (vault-to-vault, through JetStream), `$JS.API.>` (the events and peers streams and their durables), one reply per request received | `OwnerSpace.*.forVault.>`, `_INBOX.>` |
 //! | `api` | nothing | nothing |
 //! | `sys` (account SYS) | `$SYS.REQ.CLAIMS.UPDATE` | `_INBOX.>` |
 //! | member `m`, enrollment | `OwnerSpace.m.forVault.attestation`, `….enroll` | `_INBOX_m.>` |
@@ -332,7 +332,11 @@ fn write_new_setup(dir: &Path) -> Result<(), NatsError> {
 
 fn host_permissions() -> Permissions {
     Permissions {
-        publish: strings(&["OwnerSpace.*.forApp.>", "$JS.API.>"]),
+        publish: strings(&[
+            "OwnerSpace.*.forApp.>",
+            "MessageSpace.*.forOwner.>",
+            "$JS.API.>",
+        ]),
         subscribe: strings(&["OwnerSpace.*.forVault.>", "_INBOX.>", SHRED_SUBJECT]),
         nothing: false,
         // Replies go to each member's own inbox prefix, which host may not publish to otherwise.
@@ -449,6 +453,28 @@ pub fn member_consumer_config(
         durable_name: Some(member.to_owned()),
         filter_subject: format!("OwnerSpace.{member}.forApp.>"),
         ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ..Default::default()
+    })
+}
+
+/// The JetStream stream of vault-to-vault messages: `MessageSpace.*.forOwner.>`.
+pub const PEERS_STREAM: &str = "VETTID_PEERS";
+
+/// The consumer through which a member's vault receives its peers' messages on
+/// [`PEERS_STREAM`]: durable, named `peer-<member>`, pull, filtered to
+/// `MessageSpace.<member>.forOwner.>`, explicit acknowledgement. Only hosts use it: the host
+/// serving the vault takes each message to the enclave and acknowledges it once the vault
+/// dealt with it (or leaves it for later while the vault is locked).
+pub fn peer_consumer_config(
+    member: &str,
+) -> Result<async_nats::jetstream::consumer::pull::Config, NatsError> {
+    check_member(member)?;
+    Ok(async_nats::jetstream::consumer::pull::Config {
+        durable_name: Some(format!("peer-{member}")),
+        filter_subject: format!("MessageSpace.{member}.forOwner.>"),
+        ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+        ack_wait: std::time::Duration::from_secs(60),
+        max_ack_pending: 256,
         ..Default::default()
     })
 }

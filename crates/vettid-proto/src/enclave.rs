@@ -51,18 +51,57 @@ pub enum ToEnclave {
         /// Which vault.
         vault: VaultId,
     },
+    /// A message another vault sent to `MessageSpace.<member>.forOwner.sealed`, taken from
+    /// JetStream by the host and passed on unread ([`crate::peer`]). Answered with
+    /// [`EnclaveReply::Peer`].
+    Peer {
+        /// The recipient named in the subject.
+        member: VaultId,
+        /// The host's clock (untrusted).
+        now_ms: u64,
+        /// The wire message.
+        #[serde(with = "serde_bytes")]
+        body: Vec<u8>,
+    },
 }
 
-/// An event for the host to publish to `OwnerSpace.<member>.forApp.<token>` (JetStream).
+/// Where the host publishes an [`Outbound`] message (JetStream in both cases).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Destination {
+    /// `OwnerSpace.<member>.forApp.<token>`: an event for the vault's own apps.
+    App {
+        /// The subject's last token.
+        token: String,
+    },
+    /// `MessageSpace.<member>.forOwner.sealed`: a message for another vault.
+    Peer {
+        /// The recipient.
+        member: VaultId,
+    },
+}
+
+/// A message for the host to publish (JetStream) before it answers the request that made it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbound {
-    /// The subject's last token.
-    pub token: String,
-    /// JetStream de-duplication id.
+    /// Where.
+    pub to: Destination,
+    /// JetStream de-duplication id (random, or a hash the sender alone can make: it names
+    /// no member or connection).
     pub id: String,
-    /// A postcard [`crate::session::SealedEvent`].
+    /// A postcard [`crate::session::SealedEvent`], or a peer wire message.
     #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
+}
+
+/// What became of a peer message ([`ToEnclave::Peer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerDisposition {
+    /// Dealt with: stored, a duplicate, or refused for good (it does not authenticate under
+    /// any key of the vault's). The host acknowledges it.
+    Done,
+    /// The vault is not open (locked since the enclave started, or locked by its member): the
+    /// host leaves the message in JetStream until the vault is unlocked.
+    Later,
 }
 
 /// Vault operations. PINs travel here only on the debug path (`vettid vault …`); apps send
@@ -138,8 +177,18 @@ pub enum EnclaveReply {
         /// A postcard [`crate::session::ToApp`].
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
-        /// Events for the member's apps.
+        /// Events for the member's apps, and messages for other vaults.
         events: Vec<Outbound>,
+        /// The member's vault is open after this request: the host delivers the messages
+        /// waiting for it in JetStream.
+        open: bool,
+    },
+    /// Answer to [`ToEnclave::Peer`].
+    Peer {
+        /// Acknowledge it, or keep it for later.
+        disposition: PeerDisposition,
+        /// What to publish first (receipts, answers, events for the member's apps).
+        out: Vec<Outbound>,
     },
     /// The vault exists and is unlocked at this version.
     Open(SignedVersion),
@@ -275,6 +324,12 @@ pub enum VaultError {
     /// A device operation was refused: nothing changed.
     #[error("{0}")]
     Devices(#[from] crate::devices::DeviceError),
+    /// A connection operation was refused: nothing changed.
+    #[error("{0}")]
+    Connections(#[from] crate::connections::ConnectionError),
+    /// A message operation was refused: nothing changed.
+    #[error("{0}")]
+    Messages(#[from] crate::messages::MessageError),
     /// A recovery was refused because an enrolled device unlocked the vault within the
     /// enclave's recovery delay: whoever holds that device is using it, so the recovery is
     /// cancelled (nothing was counted or changed). Request a new one if it was you.
@@ -295,6 +350,8 @@ impl VaultError {
                 | VaultError::Credential(_)
                 | VaultError::Backup(_)
                 | VaultError::Devices(_)
+                | VaultError::Connections(_)
+                | VaultError::Messages(_)
                 | VaultError::NotFound
         )
     }

@@ -10,10 +10,13 @@
 pub mod auth;
 pub mod backup;
 pub mod channel;
+pub mod connections;
 pub mod credential;
 pub mod devices;
 pub mod enclave;
 pub mod feed;
+pub mod messages;
+pub mod peer;
 pub mod platform;
 pub mod profile;
 pub mod redact;

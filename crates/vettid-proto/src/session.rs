@@ -286,6 +286,8 @@ domain_operations!(
     Profile(crate::profile::ProfileOp) => crate::profile::ProfileReply,
     Backup(crate::backup::BackupOp) => crate::backup::BackupReply,
     Devices(crate::devices::DeviceOp) => crate::devices::DeviceReply,
+    Connections(crate::connections::ConnectionOp) => crate::connections::ConnectionReply,
+    Messages(crate::messages::MessageOp) => crate::messages::MessageReply,
 );
 
 /// Operations an app asks of its vault.
@@ -347,6 +349,11 @@ pub enum AppOp {
     Backup(crate::backup::BackupOp),
     /// The member's devices (the vault must have been unlocked in this session).
     Devices(crate::devices::DeviceOp),
+    /// Connections with other members' vaults (the vault must have been unlocked in this
+    /// session).
+    Connections(crate::connections::ConnectionOp),
+    /// Messages on connections (the vault must have been unlocked in this session).
+    Messages(crate::messages::MessageOp),
     /// A member who forgot the PIN sets a new one with the recovery phrase (counted with the
     /// PIN's attempts); the vault is then open in this session ([`AppReply::Unlocked`]).
     ResetPin {
@@ -445,6 +452,10 @@ pub enum AppReply {
     Devices(Box<crate::devices::DeviceReply>),
     /// Answer to [`AppOp::Recover`]: the vault is this device's now, and open in this session.
     Recovered(Box<Recovered>),
+    /// Answer to [`AppOp::Connections`].
+    Connections(Box<crate::connections::ConnectionReply>),
+    /// Answer to [`AppOp::Messages`].
+    Messages(Box<crate::messages::MessageReply>),
 }
 
 // Never print the event key, the credential or vault data: the variant name only.
@@ -567,6 +578,31 @@ pub enum EventKind {
     },
     /// The vault was locked.
     Locked,
+    /// A connection changed state because of its peer (a request arrived, the peer
+    /// approved, rejected or revoked).
+    Connection {
+        /// Which.
+        id: crate::connections::ConnectionId,
+        /// Its state now.
+        state: crate::connections::ConnectionState,
+    },
+    /// A message arrived and is stored in the vault.
+    Message {
+        /// The connection.
+        connection: crate::connections::ConnectionId,
+        /// The peer's sequence number.
+        seq: u64,
+    },
+    /// The peer's vault stored (`read: false`) or its member read (`read: true`) messages
+    /// this member sent.
+    Receipt {
+        /// The connection.
+        connection: crate::connections::ConnectionId,
+        /// The sequence numbers.
+        seqs: Vec<u64>,
+        /// Read, not only delivered.
+        read: bool,
+    },
 }
 
 #[cfg(test)]

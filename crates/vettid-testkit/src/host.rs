@@ -255,7 +255,7 @@ fn app_message(
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
     match reply {
-        Ok(EnclaveReply::App { body, events }) => {
+        Ok(EnclaveReply::App { body, events, .. }) => {
             lock(&inner.events).extend(events.into_iter().map(|e| (member.to_owned(), e)));
             if dropped {
                 Err("reply lost in transit".into())

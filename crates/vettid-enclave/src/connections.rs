@@ -1,0 +1,1136 @@
+//! The connections domain: invitations, the hybrid handshake between vaults, mutual consent
+//! with a commit-then-reveal SAS, and the sealed messages of a connection
+//! (`vettid_proto::connections`, `vettid_proto::peer`).
+//!
+//! ```text
+//! invitations (id, kid, label, secret, kem_seed, in_person, created_ms, expires_ms)
+//! connections (id, state, inviter, label, invitation_kid, peer_member, peer_identity, peer_profile,
+//!              reply_kid, own_reveal, peer_commitment, inviter_reveal, handshake_hash,
+//!              root, send_kid, recv_kid, send_seq, sas, sas_required, we_accepted, they_accepted, …)
+//! peer_inbox  (connection, seq)            every peer message kept once
+//! ```
+//!
+//! A peer message that does not authenticate under a key of this vault — a replay to another
+//! vault, a forgery, a message for an ended connection — is dropped without an answer: the
+//! host learns nothing from the vault's behaviour but that it took the message.
+
+use crate::manager::UnlockedVault;
+use crate::vault::{Migration, SqlValue, Statement, Vault};
+use std::collections::HashMap;
+use vettid_crypto::SecretBytes;
+use vettid_crypto::aead::{AeadKey, OVERHEAD};
+use vettid_crypto::kdf::Label;
+use vettid_crypto::noise::{self, HandshakeState, KemSecret};
+use vettid_proto::connections::{
+    ConnectionError, ConnectionId, ConnectionOp, ConnectionReply, ConnectionState,
+    ConnectionView, DEFAULT_INVITATION_SECS, InvitationView, MAX_INVITATION_SECS, MAX_LABEL,
+    MAX_PENDING_INVITATIONS,
+};
+use vettid_proto::enclave::{Destination, Outbound, VaultError, valid_vault_id};
+use vettid_proto::peer::{
+    self, Hello, Invitation, KID_LEN, PeerBody, PeerMessage, Welcome, padded, unpadded,
+};
+use vettid_proto::session::EventKind;
+
+/// The domain's tables (a vault migration).
+const SCHEMA: &str = "
+CREATE TABLE invitations (
+    id BLOB PRIMARY KEY, kid BLOB NOT NULL UNIQUE, label TEXT, secret BLOB NOT NULL,
+    kem_seed BLOB NOT NULL, in_person INTEGER NOT NULL, created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL);
+CREATE TABLE connections (
+    id BLOB PRIMARY KEY, state TEXT NOT NULL, inviter INTEGER NOT NULL, label TEXT,
+    invitation_kid BLOB, peer_member TEXT, peer_identity BLOB, peer_profile BLOB,
+    reply_kid BLOB UNIQUE, own_reveal BLOB, peer_commitment BLOB, inviter_reveal BLOB,
+    handshake_hash BLOB, root BLOB, send_kid BLOB, recv_kid BLOB UNIQUE,
+    send_seq INTEGER NOT NULL DEFAULT 0, sas TEXT, sas_required INTEGER NOT NULL,
+    we_accepted INTEGER NOT NULL DEFAULT 0, they_accepted INTEGER NOT NULL DEFAULT 0,
+    created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
+CREATE TABLE peer_inbox (connection BLOB NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (connection, seq));";
+
+/// This domain's migrations, append-only (see `domains.rs`).
+pub const MIGRATIONS: &[Migration] = &[Migration { seq: 8, sql: SCHEMA }];
+
+const INVITATION_KID: Label = Label::new("peer/invitation-kid");
+const HANDSHAKE_PSK: Label = Label::new("peer/handshake-psk");
+const CONNECTION_ROOT: Label = Label::new("peer/connection-root");
+const EPOCH_KEY: Label = Label::new("peer/epoch-key");
+const EPOCH_KID: Label = Label::new("peer/epoch-kid");
+const MESSAGE_ID: Label = Label::new("peer/message-id");
+
+/// Noise bytes around message 1's payload (`e`, encrypted `s`, the payload's tag).
+const HELLO_OVERHEAD: usize = 32 + 32 + 16 + 16;
+/// Noise bytes around message 2's payload (`e`, the payload's tag).
+const WELCOME_OVERHEAD: usize = 32 + 16;
+/// Handshakes an invitee's vault waits on at most (the oldest goes first).
+const MAX_HANDSHAKES: usize = 16;
+/// How long an invitee's vault waits for the inviter's answer (enclave memory only).
+const HANDSHAKE_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Handshakes this vault started as the invitee and waits on, by their reply key id: in
+/// enclave memory only (a restart or a lock forgets them; the member accepts again).
+#[derive(Default)]
+pub struct Handshakes(HashMap<[u8; KID_LEN], Waiting>);
+
+struct Waiting {
+    handshake: HandshakeState,
+    /// The handshake hash after message 1 (what the inviter signs).
+    after_hello: Vec<u8>,
+    since: std::time::Instant,
+}
+
+impl Handshakes {
+    /// Forgets every handshake (the vault was locked).
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn insert(&mut self, kid: [u8; KID_LEN], waiting: Waiting) {
+        self.0.retain(|_, w| w.since.elapsed() < HANDSHAKE_TTL);
+        if self.0.len() >= MAX_HANDSHAKES
+            && let Some(oldest) = self.0.iter().min_by_key(|(_, w)| w.since).map(|(k, _)| *k)
+        {
+            self.0.remove(&oldest);
+        }
+        self.0.insert(kid, waiting);
+    }
+}
+
+fn db(e: rusqlite::Error) -> VaultError {
+    VaultError::Internal(format!("database: {e}"))
+}
+
+fn tampered(what: &str) -> VaultError {
+    VaultError::Tampered(format!("connection record: {what}"))
+}
+
+fn st(sql: &str, params: Vec<SqlValue>) -> Statement {
+    Statement {
+        sql: sql.into(),
+        params,
+    }
+}
+
+fn blob(b: &[u8]) -> SqlValue {
+    SqlValue::Blob(b.to_vec())
+}
+
+fn int(n: u64) -> SqlValue {
+    SqlValue::Int(n as i64)
+}
+
+fn opt_text(s: &Option<String>) -> SqlValue {
+    s.clone().map_or(SqlValue::Null, SqlValue::Text)
+}
+
+fn state_name(s: ConnectionState) -> SqlValue {
+    SqlValue::Text(s.as_str().into())
+}
+
+fn parse_state(s: &str) -> Result<ConnectionState, VaultError> {
+    use ConnectionState::*;
+    [
+        Requested,
+        Confirming,
+        PendingReview,
+        Accepted,
+        Active,
+        Rejected,
+        Revoked,
+    ]
+    .into_iter()
+    .find(|c| c.as_str() == s)
+    .ok_or_else(|| tampered("state"))
+}
+
+fn array<const N: usize>(v: Option<Vec<u8>>, what: &str) -> Result<Option<[u8; N]>, VaultError> {
+    v.map(|b| b.try_into().map_err(|_| tampered(what)))
+        .transpose()
+}
+
+/// The invitation kid: what the invitee's hello carries, derived from the invitation's secret.
+fn invitation_kid(secret: &[u8; 32]) -> [u8; KID_LEN] {
+    let k = INVITATION_KID.derive(secret, b"", b"");
+    k.expose()[..KID_LEN].try_into().expect("16 of 32 bytes")
+}
+
+/// Direction of a connection's keys: from the inviter, or to it.
+fn direction(from_inviter: bool) -> [u8; 5] {
+    // One byte of direction, then the epoch (0 until epochs rotate).
+    [u8::from(from_inviter), 0, 0, 0, 0]
+}
+
+fn epoch_key(root: &[u8; 32], from_inviter: bool) -> AeadKey {
+    EPOCH_KEY.derive(root, b"", &direction(from_inviter)).into()
+}
+
+fn epoch_kid(root: &[u8; 32], from_inviter: bool) -> [u8; KID_LEN] {
+    let k = EPOCH_KID.derive(root, b"", &direction(from_inviter));
+    k.expose()[..KID_LEN].try_into().expect("16 of 32 bytes")
+}
+
+/// One connection's row.
+pub(crate) struct Row {
+    pub(crate) id: ConnectionId,
+    pub(crate) state: ConnectionState,
+    inviter: bool,
+    label: Option<String>,
+    invitation_kid: Option<[u8; KID_LEN]>,
+    peer_member: Option<String>,
+    peer_identity: Option<[u8; 32]>,
+    peer_profile: Vec<(String, String)>,
+    own_reveal: Option<[u8; 32]>,
+    peer_commitment: Option<[u8; 32]>,
+    inviter_reveal: Option<[u8; 32]>,
+    handshake_hash: Option<Vec<u8>>,
+    root: Option<SecretBytes<32>>,
+    send_seq: u64,
+    sas: Option<String>,
+    sas_required: bool,
+    we_accepted: bool,
+    they_accepted: bool,
+    created_ms: u64,
+}
+
+const COLUMNS: &str = "id, state, inviter, label, invitation_kid, peer_member, peer_identity, \
+    peer_profile, own_reveal, peer_commitment, inviter_reveal, handshake_hash, root, send_seq, \
+    sas, sas_required, we_accepted, they_accepted, created_ms";
+
+fn rows(vault: &Vault, filter: &str, param: &[u8]) -> Result<Vec<Row>, VaultError> {
+    type Raw = (
+        Vec<u8>,
+        String,
+        i64,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<String>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+        (i64, Option<String>, i64, i64, i64, i64),
+    );
+    let raw: Vec<Raw> = vault
+        .read(|c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM connections {filter} ORDER BY created_ms DESC, id"
+            ))?;
+            let params: &[&dyn rusqlite::ToSql] = if filter.is_empty() {
+                &[]
+            } else {
+                &[&param]
+            };
+            let rows = stmt.query_map(params, |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                    r.get(12)?,
+                    (
+                        r.get(13)?,
+                        r.get(14)?,
+                        r.get(15)?,
+                        r.get(16)?,
+                        r.get(17)?,
+                        r.get(18)?,
+                    ),
+                ))
+            })?;
+            rows.collect()
+        })
+        .map_err(db)?;
+    raw.into_iter()
+        .map(|r| {
+            let (send_seq, sas, sas_required, we, they, created_ms) = r.13;
+            Ok(Row {
+                id: r.0.try_into().map_err(|_| tampered("id"))?,
+                state: parse_state(&r.1)?,
+                inviter: r.2 != 0,
+                label: r.3,
+                invitation_kid: array(r.4, "invitation kid")?,
+                peer_member: r.5,
+                peer_identity: array(r.6, "identity")?,
+                peer_profile: r
+                    .7
+                    .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("profile")))
+                    .transpose()?
+                    .unwrap_or_default(),
+                own_reveal: array(r.8, "reveal")?,
+                peer_commitment: array(r.9, "commitment")?,
+                inviter_reveal: array(r.10, "reveal")?,
+                handshake_hash: r.11,
+                root: array::<32>(r.12, "root")?.map(SecretBytes::from_array),
+                send_seq: send_seq as u64,
+                sas,
+                sas_required: sas_required != 0,
+                we_accepted: we != 0,
+                they_accepted: they != 0,
+                created_ms: created_ms as u64,
+            })
+        })
+        .collect()
+}
+
+fn one(vault: &Vault, filter: &str, param: &[u8]) -> Result<Option<Row>, VaultError> {
+    Ok(rows(vault, filter, param)?.into_iter().next())
+}
+
+/// Connection `id`, or `Unknown`.
+pub(crate) fn get(vault: &Vault, id: &ConnectionId) -> Result<Row, VaultError> {
+    one(vault, "WHERE id = ?1", id)?.ok_or_else(|| ConnectionError::Unknown.into())
+}
+
+fn view(r: Row) -> ConnectionView {
+    ConnectionView {
+        id: r.id,
+        state: r.state,
+        inviter: r.inviter,
+        label: r.label,
+        peer_identity: r.peer_identity,
+        peer_member: r.peer_member,
+        peer_profile: r.peer_profile,
+        sas: r.sas,
+        sas_required: r.sas_required,
+        we_accepted: r.we_accepted,
+        they_accepted: r.they_accepted,
+        created_ms: r.created_ms,
+    }
+}
+
+/// The connection id as the profile's sharing settings name it (lowercase hex).
+pub(crate) fn sharing_name(id: &ConnectionId) -> String {
+    hex::encode(id)
+}
+
+/// Seals `body` as `row`'s next message to its peer: the statement that counts it, the
+/// outbound message, and its sequence number. `seq` given: that one again (a retried send).
+pub(crate) fn seal(
+    row: &Row,
+    body: PeerBody,
+    now_ms: u64,
+    seq: Option<u64>,
+) -> Result<(Option<Statement>, Outbound, u64), VaultError> {
+    let root = row
+        .root
+        .as_ref()
+        .ok_or(ConnectionError::WrongState(row.state))?;
+    let peer_member = row.peer_member.clone().ok_or_else(|| tampered("route"))?;
+    let (seq, count) = match seq {
+        Some(s) => (s, None),
+        None => {
+            let s = row.send_seq + 1;
+            let count = st(
+                "UPDATE connections SET send_seq = ?2 WHERE id = ?1",
+                vec![blob(&row.id), int(s)],
+            );
+            (s, Some(count))
+        }
+    };
+    let message = PeerMessage {
+        seq,
+        sent_ms: now_ms,
+        body,
+    };
+    let encoded_len = postcard::to_allocvec(&message).map_or(usize::MAX, |b| b.len());
+    let total = peer::bucket(KID_LEN + OVERHEAD + encoded_len)
+        .ok_or(vettid_proto::messages::MessageError::BadText)?;
+    let plain = zeroize::Zeroizing::new(
+        padded(&message, total - KID_LEN - OVERHEAD).ok_or_else(|| tampered("padding"))?,
+    );
+    let kid = epoch_kid(root.expose(), row.inviter);
+    let sealed = epoch_key(root.expose(), row.inviter).seal(&kid, &plain);
+    let id = MESSAGE_ID.derive(root.expose(), b"", &[&kid[..], &seq.to_be_bytes()].concat());
+    Ok((
+        count,
+        Outbound {
+            to: Destination::Peer {
+                member: peer_member,
+            },
+            id: hex::encode(&id.expose()[..16]),
+            body: [&kid[..], &sealed].concat(),
+        },
+        seq,
+    ))
+}
+
+/// The connection `id` if it is active (messages flow only then).
+pub(crate) fn active(vault: &Vault, id: &ConnectionId) -> Result<Row, VaultError> {
+    let row = one(vault, "WHERE id = ?1", id)?
+        .ok_or(vettid_proto::messages::MessageError::Unknown)?;
+    if row.state != ConnectionState::Active {
+        return Err(vettid_proto::messages::MessageError::NotActive.into());
+    }
+    Ok(row)
+}
+
+fn event(member: &str, vault: &Vault, now_ms: u64, kind: EventKind) -> Outbound {
+    crate::session::seal_event(member, vault.event_key(), now_ms, kind)
+}
+
+fn set_state(id: &ConnectionId, state: ConnectionState, now_ms: u64) -> Statement {
+    st(
+        "UPDATE connections SET state = ?2, updated_ms = ?3 WHERE id = ?1",
+        vec![blob(id), state_name(state), int(now_ms)],
+    )
+}
+
+/// Erases a connection's keys (rejected or revoked): later messages find no key.
+fn erase_keys(id: &ConnectionId) -> Statement {
+    st(
+        "UPDATE connections SET root = NULL, send_kid = NULL, recv_kid = NULL, reply_kid = NULL, \
+         handshake_hash = NULL WHERE id = ?1",
+        vec![blob(id)],
+    )
+}
+
+fn feed(now_ms: u64, kind: &str, text: String) -> vettid_proto::feed::EventContent {
+    crate::feed::event(
+        now_ms,
+        vettid_proto::feed::Audience::Feed,
+        kind,
+        vettid_proto::feed::Retention::Standard,
+        text,
+    )
+}
+
+fn pending_invitations(vault: &Vault, now_ms: u64) -> Result<Vec<InvitationView>, VaultError> {
+    type Raw = (Vec<u8>, Option<String>, i64, i64);
+    let raw: Vec<Raw> = vault
+        .read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT id, label, expires_ms, in_person FROM invitations WHERE expires_ms > ?1 \
+                 ORDER BY created_ms",
+            )?;
+            let rows = stmt.query_map([now_ms as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect()
+        })
+        .map_err(db)?;
+    raw.into_iter()
+        .map(|(id, label, expires_ms, in_person)| {
+            Ok(InvitationView {
+                id: id.try_into().map_err(|_| tampered("invitation id"))?,
+                label,
+                expires_ms: expires_ms as u64,
+                in_person: in_person != 0,
+            })
+        })
+        .collect()
+}
+
+/// Runs one connection operation; the messages to send the peers.
+pub fn handle(
+    unlocked: &mut UnlockedVault<'_>,
+    op: ConnectionOp,
+) -> Result<(ConnectionReply, Vec<Outbound>), VaultError> {
+    let (vault, objects, now_ms, handshakes) = unlocked.with_handshakes();
+    let member = objects.vault().to_owned();
+    match op {
+        ConnectionOp::Invite {
+            label,
+            expires_in_secs,
+            in_person,
+        } => {
+            let secs = expires_in_secs.unwrap_or(DEFAULT_INVITATION_SECS);
+            let label_ok = label.as_ref().is_none_or(|l| {
+                (1..=MAX_LABEL).contains(&l.len()) && !l.chars().any(char::is_control)
+            });
+            if !label_ok || secs == 0 || secs > MAX_INVITATION_SECS {
+                return Err(ConnectionError::BadInvitationSettings.into());
+            }
+            if pending_invitations(vault, now_ms)?.len() >= MAX_PENDING_INVITATIONS {
+                return Err(ConnectionError::TooManyInvitations.into());
+            }
+            let id: [u8; 16] = vettid_crypto::random_array();
+            let secret = zeroize::Zeroizing::new(vettid_crypto::random_array::<32>());
+            let kem_seed = SecretBytes::<32>::random();
+            let kem = KemSecret::from_seed(&kem_seed);
+            let expires_ms = now_ms.saturating_add(secs * 1000);
+            let kid = invitation_kid(&secret);
+            let invitation = Invitation {
+                version: 1,
+                route: member.clone(),
+                identity: vault.identity_public_key(),
+                static_key: noise::public_key(vault.exchange_secret()),
+                kem_key: kem.public_key(),
+                secret: secret.clone(),
+                expires_ms,
+                in_person,
+            };
+            vault.write(
+                objects,
+                vec![
+                    // Ended invitations go as new ones come.
+                    st(
+                        "DELETE FROM invitations WHERE expires_ms <= ?1",
+                        vec![int(now_ms)],
+                    ),
+                    st(
+                        "INSERT INTO invitations (id, kid, label, secret, kem_seed, in_person, \
+                         created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        vec![
+                            blob(&id),
+                            blob(&kid),
+                            opt_text(&label),
+                            blob(&secret[..]),
+                            blob(kem_seed.expose()),
+                            SqlValue::Int(i64::from(in_person)),
+                            int(now_ms),
+                            int(expires_ms),
+                        ],
+                    ),
+                ],
+            )?;
+            Ok((ConnectionReply::Invited { id, invitation }, vec![]))
+        }
+        ConnectionOp::Invitations => Ok((
+            ConnectionReply::Invitations(pending_invitations(vault, now_ms)?),
+            vec![],
+        )),
+        ConnectionOp::Cancel(id) => {
+            let found: i64 = vault
+                .read(|c| {
+                    c.query_row(
+                        "SELECT count(*) FROM invitations WHERE id = ?1 AND expires_ms > ?2",
+                        rusqlite::params![&id[..], now_ms as i64],
+                        |r| r.get(0),
+                    )
+                })
+                .map_err(db)?;
+            if found == 0 {
+                return Err(ConnectionError::Unknown.into());
+            }
+            vault.write(
+                objects,
+                vec![st("DELETE FROM invitations WHERE id = ?1", vec![blob(&id)])],
+            )?;
+            Ok((ConnectionReply::Done, vec![]))
+        }
+        ConnectionOp::Accept(invitation) => {
+            let out = accept(vault, objects, handshakes, &member, invitation, now_ms)?;
+            Ok((ConnectionReply::Requested(out.0), vec![out.1]))
+        }
+        ConnectionOp::List => Ok((
+            ConnectionReply::Connections(rows(vault, "", &[])?.into_iter().map(view).collect()),
+            vec![],
+        )),
+        ConnectionOp::Show(id) => Ok((
+            ConnectionReply::Connection(Box::new(view(get(vault, &id)?))),
+            vec![],
+        )),
+        ConnectionOp::Approve { id, sas } => {
+            let row = get(vault, &id)?;
+            if row.state != ConnectionState::PendingReview {
+                return Err(ConnectionError::WrongState(row.state).into());
+            }
+            match (&sas, &row.sas) {
+                (Some(given), Some(ours)) if vettid_crypto::ct_eq(given.as_bytes(), ours.as_bytes()) => {}
+                (Some(_), _) => return Err(ConnectionError::SasMismatch.into()),
+                (None, _) if row.sas_required => return Err(ConnectionError::SasRequired.into()),
+                (None, _) => {}
+            }
+            let next = if row.they_accepted {
+                ConnectionState::Active
+            } else {
+                ConnectionState::Accepted
+            };
+            let (count, out, _) = seal(&row, PeerBody::Decision(true), now_ms, None)?;
+            let mut statements: Vec<Statement> = count.into_iter().collect();
+            statements.push(set_state(&id, next, now_ms));
+            statements.push(st(
+                "UPDATE connections SET we_accepted = 1 WHERE id = ?1",
+                vec![blob(&id)],
+            ));
+            statements.extend(crate::feed::append(
+                vault,
+                &[feed(
+                    now_ms,
+                    "connection.approved",
+                    format!("connection {} approved", hex::encode(&id[..4])),
+                )],
+            )?);
+            vault.write(objects, statements)?;
+            Ok((ConnectionReply::Done, vec![out]))
+        }
+        ConnectionOp::Reject(id) | ConnectionOp::Revoke(id) => {
+            let revoke = matches!(op, ConnectionOp::Revoke(_));
+            let row = get(vault, &id)?;
+            let allowed = if revoke {
+                matches!(
+                    row.state,
+                    ConnectionState::Active
+                        | ConnectionState::Accepted
+                        | ConnectionState::PendingReview
+                        | ConnectionState::Confirming
+                        | ConnectionState::Requested
+                )
+            } else {
+                matches!(
+                    row.state,
+                    ConnectionState::PendingReview | ConnectionState::Accepted
+                )
+            };
+            if !allowed {
+                return Err(ConnectionError::WrongState(row.state).into());
+            }
+            // The peer is told when there are keys to tell it with.
+            let body = if revoke {
+                PeerBody::Revoked
+            } else {
+                PeerBody::Decision(false)
+            };
+            let told = row
+                .root
+                .is_some()
+                .then(|| seal(&row, body, now_ms, None))
+                .transpose()?;
+            let (state, kind) = if revoke {
+                (ConnectionState::Revoked, "connection.revoked")
+            } else {
+                (ConnectionState::Rejected, "connection.rejected")
+            };
+            let mut statements = vec![set_state(&id, state, now_ms), erase_keys(&id)];
+            statements.extend(crate::feed::append(
+                vault,
+                &[feed(
+                    now_ms,
+                    kind,
+                    format!("connection {} {}", hex::encode(&id[..4]), state.as_str()),
+                )],
+            )?);
+            vault.write(objects, statements)?;
+            Ok((
+                ConnectionReply::Done,
+                told.map(|(_, out, _)| out).into_iter().collect(),
+            ))
+        }
+    }
+}
+
+/// The invitee's side: checks the invitation, starts the handshake, records the request.
+fn accept(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    handshakes: &mut Handshakes,
+    member: &str,
+    invitation: Invitation,
+    now_ms: u64,
+) -> Result<(ConnectionId, Outbound), VaultError> {
+    if invitation.version != 1
+        || !valid_vault_id(&invitation.route)
+        || invitation.kem_key.len() != noise::KEM_PUBLIC_LEN
+    {
+        return Err(ConnectionError::BadInvitation.into());
+    }
+    if invitation.expires_ms <= now_ms {
+        return Err(ConnectionError::Expired.into());
+    }
+    if invitation.route == member || invitation.identity == vault.identity_public_key() {
+        return Err(ConnectionError::OwnInvitation.into());
+    }
+    let kid = invitation_kid(&invitation.secret);
+    let (kem_ciphertext, kem_secret) =
+        noise::encapsulate(&invitation.kem_key).ok_or(ConnectionError::BadInvitation)?;
+    let psk = HANDSHAKE_PSK.derive(kem_secret.expose(), &invitation.secret[..], b"");
+    let mut handshake = noise::peer_initiator(
+        &peer::prologue(&kid),
+        vault.exchange_secret(),
+        &invitation.static_key,
+        &psk,
+    )
+    .map_err(|_| ConnectionError::BadInvitation)?;
+    let id: ConnectionId = vettid_crypto::random_array();
+    let reply_kid: [u8; KID_LEN] = vettid_crypto::random_array();
+    let reveal: [u8; 32] = vettid_crypto::random_array();
+    let hello = Hello {
+        kem_ciphertext,
+        reply_route: member.to_owned(),
+        reply_kid,
+        commitment: peer::sas_commitment(&reveal),
+    };
+    let payload_len = peer::bucket(KID_LEN + HELLO_OVERHEAD + 1400).expect("a bucket holds it")
+        - KID_LEN
+        - HELLO_OVERHEAD;
+    let payload = padded(&hello, payload_len).ok_or_else(|| tampered("hello"))?;
+    let mut msg = vec![0u8; payload_len + HELLO_OVERHEAD];
+    let n = handshake
+        .write_message(&payload, &mut msg)
+        .map_err(|_| VaultError::Internal("handshake".into()))?;
+    msg.truncate(n);
+    let after_hello = handshake.get_handshake_hash().to_vec();
+    let statements = vec![st(
+        "INSERT INTO connections (id, state, inviter, invitation_kid, peer_member, peer_identity, \
+         reply_kid, own_reveal, sas_required, created_ms, updated_ms) \
+         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+        vec![
+            blob(&id),
+            state_name(ConnectionState::Requested),
+            blob(&kid),
+            SqlValue::Text(invitation.route.clone()),
+            blob(&invitation.identity),
+            blob(&reply_kid),
+            blob(&reveal),
+            SqlValue::Int(i64::from(!invitation.in_person)),
+            int(now_ms),
+        ],
+    )];
+    vault.write(objects, statements)?;
+    handshakes.insert(
+        reply_kid,
+        Waiting {
+            handshake,
+            after_hello,
+            since: std::time::Instant::now(),
+        },
+    );
+    let out = Outbound {
+        to: Destination::Peer {
+            member: invitation.route,
+        },
+        id: hex::encode(vettid_crypto::random_array::<16>()),
+        body: [&kid[..], &msg].concat(),
+    };
+    Ok((id, out))
+}
+
+/// One message from another vault ([`vettid_proto::enclave::ToEnclave::Peer`]): what to send
+/// in return (answers, receipts, events for the member's apps). A message that does not
+/// authenticate, or does not fit the connection's state, is dropped: `Ok` with nothing to send.
+pub fn receive(unlocked: &mut UnlockedVault<'_>, wire: &[u8]) -> Result<Vec<Outbound>, VaultError> {
+    let (vault, objects, now_ms, handshakes) = unlocked.with_handshakes();
+    let member = objects.vault().to_owned();
+    let Some((kid, sealed)) = peer::split(wire) else {
+        return Ok(vec![]);
+    };
+    if let Some(row) = one(vault, "WHERE recv_kid = ?1 AND root IS NOT NULL", &kid)? {
+        return connection_message(vault, objects, &member, row, &kid, sealed, now_ms);
+    }
+    if let Some(waiting) = handshakes.0.remove(&kid) {
+        return welcome(vault, objects, &member, &kid, waiting, sealed, now_ms);
+    }
+    hello(vault, objects, &kid, sealed, now_ms)
+}
+
+/// The inviter's side of message 1: answer with message 2, record the connection as confirming.
+fn hello(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    kid: &[u8; KID_LEN],
+    msg: &[u8],
+    now_ms: u64,
+) -> Result<Vec<Outbound>, VaultError> {
+    type Inv = (Option<String>, Vec<u8>, Vec<u8>, i64, i64);
+    let found: Option<Inv> = {
+        use rusqlite::OptionalExtension;
+        vault
+            .read(|c| {
+                c.query_row(
+                    "SELECT label, secret, kem_seed, in_person, expires_ms FROM invitations \
+                     WHERE kid = ?1",
+                    [&kid[..]],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .optional()
+            })
+            .map_err(db)?
+    };
+    let Some((label, secret, kem_seed, in_person, expires_ms)) = found else {
+        return Ok(vec![]);
+    };
+    if expires_ms as u64 <= now_ms {
+        return Ok(vec![]);
+    }
+    let secret: [u8; 32] = secret.try_into().map_err(|_| tampered("secret"))?;
+    let kem_seed: [u8; 32] = kem_seed.try_into().map_err(|_| tampered("kem seed"))?;
+    let Ok(mut handshake) = noise::peer_responder(&peer::prologue(kid), vault.exchange_secret())
+    else {
+        return Ok(vec![]);
+    };
+    let mut payload = zeroize::Zeroizing::new(vec![0u8; msg.len()]);
+    let Ok(n) = handshake.read_message(msg, &mut payload) else {
+        return Ok(vec![]);
+    };
+    let Some(hello) = unpadded::<Hello>(&payload[..n]) else {
+        return Ok(vec![]);
+    };
+    if !valid_vault_id(&hello.reply_route) {
+        return Ok(vec![]);
+    }
+    let kem = KemSecret::from_seed(&SecretBytes::from_array(kem_seed));
+    let Some(kem_secret) = kem.decapsulate(&hello.kem_ciphertext) else {
+        return Ok(vec![]);
+    };
+    let psk = HANDSHAKE_PSK.derive(kem_secret.expose(), &secret, b"");
+    if handshake.set_psk(2, psk.expose()).is_err() {
+        return Ok(vec![]);
+    }
+    let after_hello = handshake.get_handshake_hash().to_vec();
+    let reveal: [u8; 32] = vettid_crypto::random_array();
+    let welcome = Welcome {
+        reveal,
+        signature: vault
+            .sign(&peer::transcript_message(true, &after_hello))
+            .to_vec(),
+    };
+    let payload_len = 1024 - KID_LEN - WELCOME_OVERHEAD;
+    let payload = padded(&welcome, payload_len).ok_or_else(|| tampered("welcome"))?;
+    let mut out = vec![0u8; payload_len + WELCOME_OVERHEAD];
+    let n = handshake
+        .write_message(&payload, &mut out)
+        .map_err(|_| VaultError::Internal("handshake".into()))?;
+    out.truncate(n);
+    let hash = handshake.get_handshake_hash().to_vec();
+    let root = split_root(&mut handshake, &hash);
+    let id: ConnectionId = vettid_crypto::random_array();
+    let statements = vec![
+        // A hello again for the same invitation replaces one not yet confirmed.
+        st(
+            "DELETE FROM connections WHERE invitation_kid = ?1 AND state = ?2",
+            vec![blob(kid), state_name(ConnectionState::Confirming)],
+        ),
+        st(
+            "INSERT INTO connections (id, state, inviter, label, invitation_kid, peer_member, \
+             peer_commitment, inviter_reveal, handshake_hash, root, send_kid, recv_kid, \
+             sas_required, created_ms, updated_ms) \
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+            vec![
+                blob(&id),
+                state_name(ConnectionState::Confirming),
+                opt_text(&label),
+                blob(kid),
+                SqlValue::Text(hello.reply_route.clone()),
+                blob(&hello.commitment),
+                blob(&reveal),
+                blob(&hash),
+                blob(root.expose()),
+                blob(&epoch_kid(root.expose(), true)),
+                blob(&epoch_kid(root.expose(), false)),
+                SqlValue::Int(i64::from(in_person == 0)),
+                int(now_ms),
+            ],
+        ),
+    ];
+    vault.write(objects, statements)?;
+    Ok(vec![Outbound {
+        to: Destination::Peer {
+            member: hello.reply_route,
+        },
+        id: hex::encode(vettid_crypto::random_array::<16>()),
+        body: [&hello.reply_kid[..], &out].concat(),
+    }])
+}
+
+/// The connection's root key from the finished handshake.
+fn split_root(handshake: &mut HandshakeState, hash: &[u8]) -> SecretBytes<32> {
+    let (a, b) = noise::split_keys(handshake);
+    let ikm = zeroize::Zeroizing::new([*a.expose(), *b.expose()].concat());
+    CONNECTION_ROOT.derive(&ikm, b"", hash)
+}
+
+/// The invitee's side of message 2: check the inviter's signature, agree the keys, confirm.
+fn welcome(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    member: &str,
+    kid: &[u8; KID_LEN],
+    mut waiting: Waiting,
+    msg: &[u8],
+    now_ms: u64,
+) -> Result<Vec<Outbound>, VaultError> {
+    let Some(row) = one(vault, "WHERE reply_kid = ?1", kid)? else {
+        return Ok(vec![]);
+    };
+    if row.state != ConnectionState::Requested {
+        return Ok(vec![]);
+    }
+    let mut payload = zeroize::Zeroizing::new(vec![0u8; msg.len()]);
+    let Ok(n) = waiting.handshake.read_message(msg, &mut payload) else {
+        return Ok(vec![]);
+    };
+    let Some(welcome) = unpadded::<Welcome>(&payload[..n]) else {
+        return Ok(vec![]);
+    };
+    let identity = row.peer_identity.ok_or_else(|| tampered("identity"))?;
+    let signed = vettid_crypto::sign::VerifyingKey::from_bytes(&identity)
+        .and_then(|k| {
+            k.verify(
+                &peer::transcript_message(true, &waiting.after_hello),
+                &vettid_crypto::sign::Signature::from_slice(&welcome.signature)?,
+            )
+        })
+        .is_ok();
+    if !signed {
+        return Ok(vec![]);
+    }
+    let own_reveal = row.own_reveal.ok_or_else(|| tampered("reveal"))?;
+    let hash = waiting.handshake.get_handshake_hash().to_vec();
+    let root = split_root(&mut waiting.handshake, &hash);
+    let sas = peer::sas(&hash, &welcome.reveal, &own_reveal);
+    let profile = crate::profile::shared_with(vault, &sharing_name(&row.id))?;
+    let confirm = PeerBody::Confirm {
+        reveal: own_reveal,
+        identity: vault.identity_public_key(),
+        signature: vault.sign(&peer::transcript_message(false, &hash)).to_vec(),
+        profile,
+    };
+    let keyed = Row {
+        root: Some(root.clone()),
+        ..row
+    };
+    let (count, out, _) = seal(&keyed, confirm, now_ms, None)?;
+    let mut statements = vec![st(
+        "UPDATE connections SET state = ?2, root = ?3, send_kid = ?4, recv_kid = ?5, \
+         handshake_hash = ?6, inviter_reveal = ?7, sas = ?8, reply_kid = NULL, updated_ms = ?9 \
+         WHERE id = ?1",
+        vec![
+            blob(&keyed.id),
+            state_name(ConnectionState::PendingReview),
+            blob(root.expose()),
+            blob(&epoch_kid(root.expose(), false)),
+            blob(&epoch_kid(root.expose(), true)),
+            blob(&hash),
+            blob(&welcome.reveal),
+            SqlValue::Text(sas),
+            int(now_ms),
+        ],
+    )];
+    statements.extend(count);
+    vault.write(objects, statements)?;
+    let note = event(
+        member,
+        vault,
+        now_ms,
+        EventKind::Connection {
+            id: keyed.id,
+            state: ConnectionState::PendingReview,
+        },
+    );
+    Ok(vec![out, note])
+}
+
+/// A message under a connection's keys.
+fn connection_message(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    member: &str,
+    row: Row,
+    kid: &[u8; KID_LEN],
+    sealed: &[u8],
+    now_ms: u64,
+) -> Result<Vec<Outbound>, VaultError> {
+    let root = row.root.clone().ok_or_else(|| tampered("root"))?;
+    let Ok(plain) = epoch_key(root.expose(), !row.inviter).open(kid, sealed) else {
+        return Ok(vec![]);
+    };
+    let Some(message) = unpadded::<PeerMessage>(&plain) else {
+        return Ok(vec![]);
+    };
+    let seen: i64 = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM peer_inbox WHERE connection = ?1 AND seq = ?2",
+                rusqlite::params![&row.id[..], message.seq as i64],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db)?;
+    if seen > 0 {
+        // A redelivery: kept once. A text's delivered receipt goes again (the first may
+        // not have left), and the peer keeps it once too.
+        return Ok(match message.body {
+            PeerBody::Text(_) if row.state == ConnectionState::Active => {
+                vec![seal(&row, PeerBody::Delivered(vec![message.seq]), now_ms, None)?.1]
+            }
+            _ => vec![],
+        });
+    }
+    let mut statements = vec![st(
+        "INSERT INTO peer_inbox (connection, seq) VALUES (?1, ?2)",
+        vec![blob(&row.id), int(message.seq)],
+    )];
+    let mut out = Vec::new();
+    let tell = |state: ConnectionState| {
+        event(
+            member,
+            vault,
+            now_ms,
+            EventKind::Connection { id: row.id, state },
+        )
+    };
+    use ConnectionState::*;
+    match (message.body, row.state) {
+        (
+            PeerBody::Confirm {
+                reveal,
+                identity,
+                signature,
+                profile,
+            },
+            Confirming,
+        ) if row.inviter => {
+            let committed = row
+                .peer_commitment
+                .is_some_and(|c| vettid_crypto::ct_eq(&c, &peer::sas_commitment(&reveal)));
+            let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
+            let signed = vettid_crypto::sign::VerifyingKey::from_bytes(&identity)
+                .and_then(|k| {
+                    k.verify(
+                        &peer::transcript_message(false, &hash),
+                        &vettid_crypto::sign::Signature::from_slice(&signature)?,
+                    )
+                })
+                .is_ok();
+            if !committed || !signed || !valid_profile(&profile) {
+                return Ok(vec![]);
+            }
+            let inviter_reveal = row.inviter_reveal.ok_or_else(|| tampered("reveal"))?;
+            let sas = peer::sas(&hash, &inviter_reveal, &reveal);
+            statements.push(st(
+                "UPDATE connections SET state = ?2, peer_identity = ?3, peer_profile = ?4, \
+                 sas = ?5, updated_ms = ?6 WHERE id = ?1",
+                vec![
+                    blob(&row.id),
+                    state_name(PendingReview),
+                    blob(&identity),
+                    SqlValue::Blob(postcard::to_allocvec(&profile).expect("profiles encode")),
+                    SqlValue::Text(sas),
+                    int(now_ms),
+                ],
+            ));
+            // Single use: the invitation ends with its first confirmed connection.
+            if let Some(inv) = row.invitation_kid {
+                statements.push(st(
+                    "DELETE FROM invitations WHERE kid = ?1",
+                    vec![blob(&inv)],
+                ));
+            }
+            let shared = crate::profile::shared_with(vault, &sharing_name(&row.id))?;
+            let (count, profile_out, _) = seal(&row, PeerBody::Profile(shared), now_ms, None)?;
+            statements.extend(count);
+            out.push(profile_out);
+            out.push(tell(PendingReview));
+        }
+        (PeerBody::Profile(profile), PendingReview | Accepted | Active)
+            if valid_profile(&profile) =>
+        {
+            statements.push(st(
+                "UPDATE connections SET peer_profile = ?2, updated_ms = ?3 WHERE id = ?1",
+                vec![
+                    blob(&row.id),
+                    SqlValue::Blob(postcard::to_allocvec(&profile).expect("profiles encode")),
+                    int(now_ms),
+                ],
+            ));
+        }
+        (PeerBody::Decision(true), PendingReview | Accepted) => {
+            let next = if row.we_accepted { Active } else { row.state };
+            statements.push(st(
+                "UPDATE connections SET they_accepted = 1, state = ?2, updated_ms = ?3 WHERE id = ?1",
+                vec![blob(&row.id), state_name(next), int(now_ms)],
+            ));
+            out.push(tell(next));
+        }
+        (PeerBody::Decision(false), PendingReview | Accepted) => {
+            statements.push(set_state(&row.id, Rejected, now_ms));
+            statements.push(erase_keys(&row.id));
+            out.push(tell(Rejected));
+        }
+        (PeerBody::Revoked, _) => {
+            statements.push(set_state(&row.id, Revoked, now_ms));
+            statements.push(erase_keys(&row.id));
+            statements.extend(crate::feed::append(
+                vault,
+                &[feed(
+                    now_ms,
+                    "connection.revoked",
+                    format!("connection {} revoked by the peer", hex::encode(&row.id[..4])),
+                )],
+            )?);
+            out.push(tell(Revoked));
+        }
+        // A text or receipt while this side waits for the peer's approval: the peer could
+        // only send it once active, so it approved (its decision may come after: reordered).
+        (body @ (PeerBody::Text(_) | PeerBody::Delivered(_) | PeerBody::Read(_)), Active | Accepted) => {
+            if row.state == Accepted {
+                statements.push(st(
+                    "UPDATE connections SET they_accepted = 1, state = ?2, updated_ms = ?3 WHERE id = ?1",
+                    vec![blob(&row.id), state_name(Active), int(now_ms)],
+                ));
+                out.push(tell(Active));
+            }
+            let (seqs, read) = match body {
+                PeerBody::Text(text) => {
+                    if !crate::messages::valid_text(&text) {
+                        return Ok(vec![]);
+                    }
+                    statements.extend(crate::messages::received(
+                        &row.id,
+                        message.seq,
+                        message.sent_ms,
+                        &text,
+                        now_ms,
+                    ));
+                    let (count, receipt, _) =
+                        seal(&row, PeerBody::Delivered(vec![message.seq]), now_ms, None)?;
+                    statements.extend(count);
+                    out.push(receipt);
+                    out.push(event(
+                        member,
+                        vault,
+                        now_ms,
+                        EventKind::Message {
+                            connection: row.id,
+                            seq: message.seq,
+                        },
+                    ));
+                    (Vec::new(), false)
+                }
+                PeerBody::Read(seqs) => (seqs, true),
+                PeerBody::Delivered(seqs) => (seqs, false),
+                _ => (Vec::new(), false),
+            };
+            if !seqs.is_empty() && seqs.len() <= vettid_proto::messages::PAGE * 4 {
+                statements.extend(crate::messages::receipts(&row.id, &seqs, read, now_ms));
+                out.push(event(
+                    member,
+                    vault,
+                    now_ms,
+                    EventKind::Receipt {
+                        connection: row.id,
+                        seqs,
+                        read,
+                    },
+                ));
+            }
+        }
+        // Out of place for the connection's state: kept once (not processed again), dropped.
+        _ => {}
+    }
+    vault.write(objects, statements)?;
+    Ok(out)
+}
+
+/// A profile a peer sent: at most 256 fields of reasonable size.
+fn valid_profile(profile: &[(String, String)]) -> bool {
+    profile.len() <= 256
+        && profile
+            .iter()
+            .all(|(k, v)| (1..=128).contains(&k.len()) && v.len() <= 4096)
+}
+
+#[cfg(test)]
+mod tests;

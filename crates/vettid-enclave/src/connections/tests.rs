@@ -1,0 +1,515 @@
+//! Two (or three) vaults in one in-memory enclave, their peer messages carried by the test as
+//! a host would — and altered, replayed, reordered and redirected as a hostile one would.
+
+use super::*;
+use crate::harness::{fast, manager};
+use crate::manager::{Manager, NewDevice, Opening};
+use vettid_proto::enclave::Destination;
+use vettid_proto::messages::{MessageError, MessageOp, MessageReply};
+
+const NOW: u64 = 1_800_000_000_000;
+
+struct Vaults {
+    manager: Manager,
+    openings: HashMap<&'static str, Opening>,
+}
+
+impl Vaults {
+    fn new(names: &[&'static str]) -> Vaults {
+        let (manager, _) = manager(fast(10));
+        let mut openings = HashMap::new();
+        for (i, name) in names.iter().enumerate() {
+            let device = NewDevice {
+                session_key: [i as u8 + 1; 32],
+                device_key: [i as u8 + 100; 32],
+                name: "phone",
+            };
+            let e = manager.enroll(name, b"1111", &[0; 32], device, 0).unwrap();
+            openings.insert(*name, e.opening);
+        }
+        Vaults { manager, openings }
+    }
+
+    fn op(
+        &self,
+        who: &str,
+        op: ConnectionOp,
+    ) -> Result<(ConnectionReply, Vec<Outbound>), VaultError> {
+        self.manager
+            .domain(who, &self.openings[who], NOW, |u| handle(u, op))
+            .and_then(|(a, _)| a)
+    }
+
+    fn msg(&self, who: &str, op: MessageOp) -> Result<(MessageReply, Vec<Outbound>), VaultError> {
+        self.manager
+            .domain(who, &self.openings[who], NOW, |u| crate::messages::handle(u, op))
+            .and_then(|(a, _)| a)
+    }
+
+    /// Delivers one wire message to `to`'s vault: what it sends back.
+    fn deliver(&self, to: &str, wire: &[u8]) -> Vec<Outbound> {
+        self.manager
+            .peer(to, NOW, |u| receive(u, wire))
+            .expect("the vault is open")
+    }
+
+    /// Carries every peer message (and those they cause) to its recipient, in order; the
+    /// events for each member's apps.
+    fn pump(&self, mut out: Vec<Outbound>) -> Vec<EventKind> {
+        let mut events = Vec::new();
+        while !out.is_empty() {
+            let mut next = Vec::new();
+            for o in out {
+                match o.to {
+                    Destination::Peer { member } => next.extend(self.deliver(&member, &o.body)),
+                    Destination::App { .. } => events.push(o),
+                }
+            }
+            out = next;
+        }
+        events.iter().map(|e| self.open_event(e)).collect()
+    }
+
+    fn open_event(&self, o: &Outbound) -> EventKind {
+        let sealed: vettid_proto::session::SealedEvent = postcard::from_bytes(&o.body).unwrap();
+        for who in self.openings.keys() {
+            let key = self
+                .manager
+                .domain(who, &self.openings[who], NOW, |u| {
+                    Ok(u.parts().0.event_key().clone())
+                })
+                .unwrap()
+                .0
+                .unwrap();
+            let aad = vettid_proto::session::event_aad(who, &sealed.id);
+            if let Ok(plain) = AeadKey::from(key).open(&aad, &sealed.ciphertext) {
+                let e: vettid_proto::session::Event =
+                    vettid_proto::session::open_plaintext(&plain).unwrap();
+                return e.kind;
+            }
+        }
+        panic!("an event no vault sealed")
+    }
+
+    fn show(&self, who: &str, id: ConnectionId) -> ConnectionView {
+        match self.op(who, ConnectionOp::Show(id)).unwrap().0 {
+            ConnectionReply::Connection(c) => *c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn only(&self, who: &str) -> ConnectionView {
+        match self.op(who, ConnectionOp::List).unwrap().0 {
+            ConnectionReply::Connections(mut c) => {
+                assert_eq!(c.len(), 1, "{who} has one connection");
+                c.remove(0)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn invite(&self, who: &str, in_person: bool) -> Invitation {
+        match self
+            .op(
+                who,
+                ConnectionOp::Invite {
+                    label: Some("for bob".into()),
+                    expires_in_secs: None,
+                    in_person,
+                },
+            )
+            .unwrap()
+            .0
+        {
+            ConnectionReply::Invited { invitation, .. } => invitation,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// alice invites bob; both vaults run the handshake: both under review.
+    fn reviewed(&self) -> (ConnectionView, ConnectionView) {
+        let invitation = self.invite("alice", false);
+        let (_, out) = self.op("bob", ConnectionOp::Accept(invitation)).unwrap();
+        self.pump(out);
+        (self.only("alice"), self.only("bob"))
+    }
+
+    fn connected(&self) -> (ConnectionId, ConnectionId) {
+        let (a, b) = self.reviewed();
+        let sas = a.sas.clone().unwrap();
+        let (_, out) = self
+            .op(
+                "alice",
+                ConnectionOp::Approve {
+                    id: a.id,
+                    sas: Some(sas.clone()),
+                },
+            )
+            .unwrap();
+        self.pump(out);
+        let (_, out) = self
+            .op(
+                "bob",
+                ConnectionOp::Approve {
+                    id: b.id,
+                    sas: Some(sas),
+                },
+            )
+            .unwrap();
+        self.pump(out);
+        (a.id, b.id)
+    }
+
+    fn send(&self, who: &str, id: ConnectionId, text: &str) -> Vec<Outbound> {
+        self.msg(
+            who,
+            MessageOp::Send {
+                connection: id,
+                client_id: vettid_crypto::random_array(),
+                text: text.into(),
+            },
+        )
+        .unwrap()
+        .1
+    }
+
+    fn history(&self, who: &str, id: ConnectionId) -> Vec<vettid_proto::messages::MessageView> {
+        match self
+            .msg(
+                who,
+                MessageOp::List {
+                    connection: id,
+                    before_ms: None,
+                    limit: 50,
+                },
+            )
+            .unwrap()
+            .0
+        {
+            MessageReply::Messages { messages, .. } => messages,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn peer_wires(out: &[Outbound]) -> Vec<Vec<u8>> {
+    out.iter()
+        .filter(|o| matches!(o.to, Destination::Peer { .. }))
+        .map(|o| o.body.clone())
+        .collect()
+}
+
+#[test]
+fn invite_handshake_sas_approval_messages_receipts_and_revocation() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.reviewed();
+    assert_eq!(a.state, ConnectionState::PendingReview);
+    assert_eq!(b.state, ConnectionState::PendingReview);
+    assert!(a.inviter && !b.inviter);
+    assert_eq!(a.sas, b.sas, "both vaults compute the same code");
+    assert!(a.sas_required && b.sas_required, "a remote invitation needs the code");
+    assert_eq!(a.peer_member.as_deref(), Some("bob"));
+    assert_eq!(b.peer_member.as_deref(), Some("alice"));
+    assert_eq!(a.label.as_deref(), Some("for bob"));
+
+    // A wrong code or none is refused, and nothing changes.
+    let wrong = if a.sas.as_deref() == Some("000000") {
+        "111111"
+    } else {
+        "000000"
+    };
+    assert_eq!(
+        v.op(
+            "alice",
+            ConnectionOp::Approve {
+                id: a.id,
+                sas: Some(wrong.into())
+            }
+        )
+        .unwrap_err(),
+        VaultError::Connections(ConnectionError::SasMismatch)
+    );
+    assert_eq!(
+        v.op("alice", ConnectionOp::Approve { id: a.id, sas: None })
+            .unwrap_err(),
+        VaultError::Connections(ConnectionError::SasRequired)
+    );
+    assert_eq!(v.show("alice", a.id).state, ConnectionState::PendingReview);
+    // No messages before both approve.
+    assert_eq!(
+        v.msg(
+            "alice",
+            MessageOp::Send {
+                connection: a.id,
+                client_id: [1; 16],
+                text: "too early".into()
+            }
+        )
+        .unwrap_err(),
+        VaultError::Messages(MessageError::NotActive)
+    );
+
+    let sas = a.sas.clone();
+    let (_, out) = v
+        .op("alice", ConnectionOp::Approve { id: a.id, sas: sas.clone() })
+        .unwrap();
+    v.pump(out);
+    assert_eq!(v.show("alice", a.id).state, ConnectionState::Accepted);
+    assert!(v.show("bob", b.id).they_accepted);
+    let (_, out) = v
+        .op("bob", ConnectionOp::Approve { id: b.id, sas })
+        .unwrap();
+    let events = v.pump(out);
+    assert_eq!(v.show("alice", a.id).state, ConnectionState::Active);
+    assert_eq!(v.show("bob", b.id).state, ConnectionState::Active);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        EventKind::Connection {
+            state: ConnectionState::Active,
+            ..
+        }
+    )));
+
+    // A message, its delivered receipt, the read receipt.
+    let out = v.send("alice", a.id, "hello bob");
+    let events = v.pump(out);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, EventKind::Message { seq, .. } if *seq > 0)));
+    let bob_sees = v.history("bob", b.id);
+    assert_eq!(bob_sees.len(), 1);
+    assert_eq!(bob_sees[0].text, "hello bob");
+    assert!(!bob_sees[0].outgoing);
+    let alice_sees = v.history("alice", a.id);
+    assert!(alice_sees[0].outgoing && alice_sees[0].delivered_ms.is_some());
+    assert!(alice_sees[0].read_ms.is_none());
+    let (_, out) = v
+        .msg(
+            "bob",
+            MessageOp::Read {
+                connection: b.id,
+                seq: bob_sees[0].seq,
+            },
+        )
+        .unwrap();
+    v.pump(out);
+    assert!(v.history("alice", a.id)[0].read_ms.is_some());
+
+    // Revoked by bob: alice is told, both erase the keys, an old message replayed is dropped.
+    let replay = peer_wires(&v.send("alice", a.id, "second"));
+    let (_, out) = v.op("bob", ConnectionOp::Revoke(b.id)).unwrap();
+    v.pump(out);
+    assert_eq!(v.show("alice", a.id).state, ConnectionState::Revoked);
+    assert_eq!(v.show("bob", b.id).state, ConnectionState::Revoked);
+    assert!(v.deliver("bob", &replay[0]).is_empty());
+    assert_eq!(v.history("bob", b.id).len(), 1, "refused after the revocation");
+    assert_eq!(
+        v.msg(
+            "alice",
+            MessageOp::Send {
+                connection: a.id,
+                client_id: [2; 16],
+                text: "after".into()
+            }
+        )
+        .unwrap_err(),
+        VaultError::Messages(MessageError::NotActive)
+    );
+}
+
+#[test]
+fn a_hostile_host_replaying_reordering_altering_or_redirecting_achieves_nothing() {
+    let v = Vaults::new(&["alice", "bob", "carol"]);
+    let (a, b) = v.connected();
+    let first = peer_wires(&v.send("alice", a, "one"));
+    let second = peer_wires(&v.send("alice", a, "two"));
+    // Reordered: the second first. Both kept, each once, in the sender's order.
+    let r2 = v.deliver("bob", &second[0]);
+    let r1 = v.deliver("bob", &first[0]);
+    assert!(!r1.is_empty() && !r2.is_empty());
+    // Replayed: kept once (the receipt goes again; the sender keeps it once).
+    let again = v.deliver("bob", &first[0]);
+    v.pump(again);
+    let texts: Vec<(u64, String)> = v
+        .history("bob", b)
+        .into_iter()
+        .map(|m| (m.seq, m.text))
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    let mut seqs: Vec<u64> = texts.iter().map(|t| t.0).collect();
+    seqs.sort();
+    let one = texts.iter().find(|t| t.1 == "one").unwrap().0;
+    let two = texts.iter().find(|t| t.1 == "two").unwrap().0;
+    assert!(one < two, "the sender's order survives the reordering");
+    // Redirected to carol: no key there, dropped without an answer.
+    assert!(v.deliver("carol", &first[0]).is_empty());
+    // Altered, truncated or padded to another size: dropped.
+    let mut altered = second[0].clone();
+    let last = altered.len() - 1;
+    altered[last] ^= 1;
+    assert!(v.deliver("bob", &altered).is_empty());
+    assert!(v.deliver("bob", &second[0][..second[0].len() - 1]).is_empty());
+    let mut longer = second[0].clone();
+    longer.resize(longer.len() * 2, 0);
+    assert!(v.deliver("bob", &longer).is_empty());
+    assert_eq!(v.history("bob", b).len(), 2);
+    // A retried send (same client id) is the same message.
+    let send = |text: &str| {
+        v.msg(
+            "alice",
+            MessageOp::Send {
+                connection: a,
+                client_id: [7; 16],
+                text: text.into(),
+            },
+        )
+        .unwrap()
+    };
+    let (MessageReply::Sent { seq: s1 }, out1) = send("three") else {
+        panic!()
+    };
+    let (MessageReply::Sent { seq: s2 }, out2) = send("three") else {
+        panic!()
+    };
+    assert_eq!(s1, s2);
+    v.pump(out1);
+    v.pump(out2);
+    assert_eq!(v.history("bob", b).len(), 3);
+    assert_eq!(v.history("alice", a).len(), 3);
+}
+
+#[test]
+fn invitations_are_single_use_expire_cancel_and_are_bounded() {
+    let v = Vaults::new(&["alice", "bob", "carol"]);
+    let invitation = v.invite("alice", true);
+    let (_, out) = v.op("bob", ConnectionOp::Accept(invitation.clone())).unwrap();
+    v.pump(out);
+    let a = v.only("alice");
+    assert_eq!(a.state, ConnectionState::PendingReview);
+    assert!(!a.sas_required, "scanned in person");
+    assert!(a.sas.is_some(), "the code is shown anyway");
+    // Carol with the same (used) invitation gets no answer: her request stays requested.
+    let (ConnectionReply::Requested(c), out) =
+        v.op("carol", ConnectionOp::Accept(invitation.clone())).unwrap()
+    else {
+        panic!()
+    };
+    v.pump(out);
+    assert_eq!(v.show("carol", c).state, ConnectionState::Requested);
+    assert_eq!(v.only("alice").id, a.id, "alice has still one connection");
+    // An in-person connection approves without the code.
+    v.op("alice", ConnectionOp::Approve { id: a.id, sas: None })
+        .unwrap();
+    // Own invitation, expired, cancelled.
+    let own = v.invite("alice", false);
+    assert_eq!(
+        v.op("alice", ConnectionOp::Accept(own)).unwrap_err(),
+        VaultError::Connections(ConnectionError::OwnInvitation)
+    );
+    let mut expired = v.invite("alice", false);
+    expired.expires_ms = NOW - 1;
+    assert_eq!(
+        v.op("bob", ConnectionOp::Accept(expired)).unwrap_err(),
+        VaultError::Connections(ConnectionError::Expired)
+    );
+    let ConnectionReply::Invited {
+        id: cancelled_id,
+        invitation: cancelled,
+    } = v
+        .op(
+            "alice",
+            ConnectionOp::Invite {
+                label: None,
+                expires_in_secs: Some(60),
+                in_person: false,
+            },
+        )
+        .unwrap()
+        .0
+    else {
+        panic!()
+    };
+    v.op("alice", ConnectionOp::Cancel(cancelled_id)).unwrap();
+    let (_, out) = v.op("carol", ConnectionOp::Accept(cancelled)).unwrap();
+    v.pump(out);
+    assert_eq!(v.only("alice").id, a.id, "a cancelled invitation connects nobody");
+    // At most ten pending.
+    let ConnectionReply::Invitations(pending) = v.op("alice", ConnectionOp::Invitations).unwrap().0
+    else {
+        panic!()
+    };
+    for _ in pending.len()..MAX_PENDING_INVITATIONS {
+        v.invite("alice", false);
+    }
+    assert_eq!(
+        v.op(
+            "alice",
+            ConnectionOp::Invite {
+                label: None,
+                expires_in_secs: None,
+                in_person: false
+            }
+        )
+        .unwrap_err(),
+        VaultError::Connections(ConnectionError::TooManyInvitations)
+    );
+    assert_eq!(
+        v.op(
+            "alice",
+            ConnectionOp::Invite {
+                label: Some("x".repeat(65)),
+                expires_in_secs: None,
+                in_person: false
+            }
+        )
+        .unwrap_err(),
+        VaultError::Connections(ConnectionError::BadInvitationSettings)
+    );
+}
+
+#[test]
+fn a_rejection_reaches_the_peer_and_a_locked_vault_takes_messages_later() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.reviewed();
+    let (_, out) = v.op("bob", ConnectionOp::Reject(b.id)).unwrap();
+    v.pump(out);
+    assert_eq!(v.show("alice", a.id).state, ConnectionState::Rejected);
+    assert_eq!(v.show("bob", b.id).state, ConnectionState::Rejected);
+
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, _) = v.connected();
+    let wire = peer_wires(&v.send("alice", a, "while locked"));
+    v.manager.lock_for_app("bob").unwrap();
+    assert!(!v.manager.accepts_peers("bob"));
+    match crate::server::peer(&v.manager, "bob", NOW, &wire[0]).unwrap() {
+        vettid_proto::enclave::EnclaveReply::Peer { disposition, out } => {
+            assert_eq!(disposition, vettid_proto::enclave::PeerDisposition::Later);
+            assert!(out.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn texts_over_the_limit_are_refused() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, _) = v.connected();
+    let long = "é".repeat(vettid_proto::messages::MAX_TEXT_CHARS + 1);
+    for text in [String::new(), long] {
+        assert_eq!(
+            v.msg(
+                "alice",
+                MessageOp::Send {
+                    connection: a,
+                    client_id: [3; 16],
+                    text
+                }
+            )
+            .unwrap_err(),
+            VaultError::Messages(MessageError::BadText)
+        );
+    }
+    let max = "é".repeat(vettid_proto::messages::MAX_TEXT_CHARS);
+    let out = v.send("alice", a, &max);
+    assert!(peer_wires(&out)[0].len() <= 65536);
+}

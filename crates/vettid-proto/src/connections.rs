@@ -1,0 +1,209 @@
+//! Connections between members' vaults, as the app sees them (inside the session; the vault
+//! must have been unlocked in it). What travels between the vaults is in [`crate::peer`].
+//!
+//! ```text
+//! invitee: Accept ──► Requested ──Welcome──► PendingReview ─┐
+//! inviter:            (Hello) ──► Confirming ──Confirm──► PendingReview ─┤
+//!                                                                        ├─ approve ──► Accepted ──(peer's approval)──► Active
+//!                                                                        └─ reject  ──► Rejected
+//! Active ── revoke (either side; the peer is told) ──► Revoked
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// A connection's id (random, made by each vault for its own record).
+pub type ConnectionId = [u8; 16];
+/// An invitation's id.
+pub type InvitationId = [u8; 16];
+
+/// Pending invitations a vault holds at most.
+pub const MAX_PENDING_INVITATIONS: usize = 10;
+/// An invitation's default lifetime.
+pub const DEFAULT_INVITATION_SECS: u64 = 24 * 3600;
+/// An invitation's longest lifetime.
+pub const MAX_INVITATION_SECS: u64 = 7 * 24 * 3600;
+/// Longest label (bytes).
+pub const MAX_LABEL: usize = 64;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionState {
+    /// The invitee's vault sent its hello and waits for the inviter's vault.
+    Requested,
+    /// The inviter's vault answered a hello and waits for the invitee's confirmation.
+    Confirming,
+    /// Keys are agreed and the peer's profile is here: the member reviews it (and compares
+    /// the SAS) and approves or rejects.
+    PendingReview,
+    /// This member approved; the peer's member has not yet.
+    Accepted,
+    /// Both approved: messages flow.
+    Active,
+    /// One side rejected.
+    Rejected,
+    /// One side ended it; its keys are erased.
+    Revoked,
+}
+
+impl ConnectionState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::Requested => "requested",
+            ConnectionState::Confirming => "confirming",
+            ConnectionState::PendingReview => "pending-review",
+            ConnectionState::Accepted => "accepted",
+            ConnectionState::Active => "active",
+            ConnectionState::Rejected => "rejected",
+            ConnectionState::Revoked => "revoked",
+        }
+    }
+}
+
+/// Connection operations.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionOp {
+    /// Make an invitation.
+    Invite {
+        /// A label for the member's own lists (never sent), ≤ [`MAX_LABEL`] bytes.
+        label: Option<String>,
+        /// Lifetime in seconds (default [`DEFAULT_INVITATION_SECS`], at most
+        /// [`MAX_INVITATION_SECS`]).
+        expires_in_secs: Option<u64>,
+        /// To be scanned in person: the SAS is not required.
+        in_person: bool,
+    },
+    /// Pending invitations.
+    Invitations,
+    /// Cancel a pending invitation.
+    Cancel(InvitationId),
+    /// Connect with the vault that made `invitation` (the app decoded it).
+    Accept(crate::peer::Invitation),
+    /// Every connection.
+    List,
+    /// One connection.
+    Show(ConnectionId),
+    /// Approve a connection under review; `sas` is the code the member read on the peer's
+    /// device (required unless the invitation was scanned in person).
+    Approve {
+        /// Which.
+        id: ConnectionId,
+        /// The peer's code.
+        sas: Option<String>,
+    },
+    /// Reject a connection under review (the peer is told).
+    Reject(ConnectionId),
+    /// End a connection (the peer is told; both erase its keys).
+    Revoke(ConnectionId),
+}
+
+crate::redact::redacted_debug!(ConnectionOp);
+
+/// A pending invitation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvitationView {
+    /// Its id.
+    pub id: InvitationId,
+    /// Its label.
+    pub label: Option<String>,
+    /// When it expires.
+    pub expires_ms: u64,
+    /// Made to be scanned in person.
+    pub in_person: bool,
+}
+
+/// A connection as the app sees it (`Debug` shows its id and state only).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionView {
+    /// Its id in this vault.
+    pub id: ConnectionId,
+    /// Where it is.
+    pub state: ConnectionState,
+    /// This vault made the invitation.
+    pub inviter: bool,
+    /// The invitation's label (inviter side).
+    pub label: Option<String>,
+    /// The peer vault's identity key (pinned), once known.
+    pub peer_identity: Option<[u8; 32]>,
+    /// The peer's member id (where its vault is reached), once known.
+    pub peer_member: Option<String>,
+    /// What the peer shares with this connection.
+    pub peer_profile: Vec<(String, String)>,
+    /// The six-digit code to compare with the peer's, once keys are agreed.
+    pub sas: Option<String>,
+    /// Whether approving needs the peer's code.
+    pub sas_required: bool,
+    /// This member approved.
+    pub we_accepted: bool,
+    /// The peer's member approved.
+    pub they_accepted: bool,
+    /// When it was made (the host's clock).
+    pub created_ms: u64,
+}
+
+impl std::fmt::Debug for ConnectionView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionView")
+            .field("id", &crate::redact::Hex(&self.id))
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Answers to [`ConnectionOp`]s.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ConnectionReply {
+    /// A new invitation, to show.
+    Invited {
+        /// Its id.
+        id: InvitationId,
+        /// The invitation.
+        invitation: crate::peer::Invitation,
+    },
+    /// Pending invitations.
+    Invitations(Vec<InvitationView>),
+    /// The connection the accepted invitation started.
+    Requested(ConnectionId),
+    /// Connections, newest first.
+    Connections(Vec<ConnectionView>),
+    /// One connection.
+    Connection(Box<ConnectionView>),
+    /// Done.
+    Done,
+}
+
+crate::redact::redacted_debug!(ConnectionReply);
+
+/// Why a connection operation was refused: nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum ConnectionError {
+    /// The invitation does not decode, or is of an unknown version.
+    #[error("not a VettID invitation (or of an unknown version)")]
+    BadInvitation,
+    /// The invitation expired.
+    #[error("the invitation expired")]
+    Expired,
+    /// This vault made the invitation.
+    #[error("this is your own invitation")]
+    OwnInvitation,
+    /// Already [`MAX_PENDING_INVITATIONS`] pending.
+    #[error("at most {MAX_PENDING_INVITATIONS} invitations may be pending; cancel one")]
+    TooManyInvitations,
+    /// A label is at most [`MAX_LABEL`] bytes without control characters; a lifetime at most
+    /// [`MAX_INVITATION_SECS`].
+    #[error("a label is 1-{MAX_LABEL} bytes without control characters; an invitation lives at most 7 days")]
+    BadInvitationSettings,
+    /// No such connection or pending invitation.
+    #[error("no such connection or invitation")]
+    Unknown,
+    /// Not possible in the connection's state.
+    #[error("not possible while the connection is {}", .0.as_str())]
+    WrongState(ConnectionState),
+    /// Approving needs the peer's six-digit code.
+    #[error("compare the six-digit code with the peer and give it to approve")]
+    SasRequired,
+    /// The code given is not this connection's: someone may be in the middle. Nothing was
+    /// approved; reject the connection unless it was a typing mistake.
+    #[error("the code does not match: do not approve (someone may be in the middle)")]
+    SasMismatch,
+}
