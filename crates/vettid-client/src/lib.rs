@@ -17,6 +17,7 @@
 pub mod api;
 pub mod app;
 pub mod backup;
+pub mod connections;
 pub mod credential;
 pub mod devices;
 mod error;

@@ -596,6 +596,11 @@ pub struct Unlocked<S: Seen> {
 }
 
 impl<S: Seen> Unlocked<S> {
+    /// The NATS client the session travels on (the vault's events come through it too).
+    pub fn client(&self) -> &VaultClient {
+        &self.session.client
+    }
+
     /// Runs one operation: its typed answer, after its vault version was checked.
     pub async fn run<O: Operation>(&mut self, op: O) -> Result<O::Reply, ClientError> {
         let reply = self.call(op.into()).await?;

@@ -86,7 +86,10 @@ pub fn peer_initiator(
 
 /// A vault's side of a connection handshake as the inviter, before message 1; the PSK is set
 /// with [`HandshakeState::set_psk`] (location 2) once message 1 delivered the KEM ciphertext.
-pub fn peer_responder(prologue: &[u8], local: &SecretBytes<32>) -> Result<HandshakeState, NoiseError> {
+pub fn peer_responder(
+    prologue: &[u8],
+    local: &SecretBytes<32>,
+) -> Result<HandshakeState, NoiseError> {
     Ok(builder_for(PEER_PROTOCOL, prologue)?
         .local_private_key(local.expose())?
         .build_responder()?)

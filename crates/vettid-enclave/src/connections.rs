@@ -22,8 +22,8 @@ use vettid_crypto::aead::{AeadKey, OVERHEAD};
 use vettid_crypto::kdf::Label;
 use vettid_crypto::noise::{self, HandshakeState, KemSecret};
 use vettid_proto::connections::{
-    ConnectionError, ConnectionId, ConnectionOp, ConnectionReply, ConnectionState,
-    ConnectionView, DEFAULT_INVITATION_SECS, InvitationView, MAX_INVITATION_SECS, MAX_LABEL,
+    ConnectionError, ConnectionId, ConnectionOp, ConnectionReply, ConnectionState, ConnectionView,
+    DEFAULT_INVITATION_SECS, InvitationView, MAX_INVITATION_SECS, MAX_LABEL,
     MAX_PENDING_INVITATIONS,
 };
 use vettid_proto::enclave::{Destination, Outbound, VaultError, valid_vault_id};
@@ -50,7 +50,10 @@ CREATE TABLE peer_inbox (connection BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (connection, seq));";
 
 /// This domain's migrations, append-only (see `domains.rs`).
-pub const MIGRATIONS: &[Migration] = &[Migration { seq: 8, sql: SCHEMA }];
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    seq: 8,
+    sql: SCHEMA,
+}];
 
 const INVITATION_KID: Label = Label::new("peer/invitation-kid");
 const HANDSHAKE_PSK: Label = Label::new("peer/handshake-psk");
@@ -219,11 +222,7 @@ fn rows(vault: &Vault, filter: &str, param: &[u8]) -> Result<Vec<Row>, VaultErro
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM connections {filter} ORDER BY created_ms DESC, id"
             ))?;
-            let params: &[&dyn rusqlite::ToSql] = if filter.is_empty() {
-                &[]
-            } else {
-                &[&param]
-            };
+            let params: &[&dyn rusqlite::ToSql] = if filter.is_empty() { &[] } else { &[&param] };
             let rows = stmt.query_map(params, |r| {
                 Ok((
                     r.get(0)?,
@@ -368,8 +367,8 @@ pub(crate) fn seal(
 
 /// The connection `id` if it is active (messages flow only then).
 pub(crate) fn active(vault: &Vault, id: &ConnectionId) -> Result<Row, VaultError> {
-    let row = one(vault, "WHERE id = ?1", id)?
-        .ok_or(vettid_proto::messages::MessageError::Unknown)?;
+    let row =
+        one(vault, "WHERE id = ?1", id)?.ok_or(vettid_proto::messages::MessageError::Unknown)?;
     if row.state != ConnectionState::Active {
         return Err(vettid_proto::messages::MessageError::NotActive.into());
     }
@@ -538,7 +537,8 @@ pub fn handle(
                 return Err(ConnectionError::WrongState(row.state).into());
             }
             match (&sas, &row.sas) {
-                (Some(given), Some(ours)) if vettid_crypto::ct_eq(given.as_bytes(), ours.as_bytes()) => {}
+                (Some(given), Some(ours))
+                    if vettid_crypto::ct_eq(given.as_bytes(), ours.as_bytes()) => {}
                 (Some(_), _) => return Err(ConnectionError::SasMismatch.into()),
                 (None, _) if row.sas_required => return Err(ConnectionError::SasRequired.into()),
                 (None, _) => {}
@@ -1057,14 +1057,20 @@ fn connection_message(
                 &[feed(
                     now_ms,
                     "connection.revoked",
-                    format!("connection {} revoked by the peer", hex::encode(&row.id[..4])),
+                    format!(
+                        "connection {} revoked by the peer",
+                        hex::encode(&row.id[..4])
+                    ),
                 )],
             )?);
             out.push(tell(Revoked));
         }
         // A text or receipt while this side waits for the peer's approval: the peer could
         // only send it once active, so it approved (its decision may come after: reordered).
-        (body @ (PeerBody::Text(_) | PeerBody::Delivered(_) | PeerBody::Read(_)), Active | Accepted) => {
+        (
+            body @ (PeerBody::Text(_) | PeerBody::Delivered(_) | PeerBody::Read(_)),
+            Active | Accepted,
+        ) => {
             if row.state == Accepted {
                 statements.push(st(
                     "UPDATE connections SET they_accepted = 1, state = ?2, updated_ms = ?3 WHERE id = ?1",

@@ -25,7 +25,10 @@ CREATE UNIQUE INDEX messages_by_client ON messages (connection, client_id);
 CREATE INDEX messages_by_time ON messages (connection, sent_ms);";
 
 /// This domain's migrations, append-only (see `domains.rs`).
-pub const MIGRATIONS: &[Migration] = &[Migration { seq: 9, sql: SCHEMA }];
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    seq: 9,
+    sql: SCHEMA,
+}];
 
 fn db(e: rusqlite::Error) -> VaultError {
     VaultError::Internal(format!("database: {e}"))
@@ -227,15 +230,17 @@ pub fn handle(
             let (count, out, _) =
                 crate::connections::seal(&row, PeerBody::Read(unread.clone()), now_ms, None)?;
             let mut statements: Vec<Statement> = count.into_iter().collect();
-            statements.extend(unread.iter().map(|s| Statement {
-                sql: "UPDATE messages SET read_ms = ?3 WHERE connection = ?1 AND outgoing = 0 \
+            statements.extend(unread.iter().map(|s| {
+                Statement {
+                    sql: "UPDATE messages SET read_ms = ?3 WHERE connection = ?1 AND outgoing = 0 \
                       AND seq = ?2"
-                    .into(),
-                params: vec![
-                    SqlValue::Blob(connection.to_vec()),
-                    SqlValue::Int(*s as i64),
-                    SqlValue::Int(now_ms as i64),
-                ],
+                        .into(),
+                    params: vec![
+                        SqlValue::Blob(connection.to_vec()),
+                        SqlValue::Int(*s as i64),
+                        SqlValue::Int(now_ms as i64),
+                    ],
+                }
             }));
             vault.write(objects, statements)?;
             Ok((MessageReply::Done, vec![out]))

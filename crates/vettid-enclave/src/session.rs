@@ -829,7 +829,12 @@ fn opened(
 }
 
 /// Seals an event for the member's apps.
-pub(crate) fn seal_event(member: &str, key: &SecretBytes<32>, at_ms: u64, kind: EventKind) -> Outbound {
+pub(crate) fn seal_event(
+    member: &str,
+    key: &SecretBytes<32>,
+    at_ms: u64,
+    kind: EventKind,
+) -> Outbound {
     let id: [u8; 16] = vettid_crypto::random_array();
     let plain = seal_plaintext(&Event { at_ms, kind });
     let sealed = SealedEvent {

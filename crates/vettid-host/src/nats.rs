@@ -452,7 +452,9 @@ impl Router {
             d.wakes += 1;
             return;
         }
-        let task = self.next_drain.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let task = self
+            .next_drain
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         draining.insert(member.to_owned(), Drain { task, wakes: 0 });
         let (this, host, member) = (self.clone(), host.clone(), member.to_owned());
         tokio::spawn(async move { this.drain(&host, &member, task).await });
@@ -564,7 +566,11 @@ impl Router {
                     open = false;
                 }
                 other => {
-                    tracing::warn!(member, ok = other.is_ok(), "enclave did not take a peer message");
+                    tracing::warn!(
+                        member,
+                        ok = other.is_ok(),
+                        "enclave did not take a peer message"
+                    );
                     let _ = msg
                         .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
                         .await;

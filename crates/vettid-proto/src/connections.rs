@@ -191,7 +191,9 @@ pub enum ConnectionError {
     TooManyInvitations,
     /// A label is at most [`MAX_LABEL`] bytes without control characters; a lifetime at most
     /// [`MAX_INVITATION_SECS`].
-    #[error("a label is 1-{MAX_LABEL} bytes without control characters; an invitation lives at most 7 days")]
+    #[error(
+        "a label is 1-{MAX_LABEL} bytes without control characters; an invitation lives at most 7 days"
+    )]
     BadInvitationSettings,
     /// No such connection or pending invitation.
     #[error("no such connection or invitation")]

@@ -142,7 +142,9 @@ pub(crate) fn run(args: VaultArgs) -> anyhow::Result<ExitCode> {
                     args.vault
                 ),
                 EnclaveReply::Pong => println!("pong"),
-                EnclaveReply::App { .. } | EnclaveReply::Shredded { .. } => {
+                EnclaveReply::App { .. }
+                | EnclaveReply::Shredded { .. }
+                | EnclaveReply::Peer { .. } => {
                     bail!("unexpected answer from the enclave")
                 }
             }

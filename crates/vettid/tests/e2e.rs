@@ -2260,3 +2260,233 @@ async fn a_second_device_joins_with_the_first_ones_approval_and_is_removed() {
     let mut s = c.session.unlock(pin("2580"), &mut phone).await.unwrap();
     assert_eq!(s.devices().await.unwrap().len(), 1);
 }
+
+/// Two members connect vault to vault over the real stack (NATS, JetStream, the host, the
+/// enclave): invitation, handshake, the six-digit code, approvals, messages with receipts, a
+/// message that waits in JetStream while the recipient's vault is locked, revocation — and a
+/// capture of every MessageSpace message shows the broker nothing but recipients and sizes.
+mod connections {
+    use super::*;
+    use vettid_client::vault::{Seen, Unlocked};
+    use vettid_proto::connections::{ConnectionError, ConnectionState};
+    use vettid_proto::session::EventKind;
+
+    /// Waits (on the vault's events, long-polled through the host) for one that `pred` accepts.
+    async fn event<S: Seen>(s: &Unlocked<S>, what: &str, pred: impl Fn(&EventKind) -> bool) {
+        let key = vettid_crypto::SecretBytes::from_array(**s.event_key());
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            assert!(std::time::Instant::now() < deadline, "no {what} event");
+            let (events, _) =
+                vettid_client::events::fetch(s.client(), &key, 256, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+            if events.iter().any(|e| pred(&e.kind)) {
+                return;
+            }
+        }
+    }
+
+    fn find(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+        walk(dir)
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == name))
+            .unwrap_or_else(|| panic!("no {name} under {}", dir.display()))
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn two_members_connect_exchange_messages_with_receipts_and_the_broker_sees_only_recipients()
+     {
+        let stack = UpStack::start();
+        let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
+        // The host's own NATS user: it reads the peers stream (every MessageSpace message
+        // the broker carried is kept there) at the end.
+        let host =
+            async_nats::ConnectOptions::with_credentials_file(find(&stack.data(), "host.creds"))
+                .await
+                .unwrap()
+                .connect(&stack.nats)
+                .await
+                .unwrap();
+
+        let mut alice_profile = stack.enrolled("alice", "1357").await;
+        let mut bob_profile = stack.enrolled("bob", "2468").await;
+        let alice_id = alice_profile.member().unwrap().to_owned();
+        let bob_id = bob_profile.member().unwrap().to_owned();
+        let c = vettid_client::app::connect(&mut alice_profile)
+            .await
+            .unwrap();
+        let mut alice = c
+            .session
+            .unlock(pin("1357"), &mut alice_profile)
+            .await
+            .unwrap();
+        let c = vettid_client::app::connect(&mut bob_profile).await.unwrap();
+        let mut bob = c
+            .session
+            .unlock(pin("2468"), &mut bob_profile)
+            .await
+            .unwrap();
+
+        // Alice invites; the text is what her QR code or link carries.
+        let (_, invitation) = alice
+            .invite(Some("bob from the café".into()), None, false)
+            .await
+            .unwrap();
+        let text = vettid_client::connections::encode_invitation(&invitation);
+        assert!(
+            !text.contains(&alice_id),
+            "the invitation text does not spell the member id"
+        );
+        let invitation = vettid_client::connections::decode_invitation(&text).unwrap();
+        let bob_conn = bob.accept_invitation(invitation).await.unwrap();
+        let review = |e: &EventKind| {
+            matches!(
+                e,
+                EventKind::Connection {
+                    state: ConnectionState::PendingReview,
+                    ..
+                }
+            )
+        };
+        event(&bob, "bob's review", review).await;
+        event(&alice, "alice's review", review).await;
+        let a = alice.connections().await.unwrap().remove(0);
+        let b = bob.connection(bob_conn).await.unwrap();
+        assert_eq!(a.sas, b.sas, "both apps show the same code");
+        assert_eq!(a.peer_member.as_deref(), Some(bob_id.as_str()));
+        let sas = a.sas.clone().unwrap();
+
+        alice
+            .approve_connection(a.id, Some(sas.clone()))
+            .await
+            .unwrap();
+        let wrong = format!("{:06}", (sas.parse::<u32>().unwrap() + 1) % 1_000_000);
+        match bob.approve_connection(b.id, Some(wrong)).await {
+            Err(ClientError::Vault(VaultError::Connections(ConnectionError::SasMismatch))) => {}
+            other => panic!("a wrong code was not refused: {other:?}"),
+        }
+        bob.approve_connection(b.id, Some(sas)).await.unwrap();
+        let active = |e: &EventKind| {
+            matches!(
+                e,
+                EventKind::Connection {
+                    state: ConnectionState::Active,
+                    ..
+                }
+            )
+        };
+        event(&alice, "alice's connection active", active).await;
+        assert_eq!(
+            bob.connection(b.id).await.unwrap().state,
+            ConnectionState::Active
+        );
+
+        // A message, stored by bob's vault (event), delivered receipt back to alice.
+        let seq = alice
+            .send_message(a.id, "marker-5e1f first words")
+            .await
+            .unwrap();
+        event(&bob, "bob's message", |e| {
+            matches!(e, EventKind::Message { .. })
+        })
+        .await;
+        event(
+            &alice,
+            "alice's delivered receipt",
+            |e| matches!(e, EventKind::Receipt { read: false, seqs, .. } if seqs.contains(&seq)),
+        )
+        .await;
+        let (history, _) = bob.messages(b.id, None, 50).await.unwrap();
+        assert_eq!(history.len(), 1);
+        assert_eq!(history[0].text, "marker-5e1f first words");
+
+        // Bob locks; alice's next message waits in JetStream and arrives after his unlock.
+        let session = bob.lock().await.unwrap();
+        alice
+            .send_message(a.id, "marker-5e1f while you were away")
+            .await
+            .unwrap();
+        let mut bob = session.unlock(pin("2468"), &mut bob_profile).await.unwrap();
+        event(&bob, "the message that waited", |e| {
+            matches!(e, EventKind::Message { .. })
+        })
+        .await;
+        let (history, _) = bob.messages(b.id, None, 50).await.unwrap();
+        assert_eq!(history.len(), 2, "delivered once, after the unlock");
+        assert_eq!(history[0].text, "marker-5e1f while you were away");
+        bob.mark_read(b.id, history[0].seq).await.unwrap();
+        event(&alice, "alice's read receipt", |e| {
+            matches!(e, EventKind::Receipt { read: true, .. })
+        })
+        .await;
+        let (mine, _) = alice.messages(a.id, None, 50).await.unwrap();
+        assert!(mine.iter().all(|m| m.outgoing && m.delivered_ms.is_some()));
+        assert!(
+            mine.iter().all(|m| m.read_ms.is_some()),
+            "read up to the newest"
+        );
+
+        // Bob revokes: alice's vault is told, and a message on the connection is refused.
+        bob.revoke_connection(b.id).await.unwrap();
+        event(&alice, "alice told of the revocation", |e| {
+            matches!(
+                e,
+                EventKind::Connection {
+                    state: ConnectionState::Revoked,
+                    ..
+                }
+            )
+        })
+        .await;
+        assert!(matches!(
+            alice.send_message(a.id, "after the end").await,
+            Err(ClientError::Vault(VaultError::Messages(_)))
+        ));
+
+        // What the broker carried: the recipient in the subject, a bucket-sized body, a
+        // de-duplication id; never a sender, a connection id or a word of the messages.
+        let js = async_nats::jetstream::new(host);
+        let mut stream = js.get_stream(vettid_nats::PEERS_STREAM).await.unwrap();
+        let info = stream.info().await.unwrap().state.clone();
+        let mut carried = Vec::new();
+        for seq in info.first_sequence..=info.last_sequence {
+            carried.push(stream.get_raw_message(seq).await.unwrap());
+        }
+        assert!(carried.len() >= 8, "{} messages carried", carried.len());
+        let ids = [a.id, b.id];
+        for m in &carried {
+            let recipient = m.subject.split('.').nth(1).unwrap();
+            assert!(
+                recipient == alice_id || recipient == bob_id,
+                "{}",
+                m.subject
+            );
+            assert_eq!(
+                m.subject.as_str(),
+                vettid_proto::peer::peer_subject(recipient)
+            );
+            let sender = if recipient == alice_id {
+                &bob_id
+            } else {
+                &alice_id
+            };
+            assert!(vettid_proto::peer::BUCKETS.contains(&m.payload.len()));
+            let mut visible = m.payload.to_vec();
+            for (name, values) in m.headers.iter() {
+                visible.extend(name.to_string().into_bytes());
+                for v in values {
+                    visible.extend(v.as_str().as_bytes());
+                }
+            }
+            let contains = |needle: &[u8]| visible.windows(needle.len()).any(|w| w == needle);
+            assert!(!contains(sender.as_bytes()), "a sender's id is visible");
+            for id in &ids {
+                assert!(!contains(id) && !contains(hex::encode(id).as_bytes()));
+            }
+            assert!(!contains(b"marker-5e1f"));
+        }
+        drop((alice, bob));
+        stack_files_containing(&stack.data(), &[b"marker-5e1f", b"from the caf"]);
+    }
+}

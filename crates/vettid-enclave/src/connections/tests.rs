@@ -42,7 +42,9 @@ impl Vaults {
 
     fn msg(&self, who: &str, op: MessageOp) -> Result<(MessageReply, Vec<Outbound>), VaultError> {
         self.manager
-            .domain(who, &self.openings[who], NOW, |u| crate::messages::handle(u, op))
+            .domain(who, &self.openings[who], NOW, |u| {
+                crate::messages::handle(u, op)
+            })
             .and_then(|(a, _)| a)
     }
 
@@ -207,7 +209,10 @@ fn invite_handshake_sas_approval_messages_receipts_and_revocation() {
     assert_eq!(b.state, ConnectionState::PendingReview);
     assert!(a.inviter && !b.inviter);
     assert_eq!(a.sas, b.sas, "both vaults compute the same code");
-    assert!(a.sas_required && b.sas_required, "a remote invitation needs the code");
+    assert!(
+        a.sas_required && b.sas_required,
+        "a remote invitation needs the code"
+    );
     assert_eq!(a.peer_member.as_deref(), Some("bob"));
     assert_eq!(b.peer_member.as_deref(), Some("alice"));
     assert_eq!(a.label.as_deref(), Some("for bob"));
@@ -230,8 +235,14 @@ fn invite_handshake_sas_approval_messages_receipts_and_revocation() {
         VaultError::Connections(ConnectionError::SasMismatch)
     );
     assert_eq!(
-        v.op("alice", ConnectionOp::Approve { id: a.id, sas: None })
-            .unwrap_err(),
+        v.op(
+            "alice",
+            ConnectionOp::Approve {
+                id: a.id,
+                sas: None
+            }
+        )
+        .unwrap_err(),
         VaultError::Connections(ConnectionError::SasRequired)
     );
     assert_eq!(v.show("alice", a.id).state, ConnectionState::PendingReview);
@@ -251,7 +262,13 @@ fn invite_handshake_sas_approval_messages_receipts_and_revocation() {
 
     let sas = a.sas.clone();
     let (_, out) = v
-        .op("alice", ConnectionOp::Approve { id: a.id, sas: sas.clone() })
+        .op(
+            "alice",
+            ConnectionOp::Approve {
+                id: a.id,
+                sas: sas.clone(),
+            },
+        )
         .unwrap();
     v.pump(out);
     assert_eq!(v.show("alice", a.id).state, ConnectionState::Accepted);
@@ -273,9 +290,11 @@ fn invite_handshake_sas_approval_messages_receipts_and_revocation() {
     // A message, its delivered receipt, the read receipt.
     let out = v.send("alice", a.id, "hello bob");
     let events = v.pump(out);
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, EventKind::Message { seq, .. } if *seq > 0)));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EventKind::Message { seq, .. } if *seq > 0))
+    );
     let bob_sees = v.history("bob", b.id);
     assert_eq!(bob_sees.len(), 1);
     assert_eq!(bob_sees[0].text, "hello bob");
@@ -302,7 +321,11 @@ fn invite_handshake_sas_approval_messages_receipts_and_revocation() {
     assert_eq!(v.show("alice", a.id).state, ConnectionState::Revoked);
     assert_eq!(v.show("bob", b.id).state, ConnectionState::Revoked);
     assert!(v.deliver("bob", &replay[0]).is_empty());
-    assert_eq!(v.history("bob", b.id).len(), 1, "refused after the revocation");
+    assert_eq!(
+        v.history("bob", b.id).len(),
+        1,
+        "refused after the revocation"
+    );
     assert_eq!(
         v.msg(
             "alice",
@@ -348,7 +371,10 @@ fn a_hostile_host_replaying_reordering_altering_or_redirecting_achieves_nothing(
     let last = altered.len() - 1;
     altered[last] ^= 1;
     assert!(v.deliver("bob", &altered).is_empty());
-    assert!(v.deliver("bob", &second[0][..second[0].len() - 1]).is_empty());
+    assert!(
+        v.deliver("bob", &second[0][..second[0].len() - 1])
+            .is_empty()
+    );
     let mut longer = second[0].clone();
     longer.resize(longer.len() * 2, 0);
     assert!(v.deliver("bob", &longer).is_empty());
@@ -382,15 +408,18 @@ fn a_hostile_host_replaying_reordering_altering_or_redirecting_achieves_nothing(
 fn invitations_are_single_use_expire_cancel_and_are_bounded() {
     let v = Vaults::new(&["alice", "bob", "carol"]);
     let invitation = v.invite("alice", true);
-    let (_, out) = v.op("bob", ConnectionOp::Accept(invitation.clone())).unwrap();
+    let (_, out) = v
+        .op("bob", ConnectionOp::Accept(invitation.clone()))
+        .unwrap();
     v.pump(out);
     let a = v.only("alice");
     assert_eq!(a.state, ConnectionState::PendingReview);
     assert!(!a.sas_required, "scanned in person");
     assert!(a.sas.is_some(), "the code is shown anyway");
     // Carol with the same (used) invitation gets no answer: her request stays requested.
-    let (ConnectionReply::Requested(c), out) =
-        v.op("carol", ConnectionOp::Accept(invitation.clone())).unwrap()
+    let (ConnectionReply::Requested(c), out) = v
+        .op("carol", ConnectionOp::Accept(invitation.clone()))
+        .unwrap()
     else {
         panic!()
     };
@@ -398,8 +427,14 @@ fn invitations_are_single_use_expire_cancel_and_are_bounded() {
     assert_eq!(v.show("carol", c).state, ConnectionState::Requested);
     assert_eq!(v.only("alice").id, a.id, "alice has still one connection");
     // An in-person connection approves without the code.
-    v.op("alice", ConnectionOp::Approve { id: a.id, sas: None })
-        .unwrap();
+    v.op(
+        "alice",
+        ConnectionOp::Approve {
+            id: a.id,
+            sas: None,
+        },
+    )
+    .unwrap();
     // Own invitation, expired, cancelled.
     let own = v.invite("alice", false);
     assert_eq!(
@@ -432,7 +467,11 @@ fn invitations_are_single_use_expire_cancel_and_are_bounded() {
     v.op("alice", ConnectionOp::Cancel(cancelled_id)).unwrap();
     let (_, out) = v.op("carol", ConnectionOp::Accept(cancelled)).unwrap();
     v.pump(out);
-    assert_eq!(v.only("alice").id, a.id, "a cancelled invitation connects nobody");
+    assert_eq!(
+        v.only("alice").id,
+        a.id,
+        "a cancelled invitation connects nobody"
+    );
     // At most ten pending.
     let ConnectionReply::Invitations(pending) = v.op("alice", ConnectionOp::Invitations).unwrap().0
     else {
