@@ -60,3 +60,27 @@ pub async fn fetch(
     }
     Ok((events, skipped))
 }
+
+impl<S: crate::vault::Seen> crate::vault::Unlocked<S> {
+    /// Waits up to `timeout` for an event of this vault that `pred` accepts (long-polled
+    /// through the host; the events seen on the way are consumed); whether one came.
+    pub async fn wait_for_event(
+        &self,
+        timeout: std::time::Duration,
+        pred: impl Fn(&vettid_proto::session::EventKind) -> bool,
+    ) -> Result<bool, ClientError> {
+        let key = SecretBytes::from_array(**self.event_key());
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let wait = left.min(std::time::Duration::from_secs(5));
+            let (events, _) = fetch(self.client(), &key, 256, wait).await?;
+            if events.iter().any(|e| pred(&e.kind)) {
+                return Ok(true);
+            }
+        }
+    }
+}

@@ -162,6 +162,15 @@ impl ser::Serializer for VariantName {
     }
 }
 
+/// Bytes shown as lowercase hex in `Debug` output (ids, never secrets).
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl std::fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,14 +190,5 @@ mod tests {
         assert_eq!(variant_name(&E::Tuple(1, 2)), "Tuple");
         assert_eq!(variant_name(&E::Struct { pin: vec![9] }), "Struct");
         assert_eq!(variant_name(&7u8), "?");
-    }
-}
-
-/// Bytes shown as lowercase hex in `Debug` output (ids, never secrets).
-pub struct Hex<'a>(pub &'a [u8]);
-
-impl std::fmt::Debug for Hex<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }

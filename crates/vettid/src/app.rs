@@ -122,6 +122,11 @@ pub(crate) enum AppCommand {
     Secrets(Box<crate::app_secrets::SecretsArgs>),
     /// Personal data, sharing, the public profile and the photo.
     Personal(Box<crate::app_personal::PersonalArgs>),
+    /// Connections with other members: invite, accept, list, show, sas, approve, reject,
+    /// revoke.
+    Connections(Box<crate::app_connections::ConnectionsArgs>),
+    /// Messages on connections: send, list, read, watch.
+    Messages(Box<crate::app_connections::MessagesArgs>),
     /// Show the vault's events (including those sent while this app was offline).
     Events {
         /// Wait at most this long for the first event.
@@ -449,6 +454,8 @@ async fn dispatch(args: AppArgs) -> anyhow::Result<ExitCode> {
         AppCommand::Join(j) => crate::app_devices::join(&args.profile, *j).await,
         AppCommand::Secrets(s) => crate::app_secrets::run(&args.profile, *s).await,
         AppCommand::Personal(p) => crate::app_personal::run(&args.profile, *p).await,
+        AppCommand::Connections(c) => crate::app_connections::connections(&args.profile, *c).await,
+        AppCommand::Messages(m) => crate::app_connections::messages(&args.profile, *m).await,
         AppCommand::Events { wait_secs } => {
             let profile = Profile::open_enrolled(&args.profile)?;
             let key = profile

@@ -393,6 +393,8 @@ async fn journey(data_dir: &Path, stack: &Stack, n: &mut u32) -> anyhow::Result<
         .await
         .context("bob's right PIN did not unlock")?;
     println!("   ✓ the right PIN unlocks again and resets the count");
+    let (_, alice_pin, alice_dir, _, _) = &members[0];
+    alice_and_bob_connect(alice_dir, alice_pin, &mut profile, members[1].1, n).await?;
 
     step(n, "Bob forgets his PIN: his recovery phrase sets a new one");
     let c = vettid_client::app::connect(&mut profile).await?;
@@ -621,6 +623,152 @@ async fn bob_adds_a_laptop(
     println!(
         "   ✓ the laptop opened the vault at version {version} (its unlock is now the vault's current one)"
     );
+    Ok(())
+}
+
+/// Alice and Bob connect their vaults, exchange messages with receipts (one waits in
+/// JetStream while Bob's vault is locked), and Bob ends the connection.
+async fn alice_and_bob_connect(
+    alice_dir: &Path,
+    alice_pin: &str,
+    bob_profile: &mut Profile,
+    bob_pin: &str,
+    n: &mut u32,
+) -> anyhow::Result<()> {
+    use vettid_proto::connections::ConnectionState;
+    use vettid_proto::session::EventKind;
+    let wait = std::time::Duration::from_secs(60);
+    let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
+    let mut alice_profile = Profile::open_enrolled(alice_dir)?;
+    let c = vettid_client::app::connect(&mut alice_profile).await?;
+    let mut alice = c.session.unlock(pin(alice_pin), &mut alice_profile).await?;
+    let c = vettid_client::app::connect(bob_profile).await?;
+    let mut bob = c.session.unlock(pin(bob_pin), &mut *bob_profile).await?;
+
+    step(
+        n,
+        "Alice invites Bob to connect: her vault makes a single-use invitation (24 h)",
+    );
+    let (_, invitation) = alice.invite(Some("Bob".into()), None, false).await?;
+    let link = vettid_client::connections::invitation_link(&invitation);
+    render_qr(&link);
+    println!(
+        "   ✓ {} characters: her vault's identity and static key, a one-time X-Wing key and secret",
+        link.len()
+    );
+
+    step(
+        n,
+        "Bob's app reads it; the two vaults run the hybrid handshake through JetStream",
+    );
+    let bob_conn = bob
+        .accept_invitation(vettid_client::connections::decode_invitation(&link)?)
+        .await?;
+    let review = |e: &EventKind| {
+        matches!(
+            e,
+            EventKind::Connection {
+                state: ConnectionState::PendingReview,
+                ..
+            }
+        )
+    };
+    ensure!(
+        bob.wait_for_event(wait, review).await? && alice.wait_for_event(wait, review).await?,
+        "the vaults did not agree keys"
+    );
+    let a = alice
+        .connections()
+        .await?
+        .into_iter()
+        .next()
+        .context("alice's vault has no connection")?;
+    let b = bob.connection(bob_conn).await?;
+    let sas = a.sas.clone().context("no code")?;
+    println!("   ✓ Noise IKpsk2 + X-Wing, both transcripts signed with the vaults' identity keys");
+    println!(
+        "   ✓ alice's app shows {} {}, bob's shows {} {} (commit, then reveal: nobody chose it)",
+        &sas[..3],
+        &sas[3..],
+        &b.sas.as_deref().unwrap_or("??????")[..3],
+        &b.sas.as_deref().unwrap_or("??????")[3..]
+    );
+
+    step(n, "They read each other the code and both approve");
+    alice.approve_connection(a.id, Some(sas.clone())).await?;
+    bob.approve_connection(b.id, b.sas.clone()).await?;
+    let active = |e: &EventKind| {
+        matches!(
+            e,
+            EventKind::Connection {
+                state: ConnectionState::Active,
+                ..
+            }
+        )
+    };
+    ensure!(
+        alice.wait_for_event(wait, active).await?,
+        "the connection did not become active"
+    );
+    println!("   ✓ connection active on both sides");
+
+    step(
+        n,
+        "Alice writes to Bob: his vault stores it and sends a delivered receipt",
+    );
+    let seq = alice.send_message(a.id, "Hi Bob, welcome!").await?;
+    let delivered = |e: &EventKind| matches!(e, EventKind::Receipt { read: false, seqs, .. } if seqs.contains(&seq));
+    ensure!(
+        alice.wait_for_event(wait, delivered).await?,
+        "no delivered receipt"
+    );
+    println!("   ✓ delivered: stored in bob's vault (the broker saw only “to bob”, and a size)");
+
+    step(
+        n,
+        "Bob's vault is locked; Alice's next message waits in JetStream until he unlocks",
+    );
+    let session = bob.lock().await?;
+    let seq = alice.send_message(a.id, "Are you there?").await?;
+    println!("   ✓ message {seq} is in JetStream; bob's vault is locked");
+    let mut bob = session.unlock(pin(bob_pin), &mut *bob_profile).await?;
+    let arrived = |e: &EventKind| matches!(e, EventKind::Message { .. });
+    ensure!(
+        bob.wait_for_event(wait, arrived).await?,
+        "the waiting message did not arrive"
+    );
+    let (history, _) = bob.messages(b.id, None, 10).await?;
+    for m in history.iter().rev() {
+        println!("   ← #{} {}", m.seq, m.text);
+    }
+    bob.mark_read(b.id, history[0].seq).await?;
+    let read = |e: &EventKind| matches!(e, EventKind::Receipt { read: true, .. });
+    ensure!(alice.wait_for_event(wait, read).await?, "no read receipt");
+    println!("   ✓ it arrived after the unlock; bob read it and alice got the read receipt");
+
+    step(
+        n,
+        "Bob revokes the connection: Alice's vault is told, both erase its keys",
+    );
+    bob.revoke_connection(b.id).await?;
+    let revoked = |e: &EventKind| {
+        matches!(
+            e,
+            EventKind::Connection {
+                state: ConnectionState::Revoked,
+                ..
+            }
+        )
+    };
+    ensure!(
+        alice.wait_for_event(wait, revoked).await?,
+        "alice was not told"
+    );
+    ensure!(
+        alice.send_message(a.id, "still there?").await.is_err(),
+        "a message on a revoked connection was accepted"
+    );
+    println!("   ✓ revoked on both sides; nothing more goes through it");
     Ok(())
 }
 

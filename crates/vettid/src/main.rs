@@ -14,6 +14,7 @@ mod admin;
 mod api;
 mod app;
 mod app_backup;
+mod app_connections;
 mod app_credential;
 mod app_devices;
 mod app_feed;

@@ -59,6 +59,10 @@ fn the_demo_tells_the_whole_story_and_succeeds() {
         "alice unlocks",
         "9 attempts left",
         "recovery phrase made in the enclave",
+        "connection active on both sides",
+        "delivered: stored in bob's vault",
+        "it arrived after the unlock",
+        "revoked on both sides",
         "new PIN set in the enclave",
         "one-time invite for the laptop",
         "the laptop opened the vault",
@@ -2273,18 +2277,11 @@ mod connections {
 
     /// Waits (on the vault's events, long-polled through the host) for one that `pred` accepts.
     async fn event<S: Seen>(s: &Unlocked<S>, what: &str, pred: impl Fn(&EventKind) -> bool) {
-        let key = vettid_crypto::SecretBytes::from_array(**s.event_key());
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        loop {
-            assert!(std::time::Instant::now() < deadline, "no {what} event");
-            let (events, _) =
-                vettid_client::events::fetch(s.client(), &key, 256, Duration::from_secs(5))
-                    .await
-                    .unwrap();
-            if events.iter().any(|e| pred(&e.kind)) {
-                return;
-            }
-        }
+        let came = s
+            .wait_for_event(Duration::from_secs(90), pred)
+            .await
+            .unwrap();
+        assert!(came, "no {what} event");
     }
 
     fn find(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
@@ -2488,5 +2485,135 @@ mod connections {
         }
         drop((alice, bob));
         stack_files_containing(&stack.data(), &[b"marker-5e1f", b"from the caf"]);
+    }
+
+    /// The same story from the command line, each command its own process.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_app_commands_connect_two_members_and_carry_messages() {
+        let stack = UpStack::start();
+        let (alice, bob) = (
+            stack.enrolled("ana", "1470").await,
+            stack.enrolled("ben", "2581").await,
+        );
+        let (a_dir, b_dir) = (alice.dir().to_path_buf(), bob.dir().to_path_buf());
+        drop((alice, bob));
+        let run = |dir: &std::path::Path, group: &str, args: &[&str]| {
+            let all: Vec<&str> = [
+                "app",
+                "--profile",
+                dir.to_str().unwrap(),
+                group,
+                "--pin-env",
+                "P",
+            ]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+            let pin = if dir == a_dir { "1470" } else { "2581" };
+            vettid_with(&all, &[("P", pin)])
+        };
+        // Waits on the member's events (long-polled) for `needle`.
+        let events_until = |dir: &std::path::Path, needle: &str| {
+            for _ in 0..12 {
+                let (ok, out) = vettid_with(
+                    &[
+                        "app",
+                        "--profile",
+                        dir.to_str().unwrap(),
+                        "events",
+                        "--wait-secs",
+                        "10",
+                    ],
+                    &[],
+                );
+                assert!(ok, "{out}");
+                if out.contains(needle) {
+                    return;
+                }
+            }
+            panic!("no {needle} event");
+        };
+        let (ok, out) = run(&a_dir, "connections", &["invite", "--label", "ben"]);
+        assert!(ok && out.contains("✓ invitation"), "{out}");
+        let text = out
+            .lines()
+            .find(|l| l.starts_with(vettid_client::connections::INVITATION_PREFIX))
+            .unwrap()
+            .to_owned();
+        let (ok, out) = run(&a_dir, "connections", &["invitations"]);
+        assert!(
+            ok && out.contains("1 pending invitation(s)") && out.contains("ben"),
+            "{out}"
+        );
+        let (ok, out) = run(
+            &b_dir,
+            "connections",
+            &["accept", &text, "--wait-secs", "60"],
+        );
+        assert!(ok && out.contains("✓ keys agreed"), "{out}");
+        let code_line = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("code"))
+            .unwrap()
+            .to_owned();
+        let code: String = code_line
+            .trim_start()
+            .trim_start_matches("code")
+            .chars()
+            .take_while(|c| *c != '(')
+            .filter(|c| c.is_ascii_digit())
+            .collect();
+        assert_eq!(code.len(), 6, "{code_line}");
+        let b_id = out.lines().find(|l| l.contains("pending-review")).unwrap()[..8].to_owned();
+        events_until(&a_dir, "PendingReview");
+        let (ok, out) = run(&a_dir, "connections", &["list"]);
+        assert!(
+            ok && out.contains("pending-review") && out.contains(&code[..3]),
+            "{out}"
+        );
+        let a_id = out.lines().find(|l| l.contains("pending-review")).unwrap()[..8].to_owned();
+        let (ok, out) = run(
+            &a_dir,
+            "connections",
+            &["approve", &a_id, "--sas", "123 45"],
+        );
+        assert!(!ok && out.contains("does not match"), "{out}");
+        let (ok, out) = run(&a_dir, "connections", &["approve", &a_id, "--sas", &code]);
+        assert!(ok && out.contains("waiting for the peer"), "{out}");
+        events_until(&b_dir, "PendingReview");
+        let (ok, out) = run(&b_dir, "connections", &["approve", &b_id, "--sas", &code]);
+        assert!(ok && out.contains("the connection is active"), "{out}");
+        events_until(&a_dir, "Active");
+        let (ok, out) = run(
+            &a_dir,
+            "messages",
+            &["send", &a_id, "hello ben, from the command line"],
+        );
+        assert!(ok && out.contains("✓ message"), "{out}");
+        events_until(&b_dir, "Message");
+        let (ok, out) = run(&b_dir, "messages", &["list", &b_id]);
+        assert!(
+            ok && out.contains("hello ben, from the command line") && out.contains("(unread)"),
+            "{out}"
+        );
+        let seq: String = out
+            .lines()
+            .find(|l| l.contains("hello ben"))
+            .and_then(|l| l.split('#').nth(1))
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let (ok, out) = run(&b_dir, "messages", &["read", &b_id, &seq]);
+        assert!(ok && out.contains("✓ read"), "{out}");
+        events_until(&a_dir, "read: true");
+        let (ok, out) = run(&b_dir, "connections", &["revoke", &b_id]);
+        assert!(ok && out.contains("✓ revoked"), "{out}");
+        events_until(&a_dir, "Revoked");
+        let (ok, out) = run(&a_dir, "messages", &["send", &a_id, "still there?"]);
+        assert!(!ok && out.contains("not active"), "{out}");
+        let (ok, out) = run(&a_dir, "connections", &["show", "zz"]);
+        assert!(!ok && out.contains("hex"), "{out}");
     }
 }

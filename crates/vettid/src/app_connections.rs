@@ -1,0 +1,452 @@
+//! `vettid app --profile DIR connections …` and `… messages …`: connections with other members
+//! and the messages on them (unlocks the vault in its session with the PIN, like the other data
+//! commands; the vault stays open to its peers afterwards, so what they send arrives).
+
+use crate::app::{PinArgs, connect, pin, read_qr};
+use anyhow::{Context, bail};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+use vettid_client::connections::{decode_invitation, encode_invitation, invitation_link};
+use vettid_client::profile::Profile;
+use vettid_client::vault::Unlocked;
+use vettid_proto::connections::{ConnectionId, ConnectionState, ConnectionView};
+use vettid_proto::session::EventKind;
+
+#[derive(clap::Args)]
+pub(crate) struct ConnectionsArgs {
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(subcommand)]
+    command: ConnectionsCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum ConnectionsCommand {
+    /// Makes an invitation and shows it as a QR code, a text and a link (single use).
+    Invite {
+        /// A label for your own list (never sent).
+        #[arg(long)]
+        label: Option<String>,
+        /// For someone scanning the code in front of you: no six-digit code to compare.
+        #[arg(long)]
+        in_person: bool,
+        /// Hours until it expires (default 24, at most 168).
+        #[arg(long)]
+        expires_hours: Option<u64>,
+    },
+    /// Pending invitations.
+    Invitations,
+    /// Cancels a pending invitation (its id, as `invitations` shows it).
+    Cancel {
+        /// The invitation's id (hex).
+        id: String,
+    },
+    /// Connects with the member whose invitation this is, and waits for their vault.
+    Accept {
+        /// The invitation text or link.
+        #[arg(group = "source")]
+        invitation: Option<String>,
+        /// Read it from this environment variable.
+        #[arg(long, group = "source")]
+        invitation_env: Option<String>,
+        /// Read it from this file.
+        #[arg(long, group = "source")]
+        invitation_file: Option<PathBuf>,
+        /// Read it from standard input.
+        #[arg(long, group = "source")]
+        invitation_stdin: bool,
+        /// Wait this long for the inviter's vault to answer.
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
+    /// Every connection.
+    List,
+    /// One connection: state, the peer's profile, the code to compare.
+    Show {
+        /// Its id (hex, or a unique beginning of it).
+        id: String,
+    },
+    /// The six-digit code to compare with the peer (read it to each other).
+    Sas {
+        /// Its id.
+        id: String,
+    },
+    /// Approves a connection under review, with the code the peer read to you.
+    Approve {
+        /// Its id.
+        id: String,
+        /// The peer's six-digit code (required unless the invitation was scanned in person).
+        #[arg(long)]
+        sas: Option<String>,
+    },
+    /// Rejects a connection under review (the peer is told).
+    Reject {
+        /// Its id.
+        id: String,
+    },
+    /// Ends a connection: the peer is told, both vaults erase its keys.
+    Revoke {
+        /// Its id.
+        id: String,
+    },
+}
+
+#[derive(clap::Args)]
+pub(crate) struct MessagesArgs {
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(subcommand)]
+    command: MessagesCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub(crate) enum MessagesCommand {
+    /// Sends a text (up to 10,000 characters) on an active connection.
+    Send {
+        /// The connection's id.
+        id: String,
+        /// The text.
+        text: String,
+    },
+    /// A connection's history, newest first.
+    List {
+        /// The connection's id.
+        id: String,
+        /// At most this many (up to 50).
+        #[arg(long, default_value_t = 20)]
+        limit: u16,
+        /// Only messages sent before this time (milliseconds since the epoch; to page on).
+        #[arg(long)]
+        before_ms: Option<u64>,
+    },
+    /// Marks the peer's messages up to `seq` read (they get a read receipt).
+    Read {
+        /// The connection's id.
+        id: String,
+        /// The peer's message number.
+        seq: u64,
+    },
+    /// Shows new messages and receipts as they arrive.
+    Watch {
+        /// Stop after this many seconds (0: until interrupted).
+        #[arg(long, default_value_t = 0)]
+        secs: u64,
+    },
+}
+
+type Session<'a> = Unlocked<&'a mut Profile>;
+
+fn short(id: &ConnectionId) -> String {
+    hex::encode(id)
+}
+
+/// The connection `given` names: its full hex id or a unique beginning of it.
+async fn resolve(s: &mut Session<'_>, given: &str) -> anyhow::Result<ConnectionView> {
+    let given = given.trim().to_ascii_lowercase();
+    if given.len() < 4 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("a connection id is hex (at least 4 digits), as `connections list` shows it");
+    }
+    let mut matching: Vec<ConnectionView> = s
+        .connections()
+        .await?
+        .into_iter()
+        .filter(|c| hex::encode(c.id).starts_with(&given))
+        .collect();
+    match matching.len() {
+        0 => bail!("no connection {given} (see `vettid app connections list`)"),
+        1 => Ok(matching.remove(0)),
+        n => bail!("{n} connections begin with {given}: give more digits"),
+    }
+}
+
+fn print_connection(c: &ConnectionView) {
+    println!(
+        "{}  {:<15} {}{}",
+        short(&c.id),
+        c.state.as_str(),
+        if c.inviter { "invited " } else { "joined " },
+        c.peer_member.as_deref().unwrap_or("?"),
+    );
+    if let Some(label) = &c.label {
+        println!("    label      {label}");
+    }
+    if let Some(identity) = &c.peer_identity {
+        println!("    identity   {}", hex::encode(&identity[..8]));
+    }
+    for (k, v) in &c.peer_profile {
+        println!("    {k:<10} {v}");
+    }
+    if let Some(sas) = &c.sas
+        && matches!(
+            c.state,
+            ConnectionState::PendingReview | ConnectionState::Accepted
+        )
+    {
+        println!(
+            "    code       {} {}{}",
+            &sas[..3],
+            &sas[3..],
+            if c.sas_required {
+                "  (compare it with the peer's before you approve)"
+            } else {
+                "  (scanned in person: no need to compare)"
+            }
+        );
+    }
+    if c.state == ConnectionState::Accepted {
+        println!("    waiting for the peer's approval");
+    }
+}
+
+/// Waits on the vault's events until connection `id` is in one of `states`, or `secs` pass;
+/// its view then.
+async fn wait_for_state(
+    s: &mut Session<'_>,
+    id: ConnectionId,
+    states: &[ConnectionState],
+    secs: u64,
+) -> anyhow::Result<ConnectionView> {
+    let key = vettid_crypto::SecretBytes::from_array(**s.event_key());
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let c = s.connection(id).await?;
+        if states.contains(&c.state) || Instant::now() >= deadline {
+            return Ok(c);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        vettid_client::events::fetch(s.client(), &key, 64, left.min(Duration::from_secs(5)))
+            .await?;
+    }
+}
+
+pub(crate) async fn connections(
+    dir: &std::path::Path,
+    args: ConnectionsArgs,
+) -> anyhow::Result<ExitCode> {
+    let the_pin = pin(&args.pin)?;
+    let mut profile = Profile::open_enrolled(dir)?;
+    let c = connect(&mut profile).await?;
+    let s = &mut c.session.unlock(the_pin, &mut profile).await?;
+    match args.command {
+        ConnectionsCommand::Invite {
+            label,
+            in_person,
+            expires_hours,
+        } => {
+            let (id, invitation) = s
+                .invite(
+                    label,
+                    expires_hours.map(|h| h.saturating_mul(3600)),
+                    in_person,
+                )
+                .await?;
+            let text = encode_invitation(&invitation);
+            println!(
+                "✓ invitation {} made in the enclave (single use, until {} ms since the epoch){}:",
+                hex::encode(&id[..4]),
+                invitation.expires_ms,
+                if in_person {
+                    "; let them scan it here"
+                } else {
+                    "; you will compare a six-digit code"
+                }
+            );
+            crate::demo::render_qr(&text);
+            println!("{text}");
+            println!("link: {}", invitation_link(&invitation));
+        }
+        ConnectionsCommand::Invitations => {
+            let all = s.invitations().await?;
+            for i in &all {
+                println!(
+                    "{}  until {}  {}{}",
+                    hex::encode(i.id),
+                    i.expires_ms,
+                    i.label.as_deref().unwrap_or("-"),
+                    if i.in_person { "  (in person)" } else { "" }
+                );
+            }
+            println!("{} pending invitation(s)", all.len());
+        }
+        ConnectionsCommand::Cancel { id } => {
+            let mut bytes = [0u8; 16];
+            hex::decode_to_slice(id.trim(), &mut bytes)
+                .context("an invitation id is 32 hex digits, as `connections invitations` shows")?;
+            s.cancel_invitation(bytes).await?;
+            println!("✓ invitation cancelled: it connects nobody");
+        }
+        ConnectionsCommand::Accept {
+            invitation,
+            invitation_env,
+            invitation_file,
+            invitation_stdin,
+            wait_secs,
+        } => {
+            let text = match invitation {
+                Some(t) => zeroize::Zeroizing::new(t),
+                None => read_qr(
+                    invitation_env.as_ref(),
+                    invitation_file.as_ref(),
+                    invitation_stdin,
+                )?
+                .context("the invitation is needed (as an argument, --invitation-env, --invitation-file or --invitation-stdin)")?,
+            };
+            let invitation = decode_invitation(&text)?;
+            let id = s.accept_invitation(invitation).await?;
+            println!(
+                "  hello sent to the inviter's vault (hybrid handshake: Noise IKpsk2 + X-Wing); waiting…"
+            );
+            let c = wait_for_state(s, id, &[ConnectionState::PendingReview], wait_secs).await?;
+            if c.state == ConnectionState::Requested {
+                println!(
+                    "  no answer yet: it comes when the inviter's vault is open (see `connections show {}`)",
+                    hex::encode(&id[..4])
+                );
+            } else {
+                println!("✓ keys agreed with the inviter's vault; review:");
+            }
+            print_connection(&c);
+        }
+        ConnectionsCommand::List => {
+            let all = s.connections().await?;
+            for c in &all {
+                print_connection(c);
+            }
+            println!("{} connection(s)", all.len());
+        }
+        ConnectionsCommand::Show { id } => {
+            let c = resolve(s, &id).await?;
+            print_connection(&c);
+        }
+        ConnectionsCommand::Sas { id } => {
+            let c = resolve(s, &id).await?;
+            match c.sas {
+                Some(sas) => println!("{} {}", &sas[..3], &sas[3..]),
+                None => bail!(
+                    "no code yet: the vaults have not agreed keys ({})",
+                    c.state.as_str()
+                ),
+            }
+        }
+        ConnectionsCommand::Approve { id, sas } => {
+            let c = resolve(s, &id).await?;
+            let sas = sas.map(|code| code.chars().filter(|c| !c.is_whitespace()).collect());
+            s.approve_connection(c.id, sas).await?;
+            let c = s.connection(c.id).await?;
+            if c.state == ConnectionState::Active {
+                println!("✓ approved: the connection is active");
+            } else {
+                println!("✓ approved; waiting for the peer's approval");
+            }
+        }
+        ConnectionsCommand::Reject { id } => {
+            let c = resolve(s, &id).await?;
+            s.reject_connection(c.id).await?;
+            println!("✓ rejected; the peer's vault is told");
+        }
+        ConnectionsCommand::Revoke { id } => {
+            let c = resolve(s, &id).await?;
+            s.revoke_connection(c.id).await?;
+            println!(
+                "✓ revoked: both vaults erase its keys; the peer's vault is told (later, if it is locked)"
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) async fn messages(
+    dir: &std::path::Path,
+    args: MessagesArgs,
+) -> anyhow::Result<ExitCode> {
+    let the_pin = pin(&args.pin)?;
+    let mut profile = Profile::open_enrolled(dir)?;
+    let c = connect(&mut profile).await?;
+    let s = &mut c.session.unlock(the_pin, &mut profile).await?;
+    match args.command {
+        MessagesCommand::Send { id, text } => {
+            let c = resolve(s, &id).await?;
+            let seq = s.send_message(c.id, &text).await?;
+            println!(
+                "✓ message {seq} stored and on its way (JetStream holds it until their vault takes it)"
+            );
+        }
+        MessagesCommand::List {
+            id,
+            limit,
+            before_ms,
+        } => {
+            let c = resolve(s, &id).await?;
+            let (all, more) = s.messages(c.id, before_ms, limit).await?;
+            for m in &all {
+                let status = if !m.outgoing {
+                    if m.read_ms.is_some() {
+                        ""
+                    } else {
+                        "  (unread)"
+                    }
+                } else if m.read_ms.is_some() {
+                    "  ✓✓ read"
+                } else if m.delivered_ms.is_some() {
+                    "  ✓ delivered"
+                } else {
+                    "  sent"
+                };
+                println!(
+                    "{} #{:<4} {} {}{status}",
+                    m.sent_ms,
+                    m.seq,
+                    if m.outgoing { "→" } else { "←" },
+                    m.text
+                );
+            }
+            if more {
+                let oldest = all.last().map_or(0, |m| m.sent_ms);
+                println!("(older: --before-ms {oldest})");
+            }
+        }
+        MessagesCommand::Read { id, seq } => {
+            let c = resolve(s, &id).await?;
+            s.mark_read(c.id, seq).await?;
+            println!("✓ read up to #{seq}; the peer gets a read receipt");
+        }
+        MessagesCommand::Watch { secs } => {
+            let key = vettid_crypto::SecretBytes::from_array(**s.event_key());
+            let deadline = (secs > 0).then(|| Instant::now() + Duration::from_secs(secs));
+            println!("watching for messages and receipts (Ctrl-C to stop)…");
+            while deadline.is_none_or(|d| Instant::now() < d) {
+                let (events, _) =
+                    vettid_client::events::fetch(s.client(), &key, 64, Duration::from_secs(5))
+                        .await?;
+                for e in events {
+                    match e.kind {
+                        EventKind::Message { connection, seq } => {
+                            let (page, _) = s.messages(connection, None, 50).await?;
+                            let text = page
+                                .iter()
+                                .find(|m| !m.outgoing && m.seq == seq)
+                                .map_or("(no longer in the history)", |m| m.text.as_str());
+                            println!("← {} #{seq}: {text}", hex::encode(&connection[..4]));
+                        }
+                        EventKind::Receipt {
+                            connection,
+                            seqs,
+                            read,
+                        } => println!(
+                            "{} {} {:?}",
+                            if read { "✓✓ read" } else { "✓ delivered" },
+                            hex::encode(&connection[..4]),
+                            seqs
+                        ),
+                        EventKind::Connection { id, state } => {
+                            println!("connection {} is {}", hex::encode(&id[..4]), state.as_str())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
