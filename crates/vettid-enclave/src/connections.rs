@@ -45,6 +45,7 @@ CREATE TABLE connections (
     handshake_hash BLOB, root BLOB, send_kid BLOB, recv_kid BLOB UNIQUE,
     send_seq INTEGER NOT NULL DEFAULT 0, sas TEXT, sas_required INTEGER NOT NULL,
     we_accepted INTEGER NOT NULL DEFAULT 0, they_accepted INTEGER NOT NULL DEFAULT 0,
+    hello_digest BLOB, welcome BLOB,
     created_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL);
 CREATE TABLE peer_inbox (connection BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (connection, seq));";
@@ -179,7 +180,6 @@ pub(crate) struct Row {
     pub(crate) state: ConnectionState,
     inviter: bool,
     label: Option<String>,
-    invitation_kid: Option<[u8; KID_LEN]>,
     peer_member: Option<String>,
     peer_identity: Option<[u8; 32]>,
     peer_profile: Vec<(String, String)>,
@@ -259,7 +259,7 @@ fn rows(vault: &Vault, filter: &str, param: &[u8]) -> Result<Vec<Row>, VaultErro
                 state: parse_state(&r.1)?,
                 inviter: r.2 != 0,
                 label: r.3,
-                invitation_kid: array(r.4, "invitation kid")?,
+                // r.4, the invitation's kid, is for queries only.
                 peer_member: r.5,
                 peer_identity: array(r.6, "identity")?,
                 peer_profile: r
@@ -642,6 +642,18 @@ fn accept(
     if invitation.route == member || invitation.identity == vault.identity_public_key() {
         return Err(ConnectionError::OwnInvitation.into());
     }
+    let waiting: i64 = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM connections WHERE state = ?1",
+                [ConnectionState::Requested.as_str()],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db)?;
+    if waiting as usize >= MAX_PENDING_INVITATIONS {
+        return Err(ConnectionError::TooManyRequests.into());
+    }
     let kid = invitation_kid(&invitation.secret);
     let (kem_ciphertext, kem_secret) =
         noise::encapsulate(&invitation.kem_key).ok_or(ConnectionError::BadInvitation)?;
@@ -719,8 +731,14 @@ pub fn receive(unlocked: &mut UnlockedVault<'_>, wire: &[u8]) -> Result<Vec<Outb
     if let Some(row) = one(vault, "WHERE recv_kid = ?1 AND root IS NOT NULL", &kid)? {
         return connection_message(vault, objects, &member, row, &kid, sealed, now_ms);
     }
-    if let Some(waiting) = handshakes.0.remove(&kid) {
-        return welcome(vault, objects, &member, &kid, waiting, sealed, now_ms);
+    if let Some(waiting) = handshakes.0.get_mut(&kid) {
+        // Kept until a message 2 decrypts under it (a forgery cannot: it takes the inviter's
+        // static key); one that does is the inviter's, whatever becomes of it.
+        let (read, out) = welcome(vault, objects, &member, &kid, waiting, sealed, now_ms);
+        if read {
+            handshakes.0.remove(&kid);
+        }
+        return out;
     }
     hello(vault, objects, &kid, sealed, now_ms)
 }
@@ -748,8 +766,11 @@ fn hello(
             })
             .map_err(db)?
     };
+    let digest = hello_digest(kid, msg);
     let Some((label, secret, kem_seed, in_person, expires_ms)) = found else {
-        return Ok(vec![]);
+        // The invitation is used up by its first hello: the same hello again (a redelivery)
+        // gets the same welcome again; any other gets nothing.
+        return Ok(repeated_welcome(vault, &digest)?.into_iter().collect());
     };
     if expires_ms as u64 <= now_ms {
         return Ok(vec![]);
@@ -796,17 +817,22 @@ fn hello(
     let hash = handshake.get_handshake_hash().to_vec();
     let root = split_root(&mut handshake, &hash);
     let id: ConnectionId = vettid_crypto::random_array();
+    let reply = Outbound {
+        to: Destination::Peer {
+            member: hello.reply_route.clone(),
+        },
+        id: hex::encode(&digest[..16]),
+        body: [&hello.reply_kid[..], &out].concat(),
+    };
     let statements = vec![
-        // A hello again for the same invitation replaces one not yet confirmed.
-        st(
-            "DELETE FROM connections WHERE invitation_kid = ?1 AND state = ?2",
-            vec![blob(kid), state_name(ConnectionState::Confirming)],
-        ),
+        // Single use, from the first authenticated hello: the inviter reveals its half of
+        // the code once per invitation (commit, then reveal: a middle cannot try again).
+        st("DELETE FROM invitations WHERE kid = ?1", vec![blob(kid)]),
         st(
             "INSERT INTO connections (id, state, inviter, label, invitation_kid, peer_member, \
              peer_commitment, inviter_reveal, handshake_hash, root, send_kid, recv_kid, \
-             sas_required, created_ms, updated_ms) \
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+             sas_required, created_ms, updated_ms, hello_digest, welcome) \
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
             vec![
                 blob(&id),
                 state_name(ConnectionState::Confirming),
@@ -821,17 +847,42 @@ fn hello(
                 blob(&epoch_kid(root.expose(), false)),
                 SqlValue::Int(i64::from(in_person == 0)),
                 int(now_ms),
+                blob(&digest),
+                SqlValue::Blob(postcard::to_allocvec(&reply).expect("outbounds encode")),
             ],
         ),
     ];
     vault.write(objects, statements)?;
-    Ok(vec![Outbound {
-        to: Destination::Peer {
-            member: hello.reply_route,
-        },
-        id: hex::encode(vettid_crypto::random_array::<16>()),
-        body: [&hello.reply_kid[..], &out].concat(),
-    }])
+    Ok(vec![reply])
+}
+
+fn hello_digest(kid: &[u8; KID_LEN], msg: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::new()
+        .chain_update(b"vettid/v1/peer-hello\0")
+        .chain_update(kid)
+        .chain_update(msg)
+        .finalize()
+        .into()
+}
+
+/// The welcome this vault answered a hello with `digest` (while that connection awaits its
+/// confirmation).
+fn repeated_welcome(vault: &Vault, digest: &[u8; 32]) -> Result<Option<Outbound>, VaultError> {
+    use rusqlite::OptionalExtension;
+    let stored: Option<Vec<u8>> = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT welcome FROM connections WHERE hello_digest = ?1 AND state = ?2",
+                rusqlite::params![&digest[..], ConnectionState::Confirming.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    stored
+        .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("welcome")))
+        .transpose()
 }
 
 /// The connection's root key from the finished handshake.
@@ -842,25 +893,42 @@ fn split_root(handshake: &mut HandshakeState, hash: &[u8]) -> SecretBytes<32> {
 }
 
 /// The invitee's side of message 2: check the inviter's signature, agree the keys, confirm.
+/// Whether message 2 was read (the handshake is spent), and what to send.
 fn welcome(
     vault: &mut Vault,
     objects: &crate::objects::Objects<'_>,
     member: &str,
     kid: &[u8; KID_LEN],
-    mut waiting: Waiting,
+    waiting: &mut Waiting,
     msg: &[u8],
     now_ms: u64,
-) -> Result<Vec<Outbound>, VaultError> {
-    let Some(row) = one(vault, "WHERE reply_kid = ?1", kid)? else {
-        return Ok(vec![]);
+) -> (bool, Result<Vec<Outbound>, VaultError>) {
+    let row = match one(vault, "WHERE reply_kid = ?1", kid) {
+        Ok(Some(row)) if row.state == ConnectionState::Requested => row,
+        Ok(_) => return (true, Ok(vec![])),
+        Err(e) => return (false, Err(e)),
     };
-    if row.state != ConnectionState::Requested {
-        return Ok(vec![]);
-    }
     let mut payload = zeroize::Zeroizing::new(vec![0u8; msg.len()]);
+    // snow restores its state when a message does not decrypt: the real one can still come.
     let Ok(n) = waiting.handshake.read_message(msg, &mut payload) else {
-        return Ok(vec![]);
+        return (false, Ok(vec![]));
     };
+    (
+        true,
+        welcomed(vault, objects, member, row, waiting, &payload[..n], now_ms),
+    )
+}
+
+fn welcomed(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    member: &str,
+    row: Row,
+    waiting: &mut Waiting,
+    payload: &[u8],
+    now_ms: u64,
+) -> Result<Vec<Outbound>, VaultError> {
+    let n = payload.len();
     let Some(welcome) = unpadded::<Welcome>(&payload[..n]) else {
         return Ok(vec![]);
     };
@@ -880,7 +948,7 @@ fn welcome(
     let hash = waiting.handshake.get_handshake_hash().to_vec();
     let root = split_root(&mut waiting.handshake, &hash);
     let sas = peer::sas(&hash, &welcome.reveal, &own_reveal);
-    let profile = crate::profile::shared_with(vault, &sharing_name(&row.id))?;
+    let profile = shared_profile(vault, &row.id)?;
     let confirm = PeerBody::Confirm {
         reveal: own_reveal,
         identity: vault.identity_public_key(),
@@ -953,10 +1021,26 @@ fn connection_message(
         // not have left), and the peer keeps it once too.
         return Ok(match message.body {
             PeerBody::Text(_) if row.state == ConnectionState::Active => {
-                vec![seal(&row, PeerBody::Delivered(vec![message.seq]), now_ms, None)?.1]
+                let (count, receipt, _) =
+                    seal(&row, PeerBody::Delivered(vec![message.seq]), now_ms, None)?;
+                vault.write(objects, count.into_iter().collect())?;
+                vec![receipt]
             }
             _ => vec![],
         });
+    }
+    let kept: i64 = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM peer_inbox WHERE connection = ?1",
+                [&row.id[..]],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db)?;
+    if kept as u64 >= MAX_PEER_MESSAGES {
+        // A peer cannot fill the vault: beyond the bound its messages are dropped.
+        return Ok(vec![]);
     }
     let mut statements = vec![st(
         "INSERT INTO peer_inbox (connection, seq) VALUES (?1, ?2)",
@@ -1001,7 +1085,7 @@ fn connection_message(
             let sas = peer::sas(&hash, &inviter_reveal, &reveal);
             statements.push(st(
                 "UPDATE connections SET state = ?2, peer_identity = ?3, peer_profile = ?4, \
-                 sas = ?5, updated_ms = ?6 WHERE id = ?1",
+                 sas = ?5, updated_ms = ?6, welcome = NULL, hello_digest = NULL WHERE id = ?1",
                 vec![
                     blob(&row.id),
                     state_name(PendingReview),
@@ -1011,14 +1095,7 @@ fn connection_message(
                     int(now_ms),
                 ],
             ));
-            // Single use: the invitation ends with its first confirmed connection.
-            if let Some(inv) = row.invitation_kid {
-                statements.push(st(
-                    "DELETE FROM invitations WHERE kid = ?1",
-                    vec![blob(&inv)],
-                ));
-            }
-            let shared = crate::profile::shared_with(vault, &sharing_name(&row.id))?;
+            let shared = shared_profile(vault, &row.id)?;
             let (count, profile_out, _) = seal(&row, PeerBody::Profile(shared), now_ms, None)?;
             statements.extend(count);
             out.push(profile_out);
@@ -1036,6 +1113,13 @@ fn connection_message(
                 ],
             ));
         }
+        // The invitee approved before its confirmation was taken (reordered): remembered.
+        (PeerBody::Decision(true), Confirming) => {
+            statements.push(st(
+                "UPDATE connections SET they_accepted = 1 WHERE id = ?1",
+                vec![blob(&row.id)],
+            ));
+        }
         (PeerBody::Decision(true), PendingReview | Accepted) => {
             let next = if row.we_accepted { Active } else { row.state };
             statements.push(st(
@@ -1044,7 +1128,7 @@ fn connection_message(
             ));
             out.push(tell(next));
         }
-        (PeerBody::Decision(false), PendingReview | Accepted) => {
+        (PeerBody::Decision(false), Confirming | PendingReview | Accepted) => {
             statements.push(set_state(&row.id, Rejected, now_ms));
             statements.push(erase_keys(&row.id));
             out.push(tell(Rejected));
@@ -1130,12 +1214,31 @@ fn connection_message(
     Ok(out)
 }
 
+/// Messages one peer's connection keeps in this vault at most.
+const MAX_PEER_MESSAGES: u64 = 20_000;
+/// Encoded bytes of a profile one message carries at most (it must fit a bucket).
+const PROFILE_BYTES: usize = 32 * 1024;
+
+/// What this vault shares with connection `id`, in key order, up to [`PROFILE_BYTES`].
+fn shared_profile(vault: &Vault, id: &ConnectionId) -> Result<Vec<(String, String)>, VaultError> {
+    let mut total = 0;
+    Ok(crate::profile::shared_with(vault, &sharing_name(id))?
+        .into_iter()
+        .filter(valid_field)
+        .take_while(|(k, v)| {
+            total += k.len() + v.len() + 8;
+            total <= PROFILE_BYTES
+        })
+        .collect())
+}
+
+fn valid_field((k, v): &(String, String)) -> bool {
+    (1..=128).contains(&k.len()) && v.len() <= 4096
+}
+
 /// A profile a peer sent: at most 256 fields of reasonable size.
 fn valid_profile(profile: &[(String, String)]) -> bool {
-    profile.len() <= 256
-        && profile
-            .iter()
-            .all(|(k, v)| (1..=128).contains(&k.len()) && v.len() <= 4096)
+    profile.len() <= 256 && profile.iter().all(valid_field)
 }
 
 #[cfg(test)]

@@ -142,7 +142,7 @@ mod tests {
             "a27d550728c432aa8bd790f7ffc541ecb5e2ae4c5ca42b211e32e8baa6922250",
             "a1077cc53fe7404ad9bc7c94f1b0b78f9d722a4b782d72384aaa0748a8c96934",
             "883e0b8fc1d624da9c47a3946daf27c683eb061e9ce2246b933a999acd01db9b",
-            "6fb5999ae646f99d5fa50d855d8f4fa5028acb2b6324b88d68d533c518ac4b00",
+            "417961f856306c29ad7b9b611247c8d5c8f887459a3b837e9778811ed8971d37",
             "669833d3017c1ba3cb37b30cf53a859a8493f7c10b9c3624914648ca96aab4ca",
         ];
         let now: Vec<String> = schema()

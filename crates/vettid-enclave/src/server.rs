@@ -107,10 +107,20 @@ pub(crate) fn peer(
             disposition: PeerDisposition::Done,
             out,
         }),
-        Err(VaultError::NotUnlocked) => Ok(EnclaveReply::Peer {
+        // Not open, or refused to everyone (rolled-back storage): for later.
+        Err(VaultError::NotUnlocked | VaultError::RolledBack { .. }) => Ok(EnclaveReply::Peer {
             disposition: PeerDisposition::Later,
             out: Vec::new(),
         }),
+        // A message this vault will never take (it is full; the peer's message breaks a rule):
+        // dropped, so that it does not hold up the ones behind it.
+        Err(e) if e.is_refusal() || matches!(e, VaultError::QuotaExceeded { .. }) => {
+            Ok(EnclaveReply::Peer {
+                disposition: PeerDisposition::Done,
+                out: Vec::new(),
+            })
+        }
+        // Storage or the enclave failed: the host retries later (a bounded number of times).
         Err(e) => Err(e),
     }
 }

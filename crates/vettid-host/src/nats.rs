@@ -49,6 +49,8 @@ const PEERS_PER_MEMBER: i64 = 20_000;
 const PEER_BATCH: usize = 64;
 /// How long one fetch of peer messages waits for the first.
 const PEER_WAIT: Duration = Duration::from_secs(5);
+/// How long a peer message that could not be dealt with waits before it comes again.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// Connects to NATS with the host's creds, makes sure the events stream exists, and serves
 /// `OwnerSpace.*.forVault.*` until the connection closes.
@@ -89,6 +91,7 @@ pub async fn connect(url: &str, creds: &Path) -> Result<Router, async_nats::Erro
     Ok(Router {
         draining: Arc::new(std::sync::Mutex::new(std::collections::HashMap::new())),
         next_drain: std::sync::atomic::AtomicU64::new(1),
+        turns: std::sync::Mutex::new(std::collections::HashMap::new()),
         client,
         js,
         consumers: std::sync::Mutex::new(std::collections::HashSet::new()),
@@ -127,6 +130,8 @@ pub struct Router {
     /// woken (an answer said the vault is open) since it started.
     draining: Arc<std::sync::Mutex<std::collections::HashMap<String, Drain>>>,
     next_drain: std::sync::atomic::AtomicU64,
+    /// Per member: held by the task taking its messages to the enclave.
+    turns: std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The task taking one member's peer messages to the enclave.
@@ -472,6 +477,16 @@ impl Router {
     /// is open: until it cannot take one (locked) and no wake-up came meanwhile, or an answer
     /// to its app said it closed.
     async fn drain(&self, host: &Host, member: &str, task: u64) {
+        // One task takes a member's messages at a time (a newer one waits for an older one
+        // still finishing its fetch), so they reach the vault in order.
+        let turn = self
+            .turns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(member.to_owned())
+            .or_default()
+            .clone();
+        let _turn = turn.lock().await;
         let mut seen = 0;
         let mut consumer = None;
         loop {
@@ -553,9 +568,10 @@ impl Router {
                     if self.publish(member, out).await {
                         msg.ack().await?;
                     } else {
-                        // What it sends back is not stored: the message comes again, and the
-                        // vault (which keeps it once) sends again.
-                        let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+                        // What it sends back is not stored (JetStream full or away): the
+                        // message comes again later, and the vault, which keeps it once,
+                        // answers a text's redelivery with its receipt again.
+                        let _ = msg.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
                     }
                 }
                 Ok(Ok(EnclaveReply::Peer {
@@ -566,15 +582,18 @@ impl Router {
                     open = false;
                 }
                 other => {
+                    // The enclave or its storage failed: this one and the rest of the batch
+                    // come again after a pause (the task goes on while the vault is open).
                     tracing::warn!(
                         member,
                         ok = other.is_ok(),
                         "enclave did not take a peer message"
                     );
-                    let _ = msg
-                        .ack_with(jetstream::AckKind::Nak(Some(Duration::from_secs(1))))
-                        .await;
-                    open = false;
+                    let _ = msg.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
+                    while let Some(Ok(rest)) = batch.next().await {
+                        let _ = rest.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
+                    }
+                    return Err("the enclave did not take a peer message".into());
                 }
             }
         }

@@ -475,6 +475,10 @@ pub fn peer_consumer_config(
         ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
         ack_wait: std::time::Duration::from_secs(60),
         max_ack_pending: 256,
+        // A message that keeps failing (its vault's storage is down) is given up after this
+        // many deliveries rather than holding up the rest for ever. Giving one back while the
+        // vault is locked counts too (once per unlock at most): hence the generous bound.
+        max_deliver: 1000,
         ..Default::default()
     })
 }

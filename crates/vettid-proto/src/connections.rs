@@ -189,6 +189,9 @@ pub enum ConnectionError {
     /// Already [`MAX_PENDING_INVITATIONS`] pending.
     #[error("at most {MAX_PENDING_INVITATIONS} invitations may be pending; cancel one")]
     TooManyInvitations,
+    /// Already [`MAX_PENDING_INVITATIONS`] requests wait for an inviter's answer.
+    #[error("at most {MAX_PENDING_INVITATIONS} requests may wait for an answer; revoke one")]
+    TooManyRequests,
     /// A label is at most [`MAX_LABEL`] bytes without control characters; a lifetime at most
     /// [`MAX_INVITATION_SECS`].
     #[error(

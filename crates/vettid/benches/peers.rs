@@ -166,7 +166,7 @@ async fn main() {
         lat.push(seen - t);
     }
     drop(rx);
-    let _ = watcher;
+    watcher.abort();
     let lat_p50 = pct(&mut lat, 50);
     let lat_p95 = pct(&mut lat, 95);
 

@@ -552,3 +552,60 @@ fn texts_over_the_limit_are_refused() {
     let out = v.send("alice", a, &max);
     assert!(peer_wires(&out)[0].len() <= 65536);
 }
+
+#[test]
+fn redelivered_handshake_messages_and_texts_leave_the_connection_working() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let invitation = v.invite("alice", false);
+    let (_, out) = v.op("bob", ConnectionOp::Accept(invitation)).unwrap();
+    let hello = peer_wires(&out)[0].clone();
+    // The hello twice: the same welcome twice (the inviter reveals its half once).
+    let w1 = peer_wires(&v.deliver("alice", &hello));
+    let w2 = peer_wires(&v.deliver("alice", &hello));
+    assert_eq!(w1, w2, "a repeated hello gets the same welcome");
+    // Junk under the reply kid before the real welcome: the handshake survives it.
+    let mut junk = w1[0].clone();
+    junk[KID_LEN + 5] ^= 0xff;
+    assert!(v.deliver("bob", &junk).is_empty());
+    let confirm = v.deliver("bob", &w1[0]);
+    assert!(
+        !peer_wires(&confirm).is_empty(),
+        "the real welcome still opens"
+    );
+    v.pump(confirm);
+    // The second welcome (a redelivery) changes nothing.
+    assert!(v.deliver("bob", &w2[0]).is_empty());
+    let (a, b) = (v.only("alice"), v.only("bob"));
+    assert_eq!(a.state, ConnectionState::PendingReview);
+    assert_eq!(a.sas, b.sas);
+    for (who, id) in [("alice", a.id), ("bob", b.id)] {
+        let (_, out) = v
+            .op(
+                who,
+                ConnectionOp::Approve {
+                    id,
+                    sas: a.sas.clone(),
+                },
+            )
+            .unwrap();
+        v.pump(out);
+    }
+    assert_eq!(v.show("alice", a.id).state, ConnectionState::Active);
+    // A text redelivered: its receipt goes again with a number of its own, and the next
+    // messages both ways still arrive.
+    let first = peer_wires(&v.send("alice", a.id, "one"));
+    v.pump(v.deliver("bob", &first[0]));
+    v.pump(v.deliver("bob", &first[0]));
+    v.pump(v.send("bob", b.id, "reply"));
+    v.pump(v.send("alice", a.id, "two"));
+    let texts: Vec<String> = v.history("bob", b.id).into_iter().map(|m| m.text).collect();
+    assert_eq!(texts.len(), 3, "{texts:?}");
+    assert!(texts.contains(&"two".to_owned()));
+    assert_eq!(v.history("alice", a.id).len(), 3);
+    assert!(
+        v.history("alice", a.id)
+            .iter()
+            .filter(|m| m.outgoing)
+            .all(|m| m.delivered_ms.is_some())
+    );
+}
