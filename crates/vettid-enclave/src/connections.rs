@@ -133,19 +133,7 @@ fn state_name(s: ConnectionState) -> SqlValue {
 }
 
 fn parse_state(s: &str) -> Result<ConnectionState, VaultError> {
-    use ConnectionState::*;
-    [
-        Requested,
-        Confirming,
-        PendingReview,
-        Accepted,
-        Active,
-        Rejected,
-        Revoked,
-    ]
-    .into_iter()
-    .find(|c| c.as_str() == s)
-    .ok_or_else(|| tampered("state"))
+    ConnectionState::parse(s).ok_or_else(|| tampered("state"))
 }
 
 fn array<const N: usize>(v: Option<Vec<u8>>, what: &str) -> Result<Option<[u8; N]>, VaultError> {

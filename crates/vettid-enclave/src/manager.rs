@@ -1546,6 +1546,22 @@ impl Manager {
         if !opening.holds(id, st.opening) {
             return Err(VaultError::NotUnlocked);
         }
+        self.run_unlocked(&mut st, &objects, now_ms, |u| match f(u) {
+            Err(e) if !e.is_refusal() => Err(e),
+            answer => Ok((answer, u.vault.signed_version(id))),
+        })
+    }
+
+    /// Runs `f` on the open vault of `st` with the vault's in-memory extras (its transfer
+    /// under the current opening, its pending handshakes), which stay with the vault while it
+    /// stays open (a transfer only while it stays resident).
+    fn run_unlocked<T>(
+        &self,
+        st: &mut VaultState,
+        objects: &Objects<'_>,
+        now_ms: u64,
+        f: impl FnOnce(&mut UnlockedVault<'_>) -> Result<T, VaultError>,
+    ) -> Result<T, VaultError> {
         let current = st.opening;
         let mut transfer = st
             .transfer
@@ -1553,21 +1569,20 @@ impl Manager {
             .filter(|(opening, _)| *opening == current)
             .map(|(_, t)| t);
         let mut handshakes = std::mem::take(&mut st.handshakes);
-        let result = self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
-            match f(&mut UnlockedVault {
+        let result = self.with_vault(st, objects, Owner::App, |vault, objects| {
+            f(&mut UnlockedVault {
                 vault,
                 objects,
                 now_ms,
                 transfer: &mut transfer,
                 handshakes: &mut handshakes,
-            }) {
-                Err(e) if !e.is_refusal() => Err(e),
-                answer => Ok((answer, vault.signed_version(id))),
-            }
+            })
         });
-        if st.opening == current && matches!(st.slot, Slot::Resident { .. }) {
-            st.transfer = transfer.map(|t| (current, t));
+        if st.opening == current && st.slot.owner() == Some(Owner::App) {
             st.handshakes = handshakes;
+            if matches!(st.slot, Slot::Resident { .. }) {
+                st.transfer = transfer.map(|t| (current, t));
+            }
         }
         result
     }
@@ -1601,27 +1616,7 @@ impl Manager {
         };
         let mut st = lock(&state);
         st.check()?;
-        let current = st.opening;
-        let mut transfer = st
-            .transfer
-            .take()
-            .filter(|(opening, _)| *opening == current)
-            .map(|(_, t)| t);
-        let mut handshakes = std::mem::take(&mut st.handshakes);
-        let result = self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
-            f(&mut UnlockedVault {
-                vault,
-                objects,
-                now_ms,
-                transfer: &mut transfer,
-                handshakes: &mut handshakes,
-            })
-        });
-        if st.opening == current && st.slot.owner() == Some(Owner::App) {
-            st.transfer = transfer.map(|t| (current, t));
-            st.handshakes = handshakes;
-        }
-        result
+        self.run_unlocked(&mut st, &objects, now_ms, f)
     }
 
     /// Runs `f` — a domain operation that needs a secret checked against the vault's guess

@@ -46,6 +46,22 @@ pub enum ConnectionState {
 }
 
 impl ConnectionState {
+    /// Every state.
+    pub const ALL: [ConnectionState; 7] = [
+        ConnectionState::Requested,
+        ConnectionState::Confirming,
+        ConnectionState::PendingReview,
+        ConnectionState::Accepted,
+        ConnectionState::Active,
+        ConnectionState::Rejected,
+        ConnectionState::Revoked,
+    ];
+
+    /// The state named `s` ([`ConnectionState::as_str`]).
+    pub fn parse(s: &str) -> Option<ConnectionState> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
