@@ -7,7 +7,8 @@ use crate::ClientError;
 use crate::vault::{Seen, Unlocked};
 use base64::Engine as _;
 use vettid_proto::connections::{
-    ConnectionId, ConnectionOp, ConnectionReply, ConnectionView, InvitationId, InvitationView,
+    BlockView, ConnectionId, ConnectionOp, ConnectionReply, ConnectionView, InvitationId,
+    InvitationView,
 };
 use vettid_proto::messages::{MessageOp, MessageReply, MessageView};
 use vettid_proto::peer::Invitation;
@@ -133,6 +134,40 @@ impl<S: Seen> Unlocked<S> {
     /// Ends a connection (the peer is told, both vaults erase its keys).
     pub async fn revoke_connection(&mut self, id: ConnectionId) -> Result<(), ClientError> {
         self.done(ConnectionOp::Revoke(id)).await
+    }
+
+    /// Ends every connection (each peer is told) and cancels every pending invitation; how
+    /// many connections ended.
+    pub async fn revoke_all_connections(&mut self) -> Result<u32, ClientError> {
+        match self.run(ConnectionOp::RevokeAll).await? {
+            ConnectionReply::RevokedAll(n) => Ok(n),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Blocks the peer of a connection: every connection with its vault ends without telling
+    /// it, and its vault is refused until unblocked.
+    pub async fn block_connection(&mut self, id: ConnectionId) -> Result<(), ClientError> {
+        self.done(ConnectionOp::Block(id)).await
+    }
+
+    /// Lifts the block made from connection `id`.
+    pub async fn unblock_connection(&mut self, id: ConnectionId) -> Result<(), ClientError> {
+        self.done(ConnectionOp::Unblock(id)).await
+    }
+
+    /// Blocked members, newest first.
+    pub async fn blocked_members(&mut self) -> Result<Vec<BlockView>, ClientError> {
+        match self.run(ConnectionOp::Blocked).await? {
+            ConnectionReply::Blocked(all) => Ok(all),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Starts the rotation of an active connection's keys to the next epoch (the vaults finish
+    /// it between themselves; [`ConnectionView::epoch`] shows when).
+    pub async fn rotate_connection(&mut self, id: ConnectionId) -> Result<(), ClientError> {
+        self.done(ConnectionOp::Rotate(id)).await
     }
 
     async fn done(&mut self, op: ConnectionOp) -> Result<(), ClientError> {

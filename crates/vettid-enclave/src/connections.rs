@@ -7,8 +7,18 @@
 //! connections (id, state, inviter, label, invitation_kid, peer_member, peer_identity, peer_profile,
 //!              reply_kid, own_reveal, peer_commitment, inviter_reveal, handshake_hash,
 //!              root, send_kid, recv_kid, send_seq, sas, sas_required, we_accepted, they_accepted, …)
+//!              + peer_static, epoch, next_root, next_recv_kid, prev_root, prev_recv_kid,
+//!                prev_until_ms, rekey_seed, rekey_reply, identity_changed   (migration 10)
 //! peer_inbox  (connection, seq)            every peer message kept once
+//! blocked     (connection, identity, static_key, label, peer_member, since_ms)
 //! ```
+//!
+//! **Epochs.** A connection's keys are those of its epoch: the handshake opens epoch 0, and
+//! each rotation derives the next epoch's root from the current one and a fresh X-Wing secret
+//! (`Rekey` → `Rekeyed` → `EpochOpen`, each signed with the sender's pinned identity key). The
+//! answering vault takes messages under the new epoch at once and sends under it once the
+//! first one arrives; both keep the previous epoch's receiving key for
+//! [`vettid_proto::connections::PREVIOUS_EPOCH_SECS`], so nothing the hosts delay is lost.
 //!
 //! A peer message that does not authenticate under a key of this vault — a replay to another
 //! vault, a forgery, a message for an ended connection — is dropped without an answer: the
@@ -22,9 +32,9 @@ use vettid_crypto::aead::{AeadKey, OVERHEAD};
 use vettid_crypto::kdf::Label;
 use vettid_crypto::noise::{self, HandshakeState, KemSecret};
 use vettid_proto::connections::{
-    ConnectionError, ConnectionId, ConnectionOp, ConnectionReply, ConnectionState, ConnectionView,
-    DEFAULT_INVITATION_SECS, InvitationView, MAX_INVITATION_SECS, MAX_LABEL,
-    MAX_PENDING_INVITATIONS,
+    BlockView, ConnectionError, ConnectionId, ConnectionOp, ConnectionReply, ConnectionState,
+    ConnectionView, DEFAULT_INVITATION_SECS, InvitationView, MAX_BLOCKED, MAX_INVITATION_SECS,
+    MAX_LABEL, MAX_PENDING_INVITATIONS, PREVIOUS_EPOCH_SECS,
 };
 use vettid_proto::enclave::{Destination, Outbound, VaultError, valid_vault_id};
 use vettid_proto::peer::{
@@ -50,17 +60,43 @@ CREATE TABLE connections (
 CREATE TABLE peer_inbox (connection BLOB NOT NULL, seq INTEGER NOT NULL,
     PRIMARY KEY (connection, seq));";
 
+/// Epochs of a connection's keys, the peer's static key, and the block list.
+const EPOCHS_AND_BLOCKS: &str = "
+ALTER TABLE connections ADD COLUMN peer_static BLOB;
+ALTER TABLE connections ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE connections ADD COLUMN next_root BLOB;
+ALTER TABLE connections ADD COLUMN next_recv_kid BLOB;
+ALTER TABLE connections ADD COLUMN prev_root BLOB;
+ALTER TABLE connections ADD COLUMN prev_recv_kid BLOB;
+ALTER TABLE connections ADD COLUMN prev_until_ms INTEGER;
+ALTER TABLE connections ADD COLUMN rekey_seed BLOB;
+ALTER TABLE connections ADD COLUMN rekey_reply BLOB;
+ALTER TABLE connections ADD COLUMN identity_changed INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX connections_next_kid ON connections (next_recv_kid);
+CREATE UNIQUE INDEX connections_prev_kid ON connections (prev_recv_kid);
+CREATE TABLE blocked (connection BLOB PRIMARY KEY, identity BLOB, static_key BLOB,
+    label TEXT, peer_member TEXT, since_ms INTEGER NOT NULL);
+CREATE INDEX blocked_by_identity ON blocked (identity);
+CREATE INDEX blocked_by_static ON blocked (static_key);";
+
 /// This domain's migrations, append-only (see `domains.rs`).
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    seq: 8,
-    sql: SCHEMA,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        seq: 8,
+        sql: SCHEMA,
+    },
+    Migration {
+        seq: 10,
+        sql: EPOCHS_AND_BLOCKS,
+    },
+];
 
 const INVITATION_KID: Label = Label::new("peer/invitation-kid");
 const HANDSHAKE_PSK: Label = Label::new("peer/handshake-psk");
 const CONNECTION_ROOT: Label = Label::new("peer/connection-root");
 const EPOCH_KEY: Label = Label::new("peer/epoch-key");
 const EPOCH_KID: Label = Label::new("peer/epoch-kid");
+const EPOCH_ROOT: Label = Label::new("peer/epoch-root");
 const MESSAGE_ID: Label = Label::new("peer/message-id");
 
 /// Noise bytes around message 1's payload (`e`, encrypted `s`, the payload's tag).
@@ -147,22 +183,52 @@ fn invitation_kid(secret: &[u8; 32]) -> [u8; KID_LEN] {
     k.expose()[..KID_LEN].try_into().expect("16 of 32 bytes")
 }
 
-/// Direction of a connection's keys: from the inviter, or to it.
-fn direction(from_inviter: bool) -> [u8; 5] {
-    // One byte of direction, then the epoch (0 until epochs rotate).
-    [u8::from(from_inviter), 0, 0, 0, 0]
+/// Direction and epoch of a connection's keys: one byte (from the inviter, or to it), then
+/// the epoch.
+fn direction(from_inviter: bool, epoch: u32) -> [u8; 5] {
+    let e = epoch.to_be_bytes();
+    [u8::from(from_inviter), e[0], e[1], e[2], e[3]]
 }
 
-fn epoch_key(root: &[u8; 32], from_inviter: bool) -> AeadKey {
-    EPOCH_KEY.derive(root, b"", &direction(from_inviter)).into()
+fn epoch_key(root: &[u8; 32], from_inviter: bool, epoch: u32) -> AeadKey {
+    EPOCH_KEY
+        .derive(root, b"", &direction(from_inviter, epoch))
+        .into()
 }
 
-fn epoch_kid(root: &[u8; 32], from_inviter: bool) -> [u8; KID_LEN] {
-    let k = EPOCH_KID.derive(root, b"", &direction(from_inviter));
+fn epoch_kid(root: &[u8; 32], from_inviter: bool, epoch: u32) -> [u8; KID_LEN] {
+    let k = EPOCH_KID.derive(root, b"", &direction(from_inviter, epoch));
     k.expose()[..KID_LEN].try_into().expect("16 of 32 bytes")
 }
 
+/// The root of epoch `epoch`: from the previous epoch's root and the rotation's KEM secret.
+fn next_root(
+    previous: &SecretBytes<32>,
+    kem_secret: &SecretBytes<32>,
+    epoch: u32,
+) -> SecretBytes<32> {
+    EPOCH_ROOT.derive(kem_secret.expose(), previous.expose(), &epoch.to_be_bytes())
+}
+
+/// Whether `signature` is `identity`'s of `message`.
+fn signed_by(identity: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
+    vettid_crypto::sign::VerifyingKey::from_bytes(identity)
+        .and_then(|k| {
+            k.verify(
+                message,
+                &vettid_crypto::sign::Signature::from_slice(signature)?,
+            )
+        })
+        .is_ok()
+}
+
+/// The SET clause erasing every key of a connection.
+const ERASE_KEYS: &str = "root = NULL, send_kid = NULL, recv_kid = NULL, reply_kid = NULL, \
+    handshake_hash = NULL, next_root = NULL, next_recv_kid = NULL, prev_root = NULL, \
+    prev_recv_kid = NULL, prev_until_ms = NULL, rekey_seed = NULL, rekey_reply = NULL";
+
 /// One connection's row.
+#[derive(Clone)]
 pub(crate) struct Row {
     pub(crate) id: ConnectionId,
     pub(crate) state: ConnectionState,
@@ -170,105 +236,153 @@ pub(crate) struct Row {
     label: Option<String>,
     peer_member: Option<String>,
     peer_identity: Option<[u8; 32]>,
+    peer_static: Option<[u8; 32]>,
     peer_profile: Vec<(String, String)>,
     own_reveal: Option<[u8; 32]>,
     peer_commitment: Option<[u8; 32]>,
     inviter_reveal: Option<[u8; 32]>,
     handshake_hash: Option<Vec<u8>>,
     root: Option<SecretBytes<32>>,
+    recv_kid: Option<[u8; KID_LEN]>,
     send_seq: u64,
     sas: Option<String>,
     sas_required: bool,
     we_accepted: bool,
     they_accepted: bool,
     created_ms: u64,
+    epoch: u32,
+    next_root: Option<SecretBytes<32>>,
+    next_recv_kid: Option<[u8; KID_LEN]>,
+    prev_root: Option<SecretBytes<32>>,
+    prev_recv_kid: Option<[u8; KID_LEN]>,
+    prev_until_ms: Option<u64>,
+    rekey_seed: Option<SecretBytes<32>>,
+    rekey_reply: Option<Vec<u8>>,
+    identity_changed: bool,
 }
 
-const COLUMNS: &str = "id, state, inviter, label, invitation_kid, peer_member, peer_identity, \
-    peer_profile, own_reveal, peer_commitment, inviter_reveal, handshake_hash, root, send_seq, \
-    sas, sas_required, we_accepted, they_accepted, created_ms";
+/// A row as stored, before its values are checked.
+struct Raw {
+    id: Vec<u8>,
+    state: String,
+    inviter: bool,
+    label: Option<String>,
+    peer_member: Option<String>,
+    peer_identity: Option<Vec<u8>>,
+    peer_static: Option<Vec<u8>>,
+    peer_profile: Option<Vec<u8>>,
+    own_reveal: Option<Vec<u8>>,
+    peer_commitment: Option<Vec<u8>>,
+    inviter_reveal: Option<Vec<u8>>,
+    handshake_hash: Option<Vec<u8>>,
+    root: Option<Vec<u8>>,
+    recv_kid: Option<Vec<u8>>,
+    send_seq: i64,
+    sas: Option<String>,
+    sas_required: bool,
+    we_accepted: bool,
+    they_accepted: bool,
+    created_ms: i64,
+    epoch: i64,
+    next_root: Option<Vec<u8>>,
+    next_recv_kid: Option<Vec<u8>>,
+    prev_root: Option<Vec<u8>>,
+    prev_recv_kid: Option<Vec<u8>>,
+    prev_until_ms: Option<i64>,
+    rekey_seed: Option<Vec<u8>>,
+    rekey_reply: Option<Vec<u8>>,
+    identity_changed: bool,
+}
+
+impl Raw {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
+        Ok(Raw {
+            id: r.get("id")?,
+            state: r.get("state")?,
+            inviter: r.get("inviter")?,
+            label: r.get("label")?,
+            peer_member: r.get("peer_member")?,
+            peer_identity: r.get("peer_identity")?,
+            peer_static: r.get("peer_static")?,
+            peer_profile: r.get("peer_profile")?,
+            own_reveal: r.get("own_reveal")?,
+            peer_commitment: r.get("peer_commitment")?,
+            inviter_reveal: r.get("inviter_reveal")?,
+            handshake_hash: r.get("handshake_hash")?,
+            root: r.get("root")?,
+            recv_kid: r.get("recv_kid")?,
+            send_seq: r.get("send_seq")?,
+            sas: r.get("sas")?,
+            sas_required: r.get("sas_required")?,
+            we_accepted: r.get("we_accepted")?,
+            they_accepted: r.get("they_accepted")?,
+            created_ms: r.get("created_ms")?,
+            epoch: r.get("epoch")?,
+            next_root: r.get("next_root")?,
+            next_recv_kid: r.get("next_recv_kid")?,
+            prev_root: r.get("prev_root")?,
+            prev_recv_kid: r.get("prev_recv_kid")?,
+            prev_until_ms: r.get("prev_until_ms")?,
+            rekey_seed: r.get("rekey_seed")?,
+            rekey_reply: r.get("rekey_reply")?,
+            identity_changed: r.get("identity_changed")?,
+        })
+    }
+
+    fn check(self) -> Result<Row, VaultError> {
+        let secret = |v: Option<Vec<u8>>, what| {
+            Ok::<_, VaultError>(array::<32>(v, what)?.map(SecretBytes::from_array))
+        };
+        Ok(Row {
+            id: self.id.try_into().map_err(|_| tampered("id"))?,
+            state: parse_state(&self.state)?,
+            inviter: self.inviter,
+            label: self.label,
+            peer_member: self.peer_member,
+            peer_identity: array(self.peer_identity, "identity")?,
+            peer_static: array(self.peer_static, "static key")?,
+            peer_profile: self
+                .peer_profile
+                .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("profile")))
+                .transpose()?
+                .unwrap_or_default(),
+            own_reveal: array(self.own_reveal, "reveal")?,
+            peer_commitment: array(self.peer_commitment, "commitment")?,
+            inviter_reveal: array(self.inviter_reveal, "reveal")?,
+            handshake_hash: self.handshake_hash,
+            root: secret(self.root, "root")?,
+            recv_kid: array(self.recv_kid, "kid")?,
+            send_seq: self.send_seq as u64,
+            sas: self.sas,
+            sas_required: self.sas_required,
+            we_accepted: self.we_accepted,
+            they_accepted: self.they_accepted,
+            created_ms: self.created_ms as u64,
+            epoch: u32::try_from(self.epoch).map_err(|_| tampered("epoch"))?,
+            next_root: secret(self.next_root, "root")?,
+            next_recv_kid: array(self.next_recv_kid, "kid")?,
+            prev_root: secret(self.prev_root, "root")?,
+            prev_recv_kid: array(self.prev_recv_kid, "kid")?,
+            prev_until_ms: self.prev_until_ms.map(|t| t as u64),
+            rekey_seed: secret(self.rekey_seed, "rekey seed")?,
+            rekey_reply: self.rekey_reply,
+            identity_changed: self.identity_changed,
+        })
+    }
+}
 
 fn rows(vault: &Vault, filter: &str, param: &[u8]) -> Result<Vec<Row>, VaultError> {
-    type Raw = (
-        Vec<u8>,
-        String,
-        i64,
-        Option<String>,
-        Option<Vec<u8>>,
-        Option<String>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-        (i64, Option<String>, i64, i64, i64, i64),
-    );
     let raw: Vec<Raw> = vault
         .read(|c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM connections {filter} ORDER BY created_ms DESC, id"
+                "SELECT * FROM connections {filter} ORDER BY created_ms DESC, id"
             ))?;
             let params: &[&dyn rusqlite::ToSql] = if filter.is_empty() { &[] } else { &[&param] };
-            let rows = stmt.query_map(params, |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                    r.get(12)?,
-                    (
-                        r.get(13)?,
-                        r.get(14)?,
-                        r.get(15)?,
-                        r.get(16)?,
-                        r.get(17)?,
-                        r.get(18)?,
-                    ),
-                ))
-            })?;
+            let rows = stmt.query_map(params, Raw::read)?;
             rows.collect()
         })
         .map_err(db)?;
-    raw.into_iter()
-        .map(|r| {
-            let (send_seq, sas, sas_required, we, they, created_ms) = r.13;
-            Ok(Row {
-                id: r.0.try_into().map_err(|_| tampered("id"))?,
-                state: parse_state(&r.1)?,
-                inviter: r.2 != 0,
-                label: r.3,
-                // r.4, the invitation's kid, is for queries only.
-                peer_member: r.5,
-                peer_identity: array(r.6, "identity")?,
-                peer_profile: r
-                    .7
-                    .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("profile")))
-                    .transpose()?
-                    .unwrap_or_default(),
-                own_reveal: array(r.8, "reveal")?,
-                peer_commitment: array(r.9, "commitment")?,
-                inviter_reveal: array(r.10, "reveal")?,
-                handshake_hash: r.11,
-                root: array::<32>(r.12, "root")?.map(SecretBytes::from_array),
-                send_seq: send_seq as u64,
-                sas,
-                sas_required: sas_required != 0,
-                we_accepted: we != 0,
-                they_accepted: they != 0,
-                created_ms: created_ms as u64,
-            })
-        })
-        .collect()
+    raw.into_iter().map(Raw::check).collect()
 }
 
 fn one(vault: &Vault, filter: &str, param: &[u8]) -> Result<Option<Row>, VaultError> {
@@ -294,6 +408,9 @@ fn view(r: Row) -> ConnectionView {
         we_accepted: r.we_accepted,
         they_accepted: r.they_accepted,
         created_ms: r.created_ms,
+        epoch: r.epoch,
+        rotating: r.rekey_seed.is_some() || r.next_root.is_some(),
+        identity_changed: r.identity_changed,
     }
 }
 
@@ -337,8 +454,8 @@ pub(crate) fn seal(
     let plain = zeroize::Zeroizing::new(
         padded(&message, total - KID_LEN - OVERHEAD).ok_or_else(|| tampered("padding"))?,
     );
-    let kid = epoch_kid(root.expose(), row.inviter);
-    let sealed = epoch_key(root.expose(), row.inviter).seal(&kid, &plain);
+    let kid = epoch_kid(root.expose(), row.inviter, row.epoch);
+    let sealed = epoch_key(root.expose(), row.inviter, row.epoch).seal(&kid, &plain);
     let id = MESSAGE_ID.derive(root.expose(), b"", &[&kid[..], &seq.to_be_bytes()].concat());
     Ok((
         count,
@@ -374,11 +491,10 @@ fn set_state(id: &ConnectionId, state: ConnectionState, now_ms: u64) -> Statemen
     )
 }
 
-/// Erases a connection's keys (rejected or revoked): later messages find no key.
+/// Erases a connection's keys (rejected, revoked or blocked): later messages find no key.
 fn erase_keys(id: &ConnectionId) -> Statement {
     st(
-        "UPDATE connections SET root = NULL, send_kid = NULL, recv_kid = NULL, reply_kid = NULL, \
-         handshake_hash = NULL WHERE id = ?1",
+        &format!("UPDATE connections SET {ERASE_KEYS} WHERE id = ?1"),
         vec![blob(id)],
     )
 }
@@ -558,14 +674,7 @@ pub fn handle(
             let revoke = matches!(op, ConnectionOp::Revoke(_));
             let row = get(vault, &id)?;
             let allowed = if revoke {
-                matches!(
-                    row.state,
-                    ConnectionState::Active
-                        | ConnectionState::Accepted
-                        | ConnectionState::PendingReview
-                        | ConnectionState::Confirming
-                        | ConnectionState::Requested
-                )
+                live(row.state)
             } else {
                 matches!(
                     row.state,
@@ -575,23 +684,12 @@ pub fn handle(
             if !allowed {
                 return Err(ConnectionError::WrongState(row.state).into());
             }
-            // The peer is told when there are keys to tell it with.
-            let body = if revoke {
-                PeerBody::Revoked
-            } else {
-                PeerBody::Decision(false)
-            };
-            let told = row
-                .root
-                .is_some()
-                .then(|| seal(&row, body, now_ms, None))
-                .transpose()?;
             let (state, kind) = if revoke {
                 (ConnectionState::Revoked, "connection.revoked")
             } else {
                 (ConnectionState::Rejected, "connection.rejected")
             };
-            let mut statements = vec![set_state(&id, state, now_ms), erase_keys(&id)];
+            let (mut statements, told) = end(&row, revoke, now_ms)?;
             statements.extend(crate::feed::append(
                 vault,
                 &[feed(
@@ -601,12 +699,218 @@ pub fn handle(
                 )],
             )?);
             vault.write(objects, statements)?;
-            Ok((
-                ConnectionReply::Done,
-                told.map(|(_, out, _)| out).into_iter().collect(),
-            ))
+            Ok((ConnectionReply::Done, told.into_iter().collect()))
+        }
+        ConnectionOp::RevokeAll => {
+            let mut statements = vec![st("DELETE FROM invitations", vec![])];
+            let mut told = Vec::new();
+            let mut ended = 0u32;
+            for row in rows(vault, "", &[])?.into_iter().filter(|r| live(r.state)) {
+                let (ends, tell) = end(&row, true, now_ms)?;
+                statements.extend(ends);
+                told.extend(tell);
+                ended += 1;
+            }
+            handshakes.clear();
+            statements.extend(crate::feed::append(
+                vault,
+                &[feed(
+                    now_ms,
+                    "connection.revoked-all",
+                    format!("every connection revoked ({ended}) and every invitation cancelled"),
+                )],
+            )?);
+            vault.write(objects, statements)?;
+            Ok((ConnectionReply::RevokedAll(ended), told))
+        }
+        ConnectionOp::Block(id) => {
+            let row = get(vault, &id)?;
+            if row.state == ConnectionState::Blocked {
+                return Err(ConnectionError::WrongState(row.state).into());
+            }
+            let count: i64 = vault
+                .read(|c| c.query_row("SELECT count(*) FROM blocked", [], |r| r.get(0)))
+                .map_err(db)?;
+            if count as usize >= MAX_BLOCKED {
+                return Err(ConnectionError::TooManyBlocked.into());
+            }
+            let key = |k: &Option<[u8; 32]>| k.map_or(SqlValue::Null, |k| blob(&k));
+            let mut statements = vec![
+                st(
+                    "INSERT INTO blocked (connection, identity, static_key, label, peer_member, \
+                     since_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    vec![
+                        blob(&id),
+                        key(&row.peer_identity),
+                        key(&row.peer_static),
+                        opt_text(&row.label),
+                        opt_text(&row.peer_member),
+                        int(now_ms),
+                    ],
+                ),
+                // Every connection with the peer's vault ends, without a word to it.
+                st(
+                    &format!(
+                        "UPDATE connections SET state = ?4, updated_ms = ?5, {ERASE_KEYS} \
+                         WHERE id = ?1 OR peer_identity = ?2 OR peer_static = ?3"
+                    ),
+                    vec![
+                        blob(&id),
+                        key(&row.peer_identity),
+                        key(&row.peer_static),
+                        state_name(ConnectionState::Blocked),
+                        int(now_ms),
+                    ],
+                ),
+            ];
+            statements.extend(crate::feed::append(
+                vault,
+                &[feed(
+                    now_ms,
+                    "connection.blocked",
+                    format!("connection {} blocked", hex::encode(&id[..4])),
+                )],
+            )?);
+            vault.write(objects, statements)?;
+            Ok((ConnectionReply::Done, vec![]))
+        }
+        ConnectionOp::Unblock(id) => {
+            use rusqlite::OptionalExtension;
+            type Keys = (Option<Vec<u8>>, Option<Vec<u8>>);
+            let keys: Option<Keys> = vault
+                .read(|c| {
+                    c.query_row(
+                        "SELECT identity, static_key FROM blocked WHERE connection = ?1",
+                        [&id[..]],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                })
+                .map_err(db)?;
+            let Some((identity, static_key)) = keys else {
+                return Err(ConnectionError::Unknown.into());
+            };
+            let key = |k: Option<Vec<u8>>| k.map_or(SqlValue::Null, SqlValue::Blob);
+            let mut statements = vec![
+                st("DELETE FROM blocked WHERE connection = ?1", vec![blob(&id)]),
+                // The blocked connections stay ended: connecting again takes a new invitation.
+                st(
+                    "UPDATE connections SET state = ?4, updated_ms = ?5 WHERE state = ?6 AND \
+                     (id = ?1 OR peer_identity = ?2 OR peer_static = ?3)",
+                    vec![
+                        blob(&id),
+                        key(identity),
+                        key(static_key),
+                        state_name(ConnectionState::Revoked),
+                        int(now_ms),
+                        state_name(ConnectionState::Blocked),
+                    ],
+                ),
+            ];
+            statements.extend(crate::feed::append(
+                vault,
+                &[feed(
+                    now_ms,
+                    "connection.unblocked",
+                    format!("connection {} unblocked", hex::encode(&id[..4])),
+                )],
+            )?);
+            vault.write(objects, statements)?;
+            Ok((ConnectionReply::Done, vec![]))
+        }
+        ConnectionOp::Blocked => Ok((ConnectionReply::Blocked(blocked(vault)?), vec![])),
+        ConnectionOp::Rotate(id) => {
+            let row = get(vault, &id)?;
+            if row.state != ConnectionState::Active {
+                return Err(ConnectionError::WrongState(row.state).into());
+            }
+            if row.next_root.is_some() {
+                // The peer's rotation is under way: it opens the next epoch.
+                return Ok((ConnectionReply::Done, vec![]));
+            }
+            // A rotation still waiting for its answer is asked again, with the same key.
+            let seed = row.rekey_seed.clone().unwrap_or_else(SecretBytes::random);
+            let kem_key = KemSecret::from_seed(&seed).public_key();
+            let epoch = row.epoch.wrapping_add(1);
+            let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
+            let rekey = PeerBody::Rekey {
+                epoch,
+                signature: vault
+                    .sign(&peer::rekey_message(false, &hash, epoch, &kem_key))
+                    .to_vec(),
+                kem_key,
+                identity: vault.identity_public_key(),
+            };
+            let (count, out, _) = seal(&row, rekey, now_ms, None)?;
+            let mut statements: Vec<Statement> = count.into_iter().collect();
+            statements.push(st(
+                "UPDATE connections SET rekey_seed = ?2 WHERE id = ?1",
+                vec![blob(&id), blob(seed.expose())],
+            ));
+            vault.write(objects, statements)?;
+            Ok((ConnectionReply::Done, vec![out]))
         }
     }
+}
+
+/// Whether a connection in `state` has not ended.
+fn live(state: ConnectionState) -> bool {
+    matches!(
+        state,
+        ConnectionState::Active
+            | ConnectionState::Accepted
+            | ConnectionState::PendingReview
+            | ConnectionState::Confirming
+            | ConnectionState::Requested
+    )
+}
+
+/// Ends `row` (revoked, or rejected): the statements, and the peer's notice when there are
+/// keys to tell it with.
+fn end(
+    row: &Row,
+    revoke: bool,
+    now_ms: u64,
+) -> Result<(Vec<Statement>, Option<Outbound>), VaultError> {
+    let (state, body) = if revoke {
+        (ConnectionState::Revoked, PeerBody::Revoked)
+    } else {
+        (ConnectionState::Rejected, PeerBody::Decision(false))
+    };
+    let told = row
+        .root
+        .is_some()
+        .then(|| seal(row, body, now_ms, None))
+        .transpose()?;
+    Ok((
+        vec![set_state(&row.id, state, now_ms), erase_keys(&row.id)],
+        told.map(|(_, out, _)| out),
+    ))
+}
+
+/// Blocked members, newest first.
+fn blocked(vault: &Vault) -> Result<Vec<BlockView>, VaultError> {
+    type Raw = (Vec<u8>, Option<String>, Option<String>, i64);
+    let raw: Vec<Raw> = vault
+        .read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT connection, label, peer_member, since_ms FROM blocked \
+                 ORDER BY since_ms DESC, connection",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect()
+        })
+        .map_err(db)?;
+    raw.into_iter()
+        .map(|(connection, label, peer_member, since_ms)| {
+            Ok(BlockView {
+                connection: connection.try_into().map_err(|_| tampered("blocked"))?,
+                label,
+                peer_member,
+                since_ms: since_ms as u64,
+            })
+        })
+        .collect()
 }
 
 /// The invitee's side: checks the invitation, starts the handshake, records the request.
@@ -629,6 +933,13 @@ fn accept(
     }
     if invitation.route == member || invitation.identity == vault.identity_public_key() {
         return Err(ConnectionError::OwnInvitation.into());
+    }
+    if is_blocked(
+        vault,
+        Some(&invitation.identity),
+        Some(&invitation.static_key),
+    )? {
+        return Err(ConnectionError::Blocked.into());
     }
     let waiting: i64 = vault
         .read(|c| {
@@ -674,8 +985,8 @@ fn accept(
     let after_hello = handshake.get_handshake_hash().to_vec();
     let statements = vec![st(
         "INSERT INTO connections (id, state, inviter, invitation_kid, peer_member, peer_identity, \
-         reply_kid, own_reveal, sas_required, created_ms, updated_ms) \
-         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+         reply_kid, own_reveal, sas_required, created_ms, updated_ms, peer_static) \
+         VALUES (?1, ?2, 0, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
         vec![
             blob(&id),
             state_name(ConnectionState::Requested),
@@ -686,6 +997,7 @@ fn accept(
             blob(&reveal),
             SqlValue::Int(i64::from(!invitation.in_person)),
             int(now_ms),
+            blob(&invitation.static_key),
         ],
     )];
     vault.write(objects, statements)?;
@@ -716,7 +1028,11 @@ pub fn receive(unlocked: &mut UnlockedVault<'_>, wire: &[u8]) -> Result<Vec<Outb
     let Some((kid, sealed)) = peer::split(wire) else {
         return Ok(vec![]);
     };
-    if let Some(row) = one(vault, "WHERE recv_kid = ?1 AND root IS NOT NULL", &kid)? {
+    if let Some(row) = one(
+        vault,
+        "WHERE root IS NOT NULL AND (recv_kid = ?1 OR next_recv_kid = ?1 OR prev_recv_kid = ?1)",
+        &kid,
+    )? {
         return connection_message(vault, objects, &member, row, &kid, sealed, now_ms);
     }
     if let Some(waiting) = handshakes.0.get_mut(&kid) {
@@ -776,6 +1092,14 @@ fn hello(
     let Some(hello) = unpadded::<Hello>(&payload[..n]) else {
         return Ok(vec![]);
     };
+    let peer_static: [u8; 32] = match handshake.get_remote_static().map(<[u8; 32]>::try_from) {
+        Some(Ok(k)) => k,
+        _ => return Ok(vec![]),
+    };
+    // A blocked member's vault gets no answer (and does not use the invitation up).
+    if is_blocked(vault, None, Some(&peer_static))? {
+        return Ok(vec![]);
+    }
     if !valid_vault_id(&hello.reply_route) {
         return Ok(vec![]);
     }
@@ -819,8 +1143,8 @@ fn hello(
         st(
             "INSERT INTO connections (id, state, inviter, label, invitation_kid, peer_member, \
              peer_commitment, inviter_reveal, handshake_hash, root, send_kid, recv_kid, \
-             sas_required, created_ms, updated_ms, hello_digest, welcome) \
-             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15)",
+             sas_required, created_ms, updated_ms, hello_digest, welcome, peer_static) \
+             VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13, ?14, ?15, ?16)",
             vec![
                 blob(&id),
                 state_name(ConnectionState::Confirming),
@@ -831,17 +1155,36 @@ fn hello(
                 blob(&reveal),
                 blob(&hash),
                 blob(root.expose()),
-                blob(&epoch_kid(root.expose(), true)),
-                blob(&epoch_kid(root.expose(), false)),
+                blob(&epoch_kid(root.expose(), true, 0)),
+                blob(&epoch_kid(root.expose(), false, 0)),
                 SqlValue::Int(i64::from(in_person == 0)),
                 int(now_ms),
                 blob(&digest),
                 SqlValue::Blob(postcard::to_allocvec(&reply).expect("outbounds encode")),
+                blob(&peer_static),
             ],
         ),
     ];
     vault.write(objects, statements)?;
     Ok(vec![reply])
+}
+
+/// Whether this member blocked the vault with `identity` or Noise static key `static_key`.
+fn is_blocked(
+    vault: &Vault,
+    identity: Option<&[u8; 32]>,
+    static_key: Option<&[u8; 32]>,
+) -> Result<bool, VaultError> {
+    let n: i64 = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM blocked WHERE identity = ?1 OR static_key = ?2",
+                rusqlite::params![identity.map(|k| &k[..]), static_key.map(|k| &k[..])],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db)?;
+    Ok(n > 0)
 }
 
 fn hello_digest(kid: &[u8; KID_LEN], msg: &[u8]) -> [u8; 32] {
@@ -921,15 +1264,8 @@ fn welcomed(
         return Ok(vec![]);
     };
     let identity = row.peer_identity.ok_or_else(|| tampered("identity"))?;
-    let signed = vettid_crypto::sign::VerifyingKey::from_bytes(&identity)
-        .and_then(|k| {
-            k.verify(
-                &peer::transcript_message(true, &waiting.after_hello),
-                &vettid_crypto::sign::Signature::from_slice(&welcome.signature)?,
-            )
-        })
-        .is_ok();
-    if !signed {
+    let message = peer::transcript_message(true, &waiting.after_hello);
+    if !signed_by(&identity, &message, &welcome.signature) {
         return Ok(vec![]);
     }
     let own_reveal = row.own_reveal.ok_or_else(|| tampered("reveal"))?;
@@ -956,8 +1292,8 @@ fn welcomed(
             blob(&keyed.id),
             state_name(ConnectionState::PendingReview),
             blob(root.expose()),
-            blob(&epoch_kid(root.expose(), false)),
-            blob(&epoch_kid(root.expose(), true)),
+            blob(&epoch_kid(root.expose(), false, 0)),
+            blob(&epoch_kid(root.expose(), true, 0)),
             blob(&hash),
             blob(&welcome.reveal),
             SqlValue::Text(sas),
@@ -983,15 +1319,41 @@ fn connection_message(
     vault: &mut Vault,
     objects: &crate::objects::Objects<'_>,
     member: &str,
-    row: Row,
+    mut row: Row,
     kid: &[u8; KID_LEN],
     sealed: &[u8],
     now_ms: u64,
 ) -> Result<Vec<Outbound>, VaultError> {
-    let root = row.root.clone().ok_or_else(|| tampered("root"))?;
-    let Ok(plain) = epoch_key(root.expose(), !row.inviter).open(kid, sealed) else {
+    // Which of the connection's receiving keys: the current epoch's, the next one's (the
+    // peer opened it: this vault sends under it from now on) or the previous one's (for
+    // what the hosts delayed, until it expires).
+    let (root, epoch) = if row.recv_kid.as_ref() == Some(kid) {
+        (row.root.clone(), row.epoch)
+    } else if row.next_recv_kid.as_ref() == Some(kid) {
+        (row.next_root.clone(), row.epoch.wrapping_add(1))
+    } else if row.prev_recv_kid.as_ref() == Some(kid) {
+        if row.prev_until_ms.is_none_or(|until| until <= now_ms) {
+            vault.write(
+                objects,
+                vec![st(
+                    "UPDATE connections SET prev_root = NULL, prev_recv_kid = NULL, \
+                     prev_until_ms = NULL WHERE id = ?1",
+                    vec![blob(&row.id)],
+                )],
+            )?;
+            return Ok(vec![]);
+        }
+        (row.prev_root.clone(), row.epoch.wrapping_sub(1))
+    } else {
         return Ok(vec![]);
     };
+    let root = root.ok_or_else(|| tampered("root"))?;
+    let Ok(plain) = epoch_key(root.expose(), !row.inviter, epoch).open(kid, sealed) else {
+        return Ok(vec![]);
+    };
+    if row.next_recv_kid.as_ref() == Some(kid) {
+        row = open_epoch(vault, objects, row, root, now_ms)?;
+    }
     let Some(message) = unpadded::<PeerMessage>(&plain) else {
         return Ok(vec![]);
     };
@@ -1058,15 +1420,13 @@ fn connection_message(
                 .peer_commitment
                 .is_some_and(|c| vettid_crypto::ct_eq(&c, &peer::sas_commitment(&reveal)));
             let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
-            let signed = vettid_crypto::sign::VerifyingKey::from_bytes(&identity)
-                .and_then(|k| {
-                    k.verify(
-                        &peer::transcript_message(false, &hash),
-                        &vettid_crypto::sign::Signature::from_slice(&signature)?,
-                    )
-                })
-                .is_ok();
-            if !committed || !signed || !valid_profile(&profile) {
+            let signed = signed_by(
+                &identity,
+                &peer::transcript_message(false, &hash),
+                &signature,
+            );
+            let blocked = is_blocked(vault, Some(&identity), row.peer_static.as_ref())?;
+            if !committed || !signed || blocked || !valid_profile(&profile) {
                 return Ok(vec![]);
             }
             let inviter_reveal = row.inviter_reveal.ok_or_else(|| tampered("reveal"))?;
@@ -1195,11 +1555,199 @@ fn connection_message(
                 ));
             }
         }
+        (
+            PeerBody::Rekey {
+                epoch,
+                kem_key,
+                identity,
+                signature,
+            },
+            Active,
+        ) => {
+            let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
+            if row.peer_identity != Some(identity) {
+                statements.extend(identity_alert(vault, &row, now_ms)?);
+                out.push(tell(Active));
+            } else if !signed_by(
+                &identity,
+                &peer::rekey_message(false, &hash, epoch, &kem_key),
+                &signature,
+            ) || epoch != row.epoch.wrapping_add(1)
+            {
+                // Not the peer's, or not the next epoch (a stale rotation): nothing to do.
+            } else if row.next_root.is_some() {
+                // Asked again (the answer may have been lost): the same answer.
+                if let Some(answer) = &row.rekey_reply {
+                    let body = postcard::from_bytes(answer).map_err(|_| tampered("rekey"))?;
+                    let (count, again, _) = seal(&row, body, now_ms, None)?;
+                    statements.extend(count);
+                    out.push(again);
+                }
+            } else if row.inviter && row.rekey_seed.is_some() {
+                // Both vaults rotated at once: the inviter's rotation goes on, this one's
+                // answer will come.
+            } else if let Some((kem_ciphertext, kem_secret)) = noise::encapsulate(&kem_key) {
+                let current = row.root.clone().ok_or_else(|| tampered("root"))?;
+                let next = next_root(&current, &kem_secret, epoch);
+                let answer = PeerBody::Rekeyed {
+                    epoch,
+                    signature: vault
+                        .sign(&peer::rekey_message(
+                            true,
+                            &hash,
+                            epoch,
+                            &[&kem_key[..], &kem_ciphertext].concat(),
+                        ))
+                        .to_vec(),
+                    kem_ciphertext,
+                    identity: vault.identity_public_key(),
+                };
+                statements.push(st(
+                    "UPDATE connections SET next_root = ?2, next_recv_kid = ?3, \
+                     rekey_seed = NULL, rekey_reply = ?4 WHERE id = ?1",
+                    vec![
+                        blob(&row.id),
+                        blob(next.expose()),
+                        blob(&epoch_kid(next.expose(), !row.inviter, epoch)),
+                        SqlValue::Blob(postcard::to_allocvec(&answer).expect("bodies encode")),
+                    ],
+                ));
+                let (count, answered, _) = seal(&row, answer, now_ms, None)?;
+                statements.extend(count);
+                out.push(answered);
+            }
+        }
+        (
+            PeerBody::Rekeyed {
+                epoch,
+                kem_ciphertext,
+                identity,
+                signature,
+            },
+            Active,
+        ) => {
+            let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
+            let seed = row.rekey_seed.clone();
+            if row.peer_identity != Some(identity) {
+                statements.extend(identity_alert(vault, &row, now_ms)?);
+                out.push(tell(Active));
+            } else if let Some(seed) = seed.filter(|_| epoch == row.epoch.wrapping_add(1)) {
+                let kem = KemSecret::from_seed(&seed);
+                let signed = signed_by(
+                    &identity,
+                    &peer::rekey_message(
+                        true,
+                        &hash,
+                        epoch,
+                        &[&kem.public_key()[..], &kem_ciphertext].concat(),
+                    ),
+                    &signature,
+                );
+                if let Some(kem_secret) = kem.decapsulate(&kem_ciphertext).filter(|_| signed) {
+                    let current = row.root.clone().ok_or_else(|| tampered("root"))?;
+                    let next = next_root(&current, &kem_secret, epoch);
+                    // This vault's part is done: the new epoch is this vault's, the peer
+                    // switches when the first message under it arrives.
+                    statements.push(promote(&row, &next, now_ms));
+                    let opened = Row {
+                        root: Some(next),
+                        epoch,
+                        rekey_seed: None,
+                        ..row.clone()
+                    };
+                    let (count, first, _) =
+                        seal(&opened, PeerBody::EpochOpen(epoch), now_ms, None)?;
+                    statements.extend(count);
+                    out.push(first);
+                    out.push(tell(Active));
+                    statements.extend(crate::feed::append(
+                        vault,
+                        &[feed(
+                            now_ms,
+                            "connection.rotated",
+                            format!(
+                                "connection {} keys rotated (epoch {epoch})",
+                                hex::encode(&row.id[..4])
+                            ),
+                        )],
+                    )?);
+                }
+            }
+        }
+        // Opened the epoch (done above, when its key was first used).
+        (PeerBody::EpochOpen(_), _) => {}
         // Out of place for the connection's state: kept once (not processed again), dropped.
         _ => {}
     }
     vault.write(objects, statements)?;
     Ok(out)
+}
+
+/// The statement making `next` the connection's current epoch (one more than `row`'s), the
+/// current one its previous (kept for [`PREVIOUS_EPOCH_SECS`]).
+fn promote(row: &Row, next: &SecretBytes<32>, now_ms: u64) -> Statement {
+    let epoch = row.epoch.wrapping_add(1);
+    st(
+        "UPDATE connections SET prev_root = root, prev_recv_kid = recv_kid, prev_until_ms = ?2, \
+         root = ?3, send_kid = ?4, recv_kid = ?5, epoch = ?6, next_root = NULL, \
+         next_recv_kid = NULL, rekey_seed = NULL, rekey_reply = NULL WHERE id = ?1",
+        vec![
+            blob(&row.id),
+            int(now_ms.saturating_add(PREVIOUS_EPOCH_SECS * 1000)),
+            blob(next.expose()),
+            blob(&epoch_kid(next.expose(), row.inviter, epoch)),
+            blob(&epoch_kid(next.expose(), !row.inviter, epoch)),
+            int(u64::from(epoch)),
+        ],
+    )
+}
+
+/// The peer sent its first message under the epoch this vault agreed to: it is the current
+/// one from now on (written at once, before the message itself is processed: if that fails,
+/// its redelivery comes under the current key).
+fn open_epoch(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    row: Row,
+    next: SecretBytes<32>,
+    now_ms: u64,
+) -> Result<Row, VaultError> {
+    vault.write(objects, vec![promote(&row, &next, now_ms)])?;
+    let epoch = row.epoch.wrapping_add(1);
+    Ok(Row {
+        prev_root: row.root.clone(),
+        prev_recv_kid: row.recv_kid,
+        prev_until_ms: Some(now_ms.saturating_add(PREVIOUS_EPOCH_SECS * 1000)),
+        recv_kid: row.next_recv_kid,
+        root: Some(next),
+        epoch,
+        next_root: None,
+        next_recv_kid: None,
+        rekey_reply: None,
+        ..row
+    })
+}
+
+/// The peer's vault presented another identity key than the one pinned when they connected:
+/// nothing rotates, and the member is told.
+fn identity_alert(vault: &Vault, row: &Row, now_ms: u64) -> Result<Vec<Statement>, VaultError> {
+    let mut statements = vec![st(
+        "UPDATE connections SET identity_changed = 1, updated_ms = ?2 WHERE id = ?1",
+        vec![blob(&row.id), int(now_ms)],
+    )];
+    statements.extend(crate::feed::append(
+        vault,
+        &[feed(
+            now_ms,
+            "connection.identity-changed",
+            format!(
+                "connection {}: the peer's vault presented a different identity key; it was \
+                 refused and the pinned one kept (connect again only if you trust the change)",
+                hex::encode(&row.id[..4])
+            ),
+        )],
+    )?);
+    Ok(statements)
 }
 
 /// Messages one peer's connection keeps in this vault at most.

@@ -144,6 +144,7 @@ mod tests {
             "883e0b8fc1d624da9c47a3946daf27c683eb061e9ce2246b933a999acd01db9b",
             "417961f856306c29ad7b9b611247c8d5c8f887459a3b837e9778811ed8971d37",
             "669833d3017c1ba3cb37b30cf53a859a8493f7c10b9c3624914648ca96aab4ca",
+            "3ce84efef496a1704434bd77be07c49643f2052c5ea96a8425e6dcb196f96114",
         ];
         let now: Vec<String> = schema()
             .iter()

@@ -7,7 +7,13 @@
 //!                                                                        ├─ approve ──► Accepted ──(peer's approval)──► Active
 //!                                                                        └─ reject  ──► Rejected
 //! Active ── revoke (either side; the peer is told) ──► Revoked
+//! any ──── block (the peer is not told; its vault's keys are refused from then on) ──► Blocked
 //! ```
+//!
+//! An active connection's keys rotate by epochs: `Rotate` (or either vault on its own) sends
+//! a fresh X-Wing key signed with the vault's pinned identity key; the peer answers with a
+//! signed ciphertext; both derive the next epoch's keys from the current ones and the KEM
+//! secret, and keep the previous epoch's receiving key for [`PREVIOUS_EPOCH_SECS`] only.
 
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +30,10 @@ pub const DEFAULT_INVITATION_SECS: u64 = 24 * 3600;
 pub const MAX_INVITATION_SECS: u64 = 7 * 24 * 3600;
 /// Longest label (bytes).
 pub const MAX_LABEL: usize = 64;
+/// How long a vault still opens messages under a connection's previous epoch (16 days).
+pub const PREVIOUS_EPOCH_SECS: u64 = 16 * 24 * 3600;
+/// Members a vault blocks at most.
+pub const MAX_BLOCKED: usize = 10_000;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,11 +53,14 @@ pub enum ConnectionState {
     Rejected,
     /// One side ended it; its keys are erased.
     Revoked,
+    /// This member blocked the peer: its keys are erased and the peer's vault is refused (its
+    /// invitations, hellos and messages dropped without an answer) until unblocked.
+    Blocked,
 }
 
 impl ConnectionState {
     /// Every state.
-    pub const ALL: [ConnectionState; 7] = [
+    pub const ALL: [ConnectionState; 8] = [
         ConnectionState::Requested,
         ConnectionState::Confirming,
         ConnectionState::PendingReview,
@@ -55,6 +68,7 @@ impl ConnectionState {
         ConnectionState::Active,
         ConnectionState::Rejected,
         ConnectionState::Revoked,
+        ConnectionState::Blocked,
     ];
 
     /// The state named `s` ([`ConnectionState::as_str`]).
@@ -72,6 +86,7 @@ impl ConnectionState {
             ConnectionState::Active => "active",
             ConnectionState::Rejected => "rejected",
             ConnectionState::Revoked => "revoked",
+            ConnectionState::Blocked => "blocked",
         }
     }
 }
@@ -111,6 +126,18 @@ pub enum ConnectionOp {
     Reject(ConnectionId),
     /// End a connection (the peer is told; both erase its keys).
     Revoke(ConnectionId),
+    /// End every connection (each peer is told) and cancel every pending invitation: for an
+    /// account the member thinks compromised.
+    RevokeAll,
+    /// Block the peer of a connection: every connection with its vault ends without telling
+    /// it, and its vault is refused from then on.
+    Block(ConnectionId),
+    /// Lift the block made from this connection (its connections stay ended: connect again).
+    Unblock(ConnectionId),
+    /// Blocked members.
+    Blocked,
+    /// Open the next epoch of an active connection's keys.
+    Rotate(ConnectionId),
 }
 
 crate::redact::redacted_debug!(ConnectionOp);
@@ -155,6 +182,34 @@ pub struct ConnectionView {
     pub they_accepted: bool,
     /// When it was made (the host's clock).
     pub created_ms: u64,
+    /// The epoch of its keys (0 from the handshake, one more at each rotation).
+    pub epoch: u32,
+    /// A rotation of its keys is under way.
+    pub rotating: bool,
+    /// The peer's vault once presented another identity key than the pinned one (refused:
+    /// the connection kept the pinned key; connect again to trust a new one).
+    pub identity_changed: bool,
+}
+
+/// A blocked member, as the block was made.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockView {
+    /// The connection the block was made from (what `Unblock` takes).
+    pub connection: ConnectionId,
+    /// Its label.
+    pub label: Option<String>,
+    /// The peer's member id, if it was known.
+    pub peer_member: Option<String>,
+    /// When.
+    pub since_ms: u64,
+}
+
+impl std::fmt::Debug for BlockView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockView")
+            .field("connection", &crate::redact::Hex(&self.connection))
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for ConnectionView {
@@ -184,6 +239,10 @@ pub enum ConnectionReply {
     Connections(Vec<ConnectionView>),
     /// One connection.
     Connection(Box<ConnectionView>),
+    /// Blocked members, newest first.
+    Blocked(Vec<BlockView>),
+    /// How many connections `RevokeAll` ended.
+    RevokedAll(u32),
     /// Done.
     Done,
 }
@@ -227,4 +286,10 @@ pub enum ConnectionError {
     /// approved; reject the connection unless it was a typing mistake.
     #[error("the code does not match: do not approve (someone may be in the middle)")]
     SasMismatch,
+    /// The invitation is from a member this member blocked.
+    #[error("you blocked this member: unblock them first")]
+    Blocked,
+    /// Already [`MAX_BLOCKED`] members are blocked.
+    #[error("at most {MAX_BLOCKED} members may be blocked")]
+    TooManyBlocked,
 }

@@ -165,6 +165,38 @@ pub enum PeerBody {
     Read(Vec<u64>),
     /// The sender ended the connection: both sides erase its keys.
     Revoked,
+    /// The sender opens the connection's next epoch: a fresh X-Wing key for the receiver to
+    /// encapsulate to, signed ([`rekey_message`]) with the sender's identity key, which the
+    /// receiver pinned when they connected.
+    Rekey {
+        /// The epoch it opens (the current one plus one).
+        epoch: u32,
+        /// The fresh X-Wing key (its secret is forgotten once the epoch is open).
+        #[serde(with = "serde_bytes")]
+        kem_key: Vec<u8>,
+        /// The sender vault's identity key (must be the pinned one).
+        identity: [u8; 32],
+        /// Its signature of [`rekey_message`].
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    /// The answer to a [`PeerBody::Rekey`]: the X-Wing ciphertext, signed the same way. The
+    /// answering vault takes messages under the new epoch from now on, and sends under it once
+    /// the first one arrives ([`PeerBody::EpochOpen`]).
+    Rekeyed {
+        /// The epoch it opens.
+        epoch: u32,
+        /// The X-Wing ciphertext to the rekey's key.
+        #[serde(with = "serde_bytes")]
+        kem_ciphertext: Vec<u8>,
+        /// The answering vault's identity key (must be the pinned one).
+        identity: [u8; 32],
+        /// Its signature of [`rekey_message`].
+        #[serde(with = "serde_bytes")]
+        signature: Vec<u8>,
+    },
+    /// The first message under a new epoch: its receiver sends under it too from now on.
+    EpochOpen(u32),
 }
 
 crate::redact::redacted_debug!(PeerBody);
@@ -177,6 +209,17 @@ pub fn transcript_message(inviter: bool, handshake_hash: &[u8]) -> Vec<u8> {
         b"vettid/v1/peer-transcript/invitee\0"
     };
     [label, handshake_hash].concat()
+}
+
+/// What a vault signs to rotate a connection's keys: the role, the connection's handshake
+/// hash (both vaults hold it), the epoch and the X-Wing key (`answer`: the ciphertext).
+pub fn rekey_message(answer: bool, handshake_hash: &[u8], epoch: u32, kem: &[u8]) -> Vec<u8> {
+    let label: &[u8] = if answer {
+        b"vettid/v1/peer-rekeyed\0"
+    } else {
+        b"vettid/v1/peer-rekey\0"
+    };
+    [label, handshake_hash, &epoch.to_be_bytes(), kem].concat()
 }
 
 /// The commitment to a SAS contribution.
@@ -239,5 +282,13 @@ mod tests {
         assert_ne!(code, sas(&h, &b, &a));
         assert_ne!(sas_commitment(&a), sas_commitment(&b));
         assert_ne!(transcript_message(true, &h), transcript_message(false, &h));
+        assert_ne!(
+            rekey_message(true, &h, 1, &a),
+            rekey_message(false, &h, 1, &a)
+        );
+        assert_ne!(
+            rekey_message(false, &h, 1, &a),
+            rekey_message(false, &h, 2, &a)
+        );
     }
 }

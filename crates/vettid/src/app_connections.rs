@@ -90,6 +90,35 @@ pub(crate) enum ConnectionsCommand {
         /// Its id.
         id: String,
     },
+    /// Ends every connection (each peer is told) and cancels every invitation: for an account
+    /// you think compromised.
+    RevokeAll {
+        /// Yes, end them all.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Blocks the peer of a connection: every connection with their vault ends without telling
+    /// them, and their invitations, requests and messages are dropped from then on.
+    Block {
+        /// Its id.
+        id: String,
+    },
+    /// Lifts a block (the connection stays ended; connect again with a new invitation).
+    Unblock {
+        /// The blocked connection's id, as `blocked` shows it.
+        id: String,
+    },
+    /// Blocked members.
+    Blocked,
+    /// Rotates an active connection's keys to a new epoch (fresh X-Wing secret, signed with
+    /// both vaults' pinned identity keys), and waits for the peer's vault to answer.
+    Rotate {
+        /// Its id.
+        id: String,
+        /// Wait this long for the peer's vault.
+        #[arg(long, default_value_t = 30)]
+        wait_secs: u64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -197,6 +226,18 @@ fn print_connection(c: &ConnectionView) {
     if c.state == ConnectionState::Accepted {
         println!("    waiting for the peer's approval");
     }
+    if c.state == ConnectionState::Active {
+        println!(
+            "    keys       epoch {}{}",
+            c.epoch,
+            if c.rotating { " (rotating)" } else { "" }
+        );
+    }
+    if c.identity_changed {
+        println!(
+            "    ⚠ the peer's vault presented a different identity key: refused, the pinned one kept"
+        );
+    }
 }
 
 /// Waits on the vault's events until connection `id` is in one of `states`, or `secs` pass;
@@ -207,11 +248,22 @@ async fn wait_for_state(
     states: &[ConnectionState],
     secs: u64,
 ) -> anyhow::Result<ConnectionView> {
+    wait_until(s, id, |c| states.contains(&c.state), secs).await
+}
+
+/// Waits on the vault's events until connection `id` satisfies `done`, or `secs` pass; its
+/// view then.
+async fn wait_until(
+    s: &mut Session<'_>,
+    id: ConnectionId,
+    done: impl Fn(&ConnectionView) -> bool,
+    secs: u64,
+) -> anyhow::Result<ConnectionView> {
     let key = vettid_crypto::SecretBytes::from_array(**s.event_key());
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let c = s.connection(id).await?;
-        if states.contains(&c.state) || Instant::now() >= deadline {
+        if done(&c) || Instant::now() >= deadline {
             return Ok(c);
         }
         let left = deadline.saturating_duration_since(Instant::now());
@@ -351,6 +403,63 @@ pub(crate) async fn connections(
             println!(
                 "✓ revoked: both vaults erase its keys; the peer's vault is told (later, if it is locked)"
             );
+        }
+        ConnectionsCommand::RevokeAll { yes } => {
+            if !yes {
+                bail!(
+                    "this ends every connection and cancels every invitation: run it again with --yes"
+                );
+            }
+            let n = s.revoke_all_connections().await?;
+            println!(
+                "✓ {n} connection(s) revoked and every invitation cancelled; each peer's vault is told"
+            );
+        }
+        ConnectionsCommand::Block { id } => {
+            let c = resolve(s, &id).await?;
+            s.block_connection(c.id).await?;
+            println!(
+                "✓ blocked {}: their vault is not told; what it sends is dropped from now on",
+                c.peer_member.as_deref().unwrap_or("the peer")
+            );
+        }
+        ConnectionsCommand::Unblock { id } => {
+            let c = resolve(s, &id).await?;
+            s.unblock_connection(c.id).await?;
+            println!("✓ unblocked; to connect again, exchange a new invitation");
+        }
+        ConnectionsCommand::Blocked => {
+            let all = s.blocked_members().await?;
+            for b in &all {
+                println!(
+                    "{}  since {}  {}{}",
+                    short(&b.connection),
+                    b.since_ms,
+                    b.peer_member.as_deref().unwrap_or("?"),
+                    b.label
+                        .as_deref()
+                        .map(|l| format!("  ({l})"))
+                        .unwrap_or_default()
+                );
+            }
+            println!("{} blocked member(s)", all.len());
+        }
+        ConnectionsCommand::Rotate { id, wait_secs } => {
+            let c = resolve(s, &id).await?;
+            let from = c.epoch;
+            s.rotate_connection(c.id).await?;
+            println!(
+                "  new X-Wing key for epoch {} sent to the peer's vault; waiting…",
+                from + 1
+            );
+            let c = wait_until(s, c.id, |c| c.epoch > from, wait_secs).await?;
+            if c.epoch > from {
+                println!("✓ keys rotated: epoch {}", c.epoch);
+            } else {
+                println!(
+                    "  no answer yet: the rotation finishes when the peer's vault is open (see `connections show`)"
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2424,6 +2424,25 @@ mod connections {
             "read up to the newest"
         );
 
+        // Alice rotates the connection's keys: both vaults move to epoch 1 and messages go on.
+        alice.rotate_connection(a.id).await.unwrap();
+        event(&alice, "alice's rotation answered", active).await;
+        assert_eq!(alice.connection(a.id).await.unwrap().epoch, 1);
+        alice
+            .send_message(a.id, "marker-5e1f under new keys")
+            .await
+            .unwrap();
+        event(&bob, "the message under the new epoch", |e| {
+            matches!(e, EventKind::Message { .. })
+        })
+        .await;
+        let rotated = bob.connection(b.id).await.unwrap();
+        assert_eq!((rotated.epoch, rotated.rotating), (1, false));
+        assert_eq!(
+            bob.messages(b.id, None, 1).await.unwrap().0[0].text,
+            "marker-5e1f under new keys"
+        );
+
         // Bob revokes: alice's vault is told, and a message on the connection is refused.
         bob.revoke_connection(b.id).await.unwrap();
         event(&alice, "alice told of the revocation", |e| {
@@ -2608,11 +2627,45 @@ mod connections {
         let (ok, out) = run(&b_dir, "messages", &["read", &b_id, &seq]);
         assert!(ok && out.contains("✓ read"), "{out}");
         events_until(&a_dir, "read: true");
+        let (ok, out) = run(
+            &a_dir,
+            "connections",
+            &["rotate", &a_id, "--wait-secs", "60"],
+        );
+        assert!(ok && out.contains("✓ keys rotated: epoch 1"), "{out}");
+        let (ok, out) = run(&a_dir, "connections", &["show", &a_id]);
+        assert!(ok && out.contains("epoch 1"), "{out}");
         let (ok, out) = run(&b_dir, "connections", &["revoke", &b_id]);
         assert!(ok && out.contains("✓ revoked"), "{out}");
         events_until(&a_dir, "Revoked");
         let (ok, out) = run(&a_dir, "messages", &["send", &a_id, "still there?"]);
         assert!(!ok && out.contains("not active"), "{out}");
+
+        // Ben blocks ana: her next invitation is refused by his vault, until he unblocks.
+        let (ok, out) = run(&b_dir, "connections", &["block", &b_id]);
+        assert!(ok && out.contains("✓ blocked"), "{out}");
+        let (ok, out) = run(&b_dir, "connections", &["blocked"]);
+        assert!(ok && out.contains("1 blocked member(s)"), "{out}");
+        let (ok, out) = run(&a_dir, "connections", &["invite"]);
+        assert!(ok, "{out}");
+        let again = out
+            .lines()
+            .find(|l| l.starts_with(vettid_client::connections::INVITATION_PREFIX))
+            .unwrap()
+            .to_owned();
+        let (ok, out) = run(&b_dir, "connections", &["accept", &again]);
+        assert!(!ok && out.contains("you blocked this member"), "{out}");
+        let (ok, out) = run(&b_dir, "connections", &["unblock", &b_id]);
+        assert!(ok && out.contains("✓ unblocked"), "{out}");
+        let (ok, out) = run(&b_dir, "connections", &["blocked"]);
+        assert!(ok && out.contains("0 blocked member(s)"), "{out}");
+        // The panic button asks first, then ends everything.
+        let (ok, out) = run(&a_dir, "connections", &["revoke-all"]);
+        assert!(!ok && out.contains("--yes"), "{out}");
+        let (ok, out) = run(&a_dir, "connections", &["revoke-all", "--yes"]);
+        assert!(ok && out.contains("✓ 0 connection(s) revoked"), "{out}");
+        let (ok, out) = run(&a_dir, "connections", &["invitations"]);
+        assert!(ok && out.contains("0 pending invitation(s)"), "{out}");
         let (ok, out) = run(&a_dir, "connections", &["show", "zz"]);
         assert!(!ok && out.contains("hex"), "{out}");
     }

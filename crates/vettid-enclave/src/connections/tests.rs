@@ -50,9 +50,71 @@ impl Vaults {
 
     /// Delivers one wire message to `to`'s vault: what it sends back.
     fn deliver(&self, to: &str, wire: &[u8]) -> Vec<Outbound> {
+        self.deliver_at(to, wire, NOW)
+    }
+
+    /// The same, with the host's clock at `now_ms`.
+    fn deliver_at(&self, to: &str, wire: &[u8], now_ms: u64) -> Vec<Outbound> {
         self.manager
-            .peer(to, NOW, |u| receive(u, wire))
+            .peer(to, now_ms, |u| receive(u, wire))
             .expect("the vault is open")
+    }
+
+    /// `inviter` invites `invitee`, both approve: the connection's id in each vault.
+    fn connect(&self, inviter: &str, invitee: &str) -> (ConnectionId, ConnectionId) {
+        let invitation = self.invite(inviter, false);
+        let (reply, out) = self.op(invitee, ConnectionOp::Accept(invitation)).unwrap();
+        let ConnectionReply::Requested(theirs) = reply else {
+            panic!("{reply:?}")
+        };
+        self.pump(out);
+        let ours = self
+            .list(inviter)
+            .into_iter()
+            .find(|c| {
+                c.peer_member.as_deref() == Some(invitee)
+                    && c.state == ConnectionState::PendingReview
+            })
+            .expect("the inviter reviews the request");
+        let sas = ours.sas.clone();
+        for (who, id) in [(inviter, ours.id), (invitee, theirs)] {
+            let (_, out) = self
+                .op(
+                    who,
+                    ConnectionOp::Approve {
+                        id,
+                        sas: sas.clone(),
+                    },
+                )
+                .unwrap();
+            self.pump(out);
+        }
+        assert_eq!(self.show(inviter, ours.id).state, ConnectionState::Active);
+        (ours.id, theirs)
+    }
+
+    fn list(&self, who: &str) -> Vec<ConnectionView> {
+        match self.op(who, ConnectionOp::List).unwrap().0 {
+            ConnectionReply::Connections(c) => c,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn feed_kinds(&self, who: &str) -> Vec<String> {
+        self.manager
+            .domain(who, &self.openings[who], NOW, |u| {
+                let (vault, _, _) = u.parts();
+                vault
+                    .read(|c| {
+                        let mut s = c.prepare("SELECT kind FROM events")?;
+                        let r = s.query_map([], |r| r.get::<_, String>(0))?;
+                        r.collect::<rusqlite::Result<Vec<String>>>()
+                    })
+                    .map_err(db)
+            })
+            .unwrap()
+            .0
+            .unwrap()
     }
 
     /// Carries every peer message (and those they cause) to its recipient, in order; the
@@ -607,5 +669,234 @@ fn redelivered_handshake_messages_and_texts_leave_the_connection_working() {
             .iter()
             .filter(|m| m.outgoing)
             .all(|m| m.delivered_ms.is_some())
+    );
+}
+
+#[test]
+fn rotation_opens_a_new_epoch_on_both_sides_and_loses_nothing_in_flight() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    // Messages sealed under epoch 0 that the host holds back until after the rotation.
+    let late_from_alice = peer_wires(&v.send("alice", a, "sent before the rotation"));
+    let late_from_bob = peer_wires(&v.send("bob", b, "bob, before the rotation"));
+
+    let (_, out) = v.op("alice", ConnectionOp::Rotate(a)).unwrap();
+    let rekey = peer_wires(&out);
+    assert!(v.show("alice", a).rotating);
+    // Asked again while the answer is out: the same key, and bob answers the same.
+    let (_, again) = v.op("alice", ConnectionOp::Rotate(a)).unwrap();
+    let answer = peer_wires(&v.deliver("bob", &rekey[0]));
+    assert_eq!(answer.len(), 1, "bob answers the rotation");
+    assert!(v.show("bob", b).rotating && v.show("bob", b).epoch == 0);
+    let answer_again = peer_wires(&v.deliver("bob", &peer_wires(&again)[0]));
+    assert_eq!(
+        answer_again.len(),
+        1,
+        "a repeated rotation gets the same answer"
+    );
+    // Alice takes the answer: epoch 1 is hers; her first message under it opens it for bob.
+    let open = v.deliver("alice", &answer[0]);
+    assert_eq!(v.show("alice", a).epoch, 1);
+    assert!(
+        v.deliver("alice", &answer_again[0]).is_empty(),
+        "answered once"
+    );
+    v.pump(open);
+    let (ca, cb) = (v.show("alice", a), v.show("bob", b));
+    assert_eq!((ca.epoch, cb.epoch), (1, 1));
+    assert!(!ca.rotating && !cb.rotating);
+
+    // Messages flow under the new epoch, with receipts, and the held-back ones still land.
+    v.pump(v.send("alice", a, "after the rotation"));
+    v.pump(v.send("bob", b, "bob, after"));
+    v.pump(v.deliver("bob", &late_from_alice[0]));
+    v.pump(v.deliver("alice", &late_from_bob[0]));
+    let texts = |who, id| -> Vec<String> {
+        let mut t: Vec<String> = v.history(who, id).into_iter().map(|m| m.text).collect();
+        t.sort();
+        t
+    };
+    assert_eq!(
+        texts("bob", b),
+        [
+            "after the rotation",
+            "bob, after",
+            "bob, before the rotation",
+            "sent before the rotation"
+        ]
+    );
+    assert!(
+        v.history("alice", a)
+            .iter()
+            .filter(|m| m.outgoing)
+            .all(|m| m.delivered_ms.is_some())
+    );
+    assert!(
+        v.feed_kinds("alice")
+            .contains(&"connection.rotated".to_string())
+    );
+
+    // The old rotation replayed changes nothing; the previous epoch's key expires.
+    assert!(peer_wires(&v.deliver("bob", &rekey[0])).is_empty());
+    assert_eq!(v.show("bob", b).epoch, 1);
+    let held = peer_wires(&v.send("alice", a, "held past the grace"));
+    v.op("alice", ConnectionOp::Rotate(a))
+        .map(|(_, out)| v.pump(out))
+        .unwrap();
+    assert_eq!(v.show("bob", b).epoch, 2);
+    let later = NOW + PREVIOUS_EPOCH_SECS * 1000 + 1;
+    assert!(v.deliver_at("bob", &held[0], later).is_empty());
+    assert!(
+        !texts("bob", b).contains(&"held past the grace".to_string()),
+        "an expired epoch's message is refused"
+    );
+    v.pump(v.send("bob", b, "still connected"));
+    assert!(texts("alice", a).contains(&"still connected".to_string()));
+}
+
+#[test]
+fn both_vaults_rotating_at_once_agree_on_one_epoch() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let (_, from_alice) = v.op("alice", ConnectionOp::Rotate(a)).unwrap();
+    let (_, from_bob) = v.op("bob", ConnectionOp::Rotate(b)).unwrap();
+    // Crossing in flight: each vault gets the other's rotation.
+    let mut out = v.deliver("bob", &peer_wires(&from_alice)[0]);
+    out.extend(v.deliver("alice", &peer_wires(&from_bob)[0]));
+    v.pump(out);
+    let (ca, cb) = (v.show("alice", a), v.show("bob", b));
+    assert_eq!((ca.epoch, cb.epoch), (1, 1), "the inviter's rotation wins");
+    assert!(!ca.rotating && !cb.rotating);
+    v.pump(v.send("bob", b, "one epoch"));
+    assert_eq!(v.history("alice", a)[0].text, "one epoch");
+}
+
+#[test]
+fn a_rotation_under_another_identity_key_is_refused_and_the_member_alerted() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    // Someone holding the connection's keys but not alice's identity key tries to rotate.
+    let forged = v
+        .manager
+        .domain("alice", &v.openings["alice"], NOW, |u| {
+            let (vault, _, _) = u.parts();
+            let row = get(vault, &a)?;
+            let other = vettid_crypto::sign::SigningKey::generate();
+            let kem_key = KemSecret::generate().public_key();
+            let hash = row.handshake_hash.clone().unwrap();
+            let body = PeerBody::Rekey {
+                epoch: 1,
+                signature: other
+                    .sign(&peer::rekey_message(false, &hash, 1, &kem_key))
+                    .to_bytes()
+                    .to_vec(),
+                kem_key,
+                identity: other.verifying_key().to_bytes(),
+            };
+            // A number of its own (alice's next message keeps hers).
+            Ok(seal(&row, body, NOW, Some(1000))?.1)
+        })
+        .unwrap()
+        .0
+        .unwrap();
+    let events = v.pump(v.deliver("bob", &forged.body));
+    let cb = v.show("bob", b);
+    assert!(cb.identity_changed, "the change is shown");
+    assert_eq!(cb.epoch, 0, "nothing rotated");
+    assert!(!cb.rotating);
+    assert!(!events.is_empty(), "bob's apps are told");
+    assert!(
+        v.feed_kinds("bob")
+            .contains(&"connection.identity-changed".to_string())
+    );
+    // The connection still works under the pinned key.
+    v.pump(v.send("alice", a, "still me"));
+    assert_eq!(v.history("bob", b)[0].text, "still me");
+}
+
+#[test]
+fn a_block_ends_every_connection_with_the_peer_silently_and_refuses_its_vault() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let queued = peer_wires(&v.send("alice", a, "before the block"));
+    let (_, told) = v.op("bob", ConnectionOp::Block(b)).unwrap();
+    assert!(told.is_empty(), "alice is not told");
+    assert_eq!(v.show("bob", b).state, ConnectionState::Blocked);
+    assert_eq!(
+        v.show("alice", a).state,
+        ConnectionState::Active,
+        "alice learns nothing"
+    );
+    assert!(
+        v.deliver("bob", &queued[0]).is_empty(),
+        "her messages are dropped"
+    );
+    assert!(v.history("bob", b).is_empty());
+    assert_eq!(
+        v.op("bob", ConnectionOp::Block(b)).unwrap_err(),
+        VaultError::Connections(ConnectionError::WrongState(ConnectionState::Blocked))
+    );
+
+    // Her invitations are refused by bob's vault; his, accepted by her, get no answer.
+    assert_eq!(
+        v.op("bob", ConnectionOp::Accept(v.invite("alice", false)))
+            .unwrap_err(),
+        VaultError::Connections(ConnectionError::Blocked)
+    );
+    let invitation = v.invite("bob", false);
+    let (_, hello) = v.op("alice", ConnectionOp::Accept(invitation)).unwrap();
+    assert!(
+        v.deliver("bob", &peer_wires(&hello)[0]).is_empty(),
+        "no answer"
+    );
+    let pending = |who| match v.op(who, ConnectionOp::Invitations).unwrap().0 {
+        ConnectionReply::Invitations(i) => i.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pending("bob"), 1, "the invitation is not used up");
+
+    // The block list, and unblocking: the connection stays ended, a new one can be made.
+    let blocks = match v.op("bob", ConnectionOp::Blocked).unwrap().0 {
+        ConnectionReply::Blocked(b) => b,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].connection, b);
+    assert_eq!(blocks[0].peer_member.as_deref(), Some("alice"));
+    v.op("bob", ConnectionOp::Unblock(b)).unwrap();
+    assert_eq!(v.show("bob", b).state, ConnectionState::Revoked);
+    assert_eq!(
+        v.op("bob", ConnectionOp::Unblock(b)).unwrap_err(),
+        VaultError::Connections(ConnectionError::Unknown)
+    );
+    let (a2, b2) = v.connect("alice", "bob");
+    v.pump(v.send("alice", a2, "again"));
+    assert_eq!(v.history("bob", b2)[0].text, "again");
+    assert!(
+        v.feed_kinds("bob")
+            .contains(&"connection.blocked".to_string())
+    );
+}
+
+#[test]
+fn revoke_all_ends_every_connection_tells_every_peer_and_cancels_invitations() {
+    let v = Vaults::new(&["alice", "bob", "carol"]);
+    let (ab, ba) = v.connect("alice", "bob");
+    let (ca, ac) = v.connect("carol", "alice");
+    v.invite("alice", false);
+    let (reply, out) = v.op("alice", ConnectionOp::RevokeAll).unwrap();
+    assert_eq!(reply, ConnectionReply::RevokedAll(2));
+    assert_eq!(peer_wires(&out).len(), 2, "each peer is told");
+    v.pump(out);
+    for (who, id) in [("alice", ab), ("alice", ac), ("bob", ba), ("carol", ca)] {
+        assert_eq!(v.show(who, id).state, ConnectionState::Revoked, "{who}");
+    }
+    assert!(matches!(
+        v.op("alice", ConnectionOp::Invitations).unwrap().0,
+        ConnectionReply::Invitations(i) if i.is_empty()
+    ));
+    assert_eq!(
+        v.op("alice", ConnectionOp::RevokeAll).unwrap().0,
+        ConnectionReply::RevokedAll(0)
     );
 }
