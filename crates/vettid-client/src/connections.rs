@@ -229,6 +229,62 @@ impl<S: Seen> Unlocked<S> {
         }
     }
 
+    /// Replaces the text of this member's message `seq` for everyone (within 24 h of sending).
+    pub async fn edit_message(
+        &mut self,
+        connection: ConnectionId,
+        seq: u64,
+        text: &str,
+    ) -> Result<(), ClientError> {
+        let op = MessageOp::Edit {
+            connection,
+            seq,
+            text: text.to_owned(),
+        };
+        match self.run(op).await? {
+            MessageReply::Done => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Deletes this member's message `seq` for everyone (within 24 h of sending).
+    pub async fn delete_message(
+        &mut self,
+        connection: ConnectionId,
+        seq: u64,
+    ) -> Result<(), ClientError> {
+        match self.run(MessageOp::Delete { connection, seq }).await? {
+            MessageReply::Done => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Keeps messages `days` days (`None`: for ever) on one connection, or by default.
+    pub async fn set_message_retention(
+        &mut self,
+        connection: Option<ConnectionId>,
+        days: Option<u32>,
+    ) -> Result<(), ClientError> {
+        match self
+            .run(MessageOp::SetRetention { connection, days })
+            .await?
+        {
+            MessageReply::Done => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The retention in force on one connection, or the default (days; `None`: for ever).
+    pub async fn message_retention(
+        &mut self,
+        connection: Option<ConnectionId>,
+    ) -> Result<Option<u32>, ClientError> {
+        match self.run(MessageOp::Retention { connection }).await? {
+            MessageReply::Retention(days) => Ok(days),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Marks the peer's messages up to `seq` read (a read receipt goes to the peer).
     pub async fn mark_read(
         &mut self,

@@ -1522,6 +1522,7 @@ fn connection_message(
                         &text,
                         now_ms,
                     ));
+                    statements.extend(crate::messages::purge(vault, &row.id, now_ms)?);
                     let (count, receipt, _) =
                         seal(&row, PeerBody::Delivered(vec![message.seq]), now_ms, None)?;
                     statements.extend(count);
@@ -1672,6 +1673,54 @@ fn connection_message(
                         )],
                     )?);
                 }
+            }
+        }
+        (PeerBody::Edit { seq, text }, Active) => {
+            let change = crate::messages::changed(
+                vault,
+                &row.id,
+                seq,
+                Some(&text),
+                message.seq,
+                message.sent_ms,
+                now_ms,
+            )?;
+            if let Some(change) = change {
+                statements.extend(change);
+                out.push(event(
+                    member,
+                    vault,
+                    now_ms,
+                    EventKind::MessageChanged {
+                        connection: row.id,
+                        seq,
+                        deleted: false,
+                    },
+                ));
+            }
+        }
+        (PeerBody::Delete(seq), Active) => {
+            let change = crate::messages::changed(
+                vault,
+                &row.id,
+                seq,
+                None,
+                message.seq,
+                message.sent_ms,
+                now_ms,
+            )?;
+            if let Some(change) = change {
+                statements.extend(change);
+                out.push(event(
+                    member,
+                    vault,
+                    now_ms,
+                    EventKind::MessageChanged {
+                        connection: row.id,
+                        seq,
+                        deleted: true,
+                    },
+                ));
             }
         }
         // Opened the epoch (done above, when its key was first used).

@@ -145,6 +145,7 @@ mod tests {
             "417961f856306c29ad7b9b611247c8d5c8f887459a3b837e9778811ed8971d37",
             "669833d3017c1ba3cb37b30cf53a859a8493f7c10b9c3624914648ca96aab4ca",
             "3ce84efef496a1704434bd77be07c49643f2052c5ea96a8425e6dcb196f96114",
+            "b3f5a0c397e66d13428ca90bf2ce8419eb264f7d615bfe55798e43c8faccb25f",
         ];
         let now: Vec<String> = schema()
             .iter()

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 pub const MAX_TEXT_CHARS: usize = 10_000;
 /// Messages per page of history at most.
 pub const PAGE: usize = 50;
+/// How long after sending a member may edit or delete a message for everyone (24 h).
+pub const EDIT_WINDOW_SECS: u64 = 24 * 3600;
+/// Longest retention a member may set (days).
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 /// Message operations.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +44,37 @@ pub enum MessageOp {
         /// The peer's sequence number.
         seq: u64,
     },
+    /// Replace the text of this member's message `seq` for everyone, within
+    /// [`EDIT_WINDOW_SECS`] of sending it.
+    Edit {
+        /// The connection.
+        connection: ConnectionId,
+        /// This member's message.
+        seq: u64,
+        /// The new text (1–[`MAX_TEXT_CHARS`] characters).
+        text: String,
+    },
+    /// Delete this member's message `seq` for everyone (both vaults erase its text), within
+    /// [`EDIT_WINDOW_SECS`] of sending it.
+    Delete {
+        /// The connection.
+        connection: ConnectionId,
+        /// This member's message.
+        seq: u64,
+    },
+    /// Keep messages `days` days (in this vault; `None`: for ever), for one connection or, with
+    /// `connection: None`, for every connection without its own setting. Older ones are erased.
+    SetRetention {
+        /// One connection, or the default.
+        connection: Option<ConnectionId>,
+        /// 1–[`MAX_RETENTION_DAYS`] days, or `None`.
+        days: Option<u32>,
+    },
+    /// The retention in force for a connection (or the default).
+    Retention {
+        /// One connection, or the default.
+        connection: Option<ConnectionId>,
+    },
 }
 
 crate::redact::redacted_debug!(MessageOp);
@@ -59,6 +94,10 @@ pub struct MessageView {
     pub delivered_ms: Option<u64>,
     /// When the receiving member read it.
     pub read_ms: Option<u64>,
+    /// When it was last edited (the editing vault's clock), if it was.
+    pub edited_ms: Option<u64>,
+    /// Deleted for everyone (its text is erased).
+    pub deleted: bool,
 }
 
 crate::redact::redacted_debug!(MessageView);
@@ -78,6 +117,8 @@ pub enum MessageReply {
         /// More before the oldest of this page.
         more: bool,
     },
+    /// The retention in force, in days (`None`: for ever).
+    Retention(Option<u32>),
     /// Done.
     Done,
 }
@@ -96,4 +137,12 @@ pub enum MessageError {
     /// No such connection or message.
     #[error("no such connection or message")]
     Unknown,
+    /// The message was sent more than [`EDIT_WINDOW_SECS`] ago (or is deleted).
+    #[error(
+        "a message can be edited or deleted for everyone only within 24 hours of sending, and not once deleted"
+    )]
+    TooLate,
+    /// A retention is 1–[`MAX_RETENTION_DAYS`] days.
+    #[error("a retention is 1-{MAX_RETENTION_DAYS} days (or none: keep for ever)")]
+    BadRetention,
 }

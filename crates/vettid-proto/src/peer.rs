@@ -197,6 +197,15 @@ pub enum PeerBody {
     },
     /// The first message under a new epoch: its receiver sends under it too from now on.
     EpochOpen(u32),
+    /// The sender's message `seq` has a new text.
+    Edit {
+        /// The sender's message.
+        seq: u64,
+        /// Its new text.
+        text: String,
+    },
+    /// The sender's message `seq` is deleted for everyone.
+    Delete(u64),
 }
 
 crate::redact::redacted_debug!(PeerBody);

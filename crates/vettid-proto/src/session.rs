@@ -603,6 +603,15 @@ pub enum EventKind {
         /// Read, not only delivered.
         read: bool,
     },
+    /// The peer edited or deleted one of its messages.
+    MessageChanged {
+        /// The connection.
+        connection: crate::connections::ConnectionId,
+        /// The peer's sequence number.
+        seq: u64,
+        /// Deleted for everyone (not only edited).
+        deleted: bool,
+    },
 }
 
 #[cfg(test)]

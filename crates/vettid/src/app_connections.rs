@@ -156,6 +156,33 @@ pub(crate) enum MessagesCommand {
         /// The peer's message number.
         seq: u64,
     },
+    /// Replaces the text of your message for everyone (within 24 hours of sending it).
+    Edit {
+        /// The connection's id.
+        id: String,
+        /// Your message's number.
+        seq: u64,
+        /// The new text.
+        text: String,
+    },
+    /// Deletes your message for everyone: both vaults erase its text (within 24 hours).
+    Delete {
+        /// The connection's id.
+        id: String,
+        /// Your message's number.
+        seq: u64,
+    },
+    /// How long this vault keeps messages: one connection's (with an id) or the default.
+    Retention {
+        /// The connection's id (none: the default for every connection without its own).
+        id: Option<String>,
+        /// Keep this many days (older messages are erased from the vault).
+        #[arg(long, group = "keep")]
+        days: Option<u32>,
+        /// Keep them for ever.
+        #[arg(long, group = "keep")]
+        forever: bool,
+    },
     /// Shows new messages and receipts as they arrive.
     Watch {
         /// Stop after this many seconds (0: until interrupted).
@@ -502,12 +529,21 @@ pub(crate) async fn messages(
                 } else {
                     "  sent"
                 };
+                let text = if m.deleted {
+                    "(deleted for everyone)"
+                } else {
+                    m.text.as_str()
+                };
+                let edited = if m.edited_ms.is_some() && !m.deleted {
+                    "  (edited)"
+                } else {
+                    ""
+                };
                 println!(
-                    "{} #{:<4} {} {}{status}",
+                    "{} #{:<4} {} {text}{edited}{status}",
                     m.sent_ms,
                     m.seq,
                     if m.outgoing { "→" } else { "←" },
-                    m.text
                 );
             }
             if more {
@@ -519,6 +555,34 @@ pub(crate) async fn messages(
             let c = resolve(s, &id).await?;
             s.mark_read(c.id, seq).await?;
             println!("✓ read up to #{seq}; the peer gets a read receipt");
+        }
+        MessagesCommand::Edit { id, seq, text } => {
+            let c = resolve(s, &id).await?;
+            s.edit_message(c.id, seq, &text).await?;
+            println!("✓ message #{seq} edited; the peer's vault is told");
+        }
+        MessagesCommand::Delete { id, seq } => {
+            let c = resolve(s, &id).await?;
+            s.delete_message(c.id, seq).await?;
+            println!("✓ message #{seq} deleted for everyone: both vaults erase its text");
+        }
+        MessagesCommand::Retention { id, days, forever } => {
+            let connection = match id {
+                Some(id) => Some(resolve(s, &id).await?.id),
+                None => None,
+            };
+            let whose = if connection.is_some() {
+                "this connection"
+            } else {
+                "connections without their own setting"
+            };
+            if days.is_some() || forever {
+                s.set_message_retention(connection, days).await?;
+            }
+            match s.message_retention(connection).await? {
+                Some(d) => println!("messages on {whose} are kept {d} day(s), then erased"),
+                None => println!("messages on {whose} are kept for ever"),
+            }
         }
         MessagesCommand::Watch { secs } => {
             let key = vettid_crypto::SecretBytes::from_array(**s.event_key());
@@ -547,6 +611,15 @@ pub(crate) async fn messages(
                             if read { "✓✓ read" } else { "✓ delivered" },
                             hex::encode(&connection[..4]),
                             seqs
+                        ),
+                        EventKind::MessageChanged {
+                            connection,
+                            seq,
+                            deleted,
+                        } => println!(
+                            "{} {} #{seq}",
+                            if deleted { "✗ deleted" } else { "✎ edited" },
+                            hex::encode(&connection[..4])
                         ),
                         EventKind::Connection { id, state } => {
                             println!("connection {} is {}", hex::encode(&id[..4]), state.as_str())

@@ -2627,6 +2627,28 @@ mod connections {
         let (ok, out) = run(&b_dir, "messages", &["read", &b_id, &seq]);
         assert!(ok && out.contains("✓ read"), "{out}");
         events_until(&a_dir, "read: true");
+        // Ana edits her message, then deletes it for everyone.
+        let (ok, out) = run(
+            &a_dir,
+            "messages",
+            &["edit", &a_id, &seq, "hello ben (edited)"],
+        );
+        assert!(ok && out.contains("✓ message"), "{out}");
+        events_until(&b_dir, "MessageChanged");
+        let (ok, out) = run(&b_dir, "messages", &["list", &b_id]);
+        assert!(ok && out.contains("hello ben (edited)  (edited)"), "{out}");
+        let (ok, out) = run(&a_dir, "messages", &["delete", &a_id, &seq]);
+        assert!(ok && out.contains("deleted for everyone"), "{out}");
+        events_until(&b_dir, "deleted: true");
+        let (ok, out) = run(&b_dir, "messages", &["list", &b_id]);
+        assert!(
+            ok && out.contains("(deleted for everyone)") && !out.contains("hello ben"),
+            "{out}"
+        );
+        let (ok, out) = run(&b_dir, "messages", &["retention", "--days", "30"]);
+        assert!(ok && out.contains("kept 30 day(s)"), "{out}");
+        let (ok, out) = run(&b_dir, "messages", &["retention", &b_id, "--days", "0"]);
+        assert!(!ok && out.contains("1-3650 days"), "{out}");
         let (ok, out) = run(
             &a_dir,
             "connections",

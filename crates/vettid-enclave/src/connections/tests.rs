@@ -41,8 +41,17 @@ impl Vaults {
     }
 
     fn msg(&self, who: &str, op: MessageOp) -> Result<(MessageReply, Vec<Outbound>), VaultError> {
+        self.msg_at(who, op, NOW)
+    }
+
+    fn msg_at(
+        &self,
+        who: &str,
+        op: MessageOp,
+        now_ms: u64,
+    ) -> Result<(MessageReply, Vec<Outbound>), VaultError> {
         self.manager
-            .domain(who, &self.openings[who], NOW, |u| {
+            .domain(who, &self.openings[who], now_ms, |u| {
                 crate::messages::handle(u, op)
             })
             .and_then(|(a, _)| a)
@@ -899,4 +908,171 @@ fn revoke_all_ends_every_connection_tells_every_peer_and_cancels_invitations() {
         v.op("alice", ConnectionOp::RevokeAll).unwrap().0,
         ConnectionReply::RevokedAll(0)
     );
+}
+
+fn page(
+    v: &Vaults,
+    who: &str,
+    id: ConnectionId,
+    now_ms: u64,
+) -> Vec<vettid_proto::messages::MessageView> {
+    let op = MessageOp::List {
+        connection: id,
+        before_ms: None,
+        limit: 50,
+    };
+    match v.msg_at(who, op, now_ms).unwrap().0 {
+        MessageReply::Messages { messages, .. } => messages,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn sent_seq(out: &[Outbound], v: &Vaults, who: &str, id: ConnectionId) -> u64 {
+    assert!(!peer_wires(out).is_empty());
+    v.history(who, id)
+        .iter()
+        .filter(|m| m.outgoing)
+        .map(|m| m.seq)
+        .max()
+        .unwrap()
+}
+
+#[test]
+fn edits_and_deletes_reach_the_peer_within_the_window_whatever_the_order() {
+    use vettid_proto::messages::EDIT_WINDOW_SECS;
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let edit = |seq, text: &str| MessageOp::Edit {
+        connection: a,
+        seq,
+        text: text.into(),
+    };
+    let text_of = |seq| {
+        v.history("bob", b)
+            .into_iter()
+            .find(|m| m.seq == seq && !m.outgoing)
+            .unwrap()
+    };
+
+    // An edit reaches bob, and his apps are told.
+    let out = v.send("alice", a, "first");
+    let first = sent_seq(&out, &v, "alice", a);
+    v.pump(out);
+    let (_, out) = v.msg("alice", edit(first, "first, edited")).unwrap();
+    let events = v.pump(out);
+    assert!(events.iter().any(|e| matches!(
+        e,
+        EventKind::MessageChanged { seq, deleted: false, .. } if *seq == first
+    )));
+    let m = text_of(first);
+    assert_eq!(m.text, "first, edited");
+    assert!(m.edited_ms.is_some() && !m.deleted);
+    assert_eq!(v.history("alice", a)[0].text, "first, edited");
+
+    // The hosts deliver an edit before its message, and two edits the wrong way round.
+    let out = v.send("alice", a, "second");
+    let second = sent_seq(&out, &v, "alice", a);
+    let original = peer_wires(&out);
+    let v1 = peer_wires(&v.msg("alice", edit(second, "second v1")).unwrap().1);
+    let v2 = peer_wires(&v.msg("alice", edit(second, "second v2")).unwrap().1);
+    v.pump(v.deliver("bob", &v2[0]));
+    v.pump(v.deliver("bob", &original[0]));
+    v.pump(v.deliver("bob", &v1[0]));
+    assert_eq!(text_of(second).text, "second v2", "the newest edit wins");
+    assert_eq!(
+        v.history("bob", b)
+            .iter()
+            .filter(|m| m.seq == second)
+            .count(),
+        1,
+        "one message"
+    );
+
+    // Deleted for everyone: no text on either side, and nothing brings it back.
+    let (_, out) = v
+        .msg(
+            "alice",
+            MessageOp::Delete {
+                connection: a,
+                seq: first,
+            },
+        )
+        .unwrap();
+    v.pump(out);
+    let m = text_of(first);
+    assert!(m.deleted && m.text.is_empty());
+    v.pump(v.deliver("bob", &v1[0]));
+    assert!(text_of(first).deleted);
+    assert_eq!(
+        v.msg("alice", edit(first, "back")).unwrap_err(),
+        VaultError::Messages(MessageError::TooLate)
+    );
+
+    // Only the sender's own messages, only within the window, only valid texts.
+    let bobs = MessageOp::Edit {
+        connection: b,
+        seq: second,
+        text: "not mine".into(),
+    };
+    assert_eq!(
+        v.msg("bob", bobs).unwrap_err(),
+        VaultError::Messages(MessageError::Unknown)
+    );
+    let late = NOW + EDIT_WINDOW_SECS * 1000 + 1;
+    assert_eq!(
+        v.msg_at("alice", edit(second, "too late"), late)
+            .unwrap_err(),
+        VaultError::Messages(MessageError::TooLate)
+    );
+    assert_eq!(
+        v.msg("alice", edit(second, "")).unwrap_err(),
+        VaultError::Messages(MessageError::BadText)
+    );
+    assert_eq!(text_of(second).text, "second v2");
+}
+
+#[test]
+fn retention_erases_old_messages_per_connection_or_by_default() {
+    let v = Vaults::new(&["alice", "bob", "carol"]);
+    let (ab, ba) = v.connect("alice", "bob");
+    let (ac, ca) = v.connect("alice", "carol");
+    v.pump(v.send("bob", ba, "from bob"));
+    v.pump(v.send("carol", ca, "from carol"));
+    let day = 24 * 3600 * 1000;
+    let set = |connection, days| {
+        v.msg("alice", MessageOp::SetRetention { connection, days })
+            .map(|(r, _)| r)
+    };
+    assert_eq!(
+        set(None, Some(0)).unwrap_err(),
+        VaultError::Messages(MessageError::BadRetention)
+    );
+    set(None, Some(1)).unwrap();
+    set(Some(ac), Some(7)).unwrap();
+    let get = |connection| match v
+        .msg("alice", MessageOp::Retention { connection })
+        .unwrap()
+        .0
+    {
+        MessageReply::Retention(d) => d,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        (get(None), get(Some(ab)), get(Some(ac))),
+        (Some(1), Some(1), Some(7))
+    );
+
+    // Two days on: bob's message is past the default, carol's within her connection's week.
+    assert!(page(&v, "alice", ab, NOW + 2 * day).is_empty());
+    assert_eq!(page(&v, "alice", ac, NOW + 2 * day).len(), 1);
+    // Erased, not hidden: a message received later purges the old ones from the vault.
+    let later = peer_wires(&v.send("bob", ba, "two days later"));
+    v.deliver_at("alice", &later[0], NOW + 2 * day);
+    set(None, None).unwrap();
+    let kept: Vec<String> = page(&v, "alice", ab, NOW + 2 * day)
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(kept, ["two days later"]);
+    assert_eq!(get(None), None, "kept for ever again");
 }
