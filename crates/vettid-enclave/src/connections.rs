@@ -7,8 +7,9 @@
 //! connections (id, state, inviter, label, invitation_kid, peer_member, peer_identity, peer_profile,
 //!              reply_kid, own_reveal, peer_commitment, inviter_reveal, handshake_hash,
 //!              root, send_kid, recv_kid, send_seq, sas, sas_required, we_accepted, they_accepted, …)
-//!              + peer_static, epoch, next_root, next_recv_kid, prev_root, prev_recv_kid,
-//!                prev_until_ms, rekey_seed, rekey_reply, identity_changed   (migration 10)
+//!              + peer_static, epoch, next_root, next_recv_kid, rekey_seed, rekey_reply,
+//!                identity_changed, shared_digest                       (migration 10)
+//! previous_keys (connection, epoch, root, recv_kid, until_ms)   the last epochs' receiving keys
 //! peer_inbox  (connection, seq)            every peer message kept once
 //! blocked     (connection, identity, static_key, label, peer_member, since_ms)
 //! ```
@@ -17,8 +18,11 @@
 //! each rotation derives the next epoch's root from the current one and a fresh X-Wing secret
 //! (`Rekey` → `Rekeyed` → `EpochOpen`, each signed with the sender's pinned identity key). The
 //! answering vault takes messages under the new epoch at once and sends under it once the
-//! first one arrives; both keep the previous epoch's receiving key for
-//! [`vettid_proto::connections::PREVIOUS_EPOCH_SECS`], so nothing the hosts delay is lost.
+//! first one arrives. Each keeps the receiving keys of its last [`MAX_PREVIOUS_EPOCHS`]
+//! epochs until [`vettid_proto::connections::PREVIOUS_EPOCH_SECS`] after the peer switched
+//! away from them (the opener's clock starts at the peer's first message under the new
+//! epoch; a message under the old one before that makes it send `EpochOpen` again), so what
+//! the hosts delay by less than that is not lost.
 //!
 //! A peer message that does not authenticate under a key of this vault — a replay to another
 //! vault, a forgery, a message for an ended connection — is dropped without an answer: the
@@ -66,14 +70,14 @@ ALTER TABLE connections ADD COLUMN peer_static BLOB;
 ALTER TABLE connections ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE connections ADD COLUMN next_root BLOB;
 ALTER TABLE connections ADD COLUMN next_recv_kid BLOB;
-ALTER TABLE connections ADD COLUMN prev_root BLOB;
-ALTER TABLE connections ADD COLUMN prev_recv_kid BLOB;
-ALTER TABLE connections ADD COLUMN prev_until_ms INTEGER;
 ALTER TABLE connections ADD COLUMN rekey_seed BLOB;
 ALTER TABLE connections ADD COLUMN rekey_reply BLOB;
 ALTER TABLE connections ADD COLUMN identity_changed INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE connections ADD COLUMN shared_digest BLOB;
 CREATE UNIQUE INDEX connections_next_kid ON connections (next_recv_kid);
-CREATE UNIQUE INDEX connections_prev_kid ON connections (prev_recv_kid);
+CREATE TABLE previous_keys (connection BLOB NOT NULL, epoch INTEGER NOT NULL,
+    root BLOB NOT NULL, recv_kid BLOB NOT NULL UNIQUE, until_ms INTEGER,
+    PRIMARY KEY (connection, epoch));
 CREATE TABLE blocked (connection BLOB PRIMARY KEY, identity BLOB, static_key BLOB,
     label TEXT, peer_member TEXT, since_ms INTEGER NOT NULL);
 CREATE INDEX blocked_by_identity ON blocked (identity);
@@ -157,7 +161,8 @@ fn blob(b: &[u8]) -> SqlValue {
 }
 
 fn int(n: u64) -> SqlValue {
-    SqlValue::Int(n as i64)
+    // The host's clock can be anything: a time past i64 is the largest one.
+    SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn opt_text(s: &Option<String>) -> SqlValue {
@@ -224,8 +229,15 @@ fn signed_by(identity: &[u8; 32], message: &[u8], signature: &[u8]) -> bool {
 
 /// The SET clause erasing every key of a connection.
 const ERASE_KEYS: &str = "root = NULL, send_kid = NULL, recv_kid = NULL, reply_kid = NULL, \
-    handshake_hash = NULL, next_root = NULL, next_recv_kid = NULL, prev_root = NULL, \
-    prev_recv_kid = NULL, prev_until_ms = NULL, rekey_seed = NULL, rekey_reply = NULL";
+    handshake_hash = NULL, next_root = NULL, next_recv_kid = NULL, rekey_seed = NULL, \
+    rekey_reply = NULL";
+
+/// Forgets the previous epochs' keys of every connection whose keys were erased.
+const FORGET_PREVIOUS: &str =
+    "DELETE FROM previous_keys WHERE connection IN (SELECT id FROM connections WHERE root IS NULL)";
+
+/// Previous epochs whose receiving keys a connection keeps at most.
+pub const MAX_PREVIOUS_EPOCHS: u32 = 4;
 
 /// One connection's row.
 #[derive(Clone)]
@@ -253,12 +265,10 @@ pub(crate) struct Row {
     epoch: u32,
     next_root: Option<SecretBytes<32>>,
     next_recv_kid: Option<[u8; KID_LEN]>,
-    prev_root: Option<SecretBytes<32>>,
-    prev_recv_kid: Option<[u8; KID_LEN]>,
-    prev_until_ms: Option<u64>,
     rekey_seed: Option<SecretBytes<32>>,
     rekey_reply: Option<Vec<u8>>,
     identity_changed: bool,
+    shared_digest: Option<Vec<u8>>,
 }
 
 /// A row as stored, before its values are checked.
@@ -286,12 +296,10 @@ struct Raw {
     epoch: i64,
     next_root: Option<Vec<u8>>,
     next_recv_kid: Option<Vec<u8>>,
-    prev_root: Option<Vec<u8>>,
-    prev_recv_kid: Option<Vec<u8>>,
-    prev_until_ms: Option<i64>,
     rekey_seed: Option<Vec<u8>>,
     rekey_reply: Option<Vec<u8>>,
     identity_changed: bool,
+    shared_digest: Option<Vec<u8>>,
 }
 
 impl Raw {
@@ -320,12 +328,10 @@ impl Raw {
             epoch: r.get("epoch")?,
             next_root: r.get("next_root")?,
             next_recv_kid: r.get("next_recv_kid")?,
-            prev_root: r.get("prev_root")?,
-            prev_recv_kid: r.get("prev_recv_kid")?,
-            prev_until_ms: r.get("prev_until_ms")?,
             rekey_seed: r.get("rekey_seed")?,
             rekey_reply: r.get("rekey_reply")?,
             identity_changed: r.get("identity_changed")?,
+            shared_digest: r.get("shared_digest")?,
         })
     }
 
@@ -361,12 +367,10 @@ impl Raw {
             epoch: u32::try_from(self.epoch).map_err(|_| tampered("epoch"))?,
             next_root: secret(self.next_root, "root")?,
             next_recv_kid: array(self.next_recv_kid, "kid")?,
-            prev_root: secret(self.prev_root, "root")?,
-            prev_recv_kid: array(self.prev_recv_kid, "kid")?,
-            prev_until_ms: self.prev_until_ms.map(|t| t as u64),
             rekey_seed: secret(self.rekey_seed, "rekey seed")?,
             rekey_reply: self.rekey_reply,
             identity_changed: self.identity_changed,
+            shared_digest: self.shared_digest,
         })
     }
 }
@@ -492,11 +496,14 @@ fn set_state(id: &ConnectionId, state: ConnectionState, now_ms: u64) -> Statemen
 }
 
 /// Erases a connection's keys (rejected, revoked or blocked): later messages find no key.
-fn erase_keys(id: &ConnectionId) -> Statement {
-    st(
-        &format!("UPDATE connections SET {ERASE_KEYS} WHERE id = ?1"),
-        vec![blob(id)],
-    )
+fn erase_keys(id: &ConnectionId) -> [Statement; 2] {
+    [
+        st(
+            &format!("UPDATE connections SET {ERASE_KEYS} WHERE id = ?1"),
+            vec![blob(id)],
+        ),
+        st(FORGET_PREVIOUS, vec![]),
+    ]
 }
 
 fn feed(now_ms: u64, kind: &str, text: String) -> vettid_proto::feed::EventContent {
@@ -711,7 +718,6 @@ pub fn handle(
                 told.extend(tell);
                 ended += 1;
             }
-            handshakes.clear();
             statements.extend(crate::feed::append(
                 vault,
                 &[feed(
@@ -721,11 +727,18 @@ pub fn handle(
                 )],
             )?);
             vault.write(objects, statements)?;
+            handshakes.clear();
             Ok((ConnectionReply::RevokedAll(ended), told))
         }
         ConnectionOp::Block(id) => {
             let row = get(vault, &id)?;
-            if row.state == ConnectionState::Blocked {
+            // Only keys the handshake authenticated name whom to block: the inviter's vault
+            // proved its keys once its welcome verified (the invitee's record has a code
+            // then), the invitee's static key with its hello and its identity with its
+            // confirmation. A request still waiting names keys anyone could have written
+            // into an invitation: revoke it instead.
+            let authenticated = row.inviter || row.sas.is_some();
+            if row.state == ConnectionState::Blocked || !authenticated {
                 return Err(ConnectionError::WrongState(row.state).into());
             }
             let count: i64 = vault
@@ -762,6 +775,7 @@ pub fn handle(
                         int(now_ms),
                     ],
                 ),
+                st(FORGET_PREVIOUS, vec![]),
             ];
             statements.extend(crate::feed::append(
                 vault,
@@ -830,18 +844,7 @@ pub fn handle(
             }
             // A rotation still waiting for its answer is asked again, with the same key.
             let seed = row.rekey_seed.clone().unwrap_or_else(SecretBytes::random);
-            let kem_key = KemSecret::from_seed(&seed).public_key();
-            let epoch = row.epoch.wrapping_add(1);
-            let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
-            let rekey = PeerBody::Rekey {
-                epoch,
-                signature: vault
-                    .sign(&peer::rekey_message(false, &hash, epoch, &kem_key))
-                    .to_vec(),
-                kem_key,
-                identity: vault.identity_public_key(),
-            };
-            let (count, out, _) = seal(&row, rekey, now_ms, None)?;
+            let (count, out, _) = seal(&row, rekey(vault, &row, &seed)?, now_ms, None)?;
             let mut statements: Vec<Statement> = count.into_iter().collect();
             statements.push(st(
                 "UPDATE connections SET rekey_seed = ?2 WHERE id = ?1",
@@ -883,7 +886,11 @@ fn end(
         .then(|| seal(row, body, now_ms, None))
         .transpose()?;
     Ok((
-        vec![set_state(&row.id, state, now_ms), erase_keys(&row.id)],
+        [
+            vec![set_state(&row.id, state, now_ms)],
+            erase_keys(&row.id).to_vec(),
+        ]
+        .concat(),
         told.map(|(_, out, _)| out),
     ))
 }
@@ -1030,7 +1037,8 @@ pub fn receive(unlocked: &mut UnlockedVault<'_>, wire: &[u8]) -> Result<Vec<Outb
     };
     if let Some(row) = one(
         vault,
-        "WHERE root IS NOT NULL AND (recv_kid = ?1 OR next_recv_kid = ?1 OR prev_recv_kid = ?1)",
+        "WHERE root IS NOT NULL AND (recv_kid = ?1 OR next_recv_kid = ?1 OR id = \
+         (SELECT connection FROM previous_keys WHERE recv_kid = ?1))",
         &kid,
     )? {
         return connection_message(vault, objects, &member, row, &kid, sealed, now_ms);
@@ -1273,6 +1281,7 @@ fn welcomed(
     let root = split_root(&mut waiting.handshake, &hash);
     let sas = peer::sas(&hash, &welcome.reveal, &own_reveal);
     let profile = shared_profile(vault, &row.id)?;
+    let sent = shared(&row.id, &profile);
     let confirm = PeerBody::Confirm {
         reveal: own_reveal,
         identity: vault.identity_public_key(),
@@ -1301,6 +1310,7 @@ fn welcomed(
         ],
     )];
     statements.extend(count);
+    statements.push(sent);
     vault.write(objects, statements)?;
     let note = event(
         member,
@@ -1325,33 +1335,23 @@ fn connection_message(
     now_ms: u64,
 ) -> Result<Vec<Outbound>, VaultError> {
     // Which of the connection's receiving keys: the current epoch's, the next one's (the
-    // peer opened it: this vault sends under it from now on) or the previous one's (for
-    // what the hosts delayed, until it expires).
-    let (root, epoch) = if row.recv_kid.as_ref() == Some(kid) {
-        (row.root.clone(), row.epoch)
+    // peer opened it: this vault sends under it from now on) or a previous one's (for what
+    // the hosts delayed, until it expires).
+    let (root, epoch, key) = if row.recv_kid.as_ref() == Some(kid) {
+        (row.root.clone(), row.epoch, Key::Current)
     } else if row.next_recv_kid.as_ref() == Some(kid) {
-        (row.next_root.clone(), row.epoch.wrapping_add(1))
-    } else if row.prev_recv_kid.as_ref() == Some(kid) {
-        if row.prev_until_ms.is_none_or(|until| until <= now_ms) {
-            vault.write(
-                objects,
-                vec![st(
-                    "UPDATE connections SET prev_root = NULL, prev_recv_kid = NULL, \
-                     prev_until_ms = NULL WHERE id = ?1",
-                    vec![blob(&row.id)],
-                )],
-            )?;
-            return Ok(vec![]);
-        }
-        (row.prev_root.clone(), row.epoch.wrapping_sub(1))
+        (row.next_root.clone(), row.epoch.wrapping_add(1), Key::Next)
     } else {
-        return Ok(vec![]);
+        match previous_key(vault, &row.id, kid, now_ms)? {
+            Some((root, epoch, waiting)) => (Some(root), epoch, Key::Previous { waiting }),
+            None => return Ok(vec![]),
+        }
     };
     let root = root.ok_or_else(|| tampered("root"))?;
     let Ok(plain) = epoch_key(root.expose(), !row.inviter, epoch).open(kid, sealed) else {
         return Ok(vec![]);
     };
-    if row.next_recv_kid.as_ref() == Some(kid) {
+    if key == Key::Next {
         row = open_epoch(vault, objects, row, root, now_ms)?;
     }
     let Some(message) = unpadded::<PeerMessage>(&plain) else {
@@ -1397,6 +1397,15 @@ fn connection_message(
         vec![blob(&row.id), int(message.seq)],
     )];
     let mut out = Vec::new();
+    statements.extend(previous_keys_upkeep(vault, &row.id, key, now_ms)?);
+    if key == (Key::Previous { waiting: true }) {
+        // The peer still sends under the epoch this vault left: its `EpochOpen` may have
+        // been lost. Once more (the peer switches at the first message under the new one).
+        let (count, again, seq) = seal(&row, PeerBody::EpochOpen(row.epoch), now_ms, None)?;
+        statements.extend(count);
+        out.push(again);
+        row.send_seq = seq;
+    }
     let tell = |state: ConnectionState| {
         event(
             member,
@@ -1425,8 +1434,23 @@ fn connection_message(
                 &peer::transcript_message(false, &hash),
                 &signature,
             );
-            let blocked = is_blocked(vault, Some(&identity), row.peer_static.as_ref())?;
-            if !committed || !signed || blocked || !valid_profile(&profile) {
+            if committed && signed && is_blocked(vault, Some(&identity), row.peer_static.as_ref())?
+            {
+                // A blocked member's vault, authenticated now: this connection is blocked
+                // too (without a word), and the block learns its static key.
+                statements.push(set_state(&row.id, Blocked, now_ms));
+                statements.extend(erase_keys(&row.id));
+                if let Some(static_key) = &row.peer_static {
+                    statements.push(st(
+                        "UPDATE blocked SET static_key = coalesce(static_key, ?2) \
+                         WHERE identity = ?1",
+                        vec![blob(&identity), blob(static_key)],
+                    ));
+                }
+                vault.write(objects, statements)?;
+                return Ok(vec![]);
+            }
+            if !committed || !signed || !valid_profile(&profile) {
                 return Ok(vec![]);
             }
             let inviter_reveal = row.inviter_reveal.ok_or_else(|| tampered("reveal"))?;
@@ -1443,8 +1467,9 @@ fn connection_message(
                     int(now_ms),
                 ],
             ));
-            let shared = shared_profile(vault, &row.id)?;
-            let (count, profile_out, _) = seal(&row, PeerBody::Profile(shared), now_ms, None)?;
+            let ours = shared_profile(vault, &row.id)?;
+            statements.push(shared(&row.id, &ours));
+            let (count, profile_out, _) = seal(&row, PeerBody::Profile(ours), now_ms, None)?;
             statements.extend(count);
             out.push(profile_out);
             out.push(tell(PendingReview));
@@ -1478,12 +1503,12 @@ fn connection_message(
         }
         (PeerBody::Decision(false), Confirming | PendingReview | Accepted) => {
             statements.push(set_state(&row.id, Rejected, now_ms));
-            statements.push(erase_keys(&row.id));
+            statements.extend(erase_keys(&row.id));
             out.push(tell(Rejected));
         }
         (PeerBody::Revoked, _) => {
             statements.push(set_state(&row.id, Revoked, now_ms));
-            statements.push(erase_keys(&row.id));
+            statements.extend(erase_keys(&row.id));
             statements.extend(crate::feed::append(
                 vault,
                 &[feed(
@@ -1563,12 +1588,22 @@ fn connection_message(
                 identity,
                 signature,
             },
-            Active,
+            Active | Accepted,
         ) => {
+            if row.state == Accepted {
+                // The peer could only rotate an active connection: it approved.
+                statements.push(st(
+                    "UPDATE connections SET they_accepted = 1, state = ?2, updated_ms = ?3 WHERE id = ?1",
+                    vec![blob(&row.id), state_name(Active), int(now_ms)],
+                ));
+                out.push(tell(Active));
+            }
             let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
             if row.peer_identity != Some(identity) {
-                statements.extend(identity_alert(vault, &row, now_ms)?);
-                out.push(tell(Active));
+                if !row.identity_changed {
+                    statements.extend(identity_alert(vault, &row, now_ms)?);
+                    out.push(tell(row.state));
+                }
             } else if !signed_by(
                 &identity,
                 &peer::rekey_message(false, &hash, epoch, &kem_key),
@@ -1584,9 +1619,12 @@ fn connection_message(
                     statements.extend(count);
                     out.push(again);
                 }
-            } else if row.inviter && row.rekey_seed.is_some() {
-                // Both vaults rotated at once: the inviter's rotation goes on, this one's
-                // answer will come.
+            } else if let Some(seed) = row.rekey_seed.as_ref().filter(|_| row.inviter) {
+                // Both vaults rotated at once: the inviter's rotation goes on. Its rekey again
+                // (the first may have been lost; the peer answers one of them, the same way).
+                let (count, again, _) = seal(&row, rekey(vault, &row, seed)?, now_ms, None)?;
+                statements.extend(count);
+                out.push(again);
             } else if let Some((kem_ciphertext, kem_secret)) = noise::encapsulate(&kem_key) {
                 let current = row.root.clone().ok_or_else(|| tampered("root"))?;
                 let next = next_root(&current, &kem_secret, epoch);
@@ -1630,8 +1668,10 @@ fn connection_message(
             let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
             let seed = row.rekey_seed.clone();
             if row.peer_identity != Some(identity) {
-                statements.extend(identity_alert(vault, &row, now_ms)?);
-                out.push(tell(Active));
+                if !row.identity_changed {
+                    statements.extend(identity_alert(vault, &row, now_ms)?);
+                    out.push(tell(Active));
+                }
             } else if let Some(seed) = seed.filter(|_| epoch == row.epoch.wrapping_add(1)) {
                 let kem = KemSecret::from_seed(&seed);
                 let signed = signed_by(
@@ -1649,7 +1689,7 @@ fn connection_message(
                     let next = next_root(&current, &kem_secret, epoch);
                     // This vault's part is done: the new epoch is this vault's, the peer
                     // switches when the first message under it arrives.
-                    statements.push(promote(&row, &next, now_ms));
+                    statements.extend(promote(&row, &next, now_ms, false));
                     let opened = Row {
                         root: Some(next),
                         epoch,
@@ -1732,23 +1772,128 @@ fn connection_message(
     Ok(out)
 }
 
-/// The statement making `next` the connection's current epoch (one more than `row`'s), the
-/// current one its previous (kept for [`PREVIOUS_EPOCH_SECS`]).
-fn promote(row: &Row, next: &SecretBytes<32>, now_ms: u64) -> Statement {
+/// Which receiving key a peer message came under.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key {
+    /// The current epoch's.
+    Current,
+    /// The next epoch's (the peer opened it).
+    Next,
+    /// A previous epoch's; `waiting`: the peer has not yet been seen to leave it.
+    Previous { waiting: bool },
+}
+
+/// A previous epoch's receiving key of connection `id` with key id `kid`, unless it expired:
+/// its root, its epoch, and whether the peer has not yet been seen to leave it.
+fn previous_key(
+    vault: &Vault,
+    id: &ConnectionId,
+    kid: &[u8; KID_LEN],
+    now_ms: u64,
+) -> Result<Option<(SecretBytes<32>, u32, bool)>, VaultError> {
+    use rusqlite::OptionalExtension;
+    let found: Option<(Vec<u8>, i64, Option<i64>)> = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT root, epoch, until_ms FROM previous_keys \
+                 WHERE connection = ?1 AND recv_kid = ?2",
+                rusqlite::params![&id[..], &kid[..]],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    let Some((root, epoch, until)) = found else {
+        return Ok(None);
+    };
+    if until.is_some_and(|u| u as u64 <= now_ms) {
+        return Ok(None);
+    }
+    let root: [u8; 32] = root.try_into().map_err(|_| tampered("previous root"))?;
+    let epoch = u32::try_from(epoch).map_err(|_| tampered("epoch"))?;
+    Ok(Some((
+        SecretBytes::from_array(root),
+        epoch,
+        until.is_none(),
+    )))
+}
+
+/// Upkeep of previous epochs' keys at an authenticated message under `key`: the peer's first
+/// message under the current epoch starts the clock of the one it left; expired keys go.
+fn previous_keys_upkeep(
+    vault: &Vault,
+    id: &ConnectionId,
+    key: Key,
+    now_ms: u64,
+) -> Result<Vec<Statement>, VaultError> {
+    let (waiting, expired): (i64, i64) = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT (SELECT count(*) FROM previous_keys WHERE connection = ?1 \
+                 AND until_ms IS NULL), (SELECT count(*) FROM previous_keys WHERE until_ms <= ?2)",
+                rusqlite::params![&id[..], i64::try_from(now_ms).unwrap_or(i64::MAX)],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .map_err(db)?;
+    let mut statements = Vec::new();
+    if expired > 0 {
+        statements.push(st(
+            "DELETE FROM previous_keys WHERE until_ms <= ?1",
+            vec![int(now_ms)],
+        ));
+    }
+    if waiting > 0 && key == Key::Current {
+        statements.push(st(
+            "UPDATE previous_keys SET until_ms = ?2 WHERE connection = ?1 AND until_ms IS NULL",
+            vec![
+                blob(id),
+                int(now_ms.saturating_add(PREVIOUS_EPOCH_SECS * 1000)),
+            ],
+        ));
+    }
+    Ok(statements)
+}
+
+/// The statements making `next` the connection's current epoch (one more than `row`'s) and
+/// keeping the current one's receiving key among the last [`MAX_PREVIOUS_EPOCHS`]: for
+/// [`PREVIOUS_EPOCH_SECS`] from now if `peer_switched`, else from the peer's first message
+/// under the new epoch.
+fn promote(row: &Row, next: &SecretBytes<32>, now_ms: u64, peer_switched: bool) -> Vec<Statement> {
     let epoch = row.epoch.wrapping_add(1);
-    st(
-        "UPDATE connections SET prev_root = root, prev_recv_kid = recv_kid, prev_until_ms = ?2, \
-         root = ?3, send_kid = ?4, recv_kid = ?5, epoch = ?6, next_root = NULL, \
-         next_recv_kid = NULL, rekey_seed = NULL, rekey_reply = NULL WHERE id = ?1",
-        vec![
-            blob(&row.id),
-            int(now_ms.saturating_add(PREVIOUS_EPOCH_SECS * 1000)),
-            blob(next.expose()),
-            blob(&epoch_kid(next.expose(), row.inviter, epoch)),
-            blob(&epoch_kid(next.expose(), !row.inviter, epoch)),
-            int(u64::from(epoch)),
-        ],
-    )
+    let until = if peer_switched {
+        int(now_ms.saturating_add(PREVIOUS_EPOCH_SECS * 1000))
+    } else {
+        SqlValue::Null
+    };
+    vec![
+        st(
+            "INSERT OR REPLACE INTO previous_keys (connection, epoch, root, recv_kid, until_ms) \
+             SELECT id, epoch, root, recv_kid, ?2 FROM connections \
+             WHERE id = ?1 AND root IS NOT NULL AND recv_kid IS NOT NULL",
+            vec![blob(&row.id), until],
+        ),
+        st(
+            "UPDATE connections SET root = ?2, send_kid = ?3, recv_kid = ?4, epoch = ?5, \
+             next_root = NULL, next_recv_kid = NULL, rekey_seed = NULL, rekey_reply = NULL \
+             WHERE id = ?1",
+            vec![
+                blob(&row.id),
+                blob(next.expose()),
+                blob(&epoch_kid(next.expose(), row.inviter, epoch)),
+                blob(&epoch_kid(next.expose(), !row.inviter, epoch)),
+                int(u64::from(epoch)),
+            ],
+        ),
+        st(
+            "DELETE FROM previous_keys WHERE connection = ?1 AND epoch + ?2 < ?3",
+            vec![
+                blob(&row.id),
+                int(u64::from(MAX_PREVIOUS_EPOCHS)),
+                int(u64::from(epoch)),
+            ],
+        ),
+    ]
 }
 
 /// The peer sent its first message under the epoch this vault agreed to: it is the current
@@ -1761,12 +1906,9 @@ fn open_epoch(
     next: SecretBytes<32>,
     now_ms: u64,
 ) -> Result<Row, VaultError> {
-    vault.write(objects, vec![promote(&row, &next, now_ms)])?;
+    vault.write(objects, promote(&row, &next, now_ms, true))?;
     let epoch = row.epoch.wrapping_add(1);
     Ok(Row {
-        prev_root: row.root.clone(),
-        prev_recv_kid: row.recv_kid,
-        prev_until_ms: Some(now_ms.saturating_add(PREVIOUS_EPOCH_SECS * 1000)),
         recv_kid: row.next_recv_kid,
         root: Some(next),
         epoch,
@@ -1774,6 +1916,24 @@ fn open_epoch(
         next_recv_kid: None,
         rekey_reply: None,
         ..row
+    })
+}
+
+/// This vault's rekey of `row` to its next epoch with the X-Wing key from `seed`, signed.
+fn rekey(vault: &Vault, row: &Row, seed: &SecretBytes<32>) -> Result<PeerBody, VaultError> {
+    let kem_key = KemSecret::from_seed(seed).public_key();
+    let epoch = row.epoch.wrapping_add(1);
+    let hash = row
+        .handshake_hash
+        .as_ref()
+        .ok_or_else(|| tampered("hash"))?;
+    Ok(PeerBody::Rekey {
+        epoch,
+        signature: vault
+            .sign(&peer::rekey_message(false, hash, epoch, &kem_key))
+            .to_vec(),
+        kem_key,
+        identity: vault.identity_public_key(),
     })
 }
 
@@ -1815,6 +1975,49 @@ fn shared_profile(vault: &Vault, id: &ConnectionId) -> Result<Vec<(String, Strin
             total <= PROFILE_BYTES
         })
         .collect())
+}
+
+/// What identifies a shared profile (to send it again only when it changed).
+fn profile_digest(profile: &[(String, String)]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::new()
+        .chain_update(b"vettid/v1/shared-profile\0")
+        .chain_update(postcard::to_allocvec(profile).expect("profiles encode"))
+        .finalize()
+        .to_vec()
+}
+
+/// The statement recording that connection `id` was sent `profile`.
+fn shared(id: &ConnectionId, profile: &[(String, String)]) -> Statement {
+    st(
+        "UPDATE connections SET shared_digest = ?2 WHERE id = ?1",
+        vec![blob(id), SqlValue::Blob(profile_digest(profile))],
+    )
+}
+
+/// After the member changed what they share: the statements and messages giving each
+/// connection that has keys and its peer's review or approval its new shared profile, where
+/// it changed.
+pub(crate) fn profile_pushes(
+    vault: &Vault,
+    now_ms: u64,
+) -> Result<(Vec<Statement>, Vec<Outbound>), VaultError> {
+    use ConnectionState::*;
+    let (mut statements, mut out) = (Vec::new(), Vec::new());
+    for row in rows(vault, "", &[])? {
+        if !matches!(row.state, PendingReview | Accepted | Active) || row.root.is_none() {
+            continue;
+        }
+        let profile = shared_profile(vault, &row.id)?;
+        if row.shared_digest.as_deref() == Some(&profile_digest(&profile)) {
+            continue;
+        }
+        statements.push(shared(&row.id, &profile));
+        let (count, push, _) = seal(&row, PeerBody::Profile(profile), now_ms, None)?;
+        statements.extend(count);
+        out.push(push);
+    }
+    Ok((statements, out))
 }
 
 fn valid_field((k, v): &(String, String)) -> bool {

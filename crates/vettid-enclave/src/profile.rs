@@ -444,14 +444,33 @@ fn photo(vault: &Vault) -> Result<Photo, VaultError> {
     })
 }
 
-/// Runs one profile operation on an unlocked vault.
+/// Runs one profile operation on an unlocked vault; the messages giving connected vaults the
+/// member's new shared profile, where a change altered it (sent in a second write, whose
+/// version the answer names).
 pub fn handle(
     unlocked: &mut crate::manager::UnlockedVault<'_>,
     op: ProfileOp,
+) -> Result<(ProfileReply, Vec<vettid_proto::enclave::Outbound>), VaultError> {
+    let mut pushes = Vec::new();
+    let reply = run(unlocked, op, &mut pushes)?;
+    Ok((reply, pushes))
+}
+
+fn run(
+    unlocked: &mut crate::manager::UnlockedVault<'_>,
+    op: ProfileOp,
+    pushes: &mut Vec<vettid_proto::enclave::Outbound>,
 ) -> Result<ProfileReply, VaultError> {
     let (vault, objects, now_ms) = unlocked.parts();
-    let change = |vault: &mut Vault, statements: Vec<Statement>| {
-        Ok(ProfileReply::Changed(vault.write(objects, statements)?))
+    let mut change = |vault: &mut Vault, statements: Vec<Statement>| {
+        let version = vault.write(objects, statements)?;
+        let (statements, out) = crate::connections::profile_pushes(vault, now_ms)?;
+        if statements.is_empty() {
+            return Ok(ProfileReply::Changed(version));
+        }
+        let version = vault.write(objects, statements)?;
+        pushes.extend(out);
+        Ok(ProfileReply::Changed(version))
     };
     match op {
         ProfileOp::Set(new) => {

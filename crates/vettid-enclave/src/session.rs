@@ -626,7 +626,10 @@ impl Sessions {
                 domain(manager, member, unlocked, now_ms, &mut version, |u| {
                     crate::profile::handle(u, op)
                 })
-                .map(|r| AppReply::Profile(Box::new(r)))
+                .map(|(r, out)| {
+                    events.extend(out);
+                    AppReply::Profile(Box::new(r))
+                })
             }
             // Adding or removing a device re-keys the vault: the PIN again, and the enclave's
             // document for the API.

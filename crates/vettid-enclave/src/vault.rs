@@ -253,6 +253,13 @@ pub fn version_message(vault: &str, version: u64, hash: &[u8; 32]) -> Vec<u8> {
     .concat()
 }
 
+/// Deleted rows and erased keys are overwritten with zeros in the database's pages, so no
+/// snapshot carries them in its free space.
+fn secure_delete(conn: &Connection) -> Result<(), VaultError> {
+    conn.pragma_update(None, "secure_delete", true)
+        .map_err(sql_err)
+}
+
 impl Vault {
     /// Creates the first snapshot (version 0, schema applied) of a new vault.
     pub fn create(
@@ -262,6 +269,7 @@ impl Vault {
         schema: Schema,
     ) -> Result<Vault, VaultError> {
         let conn = Connection::open_in_memory().map_err(sql_err)?;
+        secure_delete(&conn)?;
         for (i, m) in schema.iter().enumerate() {
             conn.execute_batch(m).map_err(sql_err)?;
             conn.pragma_update(None, "user_version", (i + 1) as i64)
@@ -371,6 +379,7 @@ impl Vault {
                 .try_into()
                 .map_err(|_| VaultError::Tampered("snapshot hash".into()))?;
         }
+        secure_delete(&v.conn)?;
         let base = v.snapshot_version;
         for number in objects
             .list(ObjectKind::Log)?

@@ -102,6 +102,23 @@ impl Vaults {
         (ours.id, theirs)
     }
 
+    /// Runs `f` on `who`'s vault as its enclave would (to forge what a peer could send, or
+    /// to write what an older vault held).
+    fn inside<T>(
+        &self,
+        who: &str,
+        f: impl FnOnce(&mut Vault, &crate::objects::Objects<'_>) -> Result<T, VaultError>,
+    ) -> T {
+        self.manager
+            .domain(who, &self.openings[who], NOW, |u| {
+                let (vault, objects, _) = u.parts();
+                f(vault, objects)
+            })
+            .unwrap()
+            .0
+            .unwrap()
+    }
+
     fn list(&self, who: &str) -> Vec<ConnectionView> {
         match self.op(who, ConnectionOp::List).unwrap().0 {
             ConnectionReply::Connections(c) => c,
@@ -706,11 +723,13 @@ fn rotation_opens_a_new_epoch_on_both_sides_and_loses_nothing_in_flight() {
     // Alice takes the answer: epoch 1 is hers; her first message under it opens it for bob.
     let open = v.deliver("alice", &answer[0]);
     assert_eq!(v.show("alice", a).epoch, 1);
-    assert!(
-        v.deliver("alice", &answer_again[0]).is_empty(),
-        "answered once"
-    );
+    // The second answer changes nothing; coming under the epoch she left, it only makes
+    // her vault open the new one again (bob may not have heard).
+    let reopen = v.deliver("alice", &answer_again[0]);
+    assert_eq!(peer_wires(&reopen).len(), 1);
+    assert_eq!(v.show("alice", a).epoch, 1, "answered once");
     v.pump(open);
+    v.pump(reopen);
     let (ca, cb) = (v.show("alice", a), v.show("bob", b));
     assert_eq!((ca.epoch, cb.epoch), (1, 1));
     assert!(!ca.rotating && !cb.rotating);
@@ -1075,4 +1094,259 @@ fn retention_erases_old_messages_per_connection_or_by_default() {
         .collect();
     assert_eq!(kept, ["two days later"]);
     assert_eq!(get(None), None, "kept for ever again");
+}
+
+#[test]
+fn forged_stale_or_unsigned_rotation_messages_change_nothing() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    v.op("alice", ConnectionOp::Rotate(a))
+        .map(|(_, out)| v.pump(out))
+        .unwrap();
+    assert_eq!((v.show("alice", a).epoch, v.show("bob", b).epoch), (1, 1));
+
+    // Alice's vault itself re-sends a rekey for the epoch already open (a fresh number, so
+    // it is not a duplicate): stale, ignored.
+    let stale = v.inside("alice", |vault, _| {
+        let row = get(vault, &a)?;
+        let old = Row {
+            epoch: 0,
+            ..row.clone()
+        };
+        let body = rekey(vault, &old, &SecretBytes::random())?;
+        Ok(seal(&row, body, NOW, Some(1000))?.1)
+    });
+    assert!(peer_wires(&v.deliver("bob", &stale.body)).is_empty());
+    assert!(!v.show("bob", b).rotating);
+
+    // An answer to alice's next rotation, under bob's keys but not signed by his identity.
+    let (_, pending) = v.op("alice", ConnectionOp::Rotate(a)).unwrap();
+    drop(pending);
+    let seed = v.inside("alice", |vault, _| Ok(get(vault, &a)?.rekey_seed.unwrap()));
+    let kem_key = KemSecret::from_seed(&seed).public_key();
+    let forged = v.inside("bob", |vault, _| {
+        let row = get(vault, &b)?;
+        let (kem_ciphertext, _) = noise::encapsulate(&kem_key).unwrap();
+        let body = PeerBody::Rekeyed {
+            epoch: 2,
+            kem_ciphertext,
+            identity: row
+                .peer_identity
+                .map(|_| vault.identity_public_key())
+                .unwrap(),
+            signature: vec![7; 64],
+        };
+        Ok(seal(&row, body, NOW, Some(1000))?.1)
+    });
+    assert!(peer_wires(&v.deliver("alice", &forged.body)).is_empty());
+    let ca = v.show("alice", a);
+    assert_eq!((ca.epoch, ca.rotating), (1, true), "not taken");
+}
+
+#[test]
+fn a_lost_epoch_open_is_sent_again_and_the_old_key_waits_for_the_peer() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let (_, out) = v.op("alice", ConnectionOp::Rotate(a)).unwrap();
+    let answer = v.deliver("bob", &peer_wires(&out)[0]);
+    let open = v.deliver("alice", &peer_wires(&answer)[0]);
+    assert_eq!(peer_wires(&open).len(), 1);
+    drop(open); // the host drops alice's EpochOpen
+    // Weeks later by the host's clock, bob (still under epoch 0) writes: alice's vault takes
+    // it (the old key waits for bob's switch), and opens the epoch again.
+    let late = NOW + 3 * PREVIOUS_EPOCH_SECS * 1000;
+    let text = peer_wires(&v.send("bob", b, "still on epoch 0"));
+    let back = v.deliver_at("alice", &text[0], late);
+    assert_eq!(v.history("alice", a)[0].text, "still on epoch 0");
+    v.pump(back);
+    assert_eq!(v.show("bob", b).epoch, 1, "bob switched");
+    v.pump(v.send("bob", b, "on epoch 1"));
+    assert_eq!(v.history("alice", a)[0].text, "on epoch 1");
+}
+
+#[test]
+fn messages_held_across_two_rotations_still_land() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let held = peer_wires(&v.send("alice", a, "from epoch 0"));
+    for _ in 0..2 {
+        v.op("alice", ConnectionOp::Rotate(a))
+            .map(|(_, out)| v.pump(out))
+            .unwrap();
+    }
+    assert_eq!(v.show("bob", b).epoch, 2);
+    v.pump(v.deliver("bob", &held[0]));
+    assert_eq!(v.history("bob", b)[0].text, "from epoch 0");
+}
+
+#[test]
+fn a_rotation_while_this_side_waits_for_the_approval_means_the_peer_approved() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (ra, rb) = v.reviewed();
+    let sas = ra.sas.clone();
+    let (_, out) = v
+        .op(
+            "alice",
+            ConnectionOp::Approve {
+                id: ra.id,
+                sas: sas.clone(),
+            },
+        )
+        .unwrap();
+    v.pump(out);
+    let (_, decision) = v
+        .op("bob", ConnectionOp::Approve { id: rb.id, sas })
+        .unwrap();
+    assert_eq!(v.show("bob", rb.id).state, ConnectionState::Active);
+    assert_eq!(v.show("alice", ra.id).state, ConnectionState::Accepted);
+    // Bob's approval is held back; his rotation arrives first.
+    let (_, out) = v.op("bob", ConnectionOp::Rotate(rb.id)).unwrap();
+    v.pump(out);
+    v.pump(decision);
+    let (ca, cb) = (v.show("alice", ra.id), v.show("bob", rb.id));
+    assert_eq!(ca.state, ConnectionState::Active);
+    assert_eq!((ca.epoch, cb.epoch), (1, 1));
+}
+
+#[test]
+fn blocks_name_only_authenticated_keys_and_spare_everyone_else() {
+    let v = Vaults::new(&["alice", "bob", "carol"]);
+    // Two connections between alice and bob, one between alice and carol.
+    let (ab1, ba1) = v.connect("alice", "bob");
+    let (ba2, ab2) = v.connect("bob", "alice");
+    let (ac, ca) = v.connect("alice", "carol");
+    // A request that never got an answer names keys anyone could write: not blockable.
+    let mut forged = v.invite("carol", false);
+    forged.identity = v.show("alice", ab1).peer_identity.unwrap();
+    let (reply, _) = v.op("alice", ConnectionOp::Accept(forged)).unwrap();
+    let ConnectionReply::Requested(pending) = reply else {
+        panic!()
+    };
+    assert_eq!(
+        v.op("alice", ConnectionOp::Block(pending)).unwrap_err(),
+        VaultError::Connections(ConnectionError::WrongState(ConnectionState::Requested))
+    );
+    // Alice blocks bob from the connection she made (the inviter's side).
+    v.op("alice", ConnectionOp::Block(ab1)).unwrap();
+    assert_eq!(v.show("alice", ab1).state, ConnectionState::Blocked);
+    assert_eq!(
+        v.show("alice", ab2).state,
+        ConnectionState::Blocked,
+        "every one with bob"
+    );
+    assert_eq!(
+        v.show("alice", ac).state,
+        ConnectionState::Active,
+        "carol is spared"
+    );
+    assert_eq!(
+        v.show("alice", pending).state,
+        ConnectionState::Blocked,
+        "a pending request naming bob's keys ends too"
+    );
+    v.pump(v.send("carol", ca, "carol still gets through"));
+    assert_eq!(v.history("alice", ac)[0].text, "carol still gets through");
+    for (from, id) in [("bob", ba1), ("bob", ba2)] {
+        let wire = peer_wires(&v.send(from, id, "dropped"));
+        assert!(v.deliver("alice", &wire[0]).is_empty());
+    }
+    // Bob's invitations are refused by her vault; his hellos to hers get no answer.
+    assert_eq!(
+        v.op("alice", ConnectionOp::Accept(v.invite("bob", false)))
+            .unwrap_err(),
+        VaultError::Connections(ConnectionError::Blocked)
+    );
+    let (_, hello) = v
+        .op("bob", ConnectionOp::Accept(v.invite("alice", false)))
+        .unwrap();
+    assert!(v.deliver("alice", &peer_wires(&hello)[0]).is_empty());
+}
+
+#[test]
+fn a_blocked_identity_found_at_the_confirmation_blocks_that_connection_too() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let bob_identity = v.inside("bob", |vault, _| Ok(vault.identity_public_key()));
+    // A block entry naming bob's identity only (no static key known).
+    v.inside("alice", |vault, objects| {
+        vault.write(
+            objects,
+            vec![st(
+                "INSERT INTO blocked (connection, identity, since_ms) VALUES (?1, ?2, 0)",
+                vec![blob(&[9; 16]), blob(&bob_identity)],
+            )],
+        )
+    });
+    let (_, out) = v
+        .op("bob", ConnectionOp::Accept(v.invite("alice", false)))
+        .unwrap();
+    v.pump(out);
+    let c = v.only("alice");
+    assert_eq!(
+        c.state,
+        ConnectionState::Blocked,
+        "refused at the confirmation"
+    );
+    assert!(c.sas.is_none() && c.peer_profile.is_empty());
+    // The block learned bob's static key: his next hello gets no answer at all.
+    let (_, hello) = v
+        .op("bob", ConnectionOp::Accept(v.invite("alice", false)))
+        .unwrap();
+    assert!(v.deliver("alice", &peer_wires(&hello)[0]).is_empty());
+}
+
+#[test]
+fn a_change_to_what_a_member_shares_is_pushed_to_the_connections_that_see_it() {
+    use vettid_proto::profile::{Category, NewField, ProfileOp, ShareTarget};
+    let v = Vaults::new(&["alice", "bob", "carol"]);
+    let (_, ba) = v.connect("alice", "bob");
+    let (ac, ca) = v.connect("alice", "carol");
+    let profile = |op: ProfileOp| {
+        v.manager
+            .domain("alice", &v.openings["alice"], NOW, |u| {
+                crate::profile::handle(u, op)
+            })
+            .and_then(|(a, _)| a)
+            .unwrap()
+            .1
+    };
+    let field = |key: &str, value: &str, category| NewField {
+        key: key.into(),
+        value: vettid_proto::secrets::Secret::new(value),
+        category,
+        sensitive: false,
+        order: 0,
+    };
+    // Contact details, shared by default: both connections get them.
+    profile(ProfileOp::SetDefault {
+        category: Category::Contact,
+        share: true,
+    });
+    let out = profile(ProfileOp::Set(vec![field(
+        "contact.email",
+        "alice@example.org",
+        Category::Contact,
+    )]));
+    assert_eq!(peer_wires(&out).len(), 2, "one push per connection");
+    v.pump(out);
+    let seen = |who, id| v.show(who, id).peer_profile;
+    let email = vec![("contact.email".to_string(), "alice@example.org".to_string())];
+    assert_eq!(seen("bob", ba), email);
+    assert_eq!(seen("carol", ca), email);
+    // A field nobody sees changes nothing for them: no message at all.
+    let out = profile(ProfileOp::Set(vec![field(
+        "health.note",
+        "x",
+        Category::Health,
+    )]));
+    assert!(peer_wires(&out).is_empty());
+    // Withheld from carol only: she is told, bob is not bothered.
+    let out = profile(ProfileOp::SetOverride {
+        connection: sharing_name(&ac),
+        target: ShareTarget::Category(Category::Contact),
+        share: false,
+    });
+    assert_eq!(peer_wires(&out).len(), 1);
+    v.pump(out);
+    assert!(seen("carol", ca).is_empty());
+    assert_eq!(seen("bob", ba), email);
 }
