@@ -7,8 +7,8 @@ use crate::ClientError;
 use crate::vault::{Seen, Unlocked};
 use base64::Engine as _;
 use vettid_proto::connections::{
-    BlockView, ConnectionId, ConnectionOp, ConnectionReply, ConnectionView, InvitationId,
-    InvitationView,
+    BlockView, Capabilities, ConnectionId, ConnectionOp, ConnectionReply, ConnectionView,
+    InvitationId, InvitationView, RequestId, RequestView, ShareRule,
 };
 use vettid_proto::messages::{MessageOp, MessageReply, MessageView};
 use vettid_proto::peer::Invitation;
@@ -168,6 +168,77 @@ impl<S: Seen> Unlocked<S> {
     /// it between themselves; [`ConnectionView::epoch`] shows when).
     pub async fn rotate_connection(&mut self, id: ConnectionId) -> Result<(), ClientError> {
         self.done(ConnectionOp::Rotate(id)).await
+    }
+
+    /// How the peer's requests for more of this member's profile are answered.
+    pub async fn set_share_rule(
+        &mut self,
+        id: ConnectionId,
+        rule: ShareRule,
+    ) -> Result<(), ClientError> {
+        self.done(ConnectionOp::SetRule { id, rule }).await
+    }
+
+    /// What the peer may do on the connection (its vault is told).
+    pub async fn allow(
+        &mut self,
+        id: ConnectionId,
+        capabilities: Capabilities,
+    ) -> Result<(), ClientError> {
+        self.done(ConnectionOp::Allow { id, capabilities }).await
+    }
+
+    /// Asks the peer for more of its profile; the request's id.
+    pub async fn ask(
+        &mut self,
+        id: ConnectionId,
+        targets: Vec<vettid_proto::profile::ShareTarget>,
+    ) -> Result<RequestId, ClientError> {
+        match self.run(ConnectionOp::Ask { id, targets }).await? {
+            ConnectionReply::Asked(request) => Ok(request),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Requests both ways (of one connection, or all), newest first.
+    pub async fn requests(
+        &mut self,
+        connection: Option<ConnectionId>,
+    ) -> Result<Vec<RequestView>, ClientError> {
+        match self.run(ConnectionOp::Requests(connection)).await? {
+            ConnectionReply::Requests(all) => Ok(all),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Grants a peer's pending request for `uses` fetches (the first now) until it expires.
+    pub async fn grant(
+        &mut self,
+        request: RequestId,
+        uses: Option<u32>,
+        expires_in_secs: Option<u64>,
+    ) -> Result<(), ClientError> {
+        self.done(ConnectionOp::Grant {
+            request,
+            uses,
+            expires_in_secs,
+        })
+        .await
+    }
+
+    /// Denies a peer's pending request.
+    pub async fn deny(&mut self, request: RequestId) -> Result<(), ClientError> {
+        self.done(ConnectionOp::Deny(request)).await
+    }
+
+    /// Fetches the current values of a request the peer granted (one of its uses).
+    pub async fn fetch_granted(&mut self, request: RequestId) -> Result<(), ClientError> {
+        self.done(ConnectionOp::Fetch(request)).await
+    }
+
+    /// Ends a grant this member gave: the peer's vault erases the values.
+    pub async fn end_grant(&mut self, request: RequestId) -> Result<(), ClientError> {
+        self.done(ConnectionOp::EndGrant(request)).await
     }
 
     async fn done(&mut self, op: ConnectionOp) -> Result<(), ClientError> {

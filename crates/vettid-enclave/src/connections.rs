@@ -8,7 +8,8 @@
 //!              reply_kid, own_reveal, peer_commitment, inviter_reveal, handshake_hash,
 //!              root, send_kid, recv_kid, send_seq, sas, sas_required, we_accepted, they_accepted, …)
 //!              + peer_static, epoch, next_root, next_recv_kid, rekey_seed, rekey_reply,
-//!                identity_changed, shared_digest                       (migration 10)
+//!                identity_changed, shared_digest, share_rule, capabilities,
+//!                peer_capabilities                                     (migration 10)
 //! previous_keys (connection, epoch, root, recv_kid, until_ms)   the last epochs' receiving keys
 //! peer_inbox  (connection, seq)            every peer message kept once
 //! blocked     (connection, identity, static_key, label, peer_member, since_ms)
@@ -36,9 +37,9 @@ use vettid_crypto::aead::{AeadKey, OVERHEAD};
 use vettid_crypto::kdf::Label;
 use vettid_crypto::noise::{self, HandshakeState, KemSecret};
 use vettid_proto::connections::{
-    BlockView, ConnectionError, ConnectionId, ConnectionOp, ConnectionReply, ConnectionState,
-    ConnectionView, DEFAULT_INVITATION_SECS, InvitationView, MAX_BLOCKED, MAX_INVITATION_SECS,
-    MAX_LABEL, MAX_PENDING_INVITATIONS, PREVIOUS_EPOCH_SECS,
+    BlockView, Capabilities, ConnectionError, ConnectionId, ConnectionOp, ConnectionReply,
+    ConnectionState, ConnectionView, DEFAULT_INVITATION_SECS, InvitationView, MAX_BLOCKED,
+    MAX_INVITATION_SECS, MAX_LABEL, MAX_PENDING_INVITATIONS, PREVIOUS_EPOCH_SECS, ShareRule,
 };
 use vettid_proto::enclave::{Destination, Outbound, VaultError, valid_vault_id};
 use vettid_proto::peer::{
@@ -74,6 +75,9 @@ ALTER TABLE connections ADD COLUMN rekey_seed BLOB;
 ALTER TABLE connections ADD COLUMN rekey_reply BLOB;
 ALTER TABLE connections ADD COLUMN identity_changed INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE connections ADD COLUMN shared_digest BLOB;
+ALTER TABLE connections ADD COLUMN share_rule TEXT NOT NULL DEFAULT 'ask';
+ALTER TABLE connections ADD COLUMN capabilities BLOB;
+ALTER TABLE connections ADD COLUMN peer_capabilities BLOB;
 CREATE UNIQUE INDEX connections_next_kid ON connections (next_recv_kid);
 CREATE TABLE previous_keys (connection BLOB NOT NULL, epoch INTEGER NOT NULL,
     root BLOB NOT NULL, recv_kid BLOB NOT NULL UNIQUE, until_ms INTEGER,
@@ -269,6 +273,21 @@ pub(crate) struct Row {
     rekey_reply: Option<Vec<u8>>,
     identity_changed: bool,
     shared_digest: Option<Vec<u8>>,
+    share_rule: ShareRule,
+    capabilities: Capabilities,
+    peer_capabilities: Option<Capabilities>,
+}
+
+impl Row {
+    /// How the peer's requests for more are answered.
+    pub(crate) fn rule(&self) -> ShareRule {
+        self.share_rule
+    }
+
+    /// Whether the peer said it takes messages on this connection (yes until it says).
+    pub(crate) fn peer_takes_messages(&self) -> bool {
+        self.peer_capabilities.is_none_or(|c| c.messaging)
+    }
 }
 
 /// A row as stored, before its values are checked.
@@ -300,6 +319,9 @@ struct Raw {
     rekey_reply: Option<Vec<u8>>,
     identity_changed: bool,
     shared_digest: Option<Vec<u8>>,
+    share_rule: String,
+    capabilities: Option<Vec<u8>>,
+    peer_capabilities: Option<Vec<u8>>,
 }
 
 impl Raw {
@@ -332,6 +354,9 @@ impl Raw {
             rekey_reply: r.get("rekey_reply")?,
             identity_changed: r.get("identity_changed")?,
             shared_digest: r.get("shared_digest")?,
+            share_rule: r.get("share_rule")?,
+            capabilities: r.get("capabilities")?,
+            peer_capabilities: r.get("peer_capabilities")?,
         })
     }
 
@@ -371,6 +396,16 @@ impl Raw {
             rekey_reply: self.rekey_reply,
             identity_changed: self.identity_changed,
             shared_digest: self.shared_digest,
+            share_rule: ShareRule::parse(&self.share_rule).ok_or_else(|| tampered("rule"))?,
+            capabilities: self
+                .capabilities
+                .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("capabilities")))
+                .transpose()?
+                .unwrap_or_default(),
+            peer_capabilities: self
+                .peer_capabilities
+                .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("capabilities")))
+                .transpose()?,
         })
     }
 }
@@ -415,6 +450,9 @@ fn view(r: Row) -> ConnectionView {
         epoch: r.epoch,
         rotating: r.rekey_seed.is_some() || r.next_root.is_some(),
         identity_changed: r.identity_changed,
+        rule: r.share_rule,
+        capabilities: r.capabilities,
+        peer_capabilities: r.peer_capabilities,
     }
 }
 
@@ -474,6 +512,15 @@ pub(crate) fn seal(
     ))
 }
 
+/// The connection `id` if it is active (for the grants domain: a connection error otherwise).
+pub(crate) fn active_connection(vault: &Vault, id: &ConnectionId) -> Result<Row, VaultError> {
+    let row = get(vault, id)?;
+    if row.state != ConnectionState::Active {
+        return Err(ConnectionError::WrongState(row.state).into());
+    }
+    Ok(row)
+}
+
 /// The connection `id` if it is active (messages flow only then).
 pub(crate) fn active(vault: &Vault, id: &ConnectionId) -> Result<Row, VaultError> {
     let row =
@@ -496,14 +543,16 @@ fn set_state(id: &ConnectionId, state: ConnectionState, now_ms: u64) -> Statemen
 }
 
 /// Erases a connection's keys (rejected, revoked or blocked): later messages find no key.
-fn erase_keys(id: &ConnectionId) -> [Statement; 2] {
-    [
+fn erase_keys(id: &ConnectionId) -> Vec<Statement> {
+    let mut statements = vec![
         st(
             &format!("UPDATE connections SET {ERASE_KEYS} WHERE id = ?1"),
             vec![blob(id)],
         ),
         st(FORGET_PREVIOUS, vec![]),
-    ]
+    ];
+    statements.extend(crate::grants::forget_ended());
+    statements
 }
 
 fn feed(now_ms: u64, kind: &str, text: String) -> vettid_proto::feed::EventContent {
@@ -777,6 +826,7 @@ pub fn handle(
                 ),
                 st(FORGET_PREVIOUS, vec![]),
             ];
+            statements.extend(crate::grants::forget_ended());
             statements.extend(crate::feed::append(
                 vault,
                 &[feed(
@@ -833,6 +883,78 @@ pub fn handle(
             Ok((ConnectionReply::Done, vec![]))
         }
         ConnectionOp::Blocked => Ok((ConnectionReply::Blocked(blocked(vault)?), vec![])),
+        ConnectionOp::SetRule { id, rule } => {
+            get(vault, &id)?;
+            vault.write(
+                objects,
+                vec![st(
+                    "UPDATE connections SET share_rule = ?2 WHERE id = ?1",
+                    vec![blob(&id), SqlValue::Text(rule.as_str().into())],
+                )],
+            )?;
+            Ok((ConnectionReply::Done, vec![]))
+        }
+        ConnectionOp::Allow { id, capabilities } => {
+            get(vault, &id)?;
+            vault.write(
+                objects,
+                vec![st(
+                    "UPDATE connections SET capabilities = ?2 WHERE id = ?1",
+                    vec![
+                        blob(&id),
+                        SqlValue::Blob(postcard::to_allocvec(&capabilities).expect("encodes")),
+                    ],
+                )],
+            )?;
+            // The peer's vault is told with the profile (where keys allow).
+            let (statements, out) = profile_pushes(vault, now_ms)?;
+            if !statements.is_empty() {
+                vault.write(objects, statements)?;
+            }
+            Ok((ConnectionReply::Done, out))
+        }
+        ConnectionOp::Ask { id, targets } => {
+            let row = active_connection(vault, &id)?;
+            let (request, statements, out) = crate::grants::ask(&row, targets, now_ms)?;
+            vault.write(objects, statements)?;
+            Ok((ConnectionReply::Asked(request), vec![out]))
+        }
+        ConnectionOp::Requests(connection) => Ok((
+            ConnectionReply::Requests(crate::grants::list(vault, connection.as_ref(), now_ms)?),
+            vec![],
+        )),
+        ConnectionOp::Grant {
+            request,
+            uses,
+            expires_in_secs,
+        } => decided(
+            vault,
+            objects,
+            crate::grants::Decision::Grant {
+                request,
+                uses,
+                expires_in_secs,
+            },
+            now_ms,
+        ),
+        ConnectionOp::Deny(request) => decided(
+            vault,
+            objects,
+            crate::grants::Decision::Deny(request),
+            now_ms,
+        ),
+        ConnectionOp::Fetch(request) => decided(
+            vault,
+            objects,
+            crate::grants::Decision::Fetch(request),
+            now_ms,
+        ),
+        ConnectionOp::EndGrant(request) => decided(
+            vault,
+            objects,
+            crate::grants::Decision::End(request),
+            now_ms,
+        ),
         ConnectionOp::Rotate(id) => {
             let row = get(vault, &id)?;
             if row.state != ConnectionState::Active {
@@ -854,6 +976,17 @@ pub fn handle(
             Ok((ConnectionReply::Done, vec![out]))
         }
     }
+}
+
+fn decided(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    decision: crate::grants::Decision,
+    now_ms: u64,
+) -> Result<(ConnectionReply, Vec<Outbound>), VaultError> {
+    let (statements, out) = crate::grants::decide(vault, decision, now_ms)?;
+    vault.write(objects, statements)?;
+    Ok((ConnectionReply::Done, vec![out]))
 }
 
 /// Whether a connection in `state` has not ended.
@@ -886,11 +1019,7 @@ fn end(
         .then(|| seal(row, body, now_ms, None))
         .transpose()?;
     Ok((
-        [
-            vec![set_state(&row.id, state, now_ms)],
-            erase_keys(&row.id).to_vec(),
-        ]
-        .concat(),
+        [vec![set_state(&row.id, state, now_ms)], erase_keys(&row.id)].concat(),
         told.map(|(_, out, _)| out),
     ))
 }
@@ -1281,12 +1410,13 @@ fn welcomed(
     let root = split_root(&mut waiting.handshake, &hash);
     let sas = peer::sas(&hash, &welcome.reveal, &own_reveal);
     let profile = shared_profile(vault, &row.id)?;
-    let sent = shared(&row.id, &profile);
+    let sent = shared(&row.id, &profile, &row.capabilities);
     let confirm = PeerBody::Confirm {
         reveal: own_reveal,
         identity: vault.identity_public_key(),
         signature: vault.sign(&peer::transcript_message(false, &hash)).to_vec(),
         profile,
+        offer: row.capabilities,
     };
     let keyed = Row {
         root: Some(root.clone()),
@@ -1422,6 +1552,7 @@ fn connection_message(
                 identity,
                 signature,
                 profile,
+                offer,
             },
             Confirming,
         ) if row.inviter => {
@@ -1457,7 +1588,8 @@ fn connection_message(
             let sas = peer::sas(&hash, &inviter_reveal, &reveal);
             statements.push(st(
                 "UPDATE connections SET state = ?2, peer_identity = ?3, peer_profile = ?4, \
-                 sas = ?5, updated_ms = ?6, welcome = NULL, hello_digest = NULL WHERE id = ?1",
+                 sas = ?5, updated_ms = ?6, welcome = NULL, hello_digest = NULL, \
+                 peer_capabilities = ?7 WHERE id = ?1",
                 vec![
                     blob(&row.id),
                     state_name(PendingReview),
@@ -1465,26 +1597,41 @@ fn connection_message(
                     SqlValue::Blob(postcard::to_allocvec(&profile).expect("profiles encode")),
                     SqlValue::Text(sas),
                     int(now_ms),
+                    SqlValue::Blob(postcard::to_allocvec(&offer).expect("offers encode")),
                 ],
             ));
             let ours = shared_profile(vault, &row.id)?;
-            statements.push(shared(&row.id, &ours));
-            let (count, profile_out, _) = seal(&row, PeerBody::Profile(ours), now_ms, None)?;
+            statements.push(shared(&row.id, &ours, &row.capabilities));
+            let body = PeerBody::Profile {
+                fields: ours,
+                offer: row.capabilities,
+            };
+            let (count, profile_out, _) = seal(&row, body, now_ms, None)?;
             statements.extend(count);
             out.push(profile_out);
             out.push(tell(PendingReview));
         }
-        (PeerBody::Profile(profile), PendingReview | Accepted | Active)
-            if valid_profile(&profile) =>
+        (PeerBody::Profile { fields, offer }, PendingReview | Accepted | Active)
+            if valid_profile(&fields) =>
         {
             statements.push(st(
-                "UPDATE connections SET peer_profile = ?2, updated_ms = ?3 WHERE id = ?1",
+                "UPDATE connections SET peer_profile = ?2, updated_ms = ?3, \
+                 peer_capabilities = ?4 WHERE id = ?1",
                 vec![
                     blob(&row.id),
-                    SqlValue::Blob(postcard::to_allocvec(&profile).expect("profiles encode")),
+                    SqlValue::Blob(postcard::to_allocvec(&fields).expect("profiles encode")),
                     int(now_ms),
+                    SqlValue::Blob(postcard::to_allocvec(&offer).expect("offers encode")),
                 ],
             ));
+        }
+        (
+            body @ (PeerBody::Ask { .. } | PeerBody::Answer { .. } | PeerBody::Fetch { .. }),
+            Active,
+        ) => {
+            let (more, answers) = crate::grants::receive(vault, member, &row, body, now_ms)?;
+            statements.extend(more);
+            out.extend(answers);
         }
         // The invitee approved before its confirmation was taken (reordered): remembered.
         (PeerBody::Decision(true), Confirming) => {
@@ -1537,7 +1684,8 @@ fn connection_message(
             }
             let (seqs, read) = match body {
                 PeerBody::Text(text) => {
-                    if !crate::messages::valid_text(&text) {
+                    // Not valid, or the member does not take messages from this peer.
+                    if !crate::messages::valid_text(&text) || !row.capabilities.messaging {
                         return Ok(vec![]);
                     }
                     statements.extend(crate::messages::received(
@@ -1978,20 +2126,20 @@ fn shared_profile(vault: &Vault, id: &ConnectionId) -> Result<Vec<(String, Strin
 }
 
 /// What identifies a shared profile (to send it again only when it changed).
-fn profile_digest(profile: &[(String, String)]) -> Vec<u8> {
+fn profile_digest(profile: &[(String, String)], offer: &Capabilities) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::new()
         .chain_update(b"vettid/v1/shared-profile\0")
-        .chain_update(postcard::to_allocvec(profile).expect("profiles encode"))
+        .chain_update(postcard::to_allocvec(&(profile, offer)).expect("profiles encode"))
         .finalize()
         .to_vec()
 }
 
-/// The statement recording that connection `id` was sent `profile`.
-fn shared(id: &ConnectionId, profile: &[(String, String)]) -> Statement {
+/// The statement recording that connection `id` was sent `profile` and `offer`.
+fn shared(id: &ConnectionId, profile: &[(String, String)], offer: &Capabilities) -> Statement {
     st(
         "UPDATE connections SET shared_digest = ?2 WHERE id = ?1",
-        vec![blob(id), SqlValue::Blob(profile_digest(profile))],
+        vec![blob(id), SqlValue::Blob(profile_digest(profile, offer))],
     )
 }
 
@@ -2009,11 +2157,15 @@ pub(crate) fn profile_pushes(
             continue;
         }
         let profile = shared_profile(vault, &row.id)?;
-        if row.shared_digest.as_deref() == Some(&profile_digest(&profile)) {
+        if row.shared_digest.as_deref() == Some(&profile_digest(&profile, &row.capabilities)) {
             continue;
         }
-        statements.push(shared(&row.id, &profile));
-        let (count, push, _) = seal(&row, PeerBody::Profile(profile), now_ms, None)?;
+        statements.push(shared(&row.id, &profile, &row.capabilities));
+        let body = PeerBody::Profile {
+            fields: profile,
+            offer: row.capabilities,
+        };
+        let (count, push, _) = seal(&row, body, now_ms, None)?;
         statements.extend(count);
         out.push(push);
     }

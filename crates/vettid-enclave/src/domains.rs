@@ -84,6 +84,12 @@ pub const REGISTRY: &[Domain] = &[
         migrations: crate::messages::MIGRATIONS,
         restored: &[],
     },
+    Domain {
+        name: "grants",
+        migrations: crate::grants::MIGRATIONS,
+        // Grants belong to connections, which are not restored.
+        restored: &[],
+    },
 ];
 
 /// All migrations of all domains in sequence order.
@@ -144,8 +150,9 @@ mod tests {
             "883e0b8fc1d624da9c47a3946daf27c683eb061e9ce2246b933a999acd01db9b",
             "417961f856306c29ad7b9b611247c8d5c8f887459a3b837e9778811ed8971d37",
             "669833d3017c1ba3cb37b30cf53a859a8493f7c10b9c3624914648ca96aab4ca",
-            "880367f53445ede544774141672bacf6bdcff846369bb5f855b26770649f6034",
+            "695f612b9345004077e29ae3d8b382a4743e558a54e31ebb665e8d49ee4f1e36",
             "b3f5a0c397e66d13428ca90bf2ce8419eb264f7d615bfe55798e43c8faccb25f",
+            "4944b4362b58654ce4f7fcfd8a4e7602ae0279bfe7bf55654bf85c0647a1391d",
         ];
         let now: Vec<String> = schema()
             .iter()

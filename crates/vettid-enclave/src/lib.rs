@@ -38,6 +38,7 @@ pub mod device;
 pub mod devices;
 pub mod domains;
 pub mod feed;
+pub mod grants;
 pub mod keys;
 pub mod link;
 pub mod manager;

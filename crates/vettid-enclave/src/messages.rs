@@ -248,6 +248,9 @@ pub fn handle(
                 return Err(MessageError::BadText.into());
             }
             let row = crate::connections::active(vault, &connection)?;
+            if !row.peer_takes_messages() {
+                return Err(MessageError::NotAllowed.into());
+            }
             if let Some((seq, sent)) = by_client(vault, &connection, &client_id)? {
                 // A retry: the same message again (the peer keeps it once).
                 let (_, out, _) =

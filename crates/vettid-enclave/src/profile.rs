@@ -317,6 +317,24 @@ fn effective(vault: &Vault, connection: &str) -> Result<Vec<String>, VaultError>
 
 /// The fields and values `connection` would see, in key order (what the vault sends a
 /// connection as its profile).
+/// The member's fields that `targets` name: a field by its key (a sensitive one too: the
+/// member grants it by name) or a category's non-sensitive fields, in key order.
+pub(crate) fn values_for(
+    vault: &Vault,
+    targets: &[ShareTarget],
+) -> Result<Vec<(String, String)>, VaultError> {
+    Ok(fields(vault)?
+        .into_iter()
+        .filter(|f| {
+            targets.iter().any(|t| match t {
+                ShareTarget::Field(k) => *k == f.key,
+                ShareTarget::Category(c) => *c == f.category && !f.sensitive,
+            })
+        })
+        .filter_map(|f| Some((f.key, f.value?.0.as_str().to_owned())))
+        .collect())
+}
+
 pub(crate) fn shared_with(
     vault: &Vault,
     connection: &str,

@@ -34,6 +34,155 @@ pub const MAX_LABEL: usize = 64;
 pub const PREVIOUS_EPOCH_SECS: u64 = 16 * 24 * 3600;
 /// Members a vault blocks at most.
 pub const MAX_BLOCKED: usize = 10_000;
+/// Fields or categories one request asks for at most.
+pub const MAX_ASK_TARGETS: usize = 16;
+/// Requests from one peer that wait for the member's decision at most (later ones are dropped).
+pub const MAX_PENDING_ASKS: usize = 20;
+/// Uses of a grant at most (the first answer is one).
+pub const MAX_GRANT_USES: u32 = 100;
+/// A grant's default lifetime (7 days).
+pub const DEFAULT_GRANT_SECS: u64 = 7 * 24 * 3600;
+/// A grant's longest lifetime (365 days).
+pub const MAX_GRANT_SECS: u64 = 365 * 24 * 3600;
+/// A request's id.
+pub type RequestId = [u8; 16];
+
+/// What a member lets one connection's peer do (offered at the handshake, changeable at any
+/// time; the peer's vault is told, and this vault enforces it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Send messages.
+    pub messaging: bool,
+    /// Call.
+    pub calling: bool,
+    /// Ask this member to present a credential.
+    pub presentation: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            messaging: true,
+            calling: true,
+            presentation: false,
+        }
+    }
+}
+
+/// How a connection's requests for more of the profile are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShareRule {
+    /// The member decides each (a feed item and an event; the default).
+    Ask,
+    /// Granted at once, once, for [`DEFAULT_GRANT_SECS`].
+    Auto,
+}
+
+impl ShareRule {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareRule::Ask => "ask",
+            ShareRule::Auto => "auto",
+        }
+    }
+
+    /// The rule named `s`.
+    pub fn parse(s: &str) -> Option<ShareRule> {
+        [ShareRule::Ask, ShareRule::Auto]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// A request's answer, from the vault asked.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AskAnswer {
+    /// Granted: the values now, and how many more fetches the grant allows until when.
+    Granted {
+        /// The fields asked for that the member has.
+        values: Vec<(String, String)>,
+        /// Fetches left.
+        uses_left: u32,
+        /// When the grant ends (the granting vault's clock).
+        expires_ms: u64,
+    },
+    /// Denied.
+    Denied,
+    /// The grant ended (used up, expired, or ended by the member): the values go.
+    Ended,
+}
+
+crate::redact::redacted_debug!(AskAnswer);
+
+/// Where a request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestState {
+    /// Waiting for the asked member's decision.
+    Pending,
+    /// Granted (values may be fetched while uses last).
+    Granted,
+    /// Denied.
+    Denied,
+    /// Used up, expired or ended.
+    Ended,
+}
+
+impl RequestState {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Granted => "granted",
+            RequestState::Denied => "denied",
+            RequestState::Ended => "ended",
+        }
+    }
+
+    /// The state named `s`.
+    pub fn parse(s: &str) -> Option<RequestState> {
+        [
+            RequestState::Pending,
+            RequestState::Granted,
+            RequestState::Denied,
+            RequestState::Ended,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+}
+
+/// A request for more of a profile, either way.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    /// Its id in this vault.
+    pub id: RequestId,
+    /// On which connection.
+    pub connection: ConnectionId,
+    /// The peer asked this member (`false`: this member asked the peer).
+    pub incoming: bool,
+    /// What was asked for.
+    pub targets: Vec<crate::profile::ShareTarget>,
+    /// Where it is.
+    pub state: RequestState,
+    /// When it was asked.
+    pub asked_ms: u64,
+    /// Fetches the grant has left.
+    pub uses_left: Option<u32>,
+    /// When the grant ends.
+    pub expires_ms: Option<u64>,
+    /// The values received (asked by this member, granted, not expired).
+    pub values: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for RequestView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestView")
+            .field("id", &crate::redact::Hex(&self.id))
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,6 +287,45 @@ pub enum ConnectionOp {
     Blocked,
     /// Open the next epoch of an active connection's keys.
     Rotate(ConnectionId),
+    /// How the peer's requests for more are answered.
+    SetRule {
+        /// Which connection.
+        id: ConnectionId,
+        /// The rule.
+        rule: ShareRule,
+    },
+    /// What the peer may do on the connection (the peer's vault is told).
+    Allow {
+        /// Which connection.
+        id: ConnectionId,
+        /// What it may do.
+        capabilities: Capabilities,
+    },
+    /// Ask the peer for more of its profile (1–[`MAX_ASK_TARGETS`] fields or categories).
+    Ask {
+        /// Which connection.
+        id: ConnectionId,
+        /// What.
+        targets: Vec<crate::profile::ShareTarget>,
+    },
+    /// Requests, both ways (of one connection, or all), newest first.
+    Requests(Option<ConnectionId>),
+    /// Grant a peer's pending request: the values go now (one use), and the peer may fetch
+    /// them again `uses - 1` times until the grant expires.
+    Grant {
+        /// The request (this vault's id for it).
+        request: RequestId,
+        /// 1–[`MAX_GRANT_USES`] (default 1).
+        uses: Option<u32>,
+        /// Lifetime (default [`DEFAULT_GRANT_SECS`], at most [`MAX_GRANT_SECS`]).
+        expires_in_secs: Option<u64>,
+    },
+    /// Deny a peer's pending request (the peer is told).
+    Deny(RequestId),
+    /// Fetch the current values of a request the peer granted (one of its uses).
+    Fetch(RequestId),
+    /// End a grant early: the peer is told and its vault erases the values.
+    EndGrant(RequestId),
 }
 
 crate::redact::redacted_debug!(ConnectionOp);
@@ -180,6 +368,12 @@ pub struct ConnectionView {
     pub we_accepted: bool,
     /// The peer's member approved.
     pub they_accepted: bool,
+    /// How the peer's requests for more are answered.
+    pub rule: ShareRule,
+    /// What this member lets the peer do.
+    pub capabilities: Capabilities,
+    /// What the peer lets this member do, once it said.
+    pub peer_capabilities: Option<Capabilities>,
     /// When it was made (the host's clock).
     pub created_ms: u64,
     /// The epoch of its keys (0 from the handshake, one more at each rotation).
@@ -243,6 +437,10 @@ pub enum ConnectionReply {
     Blocked(Vec<BlockView>),
     /// How many connections `RevokeAll` ended.
     RevokedAll(u32),
+    /// The request asked of the peer.
+    Asked(RequestId),
+    /// Requests, newest first.
+    Requests(Vec<RequestView>),
     /// Done.
     Done,
 }
@@ -292,4 +490,17 @@ pub enum ConnectionError {
     /// Already [`MAX_BLOCKED`] members are blocked.
     #[error("at most {MAX_BLOCKED} members may be blocked")]
     TooManyBlocked,
+    /// A request names 1–[`MAX_ASK_TARGETS`] valid fields or categories; a grant 1–100 uses and
+    /// at most 365 days.
+    #[error(
+        "a request names 1-{MAX_ASK_TARGETS} fields or categories; a grant has 1-{MAX_GRANT_USES} uses and lasts at most 365 days"
+    )]
+    BadRequest,
+    /// No such request (or not one this operation applies to: granting needs a peer's pending
+    /// request, fetching a grant the peer gave).
+    #[error("no such request (see `connections requests`)")]
+    UnknownRequest,
+    /// The grant is used up, expired or ended.
+    #[error("the grant is used up, expired or ended: ask again")]
+    GrantEnded,
 }

@@ -142,6 +142,9 @@ pub enum MessageError {
         "a message can be edited or deleted for everyone only within 24 hours of sending, and not once deleted"
     )]
     TooLate,
+    /// The peer does not take messages on this connection.
+    #[error("the peer does not take messages on this connection")]
+    NotAllowed,
     /// A retention is 1–[`MAX_RETENTION_DAYS`] days.
     #[error("a retention is 1-{MAX_RETENTION_DAYS} days (or none: keep for ever)")]
     BadRetention,

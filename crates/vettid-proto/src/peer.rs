@@ -151,10 +151,18 @@ pub enum PeerBody {
         signature: Vec<u8>,
         /// The invitee's profile, as it shares it with this connection.
         profile: Vec<(String, String)>,
+        /// What the invitee's member lets the inviter's do on this connection.
+        offer: crate::connections::Capabilities,
     },
-    /// The sender's profile as it shares it with this connection (sent by the inviter after
-    /// the confirmation, and by either side when it changes).
-    Profile(Vec<(String, String)>),
+    /// The sender's profile as it shares it with this connection and what it lets the receiver
+    /// do on it (sent by the inviter after the confirmation, and by either side when either
+    /// changes).
+    Profile {
+        /// The shared fields.
+        fields: Vec<(String, String)>,
+        /// What the sender's member allows.
+        offer: crate::connections::Capabilities,
+    },
     /// The sender's member accepted (`true`) or rejected the connection.
     Decision(bool),
     /// A text message.
@@ -206,6 +214,25 @@ pub enum PeerBody {
     },
     /// The sender's message `seq` is deleted for everyone.
     Delete(u64),
+    /// The sender's member asks for more of the receiver's profile than it shares.
+    Ask {
+        /// The request's id (the sender's).
+        request: [u8; 16],
+        /// Which fields or categories.
+        targets: Vec<crate::profile::ShareTarget>,
+    },
+    /// The receiver's request `request` is answered.
+    Answer {
+        /// The receiver's request id.
+        request: [u8; 16],
+        /// The answer.
+        answer: crate::connections::AskAnswer,
+    },
+    /// Use the sender's grant for request `request` once more: the current values, please.
+    Fetch {
+        /// The sender's request id.
+        request: [u8; 16],
+    },
 }
 
 crate::redact::redacted_debug!(PeerBody);

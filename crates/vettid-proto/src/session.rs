@@ -603,6 +603,16 @@ pub enum EventKind {
         /// Read, not only delivered.
         read: bool,
     },
+    /// A request for more of a profile: a peer asked (`incoming`), or the peer answered one of
+    /// this member's.
+    Request {
+        /// The connection.
+        connection: crate::connections::ConnectionId,
+        /// The request (this vault's id).
+        request: crate::connections::RequestId,
+        /// A peer's request to decide.
+        incoming: bool,
+    },
     /// The peer edited or deleted one of its messages.
     MessageChanged {
         /// The connection.

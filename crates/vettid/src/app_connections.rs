@@ -110,6 +110,69 @@ pub(crate) enum ConnectionsCommand {
     },
     /// Blocked members.
     Blocked,
+    /// Asks the peer for more of their profile (fields by key, or whole categories).
+    Ask {
+        /// The connection's id.
+        id: String,
+        /// A field's key (repeat for more).
+        #[arg(long = "field")]
+        fields: Vec<String>,
+        /// A category: identity, contact, address, financial, health, other (repeat for more).
+        #[arg(long = "category")]
+        categories: Vec<String>,
+    },
+    /// Requests for more of a profile, both ways: to decide, and what peers granted you.
+    Requests {
+        /// Only this connection's.
+        id: Option<String>,
+    },
+    /// Grants a peer's request: the values go now, and they may fetch them again.
+    Grant {
+        /// The request's id (as `requests` shows it).
+        request: String,
+        /// Fetches allowed, the first included (default 1, at most 100).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// Days until the grant ends (default 7, at most 365).
+        #[arg(long)]
+        days: Option<u64>,
+    },
+    /// Denies a peer's request (they are told).
+    Deny {
+        /// The request's id.
+        request: String,
+    },
+    /// Fetches again what a peer granted you (one of its uses).
+    Fetch {
+        /// The request's id.
+        request: String,
+    },
+    /// Ends a grant you gave: the peer's vault erases the values.
+    EndGrant {
+        /// The request's id.
+        request: String,
+    },
+    /// How a connection's requests are answered: `ask` (you decide each) or `auto`.
+    Rule {
+        /// The connection's id.
+        id: String,
+        /// ask | auto
+        rule: String,
+    },
+    /// What the peer may do on the connection (their vault is told).
+    Allow {
+        /// The connection's id.
+        id: String,
+        /// Messages: on | off.
+        #[arg(long)]
+        messaging: Option<String>,
+        /// Calls: on | off.
+        #[arg(long)]
+        calling: Option<String>,
+        /// Asking you to present a credential: on | off.
+        #[arg(long)]
+        presentation: Option<String>,
+    },
     /// Rotates an active connection's keys to a new epoch (fresh X-Wing secret, signed with
     /// both vaults' pinned identity keys), and waits for the peer's vault to answer.
     Rotate {
@@ -260,10 +323,66 @@ fn print_connection(c: &ConnectionView) {
             if c.rotating { " (rotating)" } else { "" }
         );
     }
+    if matches!(
+        c.state,
+        ConnectionState::PendingReview | ConnectionState::Accepted | ConnectionState::Active
+    ) {
+        let caps = |k: &vettid_proto::connections::Capabilities| {
+            [
+                ("messages", k.messaging),
+                ("calls", k.calling),
+                ("credential requests", k.presentation),
+            ]
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+        };
+        println!(
+            "    you allow  {} (requests: {})",
+            caps(&c.capabilities),
+            c.rule.as_str()
+        );
+        if let Some(theirs) = &c.peer_capabilities {
+            println!("    they allow {}", caps(theirs));
+        }
+    }
     if c.identity_changed {
         println!(
             "    ⚠ the peer's vault presented a different identity key: refused, the pinned one kept"
         );
+    }
+}
+
+/// The request `given` names: its hex id or a unique beginning of it.
+async fn resolve_request(
+    s: &mut Session<'_>,
+    given: &str,
+) -> anyhow::Result<vettid_proto::connections::RequestView> {
+    let given = given.trim().to_ascii_lowercase();
+    if given.len() < 4 || !given.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("a request id is hex (at least 4 digits), as `connections requests` shows it");
+    }
+    let mut matching: Vec<_> = s
+        .requests(None)
+        .await?
+        .into_iter()
+        .filter(|r| hex::encode(r.id).starts_with(&given))
+        .collect();
+    match matching.len() {
+        0 => bail!("no request {given} (see `vettid app connections requests`)"),
+        1 => Ok(matching.remove(0)),
+        n => bail!("{n} requests begin with {given}: give more digits"),
+    }
+}
+
+fn on_off(name: &str, given: Option<&str>, now: bool) -> anyhow::Result<bool> {
+    match given {
+        None => Ok(now),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => bail!("--{name} is on or off, not {other}"),
     }
 }
 
@@ -471,6 +590,118 @@ pub(crate) async fn connections(
             }
             println!("{} blocked member(s)", all.len());
         }
+        ConnectionsCommand::Ask {
+            id,
+            fields,
+            categories,
+        } => {
+            use vettid_proto::profile::{Category, ShareTarget};
+            let c = resolve(s, &id).await?;
+            let mut targets: Vec<ShareTarget> =
+                fields.into_iter().map(ShareTarget::Field).collect();
+            for name in categories {
+                let category = Category::parse(&name).with_context(|| {
+                    format!("{name}: a category is identity, contact, address, financial, health or other")
+                })?;
+                targets.push(ShareTarget::Category(category));
+            }
+            let request = s.ask(c.id, targets).await?;
+            println!(
+                "✓ request {} sent; their member decides (see `connections requests`)",
+                hex::encode(request)
+            );
+        }
+        ConnectionsCommand::Requests { id } => {
+            let connection = match id {
+                Some(id) => Some(resolve(s, &id).await?.id),
+                None => None,
+            };
+            let all = s.requests(connection).await?;
+            for r in &all {
+                let what: Vec<String> = r
+                    .targets
+                    .iter()
+                    .map(|t| match t {
+                        vettid_proto::profile::ShareTarget::Field(k) => k.clone(),
+                        vettid_proto::profile::ShareTarget::Category(c) => {
+                            format!("category {}", c.as_str())
+                        }
+                    })
+                    .collect();
+                println!(
+                    "{}  {} {:<8} {}  on {}{}",
+                    hex::encode(r.id),
+                    if r.incoming {
+                        "asked of you"
+                    } else {
+                        "you asked  "
+                    },
+                    r.state.as_str(),
+                    what.join(", "),
+                    hex::encode(&r.connection[..4]),
+                    match (r.uses_left, r.expires_ms) {
+                        (Some(u), Some(e))
+                            if r.state == vettid_proto::connections::RequestState::Granted =>
+                            format!("  ({u} fetch(es) left, until {e})"),
+                        _ => String::new(),
+                    }
+                );
+                for (k, v) in &r.values {
+                    println!("    {k:<20} {v}");
+                }
+            }
+            println!("{} request(s)", all.len());
+        }
+        ConnectionsCommand::Grant {
+            request,
+            uses,
+            days,
+        } => {
+            let r = resolve_request(s, &request).await?;
+            s.grant(r.id, uses, days.map(|d| d.saturating_mul(24 * 3600)))
+                .await?;
+            println!("✓ granted: the values are on their way, sealed to their vault");
+        }
+        ConnectionsCommand::Deny { request } => {
+            let r = resolve_request(s, &request).await?;
+            s.deny(r.id).await?;
+            println!("✓ denied; their vault is told");
+        }
+        ConnectionsCommand::Fetch { request } => {
+            let r = resolve_request(s, &request).await?;
+            s.fetch_granted(r.id).await?;
+            println!("✓ asked for the current values (see `connections requests`)");
+        }
+        ConnectionsCommand::EndGrant { request } => {
+            let r = resolve_request(s, &request).await?;
+            s.end_grant(r.id).await?;
+            println!("✓ grant ended: their vault erases what you gave");
+        }
+        ConnectionsCommand::Rule { id, rule } => {
+            let c = resolve(s, &id).await?;
+            let rule = vettid_proto::connections::ShareRule::parse(&rule)
+                .context("a rule is ask or auto")?;
+            s.set_share_rule(c.id, rule).await?;
+            println!("✓ requests on this connection: {}", rule.as_str());
+        }
+        ConnectionsCommand::Allow {
+            id,
+            messaging,
+            calling,
+            presentation,
+        } => {
+            let c = resolve(s, &id).await?;
+            let now = c.capabilities;
+            let capabilities = vettid_proto::connections::Capabilities {
+                messaging: on_off("messaging", messaging.as_deref(), now.messaging)?,
+                calling: on_off("calling", calling.as_deref(), now.calling)?,
+                presentation: on_off("presentation", presentation.as_deref(), now.presentation)?,
+            };
+            s.allow(c.id, capabilities).await?;
+            let c = s.connection(c.id).await?;
+            println!("✓ updated; their vault is told");
+            print_connection(&c);
+        }
         ConnectionsCommand::Rotate { id, wait_secs } => {
             let c = resolve(s, &id).await?;
             let from = c.epoch;
@@ -611,6 +842,20 @@ pub(crate) async fn messages(
                             if read { "✓✓ read" } else { "✓ delivered" },
                             hex::encode(&connection[..4]),
                             seqs
+                        ),
+                        EventKind::Request {
+                            connection,
+                            request,
+                            incoming,
+                        } => println!(
+                            "{} {} request {}",
+                            if incoming {
+                                "? asked of you on"
+                            } else {
+                                "! answered on"
+                            },
+                            hex::encode(&connection[..4]),
+                            hex::encode(request)
                         ),
                         EventKind::MessageChanged {
                             connection,

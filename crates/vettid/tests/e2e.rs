@@ -2649,6 +2649,52 @@ mod connections {
         assert!(ok && out.contains("kept 30 day(s)"), "{out}");
         let (ok, out) = run(&b_dir, "messages", &["retention", &b_id, "--days", "0"]);
         assert!(!ok && out.contains("1-3650 days"), "{out}");
+        // Ben asks ana for her contact details; she grants two fetches for a day.
+        let (ok, out) = vettid_with(
+            &[
+                "app",
+                "--profile",
+                a_dir.to_str().unwrap(),
+                "personal",
+                "--pin-env",
+                "P",
+                "set",
+                "contact.phone",
+                "--value-env",
+                "PHONE",
+                "--category",
+                "contact",
+            ],
+            &[("P", "1470"), ("PHONE", "+1 555 0142")],
+        );
+        assert!(ok, "{out}");
+        let (ok, out) = run(
+            &b_dir,
+            "connections",
+            &["ask", &b_id, "--category", "contact"],
+        );
+        assert!(ok && out.contains("✓ request"), "{out}");
+        events_until(&a_dir, "incoming: true");
+        let (ok, out) = run(&a_dir, "connections", &["requests"]);
+        assert!(
+            ok && out.contains("asked of you") && out.contains("pending"),
+            "{out}"
+        );
+        let request = out.lines().find(|l| l.contains("asked of you")).unwrap()[..8].to_owned();
+        let (ok, out) = run(
+            &a_dir,
+            "connections",
+            &["grant", &request, "--uses", "2", "--days", "1"],
+        );
+        assert!(ok && out.contains("✓ granted"), "{out}");
+        events_until(&b_dir, "incoming: false");
+        let (ok, out) = run(&b_dir, "connections", &["requests"]);
+        assert!(
+            ok && out.contains("granted")
+                && out.contains("+1 555 0142")
+                && out.contains("1 fetch(es) left"),
+            "{out}"
+        );
         let (ok, out) = run(
             &a_dir,
             "connections",

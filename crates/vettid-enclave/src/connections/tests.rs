@@ -1350,3 +1350,285 @@ fn a_change_to_what_a_member_shares_is_pushed_to_the_connections_that_see_it() {
     assert!(seen("carol", ca).is_empty());
     assert_eq!(seen("bob", ba), email);
 }
+
+fn requests(v: &Vaults, who: &str) -> Vec<vettid_proto::connections::RequestView> {
+    match v.op(who, ConnectionOp::Requests(None)).unwrap().0 {
+        ConnectionReply::Requests(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn set_fields(
+    v: &Vaults,
+    who: &str,
+    fields: &[(&str, &str, vettid_proto::profile::Category, bool)],
+) {
+    let op = vettid_proto::profile::ProfileOp::Set(
+        fields
+            .iter()
+            .map(|(k, val, c, sensitive)| vettid_proto::profile::NewField {
+                key: (*k).into(),
+                value: vettid_proto::secrets::Secret::new(val),
+                category: *c,
+                sensitive: *sensitive,
+                order: 0,
+            })
+            .collect(),
+    );
+    v.manager
+        .domain(who, &v.openings[who], NOW, |u| {
+            crate::profile::handle(u, op)
+        })
+        .and_then(|(a, _)| a)
+        .unwrap();
+}
+
+#[test]
+fn a_peer_asks_for_more_the_member_grants_counted_and_expiring_or_denies() {
+    use vettid_proto::connections::{RequestState, ShareRule};
+    use vettid_proto::profile::{Category, ShareTarget};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    set_fields(
+        &v,
+        "alice",
+        &[
+            ("contact.phone", "+1 555 0100", Category::Contact, false),
+            ("identity.passport", "X1234567", Category::Identity, true),
+            ("address.home", "1 Main St", Category::Address, false),
+        ],
+    );
+    // Bob asks for alice's phone and her passport number (a sensitive field, by name).
+    let ask = ConnectionOp::Ask {
+        id: b,
+        targets: vec![
+            ShareTarget::Category(Category::Contact),
+            ShareTarget::Field("identity.passport".into()),
+        ],
+    };
+    let (reply, out) = v.op("bob", ask).unwrap();
+    let ConnectionReply::Asked(asked) = reply else {
+        panic!("{reply:?}")
+    };
+    let events = v.pump(out);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EventKind::Request { incoming: true, .. }))
+    );
+    assert!(
+        v.feed_kinds("alice")
+            .contains(&"connection.request".to_string())
+    );
+    let incoming = requests(&v, "alice");
+    assert_eq!(incoming.len(), 1);
+    assert!(incoming[0].incoming && incoming[0].state == RequestState::Pending);
+    assert!(incoming[0].values.is_empty());
+
+    // Alice grants it for three uses, a day: bob's vault has the values.
+    let day = 24 * 3600;
+    let grant = ConnectionOp::Grant {
+        request: incoming[0].id,
+        uses: Some(3),
+        expires_in_secs: Some(day),
+    };
+    let (_, out) = v.op("alice", grant).unwrap();
+    v.pump(out);
+    let mine = requests(&v, "bob");
+    assert_eq!(mine[0].id, asked);
+    assert_eq!(mine[0].state, RequestState::Granted);
+    assert_eq!(mine[0].uses_left, Some(2));
+    assert_eq!(
+        mine[0].values,
+        [
+            ("contact.phone".to_string(), "+1 555 0100".to_string()),
+            ("identity.passport".to_string(), "X1234567".to_string())
+        ]
+    );
+    // A changed value comes with the next fetch; the uses count down, then run out.
+    set_fields(
+        &v,
+        "alice",
+        &[("contact.phone", "+1 555 0199", Category::Contact, false)],
+    );
+    for left in [1, 0] {
+        let (_, out) = v.op("bob", ConnectionOp::Fetch(asked)).unwrap();
+        v.pump(out);
+        assert_eq!(requests(&v, "bob")[0].uses_left, Some(left));
+    }
+    assert_eq!(requests(&v, "bob")[0].values[0].1, "+1 555 0199");
+    assert_eq!(
+        v.op("bob", ConnectionOp::Fetch(asked)).unwrap_err(),
+        VaultError::Connections(ConnectionError::GrantEnded)
+    );
+    // Alice ends the grant: bob's vault erases the values.
+    let (_, out) = v
+        .op("alice", ConnectionOp::EndGrant(incoming[0].id))
+        .unwrap();
+    v.pump(out);
+    let ended = &requests(&v, "bob")[0];
+    assert_eq!(ended.state, RequestState::Ended);
+    assert!(ended.values.is_empty());
+
+    // Denied: bob is told, nothing is sent. Bad requests and decisions are refused.
+    let (reply, out) = v
+        .op(
+            "bob",
+            ConnectionOp::Ask {
+                id: b,
+                targets: vec![ShareTarget::Category(Category::Address)],
+            },
+        )
+        .unwrap();
+    let ConnectionReply::Asked(second) = reply else {
+        panic!()
+    };
+    v.pump(out);
+    let pending = requests(&v, "alice")
+        .into_iter()
+        .find(|r| r.state == RequestState::Pending)
+        .unwrap();
+    let (_, out) = v.op("alice", ConnectionOp::Deny(pending.id)).unwrap();
+    v.pump(out);
+    let denied = requests(&v, "bob")
+        .into_iter()
+        .find(|r| r.id == second)
+        .unwrap();
+    assert_eq!(denied.state, RequestState::Denied);
+    assert!(denied.values.is_empty());
+    assert_eq!(
+        v.op(
+            "alice",
+            ConnectionOp::Grant {
+                request: pending.id,
+                uses: None,
+                expires_in_secs: None
+            }
+        )
+        .unwrap_err(),
+        VaultError::Connections(ConnectionError::UnknownRequest),
+        "decided already"
+    );
+    for bad in [vec![], vec![ShareTarget::Field(String::new())]] {
+        assert_eq!(
+            v.op(
+                "bob",
+                ConnectionOp::Ask {
+                    id: b,
+                    targets: bad
+                }
+            )
+            .unwrap_err(),
+            VaultError::Connections(ConnectionError::BadRequest)
+        );
+    }
+
+    // Alice's rule for bob becomes auto: his next request is granted at once, once.
+    v.op(
+        "alice",
+        ConnectionOp::SetRule {
+            id: a,
+            rule: ShareRule::Auto,
+        },
+    )
+    .unwrap();
+    let (reply, out) = v
+        .op(
+            "bob",
+            ConnectionOp::Ask {
+                id: b,
+                targets: vec![ShareTarget::Field("address.home".into())],
+            },
+        )
+        .unwrap();
+    let ConnectionReply::Asked(third) = reply else {
+        panic!()
+    };
+    v.pump(out);
+    let auto = requests(&v, "bob")
+        .into_iter()
+        .find(|r| r.id == third)
+        .unwrap();
+    assert_eq!(auto.state, RequestState::Granted);
+    assert_eq!(
+        auto.values,
+        [("address.home".to_string(), "1 Main St".to_string())]
+    );
+    // Past its expiry the values are no longer shown.
+    let later = NOW + (vettid_proto::connections::DEFAULT_GRANT_SECS + 1) * 1000;
+    let shown = match v
+        .manager
+        .domain("bob", &v.openings["bob"], later, |u| {
+            handle(u, ConnectionOp::Requests(Some(b)))
+        })
+        .and_then(|(a, _)| a)
+        .unwrap()
+        .0
+    {
+        ConnectionReply::Requests(r) => r,
+        other => panic!("{other:?}"),
+    };
+    assert!(shown.iter().all(|r| r.values.is_empty()));
+    // A revocation erases what was granted and ends every request.
+    let (_, out) = v.op("alice", ConnectionOp::Revoke(a)).unwrap();
+    v.pump(out);
+    assert!(
+        requests(&v, "bob")
+            .iter()
+            .all(|r| r.values.is_empty() && r.state != RequestState::Granted)
+    );
+}
+
+#[test]
+fn capabilities_are_offered_at_the_handshake_and_enforced_by_both_vaults() {
+    use vettid_proto::connections::Capabilities;
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    assert_eq!(
+        v.show("bob", b).peer_capabilities,
+        Some(Capabilities::default())
+    );
+    assert_eq!(
+        v.show("alice", a).peer_capabilities,
+        Some(Capabilities::default())
+    );
+    // Alice stops taking messages from bob: his vault is told and refuses to send.
+    let quiet = Capabilities {
+        messaging: false,
+        ..Capabilities::default()
+    };
+    let (_, out) = v
+        .op(
+            "alice",
+            ConnectionOp::Allow {
+                id: a,
+                capabilities: quiet,
+            },
+        )
+        .unwrap();
+    assert_eq!(peer_wires(&out).len(), 1);
+    v.pump(out);
+    assert_eq!(v.show("bob", b).peer_capabilities, Some(quiet));
+    assert_eq!(
+        v.msg(
+            "bob",
+            MessageOp::Send {
+                connection: b,
+                client_id: [3; 16],
+                text: "hi".into()
+            }
+        )
+        .unwrap_err(),
+        VaultError::Messages(MessageError::NotAllowed)
+    );
+    // A text sealed anyway (a vault that ignores the offer) is dropped by alice's vault.
+    let forced = v.inside("bob", |vault, _| {
+        let row = get(vault, &b)?;
+        Ok(seal(&row, PeerBody::Text("ignored".into()), NOW, None)?.1)
+    });
+    assert!(peer_wires(&v.deliver("alice", &forced.body)).is_empty());
+    assert!(v.history("alice", a).is_empty());
+    // She still writes to him.
+    v.pump(v.send("alice", a, "one way"));
+    assert_eq!(v.history("bob", b)[0].text, "one way");
+}
