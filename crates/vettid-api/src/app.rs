@@ -158,6 +158,7 @@ impl App {
             .merge(crate::recovery::routes())
             .merge(crate::deletion::routes())
             .merge(crate::devices::routes())
+            .merge(crate::connect_codes::routes())
             .fallback(|| async { ApiError::NotFound("no such route") })
             .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
             .layer(DefaultBodyLimit::max(

@@ -145,6 +145,15 @@ pub struct Limits {
     pub enroll_authenticate_per_ip: Rate,
     /// `POST /v1/nats/refresh` per client IP (default 120/h).
     pub refresh_per_ip: Rate,
+    /// `POST /v1/connect-codes` per client IP: anyone may leave a sealed invitation, so this,
+    /// the size cap and the expiry bound what one address can store (default 30/h).
+    pub connect_code_create_per_ip: Rate,
+    /// `GET` and `DELETE /v1/connect-codes/{lookup}` per client IP, counted together
+    /// (default 120/h).
+    pub connect_code_lookup_per_ip: Rate,
+    /// Unexpired connect codes stored at once, from everyone; a new one beyond it is 503
+    /// until some expire or are deleted (default 100 000: at most ~550 MB of sealed blobs).
+    pub connect_codes_max_live: u32,
     /// Lifetime of a member's NATS user JWT (default 24 h).
     pub member_jwt_lifetime: Duration,
     /// Largest request body accepted (default 16 KiB; larger is 413).
@@ -165,6 +174,9 @@ impl Default for Limits {
             verify_per_ip: Rate::per_hour(30),
             enroll_authenticate_per_ip: Rate::per_hour(20),
             refresh_per_ip: Rate::per_hour(120),
+            connect_code_create_per_ip: Rate::per_hour(30),
+            connect_code_lookup_per_ip: Rate::per_hour(120),
+            connect_codes_max_live: 100_000,
             member_jwt_lifetime: Duration::from_secs(24 * 3600),
             max_body_bytes: 16 * 1024,
             recovery_delay: Duration::from_secs(24 * 3600),

@@ -47,6 +47,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "deletion and joined devices",
         include_str!("../migrations/0007_deletion.sql"),
     ),
+    (
+        8,
+        "connect codes",
+        include_str!("../migrations/0008_connect_codes.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -123,6 +128,7 @@ mod tests {
             "dafe8510e0ccb8804ce4a2f8d4fe7fc789420bef80a913eb4a2e09cc710d9141",
             "3b94466984bdf3ef5c2e9cd7fe9fc946ea9a218e869688306e41a4e7cb719787",
             "e2819bbf09445ea9496ee664c69f10d204561d4f553f84e40f2394c0f64926fb",
+            "ead00f132694d011c7223b69774477de9491bc57d3dd90c78e9deac59465a91c",
         ];
         let now: Vec<String> = MIGRATIONS
             .iter()

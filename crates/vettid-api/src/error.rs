@@ -49,8 +49,9 @@ pub enum ApiError {
     /// A service we depend on (the NATS server) refused or did not answer (502 `bad_gateway`).
     #[error("{0}")]
     BadGateway(&'static str),
-    /// This deployment is not configured for the feature (503 `service_unavailable`): our
-    /// configuration, not the client's request.
+    /// This deployment is not configured for the feature, or cannot serve it now (a
+    /// dependency could not finish, a bounded store is full) (503 `service_unavailable`): our
+    /// side, not the client's request.
     #[error("{0}")]
     ServiceUnavailable(&'static str),
 }

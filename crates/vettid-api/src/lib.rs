@@ -13,6 +13,7 @@
 //!  member session ────────► enrollment session: code XXXX-XXXX / QR
 //!  app ───(code | QR)─────► enrollment token ──► NATS enrollment JWT, phases, finalize
 //!  app ───(device key)────► POST /v1/nats/refresh ──► member NATS JWT
+//!  anyone ─(sealed blob)──► /v1/connect-codes: invitations kept by a code-derived lookup id
 //! ```
 //!
 //! Metadata lives in SQL through sqlx (a SQLite file by default; the migrations in
@@ -53,6 +54,7 @@ mod app;
 mod auth;
 mod clock;
 mod config;
+mod connect_codes;
 mod db;
 mod delayed;
 mod deletion;

@@ -129,6 +129,21 @@ pub(crate) fn hex_bytes<const N: usize>(field: &str, value: &str) -> Result<[u8;
     Ok(out)
 }
 
+/// Exactly `N` bytes as lowercase hex: for values the client derives and the server stores or
+/// looks up as given, so each has one spelling.
+pub(crate) fn lower_hex<const N: usize>(field: &str, value: &str) -> Result<[u8; N], ApiError> {
+    let lowercase = value
+        .bytes()
+        .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'));
+    match hex_bytes::<N>(field, value) {
+        Ok(bytes) if lowercase => Ok(bytes),
+        _ => Err(ApiError::bad_request(format!(
+            "{field} must be {} lowercase hex characters",
+            2 * N
+        ))),
+    }
+}
+
 /// An Ed25519 device public key: 64 hex characters that decode to a valid, non-weak point.
 /// Returns the lowercase hex form (the stored form).
 pub(crate) fn device_public_key(value: &str) -> Result<String, ApiError> {
@@ -208,6 +223,14 @@ mod tests {
         assert!(hex_bytes::<2>("f", "abc").is_err());
         assert!(hex_bytes::<2>("f", "abcg").is_err());
         assert!(hex_bytes::<2>("f", "abcdef").is_err());
+    }
+
+    #[test]
+    fn lowercase_hex_fields_have_one_spelling() {
+        assert_eq!(lower_hex::<2>("f", "abcd").unwrap(), [0xab, 0xcd]);
+        for bad in ["abCD", "ABCD", "abc", "abcg", "abcdef", " abcd", ""] {
+            assert!(lower_hex::<2>("f", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

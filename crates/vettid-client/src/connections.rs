@@ -51,6 +51,180 @@ pub fn decode_invitation(text: &str) -> Result<Invitation, ClientError> {
         .ok_or_else(|| ClientError::Protocol("the invitation is damaged".into()))
 }
 
+/// Crockford's base32 alphabet (no I, L, O, U: nothing to misread).
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+const CODE_LOOKUP: vettid_crypto::kdf::Label =
+    vettid_crypto::kdf::Label::new("connect-code/lookup");
+const CODE_KEY: vettid_crypto::kdf::Label = vettid_crypto::kdf::Label::new("connect-code/key");
+const CODE_DELETE: vettid_crypto::kdf::Label =
+    vettid_crypto::kdf::Label::new("connect-code/delete");
+
+/// A short code for an invitation (`ABCD-EFGH-JKMN-PQRS`: 80 random bits in Crockford base32),
+/// standing for the invitation left sealed in the API's connect-code directory. From the code
+/// the app derives the directory's lookup id, the key the invitation is sealed under and the
+/// token that withdraws it; the directory sees none of the three but the lookup id (and a
+/// hash of the token). `Debug` shows nothing of it.
+pub struct ShortCode(zeroize::Zeroizing<[u8; 10]>);
+
+impl std::fmt::Debug for ShortCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ShortCode(…)")
+    }
+}
+
+impl ShortCode {
+    /// A new random code.
+    pub fn generate() -> ShortCode {
+        ShortCode(zeroize::Zeroizing::new(vettid_crypto::random_array()))
+    }
+
+    /// Reads a code as a person types it: case, dashes and spaces do not matter, and `I`,
+    /// `L` read as 1, `O` as 0.
+    pub fn parse(text: &str) -> Result<ShortCode, ClientError> {
+        let bad = || {
+            ClientError::Protocol(
+                "a short code is 16 letters and digits, like ABCD-EFGH-JKMN-PQRS".into(),
+            )
+        };
+        let mut n: u128 = 0;
+        let mut count = 0;
+        for c in text.chars().filter(|c| !matches!(c, '-' | ' ')) {
+            let c = match c.to_ascii_uppercase() {
+                'I' | 'L' => '1',
+                'O' => '0',
+                c => c,
+            };
+            let v = CROCKFORD
+                .iter()
+                .position(|a| char::from(*a) == c)
+                .ok_or_else(bad)?;
+            n = (n << 5) | v as u128;
+            count += 1;
+            if count > 16 {
+                return Err(bad());
+            }
+        }
+        if count != 16 {
+            return Err(bad());
+        }
+        let bytes: [u8; 10] = n.to_be_bytes()[6..].try_into().expect("10 of 16 bytes");
+        Ok(ShortCode(zeroize::Zeroizing::new(bytes)))
+    }
+
+    /// The code to show: four groups of four.
+    pub fn display(&self) -> String {
+        let mut word = [0u8; 16];
+        word[6..].copy_from_slice(&self.0[..]);
+        let n = u128::from_be_bytes(word);
+        let chars: Vec<char> = (0..16)
+            .rev()
+            .map(|i| char::from(CROCKFORD[((n >> (5 * i)) & 31) as usize]))
+            .collect();
+        chars
+            .chunks(4)
+            .map(|g| g.iter().collect::<String>())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+
+    fn lookup(&self) -> String {
+        hex::encode(&CODE_LOOKUP.derive(&self.0[..], b"", b"").expose()[..16])
+    }
+
+    fn key(&self) -> vettid_crypto::aead::AeadKey {
+        CODE_KEY.derive(&self.0[..], b"", b"").into()
+    }
+
+    fn delete_token(&self) -> vettid_crypto::SecretBytes<32> {
+        CODE_DELETE.derive(&self.0[..], b"", b"")
+    }
+}
+
+/// Leaves `invitation` sealed in the connect-code directory of the API at `api`: the short
+/// code that finds and opens it, until the invitation expires.
+pub async fn publish_invitation(
+    api: &str,
+    invitation: &Invitation,
+) -> Result<ShortCode, ClientError> {
+    use sha2::Digest;
+    let code = ShortCode::generate();
+    let lookup = code.lookup();
+    let plain = zeroize::Zeroizing::new(
+        postcard::to_allocvec(invitation).expect("invitations always encode"),
+    );
+    let sealed = code.key().seal(lookup.as_bytes(), &plain);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // The directory keeps an entry at most 7 days (by its clock: a minute's margin).
+    let expires_at = (invitation.expires_ms / 1000).min(now + 7 * 24 * 3600 - 60);
+    let body = serde_json::json!({
+        "lookup": lookup,
+        "sealed": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&sealed),
+        "expires_at": expires_at,
+        "delete_hash": hex::encode(sha2::Sha256::digest(code.delete_token().expose())),
+    });
+    crate::http::json(api, "POST", "/v1/connect-codes", None, Some(&body)).await?;
+    Ok(code)
+}
+
+/// The invitation `code` stands for, from the connect-code directory of the API at `api`.
+pub async fn fetch_invitation(api: &str, code: &ShortCode) -> Result<Invitation, ClientError> {
+    let lookup = code.lookup();
+    let answer = crate::http::json(
+        api,
+        "GET",
+        &format!("/v1/connect-codes/{lookup}"),
+        None,
+        None,
+    )
+    .await
+    .map_err(|e| match e {
+        ClientError::Api { status: 404, .. } => ClientError::Protocol(
+            "no invitation has this code (mistyped, expired or withdrawn)".into(),
+        ),
+        other => other,
+    })?;
+    let damaged =
+        || ClientError::Protocol("the directory's answer for this code does not open".into());
+    let sealed = answer["sealed"]
+        .as_str()
+        .and_then(|s| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s)
+                .ok()
+        })
+        .ok_or_else(damaged)?;
+    let plain = code
+        .key()
+        .open(lookup.as_bytes(), &sealed)
+        .map_err(|_| damaged())?;
+    vettid_proto::session::decode_exact(&plain).ok_or_else(damaged)
+}
+
+/// Withdraws the invitation `code` stands for from the directory (the invitation itself is
+/// cancelled in the vault).
+pub async fn withdraw_code(api: &str, code: &ShortCode) -> Result<(), ClientError> {
+    let body = serde_json::json!({ "delete_token": hex::encode(code.delete_token().expose()) });
+    let (status, _) = crate::http::call(
+        api,
+        "DELETE",
+        &format!("/v1/connect-codes/{}", code.lookup()),
+        None,
+        Some(&body),
+    )
+    .await?;
+    match status {
+        204 | 404 => Ok(()),
+        status => Err(ClientError::Api {
+            status,
+            code: "withdraw".into(),
+            message: "the directory did not withdraw the code".into(),
+        }),
+    }
+}
+
 fn unexpected() -> ClientError {
     ClientError::Protocol("unexpected answer to a connection operation".into())
 }
@@ -392,5 +566,33 @@ mod tests {
         assert!(decode_invitation("vettid:connect:AAAA").is_err());
         assert!(decode_invitation(&text[..text.len() - 3]).is_err());
         assert!(decode_invitation("hello").is_err());
+    }
+
+    #[test]
+    fn short_codes_round_trip_as_typed_and_bad_ones_are_refused() {
+        let code = ShortCode::generate();
+        let shown = code.display();
+        assert_eq!(shown.len(), 19);
+        assert_eq!(shown.matches('-').count(), 3);
+        let typed = shown.to_lowercase().replace('-', " ");
+        let again = ShortCode::parse(&typed).unwrap();
+        assert_eq!(again.display(), shown);
+        assert_eq!(again.lookup(), code.lookup());
+        // Misreadable letters read as the digits they look like.
+        let ones = ShortCode::parse("IIII-LLLL-OOOO-0000").unwrap();
+        assert_eq!(ones.display(), "1111-1111-0000-0000");
+        assert_ne!(ones.lookup(), code.lookup());
+        for bad in [
+            "",
+            "ABCD-EFGH-JKMN-PQR",
+            "ABCD-EFGH-JKMN-PQRST",
+            "ABCD-EFGH-JKMN-PQRU",
+        ] {
+            assert!(ShortCode::parse(bad).is_err(), "{bad}");
+        }
+        // Every bit counts: the largest code survives the round trip.
+        let top = ShortCode::parse("ZZZZ-ZZZZ-ZZZZ-ZZZZ").unwrap();
+        assert_eq!(&top.0[..], &[0xff; 10]);
+        assert_eq!(format!("{top:?}"), "ShortCode(…)");
     }
 }

@@ -100,6 +100,8 @@ impl ApiArgs {
             &mut config.limits.verify_per_ip,
             &mut config.limits.enroll_authenticate_per_ip,
             &mut config.limits.refresh_per_ip,
+            &mut config.limits.connect_code_create_per_ip,
+            &mut config.limits.connect_code_lookup_per_ip,
         ] {
             rate.max = rate.max.saturating_mul(scale);
         }

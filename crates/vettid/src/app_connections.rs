@@ -34,6 +34,10 @@ pub(crate) enum ConnectionsCommand {
         /// Hours until it expires (default 24, at most 168).
         #[arg(long)]
         expires_hours: Option<u64>,
+        /// No short code (by default the invitation is also left, sealed under a short code,
+        /// in the API's connect-code directory, which cannot read it).
+        #[arg(long)]
+        no_code: bool,
     },
     /// Pending invitations.
     Invitations,
@@ -47,6 +51,10 @@ pub(crate) enum ConnectionsCommand {
         /// The invitation text or link.
         #[arg(group = "source")]
         invitation: Option<String>,
+        /// The invitation's short code (ABCD-EFGH-JKMN-PQRS), fetched from the API's
+        /// connect-code directory and opened here.
+        #[arg(long, group = "source")]
+        code: Option<String>,
         /// Read it from this environment variable.
         #[arg(long, group = "source")]
         invitation_env: Option<String>,
@@ -424,6 +432,7 @@ pub(crate) async fn connections(
 ) -> anyhow::Result<ExitCode> {
     let the_pin = pin(&args.pin)?;
     let mut profile = Profile::open_enrolled(dir)?;
+    let api = profile.state.api_url.clone();
     let c = connect(&mut profile).await?;
     let s = &mut c.session.unlock(the_pin, &mut profile).await?;
     match args.command {
@@ -431,6 +440,7 @@ pub(crate) async fn connections(
             label,
             in_person,
             expires_hours,
+            no_code,
         } => {
             let (id, invitation) = s
                 .invite(
@@ -453,6 +463,18 @@ pub(crate) async fn connections(
             crate::demo::render_qr(&text);
             println!("{text}");
             println!("link: {}", invitation_link(&invitation));
+            match (&api, no_code) {
+                (Some(api), false) => {
+                    let code =
+                        vettid_client::connections::publish_invitation(api, &invitation).await?;
+                    println!(
+                        "short code: {}  (the directory keeps it sealed under the code until it expires)",
+                        code.display()
+                    );
+                }
+                (None, false) => println!("(no short code: this profile knows no API)"),
+                _ => {}
+            }
         }
         ConnectionsCommand::Invitations => {
             let all = s.invitations().await?;
@@ -476,21 +498,29 @@ pub(crate) async fn connections(
         }
         ConnectionsCommand::Accept {
             invitation,
+            code,
             invitation_env,
             invitation_file,
             invitation_stdin,
             wait_secs,
         } => {
-            let text = match invitation {
-                Some(t) => zeroize::Zeroizing::new(t),
-                None => read_qr(
-                    invitation_env.as_ref(),
-                    invitation_file.as_ref(),
-                    invitation_stdin,
-                )?
-                .context("the invitation is needed (as an argument, --invitation-env, --invitation-file or --invitation-stdin)")?,
+            let invitation = if let Some(code) = code {
+                let code = vettid_client::connections::ShortCode::parse(&code)?;
+                let api = api.context("this profile knows no API to look the code up")?;
+                println!("  looking the code up in the connect-code directory…");
+                vettid_client::connections::fetch_invitation(&api, &code).await?
+            } else {
+                let text = match invitation {
+                    Some(t) => zeroize::Zeroizing::new(t),
+                    None => read_qr(
+                        invitation_env.as_ref(),
+                        invitation_file.as_ref(),
+                        invitation_stdin,
+                    )?
+                    .context("the invitation is needed (as an argument, --code, --invitation-env, --invitation-file or --invitation-stdin)")?,
+                };
+                decode_invitation(&text)?
             };
-            let invitation = decode_invitation(&text)?;
             let id = s.accept_invitation(invitation).await?;
             println!(
                 "  hello sent to the inviter's vault (hybrid handshake: Noise IKpsk2 + X-Wing); waiting…"

@@ -2560,15 +2560,36 @@ mod connections {
             .find(|l| l.starts_with(vettid_client::connections::INVITATION_PREFIX))
             .unwrap()
             .to_owned();
+        let invited = out.clone();
         let (ok, out) = run(&a_dir, "connections", &["invitations"]);
         assert!(
             ok && out.contains("1 pending invitation(s)") && out.contains("ben"),
             "{out}"
         );
+        // Ben types the short code instead: his app finds the sealed invitation in the API's
+        // directory and opens it.
+        let code = invited
+            .lines()
+            .find_map(|l| l.strip_prefix("short code: "))
+            .map(|l| l[..19].to_owned())
+            .unwrap_or_else(|| panic!("no short code: {invited}"));
+        assert!(!text.contains(&code));
         let (ok, out) = run(
             &b_dir,
             "connections",
-            &["accept", &text, "--wait-secs", "60"],
+            &["accept", "--code", "0000-0000-0000-0000"],
+        );
+        assert!(!ok && out.contains("no invitation has this code"), "{out}");
+        let (ok, out) = run(
+            &b_dir,
+            "connections",
+            &[
+                "accept",
+                "--code",
+                &code.to_lowercase(),
+                "--wait-secs",
+                "60",
+            ],
         );
         assert!(ok && out.contains("✓ keys agreed"), "{out}");
         let code_line = out

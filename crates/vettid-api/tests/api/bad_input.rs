@@ -118,6 +118,7 @@ async fn routes(h: &Harness) -> Vec<Route> {
     let link = h.magic_link_token("linked@example.com").await;
     let s = h.enrollment_session(&pending).await;
     let invite = h.invite(json!({"max_uses": 5})).await;
+    let connect_token: [u8; 32] = rand::random();
     let admin = Some(h.admin_token.clone());
     let enrolling = Some(e.token.clone());
     vec![
@@ -213,6 +214,18 @@ async fn routes(h: &Harness) -> Vec<Route> {
                 "signature",
             ],
             hex: &["device_public_key", "signature"],
+        },
+        Route {
+            uri: "/v1/connect-codes".into(),
+            bearer: None,
+            valid: json!({
+                "lookup": hex::encode(rand::random::<[u8; 16]>()),
+                "sealed": "c2VhbGVkIGludml0YXRpb24",
+                "expires_at": t + 3600,
+                "delete_hash": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(connect_token)),
+            }),
+            required: &["lookup", "sealed", "expires_at", "delete_hash"],
+            hex: &["lookup", "delete_hash"],
         },
     ]
 }

@@ -39,6 +39,8 @@ pub(crate) fn generous_limits() -> Limits {
         verify_per_ip: lots,
         enroll_authenticate_per_ip: lots,
         refresh_per_ip: lots,
+        connect_code_create_per_ip: lots,
+        connect_code_lookup_per_ip: lots,
         ..Limits::default()
     }
 }
@@ -130,6 +132,10 @@ impl Harness {
         self.req(Method::GET, uri)
     }
 
+    pub(crate) fn delete(&self, uri: &str) -> Call<'_> {
+        self.req(Method::DELETE, uri)
+    }
+
     pub(crate) fn admin(&self, method: Method, uri: &str) -> Call<'_> {
         self.req(method, uri).bearer(&self.admin_token)
     }
@@ -149,6 +155,7 @@ impl Harness {
             "SELECT 'keys ' || COUNT(*) || ' ' || COALESCE(group_concat(last_issued_at || COALESCE(revoked_at, '-')), '') FROM nats_user_keys",
             "SELECT 'recoveries ' || COUNT(*) || ' ' || COALESCE(group_concat(COALESCE(cancel_reason, '-') || COALESCE(completed_at, '-')), '') FROM recovery_requests",
             "SELECT 'cancelled ' || COUNT(*) FROM enrollment_sessions WHERE cancelled_at IS NOT NULL",
+            "SELECT 'connect codes ' || COUNT(*) || ' ' || COALESCE(group_concat(lookup || expires_at), '') FROM connect_codes",
         ];
         let mut out = Vec::new();
         for q in queries {

@@ -4,6 +4,7 @@
 
 mod auth;
 mod bad_input;
+mod connect_codes;
 mod deletion;
 mod devices;
 mod enroll;
