@@ -640,6 +640,11 @@ async fn alice_and_bob_connect(
     let wait = std::time::Duration::from_secs(60);
     let pin = |p: &str| Zeroizing::new(p.as_bytes().to_vec());
     let mut alice_profile = Profile::open_enrolled(alice_dir)?;
+    let api = alice_profile
+        .state
+        .api_url
+        .clone()
+        .context("alice's profile knows no API")?;
     let c = vettid_client::app::connect(&mut alice_profile).await?;
     let mut alice = c.session.unlock(pin(alice_pin), &mut alice_profile).await?;
     let c = vettid_client::app::connect(bob_profile).await?;
@@ -656,14 +661,19 @@ async fn alice_and_bob_connect(
         "   ✓ {} characters: her vault's identity and static key, a one-time X-Wing key and secret",
         link.len()
     );
+    let code = vettid_client::connections::publish_invitation(&api, &invitation).await?;
+    println!(
+        "   ✓ or by code: {} (the API's directory keeps it sealed under the code, which it never sees)",
+        code.display()
+    );
 
     step(
         n,
-        "Bob's app reads it; the two vaults run the hybrid handshake through JetStream",
+        "Bob types the code; his app opens the invitation and the two vaults run the hybrid handshake through JetStream",
     );
-    let bob_conn = bob
-        .accept_invitation(vettid_client::connections::decode_invitation(&link)?)
-        .await?;
+    let typed = vettid_client::connections::ShortCode::parse(&code.display().to_lowercase())?;
+    let found = vettid_client::connections::fetch_invitation(&api, &typed).await?;
+    let bob_conn = bob.accept_invitation(found).await?;
     let review = |e: &EventKind| {
         matches!(
             e,
@@ -745,6 +755,79 @@ async fn alice_and_bob_connect(
     let read = |e: &EventKind| matches!(e, EventKind::Receipt { read: true, .. });
     ensure!(alice.wait_for_event(wait, read).await?, "no read receipt");
     println!("   ✓ it arrived after the unlock; bob read it and alice got the read receipt");
+
+    step(
+        n,
+        "Alice rotates the connection's keys: a fresh X-Wing secret, signed by both vaults' pinned identity keys",
+    );
+    alice.rotate_connection(a.id).await?;
+    ensure!(
+        alice.wait_for_event(wait, active).await?,
+        "the rotation was not answered"
+    );
+    let epoch = alice.connection(a.id).await?.epoch;
+    println!("   ✓ epoch {epoch} on alice's side; bob's vault switches at her next message");
+
+    step(
+        n,
+        "Bob asks Alice for her contact details; she grants them for two fetches",
+    );
+    alice
+        .set_fields(vec![vettid_proto::profile::NewField {
+            key: "contact.phone".into(),
+            value: vettid_proto::secrets::Secret::new("+1 555 0100"),
+            category: vettid_proto::profile::Category::Contact,
+            sensitive: false,
+            order: 0,
+        }])
+        .await?;
+    let asked = bob
+        .ask(
+            b.id,
+            vec![vettid_proto::profile::ShareTarget::Category(
+                vettid_proto::profile::Category::Contact,
+            )],
+        )
+        .await?;
+    let incoming = |e: &EventKind| matches!(e, EventKind::Request { incoming: true, .. });
+    ensure!(
+        alice.wait_for_event(wait, incoming).await?,
+        "alice's vault was not asked"
+    );
+    let request = alice
+        .requests(Some(a.id))
+        .await?
+        .into_iter()
+        .find(|r| r.incoming)
+        .context("no request")?;
+    alice.grant(request.id, Some(2), Some(24 * 3600)).await?;
+    let answered = |e: &EventKind| {
+        matches!(
+            e,
+            EventKind::Request {
+                incoming: false,
+                ..
+            }
+        )
+    };
+    ensure!(
+        bob.wait_for_event(wait, answered).await?,
+        "bob's vault got no answer"
+    );
+    let got = bob
+        .requests(Some(b.id))
+        .await?
+        .into_iter()
+        .find(|r| r.id == asked)
+        .context("bob's request vanished")?;
+    for (k, v) in &got.values {
+        println!("   ← {k}: {v}");
+    }
+    println!(
+        "   ✓ granted, sealed to bob's vault under epoch {}: {} more fetch(es) until alice's grant ends",
+        bob.connection(b.id).await?.epoch,
+        got.uses_left.unwrap_or(0)
+    );
 
     step(
         n,
