@@ -474,6 +474,76 @@ impl<S: Seen> Unlocked<S> {
         }
     }
 
+    /// Sends `bytes` as an attachment named `name` (media type `mime`) with an optional
+    /// caption: uploaded to the vault in pieces, checked whole there, then sent to the peer's
+    /// vault. Its sequence number.
+    pub async fn send_file(
+        &mut self,
+        connection: ConnectionId,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+        text: Option<String>,
+    ) -> Result<u64, ClientError> {
+        use sha2::Digest;
+        use vettid_proto::messages::{AttachmentInfo, PIECE_BYTES};
+        let client_id = vettid_crypto::random_array();
+        let info = AttachmentInfo {
+            name: name.to_owned(),
+            mime: mime.to_owned(),
+            size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            sha256: sha2::Sha256::digest(bytes).into(),
+        };
+        for (i, piece) in bytes.chunks(PIECE_BYTES).enumerate() {
+            let op = MessageOp::Upload {
+                client_id,
+                index: u16::try_from(i).unwrap_or(u16::MAX),
+                bytes: piece.to_vec(),
+            };
+            match self.run(op).await? {
+                MessageReply::Done => {}
+                _ => return Err(unexpected()),
+            }
+        }
+        let op = MessageOp::SendFile {
+            connection,
+            client_id,
+            info,
+            text,
+        };
+        match self.run(op).await? {
+            MessageReply::Sent { seq } => Ok(seq),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// The attachment of message `seq` (sent by this member if `outgoing`), whole.
+    pub async fn download(
+        &mut self,
+        connection: ConnectionId,
+        outgoing: bool,
+        seq: u64,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut all = Vec::new();
+        let mut index = 0u16;
+        loop {
+            let op = MessageOp::Download {
+                connection,
+                outgoing,
+                seq,
+                index,
+            };
+            let MessageReply::Piece { bytes, pieces } = self.run(op).await? else {
+                return Err(unexpected());
+            };
+            all.extend(bytes);
+            index += 1;
+            if index >= pieces {
+                return Ok(all);
+            }
+        }
+    }
+
     /// Replaces the text of this member's message `seq` for everyone (within 24 h of sending).
     pub async fn edit_message(
         &mut self,

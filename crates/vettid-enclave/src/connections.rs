@@ -1536,6 +1536,36 @@ fn connection_message(
         out.push(again);
         row.send_seq = seq;
     }
+    // Everything but the handshake's messages, profiles, decisions and revocations comes only
+    // once the peer approved: while this side still waits for that approval (the decision
+    // was delayed or reordered), it means the peer did.
+    let approves = !matches!(
+        message.body,
+        PeerBody::Confirm { .. }
+            | PeerBody::Profile { .. }
+            | PeerBody::Decision(_)
+            | PeerBody::Revoked
+    );
+    if row.state == ConnectionState::Accepted && approves {
+        statements.push(st(
+            "UPDATE connections SET they_accepted = 1, state = ?2, updated_ms = ?3 WHERE id = ?1",
+            vec![
+                blob(&row.id),
+                state_name(ConnectionState::Active),
+                int(now_ms),
+            ],
+        ));
+        out.push(event(
+            member,
+            vault,
+            now_ms,
+            EventKind::Connection {
+                id: row.id,
+                state: ConnectionState::Active,
+            },
+        ));
+        row.state = ConnectionState::Active;
+    }
     let tell = |state: ConnectionState| {
         event(
             member,
@@ -1669,19 +1699,7 @@ fn connection_message(
             )?);
             out.push(tell(Revoked));
         }
-        // A text or receipt while this side waits for the peer's approval: the peer could
-        // only send it once active, so it approved (its decision may come after: reordered).
-        (
-            body @ (PeerBody::Text(_) | PeerBody::Delivered(_) | PeerBody::Read(_)),
-            Active | Accepted,
-        ) => {
-            if row.state == Accepted {
-                statements.push(st(
-                    "UPDATE connections SET they_accepted = 1, state = ?2, updated_ms = ?3 WHERE id = ?1",
-                    vec![blob(&row.id), state_name(Active), int(now_ms)],
-                ));
-                out.push(tell(Active));
-            }
+        (body @ (PeerBody::Text(_) | PeerBody::Delivered(_) | PeerBody::Read(_)), Active) => {
             let (seqs, read) = match body {
                 PeerBody::Text(text) => {
                     // Not valid, or the member does not take messages from this peer.
@@ -1736,16 +1754,8 @@ fn connection_message(
                 identity,
                 signature,
             },
-            Active | Accepted,
+            Active,
         ) => {
-            if row.state == Accepted {
-                // The peer could only rotate an active connection: it approved.
-                statements.push(st(
-                    "UPDATE connections SET they_accepted = 1, state = ?2, updated_ms = ?3 WHERE id = ?1",
-                    vec![blob(&row.id), state_name(Active), int(now_ms)],
-                ));
-                out.push(tell(Active));
-            }
             let hash = row.handshake_hash.clone().ok_or_else(|| tampered("hash"))?;
             if row.peer_identity != Some(identity) {
                 if !row.identity_changed {
@@ -1863,6 +1873,28 @@ fn connection_message(
                 }
             }
         }
+        (PeerBody::File { info, text }, Active) if row.capabilities.messaging => {
+            let part = crate::messages::FilePart::File {
+                seq: message.seq,
+                sent_ms: message.sent_ms,
+                info,
+                text,
+            };
+            let (more, answers) = file_arrived(vault, member, &row, part, now_ms)?;
+            statements.extend(more);
+            out.extend(answers);
+        }
+        (PeerBody::Piece { file, index, bytes }, Active) if row.capabilities.messaging => {
+            let part = crate::messages::FilePart::Piece {
+                own_seq: message.seq,
+                file,
+                index,
+                bytes,
+            };
+            let (more, answers) = file_arrived(vault, member, &row, part, now_ms)?;
+            statements.extend(more);
+            out.extend(answers);
+        }
         (PeerBody::Edit { seq, text }, Active) => {
             let change = crate::messages::changed(
                 vault,
@@ -1918,6 +1950,38 @@ fn connection_message(
     }
     vault.write(objects, statements)?;
     Ok(out)
+}
+
+/// Part of an attachment from the peer of `row`: the statements, and once the message is
+/// whole its delivered receipt and the event for the member's apps.
+fn file_arrived(
+    vault: &Vault,
+    member: &str,
+    row: &Row,
+    part: crate::messages::FilePart,
+    now_ms: u64,
+) -> Result<(Vec<Statement>, Vec<Outbound>), VaultError> {
+    let Some((mut statements, whole)) = crate::messages::file_part(vault, &row.id, part, now_ms)?
+    else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut out = Vec::new();
+    if let Some(seq) = whole {
+        let (count, receipt, _) = seal(row, PeerBody::Delivered(vec![seq]), now_ms, None)?;
+        statements.extend(count);
+        out.push(receipt);
+        out.push(event(
+            member,
+            vault,
+            now_ms,
+            EventKind::Message {
+                connection: row.id,
+                seq,
+            },
+        ));
+        statements.extend(crate::messages::purge(vault, &row.id, now_ms)?);
+    }
+    Ok((statements, out))
 }
 
 /// Which receiving key a peer message came under.

@@ -3,8 +3,19 @@
 //! ```text
 //! messages (connection, outgoing, seq, client_id, text, sent_ms, delivered_ms, read_ms,
 //!           edited_ms, edit_seq, deleted)
+//!           attachment, complete
 //! message_retention (connection, days)     X'' is the default; days NULL: for ever
+//! attachment_pieces (connection, outgoing, seq, idx, bytes)
+//! uploads           (client_id, idx, bytes, at_ms)     pieces the app sent before `SendFile`
 //! ```
+//!
+//! An attachment (at most [`MAX_ATTACHMENT_BYTES`]) comes from the app in pieces of
+//! [`PIECE_BYTES`] (`Upload`), is checked whole against its size and SHA-256 at `SendFile`, and
+//! travels to the peer as a `File` message followed by one `Piece` message per piece, piece
+//! `i` numbered `file + 1 + i` (so a piece belongs to exactly one file, and the receiver needs
+//! no other bound). The receiver stores pieces as they come, in any order; when the last one
+//! is in and the hash matches, the message is complete: its delivered receipt goes and the
+//! member's apps are told.
 //!
 //! Edits and deletes for everyone are the sender's, within
 //! [`vettid_proto::messages::EDIT_WINDOW_SECS`] of sending (by the sender's clock, on both
@@ -20,8 +31,9 @@ use crate::vault::{Migration, SqlValue, Statement, Vault};
 use vettid_proto::connections::ConnectionId;
 use vettid_proto::enclave::{Outbound, VaultError};
 use vettid_proto::messages::{
-    EDIT_WINDOW_SECS, MAX_RETENTION_DAYS, MAX_TEXT_CHARS, MessageError, MessageOp, MessageReply,
-    MessageView, PAGE,
+    AttachmentInfo, AttachmentView, EDIT_WINDOW_SECS, MAX_ATTACHMENT_BYTES, MAX_RETENTION_DAYS,
+    MAX_TEXT_CHARS, MAX_UPLOADS, MessageError, MessageOp, MessageReply, MessageView, PAGE,
+    PIECE_BYTES,
 };
 use vettid_proto::peer::PeerBody;
 
@@ -38,7 +50,14 @@ const EDITS_AND_RETENTION: &str = "
 ALTER TABLE messages ADD COLUMN edited_ms INTEGER;
 ALTER TABLE messages ADD COLUMN edit_seq INTEGER;
 ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE message_retention (connection BLOB PRIMARY KEY, days INTEGER);";
+CREATE TABLE message_retention (connection BLOB PRIMARY KEY, days INTEGER);
+ALTER TABLE messages ADD COLUMN attachment BLOB;
+ALTER TABLE messages ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE attachment_pieces (connection BLOB NOT NULL, outgoing INTEGER NOT NULL,
+    seq INTEGER NOT NULL, idx INTEGER NOT NULL, bytes BLOB NOT NULL,
+    PRIMARY KEY (connection, outgoing, seq, idx));
+CREATE TABLE uploads (client_id BLOB NOT NULL, idx INTEGER NOT NULL, bytes BLOB NOT NULL,
+    at_ms INTEGER NOT NULL, PRIMARY KEY (client_id, idx));";
 
 /// This domain's migrations, append-only (see `domains.rs`).
 pub const MIGRATIONS: &[Migration] = &[
@@ -164,13 +183,18 @@ pub(crate) fn changed(
         "INSERT INTO messages (connection, outgoing, seq, text, sent_ms, delivered_ms, \
          edited_ms, edit_seq, deleted) VALUES (?1, 0, ?2, ?3, ?4, ?7, ?4, ?5, ?6)"
     } else {
-        "UPDATE messages SET text = ?3, edited_ms = ?4, edit_seq = ?5, deleted = ?6 \
+        "UPDATE messages SET text = ?3, edited_ms = ?4, edit_seq = ?5, deleted = ?6, \
+         attachment = CASE WHEN ?6 = 1 THEN NULL ELSE attachment END \
          WHERE connection = ?1 AND outgoing = 0 AND seq = ?2"
     };
-    Ok(Some(vec![Statement {
+    let mut statements = vec![Statement {
         sql: sql.into(),
         params,
-    }]))
+    }];
+    if text.is_none() {
+        statements.push(forget_attachment(connection, false, seq));
+    }
+    Ok(Some(statements))
 }
 
 /// The retention in force for `connection` (its own, else the default), in days.
@@ -202,15 +226,49 @@ pub(crate) fn purge(
     vault: &Vault,
     connection: &ConnectionId,
     now_ms: u64,
-) -> Result<Option<Statement>, VaultError> {
+) -> Result<Vec<Statement>, VaultError> {
     let cutoff = cutoff(vault, connection, now_ms)?;
-    Ok((cutoff > 0).then(|| Statement {
-        sql: format!("DELETE FROM messages WHERE connection = ?1 AND {KEPT} < ?2"),
+    if cutoff == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(older_than(
+        "connection = ?1",
+        vec![SqlValue::Blob(connection.to_vec())],
+        cutoff,
+    ))
+}
+
+/// The statements erasing the messages `which` (a condition on `messages` whose parameters
+/// are `params`) kept before `cutoff`, with their attachments.
+fn older_than(which: &str, mut params: Vec<SqlValue>, cutoff: u64) -> Vec<Statement> {
+    params.push(SqlValue::Int(i64::try_from(cutoff).unwrap_or(i64::MAX)));
+    let n = params.len();
+    vec![
+        Statement {
+            sql: format!(
+                "DELETE FROM attachment_pieces WHERE (connection, outgoing, seq) IN \
+                 (SELECT connection, outgoing, seq FROM messages WHERE {which} AND {KEPT} < ?{n})"
+            ),
+            params: params.clone(),
+        },
+        Statement {
+            sql: format!("DELETE FROM messages WHERE {which} AND {KEPT} < ?{n}"),
+            params,
+        },
+    ]
+}
+
+/// The statement erasing the attachment of message (`connection`, `outgoing`, `seq`).
+fn forget_attachment(connection: &ConnectionId, outgoing: bool, seq: u64) -> Statement {
+    Statement {
+        sql: "DELETE FROM attachment_pieces WHERE connection = ?1 AND outgoing = ?2 AND seq = ?3"
+            .into(),
         params: vec![
             SqlValue::Blob(connection.to_vec()),
-            SqlValue::Int(cutoff as i64),
+            SqlValue::Int(i64::from(outgoing)),
+            SqlValue::Int(seq as i64),
         ],
-    }))
+    }
 }
 
 /// seq and text of the message the app sent with `client_id`, if it did.
@@ -289,7 +347,7 @@ pub fn handle(
                 .read(|c| {
                     let mut stmt = c.prepare_cached(&format!(
                         "SELECT outgoing, seq, text, sent_ms, delivered_ms, read_ms, edited_ms, \
-                         deleted FROM messages \
+                         deleted, attachment, complete FROM messages \
                          WHERE connection = ?1 AND sent_ms < ?2 AND {KEPT} >= ?4 \
                          ORDER BY sent_ms DESC, outgoing, seq DESC LIMIT ?3"
                     ))?;
@@ -311,6 +369,13 @@ pub fn handle(
                                 read_ms: opt(r.get(5)?),
                                 edited_ms: opt(r.get(6)?),
                                 deleted: r.get(7)?,
+                                attachment: r
+                                    .get::<_, Option<Vec<u8>>>(8)?
+                                    .and_then(|b| postcard::from_bytes(&b).ok())
+                                    .map(|info| AttachmentView {
+                                        info,
+                                        complete: r.get(9).unwrap_or(false),
+                                    }),
                             })
                         },
                     )?;
@@ -378,6 +443,90 @@ pub fn handle(
         MessageOp::Delete { connection, seq } => {
             change(vault, objects, now_ms, connection, seq, None)
         }
+        MessageOp::Upload {
+            client_id,
+            index,
+            bytes,
+        } => {
+            let most = (MAX_ATTACHMENT_BYTES as usize).div_ceil(PIECE_BYTES);
+            if bytes.is_empty() || bytes.len() > PIECE_BYTES || usize::from(index) >= most {
+                return Err(MessageError::BadAttachment.into());
+            }
+            let open: Vec<(Vec<u8>, i64)> = vault
+                .read(|c| {
+                    let mut stmt = c.prepare_cached(
+                        "SELECT client_id, min(at_ms) FROM uploads GROUP BY client_id \
+                         ORDER BY min(at_ms), client_id",
+                    )?;
+                    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    rows.collect()
+                })
+                .map_err(db)?;
+            let mut statements = Vec::new();
+            let others = open.iter().filter(|(c, _)| c[..] != client_id[..]).count();
+            if others >= MAX_UPLOADS {
+                // The oldest unfinished upload goes to make room.
+                statements.push(Statement {
+                    sql: "DELETE FROM uploads WHERE client_id = ?1".into(),
+                    params: vec![SqlValue::Blob(open[0].0.clone())],
+                });
+            }
+            statements.push(Statement {
+                sql: "INSERT OR REPLACE INTO uploads (client_id, idx, bytes, at_ms) \
+                      VALUES (?1, ?2, ?3, ?4)"
+                    .into(),
+                params: vec![
+                    SqlValue::Blob(client_id.to_vec()),
+                    SqlValue::Int(i64::from(index)),
+                    SqlValue::Blob(bytes),
+                    SqlValue::Int(now_ms as i64),
+                ],
+            });
+            vault.write(objects, statements)?;
+            Ok((MessageReply::Done, vec![]))
+        }
+        MessageOp::SendFile {
+            connection,
+            client_id,
+            info,
+            text,
+        } => send_file(vault, objects, now_ms, connection, client_id, info, text),
+        MessageOp::Download {
+            connection,
+            outgoing,
+            seq,
+            index,
+        } => {
+            use rusqlite::OptionalExtension;
+            let found: Option<(Option<Vec<u8>>, bool)> = vault
+                .read(|c| {
+                    c.query_row(
+                        "SELECT attachment, complete FROM messages \
+                         WHERE connection = ?1 AND outgoing = ?2 AND seq = ?3",
+                        rusqlite::params![&connection[..], outgoing, seq as i64],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                })
+                .map_err(db)?;
+            let Some((Some(info), complete)) = found else {
+                return Err(MessageError::Unknown.into());
+            };
+            if !complete {
+                return Err(MessageError::Incomplete.into());
+            }
+            let info: AttachmentInfo = postcard::from_bytes(&info)
+                .map_err(|_| VaultError::Tampered("attachment".into()))?;
+            let bytes =
+                piece(vault, &connection, outgoing, seq, index)?.ok_or(MessageError::Unknown)?;
+            Ok((
+                MessageReply::Piece {
+                    bytes,
+                    pieces: info.pieces(),
+                },
+                vec![],
+            ))
+        }
         MessageOp::SetRetention { connection, days } => {
             if days.is_some_and(|d| d == 0 || d > MAX_RETENTION_DAYS) {
                 return Err(MessageError::BadRetention.into());
@@ -400,20 +549,18 @@ pub fn handle(
                 ],
             }];
             if let Some(d) = days {
-                let cutoff = now_ms.saturating_sub(u64::from(d) * 24 * 3600 * 1000) as i64;
-                statements.push(match connection {
-                    Some(id) => Statement {
-                        sql: format!("DELETE FROM messages WHERE connection = ?1 AND {KEPT} < ?2"),
-                        params: vec![SqlValue::Blob(id.to_vec()), SqlValue::Int(cutoff)],
-                    },
+                let cutoff = now_ms.saturating_sub(u64::from(d) * 24 * 3600 * 1000);
+                statements.extend(match connection {
+                    Some(id) => {
+                        older_than("connection = ?1", vec![SqlValue::Blob(id.to_vec())], cutoff)
+                    }
                     // The default: every connection without a setting of its own.
-                    None => Statement {
-                        sql: format!(
-                            "DELETE FROM messages WHERE {KEPT} < ?1 AND connection NOT IN \
-                             (SELECT connection FROM message_retention WHERE length(connection) > 0)"
-                        ),
-                        params: vec![SqlValue::Int(cutoff)],
-                    },
+                    None => older_than(
+                        "connection NOT IN (SELECT connection FROM message_retention \
+                         WHERE length(connection) > 0)",
+                        vec![],
+                        cutoff,
+                    ),
                 });
             }
             vault.write(objects, statements)?;
@@ -473,8 +620,12 @@ fn change(
     };
     let (count, out, _) = crate::connections::seal(&row, body, now_ms, None)?;
     let mut statements: Vec<Statement> = count.into_iter().collect();
+    if text.is_none() {
+        statements.push(forget_attachment(&connection, true, seq));
+    }
     statements.push(Statement {
-        sql: "UPDATE messages SET text = ?3, edited_ms = ?4, deleted = ?5 \
+        sql: "UPDATE messages SET text = ?3, edited_ms = ?4, deleted = ?5, \
+              attachment = CASE WHEN ?5 = 1 THEN NULL ELSE attachment END \
               WHERE connection = ?1 AND outgoing = 1 AND seq = ?2"
             .into(),
         params: vec![
@@ -487,4 +638,322 @@ fn change(
     });
     vault.write(objects, statements)?;
     Ok((MessageReply::Done, vec![out]))
+}
+
+fn piece(
+    vault: &Vault,
+    connection: &ConnectionId,
+    outgoing: bool,
+    seq: u64,
+    index: u16,
+) -> Result<Option<Vec<u8>>, VaultError> {
+    use rusqlite::OptionalExtension;
+    vault
+        .read(|c| {
+            c.query_row(
+                "SELECT bytes FROM attachment_pieces \
+                 WHERE connection = ?1 AND outgoing = ?2 AND seq = ?3 AND idx = ?4",
+                rusqlite::params![&connection[..], outgoing, seq as i64, index],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(db)
+}
+
+/// Every piece of message (`connection`, `outgoing`, `seq`), in order.
+fn pieces(
+    vault: &Vault,
+    connection: &ConnectionId,
+    outgoing: bool,
+    seq: u64,
+) -> Result<Vec<(u16, Vec<u8>)>, VaultError> {
+    vault
+        .read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT idx, bytes FROM attachment_pieces \
+                 WHERE connection = ?1 AND outgoing = ?2 AND seq = ?3 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map(
+                rusqlite::params![&connection[..], outgoing, seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            rows.collect()
+        })
+        .map_err(db)
+}
+
+/// Whether `parts` (indexes in order) are exactly the pieces of `info` and hash to it.
+fn whole(info: &AttachmentInfo, parts: &[(u16, Vec<u8>)]) -> bool {
+    use sha2::Digest;
+    let n = usize::from(info.pieces());
+    if parts.len() != n
+        || parts
+            .iter()
+            .enumerate()
+            .any(|(i, (idx, _))| usize::from(*idx) != i)
+    {
+        return false;
+    }
+    let sized = parts.iter().enumerate().all(|(i, (_, b))| {
+        if i + 1 < n {
+            b.len() == PIECE_BYTES
+        } else {
+            !b.is_empty() && b.len() <= PIECE_BYTES
+        }
+    });
+    let total: usize = parts.iter().map(|(_, b)| b.len()).sum();
+    let mut hash = sha2::Sha256::new();
+    for (_, b) in parts {
+        hash.update(b);
+    }
+    sized && total == info.size as usize && <[u8; 32]>::from(hash.finalize()) == info.sha256
+}
+
+/// `SendFile`: the uploaded pieces checked whole, stored with the message, sent as a `File`
+/// message and its pieces (again, with the same numbers, on a retry).
+#[allow(clippy::too_many_arguments)]
+fn send_file(
+    vault: &mut Vault,
+    objects: &crate::objects::Objects<'_>,
+    now_ms: u64,
+    connection: ConnectionId,
+    client_id: [u8; 16],
+    info: AttachmentInfo,
+    text: Option<String>,
+) -> Result<(MessageReply, Vec<Outbound>), VaultError> {
+    if !info.is_valid() || text.as_deref().is_some_and(|t| !valid_text(t)) {
+        return Err(MessageError::BadAttachment.into());
+    }
+    let row = crate::connections::active(vault, &connection)?;
+    if !row.peer_takes_messages() {
+        return Err(MessageError::NotAllowed.into());
+    }
+    let file = |info: &AttachmentInfo, text: &Option<String>| PeerBody::File {
+        info: info.clone(),
+        text: text.clone(),
+    };
+    let seal_all = |seq: Option<u64>, parts: &[(u16, Vec<u8>)]| {
+        let (count, first, seq) = crate::connections::seal(&row, file(&info, &text), now_ms, seq)?;
+        let mut out = vec![first];
+        for (i, bytes) in parts {
+            let body = PeerBody::Piece {
+                file: seq,
+                index: *i,
+                bytes: bytes.clone(),
+            };
+            let (_, o, _) =
+                crate::connections::seal(&row, body, now_ms, Some(seq + 1 + u64::from(*i)))?;
+            out.push(o);
+        }
+        Ok::<_, VaultError>((count, out, seq))
+    };
+    if let Some((seq, _)) = by_client(vault, &connection, &client_id)? {
+        // A retry: the same message and pieces again (the peer keeps each once).
+        let parts = pieces(vault, &connection, true, seq)?;
+        let (_, out, _) = seal_all(Some(seq), &parts)?;
+        return Ok((MessageReply::Sent { seq }, out));
+    }
+    let parts: Vec<(u16, Vec<u8>)> = vault
+        .read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT idx, bytes FROM uploads WHERE client_id = ?1 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map([&client_id[..]], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+        .map_err(db)?;
+    if !whole(&info, &parts) {
+        return Err(MessageError::BadAttachment.into());
+    }
+    let (count, out, seq) = seal_all(None, &parts)?;
+    let last = seq + u64::from(info.pieces());
+    let mut statements: Vec<Statement> = count.into_iter().collect();
+    statements.push(Statement {
+        sql: "UPDATE connections SET send_seq = ?2 WHERE id = ?1".into(),
+        params: vec![
+            SqlValue::Blob(connection.to_vec()),
+            SqlValue::Int(last as i64),
+        ],
+    });
+    statements.push(Statement {
+        sql: "INSERT INTO messages (connection, outgoing, seq, client_id, text, sent_ms, \
+              attachment, complete) VALUES (?1, 1, ?2, ?3, ?4, ?5, ?6, 1)"
+            .into(),
+        params: vec![
+            SqlValue::Blob(connection.to_vec()),
+            SqlValue::Int(seq as i64),
+            SqlValue::Blob(client_id.to_vec()),
+            SqlValue::Text(text.unwrap_or_default()),
+            SqlValue::Int(now_ms as i64),
+            SqlValue::Blob(postcard::to_allocvec(&info).expect("infos encode")),
+        ],
+    });
+    for (i, bytes) in parts {
+        statements.push(Statement {
+            sql: "INSERT INTO attachment_pieces (connection, outgoing, seq, idx, bytes) \
+                  VALUES (?1, 1, ?2, ?3, ?4)"
+                .into(),
+            params: vec![
+                SqlValue::Blob(connection.to_vec()),
+                SqlValue::Int(seq as i64),
+                SqlValue::Int(i64::from(i)),
+                SqlValue::Blob(bytes),
+            ],
+        });
+    }
+    statements.push(Statement {
+        sql: "DELETE FROM uploads WHERE client_id = ?1".into(),
+        params: vec![SqlValue::Blob(client_id.to_vec())],
+    });
+    statements.extend(purge(vault, &connection, now_ms)?);
+    vault.write(objects, statements)?;
+    Ok((MessageReply::Sent { seq }, out))
+}
+
+/// What arrived of an attachment on `connection`: the peer's `File` message `seq` (with
+/// `info`), or one of its pieces. The statements, and whether the message is now whole (its
+/// receipt and event are then due).
+pub(crate) fn file_part(
+    vault: &Vault,
+    connection: &ConnectionId,
+    part: FilePart,
+    now_ms: u64,
+) -> Result<Option<(Vec<Statement>, Option<u64>)>, VaultError> {
+    use rusqlite::OptionalExtension;
+    let (seq, new_piece, new_header, mut statements) = match part {
+        FilePart::File {
+            seq,
+            sent_ms,
+            info,
+            text,
+        } => {
+            if !info.is_valid() || text.as_deref().is_some_and(|t| !valid_text(t)) {
+                return Ok(None);
+            }
+            let stmt = Statement {
+                sql: "INSERT INTO messages (connection, outgoing, seq, text, sent_ms, attachment, \
+                      complete) VALUES (?1, 0, ?2, ?3, ?4, ?5, 0)"
+                    .into(),
+                params: vec![
+                    SqlValue::Blob(connection.to_vec()),
+                    SqlValue::Int(seq as i64),
+                    SqlValue::Text(text.unwrap_or_default()),
+                    SqlValue::Int(sent_ms as i64),
+                    SqlValue::Blob(postcard::to_allocvec(&info).expect("infos encode")),
+                ],
+            };
+            (seq, None, Some(info), vec![stmt])
+        }
+        FilePart::Piece {
+            own_seq,
+            file,
+            index,
+            bytes,
+        } => {
+            // Piece `i` of a file is the sender's message `file + 1 + i`: nothing else.
+            let placed = file.checked_add(1 + u64::from(index)) == Some(own_seq);
+            if !placed || bytes.is_empty() || bytes.len() > PIECE_BYTES {
+                return Ok(None);
+            }
+            let stmt = Statement {
+                sql: "INSERT OR IGNORE INTO attachment_pieces (connection, outgoing, seq, idx, \
+                      bytes) VALUES (?1, 0, ?2, ?3, ?4)"
+                    .into(),
+                params: vec![
+                    SqlValue::Blob(connection.to_vec()),
+                    SqlValue::Int(file as i64),
+                    SqlValue::Int(i64::from(index)),
+                    SqlValue::Blob(bytes.clone()),
+                ],
+            };
+            (file, Some((index, bytes)), None, vec![stmt])
+        }
+    };
+    // Whole now? The message's header (stored, or this one) and every piece.
+    let header: Option<(Option<Vec<u8>>, bool)> = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT attachment, complete FROM messages \
+                 WHERE connection = ?1 AND outgoing = 0 AND seq = ?2",
+                rusqlite::params![&connection[..], seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    let info: Option<AttachmentInfo> = match header {
+        // Stored and still waiting for pieces.
+        Some((Some(b), false)) => postcard::from_bytes(&b).ok(),
+        // Complete already, or not an attachment.
+        Some(_) => None,
+        // Arriving now.
+        None => new_header,
+    };
+    let Some(info) = info else {
+        return Ok(Some((statements, None)));
+    };
+    // Counted first: the bytes are read only once the last piece is in.
+    let (stored, has_new): (i64, bool) = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT count(*), coalesce(sum(idx = ?3), 0) > 0 FROM attachment_pieces \
+                 WHERE connection = ?1 AND outgoing = 0 AND seq = ?2",
+                rusqlite::params![
+                    &connection[..],
+                    seq as i64,
+                    new_piece.as_ref().map_or(-1, |(i, _)| i64::from(*i))
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+        })
+        .map_err(db)?;
+    let count = stored as usize + usize::from(new_piece.is_some() && !has_new);
+    if count != usize::from(info.pieces()) {
+        return Ok(Some((statements, None)));
+    }
+    let mut parts = pieces(vault, connection, false, seq)?;
+    if let Some((index, bytes)) = new_piece
+        && !parts.iter().any(|(i, _)| *i == index)
+    {
+        parts.push((index, bytes));
+        parts.sort_by_key(|(i, _)| *i);
+    }
+    if usize::from(info.pieces()) != parts.len() {
+        return Ok(Some((statements, None)));
+    }
+    if !whole(&info, &parts) {
+        // Not what the sender's vault checked: a peer that breaks the rules keeps nothing.
+        statements.push(forget_attachment(connection, false, seq));
+        return Ok(Some((statements, None)));
+    }
+    statements.push(Statement {
+        sql: "UPDATE messages SET complete = 1, delivered_ms = ?3 \
+              WHERE connection = ?1 AND outgoing = 0 AND seq = ?2"
+            .into(),
+        params: vec![
+            SqlValue::Blob(connection.to_vec()),
+            SqlValue::Int(seq as i64),
+            SqlValue::Int(now_ms as i64),
+        ],
+    });
+    Ok(Some((statements, Some(seq))))
+}
+
+/// A part of an attachment from the peer.
+pub(crate) enum FilePart {
+    /// The message.
+    File {
+        seq: u64,
+        sent_ms: u64,
+        info: AttachmentInfo,
+        text: Option<String>,
+    },
+    /// One piece (the peer's message `own_seq`).
+    Piece {
+        own_seq: u64,
+        file: u64,
+        index: u16,
+        bytes: Vec<u8>,
+    },
 }

@@ -12,6 +12,46 @@ pub const PAGE: usize = 50;
 pub const EDIT_WINDOW_SECS: u64 = 24 * 3600;
 /// Longest retention a member may set (days).
 pub const MAX_RETENTION_DAYS: u32 = 3650;
+/// Largest attachment (1 MiB).
+pub const MAX_ATTACHMENT_BYTES: u32 = 1024 * 1024;
+/// An attachment travels in pieces of this size (the last one shorter): app → vault in
+/// `Upload`s and `Download`s, vault → vault in `PeerBody::Piece`s.
+pub const PIECE_BYTES: usize = 48 * 1024;
+/// Longest attachment name and media type (bytes).
+pub const MAX_ATTACHMENT_NAME: usize = 128;
+/// Uploads a vault holds unfinished at most (the oldest goes).
+pub const MAX_UPLOADS: usize = 4;
+
+/// What an attachment is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    /// Its file name (1–[`MAX_ATTACHMENT_NAME`] bytes, no `/`, `\\` or control characters).
+    pub name: String,
+    /// Its media type (e.g. `image/png`; 1–[`MAX_ATTACHMENT_NAME`] bytes).
+    pub mime: String,
+    /// Its size in bytes (1–[`MAX_ATTACHMENT_BYTES`]).
+    pub size: u32,
+    /// SHA-256 of its bytes.
+    pub sha256: [u8; 32],
+}
+
+impl AttachmentInfo {
+    /// Whether the name, type and size are within the rules.
+    pub fn is_valid(&self) -> bool {
+        let text = |s: &str| {
+            (1..=MAX_ATTACHMENT_NAME).contains(&s.len()) && !s.chars().any(char::is_control)
+        };
+        text(&self.name)
+            && !self.name.contains(['/', '\\'])
+            && text(&self.mime)
+            && (1..=MAX_ATTACHMENT_BYTES).contains(&self.size)
+    }
+
+    /// How many pieces it travels in.
+    pub fn pieces(&self) -> u16 {
+        (self.size as usize).div_ceil(PIECE_BYTES) as u16
+    }
+}
 
 /// Message operations.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +102,41 @@ pub enum MessageOp {
         /// This member's message.
         seq: u64,
     },
+    /// One piece of an attachment the app is about to send (`index` from 0, each
+    /// [`PIECE_BYTES`] but the last): kept in the vault until `SendFile` names the same
+    /// `client_id`.
+    Upload {
+        /// The app's id of the message the attachment goes with.
+        client_id: [u8; 16],
+        /// The piece's number.
+        index: u16,
+        /// Its bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
+    /// Send the attachment uploaded under `client_id` (every piece there, matching `info`) with
+    /// an optional text, as one message. A retry with the same `client_id` is the same message.
+    SendFile {
+        /// The connection.
+        connection: ConnectionId,
+        /// The app's id of this message (that of the uploads).
+        client_id: [u8; 16],
+        /// What the attachment is.
+        info: AttachmentInfo,
+        /// A caption (up to [`MAX_TEXT_CHARS`] characters, or none).
+        text: Option<String>,
+    },
+    /// One piece of a message's attachment (once it is whole in this vault).
+    Download {
+        /// The connection.
+        connection: ConnectionId,
+        /// Sent by this member (`false`: received).
+        outgoing: bool,
+        /// The message's sequence number.
+        seq: u64,
+        /// The piece's number.
+        index: u16,
+    },
     /// Keep messages `days` days (in this vault; `None`: for ever), for one connection or, with
     /// `connection: None`, for every connection without its own setting. Older ones are erased.
     SetRetention {
@@ -98,6 +173,17 @@ pub struct MessageView {
     pub edited_ms: Option<u64>,
     /// Deleted for everyone (its text is erased).
     pub deleted: bool,
+    /// Its attachment, if it has one.
+    pub attachment: Option<AttachmentView>,
+}
+
+/// A message's attachment as a history shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    /// What it is.
+    pub info: AttachmentInfo,
+    /// Every piece is here and its hash matched (received attachments fill in as pieces come).
+    pub complete: bool,
 }
 
 crate::redact::redacted_debug!(MessageView);
@@ -119,6 +205,14 @@ pub enum MessageReply {
     },
     /// The retention in force, in days (`None`: for ever).
     Retention(Option<u32>),
+    /// A piece of an attachment.
+    Piece {
+        /// Its bytes.
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+        /// How many pieces the attachment has.
+        pieces: u16,
+    },
     /// Done.
     Done,
 }
@@ -145,6 +239,15 @@ pub enum MessageError {
     /// The peer does not take messages on this connection.
     #[error("the peer does not take messages on this connection")]
     NotAllowed,
+    /// An attachment's name, type or size breaks the rules, its pieces do not add up to it
+    /// (missing, out of range, or the hash does not match), or too many uploads are open.
+    #[error(
+        "an attachment is 1 byte to 1 MiB, uploaded in 48 KiB pieces that match its size and SHA-256, with a name and type of 1-128 bytes"
+    )]
+    BadAttachment,
+    /// The attachment is not (yet) whole in this vault.
+    #[error("the attachment is not all here yet")]
+    Incomplete,
     /// A retention is 1–[`MAX_RETENTION_DAYS`] days.
     #[error("a retention is 1-{MAX_RETENTION_DAYS} days (or none: keep for ever)")]
     BadRetention,

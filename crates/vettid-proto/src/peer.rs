@@ -228,6 +228,23 @@ pub enum PeerBody {
         /// The answer.
         answer: crate::connections::AskAnswer,
     },
+    /// A message with an attachment (its pieces follow, each a message of its own).
+    File {
+        /// What the attachment is.
+        info: crate::messages::AttachmentInfo,
+        /// A caption.
+        text: Option<String>,
+    },
+    /// One piece of the attachment of the sender's message `file`.
+    Piece {
+        /// The `File` message's sequence number.
+        file: u64,
+        /// The piece's number, from 0.
+        index: u16,
+        /// Its bytes (each [`crate::messages::PIECE_BYTES`] but the last).
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// Use the sender's grant for request `request` once more: the current values, please.
     Fetch {
         /// The sender's request id.

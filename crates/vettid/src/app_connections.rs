@@ -227,6 +227,31 @@ pub(crate) enum MessagesCommand {
         /// The peer's message number.
         seq: u64,
     },
+    /// Sends a file (up to 1 MiB) as an attachment, with an optional caption.
+    SendFile {
+        /// The connection's id.
+        id: String,
+        /// The file.
+        path: PathBuf,
+        /// A caption.
+        #[arg(long)]
+        text: Option<String>,
+        /// Its media type.
+        #[arg(long, default_value = "application/octet-stream")]
+        mime: String,
+    },
+    /// Saves a message's attachment to a file.
+    Save {
+        /// The connection's id.
+        id: String,
+        /// The message's number.
+        seq: u64,
+        /// Where to write it (not overwritten if it exists).
+        path: PathBuf,
+        /// The message is one you sent.
+        #[arg(long)]
+        outgoing: bool,
+    },
     /// Replaces the text of your message for everyone (within 24 hours of sending it).
     Edit {
         /// The connection's id.
@@ -800,8 +825,17 @@ pub(crate) async fn messages(
                 } else {
                     ""
                 };
+                let file = m.attachment.as_ref().map_or(String::new(), |a| {
+                    format!(
+                        "  [file {} ({}, {} bytes){}]",
+                        a.info.name,
+                        a.info.mime,
+                        a.info.size,
+                        if a.complete { "" } else { ", arriving" }
+                    )
+                });
                 println!(
-                    "{} #{:<4} {} {text}{edited}{status}",
+                    "{} #{:<4} {} {text}{file}{edited}{status}",
                     m.sent_ms,
                     m.seq,
                     if m.outgoing { "→" } else { "←" },
@@ -816,6 +850,44 @@ pub(crate) async fn messages(
             let c = resolve(s, &id).await?;
             s.mark_read(c.id, seq).await?;
             println!("✓ read up to #{seq}; the peer gets a read receipt");
+        }
+        MessagesCommand::SendFile {
+            id,
+            path,
+            text,
+            mime,
+        } => {
+            let c = resolve(s, &id).await?;
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .context("the file needs a name")?
+                .to_owned();
+            println!(
+                "  uploading {name} ({} bytes) to your vault in {} piece(s)…",
+                bytes.len(),
+                bytes.len().div_ceil(vettid_proto::messages::PIECE_BYTES)
+            );
+            let seq = s.send_file(c.id, &name, &mime, &bytes, text).await?;
+            println!("✓ message {seq} with {name} stored and on its way, piece by piece");
+        }
+        MessagesCommand::Save {
+            id,
+            seq,
+            path,
+            outgoing,
+        } => {
+            let c = resolve(s, &id).await?;
+            let bytes = s.download(c.id, outgoing, seq).await?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
+            std::io::Write::write_all(&mut file, &bytes)?;
+            println!("✓ {} bytes written to {}", bytes.len(), path.display());
         }
         MessagesCommand::Edit { id, seq, text } => {
             let c = resolve(s, &id).await?;

@@ -2652,6 +2652,53 @@ mod connections {
         let (ok, out) = run(&b_dir, "messages", &["read", &b_id, &seq]);
         assert!(ok && out.contains("✓ read"), "{out}");
         events_until(&a_dir, "read: true");
+        // Ana sends a file; ben saves it.
+        let photo: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        let photo_path = a_dir.join("beach.bin");
+        std::fs::write(&photo_path, &photo).unwrap();
+        let (ok, out) = run(
+            &a_dir,
+            "messages",
+            &[
+                "send-file",
+                &a_id,
+                photo_path.to_str().unwrap(),
+                "--text",
+                "the beach",
+            ],
+        );
+        assert!(
+            ok && out.contains("in 2 piece(s)") && out.contains("✓ message"),
+            "{out}"
+        );
+        events_until(&b_dir, "Message");
+        let (ok, out) = run(&b_dir, "messages", &["list", &b_id]);
+        assert!(
+            ok && out.contains("[file beach.bin (application/octet-stream, 70000 bytes)]"),
+            "{out}"
+        );
+        let file_seq: String = out
+            .lines()
+            .find(|l| l.contains("beach.bin"))
+            .and_then(|l| l.split('#').nth(1))
+            .unwrap()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        let saved = b_dir.join("saved.bin");
+        let (ok, out) = run(
+            &b_dir,
+            "messages",
+            &["save", &b_id, &file_seq, saved.to_str().unwrap()],
+        );
+        assert!(ok && out.contains("70000 bytes written"), "{out}");
+        assert_eq!(std::fs::read(&saved).unwrap(), photo);
+        let (ok, out) = run(
+            &b_dir,
+            "messages",
+            &["save", &b_id, &file_seq, saved.to_str().unwrap()],
+        );
+        assert!(!ok && out.contains("must not exist"), "{out}");
         // Ana edits her message, then deletes it for everyone.
         let (ok, out) = run(
             &a_dir,

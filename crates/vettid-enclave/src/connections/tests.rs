@@ -1632,3 +1632,154 @@ fn capabilities_are_offered_at_the_handshake_and_enforced_by_both_vaults() {
     v.pump(v.send("alice", a, "one way"));
     assert_eq!(v.history("bob", b)[0].text, "one way");
 }
+
+#[test]
+fn attachments_travel_in_pieces_in_any_order_and_arrive_whole_or_not_at_all() {
+    use sha2::Digest;
+    use vettid_proto::messages::{AttachmentInfo, PIECE_BYTES};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let bytes: Vec<u8> = (0..2 * PIECE_BYTES + 4000)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let info = AttachmentInfo {
+        name: "photo.png".into(),
+        mime: "image/png".into(),
+        size: bytes.len() as u32,
+        sha256: sha2::Sha256::digest(&bytes).into(),
+    };
+    let upload = |client_id: [u8; 16], parts: &[&[u8]]| {
+        for (i, p) in parts.iter().enumerate() {
+            v.msg(
+                "alice",
+                MessageOp::Upload {
+                    client_id,
+                    index: i as u16,
+                    bytes: p.to_vec(),
+                },
+            )
+            .unwrap();
+        }
+    };
+    let chunks: Vec<&[u8]> = bytes.chunks(PIECE_BYTES).collect();
+    let send = |client_id, info: &AttachmentInfo| {
+        v.msg(
+            "alice",
+            MessageOp::SendFile {
+                connection: a,
+                client_id,
+                info: info.clone(),
+                text: Some("the beach".into()),
+            },
+        )
+    };
+
+    // Pieces that do not add up are refused, and nothing is sent or kept.
+    upload([1; 16], &chunks[..2]);
+    assert_eq!(
+        send([1; 16], &info).unwrap_err(),
+        VaultError::Messages(MessageError::BadAttachment),
+        "a piece missing"
+    );
+    upload([2; 16], &chunks);
+    let wrong = AttachmentInfo {
+        sha256: [0; 32],
+        ..info.clone()
+    };
+    assert_eq!(
+        send([2; 16], &wrong).unwrap_err(),
+        VaultError::Messages(MessageError::BadAttachment),
+        "the hash does not match"
+    );
+    assert!(v.history("alice", a).is_empty());
+    assert_eq!(
+        v.msg(
+            "alice",
+            MessageOp::Upload {
+                client_id: [3; 16],
+                index: 0,
+                bytes: vec![0; PIECE_BYTES + 1]
+            }
+        )
+        .unwrap_err(),
+        VaultError::Messages(MessageError::BadAttachment)
+    );
+
+    // Sent: one File message and three pieces, which the hosts deliver out of order.
+    let (reply, out) = send([2; 16], &info).unwrap();
+    let MessageReply::Sent { seq } = reply else {
+        panic!("{reply:?}")
+    };
+    let wires = peer_wires(&out);
+    assert_eq!(wires.len(), 4);
+    let mut events = Vec::new();
+    for i in [2, 0, 3] {
+        events.extend(v.pump(v.deliver("bob", &wires[i])));
+        let m = &v.history("bob", b);
+        assert!(
+            m.is_empty() || !m[0].attachment.as_ref().unwrap().complete,
+            "not whole before the last piece"
+        );
+    }
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, EventKind::Message { .. }))
+    );
+    let events = v.pump(v.deliver("bob", &wires[1]));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EventKind::Message { seq: s, .. } if *s == seq))
+    );
+    let got = &v.history("bob", b)[0];
+    assert_eq!(got.text, "the beach");
+    let view = got.attachment.clone().unwrap();
+    assert!(view.complete && view.info == info);
+    assert!(
+        v.history("alice", a)[0].delivered_ms.is_some(),
+        "receipt when whole"
+    );
+    let download = |who, outgoing, index| {
+        let op = MessageOp::Download {
+            connection: if who == "bob" { b } else { a },
+            outgoing,
+            seq,
+            index,
+        };
+        match v.msg(who, op).unwrap().0 {
+            MessageReply::Piece { bytes, pieces } => (bytes, pieces),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut joined = Vec::new();
+    for i in 0..3 {
+        let (piece, n) = download("bob", false, i);
+        assert_eq!(n, 3);
+        joined.extend(piece);
+    }
+    assert_eq!(joined, bytes);
+    assert_eq!(download("alice", true, 2).0, chunks[2]);
+
+    // A retry is the same message; a delete for everyone takes the attachment too.
+    let (again, out) = send([2; 16], &info).unwrap();
+    assert_eq!(again, MessageReply::Sent { seq });
+    v.pump(out);
+    assert_eq!(v.history("bob", b).len(), 1);
+    let (_, out) = v
+        .msg("alice", MessageOp::Delete { connection: a, seq })
+        .unwrap();
+    v.pump(out);
+    let gone = &v.history("bob", b)[0];
+    assert!(gone.deleted && gone.attachment.is_none());
+    let op = MessageOp::Download {
+        connection: b,
+        outgoing: false,
+        seq,
+        index: 0,
+    };
+    assert_eq!(
+        v.msg("bob", op).unwrap_err(),
+        VaultError::Messages(MessageError::Unknown)
+    );
+}
