@@ -143,11 +143,20 @@ impl ShortCode {
 
 /// Leaves `invitation` sealed in the connect-code directory of the API at `api`: the short
 /// code that finds and opens it, until the invitation expires.
+///
+/// An invitation made to be scanned in person gets no code: it skips the six-digit
+/// comparison, and a code can be read out, overheard or typed far away.
 pub async fn publish_invitation(
     api: &str,
     invitation: &Invitation,
 ) -> Result<ShortCode, ClientError> {
     use sha2::Digest;
+    if invitation.in_person {
+        return Err(ClientError::Protocol(
+            "an invitation for scanning in person gets no short code (it skips the code comparison)"
+                .into(),
+        ));
+    }
     let code = ShortCode::generate();
     let lookup = code.lookup();
     let plain = zeroize::Zeroizing::new(
@@ -169,7 +178,9 @@ pub async fn publish_invitation(
     Ok(code)
 }
 
-/// The invitation `code` stands for, from the connect-code directory of the API at `api`.
+/// The invitation `code` stands for, from the connect-code directory of the API at `api`;
+/// withdrawn from the directory once read (whoever holds the code may do that), so it cannot
+/// be fetched again.
 pub async fn fetch_invitation(api: &str, code: &ShortCode) -> Result<Invitation, ClientError> {
     let lookup = code.lookup();
     let answer = crate::http::json(
@@ -200,7 +211,11 @@ pub async fn fetch_invitation(api: &str, code: &ShortCode) -> Result<Invitation,
         .key()
         .open(lookup.as_bytes(), &sealed)
         .map_err(|_| damaged())?;
-    vettid_proto::session::decode_exact(&plain).ok_or_else(damaged)
+    let invitation: Invitation = vettid_proto::session::decode_exact(&plain).ok_or_else(damaged)?;
+    // Read once: withdrawn, so nobody fetches it again. Best effort: the invitation is single
+    // use in the inviter's vault anyway.
+    let _ = withdraw_code(api, code).await;
+    Ok(invitation)
 }
 
 /// Withdraws the invitation `code` stands for from the directory (the invitation itself is

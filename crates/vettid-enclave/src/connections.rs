@@ -78,6 +78,7 @@ ALTER TABLE connections ADD COLUMN shared_digest BLOB;
 ALTER TABLE connections ADD COLUMN share_rule TEXT NOT NULL DEFAULT 'ask';
 ALTER TABLE connections ADD COLUMN capabilities BLOB;
 ALTER TABLE connections ADD COLUMN peer_capabilities BLOB;
+ALTER TABLE connections ADD COLUMN profile_seq INTEGER NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX connections_next_kid ON connections (next_recv_kid);
 CREATE TABLE previous_keys (connection BLOB NOT NULL, epoch INTEGER NOT NULL,
     root BLOB NOT NULL, recv_kid BLOB NOT NULL UNIQUE, until_ms INTEGER,
@@ -276,6 +277,7 @@ pub(crate) struct Row {
     share_rule: ShareRule,
     capabilities: Capabilities,
     peer_capabilities: Option<Capabilities>,
+    profile_seq: u64,
 }
 
 impl Row {
@@ -322,6 +324,7 @@ struct Raw {
     share_rule: String,
     capabilities: Option<Vec<u8>>,
     peer_capabilities: Option<Vec<u8>>,
+    profile_seq: i64,
 }
 
 impl Raw {
@@ -357,6 +360,7 @@ impl Raw {
             share_rule: r.get("share_rule")?,
             capabilities: r.get("capabilities")?,
             peer_capabilities: r.get("peer_capabilities")?,
+            profile_seq: r.get("profile_seq")?,
         })
     }
 
@@ -406,6 +410,7 @@ impl Raw {
                 .peer_capabilities
                 .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("capabilities")))
                 .transpose()?,
+            profile_seq: self.profile_seq as u64,
         })
     }
 }
@@ -1528,6 +1533,7 @@ fn connection_message(
     )];
     let mut out = Vec::new();
     statements.extend(previous_keys_upkeep(vault, &row.id, key, now_ms)?);
+    statements.extend(crate::grants::sweep(vault, now_ms)?);
     if key == (Key::Previous { waiting: true }) {
         // The peer still sends under the epoch this vault left: its `EpochOpen` may have
         // been lost. Once more (the peer switches at the first message under the new one).
@@ -1619,7 +1625,7 @@ fn connection_message(
             statements.push(st(
                 "UPDATE connections SET state = ?2, peer_identity = ?3, peer_profile = ?4, \
                  sas = ?5, updated_ms = ?6, welcome = NULL, hello_digest = NULL, \
-                 peer_capabilities = ?7 WHERE id = ?1",
+                 peer_capabilities = ?7, profile_seq = ?8 WHERE id = ?1",
                 vec![
                     blob(&row.id),
                     state_name(PendingReview),
@@ -1628,6 +1634,7 @@ fn connection_message(
                     SqlValue::Text(sas),
                     int(now_ms),
                     SqlValue::Blob(postcard::to_allocvec(&offer).expect("offers encode")),
+                    int(message.seq),
                 ],
             ));
             let ours = shared_profile(vault, &row.id)?;
@@ -1641,17 +1648,19 @@ fn connection_message(
             out.push(profile_out);
             out.push(tell(PendingReview));
         }
+        // Only a newer profile than the one applied (the hosts may reorder pushes).
         (PeerBody::Profile { fields, offer }, PendingReview | Accepted | Active)
-            if valid_profile(&fields) =>
+            if valid_profile(&fields) && message.seq > row.profile_seq =>
         {
             statements.push(st(
                 "UPDATE connections SET peer_profile = ?2, updated_ms = ?3, \
-                 peer_capabilities = ?4 WHERE id = ?1",
+                 peer_capabilities = ?4, profile_seq = ?5 WHERE id = ?1",
                 vec![
                     blob(&row.id),
                     SqlValue::Blob(postcard::to_allocvec(&fields).expect("profiles encode")),
                     int(now_ms),
                     SqlValue::Blob(postcard::to_allocvec(&offer).expect("offers encode")),
+                    int(message.seq),
                 ],
             ));
         }
@@ -1659,7 +1668,8 @@ fn connection_message(
             body @ (PeerBody::Ask { .. } | PeerBody::Answer { .. } | PeerBody::Fetch { .. }),
             Active,
         ) => {
-            let (more, answers) = crate::grants::receive(vault, member, &row, body, now_ms)?;
+            let (more, answers) =
+                crate::grants::receive(vault, member, &row, (body, message.seq), now_ms)?;
             statements.extend(more);
             out.extend(answers);
         }
@@ -1895,7 +1905,7 @@ fn connection_message(
             statements.extend(more);
             out.extend(answers);
         }
-        (PeerBody::Edit { seq, text }, Active) => {
+        (PeerBody::Edit { seq, text }, Active) if row.capabilities.messaging => {
             let change = crate::messages::changed(
                 vault,
                 &row.id,
@@ -1919,7 +1929,7 @@ fn connection_message(
                 ));
             }
         }
-        (PeerBody::Delete(seq), Active) => {
+        (PeerBody::Delete(seq), Active) if row.capabilities.messaging => {
             let change = crate::messages::changed(
                 vault,
                 &row.id,

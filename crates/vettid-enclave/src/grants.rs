@@ -5,14 +5,22 @@
 //!
 //! ```text
 //! share_requests  (id, connection, incoming, peer_request, targets, state, asked_ms,
-//!                  uses_left, expires_ms)          both ways; `id` is this vault's own
+//!                  uses_left, expires_ms, granted_keys, answer_seq)   both ways; `id` is ours
 //! received_values (request, key, value, fetched_ms)   what a peer granted this member
 //! ```
 //!
+//! A grant covers the fields it named when it was given (`granted_keys`): later fields of a
+//! granted category are not added. Under the `auto` rule only what the member shares openly
+//! goes (non-sensitive fields that no override withholds from the connection); a member's
+//! own grant may name a sensitive or withheld field by its key.
+//!
 //! Values travel only inside the connection's encryption (sealed to the asking vault's
 //! connection key). The asking vault keeps them while the grant lasts: past its expiry they
-//! are no longer shown and go at the next write, and when the granting member ends the grant
-//! (or the connection ends) they are erased. A peer's request waits for the member's decision
+//! are no longer shown and are erased at the connection's next message, and when the
+//! granting member ends the grant (or the connection ends) they are erased. Answers apply in
+//! the granter's order (`answer_seq`): a denial or an end is final, whatever arrives later.
+//! What the asking vault does is the asking side's code: the granting member cannot make the
+//! asking member forget what it once showed them. A peer's request waits for the member's decision
 //! (a feed item and an event) unless the connection's rule is `auto`; at most
 //! [`MAX_PENDING_ASKS`] of one peer's wait, later ones are dropped.
 
@@ -20,7 +28,8 @@ use crate::connections::Row;
 use crate::vault::{Migration, SqlValue, Statement, Vault};
 use vettid_proto::connections::{
     AskAnswer, ConnectionError, ConnectionId, DEFAULT_GRANT_SECS, MAX_ASK_TARGETS, MAX_GRANT_SECS,
-    MAX_GRANT_USES, MAX_PENDING_ASKS, RequestId, RequestState, RequestView, ShareRule,
+    MAX_GRANT_USES, MAX_KEPT_ASKS, MAX_PENDING_ASKS, RequestId, RequestState, RequestView,
+    ShareRule,
 };
 use vettid_proto::enclave::{Outbound, VaultError};
 use vettid_proto::peer::PeerBody;
@@ -31,7 +40,7 @@ const SCHEMA: &str = "
 CREATE TABLE share_requests (
     id BLOB PRIMARY KEY, connection BLOB NOT NULL, incoming INTEGER NOT NULL, peer_request BLOB,
     targets BLOB NOT NULL, state TEXT NOT NULL, asked_ms INTEGER NOT NULL, uses_left INTEGER,
-    expires_ms INTEGER);
+    expires_ms INTEGER, granted_keys BLOB, answer_seq INTEGER);
 CREATE UNIQUE INDEX share_requests_by_peer ON share_requests (connection, peer_request);
 CREATE INDEX share_requests_by_time ON share_requests (connection, asked_ms);
 CREATE TABLE received_values (request BLOB NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
@@ -84,6 +93,8 @@ struct Request {
     asked_ms: u64,
     uses_left: Option<u32>,
     expires_ms: Option<u64>,
+    granted_keys: Vec<String>,
+    answer_seq: u64,
 }
 
 type RawRequest = (
@@ -96,6 +107,7 @@ type RawRequest = (
     i64,
     Option<i64>,
     Option<i64>,
+    (Option<Vec<u8>>, Option<i64>),
 );
 
 fn requests(
@@ -107,7 +119,8 @@ fn requests(
         .read(|c| {
             let mut stmt = c.prepare_cached(&format!(
                 "SELECT id, connection, incoming, peer_request, targets, state, asked_ms, \
-                 uses_left, expires_ms FROM share_requests {filter} ORDER BY asked_ms DESC, id"
+                 uses_left, expires_ms, granted_keys, answer_seq FROM share_requests {filter} \
+                 ORDER BY asked_ms DESC, id LIMIT 200"
             ))?;
             let rows = stmt.query_map(params, |r| {
                 Ok((
@@ -120,6 +133,7 @@ fn requests(
                     r.get(6)?,
                     r.get(7)?,
                     r.get(8)?,
+                    (r.get(9)?, r.get(10)?),
                 ))
             })?;
             rows.collect()
@@ -140,6 +154,13 @@ fn requests(
                 asked_ms: r.6 as u64,
                 uses_left: r.7.map(|u| u as u32),
                 expires_ms: r.8.map(|e| e as u64),
+                granted_keys: r
+                    .9
+                    .0
+                    .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("keys")))
+                    .transpose()?
+                    .unwrap_or_default(),
+                answer_seq: r.9.1.map_or(0, |s| s as u64),
             })
         })
         .collect()
@@ -250,14 +271,21 @@ fn granted(
     vault: &Vault,
     row: &Row,
     request: &Request,
-    uses: u32,
-    secs: u64,
+    (uses, secs, by_member): (u32, u64, bool),
     now_ms: u64,
 ) -> Result<(Vec<Statement>, Outbound), VaultError> {
     let peer_request = request.peer_request.ok_or_else(|| tampered("peer id"))?;
     let expires_ms = now_ms.saturating_add(secs * 1000);
+    let keys = crate::profile::keys_for(
+        vault,
+        &request.targets,
+        &crate::connections::sharing_name(&row.id),
+        by_member,
+    )?;
+    let values = bounded(crate::profile::values_of(vault, &keys)?);
+    let keys: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
     let answer = AskAnswer::Granted {
-        values: bounded(crate::profile::values_for(vault, &request.targets)?),
+        values,
         uses_left: uses - 1,
         expires_ms,
     };
@@ -272,12 +300,14 @@ fn granted(
     )?;
     let mut statements: Vec<Statement> = count.into_iter().collect();
     statements.push(st(
-        "UPDATE share_requests SET state = ?2, uses_left = ?3, expires_ms = ?4 WHERE id = ?1",
+        "UPDATE share_requests SET state = ?2, uses_left = ?3, expires_ms = ?4, \
+         granted_keys = ?5 WHERE id = ?1",
         vec![
             blob(&request.id),
             state(RequestState::Granted),
             int(u64::from(uses - 1)),
             int(expires_ms),
+            SqlValue::Blob(postcard::to_allocvec(&keys).expect("keys encode")),
         ],
     ));
     Ok((statements, out))
@@ -338,7 +368,7 @@ pub(crate) fn decide(
                 return Err(ConnectionError::UnknownRequest.into());
             }
             let row = crate::connections::active_connection(vault, &request.connection)?;
-            let (mut statements, out) = granted(vault, &row, &request, uses, secs, now_ms)?;
+            let (mut statements, out) = granted(vault, &row, &request, (uses, secs, true), now_ms)?;
             statements.extend(feed(
                 vault,
                 now_ms,
@@ -434,6 +464,16 @@ pub(crate) fn list(
             } else {
                 Vec::new()
             };
+            let would_share = match (r.incoming, r.state) {
+                (true, RequestState::Pending) => crate::profile::keys_for(
+                    vault,
+                    &r.targets,
+                    &crate::connections::sharing_name(&r.connection),
+                    true,
+                )?,
+                (true, RequestState::Granted) => r.granted_keys.clone(),
+                _ => Vec::new(),
+            };
             Ok(RequestView {
                 id: r.id,
                 connection: r.connection,
@@ -444,6 +484,7 @@ pub(crate) fn list(
                 uses_left: r.uses_left,
                 expires_ms: r.expires_ms,
                 values,
+                would_share,
             })
         })
         .collect()
@@ -468,7 +509,7 @@ pub(crate) fn receive(
     vault: &Vault,
     member: &str,
     row: &Row,
-    body: PeerBody,
+    (body, seq): (PeerBody, u64),
     now_ms: u64,
 ) -> Result<(Vec<Statement>, Vec<Outbound>), VaultError> {
     let nothing = Ok((Vec::new(), Vec::new()));
@@ -496,6 +537,32 @@ pub(crate) fn receive(
             if known || waiting as usize >= MAX_PENDING_ASKS {
                 return nothing;
             }
+            let (kept, oldest_decided): (i64, Option<Vec<u8>>) = vault
+                .read(|c| {
+                    c.query_row(
+                        "SELECT (SELECT count(*) FROM share_requests WHERE connection = ?1 \
+                         AND incoming = 1), (SELECT id FROM share_requests WHERE connection = ?1 \
+                         AND incoming = 1 AND state IN (?2, ?3) ORDER BY asked_ms, id LIMIT 1)",
+                        rusqlite::params![
+                            &row.id[..],
+                            RequestState::Denied.as_str(),
+                            RequestState::Ended.as_str()
+                        ],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                })
+                .map_err(db)?;
+            let mut room = Vec::new();
+            if kept as usize >= MAX_KEPT_ASKS {
+                // The oldest decided request makes room; none decided: this one is dropped.
+                let Some(oldest) = oldest_decided else {
+                    return nothing;
+                };
+                room.push(st(
+                    "DELETE FROM share_requests WHERE id = ?1",
+                    vec![SqlValue::Blob(oldest)],
+                ));
+            }
             let incoming = Request {
                 id: vettid_crypto::random_array(),
                 connection: row.id,
@@ -506,8 +573,11 @@ pub(crate) fn receive(
                 asked_ms: now_ms,
                 uses_left: None,
                 expires_ms: None,
+                granted_keys: Vec::new(),
+                answer_seq: 0,
             };
-            let mut statements = vec![st(
+            let mut statements = room;
+            statements.push(st(
                 "INSERT INTO share_requests (id, connection, incoming, peer_request, targets, \
                  state, asked_ms) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6)",
                 vec![
@@ -520,23 +590,19 @@ pub(crate) fn receive(
                     state(RequestState::Pending),
                     int(now_ms),
                 ],
-            )];
+            ));
             let mut out = Vec::new();
             if row.rule() == ShareRule::Auto {
-                let (grant, answer) =
-                    granted(vault, row, &incoming, 1, DEFAULT_GRANT_SECS, now_ms)?;
+                // No feed item: the requests list shows them (a peer cannot crowd the feed).
+                let (grant, answer) = granted(
+                    vault,
+                    row,
+                    &incoming,
+                    (1, DEFAULT_GRANT_SECS, false),
+                    now_ms,
+                )?;
                 statements.extend(grant);
                 out.push(answer);
-                statements.extend(feed(
-                    vault,
-                    now_ms,
-                    "connection.granted",
-                    format!(
-                        "granted {} to connection {} (its rule: auto)",
-                        describe(&incoming.targets),
-                        hex::encode(&row.id[..4])
-                    ),
-                )?);
             } else {
                 statements.extend(feed(
                     vault,
@@ -566,7 +632,9 @@ pub(crate) fn receive(
             let Ok(mine) = one(vault, &request, false) else {
                 return nothing;
             };
-            if mine.connection != row.id {
+            // Only this connection's, and only newer than the last answer applied (the hosts
+            // may reorder): a denial or an end is final.
+            if mine.connection != row.id || seq <= mine.answer_seq {
                 return nothing;
             }
             let mut statements = vec![st(
@@ -616,7 +684,9 @@ pub(crate) fn receive(
                         vec![blob(&mine.id), state(RequestState::Denied)],
                     ));
                 }
-                AskAnswer::Ended if mine.state == RequestState::Granted => {
+                AskAnswer::Ended
+                    if matches!(mine.state, RequestState::Pending | RequestState::Granted) =>
+                {
                     statements.push(st(
                         "DELETE FROM received_values WHERE request = ?1",
                         vec![blob(&mine.id)],
@@ -628,6 +698,10 @@ pub(crate) fn receive(
                 }
                 _ => return nothing,
             }
+            statements.push(st(
+                "UPDATE share_requests SET answer_seq = ?2 WHERE id = ?1",
+                vec![blob(&mine.id), int(seq)],
+            ));
             let note = event(
                 member,
                 vault,
@@ -670,7 +744,7 @@ pub(crate) fn receive(
                 return nothing;
             };
             let expires_ms = given.expires_ms.unwrap_or(now_ms);
-            let values = bounded(crate::profile::values_for(vault, &given.targets)?);
+            let values = bounded(crate::profile::values_of(vault, &given.granted_keys)?);
             let (mut statements, out) = self::answer(
                 row,
                 &given,
@@ -689,6 +763,27 @@ pub(crate) fn receive(
         }
         _ => nothing,
     }
+}
+
+/// The statement erasing values whose grant expired (if there are any).
+pub(crate) fn sweep(vault: &Vault, now_ms: u64) -> Result<Vec<Statement>, VaultError> {
+    const EXPIRED: &str = "DELETE FROM received_values WHERE request IN (SELECT id FROM \
+        share_requests WHERE incoming = 0 AND expires_ms <= ?1)";
+    let any: bool = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM received_values WHERE request IN (SELECT id FROM \
+                 share_requests WHERE incoming = 0 AND expires_ms <= ?1))",
+                [i64::try_from(now_ms).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+        })
+        .map_err(db)?;
+    Ok(if any {
+        vec![st(EXPIRED, vec![int(now_ms)])]
+    } else {
+        Vec::new()
+    })
 }
 
 /// The statements ending the requests of every connection whose keys were erased, and

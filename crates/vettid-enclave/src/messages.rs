@@ -3,7 +3,7 @@
 //! ```text
 //! messages (connection, outgoing, seq, client_id, text, sent_ms, delivered_ms, read_ms,
 //!           edited_ms, edit_seq, deleted)
-//!           attachment, complete
+//!           attachment, complete, held
 //! message_retention (connection, days)     X'' is the default; days NULL: for ever
 //! attachment_pieces (connection, outgoing, seq, idx, bytes)
 //! uploads           (client_id, idx, bytes, at_ms)     pieces the app sent before `SendFile`
@@ -19,9 +19,9 @@
 //!
 //! Edits and deletes for everyone are the sender's, within
 //! [`vettid_proto::messages::EDIT_WINDOW_SECS`] of sending (by the sender's clock, on both
-//! sides). One that arrives before its message (reordered by the hosts) is kept in its place:
-//! the message, when it comes, takes the edit's text, and a later edit never loses to an
-//! earlier one (the peer's sequence numbers order them). A deleted message keeps no text.
+//! sides). One that arrives before its message (reordered by the hosts) is kept in its place,
+//! hidden (`held`) until the message comes and takes the edit's text; a later edit never loses
+//! to an earlier one (the peer's sequence numbers order them). A deleted message keeps no text.
 //!
 //! A message is identified by its sender's sequence number on the connection: a redelivered
 //! one is kept once, a retried send (same client id) is the same message.
@@ -53,6 +53,7 @@ ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE message_retention (connection BLOB PRIMARY KEY, days INTEGER);
 ALTER TABLE messages ADD COLUMN attachment BLOB;
 ALTER TABLE messages ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE attachment_pieces (connection BLOB NOT NULL, outgoing INTEGER NOT NULL,
     seq INTEGER NOT NULL, idx INTEGER NOT NULL, bytes BLOB NOT NULL,
     PRIMARY KEY (connection, outgoing, seq, idx));
@@ -97,7 +98,8 @@ pub(crate) fn received(
         // An edit or delete that came first holds its place: it keeps its text.
         sql: "INSERT INTO messages (connection, outgoing, seq, text, sent_ms, delivered_ms) \
               VALUES (?1, 0, ?2, ?3, ?4, ?5) \
-              ON CONFLICT (connection, outgoing, seq) DO UPDATE SET sent_ms = excluded.sent_ms"
+              ON CONFLICT (connection, outgoing, seq) DO UPDATE SET sent_ms = excluded.sent_ms, \
+              held = 0"
             .into(),
         params: vec![
             SqlValue::Blob(connection.to_vec()),
@@ -181,7 +183,7 @@ pub(crate) fn changed(
     let sql = if insert {
         params.push(SqlValue::Int(now_ms as i64));
         "INSERT INTO messages (connection, outgoing, seq, text, sent_ms, delivered_ms, \
-         edited_ms, edit_seq, deleted) VALUES (?1, 0, ?2, ?3, ?4, ?7, ?4, ?5, ?6)"
+         edited_ms, edit_seq, deleted, held) VALUES (?1, 0, ?2, ?3, ?4, ?7, ?4, ?5, ?6, 1)"
     } else {
         "UPDATE messages SET text = ?3, edited_ms = ?4, edit_seq = ?5, deleted = ?6, \
          attachment = CASE WHEN ?6 = 1 THEN NULL ELSE attachment END \
@@ -348,7 +350,7 @@ pub fn handle(
                     let mut stmt = c.prepare_cached(&format!(
                         "SELECT outgoing, seq, text, sent_ms, delivered_ms, read_ms, edited_ms, \
                          deleted, attachment, complete FROM messages \
-                         WHERE connection = ?1 AND sent_ms < ?2 AND {KEPT} >= ?4 \
+                         WHERE connection = ?1 AND sent_ms < ?2 AND {KEPT} >= ?4 AND held = 0 \
                          ORDER BY sent_ms DESC, outgoing, seq DESC LIMIT ?3"
                     ))?;
                     let opt = |v: Option<i64>| v.map(|t| t as u64);
@@ -819,7 +821,7 @@ pub(crate) fn file_part(
     connection: &ConnectionId,
     part: FilePart,
     now_ms: u64,
-) -> Result<Option<(Vec<Statement>, Option<u64>)>, VaultError> {
+) -> Result<Option<Arrived>, VaultError> {
     use rusqlite::OptionalExtension;
     let (seq, new_piece, new_header, mut statements) = match part {
         FilePart::File {
@@ -832,8 +834,14 @@ pub(crate) fn file_part(
                 return Ok(None);
             }
             let stmt = Statement {
+                // An edit or delete that came first holds the place: the text stays the edit's,
+                // a deleted message takes no attachment.
                 sql: "INSERT INTO messages (connection, outgoing, seq, text, sent_ms, attachment, \
-                      complete) VALUES (?1, 0, ?2, ?3, ?4, ?5, 0)"
+                      complete) VALUES (?1, 0, ?2, ?3, ?4, ?5, 0) \
+                      ON CONFLICT (connection, outgoing, seq) DO UPDATE SET \
+                      sent_ms = excluded.sent_ms, held = 0, \
+                      attachment = CASE WHEN deleted = 1 THEN NULL ELSE excluded.attachment END, \
+                      complete = deleted"
                     .into(),
                 params: vec![
                     SqlValue::Blob(connection.to_vec()),
@@ -939,6 +947,9 @@ pub(crate) fn file_part(
     });
     Ok(Some((statements, Some(seq))))
 }
+
+/// What taking part of an attachment writes, and the message's number once it is whole.
+pub(crate) type Arrived = (Vec<Statement>, Option<u64>);
 
 /// A part of an attachment from the peer.
 pub(crate) enum FilePart {

@@ -315,26 +315,56 @@ fn effective(vault: &Vault, connection: &str) -> Result<Vec<String>, VaultError>
         .collect())
 }
 
-/// The fields and values `connection` would see, in key order (what the vault sends a
-/// connection as its profile).
-/// The member's fields that `targets` name: a field by its key (a sensitive one too: the
-/// member grants it by name) or a category's non-sensitive fields, in key order.
-pub(crate) fn values_for(
+/// The keys of the member's fields that a request for `targets` from `connection` covers,
+/// in key order. `by_member`: the member decides (a field named by its key is covered even if
+/// sensitive or withheld from the connection: the member grants it by name; a category
+/// covers its non-sensitive fields not withheld one by one). Otherwise (the connection's
+/// `auto` rule) only non-sensitive fields that no override withholds from the connection.
+pub(crate) fn keys_for(
     vault: &Vault,
     targets: &[ShareTarget],
-) -> Result<Vec<(String, String)>, VaultError> {
+    connection: &str,
+    by_member: bool,
+) -> Result<Vec<String>, VaultError> {
+    let (mut field_off, mut category_off) = (BTreeSet::new(), BTreeSet::new());
+    for o in overrides(vault, connection)?
+        .into_iter()
+        .filter(|o| !o.share)
+    {
+        match o.target {
+            ShareTarget::Field(k) => field_off.insert(k),
+            ShareTarget::Category(c) => category_off.insert(c),
+        };
+    }
     Ok(fields(vault)?
         .into_iter()
         .filter(|f| {
+            let open = !f.sensitive
+                && !field_off.contains(&f.key)
+                && (by_member || !category_off.contains(&f.category));
             targets.iter().any(|t| match t {
-                ShareTarget::Field(k) => *k == f.key,
-                ShareTarget::Category(c) => *c == f.category && !f.sensitive,
+                ShareTarget::Field(k) => *k == f.key && (by_member || open),
+                ShareTarget::Category(c) => *c == f.category && open,
             })
         })
+        .map(|f| f.key)
+        .collect())
+}
+
+/// The current values of the member's fields `keys` (those that still exist), in key order.
+pub(crate) fn values_of(
+    vault: &Vault,
+    keys: &[String],
+) -> Result<Vec<(String, String)>, VaultError> {
+    Ok(fields(vault)?
+        .into_iter()
+        .filter(|f| keys.contains(&f.key))
         .filter_map(|f| Some((f.key, f.value?.0.as_str().to_owned())))
         .collect())
 }
 
+/// The fields and values `connection` would see, in key order (what the vault sends a
+/// connection as its profile).
 pub(crate) fn shared_with(
     vault: &Vault,
     connection: &str,

@@ -38,6 +38,9 @@ pub const MAX_BLOCKED: usize = 10_000;
 pub const MAX_ASK_TARGETS: usize = 16;
 /// Requests from one peer that wait for the member's decision at most (later ones are dropped).
 pub const MAX_PENDING_ASKS: usize = 20;
+/// Requests from one peer a vault keeps at most (the oldest decided ones make room; when
+/// none is decided, later ones are dropped).
+pub const MAX_KEPT_ASKS: usize = 100;
 /// Uses of a grant at most (the first answer is one).
 pub const MAX_GRANT_USES: u32 = 100;
 /// A grant's default lifetime (7 days).
@@ -74,7 +77,8 @@ impl Default for Capabilities {
 pub enum ShareRule {
     /// The member decides each (a feed item and an event; the default).
     Ask,
-    /// Granted at once, once, for [`DEFAULT_GRANT_SECS`].
+    /// Granted at once, once, for [`DEFAULT_GRANT_SECS`], and only what the member shares
+    /// openly: non-sensitive fields no override withholds from the connection.
     Auto,
 }
 
@@ -173,6 +177,9 @@ pub struct RequestView {
     pub expires_ms: Option<u64>,
     /// The values received (asked by this member, granted, not expired).
     pub values: Vec<(String, String)>,
+    /// Asked of this member: the keys of the fields a grant gives (while it waits for the
+    /// decision, what granting it now would give; once granted, what it gave).
+    pub would_share: Vec<String>,
 }
 
 impl std::fmt::Debug for RequestView {

@@ -289,6 +289,20 @@ pub(crate) enum MessagesCommand {
 
 type Session<'a> = Unlocked<&'a mut Profile>;
 
+/// What a peer wrote, safe to print: control characters (a terminal's escape sequences
+/// among them) are shown as `�`; line breaks and tabs stay.
+fn shown(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
 fn short(id: &ConnectionId) -> String {
     hex::encode(id)
 }
@@ -318,7 +332,7 @@ fn print_connection(c: &ConnectionView) {
         short(&c.id),
         c.state.as_str(),
         if c.inviter { "invited " } else { "joined " },
-        c.peer_member.as_deref().unwrap_or("?"),
+        shown(c.peer_member.as_deref().unwrap_or("?")),
     );
     if let Some(label) = &c.label {
         println!("    label      {label}");
@@ -327,7 +341,7 @@ fn print_connection(c: &ConnectionView) {
         println!("    identity   {}", hex::encode(&identity[..8]));
     }
     for (k, v) in &c.peer_profile {
-        println!("    {k:<10} {v}");
+        println!("    {:<10} {}", shown(k), shown(v));
     }
     if let Some(sas) = &c.sas
         && matches!(
@@ -488,14 +502,16 @@ pub(crate) async fn connections(
             crate::demo::render_qr(&text);
             println!("{text}");
             println!("link: {}", invitation_link(&invitation));
-            match (&api, no_code) {
+            match (&api, no_code || in_person) {
                 (Some(api), false) => {
-                    let code =
-                        vettid_client::connections::publish_invitation(api, &invitation).await?;
-                    println!(
-                        "short code: {}  (the directory keeps it sealed under the code until it expires)",
-                        code.display()
-                    );
+                    match vettid_client::connections::publish_invitation(api, &invitation).await {
+                        Ok(code) => println!(
+                            "short code: {}  (the directory keeps it sealed under the code until it is used or expires)",
+                            code.display()
+                        ),
+                        // The invitation stands: the QR code, text and link still work.
+                        Err(e) => println!("(no short code: {e})"),
+                    }
                 }
                 (None, false) => println!("(no short code: this profile knows no API)"),
                 _ => {}
@@ -702,7 +718,7 @@ pub(crate) async fn connections(
                     }
                 );
                 for (k, v) in &r.values {
-                    println!("    {k:<20} {v}");
+                    println!("    {:<20} {}", shown(k), shown(v));
                 }
             }
             println!("{} request(s)", all.len());
@@ -818,7 +834,7 @@ pub(crate) async fn messages(
                 let text = if m.deleted {
                     "(deleted for everyone)"
                 } else {
-                    m.text.as_str()
+                    &shown(&m.text)
                 };
                 let edited = if m.edited_ms.is_some() && !m.deleted {
                     "  (edited)"
@@ -828,8 +844,8 @@ pub(crate) async fn messages(
                 let file = m.attachment.as_ref().map_or(String::new(), |a| {
                     format!(
                         "  [file {} ({}, {} bytes){}]",
-                        a.info.name,
-                        a.info.mime,
+                        shown(&a.info.name),
+                        shown(&a.info.mime),
                         a.info.size,
                         if a.complete { "" } else { ", arriving" }
                     )
@@ -932,7 +948,9 @@ pub(crate) async fn messages(
                             let text = page
                                 .iter()
                                 .find(|m| !m.outgoing && m.seq == seq)
-                                .map_or("(no longer in the history)", |m| m.text.as_str());
+                                .map_or("(no longer in the history)".to_owned(), |m| {
+                                    shown(&m.text)
+                                });
                             println!("← {} #{seq}: {text}", hex::encode(&connection[..4]));
                         }
                         EventKind::Receipt {

@@ -1468,7 +1468,7 @@ fn a_peer_asks_for_more_the_member_grants_counted_and_expiring_or_denies() {
     v.pump(out);
     let ended = &requests(&v, "bob")[0];
     assert_eq!(ended.state, RequestState::Ended);
-    assert!(ended.values.is_empty());
+    assert_eq!(received_rows(&v, "bob"), 0, "erased, not hidden");
 
     // Denied: bob is told, nothing is sent. Bad requests and decisions are refused.
     let (reply, out) = v
@@ -1569,6 +1569,11 @@ fn a_peer_asks_for_more_the_member_grants_counted_and_expiring_or_denies() {
         other => panic!("{other:?}"),
     };
     assert!(shown.iter().all(|r| r.values.is_empty()));
+    // Erased at the connection's next message after the expiry.
+    assert_eq!(received_rows(&v, "bob"), 1);
+    let ping = peer_wires(&v.send("alice", a, "ping"));
+    v.deliver_at("bob", &ping[0], later);
+    assert_eq!(received_rows(&v, "bob"), 0, "expired values erased");
     // A revocation erases what was granted and ends every request.
     let (_, out) = v.op("alice", ConnectionOp::Revoke(a)).unwrap();
     v.pump(out);
@@ -1781,5 +1786,270 @@ fn attachments_travel_in_pieces_in_any_order_and_arrive_whole_or_not_at_all() {
     assert_eq!(
         v.msg("bob", op).unwrap_err(),
         VaultError::Messages(MessageError::Unknown)
+    );
+}
+
+fn received_rows(v: &Vaults, who: &str) -> i64 {
+    v.inside(who, |vault, _| {
+        vault
+            .read(|c| c.query_row("SELECT count(*) FROM received_values", [], |r| r.get(0)))
+            .map_err(db)
+    })
+}
+
+#[test]
+fn auto_grants_only_what_is_shared_openly_and_grants_never_grow() {
+    use vettid_proto::connections::{RequestState, ShareRule};
+    use vettid_proto::profile::{Category, ProfileOp, ShareTarget};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    set_fields(
+        &v,
+        "alice",
+        &[
+            ("contact.email", "a@example.org", Category::Contact, false),
+            ("contact.phone", "+1 555 0100", Category::Contact, false),
+            ("identity.passport", "X1234567", Category::Identity, true),
+        ],
+    );
+    // Alice withholds her phone from bob, and lets his requests through automatically.
+    let withhold = ProfileOp::SetOverride {
+        connection: sharing_name(&a),
+        target: ShareTarget::Field("contact.phone".into()),
+        share: false,
+    };
+    v.manager
+        .domain("alice", &v.openings["alice"], NOW, |u| {
+            crate::profile::handle(u, withhold)
+        })
+        .and_then(|(r, _)| r)
+        .unwrap();
+    v.op(
+        "alice",
+        ConnectionOp::SetRule {
+            id: a,
+            rule: ShareRule::Auto,
+        },
+    )
+    .unwrap();
+    let ask = |targets| v.op("bob", ConnectionOp::Ask { id: b, targets }).unwrap();
+    let (_, out) = ask(vec![
+        ShareTarget::Category(Category::Contact),
+        ShareTarget::Field("contact.phone".into()),
+        ShareTarget::Field("identity.passport".into()),
+    ]);
+    v.pump(out);
+    let got = &requests(&v, "bob")[0];
+    assert_eq!(got.state, RequestState::Granted);
+    assert_eq!(
+        got.values,
+        [("contact.email".to_string(), "a@example.org".to_string())],
+        "no sensitive field, nothing withheld, without alice deciding"
+    );
+    // A field added to the category later is not part of the grant.
+    set_fields(
+        &v,
+        "alice",
+        &[("contact.fax", "+1 555 0111", Category::Contact, false)],
+    );
+    let (_, out) = v
+        .op("bob", ConnectionOp::Fetch(got.id))
+        .unwrap_or_else(|e| {
+            assert_eq!(e, VaultError::Connections(ConnectionError::GrantEnded));
+            (ConnectionReply::Done, vec![])
+        });
+    v.pump(out);
+    assert!(
+        requests(&v, "bob")[0]
+            .values
+            .iter()
+            .all(|(k, _)| k != "contact.fax")
+    );
+
+    // Asked of her member instead, the passport named by its key may be granted: she sees
+    // what a grant would give before she decides.
+    v.op(
+        "alice",
+        ConnectionOp::SetRule {
+            id: a,
+            rule: ShareRule::Ask,
+        },
+    )
+    .unwrap();
+    let (_, out) = ask(vec![ShareTarget::Field("identity.passport".into())]);
+    v.pump(out);
+    let pending = requests(&v, "alice")
+        .into_iter()
+        .find(|r| r.state == RequestState::Pending)
+        .unwrap();
+    assert_eq!(pending.would_share, ["identity.passport"]);
+}
+
+#[test]
+fn answers_apply_in_the_granters_order_and_an_end_is_final() {
+    use vettid_proto::connections::RequestState;
+    use vettid_proto::profile::{Category, ShareTarget};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let _ = a;
+    set_fields(
+        &v,
+        "alice",
+        &[("contact.email", "a@example.org", Category::Contact, false)],
+    );
+    let (_, out) = v
+        .op(
+            "bob",
+            ConnectionOp::Ask {
+                id: b,
+                targets: vec![ShareTarget::Category(Category::Contact)],
+            },
+        )
+        .unwrap();
+    v.pump(out);
+    let incoming = requests(&v, "alice")[0].id;
+    let (_, granted) = v
+        .op(
+            "alice",
+            ConnectionOp::Grant {
+                request: incoming,
+                uses: Some(5),
+                expires_in_secs: None,
+            },
+        )
+        .unwrap();
+    let (_, ended) = v.op("alice", ConnectionOp::EndGrant(incoming)).unwrap();
+    // The hosts deliver the end first, then the grant.
+    v.pump(v.deliver("bob", &peer_wires(&ended)[0]));
+    v.pump(v.deliver("bob", &peer_wires(&granted)[0]));
+    let mine = &requests(&v, "bob")[0];
+    assert_eq!(mine.state, RequestState::Ended, "the end stands");
+    assert_eq!(received_rows(&v, "bob"), 0, "the late grant left nothing");
+}
+
+#[test]
+fn a_profile_push_overtaken_by_a_newer_one_is_ignored() {
+    use vettid_proto::profile::{Category, ProfileOp};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (_, b) = v.connected();
+    let profile = |op: ProfileOp| {
+        v.manager
+            .domain("alice", &v.openings["alice"], NOW, |u| {
+                crate::profile::handle(u, op)
+            })
+            .and_then(|(r, _)| r)
+            .unwrap()
+            .1
+    };
+    profile(ProfileOp::SetDefault {
+        category: Category::Contact,
+        share: true,
+    });
+    let first = profile(ProfileOp::Set(vec![vettid_proto::profile::NewField {
+        key: "contact.email".into(),
+        value: vettid_proto::secrets::Secret::new("old@example.org"),
+        category: Category::Contact,
+        sensitive: false,
+        order: 0,
+    }]));
+    let second = profile(ProfileOp::Set(vec![vettid_proto::profile::NewField {
+        key: "contact.email".into(),
+        value: vettid_proto::secrets::Secret::new("new@example.org"),
+        category: Category::Contact,
+        sensitive: false,
+        order: 0,
+    }]));
+    v.pump(v.deliver("bob", &peer_wires(&second)[0]));
+    v.pump(v.deliver("bob", &peer_wires(&first)[0]));
+    assert_eq!(
+        v.show("bob", b).peer_profile,
+        [("contact.email".to_string(), "new@example.org".to_string())]
+    );
+}
+
+#[test]
+fn with_messaging_off_no_edit_gets_in_and_an_early_edit_stays_hidden_until_its_message() {
+    use vettid_proto::connections::Capabilities;
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    // An edit for a message not yet here is held out of sight.
+    let out = v.send("bob", b, "original");
+    let seq = v.history("bob", b)[0].seq;
+    let original = peer_wires(&out);
+    let (_, edit) = v
+        .msg(
+            "bob",
+            MessageOp::Edit {
+                connection: b,
+                seq,
+                text: "edited".into(),
+            },
+        )
+        .unwrap();
+    v.pump(v.deliver("alice", &peer_wires(&edit)[0]));
+    assert!(
+        v.history("alice", a).is_empty(),
+        "nothing shown before the message"
+    );
+    v.pump(v.deliver("alice", &original[0]));
+    assert_eq!(v.history("alice", a)[0].text, "edited");
+
+    // Alice stops taking messages: an "edit" of a number never used is no way in.
+    let quiet = Capabilities {
+        messaging: false,
+        ..Capabilities::default()
+    };
+    let (_, out) = v
+        .op(
+            "alice",
+            ConnectionOp::Allow {
+                id: a,
+                capabilities: quiet,
+            },
+        )
+        .unwrap();
+    v.pump(out);
+    let forged = v.inside("bob", |vault, _| {
+        let row = get(vault, &b)?;
+        let body = PeerBody::Edit {
+            seq: 500,
+            text: "sneaking in".into(),
+        };
+        Ok(seal(&row, body, NOW, Some(900))?.1)
+    });
+    v.pump(v.deliver("alice", &forged.body));
+    let texts: Vec<String> = v.inside("alice", |vault, _| {
+        vault
+            .read(|c| {
+                let mut st = c.prepare("SELECT text FROM messages")?;
+                let r = st.query_map([], |r| r.get::<_, String>(0))?;
+                r.collect::<rusqlite::Result<Vec<String>>>()
+            })
+            .map_err(db)
+    });
+    assert_eq!(texts, ["edited"]);
+}
+
+#[test]
+fn a_peer_cannot_queue_more_than_twenty_requests_for_the_member() {
+    use vettid_proto::connections::MAX_PENDING_ASKS;
+    use vettid_proto::profile::{Category, ShareTarget};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (_, b) = v.connected();
+    for _ in 0..MAX_PENDING_ASKS + 5 {
+        let (_, out) = v
+            .op(
+                "bob",
+                ConnectionOp::Ask {
+                    id: b,
+                    targets: vec![ShareTarget::Category(Category::Other)],
+                },
+            )
+            .unwrap();
+        v.pump(out);
+    }
+    assert_eq!(
+        requests(&v, "alice").iter().filter(|r| r.incoming).count(),
+        MAX_PENDING_ASKS
     );
 }
