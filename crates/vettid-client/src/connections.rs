@@ -273,6 +273,24 @@ impl<S: Seen> Unlocked<S> {
         }
     }
 
+    /// Cancels an invitation and makes a new one with its label and kind.
+    pub async fn resend_invitation(
+        &mut self,
+        id: InvitationId,
+        expires_in_secs: Option<u64>,
+    ) -> Result<(InvitationId, Invitation), ClientError> {
+        match self
+            .run(ConnectionOp::Resend {
+                id,
+                expires_in_secs,
+            })
+            .await?
+        {
+            ConnectionReply::Invited { id, invitation } => Ok((id, invitation)),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Cancels a pending invitation.
     pub async fn cancel_invitation(&mut self, id: InvitationId) -> Result<(), ClientError> {
         self.done(ConnectionOp::Cancel(id)).await

@@ -609,57 +609,51 @@ pub fn handle(
             expires_in_secs,
             in_person,
         } => {
-            let secs = expires_in_secs.unwrap_or(DEFAULT_INVITATION_SECS);
-            let label_ok = label.as_ref().is_none_or(|l| {
-                (1..=MAX_LABEL).contains(&l.len()) && !l.chars().any(char::is_control)
-            });
-            if !label_ok || secs == 0 || secs > MAX_INVITATION_SECS {
-                return Err(ConnectionError::BadInvitationSettings.into());
-            }
-            if pending_invitations(vault, now_ms)?.len() >= MAX_PENDING_INVITATIONS {
-                return Err(ConnectionError::TooManyInvitations.into());
-            }
-            let id: [u8; 16] = vettid_crypto::random_array();
-            let secret = zeroize::Zeroizing::new(vettid_crypto::random_array::<32>());
-            let kem_seed = SecretBytes::<32>::random();
-            let kem = KemSecret::from_seed(&kem_seed);
-            let expires_ms = now_ms.saturating_add(secs * 1000);
-            let kid = invitation_kid(&secret);
-            let invitation = Invitation {
-                version: 1,
-                route: member.clone(),
-                identity: vault.identity_public_key(),
-                static_key: noise::public_key(vault.exchange_secret()),
-                kem_key: kem.public_key(),
-                secret: secret.clone(),
-                expires_ms,
+            let (id, invitation, statements) = invite(
+                vault,
+                &member,
+                label,
+                expires_in_secs,
                 in_person,
-            };
-            vault.write(
-                objects,
-                vec![
-                    // Ended invitations go as new ones come.
-                    st(
-                        "DELETE FROM invitations WHERE expires_ms <= ?1",
-                        vec![int(now_ms)],
-                    ),
-                    st(
-                        "INSERT INTO invitations (id, kid, label, secret, kem_seed, in_person, \
-                         created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        vec![
-                            blob(&id),
-                            blob(&kid),
-                            opt_text(&label),
-                            blob(&secret[..]),
-                            blob(kem_seed.expose()),
-                            SqlValue::Int(i64::from(in_person)),
-                            int(now_ms),
-                            int(expires_ms),
-                        ],
-                    ),
-                ],
+                now_ms,
+                None,
             )?;
+            vault.write(objects, statements)?;
             Ok((ConnectionReply::Invited { id, invitation }, vec![]))
+        }
+        ConnectionOp::Resend {
+            id,
+            expires_in_secs,
+        } => {
+            use rusqlite::OptionalExtension;
+            let found: Option<(Option<String>, bool)> = vault
+                .read(|c| {
+                    c.query_row(
+                        "SELECT label, in_person FROM invitations WHERE id = ?1",
+                        [&id[..]],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                })
+                .map_err(db)?;
+            let (label, in_person) = found.ok_or(ConnectionError::Unknown)?;
+            let (new, invitation, statements) = invite(
+                vault,
+                &member,
+                label,
+                expires_in_secs,
+                in_person,
+                now_ms,
+                Some(&id),
+            )?;
+            vault.write(objects, statements)?;
+            Ok((
+                ConnectionReply::Invited {
+                    id: new,
+                    invitation,
+                },
+                vec![],
+            ))
         }
         ConnectionOp::Invitations => Ok((
             ConnectionReply::Invitations(pending_invitations(vault, now_ms)?),
@@ -992,6 +986,72 @@ fn decided(
     let (statements, out) = crate::grants::decide(vault, decision, now_ms)?;
     vault.write(objects, statements)?;
     Ok((ConnectionReply::Done, vec![out]))
+}
+
+/// A new invitation (replacing `replaced`, which is cancelled): its id, the invitation, and
+/// the statements that record it.
+fn invite(
+    vault: &Vault,
+    member: &str,
+    label: Option<String>,
+    expires_in_secs: Option<u64>,
+    in_person: bool,
+    now_ms: u64,
+    replaced: Option<&[u8; 16]>,
+) -> Result<([u8; 16], Invitation, Vec<Statement>), VaultError> {
+    let secs = expires_in_secs.unwrap_or(DEFAULT_INVITATION_SECS);
+    let label_ok = label
+        .as_ref()
+        .is_none_or(|l| (1..=MAX_LABEL).contains(&l.len()) && !l.chars().any(char::is_control));
+    if !label_ok || secs == 0 || secs > MAX_INVITATION_SECS {
+        return Err(ConnectionError::BadInvitationSettings.into());
+    }
+    let pending = pending_invitations(vault, now_ms)?;
+    let replacing = replaced.is_some_and(|r| pending.iter().any(|p| p.id == *r));
+    if pending.len() - usize::from(replacing) >= MAX_PENDING_INVITATIONS {
+        return Err(ConnectionError::TooManyInvitations.into());
+    }
+    let id: [u8; 16] = vettid_crypto::random_array();
+    let secret = zeroize::Zeroizing::new(vettid_crypto::random_array::<32>());
+    let kem_seed = SecretBytes::<32>::random();
+    let kem = KemSecret::from_seed(&kem_seed);
+    let expires_ms = now_ms.saturating_add(secs * 1000);
+    let kid = invitation_kid(&secret);
+    let invitation = Invitation {
+        version: 1,
+        route: member.to_owned(),
+        identity: vault.identity_public_key(),
+        static_key: noise::public_key(vault.exchange_secret()),
+        kem_key: kem.public_key(),
+        secret: secret.clone(),
+        expires_ms,
+        in_person,
+    };
+    let mut statements = vec![
+        // Ended invitations go as new ones come.
+        st(
+            "DELETE FROM invitations WHERE expires_ms <= ?1",
+            vec![int(now_ms)],
+        ),
+    ];
+    if let Some(old) = replaced {
+        statements.push(st("DELETE FROM invitations WHERE id = ?1", vec![blob(old)]));
+    }
+    statements.push(st(
+        "INSERT INTO invitations (id, kid, label, secret, kem_seed, in_person, created_ms, \
+         expires_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        vec![
+            blob(&id),
+            blob(&kid),
+            opt_text(&label),
+            blob(&secret[..]),
+            blob(kem_seed.expose()),
+            SqlValue::Int(i64::from(in_person)),
+            int(now_ms),
+            int(expires_ms),
+        ],
+    ));
+    Ok((id, invitation, statements))
 }
 
 /// Whether a connection in `state` has not ended.

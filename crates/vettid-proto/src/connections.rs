@@ -264,6 +264,14 @@ pub enum ConnectionOp {
     Invitations,
     /// Cancel a pending invitation.
     Cancel(InvitationId),
+    /// Cancel an invitation (pending or expired) and make a new one with its label and kind:
+    /// the new one answers `Invited`.
+    Resend {
+        /// The invitation.
+        id: InvitationId,
+        /// The new one's lifetime (default [`DEFAULT_INVITATION_SECS`]).
+        expires_in_secs: Option<u64>,
+    },
     /// Connect with the vault that made `invitation` (the app decoded it).
     Accept(crate::peer::Invitation),
     /// Every connection.

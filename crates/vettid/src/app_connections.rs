@@ -41,6 +41,17 @@ pub(crate) enum ConnectionsCommand {
     },
     /// Pending invitations.
     Invitations,
+    /// Cancels an invitation and makes a new one with its label and kind (to send again).
+    Resend {
+        /// The invitation's id (hex, as `invitations` shows it).
+        id: String,
+        /// Hours until the new one expires (default 24, at most 168).
+        #[arg(long)]
+        expires_hours: Option<u64>,
+        /// No short code.
+        #[arg(long)]
+        no_code: bool,
+    },
     /// Cancels a pending invitation (its id, as `invitations` shows it).
     Cancel {
         /// The invitation's id (hex).
@@ -402,6 +413,44 @@ fn print_connection(c: &ConnectionView) {
     }
 }
 
+/// Shows a new invitation: QR code, text, link, and (for a remote one, with an API known) a
+/// short code left sealed in the API's directory.
+async fn show_invitation(
+    api: Option<&str>,
+    id: &[u8; 16],
+    invitation: &vettid_proto::peer::Invitation,
+    no_code: bool,
+) {
+    let text = encode_invitation(invitation);
+    println!(
+        "✓ invitation {} made in the enclave (single use, until {} ms since the epoch){}:",
+        hex::encode(&id[..4]),
+        invitation.expires_ms,
+        if invitation.in_person {
+            "; let them scan it here"
+        } else {
+            "; you will compare a six-digit code"
+        }
+    );
+    crate::demo::render_qr(&text);
+    println!("{text}");
+    println!("link: {}", invitation_link(invitation));
+    match (api, no_code || invitation.in_person) {
+        (Some(api), false) => {
+            match vettid_client::connections::publish_invitation(api, invitation).await {
+                Ok(code) => println!(
+                    "short code: {}  (the directory keeps it sealed under the code until it is used or expires)",
+                    code.display()
+                ),
+                // The invitation stands: the QR code, text and link still work.
+                Err(e) => println!("(no short code: {e})"),
+            }
+        }
+        (None, false) => println!("(no short code: this profile knows no API)"),
+        _ => {}
+    }
+}
+
 /// The request `given` names: its hex id or a unique beginning of it.
 async fn resolve_request(
     s: &mut Session<'_>,
@@ -488,34 +537,21 @@ pub(crate) async fn connections(
                     in_person,
                 )
                 .await?;
-            let text = encode_invitation(&invitation);
-            println!(
-                "✓ invitation {} made in the enclave (single use, until {} ms since the epoch){}:",
-                hex::encode(&id[..4]),
-                invitation.expires_ms,
-                if in_person {
-                    "; let them scan it here"
-                } else {
-                    "; you will compare a six-digit code"
-                }
-            );
-            crate::demo::render_qr(&text);
-            println!("{text}");
-            println!("link: {}", invitation_link(&invitation));
-            match (&api, no_code || in_person) {
-                (Some(api), false) => {
-                    match vettid_client::connections::publish_invitation(api, &invitation).await {
-                        Ok(code) => println!(
-                            "short code: {}  (the directory keeps it sealed under the code until it is used or expires)",
-                            code.display()
-                        ),
-                        // The invitation stands: the QR code, text and link still work.
-                        Err(e) => println!("(no short code: {e})"),
-                    }
-                }
-                (None, false) => println!("(no short code: this profile knows no API)"),
-                _ => {}
-            }
+            show_invitation(api.as_deref(), &id, &invitation, no_code).await;
+        }
+        ConnectionsCommand::Resend {
+            id,
+            expires_hours,
+            no_code,
+        } => {
+            let mut bytes = [0u8; 16];
+            hex::decode_to_slice(id.trim(), &mut bytes)
+                .context("an invitation id is 32 hex digits, as `connections invitations` shows")?;
+            let (id, invitation) = s
+                .resend_invitation(bytes, expires_hours.map(|h| h.saturating_mul(3600)))
+                .await?;
+            println!("  the old invitation is cancelled: it connects nobody");
+            show_invitation(api.as_deref(), &id, &invitation, no_code).await;
         }
         ConnectionsCommand::Invitations => {
             let all = s.invitations().await?;

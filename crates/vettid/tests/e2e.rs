@@ -2799,6 +2799,20 @@ mod connections {
         assert!(ok && out.contains("✓ unblocked"), "{out}");
         let (ok, out) = run(&b_dir, "connections", &["blocked"]);
         assert!(ok && out.contains("0 blocked member(s)"), "{out}");
+        // Ana sends her pending invitation again: a new one replaces it.
+        let (ok, out) = run(&a_dir, "connections", &["invitations"]);
+        assert!(ok && out.contains("1 pending invitation(s)"), "{out}");
+        let pending = out.lines().find(|l| l.contains("until")).unwrap()[..32].to_owned();
+        let (ok, out) = run(&a_dir, "connections", &["resend", &pending]);
+        assert!(
+            ok && out.contains("the old invitation is cancelled") && out.contains("short code: "),
+            "{out}"
+        );
+        let (ok, out) = run(&a_dir, "connections", &["invitations"]);
+        assert!(
+            ok && out.contains("1 pending invitation(s)") && !out.contains(&pending),
+            "{out}"
+        );
         // The panic button asks first, then ends everything.
         let (ok, out) = run(&a_dir, "connections", &["revoke-all"]);
         assert!(!ok && out.contains("--yes"), "{out}");

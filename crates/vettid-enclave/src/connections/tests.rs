@@ -2053,3 +2053,73 @@ fn a_peer_cannot_queue_more_than_twenty_requests_for_the_member() {
         MAX_PENDING_ASKS
     );
 }
+
+#[test]
+fn a_resent_invitation_replaces_the_old_one_which_then_connects_nobody() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (reply, _) = v
+        .op(
+            "alice",
+            ConnectionOp::Invite {
+                label: Some("bob".into()),
+                expires_in_secs: None,
+                in_person: false,
+            },
+        )
+        .unwrap();
+    let ConnectionReply::Invited {
+        id,
+        invitation: old,
+    } = reply
+    else {
+        panic!()
+    };
+    let (reply, _) = v
+        .op(
+            "alice",
+            ConnectionOp::Resend {
+                id,
+                expires_in_secs: Some(3600),
+            },
+        )
+        .unwrap();
+    let ConnectionReply::Invited {
+        id: new_id,
+        invitation: new,
+    } = reply
+    else {
+        panic!()
+    };
+    assert_ne!(new_id, id);
+    let pending = match v.op("alice", ConnectionOp::Invitations).unwrap().0 {
+        ConnectionReply::Invitations(i) => i,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].id, pending[0].label.as_deref()),
+        (new_id, Some("bob"))
+    );
+    assert_eq!(new.expires_ms, NOW + 3600 * 1000);
+    // The old one gets no answer; the new one connects.
+    let (_, hello) = v.op("bob", ConnectionOp::Accept(old)).unwrap();
+    assert!(v.deliver("alice", &peer_wires(&hello)[0]).is_empty());
+    let (_, hello) = v.op("bob", ConnectionOp::Accept(new)).unwrap();
+    v.pump(hello);
+    assert!(
+        v.list("alice")
+            .iter()
+            .any(|c| c.state == ConnectionState::PendingReview)
+    );
+    assert_eq!(
+        v.op(
+            "alice",
+            ConnectionOp::Resend {
+                id,
+                expires_in_secs: None
+            }
+        )
+        .unwrap_err(),
+        VaultError::Connections(ConnectionError::Unknown)
+    );
+}
