@@ -577,6 +577,14 @@ impl<S: Seen> Unlocked<S> {
         }
     }
 
+    /// Erases a connection's history in this vault (messages and attachments).
+    pub async fn clear_history(&mut self, connection: ConnectionId) -> Result<(), ClientError> {
+        match self.run(MessageOp::Clear { connection }).await? {
+            MessageReply::Done => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
     /// Replaces the text of this member's message `seq` for everyone (within 24 h of sending).
     pub async fn edit_message(
         &mut self,

@@ -11,7 +11,8 @@
 //!                identity_changed, shared_digest, share_rule, capabilities,
 //!                peer_capabilities                                     (migration 10)
 //! previous_keys (connection, epoch, root, recv_kid, until_ms)   the last epochs' receiving keys
-//! peer_inbox  (connection, seq)            every peer message kept once
+//! peer_inbox  (connection, seq)            peer messages above `recv_floor` (every one up to
+//!                                          the floor was taken): each is kept once
 //! blocked     (connection, identity, static_key, label, peer_member, since_ms)
 //! ```
 //!
@@ -79,6 +80,7 @@ ALTER TABLE connections ADD COLUMN share_rule TEXT NOT NULL DEFAULT 'ask';
 ALTER TABLE connections ADD COLUMN capabilities BLOB;
 ALTER TABLE connections ADD COLUMN peer_capabilities BLOB;
 ALTER TABLE connections ADD COLUMN profile_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE connections ADD COLUMN recv_floor INTEGER NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX connections_next_kid ON connections (next_recv_kid);
 CREATE TABLE previous_keys (connection BLOB NOT NULL, epoch INTEGER NOT NULL,
     root BLOB NOT NULL, recv_kid BLOB NOT NULL UNIQUE, until_ms INTEGER,
@@ -278,6 +280,7 @@ pub(crate) struct Row {
     capabilities: Capabilities,
     peer_capabilities: Option<Capabilities>,
     profile_seq: u64,
+    recv_floor: u64,
 }
 
 impl Row {
@@ -325,6 +328,7 @@ struct Raw {
     capabilities: Option<Vec<u8>>,
     peer_capabilities: Option<Vec<u8>>,
     profile_seq: i64,
+    recv_floor: i64,
 }
 
 impl Raw {
@@ -361,6 +365,7 @@ impl Raw {
             capabilities: r.get("capabilities")?,
             peer_capabilities: r.get("peer_capabilities")?,
             profile_seq: r.get("profile_seq")?,
+            recv_floor: r.get("recv_floor")?,
         })
     }
 
@@ -411,6 +416,7 @@ impl Raw {
                 .map(|b| postcard::from_bytes(&b).map_err(|_| tampered("capabilities")))
                 .transpose()?,
             profile_seq: self.profile_seq as u64,
+            recv_floor: self.recv_floor as u64,
         })
     }
 }
@@ -1561,7 +1567,7 @@ fn connection_message(
             )
         })
         .map_err(db)?;
-    if seen > 0 {
+    if seen > 0 || message.seq <= row.recv_floor {
         // A redelivery: kept once. A text's delivered receipt goes again (the first may
         // not have left), and the peer keeps it once too.
         return Ok(match message.body {
@@ -1574,23 +1580,7 @@ fn connection_message(
             _ => vec![],
         });
     }
-    let kept: i64 = vault
-        .read(|c| {
-            c.query_row(
-                "SELECT count(*) FROM peer_inbox WHERE connection = ?1",
-                [&row.id[..]],
-                |r| r.get(0),
-            )
-        })
-        .map_err(db)?;
-    if kept as u64 >= MAX_PEER_MESSAGES {
-        // A peer cannot fill the vault: beyond the bound its messages are dropped.
-        return Ok(vec![]);
-    }
-    let mut statements = vec![st(
-        "INSERT INTO peer_inbox (connection, seq) VALUES (?1, ?2)",
-        vec![blob(&row.id), int(message.seq)],
-    )];
+    let mut statements = inbox(vault, &row, message.seq)?;
     let mut out = Vec::new();
     statements.extend(previous_keys_upkeep(vault, &row.id, key, now_ms)?);
     statements.extend(crate::grants::sweep(vault, now_ms)?);
@@ -2241,8 +2231,60 @@ fn identity_alert(vault: &Vault, row: &Row, now_ms: u64) -> Result<Vec<Statement
     Ok(statements)
 }
 
-/// Messages one peer's connection keeps in this vault at most.
+/// Messages above the floor (taken out of order, after one that has not come) one
+/// connection keeps at most: beyond, the floor moves past the oldest gap (what never came by
+/// then counts as lost).
 const MAX_PEER_MESSAGES: u64 = 20_000;
+
+/// The statements recording the peer's new message `seq`: the floor rises over every number
+/// taken in a row, and only numbers above it are kept one by one.
+fn inbox(vault: &Vault, row: &Row, seq: u64) -> Result<Vec<Statement>, VaultError> {
+    let above: Vec<i64> = vault
+        .read(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT seq FROM peer_inbox WHERE connection = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(
+                rusqlite::params![&row.id[..], MAX_PEER_MESSAGES as i64],
+                |r| r.get(0),
+            )?;
+            rows.collect()
+        })
+        .map_err(db)?;
+    let mut taken: Vec<u64> = above.into_iter().map(|s| s as u64).collect();
+    taken.push(seq);
+    taken.sort_unstable();
+    let mut floor = row.recv_floor;
+    if taken.len() as u64 > MAX_PEER_MESSAGES {
+        // Too far ahead of a gap: the gap is given up.
+        floor = floor.max(taken[0].saturating_sub(1));
+    }
+    for s in &taken {
+        if *s == floor.saturating_add(1) {
+            floor = *s;
+        } else if *s > floor {
+            break;
+        }
+    }
+    let mut statements = Vec::new();
+    if seq > floor {
+        statements.push(st(
+            "INSERT INTO peer_inbox (connection, seq) VALUES (?1, ?2)",
+            vec![blob(&row.id), int(seq)],
+        ));
+    }
+    if floor != row.recv_floor {
+        statements.push(st(
+            "DELETE FROM peer_inbox WHERE connection = ?1 AND seq <= ?2",
+            vec![blob(&row.id), int(floor)],
+        ));
+        statements.push(st(
+            "UPDATE connections SET recv_floor = ?2 WHERE id = ?1",
+            vec![blob(&row.id), int(floor)],
+        ));
+    }
+    Ok(statements)
+}
 /// Encoded bytes of a profile one message carries at most (it must fit a bucket).
 const PROFILE_BYTES: usize = 32 * 1024;
 

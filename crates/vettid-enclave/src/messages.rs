@@ -12,10 +12,11 @@
 //! An attachment (at most [`MAX_ATTACHMENT_BYTES`]) comes from the app in pieces of
 //! [`PIECE_BYTES`] (`Upload`), is checked whole against its size and SHA-256 at `SendFile`, and
 //! travels to the peer as a `File` message followed by one `Piece` message per piece, piece
-//! `i` numbered `file + 1 + i` (so a piece belongs to exactly one file, and the receiver needs
-//! no other bound). The receiver stores pieces as they come, in any order; when the last one
-//! is in and the hash matches, the message is complete: its delivered receipt goes and the
-//! member's apps are told.
+//! `i` numbered `file + 1 + i` (so a piece belongs to exactly one file). The receiver stores
+//! pieces as they come, in any order, but only for a file still arriving and within its piece
+//! count (before its `File` message, for two files at a time); when the last one is in and the
+//! hash matches, the message is complete: its delivered receipt goes and the member's apps are
+//! told.
 //!
 //! Edits and deletes for everyone are the sender's, within
 //! [`vettid_proto::messages::EDIT_WINDOW_SECS`] of sending (by the sender's clock, on both
@@ -249,12 +250,15 @@ fn older_than(which: &str, mut params: Vec<SqlValue>, cutoff: u64) -> Vec<Statem
         Statement {
             sql: format!(
                 "DELETE FROM attachment_pieces WHERE (connection, outgoing, seq) IN \
-                 (SELECT connection, outgoing, seq FROM messages WHERE {which} AND {KEPT} < ?{n})"
+                 (SELECT connection, outgoing, seq FROM messages WHERE {which} AND {KEPT} < ?{n} \
+                 AND held = 0)"
             ),
             params: params.clone(),
         },
         Statement {
-            sql: format!("DELETE FROM messages WHERE {which} AND {KEPT} < ?{n}"),
+            // A held place (an edit or delete whose message has not come) stays: erasing it
+            // would let the message come back as it was.
+            sql: format!("DELETE FROM messages WHERE {which} AND {KEPT} < ?{n} AND held = 0"),
             params,
         },
     ]
@@ -273,23 +277,42 @@ fn forget_attachment(connection: &ConnectionId, outgoing: bool, seq: u64) -> Sta
     }
 }
 
-/// seq and text of the message the app sent with `client_id`, if it did.
+/// The message the app sent with `client_id`, if it did.
 fn by_client(
     vault: &Vault,
     connection: &ConnectionId,
     client_id: &[u8; 16],
-) -> Result<Option<(u64, String)>, VaultError> {
+) -> Result<Option<Sent>, VaultError> {
     use rusqlite::OptionalExtension;
-    vault
+    let found: Option<(i64, String, Option<Vec<u8>>)> = vault
         .read(|c| {
             c.query_row(
-                "SELECT seq, text FROM messages WHERE connection = ?1 AND client_id = ?2",
+                "SELECT seq, text, attachment FROM messages WHERE connection = ?1 AND client_id = ?2",
                 rusqlite::params![&connection[..], &client_id[..]],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
         })
-        .map_err(db)
+        .map_err(db)?;
+    found
+        .map(|(seq, text, attachment)| {
+            Ok(Sent {
+                seq: seq as u64,
+                text,
+                attachment: attachment
+                    .map(|b| postcard::from_bytes(&b))
+                    .transpose()
+                    .map_err(|_| VaultError::Tampered("attachment".into()))?,
+            })
+        })
+        .transpose()
+}
+
+/// A message this member sent, as its retry finds it.
+struct Sent {
+    seq: u64,
+    text: String,
+    attachment: Option<AttachmentInfo>,
 }
 
 /// Runs one message operation; the messages to send the peer.
@@ -311,10 +334,15 @@ pub fn handle(
             if !row.peer_takes_messages() {
                 return Err(MessageError::NotAllowed.into());
             }
-            if let Some((seq, sent)) = by_client(vault, &connection, &client_id)? {
+            if let Some(sent) = by_client(vault, &connection, &client_id)? {
+                if sent.attachment.is_some() {
+                    // That id went with a file: not a retry of this.
+                    return Err(MessageError::BadText.into());
+                }
                 // A retry: the same message again (the peer keeps it once).
+                let seq = sent.seq;
                 let (_, out, _) =
-                    crate::connections::seal(&row, PeerBody::Text(sent), now_ms, Some(seq))?;
+                    crate::connections::seal(&row, PeerBody::Text(sent.text), now_ms, Some(seq))?;
                 return Ok((MessageReply::Sent { seq }, vec![out]));
             }
             let (count, out, seq) =
@@ -394,7 +422,8 @@ pub fn handle(
                 .read(|c| {
                     let mut stmt = c.prepare_cached(
                         "SELECT seq FROM messages WHERE connection = ?1 AND outgoing = 0 \
-                         AND seq <= ?2 AND read_ms IS NULL ORDER BY seq LIMIT ?3",
+                         AND seq <= ?2 AND read_ms IS NULL AND held = 0 AND complete = 1 \
+                         ORDER BY seq LIMIT ?3",
                     )?;
                     let rows = stmt.query_map(
                         rusqlite::params![&connection[..], seq as i64, (PAGE * 4) as i64],
@@ -519,6 +548,9 @@ pub fn handle(
             }
             let info: AttachmentInfo = postcard::from_bytes(&info)
                 .map_err(|_| VaultError::Tampered("attachment".into()))?;
+            if index >= info.pieces() {
+                return Err(MessageError::Unknown.into());
+            }
             let bytes =
                 piece(vault, &connection, outgoing, seq, index)?.ok_or(MessageError::Unknown)?;
             Ok((
@@ -528,6 +560,25 @@ pub fn handle(
                 },
                 vec![],
             ))
+        }
+        MessageOp::Clear { connection } => {
+            crate::connections::get(vault, &connection)
+                .map_err(|_| VaultError::from(MessageError::Unknown))?;
+            let c = SqlValue::Blob(connection.to_vec());
+            vault.write(
+                objects,
+                vec![
+                    Statement {
+                        sql: "DELETE FROM attachment_pieces WHERE connection = ?1".into(),
+                        params: vec![c.clone()],
+                    },
+                    Statement {
+                        sql: "DELETE FROM messages WHERE connection = ?1".into(),
+                        params: vec![c],
+                    },
+                ],
+            )?;
+            Ok((MessageReply::Done, vec![]))
         }
         MessageOp::SetRetention { connection, days } => {
             if days.is_some_and(|d| d == 0 || d > MAX_RETENTION_DAYS) {
@@ -731,12 +782,15 @@ fn send_file(
     if !row.peer_takes_messages() {
         return Err(MessageError::NotAllowed.into());
     }
-    let file = |info: &AttachmentInfo, text: &Option<String>| PeerBody::File {
-        info: info.clone(),
-        text: text.clone(),
-    };
-    let seal_all = |seq: Option<u64>, parts: &[(u16, Vec<u8>)]| {
-        let (count, first, seq) = crate::connections::seal(&row, file(&info, &text), now_ms, seq)?;
+    let seal_all = |info: &AttachmentInfo,
+                    text: &Option<String>,
+                    seq: Option<u64>,
+                    parts: &[(u16, Vec<u8>)]| {
+        let body = PeerBody::File {
+            info: info.clone(),
+            text: text.clone(),
+        };
+        let (count, first, seq) = crate::connections::seal(&row, body, now_ms, seq)?;
         let mut out = vec![first];
         for (i, bytes) in parts {
             let body = PeerBody::Piece {
@@ -750,11 +804,15 @@ fn send_file(
         }
         Ok::<_, VaultError>((count, out, seq))
     };
-    if let Some((seq, _)) = by_client(vault, &connection, &client_id)? {
-        // A retry: the same message and pieces again (the peer keeps each once).
-        let parts = pieces(vault, &connection, true, seq)?;
-        let (_, out, _) = seal_all(Some(seq), &parts)?;
-        return Ok((MessageReply::Sent { seq }, out));
+    if let Some(sent) = by_client(vault, &connection, &client_id)? {
+        // A retry: the same message and pieces again, as stored (the peer keeps each once).
+        let Some(stored) = sent.attachment else {
+            return Err(MessageError::BadAttachment.into());
+        };
+        let parts = pieces(vault, &connection, true, sent.seq)?;
+        let caption = (!sent.text.is_empty()).then_some(sent.text);
+        let (_, out, _) = seal_all(&stored, &caption, Some(sent.seq), &parts)?;
+        return Ok((MessageReply::Sent { seq: sent.seq }, out));
     }
     let parts: Vec<(u16, Vec<u8>)> = vault
         .read(|c| {
@@ -768,7 +826,7 @@ fn send_file(
     if !whole(&info, &parts) {
         return Err(MessageError::BadAttachment.into());
     }
-    let (count, out, seq) = seal_all(None, &parts)?;
+    let (count, out, seq) = seal_all(&info, &text, None, &parts)?;
     let last = seq + u64::from(info.pieces());
     let mut statements: Vec<Statement> = count.into_iter().collect();
     statements.push(Statement {
@@ -813,9 +871,16 @@ fn send_file(
     Ok((MessageReply::Sent { seq }, out))
 }
 
+/// Files of one peer whose pieces may wait for their `File` message at most (what the hosts
+/// reorder); pieces for more are dropped.
+const WAITING_FILES: i64 = 2;
+
 /// What arrived of an attachment on `connection`: the peer's `File` message `seq` (with
-/// `info`), or one of its pieces. The statements, and whether the message is now whole (its
-/// receipt and event are then due).
+/// `info`), or one of its pieces. The statements (`None`: nothing to keep), and the message's
+/// number once it is whole (its receipt and event are then due).
+///
+/// A piece is kept only for a file still arriving, within the file's piece count; before its
+/// `File` message, only for [`WAITING_FILES`] files at a time.
 pub(crate) fn file_part(
     vault: &Vault,
     connection: &ConnectionId,
@@ -823,7 +888,25 @@ pub(crate) fn file_part(
     now_ms: u64,
 ) -> Result<Option<Arrived>, VaultError> {
     use rusqlite::OptionalExtension;
-    let (seq, new_piece, new_header, mut statements) = match part {
+    let most = (MAX_ATTACHMENT_BYTES as usize).div_ceil(PIECE_BYTES);
+    let seq = match &part {
+        FilePart::File { seq, .. } => *seq,
+        FilePart::Piece { file, .. } => *file,
+    };
+    // The message as stored: (attachment, complete, held, deleted).
+    type Header = (Option<Vec<u8>>, bool, bool, bool);
+    let header: Option<Header> = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT attachment, complete, held, deleted FROM messages \
+                 WHERE connection = ?1 AND outgoing = 0 AND seq = ?2",
+                rusqlite::params![&connection[..], seq as i64],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    let (info, new_piece, mut statements) = match part {
         FilePart::File {
             seq,
             sent_ms,
@@ -837,7 +920,7 @@ pub(crate) fn file_part(
                 // An edit or delete that came first holds the place: the text stays the edit's,
                 // a deleted message takes no attachment.
                 sql: "INSERT INTO messages (connection, outgoing, seq, text, sent_ms, attachment, \
-                      complete) VALUES (?1, 0, ?2, ?3, ?4, ?5, 0) \
+                      complete, delivered_ms) VALUES (?1, 0, ?2, ?3, ?4, ?5, 0, ?6) \
                       ON CONFLICT (connection, outgoing, seq) DO UPDATE SET \
                       sent_ms = excluded.sent_ms, held = 0, \
                       attachment = CASE WHEN deleted = 1 THEN NULL ELSE excluded.attachment END, \
@@ -849,9 +932,21 @@ pub(crate) fn file_part(
                     SqlValue::Text(text.unwrap_or_default()),
                     SqlValue::Int(sent_ms as i64),
                     SqlValue::Blob(postcard::to_allocvec(&info).expect("infos encode")),
+                    SqlValue::Int(now_ms as i64),
                 ],
             };
-            (seq, None, Some(info), vec![stmt])
+            match header {
+                // New, or in the place an edit held for it.
+                None | Some((_, _, true, false)) => (info, None, vec![stmt]),
+                // Deleted before it came: it stays deleted, and pieces that came go.
+                Some((_, _, true, true)) => {
+                    return Ok(Some((
+                        vec![stmt, forget_attachment(connection, false, seq)],
+                        None,
+                    )));
+                }
+                Some(_) => return Ok(None),
+            }
         }
         FilePart::Piece {
             own_seq,
@@ -861,7 +956,11 @@ pub(crate) fn file_part(
         } => {
             // Piece `i` of a file is the sender's message `file + 1 + i`: nothing else.
             let placed = file.checked_add(1 + u64::from(index)) == Some(own_seq);
-            if !placed || bytes.is_empty() || bytes.len() > PIECE_BYTES {
+            if !placed
+                || usize::from(index) >= most
+                || bytes.is_empty()
+                || bytes.len() > PIECE_BYTES
+            {
                 return Ok(None);
             }
             let stmt = Statement {
@@ -875,66 +974,88 @@ pub(crate) fn file_part(
                     SqlValue::Blob(bytes.clone()),
                 ],
             };
-            (file, Some((index, bytes)), None, vec![stmt])
+            match header {
+                // Still arriving: within its count.
+                Some((Some(b), false, false, false)) => {
+                    let info: AttachmentInfo = postcard::from_bytes(&b)
+                        .map_err(|_| VaultError::Tampered("attachment".into()))?;
+                    if index >= info.pieces() {
+                        return Ok(None);
+                    }
+                    (info, Some((index, bytes)), vec![stmt])
+                }
+                // Its `File` has not come (an edit may hold its place): a few files may wait.
+                None | Some((_, _, true, false)) => {
+                    let (waiting, this_one): (i64, bool) = vault
+                        .read(|c| {
+                            c.query_row(
+                                "SELECT count(DISTINCT p.seq), coalesce(sum(p.seq = ?2), 0) > 0 \
+                                 FROM attachment_pieces p WHERE p.connection = ?1 \
+                                 AND p.outgoing = 0 AND NOT EXISTS (SELECT 1 FROM messages m \
+                                 WHERE m.connection = p.connection AND m.outgoing = 0 \
+                                 AND m.seq = p.seq AND m.held = 0)",
+                                rusqlite::params![&connection[..], file as i64],
+                                |r| Ok((r.get(0)?, r.get(1)?)),
+                            )
+                        })
+                        .map_err(db)?;
+                    if !this_one && waiting >= WAITING_FILES {
+                        return Ok(None);
+                    }
+                    return Ok(Some((vec![stmt], None)));
+                }
+                // Whole already, deleted, or not a file: nothing to keep.
+                Some(_) => return Ok(None),
+            }
         }
     };
-    // Whole now? The message's header (stored, or this one) and every piece.
-    let header: Option<(Option<Vec<u8>>, bool)> = vault
-        .read(|c| {
-            c.query_row(
-                "SELECT attachment, complete FROM messages \
-                 WHERE connection = ?1 AND outgoing = 0 AND seq = ?2",
-                rusqlite::params![&connection[..], seq as i64],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-        })
-        .map_err(db)?;
-    let info: Option<AttachmentInfo> = match header {
-        // Stored and still waiting for pieces.
-        Some((Some(b), false)) => postcard::from_bytes(&b).ok(),
-        // Complete already, or not an attachment.
-        Some(_) => None,
-        // Arriving now.
-        None => new_header,
-    };
-    let Some(info) = info else {
-        return Ok(Some((statements, None)));
-    };
-    // Counted first: the bytes are read only once the last piece is in.
+    // Whole now? Counted first: the bytes are read only once the last piece is in.
+    let n = info.pieces();
     let (stored, has_new): (i64, bool) = vault
         .read(|c| {
             c.query_row(
                 "SELECT count(*), coalesce(sum(idx = ?3), 0) > 0 FROM attachment_pieces \
-                 WHERE connection = ?1 AND outgoing = 0 AND seq = ?2",
+                 WHERE connection = ?1 AND outgoing = 0 AND seq = ?2 AND idx < ?4",
                 rusqlite::params![
                     &connection[..],
                     seq as i64,
-                    new_piece.as_ref().map_or(-1, |(i, _)| i64::from(*i))
+                    new_piece.as_ref().map_or(-1, |(i, _)| i64::from(*i)),
+                    n
                 ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
         })
         .map_err(db)?;
     let count = stored as usize + usize::from(new_piece.is_some() && !has_new);
-    if count != usize::from(info.pieces()) {
+    if count != usize::from(n) {
         return Ok(Some((statements, None)));
     }
-    let mut parts = pieces(vault, connection, false, seq)?;
+    let mut parts: Vec<(u16, Vec<u8>)> = pieces(vault, connection, false, seq)?
+        .into_iter()
+        .filter(|(i, _)| *i < n)
+        .collect();
     if let Some((index, bytes)) = new_piece
         && !parts.iter().any(|(i, _)| *i == index)
     {
         parts.push((index, bytes));
         parts.sort_by_key(|(i, _)| *i);
     }
-    if usize::from(info.pieces()) != parts.len() {
-        return Ok(Some((statements, None)));
-    }
     if !whole(&info, &parts) {
         // Not what the sender's vault checked: a peer that breaks the rules keeps nothing.
         statements.push(forget_attachment(connection, false, seq));
         return Ok(Some((statements, None)));
     }
+    statements.push(Statement {
+        // Pieces beyond the count (kept before the count was known) go.
+        sql: "DELETE FROM attachment_pieces WHERE connection = ?1 AND outgoing = 0 \
+              AND seq = ?2 AND idx >= ?3"
+            .into(),
+        params: vec![
+            SqlValue::Blob(connection.to_vec()),
+            SqlValue::Int(seq as i64),
+            SqlValue::Int(i64::from(n)),
+        ],
+    });
     statements.push(Statement {
         sql: "UPDATE messages SET complete = 1, delivered_ms = ?3 \
               WHERE connection = ?1 AND outgoing = 0 AND seq = ?2"

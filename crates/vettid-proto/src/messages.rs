@@ -38,11 +38,17 @@ pub struct AttachmentInfo {
 impl AttachmentInfo {
     /// Whether the name, type and size are within the rules.
     pub fn is_valid(&self) -> bool {
+        // No control or direction-changing characters (a name that reads other than it is).
         let text = |s: &str| {
-            (1..=MAX_ATTACHMENT_NAME).contains(&s.len()) && !s.chars().any(char::is_control)
+            (1..=MAX_ATTACHMENT_NAME).contains(&s.len())
+                && !s.chars().any(|c| {
+                    c.is_control()
+                        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+                })
         };
         text(&self.name)
             && !self.name.contains(['/', '\\'])
+            && !matches!(self.name.as_str(), "." | "..")
             && text(&self.mime)
             && (1..=MAX_ATTACHMENT_BYTES).contains(&self.size)
     }
@@ -136,6 +142,12 @@ pub enum MessageOp {
         seq: u64,
         /// The piece's number.
         index: u16,
+    },
+    /// Erase a connection's history in this vault (messages and attachments; the peer's stay
+    /// in its vault).
+    Clear {
+        /// The connection.
+        connection: ConnectionId,
     },
     /// Keep messages `days` days (in this vault; `None`: for ever), for one connection or, with
     /// `connection: None`, for every connection without its own setting. Older ones are erased.

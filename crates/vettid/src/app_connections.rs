@@ -238,6 +238,14 @@ pub(crate) enum MessagesCommand {
         /// The peer's message number.
         seq: u64,
     },
+    /// Erases a connection's history in your vault (messages and files; the peer keeps theirs).
+    Clear {
+        /// The connection's id.
+        id: String,
+        /// Yes, erase it.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Sends a file (up to 1 MiB) as an attachment, with an optional caption.
     SendFile {
         /// The connection's id.
@@ -902,6 +910,16 @@ pub(crate) async fn messages(
             let c = resolve(s, &id).await?;
             s.mark_read(c.id, seq).await?;
             println!("✓ read up to #{seq}; the peer gets a read receipt");
+        }
+        MessagesCommand::Clear { id, yes } => {
+            let c = resolve(s, &id).await?;
+            if !yes {
+                bail!(
+                    "this erases every message and file of the connection in your vault: run it again with --yes"
+                );
+            }
+            s.clear_history(c.id).await?;
+            println!("✓ history erased from your vault");
         }
         MessagesCommand::SendFile {
             id,

@@ -1007,7 +1007,9 @@ fn edits_and_deletes_reach_the_peer_within_the_window_whatever_the_order() {
         "one message"
     );
 
-    // Deleted for everyone: no text on either side, and nothing brings it back.
+    // Deleted for everyone: no text on either side, and nothing brings it back (an edit of
+    // it the hosts held back comes after the delete).
+    let held_edit = peer_wires(&v.msg("alice", edit(first, "resurrected?")).unwrap().1);
     let (_, out) = v
         .msg(
             "alice",
@@ -1020,8 +1022,12 @@ fn edits_and_deletes_reach_the_peer_within_the_window_whatever_the_order() {
     v.pump(out);
     let m = text_of(first);
     assert!(m.deleted && m.text.is_empty());
-    v.pump(v.deliver("bob", &v1[0]));
-    assert!(text_of(first).deleted);
+    v.pump(v.deliver("bob", &held_edit[0]));
+    let m = text_of(first);
+    assert!(
+        m.deleted && m.text.is_empty(),
+        "the late edit changed nothing"
+    );
     assert_eq!(
         v.msg("alice", edit(first, "back")).unwrap_err(),
         VaultError::Messages(MessageError::TooLate)
@@ -1731,6 +1737,10 @@ fn attachments_travel_in_pieces_in_any_order_and_arrive_whole_or_not_at_all() {
             .iter()
             .any(|e| matches!(e, EventKind::Message { .. }))
     );
+    assert!(
+        v.history("alice", a)[0].delivered_ms.is_none(),
+        "no receipt before the last piece"
+    );
     let events = v.pump(v.deliver("bob", &wires[1]));
     assert!(
         events
@@ -1777,6 +1787,15 @@ fn attachments_travel_in_pieces_in_any_order_and_arrive_whole_or_not_at_all() {
     v.pump(out);
     let gone = &v.history("bob", b)[0];
     assert!(gone.deleted && gone.attachment.is_none());
+    for who in ["alice", "bob"] {
+        assert_eq!(piece_rows(&v, who), 0, "{who}'s vault erased the pieces");
+    }
+    // A piece the hosts replay after the delete is not kept.
+    v.pump(v.deliver("bob", &wires[2]));
+    assert_eq!(piece_rows(&v, "bob"), 0);
+    // The next text takes the number after the last piece: it is not mistaken for one.
+    v.pump(v.send("alice", a, "after the file"));
+    assert_eq!(v.history("bob", b)[0].text, "after the file");
     let op = MessageOp::Download {
         connection: b,
         outgoing: false,
@@ -2121,5 +2140,159 @@ fn a_resent_invitation_replaces_the_old_one_which_then_connects_nobody() {
         )
         .unwrap_err(),
         VaultError::Connections(ConnectionError::Unknown)
+    );
+}
+
+fn piece_rows(v: &Vaults, who: &str) -> i64 {
+    v.inside(who, |vault, _| {
+        vault
+            .read(|c| c.query_row("SELECT count(*) FROM attachment_pieces", [], |r| r.get(0)))
+            .map_err(db)
+    })
+}
+
+#[test]
+fn pieces_are_kept_only_for_files_still_arriving_and_the_file_may_come_last() {
+    use sha2::Digest;
+    use vettid_proto::messages::{AttachmentInfo, PIECE_BYTES};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let bytes: Vec<u8> = (0..PIECE_BYTES + 10).map(|i| (i % 7) as u8).collect();
+    let info = AttachmentInfo {
+        name: "notes.txt".into(),
+        mime: "text/plain".into(),
+        size: bytes.len() as u32,
+        sha256: sha2::Sha256::digest(&bytes).into(),
+    };
+    for (i, p) in bytes.chunks(PIECE_BYTES).enumerate() {
+        v.msg(
+            "alice",
+            MessageOp::Upload {
+                client_id: [4; 16],
+                index: i as u16,
+                bytes: p.to_vec(),
+            },
+        )
+        .unwrap();
+    }
+    let (_, out) = v
+        .msg(
+            "alice",
+            MessageOp::SendFile {
+                connection: a,
+                client_id: [4; 16],
+                info: info.clone(),
+                text: None,
+            },
+        )
+        .unwrap();
+    let wires = peer_wires(&out);
+    // Both pieces first, the File message last: whole when it comes.
+    v.pump(v.deliver("bob", &wires[1]));
+    v.pump(v.deliver("bob", &wires[2]));
+    assert!(v.history("bob", b).is_empty());
+    let events = v.pump(v.deliver("bob", &wires[0]));
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EventKind::Message { .. }))
+    );
+    assert!(v.history("bob", b)[0].attachment.as_ref().unwrap().complete);
+
+    // Alice's vault crafts pieces: beyond a file's count, for a finished file, and for more
+    // files that never come than may wait: none of those is kept.
+    let file_seq = v.history("bob", b)[0].seq;
+    let forge = |file: u64, index: u16| {
+        v.inside("alice", |vault, _| {
+            let row = get(vault, &a)?;
+            let body = PeerBody::Piece {
+                file,
+                index,
+                bytes: vec![1; 10],
+            };
+            Ok(seal(&row, body, NOW, Some(file + 1 + u64::from(index)))?.1)
+        })
+    };
+    let before = piece_rows(&v, "bob");
+    v.deliver("bob", &forge(file_seq, 5).body);
+    assert_eq!(
+        piece_rows(&v, "bob"),
+        before,
+        "a finished file takes no more pieces"
+    );
+    for (n, file) in [1000u64, 2000, 3000].iter().enumerate() {
+        v.deliver("bob", &forge(*file, 0).body);
+        let expected = before + (n as i64 + 1).min(2);
+        assert_eq!(piece_rows(&v, "bob"), expected, "at most two files wait");
+    }
+    v.deliver("bob", &forge(1000, 30).body);
+    assert_eq!(
+        piece_rows(&v, "bob"),
+        before + 2,
+        "no piece beyond 1 MiB's count"
+    );
+    // Clearing the history erases every piece.
+    v.msg("bob", MessageOp::Clear { connection: b }).unwrap();
+    assert_eq!(piece_rows(&v, "bob"), 0);
+    assert!(v.history("bob", b).is_empty());
+}
+
+#[test]
+fn the_inbox_keeps_only_numbers_above_the_floor_and_a_late_one_fills_its_gap() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let inbox_rows = |who| -> i64 {
+        v.inside(who, |vault, _| {
+            vault
+                .read(|c| c.query_row("SELECT count(*) FROM peer_inbox", [], |r| r.get(0)))
+                .map_err(db)
+        })
+    };
+    assert_eq!(inbox_rows("bob"), 0, "in order: nothing kept one by one");
+    let one = peer_wires(&v.send("alice", a, "one"));
+    let two = peer_wires(&v.send("alice", a, "two"));
+    let three = peer_wires(&v.send("alice", a, "three"));
+    v.deliver("bob", &one[0]);
+    v.deliver("bob", &three[0]);
+    assert_eq!(inbox_rows("bob"), 1, "three waits above the gap");
+    v.deliver("bob", &two[0]);
+    assert_eq!(inbox_rows("bob"), 0, "the gap filled: the floor rose");
+    // Each kept once, whatever comes again.
+    for w in [&one[0], &two[0], &three[0]] {
+        v.deliver("bob", w);
+    }
+    let mut texts: Vec<String> = v.history("bob", b).into_iter().map(|m| m.text).collect();
+    texts.sort();
+    assert_eq!(texts, ["one", "three", "two"]);
+}
+
+#[test]
+fn retention_keeps_the_place_of_a_delete_whose_message_has_not_come() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let day = 24 * 3600 * 1000;
+    v.msg(
+        "bob",
+        MessageOp::SetRetention {
+            connection: None,
+            days: Some(1),
+        },
+    )
+    .unwrap();
+    let original = peer_wires(&v.send("alice", a, "to be deleted"));
+    let seq = v.history("alice", a)[0].seq;
+    let (_, delete) = v
+        .msg("alice", MessageOp::Delete { connection: a, seq })
+        .unwrap();
+    v.pump(v.deliver("bob", &peer_wires(&delete)[0]));
+    // Days later something else arrives (retention runs), then the held-back message.
+    let other = peer_wires(&v.send("alice", a, "later"));
+    v.deliver_at("bob", &other[0], NOW + 3 * day);
+    v.deliver_at("bob", &original[0], NOW + 3 * day);
+    let m = page(&v, "bob", b, NOW + 3 * day);
+    let deleted = m.iter().find(|m| m.seq == seq);
+    assert!(
+        deleted.is_none_or(|m| m.deleted && m.text.is_empty()),
+        "the deleted message did not come back: {m:?}"
     );
 }
