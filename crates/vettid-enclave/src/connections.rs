@@ -1568,17 +1568,21 @@ fn connection_message(
         })
         .map_err(db)?;
     if seen > 0 || message.seq <= row.recv_floor {
-        // A redelivery: kept once. A text's delivered receipt goes again (the first may
-        // not have left), and the peer keeps it once too.
-        return Ok(match message.body {
-            PeerBody::Text(_) if row.state == ConnectionState::Active => {
-                let (count, receipt, _) =
-                    seal(&row, PeerBody::Delivered(vec![message.seq]), now_ms, None)?;
-                vault.write(objects, count.into_iter().collect())?;
-                vec![receipt]
+        // A redelivery: kept once. The delivered receipt of a message this vault stored goes
+        // again (the first may not have left), under the number it had: the peer keeps it
+        // once, and replays mint no new messages.
+        let again = match crate::messages::receipt_of(vault, &row.id, message.seq)? {
+            Some(receipt_seq) if row.state == ConnectionState::Active => {
+                let body = PeerBody::Delivered(vec![message.seq]);
+                vec![seal(&row, body, now_ms, Some(receipt_seq))?.1]
             }
             _ => vec![],
-        });
+        };
+        return Ok(again);
+    }
+    // A number no honest sender reaches (and the store could not keep): junk.
+    if message.seq > i64::MAX as u64 {
+        return Ok(vec![]);
     }
     let mut statements = inbox(vault, &row, message.seq)?;
     let mut out = Vec::new();
@@ -1668,6 +1672,8 @@ fn connection_message(
                 return Ok(vec![]);
             }
             if !committed || !signed || !valid_profile(&profile) {
+                // Taken (its number is the peer's), changing nothing.
+                vault.write(objects, statements)?;
                 return Ok(vec![]);
             }
             let inviter_reveal = row.inviter_reveal.ok_or_else(|| tampered("reveal"))?;
@@ -1761,11 +1767,14 @@ fn connection_message(
         }
         (body @ (PeerBody::Text(_) | PeerBody::Delivered(_) | PeerBody::Read(_)), Active) => {
             let (seqs, read) = match body {
+                // Not valid, or the member does not take messages from this peer: taken (its
+                // number is the peer's) and dropped.
+                PeerBody::Text(text)
+                    if !crate::messages::valid_text(&text) || !row.capabilities.messaging =>
+                {
+                    (Vec::new(), false)
+                }
                 PeerBody::Text(text) => {
-                    // Not valid, or the member does not take messages from this peer.
-                    if !crate::messages::valid_text(&text) || !row.capabilities.messaging {
-                        return Ok(vec![]);
-                    }
                     statements.extend(crate::messages::received(
                         &row.id,
                         message.seq,
@@ -1774,9 +1783,14 @@ fn connection_message(
                         now_ms,
                     ));
                     statements.extend(crate::messages::purge(vault, &row.id, now_ms)?);
-                    let (count, receipt, _) =
+                    let (count, receipt, receipt_seq) =
                         seal(&row, PeerBody::Delivered(vec![message.seq]), now_ms, None)?;
                     statements.extend(count);
+                    statements.push(crate::messages::receipt_sent(
+                        &row.id,
+                        message.seq,
+                        receipt_seq,
+                    ));
                     out.push(receipt);
                     out.push(event(
                         member,
@@ -1940,7 +1954,9 @@ fn connection_message(
                 info,
                 text,
             };
-            let (more, answers) = file_arrived(vault, member, &row, part, now_ms)?;
+            let Some((more, answers)) = file_arrived(vault, member, &row, part, now_ms)? else {
+                return Ok(vec![]);
+            };
             statements.extend(more);
             out.extend(answers);
         }
@@ -1951,7 +1967,10 @@ fn connection_message(
                 index,
                 bytes,
             };
-            let (more, answers) = file_arrived(vault, member, &row, part, now_ms)?;
+            // No room for it yet: not taken (a retry of the file may land).
+            let Some((more, answers)) = file_arrived(vault, member, &row, part, now_ms)? else {
+                return Ok(vec![]);
+            };
             statements.extend(more);
             out.extend(answers);
         }
@@ -2012,6 +2031,9 @@ fn connection_message(
     Ok(out)
 }
 
+/// What to write and to send for a peer message.
+type Answered = (Vec<Statement>, Vec<Outbound>);
+
 /// Part of an attachment from the peer of `row`: the statements, and once the message is
 /// whole its delivered receipt and the event for the member's apps.
 fn file_arrived(
@@ -2020,15 +2042,20 @@ fn file_arrived(
     row: &Row,
     part: crate::messages::FilePart,
     now_ms: u64,
-) -> Result<(Vec<Statement>, Vec<Outbound>), VaultError> {
-    let Some((mut statements, whole)) = crate::messages::file_part(vault, &row.id, part, now_ms)?
-    else {
-        return Ok((Vec::new(), Vec::new()));
-    };
+) -> Result<Option<Answered>, VaultError> {
+    use crate::messages::Taken;
+    let (mut statements, whole) =
+        match crate::messages::file_part(vault, &row.id, row.recv_floor, part, now_ms)? {
+            Taken::Kept(statements, whole) => (statements, whole),
+            Taken::Dropped => return Ok(Some((Vec::new(), Vec::new()))),
+            Taken::NoRoom => return Ok(None),
+        };
     let mut out = Vec::new();
     if let Some(seq) = whole {
-        let (count, receipt, _) = seal(row, PeerBody::Delivered(vec![seq]), now_ms, None)?;
+        let (count, receipt, receipt_seq) =
+            seal(row, PeerBody::Delivered(vec![seq]), now_ms, None)?;
         statements.extend(count);
+        statements.push(crate::messages::receipt_sent(&row.id, seq, receipt_seq));
         out.push(receipt);
         out.push(event(
             member,
@@ -2041,7 +2068,7 @@ fn file_arrived(
         ));
         statements.extend(crate::messages::purge(vault, &row.id, now_ms)?);
     }
-    Ok((statements, out))
+    Ok(Some((statements, out)))
 }
 
 /// Which receiving key a peer message came under.
@@ -2239,35 +2266,57 @@ const MAX_PEER_MESSAGES: u64 = 20_000;
 /// The statements recording the peer's new message `seq`: the floor rises over every number
 /// taken in a row, and only numbers above it are kept one by one.
 fn inbox(vault: &Vault, row: &Row, seq: u64) -> Result<Vec<Statement>, VaultError> {
-    let above: Vec<i64> = vault
+    let id = &row.id[..];
+    let mut floor = row.recv_floor;
+    let kept: i64 = vault
         .read(|c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT seq FROM peer_inbox WHERE connection = ?1 ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(
-                rusqlite::params![&row.id[..], MAX_PEER_MESSAGES as i64],
+            c.query_row(
+                "SELECT count(*) FROM peer_inbox WHERE connection = ?1",
+                [id],
                 |r| r.get(0),
-            )?;
-            rows.collect()
+            )
         })
         .map_err(db)?;
-    let mut taken: Vec<u64> = above.into_iter().map(|s| s as u64).collect();
-    taken.push(seq);
-    taken.sort_unstable();
-    let mut floor = row.recv_floor;
-    if taken.len() as u64 > MAX_PEER_MESSAGES {
-        // Too far ahead of a gap: the gap is given up.
-        floor = floor.max(taken[0].saturating_sub(1));
+    if kept as u64 >= MAX_PEER_MESSAGES {
+        // Too far ahead of a gap: the oldest gap is given up.
+        let lowest: i64 = vault
+            .read(|c| {
+                c.query_row(
+                    "SELECT min(seq) FROM peer_inbox WHERE connection = ?1",
+                    [id],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(db)?;
+        floor = floor.max((lowest as u64).min(seq).saturating_sub(1));
     }
-    for s in &taken {
-        if *s == floor.saturating_add(1) {
-            floor = *s;
-        } else if *s > floor {
+    // The floor rises over numbers taken in a row: read only what follows it, until a gap.
+    let mut next = floor.saturating_add(1);
+    let mut took_this = false;
+    loop {
+        if next == seq {
+            took_this = true;
+            floor = seq;
+            next = seq.saturating_add(1);
+            continue;
+        }
+        let found: i64 = vault
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM peer_inbox WHERE connection = ?1 AND seq = ?2",
+                    rusqlite::params![id, i64::try_from(next).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )
+            })
+            .map_err(db)?;
+        if found == 0 || next == u64::MAX {
             break;
         }
+        floor = next;
+        next += 1;
     }
     let mut statements = Vec::new();
-    if seq > floor {
+    if !took_this && seq > floor {
         statements.push(st(
             "INSERT INTO peer_inbox (connection, seq) VALUES (?1, ?2)",
             vec![blob(&row.id), int(seq)],

@@ -40,7 +40,7 @@ const SCHEMA: &str = "
 CREATE TABLE share_requests (
     id BLOB PRIMARY KEY, connection BLOB NOT NULL, incoming INTEGER NOT NULL, peer_request BLOB,
     targets BLOB NOT NULL, state TEXT NOT NULL, asked_ms INTEGER NOT NULL, uses_left INTEGER,
-    expires_ms INTEGER, granted_keys BLOB, answer_seq INTEGER);
+    expires_ms INTEGER, granted_keys BLOB, answer_seq INTEGER, auto INTEGER NOT NULL DEFAULT 0);
 CREATE UNIQUE INDEX share_requests_by_peer ON share_requests (connection, peer_request);
 CREATE INDEX share_requests_by_time ON share_requests (connection, asked_ms);
 CREATE TABLE received_values (request BLOB NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
@@ -301,13 +301,14 @@ fn granted(
     let mut statements: Vec<Statement> = count.into_iter().collect();
     statements.push(st(
         "UPDATE share_requests SET state = ?2, uses_left = ?3, expires_ms = ?4, \
-         granted_keys = ?5 WHERE id = ?1",
+         granted_keys = ?5, auto = ?6 WHERE id = ?1",
         vec![
             blob(&request.id),
             state(RequestState::Granted),
             int(u64::from(uses - 1)),
             int(expires_ms),
             SqlValue::Blob(postcard::to_allocvec(&keys).expect("keys encode")),
+            SqlValue::Int(i64::from(!by_member)),
         ],
     ));
     Ok((statements, out))
@@ -542,11 +543,14 @@ pub(crate) fn receive(
                     c.query_row(
                         "SELECT (SELECT count(*) FROM share_requests WHERE connection = ?1 \
                          AND incoming = 1), (SELECT id FROM share_requests WHERE connection = ?1 \
-                         AND incoming = 1 AND state IN (?2, ?3) ORDER BY asked_ms, id LIMIT 1)",
+                         AND incoming = 1 AND (state IN (?2, ?3) OR (state = ?4 AND \
+                         (expires_ms <= ?5 OR uses_left = 0))) ORDER BY asked_ms, id LIMIT 1)",
                         rusqlite::params![
                             &row.id[..],
                             RequestState::Denied.as_str(),
-                            RequestState::Ended.as_str()
+                            RequestState::Ended.as_str(),
+                            RequestState::Granted.as_str(),
+                            i64::try_from(now_ms).unwrap_or(i64::MAX)
                         ],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )
@@ -744,7 +748,31 @@ pub(crate) fn receive(
                 return nothing;
             };
             let expires_ms = given.expires_ms.unwrap_or(now_ms);
-            let values = bounded(crate::profile::values_of(vault, &given.granted_keys)?);
+            // What the grant named, as far as it still may go: a field that became sensitive or
+            // was withheld since drops out (for the member's own grants, what it named by key
+            // stays).
+            let auto: bool = vault
+                .read(|c| {
+                    c.query_row(
+                        "SELECT auto FROM share_requests WHERE id = ?1",
+                        [&given.id[..]],
+                        |r| r.get(0),
+                    )
+                })
+                .map_err(db)?;
+            let allowed = crate::profile::keys_for(
+                vault,
+                &given.targets,
+                &crate::connections::sharing_name(&row.id),
+                !auto,
+            )?;
+            let keys: Vec<String> = given
+                .granted_keys
+                .iter()
+                .filter(|k| allowed.contains(k))
+                .cloned()
+                .collect();
+            let values = bounded(crate::profile::values_of(vault, &keys)?);
             let (mut statements, out) = self::answer(
                 row,
                 &given,

@@ -3,7 +3,7 @@
 //! ```text
 //! messages (connection, outgoing, seq, client_id, text, sent_ms, delivered_ms, read_ms,
 //!           edited_ms, edit_seq, deleted)
-//!           attachment, complete, held
+//!           attachment, complete, held, receipt_seq
 //! message_retention (connection, days)     X'' is the default; days NULL: for ever
 //! attachment_pieces (connection, outgoing, seq, idx, bytes)
 //! uploads           (client_id, idx, bytes, at_ms)     pieces the app sent before `SendFile`
@@ -55,6 +55,7 @@ CREATE TABLE message_retention (connection BLOB PRIMARY KEY, days INTEGER);
 ALTER TABLE messages ADD COLUMN attachment BLOB;
 ALTER TABLE messages ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE messages ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE messages ADD COLUMN receipt_seq INTEGER;
 CREATE TABLE attachment_pieces (connection BLOB NOT NULL, outgoing INTEGER NOT NULL,
     seq INTEGER NOT NULL, idx INTEGER NOT NULL, bytes BLOB NOT NULL,
     PRIMARY KEY (connection, outgoing, seq, idx));
@@ -110,6 +111,43 @@ pub(crate) fn received(
             SqlValue::Int(now_ms as i64),
         ],
     }]
+}
+
+/// The number of the delivered receipt this vault sent for the peer's message `seq`, if it
+/// stored the message (shown and whole) and sent one.
+pub(crate) fn receipt_of(
+    vault: &Vault,
+    connection: &ConnectionId,
+    seq: u64,
+) -> Result<Option<u64>, VaultError> {
+    use rusqlite::OptionalExtension;
+    let found: Option<Option<i64>> = vault
+        .read(|c| {
+            c.query_row(
+                "SELECT receipt_seq FROM messages WHERE connection = ?1 AND outgoing = 0 \
+                 AND seq = ?2 AND held = 0 AND complete = 1",
+                rusqlite::params![&connection[..], i64::try_from(seq).unwrap_or(i64::MAX)],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+        .map_err(db)?;
+    Ok(found.flatten().map(|s| s as u64))
+}
+
+/// The statement recording that the delivered receipt for the peer's message `seq` went as
+/// this vault's message `receipt_seq`.
+pub(crate) fn receipt_sent(connection: &ConnectionId, seq: u64, receipt_seq: u64) -> Statement {
+    Statement {
+        sql: "UPDATE messages SET receipt_seq = ?3 WHERE connection = ?1 AND outgoing = 0 \
+              AND seq = ?2"
+            .into(),
+        params: vec![
+            SqlValue::Blob(connection.to_vec()),
+            SqlValue::Int(seq as i64),
+            SqlValue::Int(receipt_seq as i64),
+        ],
+    }
 }
 
 /// The statements marking this member's sent messages `seqs` delivered (or read), once.
@@ -251,14 +289,18 @@ fn older_than(which: &str, mut params: Vec<SqlValue>, cutoff: u64) -> Vec<Statem
             sql: format!(
                 "DELETE FROM attachment_pieces WHERE (connection, outgoing, seq) IN \
                  (SELECT connection, outgoing, seq FROM messages WHERE {which} AND {KEPT} < ?{n} \
-                 AND held = 0)"
+                 AND (held = 0 OR seq <= (SELECT recv_floor FROM connections c \
+                 WHERE c.id = messages.connection)))"
             ),
             params: params.clone(),
         },
         Statement {
             // A held place (an edit or delete whose message has not come) stays: erasing it
             // would let the message come back as it was.
-            sql: format!("DELETE FROM messages WHERE {which} AND {KEPT} < ?{n} AND held = 0"),
+            sql: format!(
+                "DELETE FROM messages WHERE {which} AND {KEPT} < ?{n} AND (held = 0 OR seq <= \
+                 (SELECT recv_floor FROM connections c WHERE c.id = messages.connection))"
+            ),
             params,
         },
     ]
@@ -284,21 +326,23 @@ fn by_client(
     client_id: &[u8; 16],
 ) -> Result<Option<Sent>, VaultError> {
     use rusqlite::OptionalExtension;
-    let found: Option<(i64, String, Option<Vec<u8>>)> = vault
+    let found: Option<(i64, String, Option<Vec<u8>>, bool)> = vault
         .read(|c| {
             c.query_row(
-                "SELECT seq, text, attachment FROM messages WHERE connection = ?1 AND client_id = ?2",
+                "SELECT seq, text, attachment, deleted FROM messages \
+                 WHERE connection = ?1 AND client_id = ?2",
                 rusqlite::params![&connection[..], &client_id[..]],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
         })
         .map_err(db)?;
     found
-        .map(|(seq, text, attachment)| {
+        .map(|(seq, text, attachment, deleted)| {
             Ok(Sent {
                 seq: seq as u64,
                 text,
+                deleted,
                 attachment: attachment
                     .map(|b| postcard::from_bytes(&b))
                     .transpose()
@@ -312,6 +356,7 @@ fn by_client(
 struct Sent {
     seq: u64,
     text: String,
+    deleted: bool,
     attachment: Option<AttachmentInfo>,
 }
 
@@ -335,6 +380,10 @@ pub fn handle(
                 return Err(MessageError::NotAllowed.into());
             }
             if let Some(sent) = by_client(vault, &connection, &client_id)? {
+                if sent.deleted {
+                    // Deleted since: nothing to send again.
+                    return Ok((MessageReply::Sent { seq: sent.seq }, vec![]));
+                }
                 if sent.attachment.is_some() {
                     // That id went with a file: not a retry of this.
                     return Err(MessageError::BadText.into());
@@ -805,6 +854,9 @@ fn send_file(
         Ok::<_, VaultError>((count, out, seq))
     };
     if let Some(sent) = by_client(vault, &connection, &client_id)? {
+        if sent.deleted {
+            return Ok((MessageReply::Sent { seq: sent.seq }, vec![]));
+        }
         // A retry: the same message and pieces again, as stored (the peer keeps each once).
         let Some(stored) = sent.attachment else {
             return Err(MessageError::BadAttachment.into());
@@ -884,9 +936,10 @@ const WAITING_FILES: i64 = 2;
 pub(crate) fn file_part(
     vault: &Vault,
     connection: &ConnectionId,
+    floor: u64,
     part: FilePart,
     now_ms: u64,
-) -> Result<Option<Arrived>, VaultError> {
+) -> Result<Taken, VaultError> {
     use rusqlite::OptionalExtension;
     let most = (MAX_ATTACHMENT_BYTES as usize).div_ceil(PIECE_BYTES);
     let seq = match &part {
@@ -914,7 +967,11 @@ pub(crate) fn file_part(
             text,
         } => {
             if !info.is_valid() || text.as_deref().is_some_and(|t| !valid_text(t)) {
-                return Ok(None);
+                // Refused: pieces that came for it go.
+                return Ok(Taken::Kept(
+                    vec![forget_attachment(connection, false, seq)],
+                    None,
+                ));
             }
             let stmt = Statement {
                 // An edit or delete that came first holds the place: the text stays the edit's,
@@ -940,12 +997,12 @@ pub(crate) fn file_part(
                 None | Some((_, _, true, false)) => (info, None, vec![stmt]),
                 // Deleted before it came: it stays deleted, and pieces that came go.
                 Some((_, _, true, true)) => {
-                    return Ok(Some((
+                    return Ok(Taken::Kept(
                         vec![stmt, forget_attachment(connection, false, seq)],
                         None,
-                    )));
+                    ));
                 }
-                Some(_) => return Ok(None),
+                Some(_) => return Ok(Taken::Dropped),
             }
         }
         FilePart::Piece {
@@ -961,7 +1018,7 @@ pub(crate) fn file_part(
                 || bytes.is_empty()
                 || bytes.len() > PIECE_BYTES
             {
-                return Ok(None);
+                return Ok(Taken::Dropped);
             }
             let stmt = Statement {
                 sql: "INSERT OR IGNORE INTO attachment_pieces (connection, outgoing, seq, idx, \
@@ -980,12 +1037,27 @@ pub(crate) fn file_part(
                     let info: AttachmentInfo = postcard::from_bytes(&b)
                         .map_err(|_| VaultError::Tampered("attachment".into()))?;
                     if index >= info.pieces() {
-                        return Ok(None);
+                        return Ok(Taken::Dropped);
                     }
                     (info, Some((index, bytes)), vec![stmt])
                 }
                 // Its `File` has not come (an edit may hold its place): a few files may wait.
                 None | Some((_, _, true, false)) => {
+                    // Its `File` was taken already (refused, or given up): an orphan.
+                    let file_taken: bool = file <= floor
+                        || vault
+                            .read(|c| {
+                                c.query_row(
+                                    "SELECT EXISTS (SELECT 1 FROM peer_inbox \
+                                     WHERE connection = ?1 AND seq = ?2)",
+                                    rusqlite::params![&connection[..], file as i64],
+                                    |r| r.get(0),
+                                )
+                            })
+                            .map_err(db)?;
+                    if file_taken {
+                        return Ok(Taken::Dropped);
+                    }
                     let (waiting, this_one): (i64, bool) = vault
                         .read(|c| {
                             c.query_row(
@@ -1000,12 +1072,12 @@ pub(crate) fn file_part(
                         })
                         .map_err(db)?;
                     if !this_one && waiting >= WAITING_FILES {
-                        return Ok(None);
+                        return Ok(Taken::NoRoom);
                     }
-                    return Ok(Some((vec![stmt], None)));
+                    return Ok(Taken::Kept(vec![stmt], None));
                 }
                 // Whole already, deleted, or not a file: nothing to keep.
-                Some(_) => return Ok(None),
+                Some(_) => return Ok(Taken::Dropped),
             }
         }
     };
@@ -1028,7 +1100,7 @@ pub(crate) fn file_part(
         .map_err(db)?;
     let count = stored as usize + usize::from(new_piece.is_some() && !has_new);
     if count != usize::from(n) {
-        return Ok(Some((statements, None)));
+        return Ok(Taken::Kept(statements, None));
     }
     let mut parts: Vec<(u16, Vec<u8>)> = pieces(vault, connection, false, seq)?
         .into_iter()
@@ -1043,7 +1115,7 @@ pub(crate) fn file_part(
     if !whole(&info, &parts) {
         // Not what the sender's vault checked: a peer that breaks the rules keeps nothing.
         statements.push(forget_attachment(connection, false, seq));
-        return Ok(Some((statements, None)));
+        return Ok(Taken::Kept(statements, None));
     }
     statements.push(Statement {
         // Pieces beyond the count (kept before the count was known) go.
@@ -1066,11 +1138,18 @@ pub(crate) fn file_part(
             SqlValue::Int(now_ms as i64),
         ],
     });
-    Ok(Some((statements, Some(seq))))
+    Ok(Taken::Kept(statements, Some(seq)))
 }
 
-/// What taking part of an attachment writes, and the message's number once it is whole.
-pub(crate) type Arrived = (Vec<Statement>, Option<u64>);
+/// What became of part of an attachment.
+pub(crate) enum Taken {
+    /// Taken: the statements, and the message's number once it is whole.
+    Kept(Vec<Statement>, Option<u64>),
+    /// Taken (its number is the peer's) and dropped: breaks a rule, or nothing to keep.
+    Dropped,
+    /// Not taken: no room for a piece whose file has not come (a retry may land).
+    NoRoom,
+}
 
 /// A part of an attachment from the peer.
 pub(crate) enum FilePart {

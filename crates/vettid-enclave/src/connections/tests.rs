@@ -2296,3 +2296,65 @@ fn retention_keeps_the_place_of_a_delete_whose_message_has_not_come() {
         "the deleted message did not come back: {m:?}"
     );
 }
+
+#[test]
+fn a_redelivery_gets_its_receipt_again_under_the_same_number_and_a_refused_text_none() {
+    use vettid_proto::connections::Capabilities;
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let bob_row = |v: &Vaults| v.inside("bob", |vault, _| get(vault, &b));
+    let text = peer_wires(&v.send("alice", a, "hello"));
+    let first = peer_wires(&v.deliver("bob", &text[0]));
+    let sent = bob_row(&v).send_seq;
+    // The same text again: the receipt again, numbered as before (no new message minted).
+    let mut agains = Vec::new();
+    for _ in 0..3 {
+        let again = peer_wires(&v.deliver("bob", &text[0]));
+        assert_eq!(again.len(), 1);
+        assert_eq!(bob_row(&v).send_seq, sent, "no new number");
+        agains.extend(again);
+    }
+    v.pump(v.deliver("alice", &first[0]));
+    assert!(v.history("alice", a)[0].delivered_ms.is_some());
+    let alice_floor = |v: &Vaults| v.inside("alice", |vault, _| get(vault, &a)).recv_floor;
+    let floor_then = alice_floor(&v);
+    for again in &agains {
+        v.deliver("alice", again);
+    }
+    assert_eq!(
+        alice_floor(&v),
+        floor_then,
+        "alice's vault takes them as the one receipt"
+    );
+
+    // Bob stops taking messages; a text sealed anyway is taken (no gap) and never answered.
+    let quiet = Capabilities {
+        messaging: false,
+        ..Capabilities::default()
+    };
+    let (_, out) = v
+        .op(
+            "bob",
+            ConnectionOp::Allow {
+                id: b,
+                capabilities: quiet,
+            },
+        )
+        .unwrap();
+    v.pump(out);
+    let forced = v.inside("alice", |vault, _| {
+        let row = get(vault, &a)?;
+        seal(&row, PeerBody::Text("ignored".into()), NOW, None)
+    });
+    let floor = bob_row(&v).recv_floor;
+    assert!(peer_wires(&v.deliver("bob", &forced.1.body)).is_empty());
+    assert_eq!(
+        bob_row(&v).recv_floor,
+        floor + 1,
+        "taken: the floor rose over it"
+    );
+    assert!(
+        peer_wires(&v.deliver("bob", &forced.1.body)).is_empty(),
+        "no receipt on replay"
+    );
+}
