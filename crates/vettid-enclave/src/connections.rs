@@ -148,7 +148,7 @@ impl Handshakes {
     }
 }
 
-fn db(e: rusqlite::Error) -> VaultError {
+pub(crate) fn db(e: rusqlite::Error) -> VaultError {
     VaultError::Internal(format!("database: {e}"))
 }
 
@@ -156,18 +156,18 @@ fn tampered(what: &str) -> VaultError {
     VaultError::Tampered(format!("connection record: {what}"))
 }
 
-fn st(sql: &str, params: Vec<SqlValue>) -> Statement {
+pub(crate) fn st(sql: &str, params: Vec<SqlValue>) -> Statement {
     Statement {
         sql: sql.into(),
         params,
     }
 }
 
-fn blob(b: &[u8]) -> SqlValue {
+pub(crate) fn blob(b: &[u8]) -> SqlValue {
     SqlValue::Blob(b.to_vec())
 }
 
-fn int(n: u64) -> SqlValue {
+pub(crate) fn int(n: u64) -> SqlValue {
     // The host's clock can be anything: a time past i64 is the largest one.
     SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
@@ -1975,52 +1975,28 @@ fn connection_message(
             out.extend(answers);
         }
         (PeerBody::Edit { seq, text }, Active) if row.capabilities.messaging => {
-            let change = crate::messages::changed(
+            let (more, told) = peer_changed(
                 vault,
-                &row.id,
-                seq,
-                Some(&text),
-                message.seq,
-                message.sent_ms,
+                member,
+                &row,
+                (seq, Some(&text)),
+                (message.seq, message.sent_ms),
                 now_ms,
             )?;
-            if let Some(change) = change {
-                statements.extend(change);
-                out.push(event(
-                    member,
-                    vault,
-                    now_ms,
-                    EventKind::MessageChanged {
-                        connection: row.id,
-                        seq,
-                        deleted: false,
-                    },
-                ));
-            }
+            statements.extend(more);
+            out.extend(told);
         }
         (PeerBody::Delete(seq), Active) if row.capabilities.messaging => {
-            let change = crate::messages::changed(
+            let (more, told) = peer_changed(
                 vault,
-                &row.id,
-                seq,
-                None,
-                message.seq,
-                message.sent_ms,
+                member,
+                &row,
+                (seq, None),
+                (message.seq, message.sent_ms),
                 now_ms,
             )?;
-            if let Some(change) = change {
-                statements.extend(change);
-                out.push(event(
-                    member,
-                    vault,
-                    now_ms,
-                    EventKind::MessageChanged {
-                        connection: row.id,
-                        seq,
-                        deleted: true,
-                    },
-                ));
-            }
+            statements.extend(more);
+            out.extend(told);
         }
         // Opened the epoch (done above, when its key was first used).
         (PeerBody::EpochOpen(_), _) => {}
@@ -2029,6 +2005,35 @@ fn connection_message(
     }
     vault.write(objects, statements)?;
     Ok(out)
+}
+
+/// The peer edited (`text`) or deleted its message `seq` with its message `by_seq` (sent at
+/// `sent_ms`): the statements and,
+/// if it changed anything, the event for the member's apps.
+fn peer_changed(
+    vault: &Vault,
+    member: &str,
+    row: &Row,
+    (seq, text): (u64, Option<&str>),
+    (by_seq, sent_ms): (u64, u64),
+    now_ms: u64,
+) -> Result<Answered, VaultError> {
+    let Some(change) =
+        crate::messages::changed(vault, &row.id, seq, text, by_seq, sent_ms, now_ms)?
+    else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let note = event(
+        member,
+        vault,
+        now_ms,
+        EventKind::MessageChanged {
+            connection: row.id,
+            seq,
+            deleted: text.is_none(),
+        },
+    );
+    Ok((change, vec![note]))
 }
 
 /// What to write and to send for a peer message.

@@ -24,7 +24,7 @@
 //! (a feed item and an event) unless the connection's rule is `auto`; at most
 //! [`MAX_PENDING_ASKS`] of one peer's wait, later ones are dropped.
 
-use crate::connections::Row;
+use crate::connections::{Row, blob, db, int, st};
 use crate::vault::{Migration, SqlValue, Statement, Vault};
 use vettid_proto::connections::{
     AskAnswer, ConnectionError, ConnectionId, DEFAULT_GRANT_SECS, MAX_ASK_TARGETS, MAX_GRANT_SECS,
@@ -55,27 +55,8 @@ pub const MIGRATIONS: &[Migration] = &[Migration {
 /// Encoded bytes of values one answer carries at most (it must fit a bucket).
 const VALUE_BYTES: usize = 32 * 1024;
 
-fn db(e: rusqlite::Error) -> VaultError {
-    VaultError::Internal(format!("database: {e}"))
-}
-
 fn tampered(what: &str) -> VaultError {
     VaultError::Tampered(format!("share request: {what}"))
-}
-
-fn st(sql: &str, params: Vec<SqlValue>) -> Statement {
-    Statement {
-        sql: sql.into(),
-        params,
-    }
-}
-
-fn blob(b: &[u8]) -> SqlValue {
-    SqlValue::Blob(b.to_vec())
-}
-
-fn int(n: u64) -> SqlValue {
-    SqlValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 fn state(s: RequestState) -> SqlValue {
