@@ -494,10 +494,24 @@ impl<S: Seen> Unlocked<S> {
         before_ms: Option<u64>,
         limit: u16,
     ) -> Result<(Vec<MessageView>, bool), ClientError> {
+        self.messages_between(connection, None, before_ms, limit)
+            .await
+    }
+
+    /// A page of a connection's history sent from `since_ms` on and before `before_ms`,
+    /// newest first, and whether older messages (in that span) remain.
+    pub async fn messages_between(
+        &mut self,
+        connection: ConnectionId,
+        since_ms: Option<u64>,
+        before_ms: Option<u64>,
+        limit: u16,
+    ) -> Result<(Vec<MessageView>, bool), ClientError> {
         match self
             .run(MessageOp::List {
                 connection,
                 before_ms,
+                since_ms,
                 limit,
             })
             .await?

@@ -416,18 +416,21 @@ pub fn handle(
         MessageOp::List {
             connection,
             before_ms,
+            since_ms,
             limit,
         } => {
             crate::connections::get(vault, &connection)
                 .map_err(|_| VaultError::from(MessageError::Unknown))?;
             let limit = usize::from(limit).clamp(1, PAGE);
             let kept_from = cutoff(vault, &connection, now_ms)?;
+            let since = since_ms.unwrap_or(0);
             let mut messages: Vec<MessageView> = vault
                 .read(|c| {
                     let mut stmt = c.prepare_cached(&format!(
                         "SELECT outgoing, seq, text, sent_ms, delivered_ms, read_ms, edited_ms, \
                          deleted, attachment, complete FROM messages \
-                         WHERE connection = ?1 AND sent_ms < ?2 AND {KEPT} >= ?4 AND held = 0 \
+                         WHERE connection = ?1 AND sent_ms < ?2 AND sent_ms >= ?5 AND {KEPT} >= ?4 \
+                         AND held = 0 \
                          ORDER BY sent_ms DESC, outgoing, seq DESC LIMIT ?3"
                     ))?;
                     let opt = |v: Option<i64>| v.map(|t| t as u64);
@@ -437,6 +440,7 @@ pub fn handle(
                             before_ms.map_or(i64::MAX, |b| b as i64),
                             (limit + 1) as i64,
                             kept_from as i64,
+                            i64::try_from(since).unwrap_or(i64::MAX),
                         ],
                         |r| {
                             Ok(MessageView {

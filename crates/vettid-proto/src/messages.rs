@@ -79,6 +79,8 @@ pub enum MessageOp {
         connection: ConnectionId,
         /// Only messages from before this time (the page's oldest, to go on).
         before_ms: Option<u64>,
+        /// Only messages from this time on (a search by time; `None`: from the start).
+        since_ms: Option<u64>,
         /// At most this many.
         limit: u16,
     },

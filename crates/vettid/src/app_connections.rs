@@ -230,6 +230,9 @@ pub(crate) enum MessagesCommand {
         /// Only messages sent before this time (milliseconds since the epoch; to page on).
         #[arg(long)]
         before_ms: Option<u64>,
+        /// Only messages sent from this time on (milliseconds since the epoch).
+        #[arg(long)]
+        since_ms: Option<u64>,
     },
     /// Marks the peer's messages up to `seq` read (they get a read receipt).
     Read {
@@ -858,9 +861,10 @@ pub(crate) async fn messages(
             id,
             limit,
             before_ms,
+            since_ms,
         } => {
             let c = resolve(s, &id).await?;
-            let (all, more) = s.messages(c.id, before_ms, limit).await?;
+            let (all, more) = s.messages_between(c.id, since_ms, before_ms, limit).await?;
             for m in &all {
                 let status = if !m.outgoing {
                     if m.read_ms.is_some() {

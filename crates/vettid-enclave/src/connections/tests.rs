@@ -270,6 +270,7 @@ impl Vaults {
                 MessageOp::List {
                     connection: id,
                     before_ms: None,
+                    since_ms: None,
                     limit: 50,
                 },
             )
@@ -938,6 +939,7 @@ fn page(
     let op = MessageOp::List {
         connection: id,
         before_ms: None,
+        since_ms: None,
         limit: 50,
     };
     match v.msg_at(who, op, now_ms).unwrap().0 {
@@ -2356,5 +2358,48 @@ fn a_redelivery_gets_its_receipt_again_under_the_same_number_and_a_refused_text_
     assert!(
         peer_wires(&v.deliver("bob", &forced.1.body)).is_empty(),
         "no receipt on replay"
+    );
+}
+
+#[test]
+fn history_is_searched_by_time_and_paged() {
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let minute = 60_000;
+    for i in 0..5u64 {
+        let op = MessageOp::Send {
+            connection: a,
+            client_id: [i as u8 + 10; 16],
+            text: format!("minute {i}"),
+        };
+        let (_, out) = v.msg_at("alice", op, NOW + i * minute).unwrap();
+        v.pump(out);
+    }
+    let span = |since: Option<u64>, before: Option<u64>, limit| {
+        let op = MessageOp::List {
+            connection: b,
+            before_ms: before,
+            since_ms: since,
+            limit,
+        };
+        match v.msg("bob", op).unwrap().0 {
+            MessageReply::Messages { messages, more } => (
+                messages.into_iter().map(|m| m.text).collect::<Vec<_>>(),
+                more,
+            ),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        span(Some(NOW + minute), Some(NOW + 4 * minute), 50),
+        (
+            vec!["minute 3".into(), "minute 2".into(), "minute 1".into()],
+            false
+        )
+    );
+    let (page, more) = span(None, None, 2);
+    assert_eq!(
+        (page, more),
+        (vec!["minute 4".into(), "minute 3".into()], true)
     );
 }
