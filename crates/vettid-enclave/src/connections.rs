@@ -566,13 +566,23 @@ fn erase_keys(id: &ConnectionId) -> Vec<Statement> {
     statements
 }
 
-fn feed(now_ms: u64, kind: &str, text: String) -> vettid_proto::feed::EventContent {
-    crate::feed::event(
-        now_ms,
-        vettid_proto::feed::Audience::Feed,
-        kind,
-        vettid_proto::feed::Retention::Standard,
-        text,
+/// The statements adding a feed item of `kind` saying `text` (for the member and the audit
+/// log), to go in the same write as the change it records.
+pub(crate) fn feed_item(
+    vault: &Vault,
+    now_ms: u64,
+    kind: &str,
+    text: String,
+) -> Result<Vec<Statement>, VaultError> {
+    crate::feed::append(
+        vault,
+        &[crate::feed::event(
+            now_ms,
+            vettid_proto::feed::Audience::Feed,
+            kind,
+            vettid_proto::feed::Retention::Standard,
+            text,
+        )],
     )
 }
 
@@ -720,13 +730,11 @@ pub fn handle(
                 "UPDATE connections SET we_accepted = 1 WHERE id = ?1",
                 vec![blob(&id)],
             ));
-            statements.extend(crate::feed::append(
+            statements.extend(feed_item(
                 vault,
-                &[feed(
-                    now_ms,
-                    "connection.approved",
-                    format!("connection {} approved", hex::encode(&id[..4])),
-                )],
+                now_ms,
+                "connection.approved",
+                format!("connection {} approved", hex::encode(&id[..4])),
             )?);
             vault.write(objects, statements)?;
             Ok((ConnectionReply::Done, vec![out]))
@@ -751,13 +759,11 @@ pub fn handle(
                 (ConnectionState::Rejected, "connection.rejected")
             };
             let (mut statements, told) = end(&row, revoke, now_ms)?;
-            statements.extend(crate::feed::append(
+            statements.extend(feed_item(
                 vault,
-                &[feed(
-                    now_ms,
-                    kind,
-                    format!("connection {} {}", hex::encode(&id[..4]), state.as_str()),
-                )],
+                now_ms,
+                kind,
+                format!("connection {} {}", hex::encode(&id[..4]), state.as_str()),
             )?);
             vault.write(objects, statements)?;
             Ok((ConnectionReply::Done, told.into_iter().collect()))
@@ -772,13 +778,11 @@ pub fn handle(
                 told.extend(tell);
                 ended += 1;
             }
-            statements.extend(crate::feed::append(
+            statements.extend(feed_item(
                 vault,
-                &[feed(
-                    now_ms,
-                    "connection.revoked-all",
-                    format!("every connection revoked ({ended}) and every invitation cancelled"),
-                )],
+                now_ms,
+                "connection.revoked-all",
+                format!("every connection revoked ({ended}) and every invitation cancelled"),
             )?);
             vault.write(objects, statements)?;
             handshakes.clear();
@@ -832,13 +836,11 @@ pub fn handle(
                 st(FORGET_PREVIOUS, vec![]),
             ];
             statements.extend(crate::grants::forget_ended());
-            statements.extend(crate::feed::append(
+            statements.extend(feed_item(
                 vault,
-                &[feed(
-                    now_ms,
-                    "connection.blocked",
-                    format!("connection {} blocked", hex::encode(&id[..4])),
-                )],
+                now_ms,
+                "connection.blocked",
+                format!("connection {} blocked", hex::encode(&id[..4])),
             )?);
             vault.write(objects, statements)?;
             Ok((ConnectionReply::Done, vec![]))
@@ -876,13 +878,11 @@ pub fn handle(
                     ],
                 ),
             ];
-            statements.extend(crate::feed::append(
+            statements.extend(feed_item(
                 vault,
-                &[feed(
-                    now_ms,
-                    "connection.unblocked",
-                    format!("connection {} unblocked", hex::encode(&id[..4])),
-                )],
+                now_ms,
+                "connection.unblocked",
+                format!("connection {} unblocked", hex::encode(&id[..4])),
             )?);
             vault.write(objects, statements)?;
             Ok((ConnectionReply::Done, vec![]))
@@ -1752,16 +1752,14 @@ fn connection_message(
         (PeerBody::Revoked, _) => {
             statements.push(set_state(&row.id, Revoked, now_ms));
             statements.extend(erase_keys(&row.id));
-            statements.extend(crate::feed::append(
+            statements.extend(feed_item(
                 vault,
-                &[feed(
-                    now_ms,
-                    "connection.revoked",
-                    format!(
-                        "connection {} revoked by the peer",
-                        hex::encode(&row.id[..4])
-                    ),
-                )],
+                now_ms,
+                "connection.revoked",
+                format!(
+                    "connection {} revoked by the peer",
+                    hex::encode(&row.id[..4])
+                ),
             )?);
             out.push(tell(Revoked));
         }
@@ -1933,16 +1931,14 @@ fn connection_message(
                     statements.extend(count);
                     out.push(first);
                     out.push(tell(Active));
-                    statements.extend(crate::feed::append(
+                    statements.extend(feed_item(
                         vault,
-                        &[feed(
-                            now_ms,
-                            "connection.rotated",
-                            format!(
-                                "connection {} keys rotated (epoch {epoch})",
-                                hex::encode(&row.id[..4])
-                            ),
-                        )],
+                        now_ms,
+                        "connection.rotated",
+                        format!(
+                            "connection {} keys rotated (epoch {epoch})",
+                            hex::encode(&row.id[..4])
+                        ),
                     )?);
                 }
             }
@@ -2248,17 +2244,15 @@ fn identity_alert(vault: &Vault, row: &Row, now_ms: u64) -> Result<Vec<Statement
         "UPDATE connections SET identity_changed = 1, updated_ms = ?2 WHERE id = ?1",
         vec![blob(&row.id), int(now_ms)],
     )];
-    statements.extend(crate::feed::append(
+    statements.extend(feed_item(
         vault,
-        &[feed(
-            now_ms,
-            "connection.identity-changed",
-            format!(
-                "connection {}: the peer's vault presented a different identity key; it was \
+        now_ms,
+        "connection.identity-changed",
+        format!(
+            "connection {}: the peer's vault presented a different identity key; it was \
                  refused and the pinned one kept (connect again only if you trust the change)",
-                hex::encode(&row.id[..4])
-            ),
-        )],
+            hex::encode(&row.id[..4])
+        ),
     )?);
     Ok(statements)
 }

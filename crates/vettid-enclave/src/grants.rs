@@ -24,7 +24,7 @@
 //! (a feed item and an event) unless the connection's rule is `auto`; at most
 //! [`MAX_PENDING_ASKS`] of one peer's wait, later ones are dropped.
 
-use crate::connections::{Row, blob, db, int, st};
+use crate::connections::{Row, blob, db, feed_item as feed, int, st};
 use crate::vault::{Migration, SqlValue, Statement, Vault};
 use vettid_proto::connections::{
     AskAnswer, ConnectionError, ConnectionId, DEFAULT_GRANT_SECS, MAX_ASK_TARGETS, MAX_GRANT_SECS,
@@ -182,24 +182,6 @@ fn event(member: &str, vault: &Vault, now_ms: u64, kind: EventKind) -> Outbound 
     crate::session::seal_event(member, vault.event_key(), now_ms, kind)
 }
 
-fn feed(
-    vault: &Vault,
-    now_ms: u64,
-    kind: &str,
-    text: String,
-) -> Result<Vec<Statement>, VaultError> {
-    crate::feed::append(
-        vault,
-        &[crate::feed::event(
-            now_ms,
-            vettid_proto::feed::Audience::Feed,
-            kind,
-            vettid_proto::feed::Retention::Standard,
-            text,
-        )],
-    )
-}
-
 fn describe(targets: &[ShareTarget]) -> String {
     targets
         .iter()
@@ -255,7 +237,6 @@ fn granted(
     (uses, secs, by_member): (u32, u64, bool),
     now_ms: u64,
 ) -> Result<(Vec<Statement>, Outbound), VaultError> {
-    let peer_request = request.peer_request.ok_or_else(|| tampered("peer id"))?;
     let expires_ms = now_ms.saturating_add(secs * 1000);
     let keys = crate::profile::keys_for(
         vault,
@@ -265,21 +246,12 @@ fn granted(
     )?;
     let values = bounded(crate::profile::values_of(vault, &keys)?);
     let keys: Vec<String> = values.iter().map(|(k, _)| k.clone()).collect();
-    let answer = AskAnswer::Granted {
+    let granted = AskAnswer::Granted {
         values,
         uses_left: uses - 1,
         expires_ms,
     };
-    let (count, out, _) = crate::connections::seal(
-        row,
-        PeerBody::Answer {
-            request: peer_request,
-            answer,
-        },
-        now_ms,
-        None,
-    )?;
-    let mut statements: Vec<Statement> = count.into_iter().collect();
+    let (mut statements, out) = answer(row, request, granted, now_ms)?;
     statements.push(st(
         "UPDATE share_requests SET state = ?2, uses_left = ?3, expires_ms = ?4, \
          granted_keys = ?5, auto = ?6 WHERE id = ?1",
@@ -327,6 +299,28 @@ fn answer(
     Ok((count.into_iter().collect(), out))
 }
 
+/// The statements and the answer ending the peer's request `request` for good: denied
+/// (`AskAnswer::Denied`) or ended (any other answer).
+fn closed(
+    row: &Row,
+    request: &Request,
+    final_answer: AskAnswer,
+    now_ms: u64,
+) -> Result<(Vec<Statement>, Outbound), VaultError> {
+    let to = if final_answer == AskAnswer::Denied {
+        RequestState::Denied
+    } else {
+        RequestState::Ended
+    };
+    let (mut statements, out) = answer(row, request, final_answer, now_ms)?;
+    statements.push(st(
+        "UPDATE share_requests SET state = ?2, \
+         uses_left = CASE WHEN ?2 = ?3 THEN 0 ELSE uses_left END WHERE id = ?1",
+        vec![blob(&request.id), state(to), state(RequestState::Ended)],
+    ));
+    Ok((statements, out))
+}
+
 /// The member decides on, fetches or ends a request: `Grant`, `Deny`, `Fetch`, `EndGrant`.
 /// The statements and the message to the peer.
 pub(crate) fn decide(
@@ -369,12 +363,7 @@ pub(crate) fn decide(
                 return Err(ConnectionError::UnknownRequest.into());
             }
             let row = crate::connections::active_connection(vault, &request.connection)?;
-            let (mut statements, out) = answer(&row, &request, AskAnswer::Denied, now_ms)?;
-            statements.push(st(
-                "UPDATE share_requests SET state = ?2 WHERE id = ?1",
-                vec![blob(&request.id), state(RequestState::Denied)],
-            ));
-            Ok((statements, out))
+            closed(&row, &request, AskAnswer::Denied, now_ms)
         }
         Decision::Fetch(request) => {
             let request = one(vault, &request, false)?;
@@ -401,12 +390,7 @@ pub(crate) fn decide(
                 return Err(ConnectionError::UnknownRequest.into());
             }
             let row = crate::connections::active_connection(vault, &request.connection)?;
-            let (mut statements, out) = answer(&row, &request, AskAnswer::Ended, now_ms)?;
-            statements.push(st(
-                "UPDATE share_requests SET state = ?2, uses_left = 0 WHERE id = ?1",
-                vec![blob(&request.id), state(RequestState::Ended)],
-            ));
-            Ok((statements, out))
+            closed(&row, &request, AskAnswer::Ended, now_ms)
         }
     }
 }
@@ -714,12 +698,7 @@ pub(crate) fn receive(
             if !lasting {
                 if given.state == RequestState::Granted {
                     // Expired: the peer's vault is told, and drops the values.
-                    let (mut statements, out) =
-                        self::answer(row, &given, AskAnswer::Ended, now_ms)?;
-                    statements.push(st(
-                        "UPDATE share_requests SET state = ?2, uses_left = 0 WHERE id = ?1",
-                        vec![blob(&given.id), state(RequestState::Ended)],
-                    ));
+                    let (statements, out) = closed(row, &given, AskAnswer::Ended, now_ms)?;
                     return Ok((statements, vec![out]));
                 }
                 return nothing;

@@ -419,8 +419,7 @@ pub fn handle(
             since_ms,
             limit,
         } => {
-            crate::connections::get(vault, &connection)
-                .map_err(|_| VaultError::from(MessageError::Unknown))?;
+            known(vault, &connection)?;
             let limit = usize::from(limit).clamp(1, PAGE);
             let kept_from = cutoff(vault, &connection, now_ms)?;
             let since = since_ms.unwrap_or(0);
@@ -615,8 +614,7 @@ pub fn handle(
             ))
         }
         MessageOp::Clear { connection } => {
-            crate::connections::get(vault, &connection)
-                .map_err(|_| VaultError::from(MessageError::Unknown))?;
+            known(vault, &connection)?;
             let c = SqlValue::Blob(connection.to_vec());
             vault.write(
                 objects,
@@ -637,14 +635,7 @@ pub fn handle(
             if days.is_some_and(|d| d == 0 || d > MAX_RETENTION_DAYS) {
                 return Err(MessageError::BadRetention.into());
             }
-            let key = match &connection {
-                Some(id) => {
-                    crate::connections::get(vault, id)
-                        .map_err(|_| VaultError::from(MessageError::Unknown))?;
-                    id.to_vec()
-                }
-                None => DEFAULT.to_vec(),
-            };
+            let key = retention_key(vault, connection.as_ref())?;
             let mut statements = vec![Statement {
                 sql: "INSERT INTO message_retention (connection, days) VALUES (?1, ?2) \
                       ON CONFLICT (connection) DO UPDATE SET days = excluded.days"
@@ -673,16 +664,24 @@ pub fn handle(
             Ok((MessageReply::Done, vec![]))
         }
         MessageOp::Retention { connection } => {
-            let key = match &connection {
-                Some(id) => {
-                    crate::connections::get(vault, id)
-                        .map_err(|_| VaultError::from(MessageError::Unknown))?;
-                    id.to_vec()
-                }
-                None => DEFAULT.to_vec(),
-            };
+            let key = retention_key(vault, connection.as_ref())?;
             Ok((MessageReply::Retention(retention(vault, &key)?), vec![]))
         }
+    }
+}
+
+/// `Unknown` unless this vault has connection `id`.
+fn known(vault: &Vault, id: &ConnectionId) -> Result<(), VaultError> {
+    crate::connections::get(vault, id)
+        .map(|_| ())
+        .map_err(|_| MessageError::Unknown.into())
+}
+
+/// The retention settings' key of `connection` (which must exist), or of the default.
+fn retention_key(vault: &Vault, connection: Option<&ConnectionId>) -> Result<Vec<u8>, VaultError> {
+    match connection {
+        Some(id) => known(vault, id).map(|()| id.to_vec()),
+        None => Ok(DEFAULT.to_vec()),
     }
 }
 

@@ -22,8 +22,8 @@ pub const MAX_ATTACHMENT_NAME: usize = 128;
 /// Uploads a vault holds unfinished at most (the oldest goes).
 pub const MAX_UPLOADS: usize = 4;
 
-/// What an attachment is.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What an attachment is (`Debug` shows its size only: the name is the member's).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentInfo {
     /// Its file name (1–[`MAX_ATTACHMENT_NAME`] bytes, no `/`, `\\` or control characters).
     pub name: String,
@@ -33,6 +33,23 @@ pub struct AttachmentInfo {
     pub size: u32,
     /// SHA-256 of its bytes.
     pub sha256: [u8; 32],
+}
+
+impl std::fmt::Debug for AttachmentInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachmentInfo")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AttachmentView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachmentView")
+            .field("info", &self.info)
+            .field("complete", &self.complete)
+            .finish()
+    }
 }
 
 impl AttachmentInfo {
@@ -192,7 +209,7 @@ pub struct MessageView {
 }
 
 /// A message's attachment as a history shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachmentView {
     /// What it is.
     pub info: AttachmentInfo,
