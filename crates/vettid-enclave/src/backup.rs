@@ -296,6 +296,11 @@ fn schedule(vault: &Vault) -> Result<Schedule, VaultError> {
         .map(Option::unwrap_or_default)
 }
 
+/// When the next scheduled backup is due (`None`: no schedule).
+pub fn next_due_ms(vault: &Vault) -> Result<Option<u64>, VaultError> {
+    status(vault).map(|s| s.next_due_ms)
+}
+
 fn status(vault: &Vault) -> Result<Status, VaultError> {
     let schedule = schedule(vault)?;
     let newest = list(vault)?.pop();

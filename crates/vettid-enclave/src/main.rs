@@ -59,6 +59,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 resources.memory_budget = number(value()?)?.saturating_mul(1 << 20)
             }
             "--idle-secs" => resources.idle = Duration::from_secs(number(value()?)?),
+            "--rest-secs" => resources.rest = Duration::from_secs(number(value()?)?),
             "--snapshot-every" => resources.snapshot_every = number(value()?)?.max(1),
             other => return Err(format!("unknown argument {other}")),
         }

@@ -21,9 +21,21 @@ use vettid_attest::seal::Sealer;
 use vettid_crypto::SecretBytes;
 use vettid_crypto::aead::AeadKey;
 use vettid_proto::enclave::{
-    EnclaveReply, Invalid, Residency, SignedVersion, VaultError, VaultOp, valid_vault_id,
+    EnclaveReply, Invalid, Outbound, PeerRest, Residency, SignedVersion, VaultError, VaultOp,
+    valid_vault_id,
 };
 use zeroize::Zeroizing;
+
+/// What became of a batch of messages from other vaults ([`Manager::peers`]).
+#[derive(Debug)]
+pub struct PeerBatch {
+    /// How many, from the batch's start, were dealt with (and are durable).
+    pub done: u32,
+    /// What becomes of the others, if any.
+    pub rest: Option<PeerRest>,
+    /// What the ones dealt with send (receipts, answers, events for the member's apps).
+    pub out: Vec<Outbound>,
+}
 
 /// Largest record value of the debug table.
 const MAX_VALUE: usize = 1024 * 1024;
@@ -59,10 +71,14 @@ pub struct Config {
     pub policy: Policy,
     /// Resident vaults at most; beyond it the least recently used are evicted.
     pub max_resident: usize,
-    /// Bytes of resident vault databases at most; beyond it the least recently used are evicted.
+    /// Bytes of resident vaults at most, as accounted (database or image plus a fixed cost per
+    /// vault); beyond it the least recently used are evicted.
     pub memory_budget: u64,
     /// A vault unused this long is evicted.
     pub idle: Duration,
+    /// A vault unused this long is put at rest ([`crate::vault::Vault::rest`]): it stays
+    /// resident as a compressed, sealed image, and its next use opens it again.
+    pub rest: Duration,
     /// Log entries between snapshots.
     pub snapshot_every: u64,
 }
@@ -74,6 +90,7 @@ impl Default for Config {
             max_resident: 10_000,
             memory_budget: 1 << 30,
             idle: Duration::from_secs(300),
+            rest: Duration::from_secs(10),
             snapshot_every: crate::vault::SNAPSHOT_EVERY,
         }
     }
@@ -90,9 +107,9 @@ enum Owner {
 enum Slot {
     /// Nothing in memory: the PIN is needed.
     Cold,
-    /// Unlocked in memory.
+    /// Unlocked in memory (open, or at rest until its next use).
     Resident {
-        vault: Box<Vault>,
+        vault: Tier,
         wrapped: Vec<u8>,
         owner: Owner,
         last_used: Instant,
@@ -116,6 +133,133 @@ impl Slot {
                 wrapped: std::mem::take(wrapped),
                 owner: *owner,
             };
+        }
+    }
+}
+
+/// How a resident vault is held.
+enum Tier {
+    /// Its database open.
+    Open(Box<Vault>),
+    /// Idle: its database compressed and sealed ([`Vault::rest`]), reopened by its next use.
+    Resting(Box<Vault<crate::vault::Image>>),
+}
+
+/// Memory an open vault costs beyond its database pages: SQLite's connection, lookaside and
+/// page headers (measured: 341 KiB of RSS per open vault holding 232 KiB of pages).
+const OPEN_OVERHEAD: u64 = 112 << 10;
+/// Memory a vault costs in this enclave beyond its database or image: its keys, state and
+/// records (measured with 10,000 resting vaults, `cargo bench -p vettid --bench density`).
+const VAULT_OVERHEAD: u64 = 5 << 10;
+
+impl Tier {
+    /// Bytes it is accounted in the memory budget: an estimate of what it holds in memory.
+    fn memory_bytes(&self) -> u64 {
+        VAULT_OVERHEAD
+            + match self {
+                Tier::Open(v) => v.db_bytes() + OPEN_OVERHEAD,
+                Tier::Resting(v) => v.db_bytes(),
+            }
+    }
+}
+
+/// A vault larger than this stays open when idle (resting and waking cost time in proportion
+/// to the database, under its lock); it leaves memory by eviction instead.
+const REST_MAX_BYTES: u64 = 16 << 20;
+
+impl Slot {
+    /// When a resident vault was last used.
+    fn last_used(&self) -> Option<Instant> {
+        match self {
+            Slot::Resident { last_used, .. } => Some(*last_used),
+            _ => None,
+        }
+    }
+
+    /// Sets when a resident vault was last used.
+    fn set_last_used(&mut self, t: Instant) {
+        if let Slot::Resident { last_used, .. } = self {
+            *last_used = t;
+        }
+    }
+
+    /// Bytes of database an open resident vault holds (0 otherwise).
+    fn db_bytes(&self) -> u64 {
+        match self {
+            Slot::Resident {
+                vault: Tier::Open(v),
+                ..
+            } => v.db_bytes(),
+            _ => 0,
+        }
+    }
+
+    /// Puts an open resident vault at rest (left open if it cannot be serialized).
+    fn rest(&mut self) {
+        if !matches!(
+            self,
+            Slot::Resident {
+                vault: Tier::Open(_),
+                ..
+            }
+        ) {
+            return;
+        }
+        if let Slot::Resident {
+            vault: Tier::Open(vault),
+            wrapped,
+            owner,
+            last_used,
+        } = std::mem::replace(self, Slot::Cold)
+        {
+            let vault = match vault.rest() {
+                Ok(resting) => Tier::Resting(resting),
+                Err(open) => Tier::Open(open),
+            };
+            *self = Slot::Resident {
+                vault,
+                wrapped,
+                owner,
+                last_used,
+            };
+        }
+    }
+
+    /// Opens a resting resident vault again. If its image does not open (a fault in this
+    /// enclave's memory) the vault is evicted: the next use reloads it from storage.
+    fn wake(&mut self) -> Result<(), VaultError> {
+        if !matches!(
+            self,
+            Slot::Resident {
+                vault: Tier::Resting(_),
+                ..
+            }
+        ) {
+            return Ok(());
+        }
+        let Slot::Resident {
+            vault: Tier::Resting(vault),
+            wrapped,
+            owner,
+            last_used,
+        } = std::mem::replace(self, Slot::Cold)
+        else {
+            return Ok(());
+        };
+        match vault.wake() {
+            Ok(open) => {
+                *self = Slot::Resident {
+                    vault: Tier::Open(open),
+                    wrapped,
+                    owner,
+                    last_used,
+                };
+                Ok(())
+            }
+            Err(e) => {
+                *self = Slot::Evicted { wrapped, owner };
+                Err(e)
+            }
         }
     }
 }
@@ -159,6 +303,20 @@ struct VaultState {
     /// Connection handshakes this vault started and waits on (memory only; a lock forgets
     /// them).
     handshakes: crate::connections::Handshakes,
+    /// When its next scheduled backup is due, as read from the open database before it last
+    /// went to rest or was evicted: the background pass opens only vaults that are due.
+    backup_due: BackupDue,
+}
+
+/// A vault's next scheduled backup, as last read from its open database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BackupDue {
+    /// Not read since the vault left the open tier in a way that did not record it.
+    Unknown,
+    /// No schedule.
+    Never,
+    /// Due at this time (milliseconds since the Unix epoch, by the background clock).
+    At(u64),
 }
 
 /// Anchors kept for a vault not in memory at most (the newest).
@@ -181,6 +339,22 @@ impl VaultState {
             refused: None,
             transfer: None,
             handshakes: Default::default(),
+            backup_due: BackupDue::Unknown,
+        }
+    }
+
+    /// Records when the open vault's next backup is due (before it rests or is evicted).
+    fn note_backup_due(&mut self) {
+        if let Slot::Resident {
+            vault: Tier::Open(v),
+            ..
+        } = &self.slot
+        {
+            self.backup_due = match crate::backup::next_due_ms(v) {
+                Ok(Some(t)) => BackupDue::At(t),
+                Ok(None) => BackupDue::Never,
+                Err(_) => BackupDue::Unknown,
+            };
         }
     }
 
@@ -617,15 +791,18 @@ impl Manager {
                 }
             };
             st.slot = Slot::Resident {
-                vault: Box::new(vault),
+                vault: Tier::Open(Box::new(vault)),
                 wrapped,
                 owner,
                 last_used: Instant::now(),
             };
         }
+        st.slot.wake()?;
         match &mut st.slot {
             Slot::Resident {
-                vault, last_used, ..
+                vault: Tier::Open(vault),
+                last_used,
+                ..
             } => {
                 *last_used = Instant::now();
                 Ok(vault)
@@ -665,7 +842,7 @@ impl Manager {
         let signed = vault.signed_version(id);
         st.saw(vault.head());
         st.slot = Slot::Resident {
-            vault: Box::new(vault),
+            vault: Tier::Open(Box::new(vault)),
             wrapped: vmk.wrap(&self.instance_key, id),
             owner,
             last_used: Instant::now(),
@@ -862,7 +1039,20 @@ impl Manager {
     /// Locks: a snapshot if changes are only in the log (so the next load replays nothing; not
     /// needed for durability), the keys forgotten, the opening number raised.
     fn lock_slot(&self, st: &mut VaultState, objects: &Objects<'_>) {
-        if let Slot::Resident { vault, .. } = &mut st.slot
+        // A resting vault with changes only in the log is opened for it (a failure only skips
+        // the snapshot).
+        if let Slot::Resident {
+            vault: Tier::Resting(v),
+            ..
+        } = &st.slot
+            && v.has_unsnapshotted_changes()
+        {
+            let _ = st.slot.wake();
+        }
+        if let Slot::Resident {
+            vault: Tier::Open(vault),
+            ..
+        } = &mut st.slot
             && vault.has_unsnapshotted_changes()
         {
             let _ = vault.snapshot(objects);
@@ -881,7 +1071,10 @@ impl Manager {
             return;
         };
         let mut st = lock(&state);
-        if let Slot::Resident { vault, .. } = &mut st.slot
+        if let Slot::Resident {
+            vault: Tier::Open(vault),
+            ..
+        } = &mut st.slot
             && vault.wants_snapshot(self.config.snapshot_every)
         {
             let _ = vault.snapshot(&objects);
@@ -923,18 +1116,81 @@ impl Manager {
             if st.check().is_err() || st.slot.owner() != Some(Owner::App) {
                 continue;
             }
+            // A vault at rest or evicted is opened only when its backup is due (or unknown):
+            // background work must not undo what resting and eviction saved.
+            let (open, resting) = match &st.slot {
+                Slot::Resident { vault, .. } => (
+                    matches!(vault, Tier::Open(_)),
+                    matches!(vault, Tier::Resting(_)),
+                ),
+                _ => (false, false),
+            };
+            let due = match st.backup_due {
+                BackupDue::Unknown => true,
+                BackupDue::Never => false,
+                BackupDue::At(t) => t <= now_ms,
+            };
+            if !open && !due {
+                continue;
+            }
+            let last_used = st.slot.last_used();
             let objects = Objects::new(&self.link, &id);
             if let Ok(Some(_)) = self.with_vault(&mut st, &objects, Owner::App, |vault, objects| {
                 crate::backup::scheduled(vault, objects, now_ms)
             }) {
                 made += 1;
             }
+            st.note_backup_due();
+            // Background work is not use: the vault goes back where it was.
+            if !open {
+                if resting {
+                    st.slot.rest();
+                } else {
+                    st.slot.evict();
+                }
+            }
+            if let Some(t) = last_used {
+                st.slot.set_last_used(t);
+            }
         }
         made
     }
 
-    /// Evicts vaults idle longer than the timeout, then the least recently used beyond the
-    /// budget. Busy vaults (locked by a worker) are skipped. Records of vaults the enclave
+    /// How many vaults are open, at rest and evicted, and the MiB the resident ones are
+    /// accounted, rounded up (busy vaults, locked by a worker, are counted as open with no
+    /// bytes). Whole MiB: the host, which may ask at any moment, must not learn one vault's
+    /// compressed size from the difference.
+    pub fn stats(&self) -> EnclaveReply {
+        let states: Vec<Arc<Mutex<VaultState>>> = lock(&self.vaults).values().cloned().collect();
+        let (mut open, mut resting, mut evicted, mut accounted_bytes) = (0, 0, 0, 0);
+        for state in states {
+            let Ok(st) = state.try_lock() else {
+                open += 1;
+                continue;
+            };
+            match &st.slot {
+                Slot::Resident { vault, .. } => {
+                    match vault {
+                        Tier::Open(_) => open += 1,
+                        Tier::Resting(_) => resting += 1,
+                    }
+                    accounted_bytes += vault.memory_bytes();
+                }
+                Slot::Evicted { .. } => evicted += 1,
+                Slot::Cold => {}
+            }
+        }
+        EnclaveReply::Stats {
+            open,
+            resting,
+            evicted,
+            accounted_mib: accounted_bytes.div_ceil(1 << 20),
+        }
+    }
+
+    /// Evicts vaults idle longer than the timeout and puts those idle longer than the rest
+    /// time at rest, then evicts the least recently used beyond the count or the byte budget
+    /// (a resting vault counts its image). Busy vaults (locked by a worker) are skipped. Records of vaults the enclave
     /// knows nothing about (a name someone merely sent) are forgotten.
     pub fn evict_idle(&self) -> usize {
         let states: Vec<Arc<Mutex<VaultState>>> = {
@@ -954,16 +1210,28 @@ impl Manager {
             let Ok(mut st) = state.try_lock() else {
                 continue;
             };
-            if let Slot::Resident {
-                last_used, vault, ..
-            } = &st.slot
-            {
-                if last_used.elapsed() >= self.config.idle {
+            if let Slot::Resident { last_used, .. } = &st.slot {
+                let idle = last_used.elapsed();
+                if idle >= self.config.idle {
+                    st.note_backup_due();
                     st.slot.evict();
                     st.transfer = None;
                     evicted += 1;
-                } else {
-                    resident.push((*last_used, vault.db_bytes(), state.clone()));
+                    continue;
+                }
+                // An export or restore in progress keeps its vault open.
+                if idle >= self.config.rest
+                    && st.transfer.is_none()
+                    && st.slot.db_bytes() <= REST_MAX_BYTES
+                {
+                    st.note_backup_due();
+                    st.slot.rest();
+                }
+                if let Slot::Resident {
+                    last_used, vault, ..
+                } = &st.slot
+                {
+                    resident.push((*last_used, vault.memory_bytes(), state.clone()));
                 }
             }
         }
@@ -979,6 +1247,7 @@ impl Manager {
                 continue;
             };
             if matches!(st.slot, Slot::Resident { .. }) {
+                st.note_backup_due();
                 st.slot.evict();
                 st.transfer = None;
                 evicted += 1;
@@ -1619,6 +1888,94 @@ impl Manager {
         self.run_unlocked(&mut st, &objects, now_ms, f)
     }
 
+    /// Runs `f` — a domain's handling of one message from another vault — on each of
+    /// `bodies` in order, on vault `id` while it is open to its peers, as one group
+    /// ([`Vault::begin_group`]): what they change becomes durable together, with one log
+    /// entry, before this returns. A message `f` refuses for good is dropped (counted as
+    /// done, nothing of it kept); one that fails otherwise stops the batch there, undone, and
+    /// it and the rest come back ([`PeerRest::Retry`]). If the group cannot be made durable,
+    /// nothing of it is kept and the whole batch is an `Err` (the host retries it).
+    pub fn peers(
+        &self,
+        id: &str,
+        now_ms: u64,
+        bodies: &[impl AsRef<[u8]>],
+        mut f: impl FnMut(&mut UnlockedVault<'_>, &[u8]) -> Result<Vec<Outbound>, VaultError>,
+    ) -> Result<PeerBatch, VaultError> {
+        let closed = || PeerBatch {
+            done: 0,
+            rest: Some(PeerRest::Later),
+            out: Vec::new(),
+        };
+        if !valid_vault_id(id) {
+            return Err(Invalid::VaultId.into());
+        }
+        let objects = Objects::new(&self.link, id);
+        let Some(state) = lock(&self.vaults).get(id).cloned() else {
+            return Ok(closed());
+        };
+        let mut st = lock(&state);
+        match st.check() {
+            Err(VaultError::RolledBack { .. }) => return Ok(closed()),
+            other => other?,
+        }
+        let batch = self.run_unlocked(&mut st, &objects, now_ms, |u| {
+            u.vault.begin_group()?;
+            // A bug in a domain must not leave the group open: it is rolled back, then the
+            // panic goes on to the worker's catch.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut batch = PeerBatch {
+                    done: 0,
+                    rest: None,
+                    out: Vec::new(),
+                };
+                for body in bodies {
+                    let mark = u.vault.mark()?;
+                    match f(u, body.as_ref()) {
+                        Ok(out) => {
+                            u.vault.keep_since_mark()?;
+                            batch.out.extend(out);
+                        }
+                        // Never to be taken (the vault is full; the message breaks a rule):
+                        // dropped, so that it does not hold up the ones behind it.
+                        Err(e)
+                            if e.is_refusal() || matches!(e, VaultError::QuotaExceeded { .. }) =>
+                        {
+                            u.vault.undo_to(mark)?;
+                        }
+                        Err(_) => {
+                            u.vault.undo_to(mark)?;
+                            batch.rest = Some(PeerRest::Retry);
+                            break;
+                        }
+                    }
+                    batch.done += 1;
+                }
+                Ok(batch)
+            }));
+            match run {
+                Ok(Ok(batch)) => {
+                    u.vault.end_group(u.objects)?;
+                    Ok(batch)
+                }
+                Ok(Err(e)) => {
+                    u.vault.abort_group();
+                    Err(e)
+                }
+                Err(panic) => {
+                    u.vault.abort_group();
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        });
+        match batch {
+            // Not open (locked, or never unlocked since this enclave started), or refused to
+            // everyone (rolled-back storage): for later.
+            Err(VaultError::NotUnlocked | VaultError::RolledBack { .. }) => Ok(closed()),
+            other => other,
+        }
+    }
+
     /// Runs `f` — a domain operation that needs a secret checked against the vault's guess
     /// limit (the credential's password) — for the session whose unlock got `opening`, all of
     /// it under the vault's lock. `f` gets the [`Gate`]: the vault, and the durable count of
@@ -1724,7 +2081,14 @@ fn device_rows(device: &NewDevice<'_>) -> [Statement; 2] {
 
 fn residency(slot: &Slot) -> Residency {
     match slot {
-        Slot::Resident { .. } => Residency::Resident,
+        Slot::Resident {
+            vault: Tier::Open(_),
+            ..
+        } => Residency::Resident,
+        Slot::Resident {
+            vault: Tier::Resting(_),
+            ..
+        } => Residency::Resting,
         Slot::Evicted { .. } => Residency::Evicted,
         Slot::Cold => Residency::Locked,
     }
@@ -1788,6 +2152,137 @@ mod tests {
         m.enroll("alice", b"1111", &[0; 32], new_device(), 0)
             .unwrap();
         m
+    }
+
+    /// A manager whose vaults rest at the janitor's first pass.
+    fn resting_manager() -> (Manager, crate::harness::Store) {
+        let (link, store) = crate::harness::host();
+        let config = Config {
+            policy: Policy {
+                keys: fast(10),
+                ..Default::default()
+            },
+            rest: Duration::ZERO,
+            ..Default::default()
+        };
+        let m = Manager::new(link, Box::new(crate::harness::TestSealer::new()), config);
+        (m, store)
+    }
+
+    /// Alice's member asks for a daily backup, three kept.
+    fn daily_backups(m: &Manager, opening: &Opening) {
+        use vettid_proto::backup::{BackupOp, Every, Schedule};
+        let (r, _) = m
+            .domain("alice", opening, 0, |u| {
+                crate::backup::handle(
+                    u,
+                    BackupOp::SetSchedule(Schedule {
+                        every: Every::Daily,
+                        keep: 3,
+                        max_age_days: 0,
+                    }),
+                )
+            })
+            .unwrap();
+        r.unwrap();
+    }
+
+    fn residency_of(m: &Manager, id: &str) -> Residency {
+        residency(&lock(lock(&m.vaults).get(id).unwrap()).slot)
+    }
+
+    #[test]
+    fn background_backups_open_only_the_resting_vaults_that_are_due_and_leave_them_at_rest() {
+        let (m, store) = resting_manager();
+        let opening = m
+            .enroll("alice", b"1111", &[0; 32], new_device(), 0)
+            .unwrap()
+            .opening;
+        daily_backups(&m, &opening);
+        assert_eq!(m.scheduled_backups(1_000), 1);
+        m.evict_idle();
+        assert_eq!(residency_of(&m, "alice"), Residency::Resting);
+        let used = lock(lock(&m.vaults).get("alice").unwrap()).slot.last_used();
+        let stored = store.lock().unwrap().clone();
+        // Not due: the pass does not open it (nothing read, nothing written, still at rest).
+        assert_eq!(m.scheduled_backups(2_000), 0);
+        assert_eq!(residency_of(&m, "alice"), Residency::Resting);
+        assert_eq!(*store.lock().unwrap(), stored);
+        // Due: made, and the vault is back at rest, as unused as it was.
+        assert_eq!(m.scheduled_backups(1_000 + 24 * 3_600_000), 1);
+        assert_eq!(residency_of(&m, "alice"), Residency::Resting);
+        assert_eq!(
+            lock(lock(&m.vaults).get("alice").unwrap()).slot.last_used(),
+            used
+        );
+        assert_ne!(*store.lock().unwrap(), stored);
+        // A resting vault locks like an open one.
+        m.lock_for_app("alice").unwrap();
+        assert_eq!(residency_of(&m, "alice"), Residency::Locked);
+    }
+
+    #[test]
+    fn an_idle_vault_rests_in_memory_and_its_next_use_wakes_it_unchanged() {
+        let (m, store) = resting_manager();
+        let opening = m
+            .enroll("alice", b"1111", &[0; 32], new_device(), 0)
+            .unwrap()
+            .opening;
+        let put = |value: &[u8]| {
+            m.domain("alice", &opening, 0, |u| {
+                let (vault, objects, _) = u.parts();
+                vault.write(
+                    objects,
+                    vec![Statement {
+                        sql: "INSERT OR REPLACE INTO kv (key, value) VALUES ('k', ?1)".into(),
+                        params: vec![SqlValue::Blob(value.to_vec())],
+                    }],
+                )
+            })
+            .unwrap()
+            .0
+            .unwrap()
+        };
+        let get = || {
+            m.domain("alice", &opening, 0, |u| u.parts().0.get("k"))
+                .unwrap()
+                .0
+                .unwrap()
+        };
+        let written = put(b"one");
+        let residency_now = || residency_of(&m, "alice");
+        assert_eq!(residency_now(), Residency::Resident);
+        let stored = store.lock().unwrap().clone();
+
+        assert_eq!(m.evict_idle(), 0, "resting is not eviction");
+        assert_eq!(residency_now(), Residency::Resting);
+        assert_eq!(*store.lock().unwrap(), stored, "resting writes nothing");
+        // The next use opens it again, where it was, with no storage read or PIN.
+        assert_eq!(get(), Some(b"one".to_vec()));
+        assert_eq!(residency_now(), Residency::Resident);
+        assert_eq!(*store.lock().unwrap(), stored);
+        let next = put(b"two");
+        assert_eq!(next.version, written.version + 1);
+
+        // An image that no longer opens (a fault in memory) evicts the vault: its next use
+        // reloads the same state from storage.
+        m.evict_idle();
+        if let Slot::Resident {
+            vault: Tier::Resting(v),
+            ..
+        } = &mut lock(lock(&m.vaults).get("alice").unwrap()).slot
+        {
+            v.corrupt();
+        } else {
+            panic!("not at rest");
+        }
+        assert!(matches!(
+            m.domain("alice", &opening, 0, |u| u.parts().0.get("k")),
+            Err(VaultError::Internal(_))
+        ));
+        assert_eq!(residency_now(), Residency::Evicted);
+        assert_eq!(get(), Some(b"two".to_vec()));
+        assert_eq!(residency_now(), Residency::Resident);
     }
 
     #[test]
@@ -2178,26 +2673,13 @@ mod tests {
 
     #[test]
     fn due_backups_are_made_by_the_enclave_itself() {
-        use vettid_proto::backup::{BackupOp, Every, Schedule};
         let m = enrolled();
         let opening = m
             .unlock_for_app("alice", Opener::Pin(b"1111"), &DEVICE, None, 0)
             .unwrap()
             .opening;
         assert_eq!(m.scheduled_backups(1_000), 0, "no schedule: nothing due");
-        let (r, _) = m
-            .domain("alice", &opening, 0, |u| {
-                crate::backup::handle(
-                    u,
-                    BackupOp::SetSchedule(Schedule {
-                        every: Every::Daily,
-                        keep: 3,
-                        max_age_days: 0,
-                    }),
-                )
-            })
-            .unwrap();
-        r.unwrap();
+        daily_backups(&m, &opening);
         assert_eq!(m.scheduled_backups(1_000), 1);
         assert_eq!(m.scheduled_backups(2_000), 0, "made an instant ago");
         assert_eq!(m.scheduled_backups(1_000 + 24 * 3_600_000), 1);

@@ -94,35 +94,49 @@ pub(crate) fn shred(
 }
 
 /// A message from another vault for `member`'s ([`ToEnclave::Peer`]): handled while the vault
-/// is open to its peers, else kept for later by the host.
+/// is open to its peers, else kept for later by the host (a batch of one, [`peers`]).
 pub(crate) fn peer(
     manager: &Manager,
     member: &str,
     now_ms: u64,
     body: &[u8],
 ) -> Result<EnclaveReply, VaultError> {
-    use vettid_proto::enclave::PeerDisposition;
-    match manager.peer(member, now_ms, |u| crate::connections::receive(u, body)) {
-        Ok(out) => Ok(EnclaveReply::Peer {
+    use vettid_proto::enclave::{PeerDisposition, PeerRest};
+    match peers(manager, member, now_ms, &[body])? {
+        EnclaveReply::Peers { done: 1, out, .. } => Ok(EnclaveReply::Peer {
             disposition: PeerDisposition::Done,
             out,
         }),
-        // Not open, or refused to everyone (rolled-back storage): for later.
-        Err(VaultError::NotUnlocked | VaultError::RolledBack { .. }) => Ok(EnclaveReply::Peer {
+        EnclaveReply::Peers {
+            rest: Some(PeerRest::Retry),
+            ..
+        } => Err(VaultError::Internal(
+            "the message could not be taken now".into(),
+        )),
+        _ => Ok(EnclaveReply::Peer {
             disposition: PeerDisposition::Later,
             out: Vec::new(),
         }),
-        // A message this vault will never take (it is full; the peer's message breaks a rule):
-        // dropped, so that it does not hold up the ones behind it.
-        Err(e) if e.is_refusal() || matches!(e, VaultError::QuotaExceeded { .. }) => {
-            Ok(EnclaveReply::Peer {
-                disposition: PeerDisposition::Done,
-                out: Vec::new(),
-            })
-        }
-        // Storage or the enclave failed: the host retries later (a bounded number of times).
-        Err(e) => Err(e),
     }
+}
+
+/// Messages from other vaults for `member`'s ([`ToEnclave::Peers`]), in order, durable
+/// together ([`Manager::peers`]).
+pub(crate) fn peers(
+    manager: &Manager,
+    member: &str,
+    now_ms: u64,
+    bodies: &[impl AsRef<[u8]>],
+) -> Result<EnclaveReply, VaultError> {
+    if bodies.len() > vettid_proto::enclave::MAX_PEER_BATCH {
+        return Err(Invalid::Malformed.into());
+    }
+    let batch = manager.peers(member, now_ms, bodies, crate::connections::receive)?;
+    Ok(EnclaveReply::Peers {
+        done: batch.done,
+        rest: batch.rest,
+        out: batch.out,
+    })
 }
 
 fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
@@ -133,6 +147,7 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
             .ok_or(VaultError::Invalid(Invalid::Malformed))
         {
             Ok(ToEnclave::Ping) => (Ok(EnclaveReply::Pong), None),
+            Ok(ToEnclave::Stats) => (Ok(manager.stats()), None),
             Ok(ToEnclave::Vault { vault, op }) => {
                 // A bug must cost one request, not a worker: the pool is not refilled.
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -178,6 +193,17 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
             }) => {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     peer(manager, &member, now_ms, &body)
+                }))
+                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
+                (r, Some(member))
+            }
+            Ok(ToEnclave::Peers {
+                member,
+                now_ms,
+                bodies,
+            }) => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    peers(manager, &member, now_ms, &bodies)
                 }))
                 .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
                 (r, Some(member))

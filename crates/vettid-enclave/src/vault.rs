@@ -197,9 +197,10 @@ fn used_bytes(conn: &Connection) -> u64 {
     (pages.max(0) as u64) * (pragma("page_size").max(0) as u64)
 }
 
-/// An unlocked, resident vault.
-pub struct Vault {
-    conn: Connection,
+/// An unlocked vault in memory: open (`Vault`, its database a SQLite connection) or at rest
+/// (`Vault<Image>`, see [`Vault::rest`]).
+pub struct Vault<D = Connection> {
+    conn: D,
     key: AeadKey,
     identity: SigningKey,
     /// The identity's public key (deriving it costs a scalar multiplication: done once).
@@ -217,6 +218,9 @@ pub struct Vault {
     /// Statement digests of the versions after the newest snapshot (for its history object).
     tail: Vec<[u8; 32]>,
     limits: Limits,
+    /// While a group is open ([`Vault::begin_group`]): the statements its writes staged, in
+    /// order, inside one open SQLite transaction.
+    staged: Option<Vec<Statement>>,
 }
 
 /// The digest of one change's encoded statements.
@@ -303,6 +307,7 @@ impl Vault {
             log_bytes: 0,
             tail: Vec::new(),
             limits,
+            staged: None,
         };
         v.claim_epoch(objects)?;
         Ok(v)
@@ -554,11 +559,140 @@ impl Vault {
     }
 
     /// Applies `statements` as one change and makes it durable before returning.
+    ///
+    /// Inside a group ([`Vault::begin_group`]) the change is applied and staged instead, not
+    /// yet durable, and the version returned is the last durable one: the group's
+    /// [`Vault::end_group`] makes every staged change durable as one version, or none of them.
+    /// Either way a change that does not apply, or would take the vault over its quota,
+    /// changes nothing.
     pub fn write(
         &mut self,
         objects: &Objects<'_>,
         statements: Vec<Statement>,
     ) -> Result<SignedVersion, VaultError> {
+        let vault = objects.vault();
+        if self.staged.is_some() {
+            self.stage(statements)?;
+            return Ok(self.signed_version(vault));
+        }
+        self.begin_group()?;
+        if let Err(e) = self.stage(statements) {
+            self.abort_group();
+            return Err(e);
+        }
+        self.end_group(objects)?;
+        Ok(self.signed_version(vault))
+    }
+
+    /// Applies `statements` inside the open group, all or nothing (a savepoint each).
+    fn stage(&mut self, statements: Vec<Statement>) -> Result<(), VaultError> {
+        let used_before = used_bytes(&self.conn);
+        let sp = self.conn.savepoint().map_err(sql_err)?;
+        for s in &statements {
+            sp.execute(&s.sql, rusqlite::params_from_iter(s.params.iter()))
+                .map_err(|_| VaultError::Invalid(vettid_proto::enclave::Invalid::Constraint))?;
+        }
+        let used = used_bytes(&sp);
+        if used > self.limits.vault_bytes && used > used_before {
+            // Dropping the savepoint rolls it back: nothing changed.
+            return Err(VaultError::QuotaExceeded {
+                limit_bytes: self.limits.vault_bytes,
+            });
+        }
+        sp.commit().map_err(sql_err)?;
+        if let Some(staged) = self.staged.as_mut() {
+            staged.extend(statements);
+        }
+        Ok(())
+    }
+
+    /// Opens a group: the writes until [`Vault::end_group`] become durable together, as one
+    /// version, with one object written for all of them (what a batch of messages from other
+    /// vaults costs). Reads inside the group see its staged writes. A group still open from
+    /// an earlier failure is rolled back first.
+    pub fn begin_group(&mut self) -> Result<(), VaultError> {
+        self.abort_group();
+        self.conn.execute_batch("BEGIN").map_err(sql_err)?;
+        self.staged = Some(Vec::new());
+        Ok(())
+    }
+
+    /// A point in the open group that [`Vault::undo_to`] returns to (one request's start).
+    pub fn mark(&mut self) -> Result<usize, VaultError> {
+        self.conn.execute_batch("SAVEPOINT mark").map_err(sql_err)?;
+        Ok(self.staged.as_ref().map_or(0, Vec::len))
+    }
+
+    /// Keeps what was staged since the newest [`Vault::mark`].
+    pub fn keep_since_mark(&mut self) -> Result<(), VaultError> {
+        self.conn.execute_batch("RELEASE mark").map_err(sql_err)
+    }
+
+    /// Undoes what was staged since the newest [`Vault::mark`] (which returned `mark`).
+    pub fn undo_to(&mut self, mark: usize) -> Result<(), VaultError> {
+        self.conn
+            .execute_batch("ROLLBACK TO mark; RELEASE mark")
+            .map_err(sql_err)?;
+        if let Some(staged) = self.staged.as_mut() {
+            staged.truncate(mark);
+        }
+        Ok(())
+    }
+
+    /// Whether a group is open.
+    pub fn in_group(&self) -> bool {
+        self.staged.is_some()
+    }
+
+    /// Rolls back an open group: its staged writes are gone, memory and storage as before it.
+    pub fn abort_group(&mut self) {
+        if self.staged.take().is_some() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+
+    /// Closes the open group: every staged change becomes durable as one version before this
+    /// returns, or — if storage fails or a newer writer holds the vault — none does and the
+    /// database is as before the group.
+    pub fn end_group(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
+        let Some(statements) = self.staged.take() else {
+            return Ok(());
+        };
+        let durable = if statements.is_empty() {
+            Ok(None)
+        } else {
+            self.log(objects, statements).map(Some)
+        };
+        match durable {
+            Ok(next) => {
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    return Err(sql_err(e));
+                }
+                if let Some((number, hash, digest, bytes, signed)) = next {
+                    self.version = number;
+                    self.hash = hash;
+                    self.tail.push(digest);
+                    self.log_bytes += bytes;
+                    self.signed = Some(signed);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the log entry of the next version holding `statements` (already applied to the
+    /// open transaction); its number, hash, statement digest, size and signed version.
+    #[allow(clippy::type_complexity)]
+    fn log(
+        &self,
+        objects: &Objects<'_>,
+        statements: Vec<Statement>,
+    ) -> Result<(u64, [u8; 32], [u8; 32], u64, SignedVersion), VaultError> {
         let vault = objects.vault();
         let number = self
             .version
@@ -567,19 +701,6 @@ impl Vault {
         let digest = statements_digest(&encode(&statements));
         let hash = change_hash(vault, number, &self.hash, &digest);
         let signature = self.identity.sign(&version_message(vault, number, &hash));
-        let used_before = used_bytes(&self.conn);
-        let tx = self.conn.transaction().map_err(sql_err)?;
-        for s in &statements {
-            tx.execute(&s.sql, rusqlite::params_from_iter(s.params.iter()))
-                .map_err(|_| VaultError::Invalid(vettid_proto::enclave::Invalid::Constraint))?;
-        }
-        let used = used_bytes(&tx);
-        if used > self.limits.vault_bytes && used > used_before {
-            // Dropping the transaction rolls it back: nothing changed.
-            return Err(VaultError::QuotaExceeded {
-                limit_bytes: self.limits.vault_bytes,
-            });
-        }
         let entry = LogEntry {
             prev_hash: self.hash.to_vec(),
             statements,
@@ -587,7 +708,6 @@ impl Vault {
         };
         let plaintext = encode(&entry);
         objects.create(&self.key, ObjectKind::Log, number, &plaintext)?;
-        // A newer writer may have loaded before our entry existed: then it is not ours to ack.
         if objects
             .list(ObjectKind::Epoch)?
             .last()
@@ -595,24 +715,13 @@ impl Vault {
         {
             return Err(VaultError::Conflict);
         }
-        tx.commit().map_err(sql_err)?;
-        self.version = number;
-        self.hash = hash;
-        self.tail.push(digest);
-        self.log_bytes += plaintext.len() as u64;
         let signed = SignedVersion {
             version: number,
             identity: self.identity_public.to_vec(),
             signature: signature.to_bytes().to_vec(),
             change_hash: hash.to_vec(),
         };
-        self.signed = Some(signed.clone());
-        Ok(signed)
-    }
-
-    /// Whether the log holds changes after the newest snapshot.
-    pub fn has_unsnapshotted_changes(&self) -> bool {
-        self.version > self.snapshot_version
+        Ok((number, hash, digest, plaintext.len() as u64, signed))
     }
 
     /// Whether enough log has accumulated for a snapshot: `every` entries or [`SNAPSHOT_BYTES`]
@@ -872,6 +981,136 @@ impl Vault {
     }
 }
 
+/// A vault's database at rest: compressed (LZ4) and sealed under the vault's storage key,
+/// bound to its version and hash. It never leaves the enclave's memory; it is what an idle
+/// vault costs (an empty vault's 228 KiB of pages take about 7 KiB here).
+pub struct Image(Vec<u8>);
+
+impl Image {
+    /// Bytes it holds.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether it holds nothing (never, for a sealed image).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Resting images are padded to a multiple of this.
+const IMAGE_PAD: usize = 4096;
+
+/// What a resting image is sealed with: it binds the image to the state it holds.
+fn image_aad(version: u64, hash: &[u8; 32]) -> Vec<u8> {
+    [
+        b"vettid/v1/resting-vault\0".as_slice(),
+        &version.to_be_bytes(),
+        hash,
+    ]
+    .concat()
+}
+
+/// Moves a vault's keys and state from one form of its database to another.
+macro_rules! with_db {
+    ($v:expr, $db:expr) => {
+        Vault {
+            conn: $db,
+            key: $v.key,
+            identity: $v.identity,
+            identity_public: $v.identity_public,
+            signed: $v.signed,
+            event_key: $v.event_key,
+            exchange: $v.exchange,
+            epoch: $v.epoch,
+            version: $v.version,
+            hash: $v.hash,
+            snapshot_version: $v.snapshot_version,
+            log_bytes: $v.log_bytes,
+            tail: $v.tail,
+            limits: $v.limits,
+            staged: $v.staged,
+        }
+    };
+}
+
+impl Vault {
+    /// Puts the vault at rest: its database serialized, compressed and sealed, the SQLite
+    /// connection closed (what it held returns to the allocator). Nothing changes in storage.
+    /// If the database cannot be serialized the vault comes back open, unchanged.
+    pub fn rest(self: Box<Self>) -> Result<Box<Vault<Image>>, Box<Vault>> {
+        if self.staged.is_some() {
+            return Err(self);
+        }
+        let compressed = match self.conn.serialize(MAIN_DB) {
+            Ok(db) => zeroize::Zeroizing::new(lz4_flex::compress_prepend_size(&db)),
+            Err(_) => return Err(self),
+        };
+        // Its length, the compressed database, zeros up to a multiple of 4 KiB: the image's
+        // size says less about the content.
+        let Ok(len) = u32::try_from(compressed.len()) else {
+            return Err(self);
+        };
+        let padded = (4 + compressed.len()).next_multiple_of(IMAGE_PAD);
+        let mut packed = zeroize::Zeroizing::new(Vec::with_capacity(padded));
+        packed.extend_from_slice(&len.to_be_bytes());
+        packed.extend_from_slice(&compressed);
+        drop(compressed);
+        packed.resize(padded, 0);
+        let v = *self;
+        let image = Image(v.key.seal(&image_aad(v.version, &v.hash), &packed));
+        drop(packed);
+        Ok(Box::new(with_db!(v, image)))
+    }
+}
+
+impl<D> Vault<D> {
+    /// Whether the log holds changes after the newest snapshot.
+    pub fn has_unsnapshotted_changes(&self) -> bool {
+        self.version > self.snapshot_version
+    }
+}
+
+impl Vault<Image> {
+    /// Opens the database again, exactly as it was put at rest. An image that does not open
+    /// (it cannot happen without a fault in this enclave's memory) is `Internal`.
+    pub fn wake(self: Box<Self>) -> Result<Box<Vault>, VaultError> {
+        let broken = |what: &str| VaultError::Internal(format!("vault at rest: {what}"));
+        let packed = self
+            .key
+            .open(&image_aad(self.version, &self.hash), &self.conn.0)
+            .map_err(|_| broken("image does not authenticate"))?;
+        let compressed = packed
+            .split_first_chunk::<4>()
+            .and_then(|(len, rest)| rest.get(..u32::from_be_bytes(*len) as usize))
+            .ok_or_else(|| broken("image length"))?;
+        let db = zeroize::Zeroizing::new(
+            lz4_flex::decompress_size_prepended(compressed).map_err(|_| broken("image"))?,
+        );
+        drop(packed);
+        let mut conn = Connection::open_in_memory().map_err(sql_err)?;
+        conn.deserialize_read_exact(MAIN_DB, &db[..], db.len(), false)
+            .map_err(|_| broken("not a database"))?;
+        drop(db);
+        secure_delete(&conn)?;
+        let v = *self;
+        Ok(Box::new(with_db!(v, conn)))
+    }
+
+    /// Bytes its image holds.
+    pub fn db_bytes(&self) -> u64 {
+        self.conn.len() as u64
+    }
+
+    /// Flips a bit of the image (a fault in memory, for tests).
+    #[cfg(test)]
+    pub(crate) fn corrupt(&mut self) {
+        if let Some(b) = self.conn.0.last_mut() {
+            *b ^= 1;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -886,6 +1125,132 @@ mod tests {
                 }],
             )
             .unwrap();
+    }
+
+    fn keys(vault: &Vault) -> Vec<String> {
+        vault
+            .read(|c| {
+                let mut s = c.prepare("SELECT key FROM kv ORDER BY key")?;
+                s.query_map([], |r| r.get(0))?.collect()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_group_of_writes_is_one_durable_version_and_what_it_undid_or_refused_is_not_in_it() {
+        let (link, _store) = crate::harness::host();
+        let objects = Objects::new(&link, "v");
+        let vmk = MasterKey::for_tests([9; 32]);
+        let limits = Limits::default();
+        let mut vault = Vault::create(&objects, &vmk, limits, crate::domains::schema()).unwrap();
+        put(&mut vault, &objects, 0);
+        let version = vault.version();
+
+        vault.begin_group().unwrap();
+        let mark = vault.mark().unwrap();
+        put(&mut vault, &objects, 1);
+        vault.keep_since_mark().unwrap();
+        // Reads inside the group see its staged writes; nothing is durable yet.
+        assert_eq!(keys(&vault), ["k0", "k1"]);
+        assert_eq!(vault.version(), version);
+        let mark2 = vault.mark().unwrap();
+        assert!(mark2 > mark);
+        put(&mut vault, &objects, 2);
+        vault.undo_to(mark2).unwrap();
+        // A statement that does not apply (k1 again) changes nothing, in the group or after.
+        let dup = vault.write(
+            &objects,
+            vec![
+                Statement {
+                    sql: "INSERT INTO kv (key, value) VALUES ('k3', x'01')".into(),
+                    params: vec![],
+                },
+                Statement {
+                    sql: "INSERT INTO kv (key, value) VALUES ('k1', x'01')".into(),
+                    params: vec![],
+                },
+            ],
+        );
+        assert!(dup.is_err());
+        put(&mut vault, &objects, 4);
+        vault.end_group(&objects).unwrap();
+        assert_eq!(vault.version(), version + 1, "one version for the group");
+        assert_eq!(keys(&vault), ["k0", "k1", "k4"]);
+
+        // What storage holds is exactly that.
+        let loaded = Vault::load(&objects, &vmk, limits, crate::domains::schema(), None).unwrap();
+        assert_eq!(loaded.head(), vault.head());
+        assert_eq!(keys(&loaded), ["k0", "k1", "k4"]);
+
+        // An aborted group leaves memory as before it and writes nothing.
+        vault.begin_group().unwrap();
+        put(&mut vault, &objects, 5);
+        vault.abort_group();
+        assert_eq!(keys(&vault), ["k0", "k1", "k4"]);
+        assert_eq!(vault.version(), version + 1);
+        // And an empty group makes no version.
+        vault.begin_group().unwrap();
+        vault.end_group(&objects).unwrap();
+        assert_eq!(vault.version(), version + 1);
+        assert!(!vault.in_group());
+    }
+
+    #[test]
+    fn a_vault_at_rest_is_a_small_sealed_image_that_wakes_exactly_as_it_was() {
+        let (link, store) = crate::harness::host();
+        let objects = Objects::new(&link, "v");
+        let vmk = MasterKey::for_tests([9; 32]);
+        let mut vault =
+            Vault::create(&objects, &vmk, Limits::default(), crate::domains::schema()).unwrap();
+        let marker = b"resting-marker-5f3a";
+        vault
+            .write(
+                &objects,
+                vec![Statement {
+                    sql: "INSERT INTO kv (key, value) VALUES ('m', ?1)".into(),
+                    params: vec![SqlValue::Blob(marker.repeat(8))],
+                }],
+            )
+            .unwrap();
+        let head = vault.head();
+        let open_bytes = vault.db_bytes();
+        let before = vault.serialized().unwrap();
+        let stored = store.lock().unwrap().clone();
+
+        let resting = Box::new(vault).rest().ok().unwrap();
+        // Every domain's tables are present, yet the image is a few KiB: empty pages compress
+        // to nothing. It is sealed: the marker is nowhere in it.
+        assert!(
+            resting.db_bytes() * 16 < open_bytes,
+            "{} of {open_bytes}",
+            resting.db_bytes()
+        );
+        assert!(!resting.conn.0.windows(marker.len()).any(|w| w == marker));
+        let mut vault = resting.wake().unwrap();
+        assert_eq!(
+            *store.lock().unwrap(),
+            stored,
+            "resting and waking touch no storage"
+        );
+        assert_eq!(vault.head(), head);
+        assert_eq!(
+            vault.serialized().unwrap(),
+            before,
+            "the same database, byte for byte"
+        );
+        let erases: bool = vault
+            .read(|c| c.pragma_query_value(None, "secure_delete", |r| r.get(0)))
+            .unwrap();
+        assert!(erases, "secure_delete holds after a wake as after a load");
+        assert_eq!(vault.get("m").unwrap(), Some(marker.repeat(8)));
+        put(&mut vault, &objects, 1);
+        assert_eq!(vault.version(), head.version + 1);
+
+        // An image changed in memory does not open (and nothing is half-opened).
+        let mut resting = vault.rest().ok().unwrap();
+        let last = resting.conn.0.len() - 1;
+        resting.conn.0[last] ^= 1;
+        assert!(matches!(resting.wake(), Err(VaultError::Internal(_))));
     }
 
     #[test]

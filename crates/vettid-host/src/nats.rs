@@ -9,8 +9,9 @@
 //!
 //! Peer messages wait in JetStream (a durable per recipient, [`vettid_nats::peer_consumer_config`])
 //! until the recipient's vault is open: when an answer to one of its apps says so, the host
-//! takes them to the enclave one by one, in order, acknowledging each once the vault dealt
-//! with it; one the vault cannot take yet (locked meanwhile) goes back for later.
+//! takes them to the enclave in batches, in order, acknowledging each once the vault dealt
+//! with it (the vault makes a batch durable together); those the vault cannot take yet
+//! (locked meanwhile) go back for later.
 
 use crate::host::Host;
 use async_nats::jetstream;
@@ -20,9 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use vettid_nats::{EVENTS_STREAM, PEERS_STREAM};
 use vettid_proto::channel::to_body;
-use vettid_proto::enclave::{
-    Destination, EnclaveReply, Outbound, PeerDisposition, ToEnclave, VaultError,
-};
+use vettid_proto::enclave::{Destination, EnclaveReply, Outbound, PeerRest, ToEnclave, VaultError};
 use vettid_proto::session::{
     Channel, EVENTS_CHANNEL, FetchEvents, FetchedEvents, MAX_FETCH, MAX_FETCH_WAIT_MS,
     SessionError, ToApp,
@@ -46,7 +45,9 @@ const PEER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// its message was not taken, rather than the recipient losing old ones).
 const PEERS_PER_MEMBER: i64 = 20_000;
 /// Peer messages taken from JetStream at once.
-const PEER_BATCH: usize = 64;
+const PEER_BATCH: usize = vettid_proto::enclave::MAX_PEER_BATCH;
+/// Bytes of peer messages taken at once at most (a batch must fit one enclave request).
+const PEER_BATCH_BYTES: usize = 2 << 20;
 /// How long one fetch of peer messages waits for the first.
 const PEER_WAIT: Duration = Duration::from_secs(5);
 /// How long a peer message that could not be dealt with waits before it comes again.
@@ -420,10 +421,11 @@ impl Router {
         }
     }
 
-    /// Publishes what the enclave sent for `member` into JetStream, each waiting for its
-    /// acknowledgement; whether all were stored.
+    /// Publishes what the enclave sent for `member` into JetStream, in order, then waits for
+    /// every acknowledgement (the publishes go out together); whether all were stored.
     async fn publish(&self, member: &str, out: Vec<Outbound>) -> bool {
         let mut all = true;
+        let mut acks = Vec::with_capacity(out.len());
         for o in out {
             let subject = match &o.to {
                 Destination::App { token } => format!("OwnerSpace.{member}.forApp.{token}"),
@@ -437,15 +439,17 @@ impl Router {
             };
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", o.id.as_str());
-            let acked = match self
+            match self
                 .js
                 .publish_with_headers(subject, headers, o.body.into())
                 .await
             {
-                Ok(ack) => ack.await.is_ok(),
-                Err(_) => false,
-            };
-            all &= acked;
+                Ok(ack) => acks.push(ack),
+                Err(_) => all = false,
+            }
+        }
+        for ack in acks {
+            all &= ack.await.is_ok();
         }
         all
     }
@@ -522,8 +526,8 @@ impl Router {
         }
     }
 
-    /// One fetch of `member`'s peer messages, each taken to the enclave; whether the vault is
-    /// still open.
+    /// One fetch of `member`'s peer messages, taken to the enclave as one batch (durable there
+    /// together); whether the vault is still open.
     async fn drain_once(
         &self,
         host: &Host,
@@ -541,63 +545,72 @@ impl Router {
         let Some(consumer) = consumer.as_ref() else {
             return Ok(true);
         };
-        let mut batch = consumer
+        // Waits for the first (up to PEER_WAIT), then takes what is there.
+        let mut fetched = consumer
             .fetch()
             .max_messages(PEER_BATCH)
+            .max_bytes(PEER_BATCH_BYTES)
             .expires(PEER_WAIT)
             .messages()
             .await?;
-        let mut open = true;
-        while let Some(msg) = batch.next().await {
-            let msg = msg?;
-            if !open {
-                // The vault closed earlier in this batch: the rest goes back, in order.
-                let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
-                continue;
-            }
-            let request = ToEnclave::Peer {
-                member: member.to_owned(),
-                now_ms: now_ms(),
-                body: msg.payload.to_vec(),
-            };
-            match host.call(&request).await {
-                Ok(Ok(EnclaveReply::Peer {
-                    disposition: PeerDisposition::Done,
-                    out,
-                })) => {
-                    if self.publish(member, out).await {
-                        msg.ack().await?;
-                    } else {
-                        // What it sends back is not stored (JetStream full or away): the
-                        // message comes again later, and the vault, which keeps it once,
-                        // answers a text's redelivery with its receipt again.
-                        let _ = msg.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
-                    }
-                }
-                Ok(Ok(EnclaveReply::Peer {
-                    disposition: PeerDisposition::Later,
-                    ..
-                })) => {
-                    let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
-                    open = false;
-                }
-                other => {
-                    // The enclave or its storage failed: this one and the rest of the batch
-                    // come again after a pause (the task goes on while the vault is open).
-                    tracing::warn!(
-                        member,
-                        ok = other.is_ok(),
-                        "enclave did not take a peer message"
-                    );
-                    let _ = msg.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
-                    while let Some(Ok(rest)) = batch.next().await {
-                        let _ = rest.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
-                    }
-                    return Err("the enclave did not take a peer message".into());
-                }
-            }
+        let mut batch = Vec::new();
+        while let Some(msg) = fetched.next().await {
+            batch.push(msg?);
         }
-        Ok(open)
+        if batch.is_empty() {
+            return Ok(true);
+        }
+        let request = ToEnclave::Peers {
+            member: member.to_owned(),
+            now_ms: now_ms(),
+            bodies: batch
+                .iter()
+                .map(|m| serde_bytes::ByteBuf::from(m.payload.to_vec()))
+                .collect(),
+        };
+        let (done, rest) = match host.call(&request).await {
+            Ok(Ok(EnclaveReply::Peers { done, rest, out })) => {
+                let done = (done as usize).min(batch.len());
+                if self.publish(member, out).await {
+                    (done, rest)
+                } else {
+                    // What they send back is not stored (JetStream full or away): they come
+                    // again later, and the vault, which keeps each once, answers a text's
+                    // redelivery with its receipt again.
+                    (0, Some(PeerRest::Retry))
+                }
+            }
+            other => {
+                // The enclave or its storage failed: the batch comes again after a pause
+                // (the task goes on while the vault is open).
+                tracing::warn!(
+                    member,
+                    ok = other.is_ok(),
+                    "enclave did not take peer messages"
+                );
+                (0, Some(PeerRest::Retry))
+            }
+        };
+        let mut left = batch.into_iter();
+        for msg in left.by_ref().take(done) {
+            msg.ack().await?;
+        }
+        match rest {
+            // The vault closed: the rest goes back, in order, for when it opens again.
+            Some(PeerRest::Later) => {
+                for msg in left {
+                    let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
+                }
+                Ok(false)
+            }
+            Some(PeerRest::Retry) => {
+                for msg in left {
+                    let _ = msg.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
+                }
+                Err("the enclave did not take peer messages".into())
+            }
+            None => Ok(true),
+        }
     }
 }
 

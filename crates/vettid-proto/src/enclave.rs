@@ -63,6 +63,35 @@ pub enum ToEnclave {
         #[serde(with = "serde_bytes")]
         body: Vec<u8>,
     },
+    /// How many vaults this enclave holds and the memory it accounts for them, answered with
+    /// [`EnclaveReply::Stats`] (aggregates only, the memory in whole MiB: no vault is named,
+    /// and one vault's size does not show).
+    Stats,
+    /// Messages other vaults sent to `member` ([`ToEnclave::Peer`]), in the order JetStream
+    /// delivered them: taken in that order and made durable together (one log entry for the
+    /// batch). Answered with [`EnclaveReply::Peers`].
+    Peers {
+        /// The recipient named in the subjects.
+        member: VaultId,
+        /// The host's clock (untrusted).
+        now_ms: u64,
+        /// The wire messages, at most [`MAX_PEER_BATCH`].
+        bodies: Vec<serde_bytes::ByteBuf>,
+    },
+}
+
+/// At most this many messages in one [`ToEnclave::Peers`].
+pub const MAX_PEER_BATCH: usize = 64;
+
+/// What the host does with the messages of a [`ToEnclave::Peers`] batch after the first
+/// `done` ([`EnclaveReply::Peers`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PeerRest {
+    /// The vault is not open: they wait in JetStream until it is unlocked.
+    Later,
+    /// One could not be taken now (the enclave or its storage failed): they come again
+    /// after a pause.
+    Retry,
 }
 
 /// Where the host publishes an [`Outbound`] message (JetStream in both cases).
@@ -212,6 +241,29 @@ pub enum EnclaveReply {
         /// Objects deleted (0: there was no such vault, or it was already shredded).
         objects: u64,
     },
+    /// Answer to [`ToEnclave::Stats`].
+    Stats {
+        /// Vaults resident with their database open.
+        open: u64,
+        /// Vaults resident at rest (compressed and sealed in memory).
+        resting: u64,
+        /// Vaults evicted (reloadable from storage without the PIN).
+        evicted: u64,
+        /// MiB the resident vaults are accounted, rounded up (database or image, plus a fixed
+        /// cost per vault): what `--memory-budget-mib` bounds.
+        accounted_mib: u64,
+    },
+    /// Answer to [`ToEnclave::Peers`]: the first `done` messages were dealt with (stored, a
+    /// duplicate, or refused for good) and are durable; the host acknowledges them after
+    /// publishing `out`. The rest, if any, go back as `rest` says.
+    Peers {
+        /// How many of the batch, from its start, were dealt with.
+        done: u32,
+        /// What becomes of the others (`None` when there are none).
+        rest: Option<PeerRest>,
+        /// What to publish first (receipts, answers, events for the member's apps).
+        out: Vec<Outbound>,
+    },
 }
 
 /// Where a vault is.
@@ -223,6 +275,9 @@ pub enum Residency {
     Evicted,
     /// Needs the PIN.
     Locked,
+    /// In memory and unlocked, at rest: its database compressed and sealed until its next use
+    /// opens it again (no storage access, no PIN).
+    Resting,
 }
 
 /// Why a vault operation failed. Each says whose fault it is.

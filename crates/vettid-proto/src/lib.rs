@@ -15,6 +15,7 @@ pub mod credential;
 pub mod devices;
 pub mod enclave;
 pub mod feed;
+pub mod merkle;
 pub mod messages;
 pub mod peer;
 pub mod platform;

@@ -245,7 +245,7 @@ pub enum FromDevice {
 pub enum ToPlatform {
     /// Launch the measured enclave image, connecting to the host's channel `socket`, with
     /// resource `tunables` (`--max-resident N`, `--memory-budget-mib N`, `--idle-secs N`,
-    /// `--snapshot-every N`; nothing else). An enclave launched earlier for the same socket is
+    /// `--rest-secs N`, `--snapshot-every N`; nothing else). An enclave launched earlier for the same socket is
     /// stopped first.
     Launch {
         /// The host's channel socket.
@@ -272,6 +272,7 @@ pub const TUNABLES: &[&str] = &[
     "--max-resident",
     "--memory-budget-mib",
     "--idle-secs",
+    "--rest-secs",
     "--snapshot-every",
 ];
 

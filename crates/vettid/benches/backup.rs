@@ -130,6 +130,8 @@ async fn main() {
         v / a
     );
     let (e, r) = (mib_s(made.bytes, export), mib_s(made.bytes, restore));
+    support::metric("backup_ratio_raw_aead", b / a);
+    support::metric("restore_ratio_raw_aead", r / a);
     println!(
         "export to a file (every sealed chunk read out through the session, 48 KiB a message; {exported} bytes): {:.2} s = {e:.0} MiB/s = {:.3}× raw AEAD",
         export.as_secs_f64(),

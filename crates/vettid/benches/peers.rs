@@ -74,13 +74,22 @@ async fn main() {
     let text = "x".repeat(200);
     let t = Instant::now();
     let mut first = 0;
+    let mut each = Vec::new();
     for i in 0..n {
+        let s = Instant::now();
         let seq = alice.send_message(a_id, &text).await.unwrap();
+        each.push(s.elapsed());
         if i == 0 {
             first = seq;
         }
     }
     let sent = t.elapsed();
+    println!(
+        "one send (app → its vault, durable, on its way): p50 {} p90 {} max {}",
+        ms(pct(&mut each, 50)),
+        ms(pct(&mut each, 90)),
+        ms(pct(&mut each, 100))
+    );
     let mut delivered = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     while (delivered.len() as u64) < n && Instant::now() < deadline {
@@ -128,6 +137,9 @@ async fn main() {
         .unwrap();
     }
     let raw_rate = n as f64 / t.elapsed().as_secs_f64();
+    // The same against JetStream made as durable as the vaults are (a server whose stream
+    // syncs every message to disk before it acknowledges: `sync_interval: always`).
+    let synced_rate = synced_jetstream_rate(n, &payload).await;
 
     // Latency: sender's app → receiver's app (bob's long-poll for events sees it).
     let mut lat = Vec::new();
@@ -208,6 +220,13 @@ async fn main() {
     let echo_p50 = pct(&mut echo, 50);
     let _ = b_id;
 
+    support::metric("peer_setup_ms", setup_p50.as_secs_f64() * 1e3);
+    support::metric("peer_throughput_ratio", vault_rate / raw_rate);
+    support::metric("peer_throughput_synced_ratio", vault_rate / synced_rate);
+    support::metric(
+        "peer_latency_ratio",
+        lat_p50.as_secs_f64() / echo_p50.as_secs_f64(),
+    );
     println!(
         "connection setup (invite → active, both resident), p50 of 5: {}",
         ms(setup_p50)
@@ -218,12 +237,73 @@ async fn main() {
         vault_rate / raw_rate
     );
     println!(
+        "raw JetStream publish+ack with every message synced to disk (sync_interval: always): {synced_rate:.0}/s; ratio {:.3}",
+        vault_rate / synced_rate
+    );
+    println!(
         "one message, sender app → receiver app: p50 {} p95 {}; two raw NATS round trips p50 {}; ratio {:.1}×",
         ms(lat_p50),
         ms(lat_p95),
         ms(echo_p50),
         lat_p50.as_secs_f64() / echo_p50.as_secs_f64()
     );
+}
+
+/// Publish-with-ack, one at a time, to a file stream on a nats-server of its own started with
+/// `jetstream { sync_interval: always }`: messages per second.
+async fn synced_jetstream_rate(n: u64, payload: &[u8]) -> f64 {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("nats.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: 127.0.0.1:{port}\njetstream {{ store_dir: \"{}\", sync_interval: always }}\n",
+            dir.path().join("js").display()
+        ),
+    )
+    .unwrap();
+    let mut server = std::process::Command::new(support::journey::nats_server())
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("nats://127.0.0.1:{port}");
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(c) = async_nats::connect(&url).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let js = async_nats::jetstream::new(client.expect("the synced nats-server started"));
+    js.get_or_create_stream(async_nats::jetstream::stream::Config {
+        name: "SYNCED".into(),
+        subjects: vec!["synced.>".into()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let t = Instant::now();
+    for i in 0..n {
+        js.publish(format!("synced.{i}"), payload.to_vec().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let rate = n as f64 / t.elapsed().as_secs_f64();
+    let _ = server.kill();
+    let _ = server.wait();
+    rate
 }
 
 fn bytes_of(n: usize) -> Vec<u8> {

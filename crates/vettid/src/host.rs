@@ -42,7 +42,7 @@ pub(crate) struct HostArgs {
     #[arg(long, requires = "nats_url")]
     nats_creds: Option<PathBuf>,
     /// Resource settings for the enclave (`--max-resident N`, `--memory-budget-mib N`,
-    /// `--idle-secs N`, `--snapshot-every N`). Policy is not the host's to set: it is in the
+    /// `--idle-secs N`, `--rest-secs N`, `--snapshot-every N`). Policy is not the host's to set: it is in the
     /// enclave's measured configuration.
     #[arg(last = true)]
     enclave_args: Vec<String>,

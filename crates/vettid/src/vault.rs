@@ -14,9 +14,9 @@ pub(crate) struct VaultArgs {
     /// The data directory of the running host.
     #[arg(long, default_value = ".vettid")]
     data_dir: PathBuf,
-    /// The vault id.
+    /// The vault id (every command but `stats`).
     #[arg(long)]
-    vault: String,
+    vault: Option<String>,
     #[command(subcommand)]
     op: VaultCommand,
 }
@@ -61,6 +61,9 @@ pub(crate) enum VaultCommand {
     },
     /// Show residency and the guess-limit state.
     Status,
+    /// Show how many vaults the enclave holds (open, at rest, evicted) and the memory it
+    /// accounts for them against its budget.
+    Stats,
 }
 
 fn read_pin(src: &PinSource) -> anyhow::Result<Vec<u8>> {
@@ -87,7 +90,51 @@ fn read_pin(src: &PinSource) -> anyhow::Result<Vec<u8>> {
     Ok(pin.into_bytes())
 }
 
+/// The enclave's counts as one line: vaults open, at rest and evicted, and the MiB it
+/// accounts against its memory budget (`ToEnclave::Stats` through the control socket).
+pub(crate) fn enclave_stats(client: &mut Client) -> anyhow::Result<String> {
+    match client.call(&ToEnclave::Stats)? {
+        Ok(EnclaveReply::Stats {
+            open,
+            resting,
+            evicted,
+            accounted_mib,
+        }) => Ok(format!(
+            "{open} vault(s) open, {resting} at rest, {evicted} evicted; {accounted_mib} MiB accounted against the enclave's memory budget"
+        )),
+        Ok(_) => bail!("unexpected answer from the enclave"),
+        Err(e) => bail!("the enclave refused: {e}"),
+    }
+}
+
 pub(crate) fn run(args: VaultArgs) -> anyhow::Result<ExitCode> {
+    let socket = args.data_dir.join("host.sock");
+    let connect = || {
+        Client::connect(&socket).with_context(|| {
+            format!(
+                "cannot reach the host at {} (is `vettid up` or `vettid host` running?)",
+                socket.display()
+            )
+        })
+    };
+    let usage =
+        |kind, message: &str| -> ! { clap::Error::raw(kind, format!("{message}\n")).exit() };
+    if matches!(args.op, VaultCommand::Stats) {
+        if args.vault.is_some() {
+            usage(
+                clap::error::ErrorKind::ArgumentConflict,
+                "stats is about the whole enclave: it takes no --vault",
+            );
+        }
+        println!("enclave holds {}", enclave_stats(&mut connect()?)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(vault) = args.vault.clone() else {
+        usage(
+            clap::error::ErrorKind::MissingRequiredArgument,
+            "--vault <id> is required for this command",
+        );
+    };
     let op = match &args.op {
         VaultCommand::Create(p) => VaultOp::Create { pin: read_pin(p)? },
         VaultCommand::Unlock(p) => VaultOp::Unlock { pin: read_pin(p)? },
@@ -105,22 +152,17 @@ pub(crate) fn run(args: VaultArgs) -> anyhow::Result<ExitCode> {
         },
         VaultCommand::Get { key } => VaultOp::Get { key: key.clone() },
         VaultCommand::Status => VaultOp::Status,
+        VaultCommand::Stats => unreachable!("answered above"),
     };
-    let socket = args.data_dir.join("host.sock");
-    let mut client = Client::connect(&socket).with_context(|| {
-        format!(
-            "cannot reach the host at {} (is `vettid up` or `vettid host` running?)",
-            socket.display()
-        )
-    })?;
+    let mut client = connect()?;
     match client.call(&ToEnclave::Vault {
-        vault: args.vault.clone(),
+        vault: vault.clone(),
         op,
     })? {
         Ok(reply) => {
             match reply {
                 EnclaveReply::Open(v) => {
-                    println!("vault {} open at version {}", args.vault, v.version)
+                    println!("vault {} open at version {}", vault, v.version)
                 }
                 EnclaveReply::Written(v) => println!(
                     "written: version {} (signed by {})",
@@ -132,19 +174,21 @@ pub(crate) fn run(args: VaultArgs) -> anyhow::Result<ExitCode> {
                     eprintln!("no such record");
                     return Ok(ExitCode::FAILURE);
                 }
-                EnclaveReply::Locked => println!("vault {} locked", args.vault),
+                EnclaveReply::Locked => println!("vault {} locked", vault),
                 EnclaveReply::Status {
                     residency,
                     failed_attempts,
                     attempts_left,
                 } => println!(
                     "vault {}: {residency:?}, {failed_attempts} wrong PIN(s) in a row, {attempts_left} attempt(s) left",
-                    args.vault
+                    vault
                 ),
                 EnclaveReply::Pong => println!("pong"),
                 EnclaveReply::App { .. }
+                | EnclaveReply::Stats { .. }
                 | EnclaveReply::Shredded { .. }
-                | EnclaveReply::Peer { .. } => {
+                | EnclaveReply::Peer { .. }
+                | EnclaveReply::Peers { .. } => {
                     bail!("unexpected answer from the enclave")
                 }
             }

@@ -75,6 +75,7 @@ fn the_demo_tells_the_whole_story_and_succeeds() {
         "1 old device removed",
         "the lost phone can no longer connect",
         "“bank login” among them",
+        "MiB accounted against the enclave's memory budget",
         "Demo complete",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");

@@ -3,7 +3,7 @@
 mod support;
 
 use support::*;
-use vettid_proto::enclave::{EnclaveReply, Invalid, Residency, VaultError, VaultOp};
+use vettid_proto::enclave::{EnclaveReply, Invalid, Residency, ToEnclave, VaultError, VaultOp};
 
 #[test]
 fn create_write_lock_unlock_and_read_back() {
@@ -363,6 +363,95 @@ fn wait_evicted(c: &mut vettid_host::control::Client, vault: &str) {
         );
         std::thread::yield_now();
     }
+}
+
+#[test]
+fn an_idle_vault_rests_in_the_enclave_and_answers_as_before() {
+    let stack = Stack::start(&["--rest-secs", "0"]);
+    let mut c = stack.host.client();
+    op(&mut c, "z", VaultOp::Create { pin: pin("1111") }).unwrap();
+    put(&mut c, "z", "k", b"kept at rest").unwrap();
+    let dir = stack.dir.path().join("objects");
+    let objects = |dir: &std::path::Path| {
+        let mut all = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap().filter_map(Result::ok) {
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    all.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        all.sort();
+        all
+    };
+    // Captured while it is still open (nothing else is due after one write): resting must
+    // write nothing either.
+    let stored = objects(&dir);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !matches!(
+        op(&mut c, "z", VaultOp::Status),
+        Ok(EnclaveReply::Status {
+            residency: Residency::Resting,
+            ..
+        })
+    ) {
+        assert!(std::time::Instant::now() < deadline, "never at rest");
+        std::thread::yield_now();
+    }
+    assert_eq!(objects(&dir), stored, "resting wrote nothing");
+    // Counted at rest (a vault the janitor holds at that instant counts as open: ask again).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match c.call(&ToEnclave::Stats).unwrap() {
+            Ok(EnclaveReply::Stats {
+                open: 0,
+                resting: 1,
+                evicted: 0,
+                accounted_mib,
+            }) => {
+                assert_eq!(accounted_mib, 1, "a few KiB, in whole MiB");
+                break;
+            }
+            Ok(EnclaveReply::Stats { .. }) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "never counted at rest"
+                );
+                std::thread::yield_now();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The operator's view, and a helpful refusal without a vault id.
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vettid"))
+            .args(["vault", "--data-dir", stack.host.dir.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let stats = cli(&["stats"]);
+    assert!(stats.status.success());
+    let shown = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        shown.contains("0 vault(s) open, 1 at rest, 0 evicted"),
+        "{shown}"
+    );
+    let refused = cli(&["status"]);
+    assert_eq!(refused.status.code(), Some(2), "a usage error");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--vault <id> is required"));
+    let refused = cli(&["--vault", "z", "stats"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("takes no --vault"));
+    // Its next use opens it where it was: no PIN, nothing written to storage (a reload would
+    // claim an epoch).
+    assert_eq!(get(&mut c, "z", "k"), Ok(Some(b"kept at rest".to_vec())));
+    assert_eq!(objects(&dir), stored);
+    put(&mut c, "z", "k2", b"after").unwrap();
+    assert_eq!(get(&mut c, "z", "k2"), Ok(Some(b"after".to_vec())));
 }
 
 #[test]

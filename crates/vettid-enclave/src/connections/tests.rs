@@ -12,11 +12,13 @@ const NOW: u64 = 1_800_000_000_000;
 struct Vaults {
     manager: Manager,
     openings: HashMap<&'static str, Opening>,
+    /// The in-memory host's objects.
+    store: crate::harness::Store,
 }
 
 impl Vaults {
     fn new(names: &[&'static str]) -> Vaults {
-        let (manager, _) = manager(fast(10));
+        let (manager, store) = manager(fast(10));
         let mut openings = HashMap::new();
         for (i, name) in names.iter().enumerate() {
             let device = NewDevice {
@@ -27,7 +29,11 @@ impl Vaults {
             let e = manager.enroll(name, b"1111", &[0; 32], device, 0).unwrap();
             openings.insert(*name, e.opening);
         }
-        Vaults { manager, openings }
+        Vaults {
+            manager,
+            openings,
+            store,
+        }
     }
 
     fn op(
@@ -2427,4 +2433,98 @@ fn history_is_searched_by_time_and_paged() {
         (page, more),
         (vec!["minute 4".into(), "minute 3".into()], true)
     );
+}
+
+/// The version `who`'s vault is at, and how many log objects it has in storage.
+fn version_and_logs(v: &Vaults, who: &str) -> (u64, usize) {
+    let version = v.manager.whoami(who).unwrap().1.unwrap().version;
+    let prefix = format!("vaults/{who}/log/");
+    let logs = v
+        .store
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with(&prefix))
+        .count();
+    (version, logs)
+}
+
+#[test]
+fn a_batch_of_peer_messages_is_taken_in_order_and_made_durable_as_one_version() {
+    use vettid_proto::enclave::{EnclaveReply, PeerRest};
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let mut batch: Vec<Vec<u8>> = (0..5)
+        .flat_map(|i| peer_wires(&v.send("alice", a, &format!("text {i}"))))
+        .collect();
+    // A hostile host slips in junk and a replay: dropped, the others taken in order.
+    batch.insert(2, vec![0x42; 1024]);
+    batch.insert(4, batch[1].clone());
+    let (version, logs) = version_and_logs(&v, "bob");
+    let EnclaveReply::Peers { done, rest, out } =
+        crate::server::peers(&v.manager, "bob", NOW, &batch).unwrap()
+    else {
+        panic!("not a batch answer")
+    };
+    assert_eq!((done as usize, rest), (batch.len(), None));
+    let (after, logs_after) = version_and_logs(&v, "bob");
+    assert_eq!(after, version + 1, "one version for the whole batch");
+    assert_eq!(logs_after, logs + 1, "one log object for the whole batch");
+    let mut got = v.history("bob", b);
+    got.sort_by_key(|m| m.seq);
+    let texts: Vec<String> = got.into_iter().map(|m| m.text).collect();
+    let expected: Vec<String> = (0..5).map(|i| format!("text {i}")).collect();
+    assert_eq!(texts, expected, "each text once, in order");
+    // Every text's receipt goes back (the replay's too, under the number it had).
+    assert!(peer_wires(&out).len() >= 5);
+    v.pump(out);
+    assert_eq!(
+        v.history("alice", a)
+            .iter()
+            .filter(|m| m.delivered_ms.is_some())
+            .count(),
+        5
+    );
+
+    // Locked: the whole batch is for later, nothing taken.
+    v.manager.lock_for_app("bob").unwrap();
+    let EnclaveReply::Peers { done, rest, out } =
+        crate::server::peers(&v.manager, "bob", NOW, &batch).unwrap()
+    else {
+        panic!("not a batch answer")
+    };
+    assert_eq!((done, rest, out.len()), (0, Some(PeerRest::Later), 0));
+}
+
+#[test]
+fn a_batch_whose_write_the_host_refuses_keeps_nothing_and_lands_once_when_it_comes_again() {
+    use vettid_proto::enclave::EnclaveReply;
+    let v = Vaults::new(&["alice", "bob"]);
+    let (a, b) = v.connected();
+    let batch: Vec<Vec<u8>> = (0..3)
+        .flat_map(|i| peer_wires(&v.send("alice", a, &format!("text {i}"))))
+        .collect();
+    let before = v.history("bob", b).len();
+    let (version, _) = version_and_logs(&v, "bob");
+    // The host squats the name of the batch's log entry: the write cannot be made.
+    let squat = format!("vaults/bob/log/{:020}", version + 1);
+    v.store.lock().unwrap().insert(squat.clone(), vec![0; 8]);
+    assert!(crate::server::peers(&v.manager, "bob", NOW, &batch).is_err());
+    // (A vault reloaded now would find the squatter and refuse it as tampered.)
+    v.store.lock().unwrap().remove(&squat);
+    assert_eq!(version_and_logs(&v, "bob").0, version, "no version made");
+    assert_eq!(
+        v.history("bob", b).len(),
+        before,
+        "nothing of the batch kept"
+    );
+    // JetStream delivers it again once the host behaves: each text lands once.
+    let EnclaveReply::Peers { done, rest, .. } =
+        crate::server::peers(&v.manager, "bob", NOW, &batch).unwrap()
+    else {
+        panic!("not a batch answer")
+    };
+    assert_eq!((done, rest), (3, None));
+    assert_eq!(v.history("bob", b).len(), before + 3);
+    assert_eq!(version_and_logs(&v, "bob").0, version + 1);
 }

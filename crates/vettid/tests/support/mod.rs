@@ -199,6 +199,11 @@ impl Host {
         Client::connect(&self.dir.join("host.sock")).unwrap()
     }
 
+    /// The host process.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
     pub fn log(&self) -> PathBuf {
         self.dir.join("host.log")
     }
@@ -288,6 +293,35 @@ pub fn get(client: &mut Client, vault: &str, key: &str) -> Result<Option<Vec<u8>
         EnclaveReply::Value(v) => Ok(v),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Resident memory of process `pid`, KiB.
+pub fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Creates 20 vaults, so that one-off allocations in the enclave (Argon2 buffers, thread
+/// stacks) come before a memory measurement.
+pub fn warm_up(c: &mut Client) {
+    for i in 0..20 {
+        op(
+            c,
+            &format!("warm-{i}"),
+            VaultOp::Create { pin: pin("1111") },
+        )
+        .unwrap();
+    }
+}
+
+/// One benchmark result for `scripts/bench`, which collects these lines into its table.
+pub fn metric(name: &str, value: f64) {
+    println!("metric {name} {value:.4}");
 }
 
 pub fn pin(p: &str) -> Vec<u8> {
