@@ -132,6 +132,11 @@ struct Waiting {
 }
 
 impl Handshakes {
+    /// How many are waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Forgets every handshake (the vault was locked).
     pub fn clear(&mut self) {
         self.0.clear();

@@ -28,6 +28,8 @@ const QUEUE_BYTES: usize = 32 << 20;
 /// answer per waiting worker (each at most `MAX_FRAME`), this bounds what the host can make
 /// the enclave hold.
 pub const MAX_HOST_REQUEST: usize = 4 << 20;
+// A batch of peer messages the host may send fits one request, with room for its framing.
+const _: () = assert!(vettid_proto::enclave::MAX_PEER_BATCH_BYTES + (64 << 10) < MAX_HOST_REQUEST);
 
 /// How long the enclave waits for the host to answer one request.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1866,35 +1866,15 @@ impl Manager {
         st.refused.is_none() && st.slot.owner() == Some(Owner::App)
     }
 
-    /// Runs `f` — a domain's handling of a message from another vault — on vault `id` while it
-    /// is open to its peers ([`Manager::accepts_peers`]); `NotUnlocked` otherwise (the host
-    /// keeps the message for later). No session is involved: what a peer's message may do is
-    /// the domain's to check (it must authenticate under the vault's own keys).
-    pub fn peer<T>(
-        &self,
-        id: &str,
-        now_ms: u64,
-        f: impl FnOnce(&mut UnlockedVault<'_>) -> Result<T, VaultError>,
-    ) -> Result<T, VaultError> {
-        if !valid_vault_id(id) {
-            return Err(Invalid::VaultId.into());
-        }
-        let objects = Objects::new(&self.link, id);
-        let Some(state) = lock(&self.vaults).get(id).cloned() else {
-            return Err(VaultError::NotUnlocked);
-        };
-        let mut st = lock(&state);
-        st.check()?;
-        self.run_unlocked(&mut st, &objects, now_ms, f)
-    }
-
     /// Runs `f` — a domain's handling of one message from another vault — on each of
     /// `bodies` in order, on vault `id` while it is open to its peers, as one group
     /// ([`Vault::begin_group`]): what they change becomes durable together, with one log
     /// entry, before this returns. A message `f` refuses for good is dropped (counted as
     /// done, nothing of it kept); one that fails otherwise stops the batch there, undone, and
     /// it and the rest come back ([`PeerRest::Retry`]). If the group cannot be made durable,
-    /// nothing of it is kept and the whole batch is an `Err` (the host retries it).
+    /// nothing of it is kept and the whole batch is an `Err` (the host retries it; what was
+    /// kept comes again as duplicates, which the domains take once). A message that finishes
+    /// a handshake (whose state lives only in memory) is made durable before the next.
     pub fn peers(
         &self,
         id: &str,
@@ -1931,10 +1911,18 @@ impl Manager {
                 };
                 for body in bodies {
                     let mark = u.vault.mark()?;
+                    let waiting = u.handshakes.len();
                     match f(u, body.as_ref()) {
                         Ok(out) => {
                             u.vault.keep_since_mark()?;
                             batch.out.extend(out);
+                            if u.handshakes.len() != waiting {
+                                // A handshake finished: what it wrote is made durable now,
+                                // as it would be alone (the handshake, in memory only, is
+                                // gone and would not come back with a rolled-back group).
+                                u.vault.end_group(u.objects)?;
+                                u.vault.begin_group()?;
+                            }
                         }
                         // Never to be taken (the vault is full; the message breaks a rule):
                         // dropped, so that it does not hold up the ones behind it.

@@ -128,7 +128,9 @@ pub(crate) fn peers(
     now_ms: u64,
     bodies: &[impl AsRef<[u8]>],
 ) -> Result<EnclaveReply, VaultError> {
-    if bodies.len() > vettid_proto::enclave::MAX_PEER_BATCH {
+    use vettid_proto::enclave::{MAX_PEER_BATCH, MAX_PEER_BATCH_BYTES};
+    let bytes: usize = bodies.iter().map(|b| b.as_ref().len()).sum();
+    if bodies.len() > MAX_PEER_BATCH || (bodies.len() > 1 && bytes > MAX_PEER_BATCH_BYTES) {
         return Err(Invalid::Malformed.into());
     }
     let batch = manager.peers(member, now_ms, bodies, crate::connections::receive)?;

@@ -590,7 +590,14 @@ impl Vault {
         let sp = self.conn.savepoint().map_err(sql_err)?;
         for s in &statements {
             sp.execute(&s.sql, rusqlite::params_from_iter(s.params.iter()))
-                .map_err(|_| VaultError::Invalid(vettid_proto::enclave::Invalid::Constraint))?;
+                .map_err(|e| match e.sqlite_error_code() {
+                    // The change breaks a rule of the schema: the caller's fault.
+                    Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                        VaultError::Invalid(vettid_proto::enclave::Invalid::Constraint)
+                    }
+                    // Anything else (memory, a full database) is the enclave's.
+                    _ => sql_err(e),
+                })?;
         }
         let used = used_bytes(&sp);
         if used > self.limits.vault_bytes && used > used_before {
@@ -644,11 +651,22 @@ impl Vault {
         self.staged.is_some()
     }
 
-    /// Rolls back an open group: its staged writes are gone, memory and storage as before it.
+    /// Rolls back an open group — or any transaction left open, say by a panic inside
+    /// [`Vault::end_group`]: its staged writes are gone, memory and storage as before it.
     pub fn abort_group(&mut self) {
-        if self.staged.take().is_some() {
+        self.staged = None;
+        if !self.conn.is_autocommit() {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
+    }
+
+    /// `Internal` while a transaction is open: what is in memory then may not be durable, so
+    /// it is not serialized (snapshot, backup) until the group ends.
+    fn settled(&self) -> Result<(), VaultError> {
+        if self.staged.is_some() || !self.conn.is_autocommit() {
+            return Err(VaultError::Internal("a group of writes is open".into()));
+        }
+        Ok(())
     }
 
     /// Closes the open group: every staged change becomes durable as one version before this
@@ -736,6 +754,7 @@ impl Vault {
 
     /// The whole database as bytes (for a backup).
     pub fn serialized(&self) -> Result<zeroize::Zeroizing<Vec<u8>>, VaultError> {
+        self.settled()?;
         let db = self.conn.serialize(MAIN_DB).map_err(sql_err)?;
         Ok(zeroize::Zeroizing::new(db.to_vec()))
     }
@@ -847,6 +866,7 @@ impl Vault {
     /// Writes a snapshot at the current version (chunks, then the manifest that names them)
     /// and deletes what it makes redundant.
     pub fn snapshot(&mut self, objects: &Objects<'_>) -> Result<(), VaultError> {
+        self.settled()?;
         let db = self.conn.serialize(MAIN_DB).map_err(sql_err)?;
         let id = vettid_crypto::random_array::<SNAPSHOT_ID>().to_vec();
         let chunks: Vec<&[u8]> = if db.is_empty() {
@@ -1039,7 +1059,7 @@ impl Vault {
     /// connection closed (what it held returns to the allocator). Nothing changes in storage.
     /// If the database cannot be serialized the vault comes back open, unchanged.
     pub fn rest(self: Box<Self>) -> Result<Box<Vault<Image>>, Box<Vault>> {
-        if self.staged.is_some() {
+        if self.staged.is_some() || !self.conn.is_autocommit() {
             return Err(self);
         }
         let compressed = match self.conn.serialize(MAIN_DB) {
@@ -1138,7 +1158,7 @@ mod tests {
 
     #[test]
     fn a_group_of_writes_is_one_durable_version_and_what_it_undid_or_refused_is_not_in_it() {
-        let (link, _store) = crate::harness::host();
+        let (link, store) = crate::harness::host();
         let objects = Objects::new(&link, "v");
         let vmk = MasterKey::for_tests([9; 32]);
         let limits = Limits::default();
@@ -1177,11 +1197,6 @@ mod tests {
         assert_eq!(vault.version(), version + 1, "one version for the group");
         assert_eq!(keys(&vault), ["k0", "k1", "k4"]);
 
-        // What storage holds is exactly that.
-        let loaded = Vault::load(&objects, &vmk, limits, crate::domains::schema(), None).unwrap();
-        assert_eq!(loaded.head(), vault.head());
-        assert_eq!(keys(&loaded), ["k0", "k1", "k4"]);
-
         // An aborted group leaves memory as before it and writes nothing.
         vault.begin_group().unwrap();
         put(&mut vault, &objects, 5);
@@ -1193,6 +1208,27 @@ mod tests {
         vault.end_group(&objects).unwrap();
         assert_eq!(vault.version(), version + 1);
         assert!(!vault.in_group());
+
+        // A group storage refuses (the host squats its log entry's name) is undone in memory
+        // too, and a snapshot waits while a group is open.
+        let squat = objects.name(ObjectKind::Log, version + 2);
+        store.lock().unwrap().insert(squat.clone(), vec![0; 8]);
+        vault.begin_group().unwrap();
+        put(&mut vault, &objects, 6);
+        assert!(vault.snapshot(&objects).is_err());
+        assert!(vault.end_group(&objects).is_err());
+        assert!(!vault.in_group());
+        assert_eq!(keys(&vault), ["k0", "k1", "k4"]);
+        assert_eq!(vault.version(), version + 1);
+        store.lock().unwrap().remove(&squat);
+        put(&mut vault, &objects, 6);
+        assert_eq!(keys(&vault), ["k0", "k1", "k4", "k6"]);
+        assert_eq!(vault.version(), version + 2);
+
+        // What storage holds is exactly that.
+        let loaded = Vault::load(&objects, &vmk, limits, crate::domains::schema(), None).unwrap();
+        assert_eq!(loaded.head(), vault.head());
+        assert_eq!(keys(&loaded), ["k0", "k1", "k4", "k6"]);
     }
 
     #[test]

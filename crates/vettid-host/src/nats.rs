@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use vettid_nats::{EVENTS_STREAM, PEERS_STREAM};
 use vettid_proto::channel::to_body;
-use vettid_proto::enclave::{Destination, EnclaveReply, Outbound, PeerRest, ToEnclave, VaultError};
+use vettid_proto::enclave::{
+    Destination, EnclaveReply, MAX_PEER_BATCH_BYTES, Outbound, PeerRest, ToEnclave, VaultError,
+};
 use vettid_proto::session::{
     Channel, EVENTS_CHANNEL, FetchEvents, FetchedEvents, MAX_FETCH, MAX_FETCH_WAIT_MS,
     SessionError, ToApp,
@@ -46,8 +48,6 @@ const PEER_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 const PEERS_PER_MEMBER: i64 = 20_000;
 /// Peer messages taken from JetStream at once.
 const PEER_BATCH: usize = vettid_proto::enclave::MAX_PEER_BATCH;
-/// Bytes of peer messages taken at once at most (a batch must fit one enclave request).
-const PEER_BATCH_BYTES: usize = 2 << 20;
 /// How long one fetch of peer messages waits for the first.
 const PEER_WAIT: Duration = Duration::from_secs(5);
 /// How long a peer message that could not be dealt with waits before it comes again.
@@ -84,6 +84,10 @@ pub async fn connect(url: &str, creds: &Path) -> Result<Router, async_nats::Erro
         max_messages_per_subject: PEERS_PER_MEMBER,
         discard: jetstream::stream::DiscardPolicy::New,
         discard_new_per_subject: true,
+        // The largest wire message (its biggest size bucket) and its headers: nothing larger
+        // is ever a vault's, and none can hold up a recipient's batches.
+        max_message_size: (vettid_proto::peer::BUCKETS[vettid_proto::peer::BUCKETS.len() - 1]
+            + 4096) as i32,
         storage: jetstream::stream::StorageType::File,
         duplicate_window: Duration::from_secs(120),
         ..Default::default()
@@ -549,17 +553,56 @@ impl Router {
         let mut fetched = consumer
             .fetch()
             .max_messages(PEER_BATCH)
-            .max_bytes(PEER_BATCH_BYTES)
             .expires(PEER_WAIT)
             .messages()
             .await?;
         let mut batch = Vec::new();
         while let Some(msg) = fetched.next().await {
-            batch.push(msg?);
+            match msg {
+                Ok(m) => batch.push(m),
+                // The fetch ended badly after some arrived: those are taken now (left
+                // unacknowledged they would come back only after the ack wait, behind the
+                // ones after them).
+                Err(_) if !batch.is_empty() => break,
+                Err(e) => return Err(e),
+            }
         }
-        if batch.is_empty() {
-            return Ok(true);
+        // In turn, as batches that each fit one enclave request.
+        let mut left = batch.into_iter().peekable();
+        while left.peek().is_some() {
+            let mut bytes = 0;
+            let mut part = Vec::new();
+            while let Some(m) =
+                left.next_if(|m| part.is_empty() || bytes + m.payload.len() <= MAX_PEER_BATCH_BYTES)
+            {
+                bytes += m.payload.len();
+                part.push(m);
+            }
+            match self.take_to_enclave(host, member, part).await? {
+                None => {}
+                Some(rest) => {
+                    // Those after go back too, in order.
+                    give_back(left, rest).await;
+                    return match rest {
+                        // The vault closed: they wait for when it opens again.
+                        PeerRest::Later => Ok(false),
+                        PeerRest::Retry => Err("the enclave did not take peer messages".into()),
+                    };
+                }
+            }
         }
+        Ok(true)
+    }
+
+    /// Takes `batch` to the enclave as one [`ToEnclave::Peers`] (durable there together),
+    /// publishes what it sends, acknowledges the messages it dealt with and gives the others
+    /// back; what became of those (`None`: there were none).
+    async fn take_to_enclave(
+        &self,
+        host: &Host,
+        member: &str,
+        batch: Vec<jetstream::Message>,
+    ) -> Result<Option<PeerRest>, async_nats::Error> {
         let request = ToEnclave::Peers {
             member: member.to_owned(),
             now_ms: now_ms(),
@@ -595,22 +638,27 @@ impl Router {
         for msg in left.by_ref().take(done) {
             msg.ack().await?;
         }
-        match rest {
-            // The vault closed: the rest goes back, in order, for when it opens again.
-            Some(PeerRest::Later) => {
-                for msg in left {
-                    let _ = msg.ack_with(jetstream::AckKind::Nak(None)).await;
-                }
-                Ok(false)
-            }
-            Some(PeerRest::Retry) => {
-                for msg in left {
-                    let _ = msg.ack_with(jetstream::AckKind::Nak(Some(RETRY))).await;
-                }
-                Err("the enclave did not take peer messages".into())
-            }
-            None => Ok(true),
+        let rest = if left.len() == 0 {
+            None
+        } else {
+            Some(rest.unwrap_or(PeerRest::Retry))
+        };
+        if let Some(rest) = rest {
+            give_back(left, rest).await;
         }
+        Ok(rest)
+    }
+}
+
+/// Gives peer messages back to JetStream, in order, as `rest` says: at once for when the vault
+/// opens again, or after a pause.
+async fn give_back(msgs: impl IntoIterator<Item = jetstream::Message>, rest: PeerRest) {
+    let kind = match rest {
+        PeerRest::Later => jetstream::AckKind::Nak(None),
+        PeerRest::Retry => jetstream::AckKind::Nak(Some(RETRY)),
+    };
+    for msg in msgs {
+        let _ = msg.ack_with(kind).await;
     }
 }
 

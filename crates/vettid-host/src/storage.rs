@@ -34,33 +34,106 @@ pub fn valid_name(name: &str) -> bool {
         })
 }
 
+/// Temporary files of [`create_local`] carry this in their name (never in an object's name,
+/// [`valid_name`]), so that listings skip them.
+const TEMPORARY: char = '#';
+
+/// Creates object `name` under `root` only if the name is free, durably: the bytes go to a
+/// temporary file beside it, which is fsynced and then hard-linked to the name (the link fails
+/// if the name exists — create-only — and a crash leaves the whole object or none), the
+/// temporary name is removed, and the directory is fsynced ([`sync_dirs_with`]): two fsyncs
+/// for a write into a known directory. `Ok(false)`: the name was taken, nothing changed.
+fn create_local(
+    root: &Path,
+    name: &str,
+    bytes: &[u8],
+    durable: &Mutex<HashSet<PathBuf>>,
+) -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = root.join(name);
+    let (Some(dir), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str())) else {
+        return Err(std::io::Error::other("not an object path"));
+    };
+    let tmp = dir.join(format!(
+        "{file}{TEMPORARY}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+    };
+    let mut f = match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir)?;
+            open()?
+        }
+        other => other?,
+    };
+    let linked = f
+        .write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .and_then(|()| std::fs::hard_link(&tmp, &path));
+    drop(f);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) => return Err(e),
+    }
+    sync_dirs_with(dir, durable, &mut |p| std::fs::File::open(p)?.sync_all())?;
+    Ok(true)
+}
+
+/// The names of the files under `dir` (recursively), each as `rel/…`, skipping temporary
+/// files; a missing directory has none.
+fn list_local(dir: &Path, rel: &str, names: &mut Vec<String>) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if name.contains(TEMPORARY) {
+            continue;
+        }
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            list_local(&entry.path(), &format!("{rel}/{name}"), names)?;
+        } else if kind.is_file() {
+            names.push(format!("{rel}/{name}"));
+        }
+    }
+    Ok(())
+}
+
 fn error(e: impl std::fmt::Display) -> HostReply {
     HostReply::Error(format!("storage: {e}"))
 }
 
-/// Makes a newly created file durable: its data and its entry in its directory (two fsyncs),
-/// and — only the first time this process writes into a directory — that directory's entry in
-/// its parent, up to the first directory already durable. On ext4 and xfs `fsync` of a file
-/// makes its data and inode durable but not the name that links it; `fsync` of the directory
-/// makes that name durable, and a directory's own name lives in its parent, so a parent needs
-/// a sync only when one of its entries is new. Directories that existed before this process
-/// started are synced once more by its first write into them (their creator may have died
-/// before syncing).
-fn sync_new(path: &Path, durable: &Mutex<HashSet<PathBuf>>) -> std::io::Result<()> {
-    sync_new_with(path, durable, &mut |p| std::fs::File::open(p)?.sync_all())
-}
-
-/// [`sync_new`] with the fsync given (tests count them).
-fn sync_new_with(
-    path: &Path,
+/// Makes new entries in `dir` durable: `dir` is fsynced and — only the first time this process
+/// writes into a directory — that directory's entry in its parent, up to the first directory
+/// already durable. On ext4 and xfs `fsync` of a file makes its data and inode durable but not
+/// the name that links it; `fsync` of the directory makes that name durable, and a
+/// directory's own name lives in its parent, so a parent needs a sync only when one of its
+/// entries is new. Directories that existed before this process started are synced once more
+/// by its first write into them (their creator may have died before syncing). `sync` is the
+/// fsync (tests count them).
+fn sync_dirs_with(
+    dir: &Path,
     durable: &Mutex<HashSet<PathBuf>>,
     sync: &mut dyn FnMut(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
-    sync(path)?;
-    let mut dir = path.parent();
-    if let Some(d) = dir {
-        sync(d)?;
-    }
+    sync(dir)?;
+    let mut dir = Some(dir);
     let known = |d: &Path| durable.lock().is_ok_and(|set| set.contains(d));
     let mut fresh = Vec::new();
     while let Some(d) = dir {
@@ -88,7 +161,7 @@ impl Storage {
         let store = LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?;
         // The root's own entry and its ancestors' (`create_dir_all` may have made several),
         // once: every directory below is then made durable by the first write into it (see
-        // `sync_new`).
+        // `sync_dirs_with`).
         for dir in root.ancestors().skip(1) {
             std::fs::File::open(dir)?.sync_all()?;
         }
@@ -147,6 +220,18 @@ impl Storage {
         if !valid_name(name) {
             return HostReply::Error("invalid object name".into());
         }
+        if let Some(root) = &self.local_root {
+            let (root, name, durable) = (root.clone(), name.to_owned(), self.durable_dirs.clone());
+            let created =
+                tokio::task::spawn_blocking(move || create_local(&root, &name, &bytes, &durable))
+                    .await;
+            return match created {
+                Ok(Ok(true)) => HostReply::Created,
+                Ok(Ok(false)) => HostReply::AlreadyExists,
+                Ok(Err(e)) => error(e),
+                Err(e) => error(e),
+            };
+        }
         let opts = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -156,20 +241,8 @@ impl Storage {
             .put_opts(&ObjectPath::from(name), PutPayload::from(bytes), opts)
             .await
         {
-            Ok(_) => {
-                let Some(root) = &self.local_root else {
-                    // S3 acknowledges a put only once it is durable.
-                    return HostReply::Created;
-                };
-                let path = root.join(name);
-                let durable = self.durable_dirs.clone();
-                let synced = tokio::task::spawn_blocking(move || sync_new(&path, &durable)).await;
-                match synced {
-                    Ok(Ok(())) => HostReply::Created,
-                    Ok(Err(e)) => error(e),
-                    Err(e) => error(e),
-                }
-            }
+            // S3 acknowledges a put only once it is durable.
+            Ok(_) => HostReply::Created,
             Err(object_store::Error::AlreadyExists { .. }) => HostReply::AlreadyExists,
             Err(e) => error(e),
         }
@@ -178,8 +251,25 @@ impl Storage {
     /// Names under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> HostReply {
         use futures::TryStreamExt;
-        if !valid_name(prefix.trim_end_matches('/')) {
+        let base = prefix.trim_end_matches('/');
+        if !valid_name(base) {
             return HostReply::Error("invalid prefix".into());
+        }
+        if let Some(root) = &self.local_root {
+            let (dir, base) = (root.join(base), base.to_owned());
+            let listed = tokio::task::spawn_blocking(move || {
+                let mut names = Vec::new();
+                list_local(&dir, &base, &mut names).map(|()| names)
+            })
+            .await;
+            return match listed {
+                Ok(Ok(mut names)) => {
+                    names.sort();
+                    HostReply::Names(names)
+                }
+                Ok(Err(e)) => error(e),
+                Err(e) => error(e),
+            };
         }
         let listed: Result<Vec<_>, _> = self
             .store
@@ -216,8 +306,8 @@ impl Storage {
 mod tests {
     use super::*;
 
-    /// The fsyncs one created object costs: its file and directory, plus each new directory's
-    /// parent the first time, never more.
+    /// The directory fsyncs one created object costs (its file's own fsync is the other):
+    /// its directory, plus each new directory's parent the first time, never more.
     #[tokio::test]
     async fn a_write_syncs_its_file_and_directory_and_a_new_directory_once() {
         let t = tempfile::tempdir().unwrap();
@@ -231,7 +321,7 @@ mod tests {
             let path = root.join(name);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(&path, b"x").unwrap();
-            let r = sync_new_with(&path, &storage.durable_dirs, &mut |p| {
+            let r = sync_dirs_with(path.parent().unwrap(), &storage.durable_dirs, &mut |p| {
                 let p = p.strip_prefix(&base).unwrap().to_path_buf();
                 synced.push(p.clone());
                 if fail.is_some_and(|f| p == Path::new(f)) {
@@ -247,7 +337,7 @@ mod tests {
         assert!(!ok);
         let (ok, chain) = put_failing("vaults/c/log/2", None);
         assert!(ok);
-        assert_eq!(chain.len(), 5, "{chain:?}");
+        assert_eq!(chain.len(), 4, "{chain:?}");
         let mut put = |name: &str| put_failing(name, None).1;
         let p = |s: &str| PathBuf::from(s);
         // `vaults` is durable now (vault c's chain reached the root): another vault's first
@@ -255,29 +345,18 @@ mod tests {
         assert_eq!(
             put("vaults/a/log/1"),
             [
-                p("objects/vaults/a/log/1"),
                 p("objects/vaults/a/log"),
                 p("objects/vaults/a"),
                 p("objects/vaults"),
             ]
         );
-        assert_eq!(
-            put("vaults/a/log/2"),
-            [p("objects/vaults/a/log/2"), p("objects/vaults/a/log")]
-        );
+        assert_eq!(put("vaults/a/log/2"), [p("objects/vaults/a/log")]);
         // A new directory beside known ones: its parent once, then the floor.
         assert_eq!(
             put("vaults/a/snap/1"),
-            [
-                p("objects/vaults/a/snap/1"),
-                p("objects/vaults/a/snap"),
-                p("objects/vaults/a"),
-            ]
+            [p("objects/vaults/a/snap"), p("objects/vaults/a")]
         );
-        assert_eq!(
-            put("vaults/a/snap/2"),
-            [p("objects/vaults/a/snap/2"), p("objects/vaults/a/snap")]
-        );
+        assert_eq!(put("vaults/a/snap/2"), [p("objects/vaults/a/snap")]);
         // The real store agrees: the object is there and readable.
         assert!(matches!(
             storage.put_create("vaults/b/log/1", b"y".to_vec()).await,
@@ -287,5 +366,53 @@ mod tests {
             storage.get("vaults/b/log/1").await,
             HostReply::Object(Some(b)) if b == b"y"
         ));
+    }
+
+    /// Creates are create-only and whole: a taken name is refused and keeps its bytes; a
+    /// listing shows objects only (no temporary file, even one a crash left), sorted, and
+    /// nothing for a directory that does not exist.
+    #[tokio::test]
+    async fn a_create_is_create_only_and_listings_show_whole_objects_only() {
+        let t = tempfile::tempdir().unwrap();
+        let storage = Storage::local(t.path().join("objects")).unwrap();
+        let root = storage.local_root.clone().unwrap();
+        for n in ["2", "1", "10"] {
+            assert!(matches!(
+                storage
+                    .put_create(&format!("vaults/v/log/{n}"), n.as_bytes().to_vec())
+                    .await,
+                HostReply::Created
+            ));
+        }
+        assert!(matches!(
+            storage
+                .put_create("vaults/v/log/1", b"other".to_vec())
+                .await,
+            HostReply::AlreadyExists
+        ));
+        assert!(matches!(
+            storage.get("vaults/v/log/1").await,
+            HostReply::Object(Some(b)) if b == b"1"
+        ));
+        // What a crash between the temporary file and its link leaves behind.
+        std::fs::write(root.join("vaults/v/log/3#999-0"), b"partial").unwrap();
+        std::fs::create_dir_all(root.join("vaults/v/snap")).unwrap();
+        std::fs::write(root.join("vaults/v/snap/1"), b"s").unwrap();
+        let HostReply::Names(names) = storage.list("vaults/v/log/").await else {
+            panic!("no listing")
+        };
+        assert_eq!(
+            names,
+            ["vaults/v/log/1", "vaults/v/log/10", "vaults/v/log/2"]
+        );
+        let HostReply::Names(all) = storage.list("vaults/v/").await else {
+            panic!("no listing")
+        };
+        assert_eq!(all.len(), 4, "{all:?}");
+        assert!(matches!(
+            storage.list("vaults/none/log/").await,
+            HostReply::Names(n) if n.is_empty()
+        ));
+        assert!(matches!(storage.list("../etc/").await, HostReply::Error(_)));
     }
 }

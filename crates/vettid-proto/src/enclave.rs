@@ -82,6 +82,9 @@ pub enum ToEnclave {
 
 /// At most this many messages in one [`ToEnclave::Peers`].
 pub const MAX_PEER_BATCH: usize = 64;
+/// At most this many bytes of messages in one [`ToEnclave::Peers`] (more than one message
+/// only below it): well inside what the enclave reads from the host in one request.
+pub const MAX_PEER_BATCH_BYTES: usize = 2 << 20;
 
 /// What the host does with the messages of a [`ToEnclave::Peers`] batch after the first
 /// `done` ([`EnclaveReply::Peers`]).

@@ -2403,20 +2403,35 @@ mod connections {
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].text, "marker-5e1f first words");
 
-        // Bob locks; alice's next message waits in JetStream and arrives after his unlock.
+        // Bob locks; alice's next messages wait in JetStream and arrive after his unlock: two
+        // files of 1 MiB (their pieces more than one batch of the enclave's takes) and a text.
         let session = bob.lock().await.unwrap();
-        alice
+        let files: Vec<Vec<u8>> = (0..2u8)
+            .map(|i| (0..1 << 20).map(|j: u32| (j % 251) as u8 ^ i).collect())
+            .collect();
+        for (i, f) in files.iter().enumerate() {
+            alice
+                .send_file(a.id, &format!("f{i}.bin"), "application/octet-stream", f, None)
+                .await
+                .unwrap();
+        }
+        let last = alice
             .send_message(a.id, "marker-5e1f while you were away")
             .await
             .unwrap();
         let mut bob = session.unlock(pin("2468"), &mut bob_profile).await.unwrap();
+        // In order: when the text is in, so are the files before it.
         event(&bob, "the message that waited", |e| {
-            matches!(e, EventKind::Message { .. })
+            matches!(e, EventKind::Message { seq, .. } if *seq == last)
         })
         .await;
         let (history, _) = bob.messages(b.id, None, 50).await.unwrap();
-        assert_eq!(history.len(), 2, "delivered once, after the unlock");
+        assert_eq!(history.len(), 4, "delivered once each, after the unlock");
         assert_eq!(history[0].text, "marker-5e1f while you were away");
+        for (m, f) in history[1..3].iter().rev().zip(&files) {
+            assert!(m.attachment.as_ref().is_some_and(|a| a.complete), "{m:?}");
+            assert_eq!(&bob.download(b.id, false, m.seq).await.unwrap(), f);
+        }
         bob.mark_read(b.id, history[0].seq).await.unwrap();
         event(&alice, "alice's read receipt", |e| {
             matches!(e, EventKind::Receipt { read: true, .. })

@@ -68,11 +68,16 @@ impl Vaults {
         self.deliver_at(to, wire, NOW)
     }
 
-    /// The same, with the host's clock at `now_ms`.
+    /// The same, with the host's clock at `now_ms` (as the host does: a batch of one).
     fn deliver_at(&self, to: &str, wire: &[u8], now_ms: u64) -> Vec<Outbound> {
-        self.manager
-            .peer(to, now_ms, |u| receive(u, wire))
-            .expect("the vault is open")
+        match crate::server::peers(&self.manager, to, now_ms, &[wire]) {
+            Ok(vettid_proto::enclave::EnclaveReply::Peers {
+                done: 1,
+                rest: None,
+                out,
+            }) => out,
+            other => panic!("the vault did not take the message: {other:?}"),
+        }
     }
 
     /// `inviter` invites `invitee`, both approve: the connection's id in each vault.
@@ -2470,10 +2475,9 @@ fn a_batch_of_peer_messages_is_taken_in_order_and_made_durable_as_one_version() 
     let (after, logs_after) = version_and_logs(&v, "bob");
     assert_eq!(after, version + 1, "one version for the whole batch");
     assert_eq!(logs_after, logs + 1, "one log object for the whole batch");
-    let mut got = v.history("bob", b);
-    got.sort_by_key(|m| m.seq);
-    let texts: Vec<String> = got.into_iter().map(|m| m.text).collect();
-    let expected: Vec<String> = (0..5).map(|i| format!("text {i}")).collect();
+    // Newest first.
+    let texts: Vec<String> = v.history("bob", b).into_iter().map(|m| m.text).collect();
+    let expected: Vec<String> = (0..5).rev().map(|i| format!("text {i}")).collect();
     assert_eq!(texts, expected, "each text once, in order");
     // Every text's receipt goes back (the replay's too, under the number it had).
     assert!(peer_wires(&out).len() >= 5);
