@@ -356,7 +356,10 @@ impl Vault {
             let manifest: SnapshotManifest = decode(&manifest, "snapshot")?;
             let len = usize::try_from(manifest.len)
                 .map_err(|_| VaultError::Tampered("snapshot length".into()))?;
-            let mut db = Vec::with_capacity(len.min(1 << 32));
+            // The chunks are opened and checked first, then handed to SQLite in one pass:
+            // no copy of the whole database is made on the way.
+            let mut chunks = Vec::with_capacity(manifest.chunks.min(1 << 12) as usize);
+            let mut total = 0usize;
             for index in 0..manifest.chunks {
                 let chunk = objects
                     .read(&v.key, ObjectKind::SnapshotChunk, chunk_number(snap, index))?
@@ -368,15 +371,23 @@ impl Vault {
                         "snapshot chunk from another attempt".into(),
                     ));
                 }
-                db.extend_from_slice(&chunk[SNAPSHOT_ID..]);
+                total = total.saturating_add(chunk.len() - SNAPSHOT_ID);
+                if total > len {
+                    return Err(VaultError::Tampered("snapshot length".into()));
+                }
+                chunks.push(chunk);
             }
-            if db.len() != len {
+            if total != len {
                 return Err(VaultError::Tampered("snapshot length".into()));
             }
+            let parts = Parts {
+                rest: chunks.iter(),
+                current: &[],
+            };
             v.conn
-                .deserialize_read_exact(MAIN_DB, &db[..], db.len(), false)
+                .deserialize_read_exact(MAIN_DB, parts, len, false)
                 .map_err(|_| VaultError::Tampered("snapshot is not a database".into()))?;
-            drop(db);
+            drop(chunks);
             v.version = snap;
             v.snapshot_version = snap;
             v.hash = manifest
@@ -1029,6 +1040,24 @@ fn image_aad(version: u64, hash: &[u8; 32]) -> Vec<u8> {
         hash,
     ]
     .concat()
+}
+
+/// The snapshot's opened chunks read as one stream (each after its snapshot id).
+struct Parts<'a> {
+    rest: std::slice::Iter<'a, zeroize::Zeroizing<Vec<u8>>>,
+    current: &'a [u8],
+}
+
+impl std::io::Read for Parts<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rest.next() {
+                Some(chunk) => self.current = &chunk[SNAPSHOT_ID..],
+                None => return Ok(0),
+            }
+        }
+        self.current.read(buf)
+    }
 }
 
 /// Moves a vault's keys and state from one form of its database to another.

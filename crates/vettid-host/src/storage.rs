@@ -42,7 +42,8 @@ const TEMPORARY: char = '#';
 /// temporary file beside it, which is fsynced and then hard-linked to the name (the link fails
 /// if the name exists — create-only — and a crash leaves the whole object or none), the
 /// temporary name is removed, and the directory is fsynced ([`sync_dirs_with`]): two fsyncs
-/// for a write into a known directory. `Ok(false)`: the name was taken, nothing changed.
+/// for a write into a known directory. `Ok(false)`: the name was taken, nothing changed (and
+/// the name that took it is durable before this says so: the taker may not have synced yet).
 fn create_local(
     root: &Path,
     name: &str,
@@ -50,47 +51,106 @@ fn create_local(
     durable: &Mutex<HashSet<PathBuf>>,
 ) -> std::io::Result<bool> {
     use std::io::Write;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     let path = root.join(name);
     let (Some(dir), Some(file)) = (path.parent(), path.file_name().and_then(|f| f.to_str())) else {
         return Err(std::io::Error::other("not an object path"));
     };
-    let tmp = dir.join(format!(
-        "{file}{TEMPORARY}{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    let open = || {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-    };
-    let mut f = match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir)?;
-            open()?
-        }
-        other => other?,
-    };
+    let (tmp, mut f) = temporary(dir, file)?;
     let linked = f
         .write_all(bytes)
         .and_then(|()| f.sync_all())
         .and_then(|()| std::fs::hard_link(&tmp, &path));
     drop(f);
     let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+    let created = match linked {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
         Err(e) => return Err(e),
-    }
+    };
     sync_dirs_with(dir, durable, &mut |p| std::fs::File::open(p)?.sync_all())?;
-    Ok(true)
+    Ok(created)
 }
 
-/// The names of the files under `dir` (recursively), each as `rel/…`, skipping temporary
-/// files; a missing directory has none.
+/// A new temporary file in `dir` (made if missing) for object file `file`: a name no other
+/// writer picks (process id, a number per process, a random number per process run; another
+/// try if one is taken anyway, say a leftover of a crash).
+fn temporary(dir: &Path, file: &str) -> std::io::Result<(PathBuf, std::fs::File)> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = *RUN.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    let mut last = None;
+    for _ in 0..4 {
+        let tmp = dir.join(format!(
+            "{file}{TEMPORARY}{}-{run:016x}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let open = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+        };
+        let opened = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()
+            }
+            other => other,
+        };
+        match opened {
+            Ok(f) => return Ok((tmp, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no temporary name")))
+}
+
+/// Removes the files at `paths` (missing ones are fine) and makes that durable: each
+/// directory they were in is fsynced once.
+fn delete_local(paths: &[PathBuf]) -> std::io::Result<()> {
+    let mut dirs = std::collections::BTreeSet::new();
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    dirs.insert(dir.to_path_buf());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for dir in dirs {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Removes what a crash left of [`create_local`] under `dir`: temporary files (one linked
+/// already is a second name for an object's bytes, which a delete would not reach).
+fn sweep_temporaries(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            sweep_temporaries(&entry.path())?;
+        } else if entry.file_name().to_string_lossy().contains(TEMPORARY) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// The names of the entries under `dir` that are not directories (recursively), each as
+/// `rel/…`, skipping temporary files; a missing directory has none.
 fn list_local(dir: &Path, rel: &str, names: &mut Vec<String>) -> std::io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
@@ -105,10 +165,11 @@ fn list_local(dir: &Path, rel: &str, names: &mut Vec<String>) -> std::io::Result
         if name.contains(TEMPORARY) {
             continue;
         }
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
+        if entry.file_type()?.is_dir() {
             list_local(&entry.path(), &format!("{rel}/{name}"), names)?;
-        } else if kind.is_file() {
+        } else {
+            // Anything else under an object's name shows (a planted link or pipe is then
+            // refused by `get`, not hidden).
             names.push(format!("{rel}/{name}"));
         }
     }
@@ -165,6 +226,7 @@ impl Storage {
         for dir in root.ancestors().skip(1) {
             std::fs::File::open(dir)?.sync_all()?;
         }
+        sweep_temporaries(&root)?;
         Ok(Self {
             store: Arc::new(store),
             durable_dirs: Arc::new(Mutex::new(HashSet::from([root.clone()]))),
@@ -198,7 +260,14 @@ impl Storage {
         }
         if let Some(root) = &self.local_root {
             // One read from the page cache; object_store's local reader streams in small pieces.
-            return match tokio::fs::read(root.join(name)).await {
+            // Only a regular file is an object (a planted link or pipe is an error, and a
+            // pipe would block the read).
+            let path = root.join(name);
+            match tokio::fs::symlink_metadata(&path).await {
+                Ok(m) if !m.file_type().is_file() => return error("not a regular file"),
+                _ => {}
+            }
+            return match tokio::fs::read(path).await {
                 Ok(bytes) => HostReply::Object(Some(bytes)),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => HostReply::Object(None),
                 Err(e) => error(e),
@@ -289,10 +358,19 @@ impl Storage {
 
     /// Deletes objects; missing ones are fine.
     pub async fn delete(&self, names: &[String]) -> HostReply {
+        if names.iter().any(|n| !valid_name(n)) {
+            return HostReply::Error("invalid object name".into());
+        }
+        if let Some(root) = &self.local_root {
+            let paths: Vec<PathBuf> = names.iter().map(|n| root.join(n)).collect();
+            let deleted = tokio::task::spawn_blocking(move || delete_local(&paths)).await;
+            return match deleted {
+                Ok(Ok(())) => HostReply::Done,
+                Ok(Err(e)) => error(e),
+                Err(e) => error(e),
+            };
+        }
         for name in names {
-            if !valid_name(name) {
-                return HostReply::Error("invalid object name".into());
-            }
             match self.store.delete(&ObjectPath::from(name.as_str())).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return error(e),
@@ -414,5 +492,68 @@ mod tests {
             HostReply::Names(n) if n.is_empty()
         ));
         assert!(matches!(storage.list("../etc/").await, HostReply::Error(_)));
+        // No temporary file stays behind a create or a refused one.
+        let leftovers = |dir: &str| {
+            std::fs::read_dir(root.join(dir))
+                .unwrap()
+                .filter(|e| {
+                    let e = e.as_ref().unwrap().file_name();
+                    e.to_string_lossy().contains(TEMPORARY) && e != "3#999-0"
+                })
+                .count()
+        };
+        assert_eq!(leftovers("vaults/v/log"), 0);
+
+        // Eight writers race for one name: exactly one creates it, the others are refused,
+        // and the bytes are the winner's whole.
+        let storage = Arc::new(storage);
+        let racers: Vec<_> = (0..8u8)
+            .map(|i| {
+                let s = storage.clone();
+                tokio::spawn(
+                    async move { (i, s.put_create("vaults/r/log/1", vec![i; 4096]).await) },
+                )
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for r in racers {
+            match r.await.unwrap() {
+                (i, HostReply::Created) => winners.push(i),
+                (_, HostReply::AlreadyExists) => {}
+                (_, other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1);
+        assert!(matches!(
+            storage.get("vaults/r/log/1").await,
+            HostReply::Object(Some(b)) if b == vec![winners[0]; 4096]
+        ));
+        assert_eq!(leftovers("vaults/r/log"), 0);
+
+        // Something planted under an object's name is listed and refused, not read.
+        std::os::unix::fs::symlink("/etc/hostname", root.join("vaults/v/log/4")).unwrap();
+        let HostReply::Names(names) = storage.list("vaults/v/log/").await else {
+            panic!("no listing")
+        };
+        assert!(names.contains(&"vaults/v/log/4".to_owned()));
+        assert!(matches!(
+            storage.get("vaults/v/log/4").await,
+            HostReply::Error(_)
+        ));
+
+        // Deletes remove (a missing name is fine); a restart sweeps the crash's leftover.
+        assert!(matches!(
+            storage
+                .delete(&["vaults/v/log/1".into(), "vaults/v/log/99".into()])
+                .await,
+            HostReply::Done
+        ));
+        assert!(matches!(
+            storage.get("vaults/v/log/1").await,
+            HostReply::Object(None)
+        ));
+        drop(storage);
+        let _again = Storage::local(t.path().join("objects")).unwrap();
+        assert!(!root.join("vaults/v/log/3#999-0").exists());
     }
 }

@@ -2411,7 +2411,13 @@ mod connections {
             .collect();
         for (i, f) in files.iter().enumerate() {
             alice
-                .send_file(a.id, &format!("f{i}.bin"), "application/octet-stream", f, None)
+                .send_file(
+                    a.id,
+                    &format!("f{i}.bin"),
+                    "application/octet-stream",
+                    f,
+                    None,
+                )
                 .await
                 .unwrap();
         }
@@ -2421,9 +2427,11 @@ mod connections {
             .unwrap();
         let mut bob = session.unlock(pin("2468"), &mut bob_profile).await.unwrap();
         // In order: when the text is in, so are the files before it.
-        event(&bob, "the message that waited", |e| {
-            matches!(e, EventKind::Message { seq, .. } if *seq == last)
-        })
+        event(
+            &bob,
+            "the message that waited",
+            |e| matches!(e, EventKind::Message { seq, .. } if *seq == last),
+        )
         .await;
         let (history, _) = bob.messages(b.id, None, 50).await.unwrap();
         assert_eq!(history.len(), 4, "delivered once each, after the unlock");
