@@ -33,6 +33,7 @@ GOALS = {
     "item_update_ms": ("item update, 10,000 items, median", "ms", "<=", None, 6),
     "peer_setup_ms": ("connection setup, invite to active", "ms", "<=", None, 14),
     "peer_throughput_ratio": ("messages/s vs raw JetStream publish+ack", "", ">=", 0.3, 14),
+    "peer_throughput_synced_ratio": ("messages/s vs JetStream publish+ack synced per message", "", ">=", None, 14),
     "peer_latency_ratio": ("one message app to app / two NATS round trips", "x", "<=", None, 14),
     "backup_ratio_raw_aead": ("backup throughput / raw AEAD", "", ">=", None, 13),
     "restore_ratio_raw_aead": ("restore throughput / raw AEAD", "", ">=", None, 13),
