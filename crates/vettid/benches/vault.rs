@@ -387,10 +387,21 @@ fn syncs_per_write(pid: i32, writes: impl FnOnce() -> u64) -> Option<(f64, f64)>
                 .any(|c| l.contains(c))
         })
         .collect();
-    let log = calls
-        .iter()
-        .filter(|l| l.contains("/log/") || l.contains("/log>"))
-        .count();
+    // The write path: each log entry's file, and its directory synced next by the same
+    // thread. A log directory synced otherwise is compaction's (old entries deleted).
+    let mut log = 0;
+    let mut after_entry = std::collections::HashSet::new();
+    for l in &calls {
+        let tid = l.split_whitespace().next().unwrap_or("");
+        if l.contains("/log/") {
+            log += 1;
+            after_entry.insert(tid);
+        } else if l.contains("/log>") && after_entry.remove(tid) {
+            log += 1;
+        } else {
+            after_entry.remove(tid);
+        }
+    }
     Some((calls.len() as f64 / n as f64, log as f64 / n as f64))
 }
 
