@@ -24,3 +24,4 @@ pub mod redact;
 pub mod secrets;
 pub mod session;
 pub mod subject;
+pub mod voting;
