@@ -141,6 +141,13 @@ pub(crate) fn peers(
     })
 }
 
+/// Runs `f`, a panic in it answered as `Internal`: a bug must cost one request, not a worker
+/// (the pool is not refilled).
+fn caught<T>(f: impl FnOnce() -> Result<T, VaultError>) -> Result<T, VaultError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())))
+}
+
 fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
     while let Some(Incoming { id, body }) = link.next_request() {
         let (reply, follow_up) = match body
@@ -151,12 +158,10 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
             Ok(ToEnclave::Ping) => (Ok(EnclaveReply::Pong), None),
             Ok(ToEnclave::Stats) => (Ok(manager.stats()), None),
             Ok(ToEnclave::Vault { vault, op }) => {
-                // A bug must cost one request, not a worker: the pool is not refilled.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let r = caught(|| {
                     debug_path()?;
                     manager.handle(&vault, op)
-                }))
-                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
+                });
                 let maintain = matches!(r, Ok(EnclaveReply::Written(_))).then_some(vault);
                 (r, maintain)
             }
@@ -166,26 +171,18 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
                 now_ms,
                 body,
             }) => {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    sessions.handle(manager, &member, channel, now_ms, &body)
-                }));
-                let r = match r {
-                    Ok((answer, events)) => Ok(EnclaveReply::App {
+                let r = caught(|| Ok(sessions.handle(manager, &member, channel, now_ms, &body)))
+                    .map(|(answer, events)| EnclaveReply::App {
                         body: to_body(&answer),
                         events,
                         open: manager.accepts_peers(&member),
-                    }),
-                    Err(_) => Err(VaultError::Internal("request failed".into())),
-                };
+                    });
                 // A vault operation may have written: snapshot after answering, if due.
                 (r, Some(member))
             }
             Ok(ToEnclave::Shred { vault }) => {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    shred(manager, sessions, &vault)
-                }))
-                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())))
-                .map(|objects| EnclaveReply::Shredded { objects });
+                let r = caught(|| shred(manager, sessions, &vault))
+                    .map(|objects| EnclaveReply::Shredded { objects });
                 (r, None)
             }
             Ok(ToEnclave::Peer {
@@ -193,10 +190,7 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
                 now_ms,
                 body,
             }) => {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    peer(manager, &member, now_ms, &body)
-                }))
-                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
+                let r = caught(|| peer(manager, &member, now_ms, &body));
                 (r, Some(member))
             }
             Ok(ToEnclave::Peers {
@@ -204,10 +198,7 @@ fn work(link: &Link, manager: &Manager, sessions: &Sessions) {
                 now_ms,
                 bodies,
             }) => {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    peers(manager, &member, now_ms, &bodies)
-                }))
-                .unwrap_or_else(|_| Err(VaultError::Internal("request failed".into())));
+                let r = caught(|| peers(manager, &member, now_ms, &bodies));
                 (r, Some(member))
             }
             Err(e) => (Err(e), None),

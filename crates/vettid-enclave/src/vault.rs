@@ -687,41 +687,33 @@ impl Vault {
         let Some(statements) = self.staged.take() else {
             return Ok(());
         };
-        let durable = if statements.is_empty() {
-            Ok(None)
-        } else {
-            self.log(objects, statements).map(Some)
-        };
-        match durable {
-            Ok(next) => {
-                if let Err(e) = self.conn.execute_batch("COMMIT") {
-                    let _ = self.conn.execute_batch("ROLLBACK");
-                    return Err(sql_err(e));
-                }
-                if let Some((number, hash, digest, bytes, signed)) = next {
-                    self.version = number;
-                    self.hash = hash;
-                    self.tail.push(digest);
-                    self.log_bytes += bytes;
-                    self.signed = Some(signed);
-                }
-                Ok(())
-            }
+        let logged = match (!statements.is_empty())
+            .then(|| self.log(objects, statements))
+            .transpose()
+        {
+            Ok(logged) => logged,
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                Err(e)
+                return Err(e);
             }
+        };
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(sql_err(e));
         }
+        if let Some(l) = logged {
+            self.version = l.signed.version;
+            self.hash = l.hash;
+            self.tail.push(l.digest);
+            self.log_bytes += l.bytes;
+            self.signed = Some(l.signed);
+        }
+        Ok(())
     }
 
     /// Writes the log entry of the next version holding `statements` (already applied to the
-    /// open transaction); its number, hash, statement digest, size and signed version.
-    #[allow(clippy::type_complexity)]
-    fn log(
-        &self,
-        objects: &Objects<'_>,
-        statements: Vec<Statement>,
-    ) -> Result<(u64, [u8; 32], [u8; 32], u64, SignedVersion), VaultError> {
+    /// open transaction); what the vault becomes once the transaction commits.
+    fn log(&self, objects: &Objects<'_>, statements: Vec<Statement>) -> Result<Logged, VaultError> {
         let vault = objects.vault();
         let number = self
             .version
@@ -750,7 +742,12 @@ impl Vault {
             signature: signature.to_bytes().to_vec(),
             change_hash: hash.to_vec(),
         };
-        Ok((number, hash, digest, plaintext.len() as u64, signed))
+        Ok(Logged {
+            hash,
+            digest,
+            bytes: plaintext.len() as u64,
+            signed,
+        })
     }
 
     /// Whether enough log has accumulated for a snapshot: `every` entries or [`SNAPSHOT_BYTES`]
@@ -1040,6 +1037,18 @@ fn image_aad(version: u64, hash: &[u8; 32]) -> Vec<u8> {
         hash,
     ]
     .concat()
+}
+
+/// A log entry written for the next version ([`Vault::log`]).
+struct Logged {
+    /// The version's hash.
+    hash: [u8; 32],
+    /// Its statements' digest (for the history object).
+    digest: [u8; 32],
+    /// The entry's size.
+    bytes: u64,
+    /// The version, signed.
+    signed: SignedVersion,
 }
 
 /// The snapshot's opened chunks read as one stream (each after its snapshot id).

@@ -638,15 +638,13 @@ impl Router {
         for msg in left.by_ref().take(done) {
             msg.ack().await?;
         }
-        let rest = if left.len() == 0 {
-            None
-        } else {
-            Some(rest.unwrap_or(PeerRest::Retry))
-        };
-        if let Some(rest) = rest {
-            give_back(left, rest).await;
+        if left.len() == 0 {
+            return Ok(None);
         }
-        Ok(rest)
+        // Not all taken yet the enclave named no reason: as a failure, after a pause.
+        let rest = rest.unwrap_or(PeerRest::Retry);
+        give_back(left, rest).await;
+        Ok(Some(rest))
     }
 }
 
